@@ -1,0 +1,1 @@
+"""The bias-repair engine: everything that computes. Importable and testable without Streamlit."""

@@ -1,0 +1,229 @@
+"""``python -m core <command>``: everything the workbench does, scriptable (DESIGN.md §6).
+
+Exit status 0 on success; 2 with a one-line reason on bad input (a :class:`UserError`), never a
+traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module with add_arguments(parser) and run(args), one-line help)
+    "demo": ("core.cli", "Write the built-in demo (model, eval, pool, counterexamples) to a folder."),
+    "evaluate": ("core.cli", "Evaluate a model bundle on a dataset; write metrics.json."),
+    "tune": ("core.cli", "Repair a model on counterexamples; write a run folder."),
+    "benchmark": ("core.benchmark", "Run every method over counterexample sets of several sizes."),
+    "perf": ("core.perf", "Measure speed and memory ratios side by side."),
+}
+
+
+def load_model_arg(path: str, meta_path: str | None = None):
+    """A bundle folder/zip, or a .pt/.pth/.safetensors weights file plus a model.json given by --meta."""
+    from core.bundle import BundleMeta, bundle_from_state_file, load_bundle
+
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".pkl"):
+        if p.suffix.lower() in (".pt2", ".ts", ".pkl"):
+            load_bundle(p)  # raises the refusal message
+        if not meta_path:
+            raise UserError(f"{p.name} is a bare weights file; pass --meta model.json with its architecture")
+        try:
+            meta = BundleMeta.from_dict(json.loads(Path(meta_path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read --meta {meta_path}: {exc}") from None
+        return bundle_from_state_file(p.read_bytes(), p.name, meta)
+    return load_bundle(p)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder to write model/, eval/, pool/, counterexamples/ into")
+    p.add_argument("--counterexamples", type=int, default=16, help="how many default counterexamples (1-16)")
+
+
+def run_demo(args) -> int:
+    from core.demo import build_demo
+
+    if not 1 <= args.counterexamples <= 16:
+        raise UserError("--counterexamples must be between 1 and 16")
+    paths = build_demo(args.out, n_counterexamples=args.counterexamples)
+    for k, v in paths.items():
+        print(f"{k:16s} {v}")
+    return 0
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="bundle folder or .zip (or weights file with --meta)")
+    p.add_argument("--meta", help="model.json for a bare .pt/.pth/.safetensors weights file")
+    p.add_argument("--data", required=True, help="dataset folder or .zip with manifest.csv")
+    p.add_argument("--out", required=True, help="metrics.json to write")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--min-group-count", type=int, default=10)
+
+
+def run_evaluate(args) -> int:
+    from core.datasets import load_dataset
+    from core.metrics import evaluate_bundle
+
+    bundle = load_model_arg(args.model, args.meta)
+    ds = load_dataset(args.data, bundle.meta.class_names)
+    res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res.metrics, indent=2), encoding="utf-8")
+    m = res.metrics
+    print(
+        f"accuracy {m['accuracy']:.3f}  worst-group {m['worst_group_accuracy']:.3f}  "
+        f"bias gap {m['bias_gap']:.3f}  (groups with ≥{m['min_group_count']} images)  → {out}"
+    )
+    return 0
+
+
+# -- tune ---------------------------------------------------------------------------------------
+def add_tune(p: argparse.ArgumentParser) -> None:
+    from core.methods import METHODS
+    from core.penalties import PENALTIES
+
+    p.add_argument("--model", required=True, help="bundle folder or .zip (or weights file with --meta)")
+    p.add_argument("--meta", help="model.json for a bare .pt/.pth/.safetensors weights file")
+    p.add_argument("--counterexamples", required=True, help="dataset of labelled counterexamples")
+    p.add_argument("--eval", help="evaluation dataset (rows with split=val are used as validation only)")
+    p.add_argument("--unlabeled", help="dataset of typical unlabelled images (used by some methods and auto)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--method", default="cpt", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--strength", help="penalty strength λ (a number) or 'auto'")
+    p.add_argument("--penalty", choices=PENALTIES)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--min-steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--stop-rule", choices=["paper", "heldout", "none"])
+    p.add_argument("--params", help="which weights may change: all, classifier, or name patterns")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other method setting")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def tune_overrides(args) -> dict:
+    over: dict = {}
+    for kv in args.set:
+        if "=" not in kv:
+            raise UserError(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        over[k.strip().replace("-", "_")] = v.strip()
+    if args.strength is not None:
+        if args.strength == "auto":
+            over["strength"] = "auto"
+        else:
+            try:
+                over["strength"] = float(args.strength)
+            except ValueError:
+                raise UserError(f"--strength must be a number or 'auto', got {args.strength!r}") from None
+    for key in ("penalty", "max_steps", "min_steps", "lr", "stop_rule", "params"):
+        val = getattr(args, key)
+        if val is not None:
+            over[key] = val
+    return over
+
+
+def run_tune(args) -> int:
+    from core.datasets import load_dataset
+    from core.methods import get_method
+    from core.tuning import run_repair, write_run
+
+    get_method(args.method)
+    bundle = load_model_arg(args.model, args.meta)
+    names = bundle.meta.class_names
+    ce = load_dataset(args.counterexamples, names)
+    ev = load_dataset(args.eval, names) if args.eval else None
+    unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
+
+    def progress(e: dict) -> None:
+        if args.quiet:
+            return
+        line = (
+            f"\rstep {e['step']:4d}/{e['max_steps']}  loss {e['loss']:.4f}  penalty {e['penalty']:.4f}  "
+            f"fixed {e['fixed']}/{e['total']}"
+        )
+        if e.get("heldout_worst_group") is not None:
+            line += f"  held-out worst-group {e['heldout_worst_group']:.3f}"
+        print(line, end="", file=sys.stderr, flush=True)
+
+    result = run_repair(
+        bundle,
+        ce,
+        ev,
+        method=args.method,
+        config=tune_overrides(args),
+        device=args.device,
+        seed=args.seed,
+        progress=progress,
+        unlabeled=unl,
+    )
+    if not args.quiet:
+        print(file=sys.stderr)
+    out = write_run(result, bundle.meta, args.out, ev)
+    m = result.metrics
+    print(f"method {m['method']}  strength {m['strength']}  steps {m['steps']}  stop: {m['stop_reason']}")
+    if "before" in m:
+        b, a = m["before"], m["after"]
+        print(
+            f"accuracy {b['accuracy']:.3f} → {a['accuracy']:.3f}   worst-group {b['worst_group_accuracy']:.3f} → "
+            f"{a['worst_group_accuracy']:.3f}   kept decisions {m['kept_decisions']:.3f}   "
+            f"changed {m['changed_predictions']}"
+        )
+    print(f"{m['seconds']:.1f} s on {m['device']}  → {out}")
+    return 0
+
+
+LOCAL = {
+    "demo": (add_demo, run_demo),
+    "evaluate": (add_evaluate, run_evaluate),
+    "tune": (add_tune, run_tune),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="python -m core", description="Bias-repair workbench command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name in LOCAL:
+            LOCAL[name][0](p)
+            p.set_defaults(_run=LOCAL[name][1])
+        else:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Build only the chosen sub-command's parser, so one command never imports another's module.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(chosen)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""Image datasets: a manifest or a folder per class, from a folder or a .zip (DESIGN.md §5).
+
+``manifest.csv`` has columns ``path,label[,attribute][,split]``; ``path`` is relative to the
+manifest and ``label`` is a class name or a class index. Without a manifest, each sub-folder named
+after a class holds that class's images. Every row that cannot be used is *reported* with its
+reason, never silently dropped; a dataset with any rejected row is refused as a whole (with all
+reasons listed) unless the caller asks to keep the good rows.
+
+Images are validated with Pillow (format PNG/JPEG, bounded pixel count) before decoding, then
+resized to the bundle's input size and normalised with its mean and std.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from core.errors import UserError
+from core.zipsafety import read_zip_members
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ALLOWED_FORMATS = {"PNG", "JPEG"}
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_DATASET_ZIP_BYTES = 1024 * 1024 * 1024
+MAX_DATASET_FILES = 100_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a dataset. ``path`` is relative to the dataset root; ``label`` a class index."""
+
+    path: str
+    label: int
+    attribute: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class ImageDataset:
+    """A validated list of records under ``root``, plus every row that was rejected and why."""
+
+    root: Path
+    records: list[Record]
+    class_names: list[str]
+    rejected: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def attributes(self) -> list[str | None]:
+        return [r.attribute for r in self.records]
+
+    def subset(self, indices) -> ImageDataset:
+        return ImageDataset(self.root, [self.records[i] for i in indices], self.class_names, [])
+
+    def image_path(self, i: int) -> Path:
+        return self.root / self.records[i].path
+
+
+def open_image(data: bytes | Path, name: str) -> Image.Image:
+    """Decode an image file after checking it is really a PNG or JPEG of sane size."""
+    try:
+        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        if img.format not in ALLOWED_FORMATS:
+            raise UserError(f"{name} is a {img.format} image; only PNG and JPEG are accepted")
+        w, h = img.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise UserError(f"{name} is {w}×{h} pixels, more than the limit")
+        img.load()
+    except UserError:
+        raise
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise UserError(f"{name} is not a readable PNG or JPEG image ({exc.__class__.__name__})") from None
+    return img
+
+
+def _parse_label(raw: str, class_names: list[str]) -> int:
+    raw = raw.strip()
+    if raw in class_names:
+        return class_names.index(raw)
+    if raw.lstrip("-").isdigit():
+        idx = int(raw)
+        if 0 <= idx < len(class_names):
+            return idx
+    raise UserError(f"unknown label {raw!r} (classes: {', '.join(class_names)})")
+
+
+def _read_manifest(root: Path, class_names: list[str]) -> tuple[list[Record], list[str]]:
+    records: list[Record] = []
+    rejected: list[str] = []
+    text = (root / "manifest.csv").read_text(encoding="utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text))
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    if "path" not in cols or "label" not in cols:
+        raise UserError(f"manifest.csv needs columns path,label; it has: {', '.join(cols) or 'none'}")
+    root_resolved = root.resolve()
+    for line_no, row in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        rel = row.get("path", "")
+        where = f"manifest.csv line {line_no} ({rel or 'no path'})"
+        try:
+            if not rel:
+                raise UserError("empty path")
+            if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
+                raise UserError("not a .png/.jpg/.jpeg file")
+            target = (root / rel).resolve()
+            if root_resolved not in target.parents:
+                raise UserError("path points outside the dataset")
+            if not target.is_file():
+                raise UserError("image file is missing")
+            label = _parse_label(row.get("label", ""), class_names)
+        except UserError as exc:
+            rejected.append(f"{where}: {exc}")
+            continue
+        records.append(
+            Record(
+                path=Path(rel).as_posix(),
+                label=label,
+                attribute=row.get("attribute") or None,
+                split=row.get("split") or None,
+            )
+        )
+    return records, rejected
+
+
+def _read_class_folders(root: Path, class_names: list[str]) -> tuple[list[Record], list[str]]:
+    records: list[Record] = []
+    rejected: list[str] = []
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise UserError("dataset has neither manifest.csv nor one folder per class")
+    for d in subdirs:
+        try:
+            label = _parse_label(d.name, class_names)
+        except UserError as exc:
+            rejected.append(f"folder {d.name}/: {exc}")
+            continue
+        for f in sorted(d.rglob("*")):
+            if not f.is_file():
+                continue
+            rel = f.relative_to(root).as_posix()
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                rejected.append(f"{rel}: not a .png/.jpg/.jpeg file")
+                continue
+            records.append(Record(path=rel, label=label))
+    return records, rejected
+
+
+def _dataset_root(path: Path) -> Path:
+    """The folder holding manifest.csv: the given folder, or its single sub-folder."""
+    if (path / "manifest.csv").is_file():
+        return path
+    entries = [p for p in path.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "manifest.csv").is_file():
+        return entries[0]
+    return path
+
+
+def load_dataset(
+    path: str | Path, class_names: list[str], *, keep_good_rows: bool = False, verify_images: bool = True
+) -> ImageDataset:
+    """Load a dataset folder (or a .zip, extracted next to it under ``<name>.unpacked``).
+
+    With ``verify_images`` every image is opened and checked (PNG/JPEG, readable); bad files are
+    reported like bad rows. Raises :class:`UserError` listing all problems unless
+    ``keep_good_rows`` is set, in which case they are kept in ``rejected``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"dataset not found: {path}")
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise UserError(f"{path.name} is not a dataset: give a folder or a .zip")
+        target = path.with_name(path.name + ".unpacked")
+        return dataset_from_zip_bytes(path.read_bytes(), path.name, class_names, target, keep_good_rows=keep_good_rows)
+    root = _dataset_root(path)
+    if (root / "manifest.csv").is_file():
+        records, rejected = _read_manifest(root, class_names)
+    else:
+        records, rejected = _read_class_folders(root, class_names)
+    if verify_images:
+        good = []
+        for r in records:
+            try:
+                open_image(root / r.path, r.path)
+                good.append(r)
+            except UserError as exc:
+                rejected.append(str(exc))
+        records = good
+    if rejected and not keep_good_rows:
+        shown = "; ".join(rejected[:5]) + (f"; and {len(rejected) - 5} more" if len(rejected) > 5 else "")
+        raise UserError(f"dataset {path.name} has {len(rejected)} unusable row(s): {shown}")
+    if not records:
+        raise UserError(f"dataset {path.name} holds no usable images")
+    return ImageDataset(root=root, records=records, class_names=list(class_names), rejected=rejected)
+
+
+def dataset_from_zip_bytes(
+    raw: bytes,
+    name: str,
+    class_names: list[str],
+    extract_to: str | Path,
+    *,
+    keep_good_rows: bool = False,
+    max_total: int = MAX_DATASET_ZIP_BYTES,
+    max_files: int = MAX_DATASET_FILES,
+) -> ImageDataset:
+    """Safely unpack a dataset zip into ``extract_to`` and load it (see :func:`load_dataset`)."""
+    members = read_zip_members(raw, name, max_total=max_total, max_files=max_files)
+    if not members:
+        raise UserError(f"{name} is empty")
+    target = Path(extract_to)
+    target.mkdir(parents=True, exist_ok=True)
+    for member, data in members.items():
+        dest = target / member
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return load_dataset(target, class_names, keep_good_rows=keep_good_rows)
+
+
+def image_to_array(img: Image.Image, input_size: list[int]) -> np.ndarray:
+    """Resize and convert one image to uint8 [C,H,W] at the bundle's input size."""
+    c, h, w = input_size
+    img = img.convert("RGB" if c == 3 else "L")
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    if c == 1:
+        arr = arr[None, :, :]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr)
+
+
+def load_pixels(dataset: ImageDataset, input_size: list[int]) -> np.ndarray:
+    """All images of a dataset as one uint8 array [N,C,H,W] (compact; cache this)."""
+    out = np.empty((len(dataset), *input_size), dtype=np.uint8)
+    for i, r in enumerate(dataset.records):
+        out[i] = image_to_array(open_image(dataset.root / r.path, r.path), input_size)
+    return out
+
+
+def normalize(pixels: np.ndarray | torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 [N,C,H,W] → float32 normalised tensor, as the model expects."""
+    x = torch.as_tensor(pixels).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def load_tensors(dataset: ImageDataset, meta) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as a normalised float tensor and labels as a long tensor, for a bundle's metadata."""
+    pixels = load_pixels(dataset, meta.input_size)
+    return normalize(pixels, meta.mean, meta.std), torch.as_tensor(dataset.labels)
+
+
+def write_manifest_dataset(
+    out_dir: str | Path,
+    images: np.ndarray,
+    labels: list[str],
+    attributes: list[str | None] | None = None,
+    splits: list[str | None] | None = None,
+    prefix: str = "img",
+) -> Path:
+    """Write uint8 images [N,H,W,C] or [N,H,W] as PNGs plus manifest.csv; used by the demo."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, arr in enumerate(images):
+        rel = f"images/{prefix}_{i:05d}.png"
+        Image.fromarray(arr).save(out / rel, optimize=False, compress_level=1)
+        row = {"path": rel, "label": labels[i]}
+        if attributes is not None:
+            row["attribute"] = attributes[i] or ""
+        if splits is not None:
+            row["split"] = splits[i] or ""
+        rows.append(row)
+    cols = (
+        ["path", "label"]
+        + (["attribute"] if attributes is not None else [])
+        + (["split"] if splits is not None else [])
+    )
+    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    return out

@@ -1,0 +1,38 @@
+"""Translations: every string the workbench shows comes from ``assets/i18n/<lang>.json``.
+
+English and Japanese are complete (a test checks that both files have the same keys and that every
+key the pages use exists). ``t(key, **values)`` fills ``{placeholders}`` with ``str.format``. A key
+missing from a language falls back to English, then to the key itself, so a gap shows up as a
+visible key name instead of a crash.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+I18N_DIR = Path(__file__).resolve().parent.parent / "assets" / "i18n"
+LANGUAGES = {"en": "English", "ja": "日本語"}
+DEFAULT_LANGUAGE = "en"
+
+
+@functools.cache
+def catalog(lang: str) -> dict[str, str]:
+    """The key → text map of one language."""
+    path = I18N_DIR / f"{lang}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def t(key: str, lang: str = DEFAULT_LANGUAGE, **values) -> str:
+    """The text for ``key`` in ``lang`` with ``values`` filled in."""
+    if lang not in LANGUAGES:
+        lang = DEFAULT_LANGUAGE
+    text = catalog(lang).get(key) or catalog(DEFAULT_LANGUAGE).get(key) or key
+    return text.format(**values) if values else text
+
+
+def translator(lang: str) -> Callable[..., str]:
+    """``t`` bound to one language, for a page to call as ``t("key", n=3)``."""
+    return functools.partial(t, lang=lang if lang in LANGUAGES else DEFAULT_LANGUAGE)

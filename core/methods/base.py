@@ -1,0 +1,193 @@
+"""The interface every repair method shares (DomainBed-style: ``update`` and ``predict``).
+
+A method wraps a frozen base model. ``update(x, y)`` takes one optimizer step on a batch of
+counterexamples and returns plain numbers; ``predict(x)`` returns logits of the *current* repaired
+model. The training loop, early stopping, evaluation and saving live in :mod:`core.tuning`, so each
+method file holds only what makes that method different.
+
+The network always runs in eval mode: BatchNorm running statistics are never updated from a
+handful of images and dropout is off (DESIGN.md §3).
+
+Hyperparameters are declared once, in a frozen dataclass per method whose field ``metadata``
+carries the help text and widget hints (``min``, ``max``, ``log``, ``choices``). The CLI and the
+workbench build their options from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from core.errors import UserError
+
+STOP_RULES = ("paper", "heldout", "none")
+
+
+def hp(default, help: str, **hints):
+    """A dataclass field with help text and widget hints kept in its metadata."""
+    return field(default=default, metadata={"help": help, **hints})
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Settings shared by every method: optimiser, step budget, stopping rule, tuned parameters."""
+
+    lr: float = hp(1e-3, "Adam step size.", min=1e-5, max=1e-1, log=True)
+    max_steps: int = hp(100, "Upper bound on optimizer steps.", min=1, max=5000)
+    min_steps: int = hp(
+        10,
+        "ε of the paper's rule: never stop before this many steps, even if every counterexample is already right.",
+        min=0,
+        max=5000,
+    )
+    stop_rule: str = hp(
+        "paper",
+        "paper: stop once every counterexample is right and at least min_steps have passed (Penzel et al. "
+        "2024); heldout: keep the step with the best held-out worst-group accuracy, stop after `patience` "
+        "checks without improvement (needs a labelled validation set); none: run max_steps.",
+        choices=STOP_RULES,
+    )
+    patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
+    eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)
+    batch_size: int = hp(64, "Counterexamples per step (all of them when there are fewer).", min=1, max=4096)
+    params: str = hp(
+        "all",
+        "Which weights may change: 'all', 'classifier' (the last linear layer), or comma-separated name "
+        "patterns such as 'features.2.*,classifier.*'.",
+    )
+
+
+def select_parameters(model: nn.Module, spec: str) -> list[str]:
+    """Resolve a parameter-subset spec ("all", "classifier", or fnmatch patterns) to names."""
+    names = [n for n, _ in model.named_parameters()]
+    spec = (spec or "all").strip()
+    if spec in ("all", "*"):
+        return names
+    if spec == "classifier":
+        last = None
+        for mod_name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                last = mod_name
+        if last is None:
+            raise UserError("params='classifier': this model has no linear layer")
+        return [n for n in names if n.rsplit(".", 1)[0] == last]
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if not chosen:
+        raise UserError(
+            f"params={spec!r} matches no parameter; names look like: {', '.join(names[:6])}"
+            + (" …" if len(names) > 6 else "")
+        )
+    return chosen
+
+
+def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A deep copy of the base on ``device``, in eval mode, with every parameter frozen."""
+    m = copy.deepcopy(model).to(device).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``title``, ``Config`` and implement the hooks."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    Config: ClassVar[type] = MethodConfig
+    mergeable: ClassVar[bool] = True  # the result is an ordinary model of the same architecture
+
+    def __init__(self, base_model: nn.Module, config, device: torch.device, unlabeled: torch.Tensor | None = None):
+        self.config = config
+        self.device = device
+        self.base = frozen_copy(base_model, device)
+        self.unlabeled = unlabeled
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # -- hooks ---------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(self) -> torch.Tensor:
+        """λ·P for penalised methods; 0 otherwise."""
+        return torch.zeros((), device=self.device)
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The repaired weights θ' as a state dict of the base architecture (None if not mergeable)."""
+        raise NotImplementedError
+
+    # -- shared machinery ------------------------------------------------------------------
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.trainable_parameters(), lr=self.config.lr)
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on (x, y); returns loss, task_loss and penalty as floats."""
+        if self.optimizer is None:
+            self.optimizer = self.make_optimizer()
+        from core.devices import autocast
+
+        with autocast(self.device):
+            logits = self.forward(x)
+        task = nn.functional.cross_entropy(logits.float(), y)
+        pen = self.penalty()
+        loss = task + pen
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), "task_loss": float(task.detach()), "penalty": float(pen.detach())}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        from core.devices import autocast
+
+        with autocast(self.device):
+            return self.forward(x).float()
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.trainable_parameters()]
+
+    @torch.no_grad()
+    def restore(self, snap: list[torch.Tensor]) -> None:
+        for p, s in zip(self.trainable_parameters(), snap):
+            p.copy_(s)
+
+    def delta_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """θ' − θ per changed parameter: the audit record of what the repair changed."""
+        merged = self.merged_state_dict()
+        if merged is None:
+            return None
+        base = dict(self.base.named_parameters())
+        return {n: (merged[n].float() - base[n].float()).cpu() for n in base if n in merged}
+
+
+_TYPE_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool"}
+
+
+def describe_schema(config_cls) -> list[dict]:
+    """Widget specs for a config dataclass: name, type, default, help and hints."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(config_cls):
+        md = dict(f.metadata)
+        out.append(
+            {
+                "name": f.name,
+                "type": _TYPE_NAMES.get(f.type if isinstance(f.type, str) else f.type.__name__, "str"),
+                "default": f.default,
+                "help": md.get("help", ""),
+                "min": md.get("min"),
+                "max": md.get("max"),
+                "log": md.get("log", False),
+                "choices": md.get("choices"),
+            }
+        )
+    return out

@@ -1,0 +1,96 @@
+"""Change-penalized tuning (CPT): the product's method.
+
+Penzel, Stein and Denzler, "Reducing Bias in Pre-trained Models by Tuning while Penalizing
+Change", VISAPP 2024 (arXiv 2404.12292), Eq. 1: the frozen weights θ get a trainable δ of the same
+shape, initialised to zero, and the model computes with θ + δ. Only δ is trained, on
+
+    L(δ) = CE(f_{θ+δ}(x), y) + λ · P(δ)
+
+with P one of :mod:`core.penalties` (normalised by θ, so λ means the same for any model). At
+step 0, θ + 0 = θ exactly, so the repaired model starts bit-for-bit equal to the old one. The
+result merges into an ordinary model θ' = θ + δ; dropping δ rolls it back.
+
+θ + δ is applied with :func:`torch.func.functional_call`, which swaps the effective tensors in for
+one forward pass without touching the base module, so θ stays unchanged by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from core.methods.base import Method, MethodConfig, hp, select_parameters
+from core.penalties import PENALTIES, anchor_scales, penalty_value
+
+
+class DeltaModel(nn.Module):
+    """A frozen base plus zero-initialised deltas for the named parameters: f_{θ+δ}."""
+
+    def __init__(self, base: nn.Module, names: list[str]):
+        super().__init__()
+        self.base = base
+        self.names = list(names)
+        params = dict(base.named_parameters())
+        self.anchors = [params[n] for n in self.names]
+        self.deltas = nn.ParameterList([nn.Parameter(torch.zeros_like(params[n])) for n in self.names])
+
+    def effective_parameters(self) -> dict[str, torch.Tensor]:
+        return {n: a + d for n, a, d in zip(self.names, self.anchors, self.deltas)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, self.effective_parameters(), (x,), strict=False)
+
+    @torch.no_grad()
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """θ' = θ + δ as a state dict of the base architecture (buffers unchanged)."""
+        state = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
+        for n, a, d in zip(self.names, self.anchors, self.deltas):
+            state[n] = (a + d).detach().clone()
+        return {k: v.cpu() for k, v in state.items()}
+
+
+@dataclass(frozen=True)
+class CPTConfig(MethodConfig):
+    strength: float = hp(
+        1000.0,
+        "λ: how strongly any change to the model is penalised. Low = change freely; high = protect current "
+        "behaviour. The penalty is relative to the model's own weights, so a value means the same for any model.",
+        min=1.0,
+        max=1e6,
+        log=True,
+    )
+    penalty: str = hp(
+        "l2",
+        "Shape of the change penalty: l2 (small everywhere), l1 (few weights), l1+l2, nuclear (low rank).",
+        choices=PENALTIES,
+    )
+
+
+class CPT(Method):
+    name = "cpt"
+    title = "Change-penalized tuning"
+    Config = CPTConfig
+
+    def __init__(self, base_model, config: CPTConfig, device, unlabeled=None):
+        super().__init__(base_model, config, device, unlabeled)
+        self.names = select_parameters(self.base, config.params)
+        self.model = DeltaModel(self.base, self.names).to(device)
+        self.scales = anchor_scales(self.model.anchors)
+
+    def trainable_parameters(self):
+        return list(self.model.deltas)
+
+    def forward(self, x):
+        return self.model(x)
+
+    def penalty(self):
+        return self.config.strength * penalty_value(self.config.penalty, list(self.model.deltas), self.scales)
+
+    def merged_state_dict(self):
+        return self.model.merged_state_dict()
+
+    def delta_state_dict(self):
+        return {n: d.detach().float().cpu().clone() for n, d in zip(self.names, self.model.deltas)}

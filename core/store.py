@@ -1,0 +1,480 @@
+"""The workbench's embedded store: SQLite (WAL) plus an artifacts folder (DESIGN.md §6).
+
+Everything the workbench knows lives here, so a browser refresh, a second tab or a server restart
+loses nothing: projects, models, datasets, counterexample labels, repair runs with their live
+progress, evaluation metrics and the audit log. The location is ``$BIASREPAIR_HOME`` (default
+``<repo>/.workbench``): ``store.db`` and ``artifacts/``.
+
+The audit table is append-only. SQLite triggers raise on any UPDATE or DELETE of an audit row, so
+even a bug in the app cannot rewrite history.
+
+Each call opens its own short-lived connection: Streamlit runs scripts on several threads and the
+job runner is a separate process, and SQLite connections must not be shared across either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+HOME_ENV = "BIASREPAIR_HOME"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = REPO_ROOT / ".workbench"
+
+RUN_STATES = ("preparing", "queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED_STATES = ("done", "failed", "cancelled", "interrupted")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    is_demo INTEGER NOT NULL DEFAULT 0,
+    base_model_id INTEGER,
+    active_model_id INTEGER,
+    eval_dataset_id INTEGER,
+    pool_dataset_id INTEGER,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    kind TEXT NOT NULL CHECK (kind IN ('base', 'repaired')),
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    meta_json TEXT NOT NULL,
+    sha256_json TEXT NOT NULL,
+    run_id INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    role TEXT NOT NULL CHECK (role IN ('eval', 'pool', 'uploads')),
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    n_items INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counterexamples (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    item_path TEXT NOT NULL,
+    label TEXT NOT NULL,
+    attribute TEXT,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    UNIQUE (project_id, dataset_id, item_path)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    status TEXT NOT NULL,
+    method TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    strength_label TEXT NOT NULL,
+    n_counterexamples INTEGER NOT NULL,
+    out_dir TEXT NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker_pid INTEGER,
+    device TEXT,
+    error TEXT,
+    stop_reason TEXT,
+    decision TEXT,
+    repaired_model_id INTEGER,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS progress (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    data_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    metrics_json TEXT NOT NULL,
+    predictions_path TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (model_id, dataset_id)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    pid INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    project_id INTEGER,
+    action TEXT NOT NULL,
+    detail_json TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE INDEX IF NOT EXISTS audit_project ON audit(project_id, id);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
+"""
+
+
+def now_iso() -> str:
+    """UTC timestamp to the second, ISO 8601; what every *_at column holds."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def home_dir() -> Path:
+    """The store folder: ``$BIASREPAIR_HOME`` or ``<repo>/.workbench``."""
+    raw = os.environ.get(HOME_ENV, "").strip()
+    return Path(raw).expanduser().resolve() if raw else DEFAULT_HOME
+
+
+class Store:
+    """A handle on one store folder. Cheap to create; holds no open connection."""
+
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home).resolve() if home else home_dir()
+        self.artifacts = self.home / "artifacts"
+        self.db_path = self.home / "store.db"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA busy_timeout=30000")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one unit of work; commits on success, rolls back on error."""
+        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA busy_timeout=30000")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    # ---- generic helpers -------------------------------------------------------------------
+    def query(self, sql: str, params: tuple = ()) -> list[dict]:
+        with self.connect() as con:
+            return [dict(r) for r in con.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: tuple = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: tuple = ()) -> int:
+        """Run one write statement; returns lastrowid (for INSERT) or rowcount."""
+        with self.connect() as con:
+            cur = con.execute(sql, params)
+            return cur.lastrowid if sql.lstrip().upper().startswith("INSERT") else cur.rowcount
+
+    def artifact_dir(self, *parts: str) -> Path:
+        """A folder under artifacts/, created on demand."""
+        d = self.artifacts.joinpath(*parts)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ---- audit -----------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, project_id: int | None = None, **detail) -> int:
+        """Append one audit event. There is deliberately no way to change or remove one."""
+        return self.execute(
+            "INSERT INTO audit (ts, actor, project_id, action, detail_json) VALUES (?,?,?,?,?)",
+            (now_iso(), actor or "unknown", project_id, action, json.dumps(detail, default=str)),
+        )
+
+    def audit_events(self, project_id: int | None = None) -> list[dict]:
+        """Audit rows, oldest first, with ``detail`` decoded."""
+        if project_id is None:
+            rows = self.query("SELECT * FROM audit ORDER BY id")
+        else:
+            rows = self.query("SELECT * FROM audit WHERE project_id = ? ORDER BY id", (project_id,))
+        for r in rows:
+            r["detail"] = json.loads(r.pop("detail_json"))
+        return rows
+
+    # ---- projects, models, datasets --------------------------------------------------------
+    def create_project(self, name: str, actor: str, is_demo: bool = False) -> int:
+        return self.execute(
+            "INSERT INTO projects (name, is_demo, created_at, created_by) VALUES (?,?,?,?)",
+            (name, int(is_demo), now_iso(), actor),
+        )
+
+    def project(self, project_id: int) -> dict | None:
+        return self.one("SELECT * FROM projects WHERE id = ?", (project_id,))
+
+    def projects(self) -> list[dict]:
+        return self.query("SELECT * FROM projects ORDER BY id DESC")
+
+    def set_project(self, project_id: int, **fields) -> None:
+        allowed = {"name", "base_model_id", "active_model_id", "eval_dataset_id", "pool_dataset_id"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot set project field(s) {bad}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.execute(f"UPDATE projects SET {cols} WHERE id = ?", (*fields.values(), project_id))
+
+    def add_model(
+        self,
+        project_id: int,
+        kind: str,
+        name: str,
+        path: Path,
+        meta: dict,
+        sha256: dict,
+        run_id: int | None = None,
+    ) -> int:
+        return self.execute(
+            "INSERT INTO models (project_id, kind, name, path, meta_json, sha256_json, run_id, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (project_id, kind, name, str(path), json.dumps(meta), json.dumps(sha256), run_id, now_iso()),
+        )
+
+    def model(self, model_id: int) -> dict | None:
+        row = self.one("SELECT * FROM models WHERE id = ?", (model_id,))
+        if row:
+            row["meta"] = json.loads(row["meta_json"])
+            row["sha256"] = json.loads(row["sha256_json"])
+        return row
+
+    def add_dataset(self, project_id: int, role: str, name: str, path: Path, sha256: str, n_items: int) -> int:
+        return self.execute(
+            "INSERT INTO datasets (project_id, role, name, path, sha256, n_items, created_at) VALUES (?,?,?,?,?,?,?)",
+            (project_id, role, name, str(path), sha256, n_items, now_iso()),
+        )
+
+    def dataset(self, dataset_id: int) -> dict | None:
+        return self.one("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
+
+    def datasets(self, project_id: int, role: str | None = None) -> list[dict]:
+        if role is None:
+            return self.query("SELECT * FROM datasets WHERE project_id = ? ORDER BY id", (project_id,))
+        return self.query("SELECT * FROM datasets WHERE project_id = ? AND role = ? ORDER BY id", (project_id, role))
+
+    def set_dataset_size(self, dataset_id: int, n_items: int, sha256: str) -> None:
+        self.execute("UPDATE datasets SET n_items = ?, sha256 = ? WHERE id = ?", (n_items, sha256, dataset_id))
+
+    # ---- evaluations -----------------------------------------------------------------------
+    def save_evaluation(self, model_id: int, dataset_id: int, metrics: dict, predictions_path: Path) -> None:
+        self.execute(
+            "INSERT OR REPLACE INTO evaluations (model_id, dataset_id, metrics_json, predictions_path,"
+            " created_at) VALUES (?,?,?,?,?)",
+            (model_id, dataset_id, json.dumps(metrics), str(predictions_path), now_iso()),
+        )
+
+    def evaluation(self, model_id: int, dataset_id: int) -> dict | None:
+        row = self.one("SELECT * FROM evaluations WHERE model_id = ? AND dataset_id = ?", (model_id, dataset_id))
+        if row:
+            row["metrics"] = json.loads(row.pop("metrics_json"))
+        return row
+
+    # ---- counterexamples -------------------------------------------------------------------
+    def set_label(
+        self, project_id: int, dataset_id: int, item_path: str, label: str, attribute: str | None, actor: str
+    ) -> str | None:
+        """Label one pool image; returns the previous label (None if it was not chosen yet)."""
+        with self.connect() as con:
+            prev = con.execute(
+                "SELECT label FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?",
+                (project_id, dataset_id, item_path),
+            ).fetchone()
+            con.execute(
+                "INSERT INTO counterexamples (project_id, dataset_id, item_path, label, attribute, created_at,"
+                " created_by) VALUES (?,?,?,?,?,?,?) ON CONFLICT (project_id, dataset_id, item_path)"
+                " DO UPDATE SET label = excluded.label, created_at = excluded.created_at,"
+                " created_by = excluded.created_by",
+                (project_id, dataset_id, item_path, label, attribute, now_iso(), actor),
+            )
+        return prev["label"] if prev else None
+
+    def remove_label(self, project_id: int, dataset_id: int, item_path: str) -> str | None:
+        with self.connect() as con:
+            prev = con.execute(
+                "SELECT label FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?",
+                (project_id, dataset_id, item_path),
+            ).fetchone()
+            con.execute(
+                "DELETE FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?",
+                (project_id, dataset_id, item_path),
+            )
+        return prev["label"] if prev else None
+
+    def labels(self, project_id: int) -> list[dict]:
+        return self.query(
+            "SELECT c.*, d.path AS dataset_path, d.role AS dataset_role FROM counterexamples c"
+            " JOIN datasets d ON d.id = c.dataset_id WHERE c.project_id = ? ORDER BY c.id",
+            (project_id,),
+        )
+
+    # ---- runs ------------------------------------------------------------------------------
+    def create_run(
+        self,
+        project_id: int,
+        model_id: int,
+        method: str,
+        config: dict,
+        strength_label: str,
+        n_counterexamples: int,
+        out_dir: Path,
+        actor: str,
+    ) -> int:
+        return self.execute(
+            "INSERT INTO runs (project_id, model_id, status, method, config_json, strength_label,"
+            " n_counterexamples, out_dir, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                project_id,
+                model_id,
+                "preparing",
+                method,
+                json.dumps(config),
+                strength_label,
+                n_counterexamples,
+                str(out_dir),
+                now_iso(),
+                actor,
+            ),
+        )
+
+    def queue_run(self, run_id: int, out_dir: Path) -> None:
+        """A prepared run (its inputs written to ``out_dir``) becomes visible to the worker."""
+        self.execute(
+            "UPDATE runs SET status = 'queued', out_dir = ? WHERE id = ? AND status = 'preparing'",
+            (str(out_dir), run_id),
+        )
+
+    def run(self, run_id: int) -> dict | None:
+        row = self.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row:
+            row["config"] = json.loads(row["config_json"])
+        return row
+
+    def runs(self, project_id: int) -> list[dict]:
+        rows = self.query("SELECT * FROM runs WHERE project_id = ? ORDER BY id DESC", (project_id,))
+        for r in rows:
+            r["config"] = json.loads(r["config_json"])
+        return rows
+
+    def claim_next_run(self, pid: int) -> dict | None:
+        """Atomically move the oldest queued run to 'running' for worker ``pid``."""
+        with self.connect() as con:
+            row = con.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE runs SET status='running', worker_pid=?, started_at=? WHERE id=? AND status='queued'",
+                (pid, now_iso(), row["id"]),
+            )
+        return self.run(row["id"])
+
+    def finish_run(self, run_id: int, status: str, **fields) -> None:
+        """Record how a run ended; only a running or queued run can end (first writer wins)."""
+        if status not in FINISHED_STATES:
+            raise ValueError(f"not a final state: {status}")
+        allowed = {"error", "stop_reason", "device"}
+        cols = "".join(f", {k} = ?" for k in fields if k in allowed)
+        vals = tuple(v for k, v in fields.items() if k in allowed)
+        self.execute(
+            f"UPDATE runs SET status = ?, finished_at = ?{cols} WHERE id = ? AND status IN ('preparing','queued','running')",
+            (status, now_iso(), *vals, run_id),
+        )
+
+    def set_run(self, run_id: int, **fields) -> None:
+        allowed = {"device", "decision", "repaired_model_id", "cancel_requested"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot set run field(s) {bad}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+    def cancel_requested(self, run_id: int) -> bool:
+        row = self.one("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
+        return bool(row and row["cancel_requested"])
+
+    def add_progress(self, run_id: int, events: list[dict]) -> None:
+        if not events:
+            return
+        with self.connect() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO progress (run_id, step, data_json) VALUES (?,?,?)",
+                [(run_id, int(e.get("step", 0)), json.dumps(e, default=float)) for e in events],
+            )
+
+    def progress(self, run_id: int) -> list[dict]:
+        rows = self.query("SELECT data_json FROM progress WHERE run_id = ? ORDER BY step", (run_id,))
+        return [json.loads(r["data_json"]) for r in rows]
+
+    # ---- workers ---------------------------------------------------------------------------
+    def heartbeat(self, pid: int) -> None:
+        t = time.time()
+        self.execute(
+            "INSERT INTO workers (pid, started_at, heartbeat) VALUES (?,?,?)"
+            " ON CONFLICT (pid) DO UPDATE SET heartbeat = excluded.heartbeat",
+            (pid, t, t),
+        )
+
+    def remove_worker(self, pid: int) -> None:
+        self.execute("DELETE FROM workers WHERE pid = ?", (pid,))
+
+    def live_workers(self, stale_after: float = 10.0) -> list[int]:
+        """Worker pids whose heartbeat is recent and whose process still exists."""
+        cutoff = time.time() - stale_after
+        alive = []
+        for row in self.query("SELECT pid, heartbeat FROM workers"):
+            if row["heartbeat"] >= cutoff and pid_alive(row["pid"]):
+                alive.append(row["pid"])
+        return alive
+
+    def mark_interrupted(self, stale_after: float = 10.0) -> list[int]:
+        """Runs left 'running' by a worker that is gone are marked 'interrupted'; returns their ids."""
+        live = set(self.live_workers(stale_after))
+        gone = [
+            r["id"]
+            for r in self.query("SELECT id, worker_pid FROM runs WHERE status = 'running'")
+            if r["worker_pid"] not in live
+        ]
+        for run_id in gone:
+            self.finish_run(run_id, "interrupted", error="the worker stopped while this run was in progress")
+        return gone
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists (and is not a zombie we could reap)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "\nState:\tZ" in status:
+            return False
+    except OSError:
+        pass
+    return True
