@@ -1,0 +1,70 @@
+"""The bias-repair workbench: ``streamlit run app.py``.
+
+This entry script sets up the sidebar (language, the user's name, the current project) and
+registers the five pages with ``st.navigation``. Pages hold widgets only and call ``core.*``.
+Anything that must survive a refresh lives in the store; the session keeps only view choices.
+"""
+
+import streamlit as st
+
+from core import workbench as wb
+from core.i18n import LANGUAGES, translator
+
+st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
+
+store = wb.get_store()
+
+# Language and project survive a refresh through the URL; the user's name through the session.
+if "lang" not in st.session_state:
+    q = st.query_params.get("lang", "en")
+    st.session_state["lang"] = q if q in LANGUAGES else "en"
+if "actor" not in st.session_state:
+    st.session_state["actor"] = "curator"
+if "pending_project" in st.session_state:  # a page opened or created a project last run
+    st.session_state["project_id"] = st.session_state.pop("pending_project")
+if "project_id" not in st.session_state:
+    q = st.query_params.get("project")
+    known = {p["id"] for p in store.projects()}
+    st.session_state["project_id"] = int(q) if q and q.isdigit() and int(q) in known else wb.latest_project_id(store)
+
+t = translator(st.session_state["lang"])
+
+with st.sidebar:
+    st.radio(
+        t("sidebar_language"),
+        list(LANGUAGES),
+        format_func=LANGUAGES.get,
+        key="lang",
+        horizontal=True,
+    )
+    t = translator(st.session_state["lang"])
+    st.query_params["lang"] = st.session_state["lang"]
+    st.text_input(t("sidebar_your_name"), key="actor", help=t("sidebar_your_name_help"))
+    projects = store.projects()
+    if projects:
+        ids = [p["id"] for p in projects]
+        names = {p["id"]: p["name"] for p in projects}
+        if st.session_state["project_id"] not in ids:
+            st.session_state["project_id"] = ids[0]
+        st.selectbox(
+            t("sidebar_project"),
+            ids,
+            format_func=lambda i: t("sidebar_project_item", name=names[i], id=i),
+            key="project_id",
+        )
+        st.query_params["project"] = str(st.session_state["project_id"])
+    else:
+        st.caption(t("sidebar_no_project"))
+
+flash = st.session_state.pop("flash", None)  # a message from the run before an st.rerun()
+if flash:
+    getattr(st, flash[0])(flash[1])
+
+pages = [
+    st.Page("pages/model.py", title=t("nav_model"), icon="🧠", url_path="model", default=True),
+    st.Page("pages/counterexamples.py", title=t("nav_counterexamples"), icon="🏷️", url_path="counterexamples"),
+    st.Page("pages/tune.py", title=t("nav_tune"), icon="🎚️", url_path="tune"),
+    st.Page("pages/review.py", title=t("nav_review"), icon="⚖️", url_path="review"),
+    st.Page("pages/history.py", title=t("nav_history"), icon="📜", url_path="history"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,205 @@
+"""Step 2, Counterexamples: find images the model gets wrong and label them. Every click is saved."""
+
+import streamlit as st
+
+from core import workbench as wb
+from core.errors import UserError
+from core.i18n import translator
+
+PAGE_SIZE = 12
+COLUMNS = 4
+TILE_PX = 112
+
+t = translator(st.session_state.get("lang", "en"))
+store = wb.get_store()
+pid = st.session_state.get("project_id")
+actor = st.session_state.get("actor") or "curator"
+
+st.title(t("ce_title"))
+if pid is None or not wb.project_summary(store, pid)["active_model"]:
+    st.info(t("need_model"))
+    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.stop()
+
+summary = wb.project_summary(store, pid)
+class_names = summary["class_names"]
+st.write(t("ce_intro"))
+
+
+def _label(key: str, label: str) -> None:
+    try:
+        wb.set_label(store, pid, key, label, actor)
+    except UserError as exc:
+        st.session_state["flash"] = ("error", str(exc))
+
+
+def _on_pill(key: str, widget: str) -> None:
+    value = st.session_state.get(widget)
+    if value:
+        _label(key, value)
+    else:
+        wb.remove_label(store, pid, key, actor)
+
+
+def _on_relabel(key: str, widget: str) -> None:
+    _label(key, st.session_state[widget])
+
+
+def _label_selected() -> None:
+    keys = [k.removeprefix("sel_") for k, v in st.session_state.items() if k.startswith("sel_") and v]
+    label = st.session_state.get("bulk_label")
+    if not keys or not label:
+        return
+    wb.set_labels(store, pid, keys, label, actor)
+    for k in keys:
+        st.session_state[f"sel_{k}"] = False
+    st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=label))
+
+
+with st.expander(t("ce_add_images")):
+    pool_file = st.file_uploader(t("ce_pool_label"), type=["zip"], key="up_pool", help=t("ce_pool_help"))
+    if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None):
+        try:
+            wb.upload_pool_zip(store, pid, pool_file.getvalue(), pool_file.name, actor)
+            st.session_state["flash"] = ("success", t("ce_pool_loaded", name=pool_file.name))
+            st.rerun()
+        except UserError as exc:
+            st.error(t("upload_failed", error=str(exc)))
+    singles = st.file_uploader(
+        t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
+    )
+    single_attr = st.text_input(t("ce_single_attribute"), key="single_attr", help=t("ce_single_attribute_help"))
+    if st.button(t("ce_add_single"), key="add_single", disabled=not singles):
+        try:
+            n = wb.upload_single_images(store, pid, [(f.name, f.getvalue()) for f in singles], single_attr, actor)
+            st.session_state["flash"] = ("success", t("ce_single_added", n=n))
+            st.rerun()
+        except UserError as exc:
+            st.error(t("upload_failed", error=str(exc)))
+
+with st.spinner(t("ce_ranking")):
+    cands = wb.candidates(store, pid)
+if not cands:
+    st.info(t("ce_no_pool"))
+    st.stop()
+
+gallery, chosen_col = st.columns([3, 1], gap="large")
+
+with chosen_col:
+    chosen = wb.chosen_set(store, pid)
+    st.subheader(t("ce_chosen_title", n=len(chosen)))
+    per_class, per_attr = wb.chosen_counts(store, pid)
+    if chosen:
+        st.caption(t("ce_per_class"))
+        st.dataframe(
+            [{t("chart_label"): k, t("table_count"): v} for k, v in sorted(per_class.items())],
+            hide_index=True,
+            key="per_class",
+        )
+        st.caption(t("ce_per_attribute"))
+        st.dataframe(
+            [{t("chart_attribute"): k, t("table_count"): v} for k, v in sorted(per_attr.items())],
+            hide_index=True,
+            key="per_attr",
+        )
+        for c in chosen:
+            with st.container(border=True):
+                a, b = st.columns([1, 2])
+                a.image(wb.thumbnail(c["file"], 64))
+                b.caption(f"{c['attribute'] or '—'}")
+                widget = f"relabel_{c['key']}_{c['label']}"
+                b.selectbox(
+                    t("ce_relabel"),
+                    class_names,
+                    index=class_names.index(c["label"]),
+                    key=widget,
+                    on_change=_on_relabel,
+                    args=(c["key"], widget),
+                    label_visibility="collapsed",
+                )
+                b.button(
+                    t("ce_remove"),
+                    key=f"rm_{c['key']}",
+                    on_click=wb.remove_label,
+                    args=(store, pid, c["key"], actor),
+                    icon="🗑️",
+                )
+        st.page_link("pages/tune.py", label=t("ce_next"), icon="➡️")
+    else:
+        st.info(t("ce_chosen_empty"))
+
+with gallery:
+    unlabelled = [c for c in cands if c["label"] is None]
+    skipped = st.session_state.setdefault("skipped", [])
+    queue = [c for c in unlabelled if c["key"] not in skipped] or unlabelled
+    if queue:
+        top = queue[0]
+        with st.container(border=True):
+            st.markdown(f"**{t('ce_quick_title')}**")
+            st.caption(t("ce_quick_help"))
+            q1, q2 = st.columns([1, 3])
+            q1.image(wb.thumbnail(top["file"], 160))
+            q2.write(t("ce_model_says", label=top["predicted"], pct=round(100 * top["confidence"])))
+            if top["attribute"]:
+                q2.caption(t("ce_attribute_is", attribute=top["attribute"]))
+            bcols = q2.columns(min(len(class_names), 5))
+            for i, name in enumerate(class_names):
+                shortcut = str(i) if i < 10 else None
+                bcols[i % len(bcols)].button(
+                    f"{name}" + (f" ({shortcut})" if shortcut else ""),
+                    key=f"quick_{i}",
+                    on_click=_label,
+                    args=(top["key"], name),
+                    shortcut=shortcut,
+                    width="stretch",
+                )
+            q2.button(
+                t("ce_skip"),
+                key="quick_skip",
+                on_click=lambda k=top["key"]: skipped.append(k),
+                shortcut="s",
+            )
+
+    show = st.segmented_control(
+        t("ce_show"),
+        ["all", "todo", "done"],
+        format_func=lambda v: t(f"ce_show_{v}"),
+        default="all",
+        key="ce_filter",
+    )
+    items = {"all": cands, "todo": unlabelled, "done": [c for c in cands if c["label"]]}[show or "all"]
+    n_pages = max(1, (len(items) + PAGE_SIZE - 1) // PAGE_SIZE)
+    st.caption(t("ce_ranked_note", n=len(items)))
+
+    b1, b2, b3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    n_selected = sum(1 for k, v in st.session_state.items() if k.startswith("sel_") and v)
+    b1.selectbox(t("ce_bulk_label"), class_names, key="bulk_label")
+    b2.button(
+        t("ce_bulk_apply", n=n_selected),
+        key="bulk_apply",
+        on_click=_label_selected,
+        disabled=n_selected == 0,
+        type="primary",
+    )
+
+    page = st.session_state.get("ce_page", 1)
+    page = min(page, n_pages)
+    start = (page - 1) * PAGE_SIZE
+    cols = st.columns(COLUMNS)
+    for i, c in enumerate(items[start : start + PAGE_SIZE]):
+        with cols[i % COLUMNS].container(border=True):
+            st.image(wb.thumbnail(c["file"], TILE_PX))
+            st.caption(t("ce_model_says", label=c["predicted"], pct=round(100 * c["confidence"])))
+            if c["attribute"]:
+                st.caption(t("ce_attribute_is", attribute=c["attribute"]))
+            st.checkbox(t("ce_select"), key=f"sel_{c['key']}")
+            widget = f"pill_{c['key']}_{c['label']}"
+            st.pills(
+                t("ce_this_is"),
+                class_names,
+                default=c["label"],
+                key=widget,
+                on_change=_on_pill,
+                args=(c["key"], widget),
+            )
+    st.pagination(n_pages, default=page, key="ce_page")

@@ -1,0 +1,170 @@
+"""Step 1, Model: open the demo or upload a model and an evaluation set; see where it is biased."""
+
+import streamlit as st
+
+from core import charts
+from core import workbench as wb
+from core.errors import UserError
+from core.i18n import translator
+
+t = translator(st.session_state.get("lang", "en"))
+store = wb.get_store()
+pid = st.session_state.get("project_id")
+actor = st.session_state.get("actor") or "curator"
+
+
+def _parse_numbers(text: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise UserError(t("model_err_numbers", text=text)) from None
+
+
+def _switch_to(project_id: int, message: str) -> None:
+    st.session_state["pending_project"] = project_id
+    st.session_state["flash"] = ("success", message)
+    st.rerun()
+
+
+st.title(t("model_title"))
+st.write(t("model_intro"))
+
+left, right = st.columns([1, 2])
+with left:
+    st.subheader(t("model_demo_header"))
+    st.caption(t("model_demo_caption"))
+    if st.button(t("model_open_demo"), type="primary", key="open_demo", icon="▶️"):
+        with st.spinner(t("model_demo_building")):
+            demo_id = wb.open_demo(store, actor)
+        _switch_to(demo_id, t("model_demo_ready"))
+
+with right:
+    with st.expander(t("model_upload_header"), expanded=pid is None):
+        tab_zip, tab_weights = st.tabs([t("model_tab_bundle"), t("model_tab_weights")])
+        with tab_zip:
+            st.caption(t("model_bundle_help"))
+            bundle_file = st.file_uploader(t("model_bundle_label"), type=["zip"], key="up_bundle")
+            if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
+                try:
+                    new_id = wb.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
+                    _switch_to(new_id, t("model_loaded", name=bundle_file.name))
+                except UserError as exc:
+                    st.error(t("model_upload_failed", error=str(exc)))
+        with tab_weights:
+            st.caption(t("model_weights_help"))
+            weights_file = st.file_uploader(
+                t("model_weights_label"), type=["safetensors", "pt", "pth"], key="up_weights"
+            )
+            with st.form("weights_form"):
+                arch = st.selectbox(t("model_architecture"), wb.architecture_names(), key="w_arch")
+                classes = st.text_area(t("model_class_names"), key="w_classes", help=t("model_class_names_help"))
+                size = st.text_input(t("model_input_size"), "3 224 224", key="w_size")
+                mean = st.text_input(t("model_mean"), "0.485 0.456 0.406", key="w_mean")
+                std = st.text_input(t("model_std"), "0.229 0.224 0.225", key="w_std")
+                submitted = st.form_submit_button(t("model_load_weights"))
+            if submitted:
+                try:
+                    if weights_file is None:
+                        raise UserError(t("model_err_no_weights"))
+                    names = [c.strip() for c in classes.replace(",", "\n").splitlines() if c.strip()]
+                    new_id = wb.upload_model_weights(
+                        store,
+                        weights_file.getvalue(),
+                        weights_file.name,
+                        arch,
+                        names,
+                        _parse_numbers(size, int),
+                        _parse_numbers(mean),
+                        _parse_numbers(std),
+                        actor,
+                    )
+                    _switch_to(new_id, t("model_loaded", name=weights_file.name))
+                except UserError as exc:
+                    st.error(t("model_upload_failed", error=str(exc)))
+
+if pid is None:
+    st.info(t("model_start_hint"))
+    st.stop()
+
+summary = wb.project_summary(store, pid)
+model = summary["active_model"]
+st.divider()
+st.subheader(t("model_current", name=summary["project"]["name"]))
+if model:
+    kind = t("model_kind_repaired") if model["kind"] == "repaired" else t("model_kind_original")
+    st.write(
+        t(
+            "model_info",
+            kind=kind,
+            arch=model["meta"]["architecture"],
+            n=len(model["meta"]["class_names"]),
+            classes=", ".join(model["meta"]["class_names"]),
+        )
+    )
+    with st.expander(t("model_fingerprints")):
+        for name, digest in model["sha256"].items():
+            st.code(f"{name}  SHA-256 {digest}", language=None)
+
+with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None):
+    st.caption(t("model_eval_help"))
+    eval_file = st.file_uploader(t("model_eval_label"), type=["zip"], key="up_eval")
+    if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None):
+        try:
+            with st.spinner(t("model_evaluating")):
+                wb.upload_eval_zip(store, pid, eval_file.getvalue(), eval_file.name, actor)
+            st.session_state["flash"] = ("success", t("model_eval_loaded", name=eval_file.name))
+            st.rerun()
+        except UserError as exc:
+            st.error(t("model_upload_failed", error=str(exc)))
+
+if summary["eval"] is None:
+    st.info(t("model_need_eval"))
+    st.stop()
+
+try:
+    with st.spinner(t("model_evaluating")):
+        metrics = wb.evaluate_active(store, pid)
+except UserError as exc:
+    st.error(t("model_upload_failed", error=str(exc)))
+    st.stop()
+
+st.subheader(t("model_bias_header"))
+st.caption(t("model_eval_on", name=summary["eval"]["name"], n=summary["eval"]["n_items"]))
+f = wb.finding(metrics)
+if f:
+    st.warning(
+        t(
+            "model_finding",
+            attribute=f["attribute"],
+            label=f["label"],
+            acc=f["accuracy_pct"],
+            other=f["other_pct"],
+            n=f["count"],
+        ),
+        icon="🔎",
+    )
+c1, c2, c3, c4 = st.columns(4)
+c1.metric(t("metric_accuracy"), f"{100 * metrics['accuracy']:.1f}%", help=t("metric_accuracy_help"))
+wg = metrics["worst_group_accuracy"]
+c2.metric(t("metric_worst_group"), "–" if wg is None else f"{100 * wg:.1f}%", help=t("metric_worst_group_help"))
+gap = metrics["bias_gap"]
+c3.metric(t("metric_bias_gap"), "–" if gap is None else f"{100 * gap:.1f}", help=t("metric_bias_gap_help"))
+c4.metric(t("metric_min_group"), metrics["min_group_count"], help=t("metric_min_group_help"))
+
+st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
+st.plotly_chart(charts.group_bars(metrics, t, top=20), key="bars")
+with st.expander(t("model_group_table")):
+    table = wb.groups_table(metrics).rename(
+        columns={
+            "label": t("chart_label"),
+            "attribute": t("chart_attribute"),
+            "accuracy": t("metric_accuracy"),
+            "count": t("table_count"),
+            "correct": t("table_correct"),
+            "ci_low": t("table_ci_low"),
+            "ci_high": t("table_ci_high"),
+        }
+    )
+    st.dataframe(table, hide_index=True)
+
+st.page_link("pages/counterexamples.py", label=t("model_next"), icon="➡️")

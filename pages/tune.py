@@ -1,0 +1,199 @@
+"""Step 3, Tune: choose how strongly to protect current behaviour, start repairs, watch them live.
+
+The repair runs in a worker process; this page only reads its progress from the store, in a
+fragment that reruns every second while a run is queued or running.
+"""
+
+import math
+
+import streamlit as st
+
+from core import charts
+from core import workbench as wb
+from core.errors import UserError
+from core.i18n import translator
+
+t = translator(st.session_state.get("lang", "en"))
+store = wb.get_store()
+pid = st.session_state.get("project_id")
+actor = st.session_state.get("actor") or "curator"
+
+st.title(t("tune_title"))
+if pid is None or not wb.project_summary(store, pid)["active_model"]:
+    st.info(t("need_model"))
+    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.stop()
+
+n_chosen = len(wb.chosen_set(store, pid))
+st.write(t("tune_intro", n=n_chosen))
+if n_chosen == 0:
+    st.warning(t("tune_need_labels"))
+    st.page_link("pages/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
+
+methods = wb.method_choices()
+method = st.selectbox(
+    t("tune_method"),
+    [m for m, _ in methods],
+    format_func=lambda m: t(f"method_{m}") if t(f"method_{m}") != f"method_{m}" else dict(methods)[m],
+    key="tune_method",
+)
+schema = {s["name"]: s for s in wb.method_schema(method)}
+
+config: dict = {}
+if "strength" in schema:
+    spec = schema["strength"]
+    lo, hi = spec["min"] or 1.0, spec["max"] or 1e6
+    steps_per_decade = 4
+    n = int(round(math.log10(hi / lo) * steps_per_decade))
+    options = [float(f"{lo * 10 ** (i / steps_per_decade):.3g}") for i in range(n + 1)]
+    default = min(options, key=lambda v: abs(math.log10(v) - math.log10(spec["default"])))
+    auto = st.toggle(t("tune_auto"), key="tune_auto", help=t("tune_auto_help"))
+    strength = st.select_slider(
+        t("tune_strength"),
+        options=options,
+        value=default,
+        format_func=lambda v: f"{v:g}",
+        key="tune_strength",
+        disabled=auto,
+        help=t("tune_strength_help"),
+    )
+    e1, e2 = st.columns(2)
+    e1.caption("◀ " + t("tune_change_freely"))
+    e2.markdown(
+        f"<div style='text-align:right;font-size:0.875rem;opacity:0.7'>{t('tune_protect')} ▶</div>",
+        unsafe_allow_html=True,
+    )
+    config["strength"] = "auto" if auto else strength
+
+with st.expander(t("tune_advanced")):
+    st.caption(t("tune_advanced_help"))
+    for name, spec in schema.items():
+        if name == "strength":
+            continue
+        label = t(f"cfg_{name}") if t(f"cfg_{name}") != f"cfg_{name}" else name
+        helptext = t(f"cfg_{name}_help") if t(f"cfg_{name}_help") != f"cfg_{name}_help" else spec["help"]
+        key = f"cfg_{method}_{name}"
+        if spec["choices"]:
+            choices = list(spec["choices"])
+            config[name] = st.selectbox(label, choices, index=choices.index(spec["default"]), key=key, help=helptext)
+        elif spec["type"] == "bool":
+            config[name] = st.checkbox(label, value=bool(spec["default"]), key=key, help=helptext)
+        elif spec["type"] == "int":
+            config[name] = int(
+                st.number_input(
+                    label,
+                    min_value=spec["min"],
+                    max_value=spec["max"],
+                    value=int(spec["default"]),
+                    step=1,
+                    key=key,
+                    help=helptext,
+                )
+            )
+        elif spec["type"] == "float":
+            config[name] = float(
+                st.number_input(
+                    label,
+                    min_value=float(spec["min"]) if spec["min"] is not None else None,
+                    max_value=float(spec["max"]) if spec["max"] is not None else None,
+                    value=float(spec["default"]),
+                    format="%g",
+                    step=float(spec["default"]) / 10 if spec["log"] else None,
+                    key=key,
+                    help=helptext,
+                )
+            )
+        else:
+            config[name] = st.text_input(label, value=str(spec["default"]), key=key, help=helptext)
+
+if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
+    try:
+        run_id = wb.submit_run(store, pid, method, config, actor)
+        st.session_state["watch_run"] = run_id
+        st.success(t("tune_queued", run=run_id))
+    except UserError as exc:
+        st.error(str(exc))
+
+runs = store.runs(pid)
+if not runs:
+    st.stop()
+
+st.divider()
+st.subheader(t("tune_runs"))
+st.dataframe(
+    [
+        {
+            "#": r["id"],
+            t("tune_col_status"): t(f"status_{r['status']}"),
+            t("tune_col_strength"): r["strength_label"],
+            t("tune_col_examples"): r["n_counterexamples"],
+            t("tune_col_device"): r["device"] or "",
+            t("tune_col_started"): r["started_at"] or "",
+            t("tune_col_by"): r["created_by"],
+            t("tune_col_note"): r["error"] or "",
+        }
+        for r in runs
+    ],
+    hide_index=True,
+    key="runs_table",
+)
+
+ids = [r["id"] for r in runs]
+active = [r["id"] for r in runs if r["status"] in ("queued", "running", "preparing")]
+default_watch = st.session_state.get("watch_run")
+if default_watch not in ids:
+    default_watch = active[-1] if active else ids[0]
+watch = st.selectbox(
+    t("tune_watch"),
+    ids,
+    index=ids.index(default_watch),
+    format_func=lambda i: t("tune_watch_item", run=i),
+    key=f"tune_watch_{len(ids)}",
+)
+st.session_state["watch_run"] = watch
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def live_panel(run_id: int, was_active: bool) -> None:
+    """The live view of one run; reruns on its own every second while the run is active."""
+    p = wb.run_progress(store, run_id)
+    run = p["run"]
+    status = run["status"]
+    st.markdown(f"**{t('tune_watch_item', run=run_id)}** — {t(f'status_{status}')}")
+    device = run["device"] or (p["last"] or {}).get("device")
+    st.caption(t("tune_device", device=device or t("tune_device_unknown")))
+    last = p["last"]
+    if last:
+        text = t(
+            "tune_progress",
+            step=last["step"],
+            max=last.get("max_steps") or "?",
+            fixed=last.get("fixed", 0),
+            total=last.get("total", 0),
+            eta=_fmt_eta(p["eta_s"]),
+        )
+    else:
+        text = t("tune_waiting")
+    st.progress(p["fraction"], text=text)
+    if p["history"]:
+        st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
+    if status in ("queued", "running", "preparing"):
+        st.button(t("tune_cancel"), key=f"cancel_{run_id}", on_click=wb.cancel_run, args=(store, run_id, actor))
+    elif was_active:
+        st.rerun()  # the run just ended: refresh the whole page (table, review link) and stop polling
+    if status == "done":
+        st.success(t("tune_done", reason=run["stop_reason"] or ""))
+        st.page_link("pages/review.py", label=t("tune_to_review"), icon="➡️")
+    elif status in ("failed", "interrupted", "cancelled"):
+        st.warning(t(f"tune_ended_{status}", error=run["error"] or ""))
+
+
+watched = store.run(watch)
+is_active = watched["status"] in ("queued", "running", "preparing")
+st.fragment(live_panel, run_every=1.0 if is_active else None)(watch, is_active)

@@ -1,0 +1,76 @@
+"""Collect the translation keys the workbench uses (for tests/test_i18n.py).
+
+Literal keys are read from every ``t("...")`` call in app.py, pages/ and the core modules that
+draw text. Keys built at run time (``t(f"status_{s}")``) are listed from their known value sets.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [
+    ROOT / "app.py",
+    *sorted((ROOT / "pages").glob("*.py")),
+    ROOT / "core" / "charts.py",
+    ROOT / "core" / "report.py",
+]
+
+DYNAMIC = {
+    "status": ["preparing", "queued", "running", "done", "failed", "cancelled", "interrupted"],
+    "decision": ["approved", "rejected", "none"],
+    "verdict": ["improved", "flagged", "no_gain", "unchanged"],
+    "verdict_reason": ["accuracy_drop", "kept_low"],
+    "tune_ended": ["failed", "interrupted", "cancelled"],
+    "ce_show": ["all", "todo", "done"],
+    "history_scope": ["project", "all"],
+    "action": [
+        "open_demo",
+        "upload_model",
+        "upload_eval",
+        "upload_pool",
+        "upload_images",
+        "label_added",
+        "label_changed",
+        "label_removed",
+        "run_queued",
+        "run_cancel_requested",
+        "run_done",
+        "run_failed",
+        "run_cancelled",
+        "run_interrupted",
+        "approved",
+        "rejected",
+        "rolled_back",
+        "exported",
+        "report",
+    ],
+}
+
+
+def literal_keys() -> set[str]:
+    keys = set()
+    for src in SOURCES:
+        for node in ast.walk(ast.parse(src.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "t"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                keys.add(node.args[0].value)
+    return keys
+
+
+def used_keys() -> set[str]:
+    keys = literal_keys()
+    for prefix, values in DYNAMIC.items():
+        keys.update(f"{prefix}_{v}" for v in values)
+    return keys
+
+
+if __name__ == "__main__":
+    print(" ".join(sorted(used_keys())))
