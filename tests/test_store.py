@@ -1,0 +1,99 @@
+"""The store: WAL mode, append-only audit (enforced by triggers), labels, run claiming, recovery."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from core.store import DEFAULT_HOME, HOME_ENV, Store, home_dir
+
+
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "home")
+
+
+def test_home_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "x"))
+    assert home_dir() == (tmp_path / "x").resolve()
+    monkeypatch.delenv(HOME_ENV)
+    assert home_dir() == DEFAULT_HOME
+
+
+def test_wal_mode_and_artifacts_folder(store):
+    con = sqlite3.connect(store.db_path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    assert store.artifacts.is_dir()
+
+
+def test_audit_rows_cannot_be_updated_or_deleted(store):
+    store.audit("alice", "approved", None, run_id=1)
+    con = sqlite3.connect(store.db_path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("UPDATE audit SET actor = 'mallory'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("DELETE FROM audit")
+    con.close()
+    events = store.audit_events()
+    assert [(e["actor"], e["action"], e["detail"]) for e in events] == [("alice", "approved", {"run_id": 1})]
+
+
+def test_labels_survive_a_new_store_instance(store):
+    pid = store.create_project("p", "alice")
+    did = store.add_dataset(pid, "pool", "pool", store.home, "x", 3)
+    assert store.set_label(pid, did, "a.png", "cat", "red", "alice") is None
+    assert store.set_label(pid, did, "a.png", "dog", "red", "bob") == "cat"
+    store.set_label(pid, did, "b.png", "cat", None, "alice")
+    again = Store(store.home)
+    assert [(r["item_path"], r["label"]) for r in again.labels(pid)] == [("a.png", "dog"), ("b.png", "cat")]
+    assert again.remove_label(pid, did, "a.png") == "dog"
+    assert [r["item_path"] for r in again.labels(pid)] == ["b.png"]
+
+
+def _run(store, pid, mid):
+    return store.create_run(pid, mid, "cpt", {"strength": 10.0}, "10", 1, store.home, "alice")
+
+
+def test_runs_are_claimed_oldest_first_and_only_once_queued(store):
+    pid = store.create_project("p", "alice")
+    mid = store.add_model(pid, "base", "m", store.home, {}, {})
+    first, second = _run(store, pid, mid), _run(store, pid, mid)
+    assert store.claim_next_run(1) is None  # 'preparing' runs are invisible to workers
+    store.queue_run(second, store.home)
+    store.queue_run(first, store.home)
+    assert store.claim_next_run(1)["id"] == first
+    assert store.claim_next_run(2)["id"] == second
+    assert store.claim_next_run(3) is None
+    store.finish_run(first, "done")
+    store.finish_run(first, "failed")  # a finished run cannot end twice
+    assert store.run(first)["status"] == "done"
+
+
+def test_running_runs_of_dead_workers_become_interrupted(store):
+    pid = store.create_project("p", "alice")
+    mid = store.add_model(pid, "base", "m", store.home, {}, {})
+    dead_run, live_run = _run(store, pid, mid), _run(store, pid, mid)
+    for r in (dead_run, live_run):
+        store.queue_run(r, store.home)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that existed and is now gone
+    store.claim_next_run(proc.pid)
+    import os
+
+    store.heartbeat(os.getpid())
+    store.claim_next_run(os.getpid())
+    assert store.mark_interrupted() == [dead_run]
+    assert store.run(dead_run)["status"] == "interrupted"
+    assert store.run(live_run)["status"] == "running"
+
+
+def test_progress_rows_round_trip(store):
+    pid = store.create_project("p", "alice")
+    mid = store.add_model(pid, "base", "m", store.home, {}, {})
+    rid = _run(store, pid, mid)
+    store.add_progress(rid, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
+    assert [p["loss"] for p in store.progress(rid)] == [2.0, 1.5]

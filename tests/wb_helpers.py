@@ -1,0 +1,54 @@
+"""Helpers shared by the workbench tests: a store seeded with the session's demo, pool truth, waiting.
+
+The demo is built once per session by the ``demo_dir`` fixture (tests/conftest.py); seeding a
+store's ``demo_cache`` with it lets ``open_demo`` skip the build, so every test gets a fresh store
+in well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+PARTS = ("model", "eval", "pool", "counterexamples")
+FAST_RUN = {"strength": 1000.0, "max_steps": 30, "min_steps": 5}
+
+
+def seed_demo_cache(home: Path, demo_dir: Path) -> None:
+    """Point ``home``'s demo cache at an already built demo."""
+    cache = Path(home) / "demo_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "paths.json").write_text(json.dumps({p: str(Path(demo_dir) / p) for p in PARTS}))
+    (cache / "BUILT").write_text("ok")
+
+
+def pool_truth(store, project_id: int) -> dict[str, str]:
+    """The demo pool's true labels by image path (the UI never shows these; tests use them)."""
+    pool = store.dataset(store.project(project_id)["pool_dataset_id"])
+    with open(Path(pool["path"]) / "manifest.csv", encoding="utf-8") as fh:
+        return {r["path"]: r["label"] for r in csv.DictReader(fh)}
+
+
+def label_top(store, project_id: int, n: int, actor: str = "tester") -> list[str]:
+    """Label the n top-ranked candidates with their true labels; returns their keys."""
+    from core import workbench as wb
+
+    truth = pool_truth(store, project_id)
+    keys = []
+    for c in wb.candidates(store, project_id)[:n]:
+        wb.set_label(store, project_id, c["key"], truth[c["path"]], actor)
+        keys.append(c["key"])
+    return keys
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.2):
+    """Poll until predicate() is truthy and return it; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
