@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +28,13 @@ from core.zipsafety import read_zip_members
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}
 MAX_IMAGE_PIXELS = 40_000_000
-MAX_DATASET_ZIP_BYTES = 1024 * 1024 * 1024
 MAX_DATASET_FILES = 100_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+def max_dataset_zip_bytes() -> int:
+    """Cap on a dataset zip's unpacked size: BIASREPAIR_MAX_UNZIPPED_MB (default 1024 MB)."""
+    return int(os.environ.get("BIASREPAIR_MAX_UNZIPPED_MB", "1024")) * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -214,11 +219,12 @@ def dataset_from_zip_bytes(
     extract_to: str | Path,
     *,
     keep_good_rows: bool = False,
-    max_total: int = MAX_DATASET_ZIP_BYTES,
+    max_total: int | None = None,
     max_files: int = MAX_DATASET_FILES,
 ) -> ImageDataset:
     """Safely unpack a dataset zip into ``extract_to`` and load it (see :func:`load_dataset`)."""
-    members = read_zip_members(raw, name, max_total=max_total, max_files=max_files)
+    limit = max_dataset_zip_bytes() if max_total is None else max_total
+    members = read_zip_members(raw, name, max_total=limit, max_files=max_files)
     if not members:
         raise UserError(f"{name} is empty")
     target = Path(extract_to)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it: lint, unit, AppTest and browser tests.
+# Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+# Browser tests drive Debian's Chromium; CJK fonts make Japanese screenshots readable.
+if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi "noto.*cjk"; then
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium fonts-noto-cjk
+fi
+python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m pytest "$@"

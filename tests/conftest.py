@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny model bundle and the real demo, built once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from core.architectures import SmallCNN  # noqa: E402
+from core.bundle import BundleMeta, save_bundle  # noqa: E402
+from core.datasets import write_manifest_dataset  # noqa: E402
+
+TINY_CLASSES = ["cat", "dog", "fox"]
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    from core.demo import build_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    build_demo(out)
+    return out
+
+
+@pytest.fixture()
+def tiny_meta() -> BundleMeta:
+    return BundleMeta("small_cnn", 3, list(TINY_CLASSES), [3, 12, 12], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+
+
+@pytest.fixture()
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = SmallCNN(3, 3, width=8).eval()
+    # Non-trivial BatchNorm statistics so "BN frozen" is observable.
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+@pytest.fixture()
+def tiny_bundle_dir(tmp_path, tiny_meta) -> Path:
+    torch.manual_seed(0)
+    model = SmallCNN(3, 3)
+    return save_bundle(model.state_dict(), tiny_meta, tmp_path / "bundle")
+
+
+def make_images(n: int, seed: int = 0, size: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, size=(n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def tiny_dataset_dir(tmp_path) -> Path:
+    n = 12
+    labels = [TINY_CLASSES[i % 3] for i in range(n)]
+    attrs = ["red" if i % 2 else "blue" for i in range(n)]
+    return write_manifest_dataset(tmp_path / "data", make_images(n), labels, attrs)

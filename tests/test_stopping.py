@@ -1,0 +1,93 @@
+"""The paper's early-stopping rule stops when, and only when, it should; the held-out rule restores
+the best step."""
+
+import torch
+
+from core.methods import make_config
+from core.tuning import PreparedData, train_method
+
+DEV = torch.device("cpu")
+
+
+class Scripted:
+    """A stand-in method whose predictions become right after a chosen number of updates."""
+
+    def __init__(self, n, right_after, n_classes=3):
+        self.steps, self.n, self.right_after, self.nc = 0, n, right_after, n_classes
+        self.state = [torch.zeros(1)]
+
+    def update(self, x, y):
+        self.steps += 1
+        self.y = y
+        return {"loss": 1.0, "task_loss": 1.0, "penalty": 0.0}
+
+    def predict(self, x):
+        y = self.y if self.steps >= self.right_after else (self.y + 1) % self.nc
+        return (
+            torch.nn.functional.one_hot(y[: len(x)], self.nc).float()
+            if len(x) == len(self.y)
+            else torch.zeros(len(x), self.nc)
+        )
+
+    def snapshot(self):
+        return [torch.tensor([float(self.steps)])]
+
+    def restore(self, snap):
+        self.restored = int(snap[0])
+
+
+def data(n=4):
+    return PreparedData(torch.zeros(n, 3, 4, 4), torch.tensor([0, 1, 2, 0][:n]))
+
+
+def run(right_after, **cfg):
+    m = Scripted(4, right_after)
+    config = make_config("cpt", cfg)
+    history, reason, cancelled = train_method(m, data(), config, DEV, ["a", "b", "c"])
+    return m, history, reason
+
+
+def test_stops_once_all_right_after_min_steps():
+    m, history, reason = run(right_after=3, min_steps=5, max_steps=50)
+    assert reason == "all_fixed" and len(history) == 5
+
+
+def test_stops_at_the_first_step_all_are_right_when_past_min_steps():
+    m, history, reason = run(right_after=7, min_steps=2, max_steps=50)
+    assert reason == "all_fixed" and len(history) == 7
+
+
+def test_runs_to_max_steps_when_never_all_right():
+    m, history, reason = run(right_after=10_000, min_steps=1, max_steps=12)
+    assert reason == "max_steps" and len(history) == 12
+
+
+def test_rule_none_ignores_fixed_counterexamples():
+    m, history, reason = run(right_after=1, min_steps=0, max_steps=9, stop_rule="none")
+    assert reason == "max_steps" and len(history) == 9
+
+
+def test_cancel_is_polled_every_step():
+    m = Scripted(4, 10_000)
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    history, reason, cancelled = train_method(
+        m, data(), make_config("cpt", {"max_steps": 100}), DEV, ["a", "b", "c"], should_stop=should_stop
+    )
+    assert cancelled and reason == "cancelled" and len(history) == 3
+
+
+def test_heldout_rule_keeps_best_step():
+    m = Scripted(4, 10_000)
+    d = data()
+    d.x_val = torch.zeros(4, 3, 4, 4)
+    d.y_val = torch.tensor([0, 1, 2, 0]).numpy()
+    d.attr_val = ["a", "a", "b", "b"]
+    cfg = make_config("cpt", {"stop_rule": "heldout", "eval_every": 1, "patience": 3, "min_steps": 0, "max_steps": 40})
+    history, reason, _ = train_method(m, d, cfg, DEV, ["a", "b", "c"])
+    # validation predictions never change (all zeros → class 0), so the first check is the best
+    assert reason.startswith("heldout_patience") and m.restored == 1 and len(history) == 4
