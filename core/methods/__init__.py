@@ -11,9 +11,24 @@ import dataclasses
 from core.errors import UserError
 from core.methods.base import Method, describe_schema
 from core.methods.cpt import CPT
+from core.methods.finetune import FineTune, FineTuneES, FineTuneHead, FineTuneHeadES
+from core.methods.l2sp import L2SP
+from core.methods.last_layer import LastLayer
+from core.methods.lora import LoRA
+from core.methods.mas import MAS
+from core.methods.side_tuning import SideTuning
 
 METHODS: dict[str, type[Method]] = {
     CPT.name: CPT,
+    FineTune.name: FineTune,
+    FineTuneES.name: FineTuneES,
+    FineTuneHead.name: FineTuneHead,
+    FineTuneHeadES.name: FineTuneHeadES,
+    L2SP.name: L2SP,
+    MAS.name: MAS,
+    SideTuning.name: SideTuning,
+    LoRA.name: LoRA,
+    LastLayer.name: LastLayer,
 }
 
 
