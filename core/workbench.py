@@ -124,9 +124,9 @@ def open_demo(store: Store, actor: str) -> int:
     _register_model(store, pid, bundle, "demo model", actor)
     class_names = bundle.meta.class_names
     eval_ds = load_dataset(paths["eval"], class_names)
-    _register_eval(store, pid, eval_ds.root, "demo evaluation set", eval_ds, actor, copy=True)
+    _register_eval(store, pid, eval_ds.root, "demo evaluation set", eval_ds, actor, copy=False)
     pool_items = _pool_items_from_manifest(paths["pool"])
-    _register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=True)
+    _register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=False)
     evaluate_active(store, pid)
     return pid
 
@@ -142,7 +142,20 @@ def _pool_items_from_manifest(root: Path) -> list[dict]:
 
 
 # ---- registering uploads -----------------------------------------------------------------------
-def _tree_sha256(root: Path) -> str:
+@functools.lru_cache(maxsize=64)
+def _cached_tree_sha256(root: str, stamp: tuple) -> str:
+    return _tree_sha256(Path(root), cache=False)
+
+
+def _tree_sha256(root: Path, cache: bool = True) -> str:
+    """SHA-256 over a folder's relative file names and contents (the audit fingerprint of a dataset).
+
+    The demo cache never changes, so its fingerprint is computed once per process (keyed by the
+    folder's modification time and file count)."""
+    root = Path(root)
+    if cache:
+        files = sum(1 for p in root.rglob("*") if p.is_file())
+        return _cached_tree_sha256(str(root), (root.stat().st_mtime_ns, files))
     h = hashlib.sha256()
     for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         h.update(f.relative_to(root).as_posix().encode())
@@ -198,15 +211,21 @@ def _register_pool(
         shutil.copytree(root, dest)
     else:
         dest = Path(root)
-    _write_items(dest, items)
+    _write_items(store, did, items)
     store.execute("UPDATE datasets SET path = ? WHERE id = ?", (str(dest), did))
     store.set_project(project_id, pool_dataset_id=did)
     store.audit(actor, "upload_pool", project_id, dataset_id=did, name=name, images=len(items), sha256=sha)
     return did
 
 
-def _write_items(root: Path, items: list[dict]) -> None:
-    with open(Path(root) / "items.csv", "w", newline="", encoding="utf-8") as fh:
+def _items_file(store: Store, dataset_id: int) -> Path:
+    """The list of a pool's images (path, attribute). It lives in the store, not next to the images,
+    because the demo's images are shared read-only."""
+    return store.artifact_dir("datasets", str(dataset_id)) / "items.csv"
+
+
+def _write_items(store: Store, dataset_id: int, items: list[dict]) -> None:
+    with open(_items_file(store, dataset_id), "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=POOL_COLUMNS)
         w.writeheader()
         w.writerows({"path": i["path"], "attribute": i.get("attribute") or ""} for i in items)
@@ -317,7 +336,7 @@ def upload_single_images(
         did = store.add_dataset(project_id, "uploads", "my uploads", Path("."), "", 0)
         root = store.artifact_dir("datasets", str(did))
         store.execute("UPDATE datasets SET path = ? WHERE id = ?", (str(root), did))
-    items = _read_items(root)
+    items = _read_items(_items_file(store, did))
     added = []
     for name, data in files:
         digest = sha256_bytes(data)
@@ -327,14 +346,13 @@ def upload_single_images(
         if rel not in {i["path"] for i in items}:
             items.append({"path": rel, "attribute": attribute.strip()})
         added.append({"name": name, "sha256": digest})
-    _write_items(root, items)
-    store.set_dataset_size(did, len(items), _tree_sha256(root))
+    _write_items(store, did, items)
+    store.set_dataset_size(did, len(items), _tree_sha256(root, cache=False))
     store.audit(actor, "upload_images", project_id, dataset_id=did, files=added)
     return len(added)
 
 
-def _read_items(root: Path) -> list[dict]:
-    f = Path(root) / "items.csv"
+def _read_items(f: Path) -> list[dict]:
     if not f.is_file():
         return []
     with open(f, encoding="utf-8", newline="") as fh:
@@ -367,14 +385,22 @@ def eval_dataset(store: Store, project_id: int) -> ImageDataset | None:
 
 
 def evaluate_model_on(store: Store, model_id: int, dataset_id: int) -> dict:
-    """Metrics M of a model on a dataset, computed once and kept in the store."""
+    """Metrics M of a model on a dataset, computed once and kept in the store.
+
+    Like :func:`core.tuning.run_repair`, it reports on the rows not marked ``split=val``, so the
+    numbers on the Model page and the "before" numbers of a repair are the same numbers."""
     cached = store.evaluation(model_id, dataset_id)
     if cached:
         return cached["metrics"]
     from core.metrics import evaluate_bundle
 
+    from core.tuning import split_eval
+
     bundle = model_bundle(store, model_id)
     ds = _dataset_at(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
+    reported, _ = split_eval(ds)  # rows marked split=val are for stopping rules, as in core.tuning
+    if len(reported) < len(ds):
+        ds = ds.subset(reported)
     res = evaluate_bundle(bundle, ds)
     out = store.artifact_dir("evaluations") / f"m{model_id}_d{dataset_id}.npz"
     np.savez(out, predictions=res.predictions, confidences=res.confidences)
@@ -435,7 +461,7 @@ def pool_datasets(store: Store, project_id: int) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=16)
-def _pool_predictions(model_path: str, pool_path: str, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _pool_predictions(model_path: str, pool_path: str, items_file: str, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Predicted class and confidence of a model for every pool item (n_items keys the cache)."""
     import torch
 
@@ -443,7 +469,7 @@ def _pool_predictions(model_path: str, pool_path: str, n_items: int) -> tuple[np
     from core.metrics import predict_logits
 
     bundle = _bundle_at(model_path)
-    items = _read_items(Path(pool_path))
+    items = _read_items(Path(items_file))
     ds = ImageDataset(Path(pool_path), [Record(i["path"], 0, i["attribute"] or None) for i in items], [])
     if not items:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -480,8 +506,9 @@ def candidates(store: Store, project_id: int) -> list[dict]:
     chosen = {(c["dataset_id"], c["item_path"]): c["label"] for c in store.labels(project_id)}
     out = []
     for d in pool_datasets(store, project_id):
-        items = _read_items(Path(d["path"]))
-        pred, conf = _pool_predictions(base["path"], d["path"], len(items))
+        items_file = _items_file(store, d["id"])
+        items = _read_items(items_file)
+        pred, conf = _pool_predictions(base["path"], d["path"], str(items_file), len(items))
         for i, it in enumerate(items):
             attr = it["attribute"]
             score = (1 - float(conf[i])) + errs.get(attr, mean_err)
@@ -510,7 +537,7 @@ def _split_key(key: str) -> tuple[int, str]:
 
 def _item_attribute(store: Store, dataset_id: int, path: str) -> str:
     ds = store.dataset(dataset_id)
-    for it in _read_items(Path(ds["path"])):
+    for it in _read_items(_items_file(store, ds["id"])):
         if it["path"] == path:
             return it["attribute"]
     raise UserError(f"image {path} is not in the pool")

@@ -12,10 +12,10 @@ from core.datasets import load_dataset
 from core.strength import CANDIDATES, choose_strength
 from core.tuning import prepare_data, run_repair
 
-CFG = {"max_steps": 20, "min_steps": 3}
+CFG = {"max_steps": 30, "min_steps": 5}
 
 
-def load(demo_dir, n=6):
+def load(demo_dir, n=8):
     b = load_bundle(demo_dir / "model")
     names = b.meta.class_names
     ce = load_dataset(demo_dir / "counterexamples", names).subset(range(n))

@@ -50,16 +50,16 @@ class LoRA(Method):
             raise UserError(f"LoRA: params={config.params!r} selects no conv or linear weight")
         self.anchors = [params[n] for n in self.names]
         self.scale = config.alpha / config.rank
-        gen = torch.Generator().manual_seed(0)
         self.A = nn.ParameterList()
         self.B = nn.ParameterList()
         for w in self.anchors:
             out_f, in_f = w.shape[0], int(w[0].numel())
             r = min(config.rank, out_f, in_f)
             a = torch.empty(r, in_f)
-            # Kaiming-uniform as in the reference implementation (loralib); B = 0.
+            # Kaiming-uniform as in the reference implementation (loralib); B = 0. Drawn from the
+            # global generator, which run_repair seeds with the run's seed.
             bound = 1.0 / math.sqrt(in_f)
-            a.uniform_(-bound, bound, generator=gen)
+            a.uniform_(-bound, bound)
             self.A.append(nn.Parameter(a.to(device)))
             self.B.append(nn.Parameter(torch.zeros(out_f, r, device=device)))
 
