@@ -384,6 +384,26 @@ def eval_dataset(store: Store, project_id: int) -> ImageDataset | None:
     return _dataset_at(s["eval"]["path"], tuple(s["class_names"]))
 
 
+_eval_cache: dict[tuple[str, str], object] = {}
+
+
+def _evaluate(model_key: str, model_path: str, dataset_path: str):
+    """EvalResult of a model on the reported rows of a dataset; cached per process by the model's
+    file hashes and the dataset folder, since both are immutable once stored."""
+    key = (model_key, dataset_path)
+    if key not in _eval_cache:
+        from core.metrics import evaluate_bundle
+        from core.tuning import split_eval
+
+        bundle = _bundle_at(model_path)
+        ds = _dataset_at(dataset_path, tuple(bundle.meta.class_names))
+        reported, _ = split_eval(ds)  # rows marked split=val are for stopping rules, as in core.tuning
+        if len(reported) < len(ds):
+            ds = ds.subset(reported)
+        _eval_cache[key] = evaluate_bundle(bundle, ds)
+    return _eval_cache[key]
+
+
 def evaluate_model_on(store: Store, model_id: int, dataset_id: int) -> dict:
     """Metrics M of a model on a dataset, computed once and kept in the store.
 
@@ -392,16 +412,8 @@ def evaluate_model_on(store: Store, model_id: int, dataset_id: int) -> dict:
     cached = store.evaluation(model_id, dataset_id)
     if cached:
         return cached["metrics"]
-    from core.metrics import evaluate_bundle
-
-    from core.tuning import split_eval
-
-    bundle = model_bundle(store, model_id)
-    ds = _dataset_at(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
-    reported, _ = split_eval(ds)  # rows marked split=val are for stopping rules, as in core.tuning
-    if len(reported) < len(ds):
-        ds = ds.subset(reported)
-    res = evaluate_bundle(bundle, ds)
+    row = store.model(model_id)
+    res = _evaluate(row["sha256_json"], row["path"], store.dataset(dataset_id)["path"])
     out = store.artifact_dir("evaluations") / f"m{model_id}_d{dataset_id}.npz"
     np.savez(out, predictions=res.predictions, confidences=res.confidences)
     store.save_evaluation(model_id, dataset_id, res.metrics, out)

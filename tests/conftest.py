@@ -22,10 +22,10 @@ TINY_CLASSES = ["cat", "dog", "fox"]
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    from core.demo import build_demo
+    from core.cli import main
 
     out = tmp_path_factory.mktemp("demo")
-    build_demo(out)
+    assert main(["demo", "--out", str(out)]) == 0  # through the CLI, as a user would build it
     return out
 
 
