@@ -1,0 +1,288 @@
+"""The service layer the pages call: demo, uploads (good and bad), labels, runs, decisions, report."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import workbench as wb
+from core.bundle import bundle_from_files, read_bundle_zip
+from core.errors import UserError
+from core.jobs import execute_run
+from core.store import Store
+from tests.wb_helpers import FAST_RUN, label_top, pool_truth, seed_demo_cache
+
+
+@pytest.fixture()
+def store(tmp_path, demo_dir) -> Store:
+    home = tmp_path / "home"
+    seed_demo_cache(home, demo_dir)
+    return Store(home)
+
+
+@pytest.fixture()
+def demo(store) -> int:
+    return wb.open_demo(store, "alice")
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _run_now(store, project_id, config=FAST_RUN) -> int:
+    """Queue a run and execute it in this process (the worker process is tested in test_jobs)."""
+    rid = wb.submit_run(store, project_id, "cpt", dict(config), "alice", start_worker=False)
+    claimed = store.claim_next_run(os.getpid())
+    assert claimed["id"] == rid
+    assert execute_run(store, claimed) == "done", store.run(rid)["error"]
+    return rid
+
+
+def test_open_demo_evaluates_and_finds_the_bias(store, demo):
+    s = wb.project_summary(store, demo)
+    assert s["project"]["is_demo"] and s["eval"] and s["pool"]
+    m = wb.evaluate_active(store, demo)
+    assert 0 <= m["worst_group_accuracy"] < m["accuracy"]
+    f = wb.finding(m)
+    assert f["accuracy_pct"] < f["other_pct"]
+    assert wb.open_demo(store, "bob") == demo  # reused, labels and runs stay
+    actions = [e["action"] for e in store.audit_events(demo)]
+    assert actions[:4] == ["open_demo", "upload_model", "upload_eval", "upload_pool"]
+    model_event = store.audit_events(demo)[1]["detail"]
+    assert len(model_event["sha256"]["model.safetensors"]) == 64
+
+
+def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
+    cands = wb.candidates(store, demo)
+    assert len(cands) == store.dataset(store.project(demo)["pool_dataset_id"])["n_items"]
+    assert all(c["label"] is None for c in cands)
+    scores = [c["score"] for c in cands]
+    assert scores == sorted(scores, reverse=True)
+    # Likely counterexamples first: the top of the ranking is wrong far more often than the bottom.
+    truth = pool_truth(store, demo)
+    wrong = [c["predicted"] != truth[c["path"]] for c in cands]
+    k = len(cands) // 5
+    assert sum(wrong[:k]) > sum(wrong[-k:])
+
+
+def test_labels_relabel_remove_and_audit(store, demo):
+    keys = label_top(store, demo, 3)
+    names = wb.project_summary(store, demo)["class_names"]
+    wb.set_label(store, demo, keys[0], names[0], "bob")
+    wb.set_labels(store, demo, keys[1:], names[1], "bob")
+    wb.remove_label(store, demo, keys[2], "bob")
+    chosen = wb.chosen_set(store, demo)
+    assert [(c["key"], c["label"]) for c in chosen] == [(keys[0], names[0]), (keys[1], names[1])]
+    per_class, per_attr = wb.chosen_counts(store, demo)
+    assert sum(per_class.values()) == sum(per_attr.values()) == 2
+    with pytest.raises(UserError, match="unknown label"):
+        wb.set_label(store, demo, keys[0], "banana", "bob")
+    actions = [e["action"] for e in store.audit_events(demo)]
+    assert actions.count("label_added") == 3 and "label_changed" in actions and "label_removed" in actions
+
+
+def test_single_image_uploads_join_the_gallery(store, demo, demo_dir):
+    png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
+    assert wb.upload_single_images(store, demo, [("mine.png", png)], "red", "alice") == 1
+    mine = [c for c in wb.candidates(store, demo) if c["source"] == "uploads"]
+    assert len(mine) == 1 and mine[0]["attribute"] == "red"
+    wb.set_label(store, demo, mine[0]["key"], "seven", "alice")
+    assert wb.chosen_set(store, demo)[0]["label"] == "seven"
+
+
+# ---- bad uploads: a clear UserError, and nothing already saved is touched -----------------------
+def _bundle_files(demo_dir) -> dict[str, bytes]:
+    return {n: (demo_dir / "model" / n).read_bytes() for n in ("model.json", "model.safetensors")}
+
+
+def _bad_model_zip(demo_dir, kind: str) -> bytes:
+    files = _bundle_files(demo_dir)
+    meta = json.loads(files["model.json"])
+    if kind == "corrupt":
+        files["model.safetensors"] = b"\x00garbage" * 20
+    elif kind == "architecture":
+        meta["architecture"] = "resnet9000"
+    elif kind == "num_classes":
+        meta["num_classes"] = 5
+        meta["class_names"] = meta["class_names"][:5]
+    files["model.json"] = json.dumps(meta).encode()
+    return _zip(files)
+
+
+def _eval_zip(demo_dir, manifest: str, extra: dict[str, bytes] | None = None) -> bytes:
+    img = next((demo_dir / "eval" / "images").glob("*.png")).read_bytes()
+    return _zip({"manifest.csv": manifest.encode(), "images/a.png": img, **(extra or {})})
+
+
+BAD_UPLOADS = {
+    "corrupt safetensors": ("model", "corrupt", "corrupt"),
+    "wrong architecture": ("model", "architecture", "unknown architecture 'resnet9000'"),
+    "num_classes mismatch": ("model", "num_classes", "num_classes"),
+    "missing image": ("eval", "path,label,attribute\nimages/a.png,one,red\nimages/nope.png,two,red\n", "missing"),
+    "unknown label": ("eval", "path,label,attribute\nimages/a.png,banana,red\n", "unknown label 'banana'"),
+    "zip with ../x": ("pool", {"../x.png": b"x"}, "climbs out"),
+    "non-image file": ("pool", {"a.png": b"this is text, not a picture"}, "not a readable PNG or JPEG"),
+    "program in pool": ("pool", {"run.exe": b"MZ"}, "not PNG/JPEG"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+def test_bad_uploads_are_refused_clearly_and_keep_what_was_saved(store, demo, demo_dir, case):
+    label_top(store, demo, 2)
+    before = (store.projects(), store.datasets(demo), wb.chosen_set(store, demo), store.project(demo))
+    kind, spec, message = BAD_UPLOADS[case]
+    with pytest.raises(UserError, match=message):
+        if kind == "model":
+            wb.upload_model_zip(store, _bad_model_zip(demo_dir, spec), "bad.zip", "alice")
+        elif kind == "eval":
+            wb.upload_eval_zip(store, demo, _eval_zip(demo_dir, spec), "bad.zip", "alice")
+        else:
+            wb.upload_pool_zip(store, demo, _zip(spec), "bad.zip", "alice")
+    after = (store.projects(), store.datasets(demo), wb.chosen_set(store, demo), store.project(demo))
+    assert after == before
+
+
+def test_pickled_module_and_oversized_zip_are_refused(store, demo, monkeypatch):
+    buf = io.BytesIO()
+    torch.save(torch.nn.Linear(2, 2), buf)
+    with pytest.raises(UserError, match="pickled objects"):
+        wb.upload_model_weights(
+            store, buf.getvalue(), "model.pt", "small_cnn", ["a", "b"], [3, 28, 28], [0, 0, 0], [1, 1, 1], "alice"
+        )
+    monkeypatch.setattr(wb, "MAX_POOL_ZIP_BYTES", 1000)
+    with pytest.raises(UserError, match="limit"):
+        wb.upload_pool_zip(store, demo, _zip({"a.png": b"\x00" * 5000}), "big.zip", "alice")
+    assert len(store.projects()) == 1
+
+
+def test_uploading_a_bundle_and_an_eval_zip(store, demo_dir):
+    pid = wb.upload_model_zip(store, _zip(_bundle_files(demo_dir)), "mine.zip", "alice")
+    lines = (demo_dir / "eval" / "manifest.csv").read_text().splitlines()[:301]  # a 300-image slice
+    files = {"manifest.csv": "\n".join(lines).encode()}
+    for line in lines[1:]:
+        rel = line.split(",")[0]
+        files[rel] = (demo_dir / "eval" / rel).read_bytes()
+    eval_zip = _zip(files)
+    wb.upload_eval_zip(store, pid, eval_zip, "eval.zip", "alice")
+    m = wb.evaluate_active(store, pid)
+    assert m["accuracy"] > 0 and m["groups"]
+    events = store.audit_events(pid)
+    assert [e["action"] for e in events] == ["upload_model", "upload_eval"]
+    assert len(events[1]["detail"]["sha256"]) == 64
+
+
+# ---- verdict -------------------------------------------------------------------------------------
+def _metrics(acc_before, acc_after, wg_before, wg_after, kept, changed=10):
+    return {
+        "before": {"accuracy": acc_before, "worst_group_accuracy": wg_before},
+        "after": {"accuracy": acc_after, "worst_group_accuracy": wg_after},
+        "kept_decisions": kept,
+        "changed_predictions": changed,
+    }
+
+
+@pytest.mark.parametrize(
+    ("m", "kind", "reasons"),
+    [
+        (_metrics(0.80, 0.82, 0.30, 0.50, 0.97), "improved", []),
+        (_metrics(0.80, 0.77, 0.30, 0.50, 0.97), "flagged", ["accuracy_drop"]),
+        (_metrics(0.80, 0.85, 0.30, 0.50, 0.85), "flagged", ["kept_low"]),
+        (_metrics(0.80, 0.80, 0.30, 0.30, 0.99), "no_gain", []),
+        (_metrics(0.80, 0.80, 0.30, 0.30, 1.00, changed=0), "unchanged", []),
+    ],
+)
+def test_verdict_do_no_harm_rule(m, kind, reasons):
+    v = wb.verdict(m)
+    assert (v["kind"], v["reasons"]) == (kind, reasons)
+
+
+# ---- a whole repair: approve, export, roll back, report, history -------------------------------
+def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch):
+    label_top(store, demo, 8)
+    rid = _run_now(store, demo)
+    m = wb.run_metrics(store, rid)
+    assert m["before"]["accuracy"] == pytest.approx(wb.evaluate_active(store, demo)["accuracy"])
+    assert len(store.progress(rid)) > 0
+    changed = wb.changed_predictions(store, rid)
+    assert len(changed) == m["changed_predictions"]
+    assert sum(c["fixed"] for c in changed) == m["n_fixed"]
+
+    # A flagged run needs the override and a reason; force the verdict to flag it.
+    monkeypatch.setattr(wb, "MIN_KEPT_DECISIONS", 1.01)
+    with pytest.raises(UserError, match="override"):
+        wb.approve_run(store, rid, "Mia", "looks fine", "alice")
+    with pytest.raises(UserError, match="override"):
+        wb.approve_run(store, rid, "Mia", "looks fine", "alice", override=True, reason=" ")
+    mid = wb.approve_run(store, rid, "Mia", "ok for pilot", "alice", override=True, reason="pilot only")
+    project = store.project(demo)
+    assert project["active_model_id"] == mid != project["base_model_id"]
+
+    data = wb.export_bytes(store, rid)
+    wb.record_export(store, rid, data, "alice")
+    bundle = bundle_from_files(read_bundle_zip(data, "x.zip"), "x.zip")
+    assert bundle.meta.class_names == wb.project_summary(store, demo)["class_names"]
+
+    wb.rollback(store, demo, "alice")
+    assert store.project(demo)["active_model_id"] == project["base_model_id"]
+    with pytest.raises(UserError):
+        wb.rollback(store, demo, "alice")
+
+    pts = wb.tradeoff_points(store, demo)
+    assert [p["run_id"] for p in pts] == [rid] and pts[0]["decision"] == "approved"
+
+    events = store.audit_events(demo)
+    approved = next(e for e in events if e["action"] == "approved")
+    assert approved["detail"]["override"] is True and approved["detail"]["reason"] == "pilot only"
+    actions = [e["action"] for e in events]
+    for needed in ("run_queued", "run_done", "approved", "exported", "rolled_back", "label_added"):
+        assert needed in actions
+    frame = wb.history_frame(store, demo)
+    assert list(frame["action"]) == actions
+    assert wb.history_csv(frame).decode().splitlines()[0] == "id,when,who,project,action,details"
+
+
+def test_report_is_self_contained(store, demo):
+    from core import charts
+    from core.i18n import translator
+    from core.report import build_report
+
+    label_top(store, demo, 4)
+    rid = _run_now(store, demo)
+    t = translator("ja")
+    m = wb.run_metrics(store, rid)
+    html = build_report(
+        title=t("report_title", run=rid),
+        run=store.run(rid),
+        metrics=m,
+        verdict_text="VERDICT-TEXT",
+        figures=[("bars", charts.old_new_bars(m["before"], m["after"], t))],
+        changed=wb.changed_predictions(store, rid),
+        decision_lines=[],
+        t=t,
+        lang="ja",
+    )
+    assert "VERDICT-TEXT" in html and "偏り修正レポート" in html
+    assert "<script src=" not in html  # nothing is fetched: it opens offline
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inlined
+    assert "data:image/png;base64," in html
+    Path(store.home / "report.html").write_text(html, encoding="utf-8")
+
+
+def test_reject_and_cancel_queued(store, demo):
+    label_top(store, demo, 2)
+    rid = wb.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    wb.cancel_run(store, rid, "alice")
+    assert store.run(rid)["status"] == "cancelled"
+    assert store.claim_next_run(os.getpid()) is None
+    wb.reject_run(store, rid, "not needed", "alice")
+    assert store.run(rid)["decision"] == "rejected"
