@@ -1,0 +1,334 @@
+"""``python -m core benchmark``: every method on counterexample sets of several sizes, paper-style.
+
+Penzel et al. (VISAPP 2024, arXiv 2404.12292) compare change-penalized tuning with fine-tuning and
+other baselines as a function of the number of counterexamples ("shots"). This command does the
+same on a suite (:mod:`core.suites`): for each seed it orders the pool's shortcut-contradicting
+images once (round-robin over classes, random within a class) and takes the first k for every k in
+``--shots``, so the sets are nested and **every method sees exactly the same counterexamples**.
+
+Each method runs with its default settings and its own stopping rule, through the same
+:func:`core.tuning.run_repair` the CLI and the workbench use. Every method may use the pool's
+images *without* labels (MAS importance, last-layer typical images, auto strength). The evaluation
+set's labels are used only to score: no method and no stopping rule sees them (the held-out
+rule is not used here; the validation rows are left out).
+
+Automatic strength (``cpt_auto``, :mod:`core.strength`) is run beside change-penalized tuning at
+each fixed candidate strength, and the report says how far auto lands from the best fixed strength
+chosen in hindsight on the evaluation set.
+
+Outputs in ``--out``: ``runs.csv`` (one row per run), ``table.md`` (mean ± std per method × shots
+of unbiased accuracy, worst-group accuracy, kept decisions, steps and seconds, plus the auto gap),
+and ``figure.html`` (interactive, self-contained: accuracy vs shots, worst-group vs kept
+decisions).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.datasets import normalize
+from core.errors import UserError
+from core.strength import CANDIDATES
+from core.suites import SUITES, Suite, load_suite
+
+AUTO = "cpt_auto"
+DEFAULT_STRENGTH = 1000.0
+
+
+def fixed_name(strength: float) -> str:
+    return f"cpt@{strength:g}"
+
+
+def add_arguments(p) -> None:
+    from core.methods import METHODS
+
+    p.add_argument("--suite", default="demo", choices=list(SUITES))
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--seeds", type=int, default=3, help="number of draws (seeds 0..N-1) per size")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {', '.join(METHODS)}")
+    p.add_argument("--no-auto", action="store_true", help="skip automatic strength and the fixed-strength sweep")
+    p.add_argument("--max-steps", type=int, help="override every method's max_steps (for smoke runs)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workdir", help="where to build the suite's files (default: a temporary folder)")
+    p.add_argument("--out", required=True, help="folder for runs.csv, table.md and figure.html")
+
+
+def draw_order(suite: Suite, seed: int) -> np.ndarray:
+    """The pool's contradicting images in draw order for ``seed``: round-robin over classes."""
+    rng = np.random.default_rng(10_000 + seed)
+    labels = suite.pool.labels
+    per_class = []
+    for c in rng.permutation(len(suite.bundle.meta.class_names)):
+        idx = np.flatnonzero(suite.pool_conflicting & (labels == c))
+        if len(idx):
+            per_class.append(list(rng.permutation(idx)))
+    order = []
+    while any(per_class):
+        for lst in per_class:
+            if lst:
+                order.append(int(lst.pop(0)))
+    return np.array(order, dtype=np.int64)
+
+
+def draw_counterexamples(suite: Suite, shots: int, seed: int) -> np.ndarray:
+    order = draw_order(suite, seed)
+    if shots > len(order):
+        raise UserError(f"suite {suite.name} has only {len(order)} contradicting pool images, asked for {shots}")
+    return order[:shots]
+
+
+def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = True):
+    """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, and
+    the pool's images without labels. The validation rows are left out on purpose (see module doc)."""
+    from core.tuning import PreparedData, split_eval
+
+    suite.load_pixels()
+    meta = suite.bundle.meta
+    rep, _ = split_eval(suite.eval_set)
+    x_eval = normalize(suite.eval_pixels[rep], meta.mean, meta.std)
+    return PreparedData(
+        x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
+        y_ce=torch.as_tensor(suite.pool.labels[idx]),
+        x_eval=x_eval,
+        y_eval=suite.eval_set.labels[rep],
+        attr_eval=[suite.eval_set.attributes[i] for i in rep],
+        eval_indices=rep,
+        unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
+    )
+
+
+def _row(suite: str, name: str, shots: int, seed: int, m: dict) -> dict:
+    return {
+        "suite": suite,
+        "method": name,
+        "shots": shots,
+        "seed": seed,
+        "strength": m.get("strength"),
+        "accuracy_before": m["before"]["accuracy"],
+        "accuracy": m["after"]["accuracy"],
+        "worst_group_before": m["before"]["worst_group_accuracy"],
+        "worst_group": m["after"]["worst_group_accuracy"],
+        "kept_decisions": m["kept_decisions"],
+        "errors_corrected": m["errors_corrected"],
+        "changed_predictions": m["changed_predictions"],
+        "steps": m["steps"],
+        "seconds": m["seconds"],
+        "stop_reason": m["stop_reason"],
+    }
+
+
+def run_benchmark(
+    suite: Suite,
+    shots: list[int],
+    seeds: int,
+    methods: list[str],
+    *,
+    auto: bool,
+    device: str,
+    max_steps: int | None = None,
+    log=print,
+) -> pd.DataFrame:
+    """Every (method, shots, seed) run as one DataFrame row."""
+    from core.tuning import run_repair
+
+    base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
+    jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
+    if auto:
+        jobs += [(fixed_name(s), "cpt", {**base_cfg, "strength": s}) for s in CANDIDATES if s != DEFAULT_STRENGTH]
+        jobs.append((AUTO, "cpt", {**base_cfg, "strength": "auto"}))
+    rows = []
+    t_start = time.perf_counter()
+    for seed in range(seeds):
+        for k in shots:
+            idx = draw_counterexamples(suite, k, seed)
+            data = prepare_suite_data(suite, idx)
+            for name, method, cfg in jobs:
+                res = run_repair(
+                    suite.bundle, suite.pool.subset(idx), method=method, config=cfg, device=device, seed=seed, data=data
+                )
+                row = _row(suite.name, name, k, seed, res.metrics)
+                if name == "cpt" and auto:
+                    rows.append({**row, "method": fixed_name(DEFAULT_STRENGTH)})
+                rows.append(row)
+            log(f"[{time.perf_counter() - t_start:7.1f} s] seed {seed} shots {k}: {len(jobs)} runs done")
+    return pd.DataFrame(rows)
+
+
+# -- report -----------------------------------------------------------------------------------
+METRICS = [
+    ("accuracy", "Unbiased accuracy", 3),
+    ("worst_group", "Worst-group accuracy", 3),
+    ("kept_decisions", "Kept decisions", 3),
+    ("steps", "Steps", 1),
+    ("seconds", "Seconds", 2),
+]
+
+
+def _method_order(df: pd.DataFrame) -> list[str]:
+    from core.methods import METHODS
+
+    present = list(dict.fromkeys(df["method"]))
+    main = [m for m in METHODS if m in present]
+    return main + [m for m in present if m not in main]
+
+
+def metric_table(df: pd.DataFrame, col: str, digits: int, methods: list[str] | None = None) -> str:
+    shots = sorted(df["shots"].unique())
+    methods = methods or [m for m in _method_order(df) if not m.startswith("cpt@")]
+    head = "| method | " + " | ".join(f"{s} shot{'s' if s > 1 else ''}" for s in shots) + " |"
+    lines = [head, "|---" * (len(shots) + 1) + "|"]
+    best = {}
+    if col in ("accuracy", "worst_group", "kept_decisions"):
+        means = df[df["method"].isin(methods)].groupby(["shots", "method"])[col].mean()
+        best = {s: means[s].max() for s in shots}
+    for m in methods:
+        cells = []
+        for s in shots:
+            v = df[(df["method"] == m) & (df["shots"] == s)][col].astype(float)
+            if v.empty:
+                cells.append("—")
+                continue
+            sd = v.std(ddof=1) if len(v) > 1 else 0.0
+            txt = f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
+            if s in best and abs(v.mean() - best[s]) < 1e-12:
+                txt = f"**{txt}**"
+            cells.append(txt)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def auto_gap_table(df: pd.DataFrame) -> str:
+    """Auto vs the best fixed strength in hindsight (best mean eval accuracy per shots)."""
+    fixed = df[df["method"].str.startswith("cpt@")]
+    auto = df[df["method"] == AUTO]
+    if fixed.empty or auto.empty:
+        return ""
+    lines = [
+        "| shots | auto accuracy | best fixed λ (hindsight) | its accuracy | gap | auto kept | best-λ kept | λ auto chose |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sorted(df["shots"].unique()):
+        f = fixed[fixed["shots"] == s].groupby("method")[["accuracy", "kept_decisions"]].mean()
+        best = f["accuracy"].idxmax()
+        a = auto[auto["shots"] == s]
+        chosen = ", ".join("none" if pd.isna(x) else f"{x:g}" for x in a.sort_values("seed")["strength"])
+        lines.append(
+            f"| {s} | {a['accuracy'].mean():.3f} | {best.split('@')[1]} | {f.loc[best, 'accuracy']:.3f} | "
+            f"{a['accuracy'].mean() - f.loc[best, 'accuracy']:+.3f} | {a['kept_decisions'].mean():.3f} | "
+            f"{f.loc[best, 'kept_decisions']:.3f} | {chosen} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(df: pd.DataFrame, suite: Suite, seeds: int) -> str:
+    before = df.iloc[0]
+    parts = [
+        f"## Benchmark: {suite.title}",
+        "",
+        f"Shortcut: {suite.shortcut}. Base model before repair: unbiased accuracy {before['accuracy_before']:.3f}, "
+        f"worst-group accuracy {before['worst_group_before']:.3f}. Mean ± std over {seeds} draws of counterexamples "
+        "per size (the same draws for every method). Bold: best mean in the column.",
+    ]
+    for col, title, digits in METRICS:
+        parts += ["", f"### {title}", "", metric_table(df, col, digits)]
+    gap = auto_gap_table(df)
+    if gap:
+        parts += [
+            "",
+            "### Automatic strength vs the best fixed strength in hindsight",
+            "",
+            "Fixed strengths tried: " + ", ".join(f"{s:g}" for s in CANDIDATES) + ". 'Best' is chosen on the "
+            "evaluation set (which auto never sees); the gap is auto's mean accuracy minus the best's.",
+            "",
+            gap,
+            "",
+            "Change-penalized tuning at each fixed strength (unbiased accuracy):",
+            "",
+            metric_table(df, "accuracy", 3, [fixed_name(s) for s in CANDIDATES] + [AUTO]),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def figure_html(df: pd.DataFrame, title: str) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("Unbiased accuracy vs counterexamples", "Worst-group accuracy vs kept decisions"),
+    )
+    methods = [m for m in _method_order(df) if not m.startswith("cpt@")]
+    palette = [
+        "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd",
+        "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000",
+    ]  # fmt: skip
+    for i, m in enumerate(methods):
+        g = df[df["method"] == m].groupby("shots")
+        mean, std = g["accuracy"].mean(), g["accuracy"].std(ddof=1).fillna(0)
+        colour = palette[i % len(palette)]
+        width = 4 if m in ("cpt", AUTO) else 2
+        fig.add_trace(
+            go.Scatter(
+                x=mean.index, y=mean.values, error_y={"type": "data", "array": std.values, "visible": True},
+                mode="lines+markers", name=m, legendgroup=m, line={"color": colour, "width": width},
+            ),
+            row=1, col=1,
+        )  # fmt: skip
+        pts = g[["worst_group", "kept_decisions"]].mean()
+        fig.add_trace(
+            go.Scatter(
+                x=pts["kept_decisions"], y=pts["worst_group"], mode="markers+text", name=m, legendgroup=m,
+                showlegend=False, marker={"color": colour, "size": 9}, text=[str(s) for s in pts.index],
+                textposition="top center", hovertemplate=m + "<br>shots %{text}<br>kept %{x:.3f}<br>worst %{y:.3f}",
+            ),
+            row=1, col=2,
+        )  # fmt: skip
+    base_acc = float(df["accuracy_before"].iloc[0])
+    fig.add_hline(y=base_acc, line_dash="dot", annotation_text="before repair", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="counterexamples (shots)", row=1, col=1)
+    fig.update_yaxes(title_text="unbiased accuracy", row=1, col=1)
+    fig.update_xaxes(title_text="kept decisions (higher: less broken)", row=1, col=2)
+    fig.update_yaxes(title_text="worst-group accuracy", row=1, col=2)
+    fig.update_layout(title=title, height=560, width=1250, template="plotly_white")
+    return fig.to_html(include_plotlyjs="inline", full_html=True)
+
+
+def run(args) -> int:
+    from core.devices import select_device
+    from core.methods import get_method
+
+    for m in args.methods:
+        get_method(m)
+    if any(s < 1 for s in args.shots):
+        raise UserError("--shots must be positive")
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    device = select_device(args.device).type
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        suite = load_suite(args.suite, args.workdir or tmp)
+        suite.load_pixels()
+        df = run_benchmark(
+            suite,
+            sorted(set(args.shots)),
+            args.seeds,
+            args.methods,
+            auto=not args.no_auto,
+            device=device,
+            max_steps=args.max_steps,
+            log=lambda s: print(s, file=sys.stderr, flush=True),
+        )
+    df.to_csv(out / "runs.csv", index=False)
+    (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
+    (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+    print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
+    return 0

@@ -1,0 +1,335 @@
+"""``python -m core perf``: speed and memory of a repair, as ratios measured side by side in one run.
+
+DESIGN.md §8: speed is measured by ratios taken in one process on the same model, batch and
+device, never by timed tests. Each ratio's two sides are timed in interleaved blocks (A, B, A, B, …,
+with the order alternating between repeats) and the median block is taken, so drift in machine
+load hits both sides alike.
+
+* **step**: one change-penalized tuning step (:class:`core.methods.cpt.CPT` ``update``: forward
+  with θ + δ through ``functional_call``, cross-entropy, the normalised penalty, backward, Adam)
+  ÷ one plain fine-tuning step written as a bare PyTorch loop (forward, cross-entropy, backward,
+  Adam on θ). Target ≤ 1.10. Our own ``finetune`` method's step is shown beside it.
+* **evaluate**: throughput of our evaluation path (:func:`core.metrics.evaluate_model`: batched
+  logits, softmax, per-group metrics with bootstrap intervals; and :func:`core.metrics.predict_logits`
+  alone) ÷ a bare ``torch.inference_mode()`` loop over the same preloaded tensors. Target ≥ 0.90.
+* **repair vs retrain**, per suite: a full default repair (``run_repair`` with change-penalized
+  tuning on 16 counterexamples, evaluation before and after included, images already decoded)
+  ÷ retraining the same base model from scratch on its training set. This is the time a user
+  saves; the repair is never shortened to improve it.
+* **memory**: peak memory of a CPT step ÷ a plain fine-tuning step. On CUDA:
+  ``torch.cuda.max_memory_allocated``. On CPU, where PyTorch keeps no allocator statistics, the
+  bytes of every distinct tensor storage alive at the forward/backward boundary are counted:
+  weights (frozen and trainable), gradients, optimizer state and the tensors autograd saved for
+  backward (CPT saves the θ + δ it computed; plain fine-tuning saves θ itself).
+
+On CPU the step and evaluation ratios use the demo's small CNN; on a CUDA machine the same command
+adds ResNet-50 at 224 px under bf16 autocast. Timing inputs are random tensors of the right
+shape (the work does not depend on pixel values); the suite ratios use the suites' real images.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.devices import autocast, describe_device, select_device
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks per side (median taken)")
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps per timing block")
+    p.add_argument("--batch-size", type=int, default=16, help="counterexamples per step")
+    p.add_argument("--eval-images", type=int, default=4096, help="images per evaluation block")
+    p.add_argument("--suites", nargs="*", default=["demo", "photo"], help="suites for repair-vs-retrain (none to skip)")
+    p.add_argument("--gpu-arch", default="resnet50", help="architecture for the CUDA figures")
+    p.add_argument("--gpu-size", type=int, default=224, help="input size for the CUDA figures")
+    p.add_argument("--gpu-batch-size", type=int, default=32)
+    p.add_argument("--out", help="also write the figures as JSON here")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(sides: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each side, timed in interleaved blocks (one warm-up call each)."""
+    for fn in sides.values():
+        fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    order = list(sides)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else reversed(order):
+            _sync(device)
+            t0 = time.perf_counter()
+            sides[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# -- training step ----------------------------------------------------------------------------
+class BareFineTune:
+    """Plain fine-tuning as anyone would write it: forward, cross-entropy, backward, Adam on θ."""
+
+    def __init__(self, base: nn.Module, device: torch.device, lr: float = 1e-3):
+        self.model = copy.deepcopy(base).to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.device = device
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast(self.device):
+            logits = self.model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def _storages(tensors) -> dict[int, int]:
+    out = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            out[s.data_ptr()] = s.nbytes()
+    return out
+
+
+def _state_tensors(modules: list[nn.Module], optimizer) -> list[torch.Tensor]:
+    ts: list[torch.Tensor] = []
+    for m in modules:
+        for p in m.parameters():
+            ts.append(p)
+            if p.grad is not None:
+                ts.append(p.grad)
+        ts.extend(m.buffers())
+    if optimizer is not None:
+        for st in optimizer.state.values():
+            ts.extend(v for v in st.values() if isinstance(v, torch.Tensor))
+    return ts
+
+
+def accounted_peak_bytes(modules: list[nn.Module], optimizer_of: Callable[[], object], step: Callable[[], None]) -> int:
+    """CPU peak estimate: distinct storages of weights, grads, optimizer state and saved activations.
+
+    Taken on the second step, when gradients and optimizer state already exist (as in every step
+    after the first)."""
+    step()
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        saved.update(_storages([t]))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    static = _storages(_state_tensors(modules, optimizer_of()))
+    return sum({**saved, **static}.values())
+
+
+def cuda_peak_bytes(make: Callable[[], tuple[object, Callable[[], None]]], device: torch.device) -> int:
+    """Peak allocated CUDA bytes while building a trainer and running three steps."""
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    holder, step = make()
+    for _ in range(3):
+        step()
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - start
+    del holder, step
+    torch.cuda.empty_cache()
+    return peak
+
+
+def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dict:
+    from core.methods import METHODS, make_config
+
+    cfg = make_config("cpt", {})
+    cpt = METHODS["cpt"](base, cfg, device)
+    ft = METHODS["finetune"](base, make_config("finetune", {}), device)
+    bare = BareFineTune(base, device)
+
+    def block(fn):
+        def run():
+            for _ in range(steps):
+                fn(x, y)
+
+        return run
+
+    t = interleaved(
+        {"cpt": block(cpt.update), "plain": block(bare.update), "finetune": block(ft.update)}, repeats, device
+    )
+    per = {k: v / steps for k, v in t.items()}
+    if device.type == "cuda":
+
+        def make_cpt():
+            m = METHODS["cpt"](base, cfg, device)
+            return m, lambda: m.update(x, y)
+
+        def make_bare():
+            m = BareFineTune(base, device)
+            return m, lambda: m.update(x, y)
+
+        mem_cpt, mem_plain = cuda_peak_bytes(make_cpt, device), cuda_peak_bytes(make_bare, device)
+        mem_how = "torch.cuda.max_memory_allocated"
+    else:
+        m1 = METHODS["cpt"](base, cfg, device)
+        mem_cpt = accounted_peak_bytes([m1.base, m1.model], lambda: m1.optimizer, lambda: m1.update(x, y))
+        m2 = BareFineTune(base, device)
+        mem_plain = accounted_peak_bytes([m2.model], lambda: m2.optimizer, lambda: m2.update(x, y))
+        mem_how = "distinct tensor storages at the forward/backward boundary"
+    return {
+        "cpt_step_s": per["cpt"],
+        "plain_step_s": per["plain"],
+        "finetune_method_step_s": per["finetune"],
+        "step_ratio": per["cpt"] / per["plain"],
+        "cpt_peak_bytes": mem_cpt,
+        "plain_peak_bytes": mem_plain,
+        "memory_ratio": mem_cpt / mem_plain,
+        "memory_measure": mem_how,
+    }
+
+
+def eval_figures(model: nn.Module, x: torch.Tensor, device, repeats: int, batch_size: int = 1024) -> dict:
+    from core.metrics import evaluate_model, predict_logits
+
+    model = model.to(device).eval()
+    y = np.random.default_rng(0).integers(0, 10, len(x))
+    attrs = [str(a) for a in np.random.default_rng(1).integers(0, 10, len(x))]
+    names = [str(i) for i in range(max(10, int(y.max()) + 1))]
+
+    def bare():
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                with autocast(device):
+                    model(x[start : start + batch_size].to(device, non_blocking=True))
+
+    t = interleaved(
+        {
+            "bare": bare,
+            "predict_logits": lambda: predict_logits(model, x, device, batch_size),
+            "evaluate": lambda: evaluate_model(model, x, y, attrs, names, device),
+        },
+        repeats,
+        device,
+    )
+    n = len(x)
+    return {
+        "images": n,
+        "bare_images_per_s": n / t["bare"],
+        "predict_logits_images_per_s": n / t["predict_logits"],
+        "evaluate_images_per_s": n / t["evaluate"],
+        "predict_logits_ratio": t["bare"] / t["predict_logits"],
+        "evaluate_ratio": t["bare"] / t["evaluate"],
+    }
+
+
+def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
+    """Full default repair on 16 counterexamples ÷ retraining the base from scratch."""
+    from core.benchmark import draw_counterexamples, prepare_suite_data
+    from core.suites import load_suite
+
+    suite = load_suite(name, workdir / "suites")
+    t0 = time.perf_counter()
+    suite.load_pixels()
+    decode_s = time.perf_counter() - t0
+    idx = draw_counterexamples(suite, 16, seed)
+    data = prepare_suite_data(suite, idx, with_unlabeled=False)
+    from core.tuning import run_repair
+
+    t0 = time.perf_counter()
+    res = run_repair(suite.bundle, suite.pool.subset(idx), method="cpt", config={}, device=str(device.type), data=data)
+    repair_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    info = suite.retrain(workdir / f"retrained_{name}")
+    retrain_s = time.perf_counter() - t0
+    return {
+        "suite": name,
+        "repair_s": repair_s,
+        "repair_steps": res.metrics["steps"],
+        "decode_s": decode_s,
+        "retrain_s": retrain_s,
+        "retrain_info": info,
+        "repair_ratio": repair_s / retrain_s,
+    }
+
+
+def run(args) -> int:
+    from core.architectures import SmallCNN, build_model
+
+    device = select_device(args.device)
+    torch.manual_seed(0)
+    report: dict = {"device": describe_device(device), "threads": torch.get_num_threads(), "sections": []}
+    lines = [f"# perf on {describe_device(device)} (torch {torch.__version__}, {torch.get_num_threads()} threads)"]
+
+    configs = [("cpu", "small_cnn (demo)", SmallCNN(10, 3).eval(), (3, 28, 28), args.batch_size)]
+    if device.type == "cuda":
+        configs.append(
+            (
+                "cuda",
+                f"{args.gpu_arch} @ {args.gpu_size}px, bf16 autocast",
+                build_model(args.gpu_arch, 1000),
+                (3, args.gpu_size, args.gpu_size),
+                args.gpu_batch_size,
+            )
+        )
+    for dev_name, label, model, shape, bs in configs:
+        dev = torch.device(dev_name)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(bs, *shape, generator=g).to(dev)
+        y = torch.randint(0, 10, (bs,), generator=g).to(dev)
+        st = step_figures(model, x, y, dev, args.repeats, args.steps)
+        n_eval = args.eval_images if dev_name == "cpu" else min(args.eval_images, 2048)
+        ev = eval_figures(model, torch.randn(n_eval, *shape, generator=g), dev, args.repeats)
+        report["sections"].append({"device": dev_name, "model": label, "batch_size": bs, **st, **ev})
+        lines += [
+            "",
+            f"## {dev_name}: {label}, batch {bs}",
+            "| ratio | value | target | sides |",
+            "|---|---|---|---|",
+            f"| CPT step ÷ plain fine-tuning step | {st['step_ratio']:.3f} | ≤ 1.10 | "
+            f"{st['cpt_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms "
+            f"(our finetune method: {st['finetune_method_step_s'] * 1e3:.2f} ms) |",
+            f"| evaluate throughput ÷ bare inference loop | {ev['evaluate_ratio']:.3f} | ≥ 0.90 | "
+            f"{ev['evaluate_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
+            f"| predict_logits throughput ÷ bare inference loop | {ev['predict_logits_ratio']:.3f} | ≥ 0.90 | "
+            f"{ev['predict_logits_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
+            f"| CPT peak memory ÷ plain fine-tuning | {st['memory_ratio']:.3f} | — | "
+            f"{st['cpt_peak_bytes'] / 2**20:.2f} MiB vs {st['plain_peak_bytes'] / 2**20:.2f} MiB "
+            f"({st['memory_measure']}) |",
+        ]
+    suites = [s for s in (args.suites or []) if s != "none"]
+    if suites:
+        lines += [
+            "",
+            f"## repair vs retraining from scratch ({describe_device(device)})",
+            "| suite | repair ÷ retrain | repair | retrain | steps | image decoding (not in repair) |",
+            "|---|---|---|---|---|---|",
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in suites:
+                sf = suite_figures(name, device, Path(tmp))
+                report["sections"].append({"device": device.type, **sf})
+                lines.append(
+                    f"| {name} | {sf['repair_ratio']:.3f} | {sf['repair_s']:.1f} s | {sf['retrain_s']:.1f} s | "
+                    f"{sf['repair_steps']} | {sf['decode_s']:.1f} s |"
+                )
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return 0

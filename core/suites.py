@@ -1,0 +1,99 @@
+"""Benchmark suites: a biased model, an unbiased evaluation set and a pool to draw counterexamples from.
+
+Each suite is built from files in the repository (no downloads) and says which pool images
+contradict its shortcut, so :mod:`core.benchmark` can draw counterexample sets of any size, the
+same draws for every method. Each also knows how to retrain its base model from scratch on the
+model's own training set, the cost :mod:`core.perf` compares a repair with.
+
+* ``demo``: MNIST digits with a coloured corner tag (a *local* shortcut, like a calibration chart);
+  :mod:`core.demo`.
+* ``photo``: CIFAR-10 photos with a global colour cast per class (a *global* shortcut, like a
+  camera's white balance or a hospital's scanner); :mod:`core.photo_suite`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.bundle import ModelBundle, load_bundle
+from core.datasets import ImageDataset, load_dataset, load_pixels
+from core.errors import UserError
+
+
+@dataclass
+class Suite:
+    name: str
+    title: str
+    shortcut: str
+    bundle: ModelBundle
+    eval_set: ImageDataset
+    pool: ImageDataset
+    pool_conflicting: np.ndarray  # bool per pool image: its attribute contradicts the shortcut
+    retrain: Callable[[Path], dict]  # train the same base model from scratch into a folder
+    eval_pixels: np.ndarray | None = None
+    pool_pixels: np.ndarray | None = None
+
+    def load_pixels(self) -> None:
+        """Decode the evaluation and pool images once (uint8), so runs share them."""
+        size = self.bundle.meta.input_size
+        if self.eval_pixels is None:
+            self.eval_pixels = load_pixels(self.eval_set, size)
+        if self.pool_pixels is None:
+            self.pool_pixels = load_pixels(self.pool, size)
+
+
+def _conflicting(ds: ImageDataset, attribute_of_label: list[str]) -> np.ndarray:
+    return np.array([r.attribute != attribute_of_label[r.label] for r in ds.records], dtype=bool)
+
+
+def demo_suite(workdir: Path) -> Suite:
+    from core.demo import COLOUR_NAMES, build_demo, train_demo_model
+
+    paths = build_demo(workdir / "demo")
+    bundle = load_bundle(paths["model"])
+    names = bundle.meta.class_names
+    pool = load_dataset(paths["pool"], names)
+    return Suite(
+        name="demo",
+        title="Tagged MNIST (local shortcut: a coloured corner tag)",
+        shortcut="corner tag colour agrees with the digit in 97% of training images",
+        bundle=bundle,
+        eval_set=load_dataset(paths["eval"], names),
+        pool=pool,
+        pool_conflicting=_conflicting(pool, COLOUR_NAMES),
+        retrain=lambda out: train_demo_model(out),
+    )
+
+
+def photo_suite(workdir: Path) -> Suite:
+    from core import photo_suite as ps
+
+    paths = ps.build_photo(workdir / "photo")
+    bundle = load_bundle(paths["model"])
+    names = bundle.meta.class_names
+    pool = load_dataset(paths["pool"], names)
+    return Suite(
+        name="photo",
+        title="Tinted CIFAR-10 photos (global shortcut: a colour cast per class)",
+        shortcut=f"colour cast agrees with the class in {ps.TRAIN_AGREEMENT:.0%} of training images",
+        bundle=bundle,
+        eval_set=load_dataset(paths["eval"], names),
+        pool=pool,
+        pool_conflicting=_conflicting(pool, ps.TINT_NAMES),
+        retrain=lambda out: ps.train_photo_model(out),
+    )
+
+
+SUITES: dict[str, Callable[[Path], Suite]] = {"demo": demo_suite, "photo": photo_suite}
+
+
+def load_suite(name: str, workdir: str | Path) -> Suite:
+    if name not in SUITES:
+        raise UserError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    return SUITES[name](work)
