@@ -188,7 +188,7 @@ def build_and_validate(
     except RuntimeError as exc:
         first = str(exc).split("\n\t")[:3]
         detail = "; ".join(s.strip() for s in first)
-        if "size mismatch" in detail and "classifier" in detail or "fc." in detail:
+        if "size mismatch" in detail and ("classifier" in detail or "fc." in detail or "head" in detail):
             detail = f"num_classes mismatch or wrong weights: {detail}"
         raise UserError(
             f"weights do not fit architecture {meta.architecture!r} with num_classes={meta.num_classes}: {detail[:600]}"

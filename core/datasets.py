@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def _dataset_root(path: Path) -> Path:
 def load_dataset(
     path: str | Path, class_names: list[str], *, keep_good_rows: bool = False, verify_images: bool = True
 ) -> ImageDataset:
-    """Load a dataset folder (or a .zip, extracted next to it under ``<name>.unpacked``).
+    """Load a dataset folder (or a .zip, unpacked safely into a fresh temporary folder).
 
     With ``verify_images`` every image is opened and checked (PNG/JPEG, readable); bad files are
     reported like bad rows. Raises :class:`UserError` listing all problems unless
@@ -188,7 +189,7 @@ def load_dataset(
     if path.is_file():
         if path.suffix.lower() != ".zip":
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip")
-        target = path.with_name(path.name + ".unpacked")
+        target = tempfile.mkdtemp(prefix="biasrepair-dataset-")
         return dataset_from_zip_bytes(path.read_bytes(), path.name, class_names, target, keep_good_rows=keep_good_rows)
     root = _dataset_root(path)
     if (root / "manifest.csv").is_file():

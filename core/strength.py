@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.errors import UserError
 from core.methods import get_method, make_config
 from core.metrics import predict_logits
 
@@ -36,7 +37,7 @@ def choose_strength(bundle, data, method: str, overrides: dict, device, seed: in
     cls = get_method(method)
     names = {s["name"] for s in _schema(method)}
     if "strength" not in names:
-        return {"chosen": None, "candidates": [], "rule": f"method {method} has no strength setting"}
+        raise UserError(f"strength 'auto' needs a method with a penalty strength; {method!r} has none")
     n = len(data.y_ce)
     k = min(MAX_FOLDS, n)
     rng = np.random.default_rng(seed)

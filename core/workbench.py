@@ -398,7 +398,7 @@ def _evaluate(model_key: str, model_path: str, dataset_path: str):
         bundle = _bundle_at(model_path)
         ds = _dataset_at(dataset_path, tuple(bundle.meta.class_names))
         reported, _ = split_eval(ds)  # rows marked split=val are for stopping rules, as in core.tuning
-        if len(reported) < len(ds):
+        if 0 < len(reported) < len(ds):
             ds = ds.subset(reported)
         _eval_cache[key] = evaluate_bundle(bundle, ds)
     return _eval_cache[key]
