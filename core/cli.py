@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("core.cli", "Write the built-in demo (model, eval, pool, counterexamples) to a folder."),
     "evaluate": ("core.cli", "Evaluate a model bundle on a dataset; write metrics.json."),
     "tune": ("core.cli", "Repair a model on counterexamples; write a run folder."),
+    "sweep": ("core.cli", "Repair with several penalty strengths; write one run each and a trade-off table."),
+    "export": ("core.cli", "Zip a run's repaired model (or any bundle folder) for hand-off."),
     "benchmark": ("core.benchmark", "Run every method over counterexample sets of several sizes."),
     "perf": ("core.perf", "Measure speed and memory ratios side by side."),
 }
@@ -183,7 +185,77 @@ def run_tune(args) -> int:
     return 0
 
 
+# -- sweep --------------------------------------------------------------------------------------
+def add_sweep(p: argparse.ArgumentParser) -> None:
+    add_tune(p)
+    p.add_argument("--strengths", nargs="+", type=float, default=[10.0, 100.0, 1000.0, 10000.0], help="λ values to try")
+
+
+def run_sweep(args) -> int:
+    import csv
+
+    from core.datasets import load_dataset
+    from core.tuning import prepare_data, run_repair, write_run
+
+    if args.strength is not None:
+        raise UserError("sweep takes --strengths (several values), not --strength")
+    bundle = load_model_arg(args.model, args.meta)
+    names = bundle.meta.class_names
+    ce = load_dataset(args.counterexamples, names)
+    ev = load_dataset(args.eval, names) if args.eval else None
+    unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
+    data = prepare_data(bundle, ce, ev, unlabeled=unl)  # decode images once for every strength
+    out = Path(args.out)
+    rows = []
+    for lam in args.strengths:
+        over = {**tune_overrides(args), "strength": lam}
+        result = run_repair(
+            bundle, ce, ev, method=args.method, config=over, device=args.device, seed=args.seed, data=data
+        )
+        write_run(result, bundle.meta, out / f"strength_{lam:g}", ev)
+        m = result.metrics
+        row = {"strength": lam, "steps": m["steps"], "stop_reason": m["stop_reason"], "seconds": round(m["seconds"], 2)}
+        if "before" in m:
+            row.update(
+                accuracy=m["after"]["accuracy"],
+                worst_group_accuracy=m["after"]["worst_group_accuracy"],
+                kept_decisions=m["kept_decisions"],
+                changed_predictions=m["changed_predictions"],
+            )
+        rows.append(row)
+        print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    with open(out / "sweep.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"→ {out / 'sweep.csv'}")
+    return 0
+
+
+# -- export -------------------------------------------------------------------------------------
+def add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a run folder (its model/ is exported) or a bundle folder")
+    p.add_argument("--out", required=True, help="the .zip to write")
+
+
+def run_export(args) -> int:
+    from core.bundle import bundle_zip_bytes, load_bundle
+
+    src = Path(args.run)
+    bundle_dir = src / "model" if (src / "model" / "model.json").is_file() else src
+    if not (bundle_dir / "model.json").is_file():
+        raise UserError(f"{src} holds no model bundle (model.json); was the run's method mergeable?")
+    load_bundle(bundle_dir)  # validate before handing it on
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(bundle_zip_bytes(bundle_dir))
+    print(f"{bundle_dir} → {out}")
+    return 0
+
+
 LOCAL = {
+    "sweep": (add_sweep, run_sweep),
+    "export": (add_export, run_export),
     "demo": (add_demo, run_demo),
     "evaluate": (add_evaluate, run_evaluate),
     "tune": (add_tune, run_tune),

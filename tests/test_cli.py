@@ -280,3 +280,35 @@ def test_bad_tune_flags(demo_dir, tmp_path, capsys, flag):
         capsys=capsys,
     )
     assert code == 2 and "Traceback" not in out.err
+
+
+def test_sweep_and_export(demo_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code, _ = cli(
+        "sweep",
+        "--model",
+        demo_dir / "model",
+        "--counterexamples",
+        demo_dir / "counterexamples",
+        "--eval",
+        demo_dir / "eval",
+        "--out",
+        out,
+        "--strengths",
+        "10",
+        "10000",
+        "--max-steps",
+        "15",
+        capsys=capsys,
+    )
+    assert code == 0
+    import csv
+
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [float(r["strength"]) for r in rows] == [10.0, 10000.0]
+    # a stronger penalty keeps more of the old decisions
+    assert float(rows[1]["kept_decisions"]) > float(rows[0]["kept_decisions"])
+    code, _ = cli("export", "--run", out / "strength_10", "--out", tmp_path / "m.zip", capsys=capsys)
+    assert code == 0 and load_bundle(tmp_path / "m.zip").meta.architecture == "small_cnn"
+    code, out_err = cli("export", "--run", tmp_path, "--out", tmp_path / "n.zip", capsys=capsys)
+    assert code == 2 and "no model bundle" in out_err.err
