@@ -1,0 +1,82 @@
+"""The job runner: a real worker process claims queued runs, reports progress, honours cancel, and a
+run whose worker dies is marked interrupted. Waits poll the store; nothing asserts on time."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from core import jobs
+from core import workbench as wb
+from core.store import Store
+from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
+
+LONG_RUN = {"strength": 1000.0, "max_steps": 5000, "min_steps": 5000, "stop_rule": "none"}
+
+
+@pytest.fixture()
+def store(tmp_path, demo_dir):
+    home = tmp_path / "home"
+    seed_demo_cache(home, demo_dir)
+    s = Store(home)
+    yield s
+    jobs.stop_spawned_workers()
+
+
+@pytest.fixture()
+def demo(store) -> int:
+    pid = wb.open_demo(store, "alice")
+    label_top(store, pid, 8)
+    return pid
+
+
+def _status(store, rid):
+    return store.run(rid)["status"]
+
+
+def test_worker_runs_queued_jobs_in_order_with_progress(store, demo):
+    first = wb.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice")
+    second = wb.submit_run(store, demo, "cpt", {**FAST_RUN, "strength": 10000.0}, "bob")
+    wait_for(lambda: _status(store, second) in ("done", "failed"), timeout=300)
+    for rid in (first, second):
+        run = store.run(rid)
+        assert run["status"] == "done", run["error"]
+        assert run["device"]  # "CPU" or the GPU's name
+        assert store.progress(rid) and wb.run_metrics(store, rid)["after"]["groups"]
+    assert store.run(first)["started_at"] <= store.run(second)["started_at"]
+    done = [e for e in store.audit_events(demo) if e["action"] == "run_done"]
+    assert [e["detail"]["run_id"] for e in done] == [first, second]
+    assert done[1]["actor"] == "bob" and "kept_decisions" in done[1]["detail"]
+    assert len(store.live_workers()) == 1  # one worker served both runs
+
+
+def test_cancel_stops_a_running_job(store, demo):
+    rid = wb.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    wait_for(lambda: len(store.progress(rid)) >= 3, timeout=180)
+    wb.cancel_run(store, rid, "alice")
+    wait_for(lambda: _status(store, rid) != "running", timeout=60)
+    assert _status(store, rid) == "cancelled"
+    steps = [p["step"] for p in store.progress(rid)]
+    assert max(steps) < LONG_RUN["max_steps"]
+    assert not (store.home / "artifacts" / "runs" / str(rid) / "metrics.json").exists()
+
+
+def test_killed_worker_leaves_an_interrupted_run(store, demo):
+    rid = wb.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    wait_for(lambda: len(store.progress(rid)) >= 1, timeout=180)
+    worker_pid = store.run(rid)["worker_pid"]
+    os.kill(worker_pid, signal.SIGKILL)
+    jobs._spawned[str(store.home)].wait(30)  # reap it, as the server's next poll would
+    assert jobs.recover_interrupted(Store(store.home)) == [rid]
+    assert _status(store, rid) == "interrupted"
+    assert "run_interrupted" in [e["action"] for e in store.audit_events(demo)]
+
+
+def test_terminated_worker_marks_its_run_interrupted_itself(store, demo):
+    rid = wb.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    wait_for(lambda: len(store.progress(rid)) >= 1, timeout=180)
+    os.kill(store.run(rid)["worker_pid"], signal.SIGTERM)
+    wait_for(lambda: _status(store, rid) != "running", timeout=60)
+    assert _status(store, rid) == "interrupted"
