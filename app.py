@@ -18,8 +18,6 @@ store = wb.get_store()
 if "lang" not in st.session_state:
     q = st.query_params.get("lang", "en")
     st.session_state["lang"] = q if q in LANGUAGES else "en"
-if "actor" not in st.session_state:
-    st.session_state["actor"] = "curator"
 if "pending_project" in st.session_state:  # a page opened or created a project last run
     st.session_state["project_id"] = st.session_state.pop("pending_project")
 if "project_id" not in st.session_state:
@@ -39,7 +37,7 @@ with st.sidebar:
     )
     t = translator(st.session_state["lang"])
     st.query_params["lang"] = st.session_state["lang"]
-    st.text_input(t("sidebar_your_name"), key="actor", help=t("sidebar_your_name_help"))
+    st.text_input(t("sidebar_your_name"), value="curator", key="actor", help=t("sidebar_your_name_help"))
     projects = store.projects()
     if projects:
         ids = [p["id"] for p in projects]

@@ -146,7 +146,7 @@ with gallery:
             for i, name in enumerate(class_names):
                 shortcut = str(i) if i < 10 else None
                 bcols[i % len(bcols)].button(
-                    f"{name}" + (f" ({shortcut})" if shortcut else ""),
+                    name,
                     key=f"quick_{i}",
                     on_click=_label,
                     args=(top["key"], name),

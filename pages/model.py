@@ -129,7 +129,7 @@ except UserError as exc:
     st.stop()
 
 st.subheader(t("model_bias_header"))
-st.caption(t("model_eval_on", name=summary["eval"]["name"], n=summary["eval"]["n_items"]))
+st.caption(t("model_eval_on", name=summary["eval"]["name"], n=sum(g["count"] for g in metrics["groups"])))
 f = wb.finding(metrics)
 if f:
     st.warning(

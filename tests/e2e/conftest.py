@@ -1,0 +1,155 @@
+"""Browser end-to-end fixtures: a real ``streamlit run app.py`` server and Debian's chromium.
+
+The server runs on a free port with its own temporary ``BIASREPAIR_HOME`` (its demo cache seeded
+from the session's demo build), and is stopped afterwards. Chromium is driven by playwright with
+the system binary; nothing is downloaded. Screenshots go to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.wb_helpers import seed_demo_cache
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One ``streamlit run app.py`` process; can be stopped and started again on the same home."""
+
+    def __init__(self, home: Path, log_dir: Path):
+        self.home = home
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = dict(os.environ, BIASREPAIR_HOME=str(self.home), PYTHONPATH=str(ROOT))
+        self.starts += 1
+        log = open(self.log_dir / f"server{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(self.port),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited early; see {self.log_dir}")
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("streamlit did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture()
+def server(tmp_path, demo_dir):
+    home = tmp_path / "home"
+    seed_demo_cache(home, demo_dir)
+    srv = Server(home, tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    # Tall viewport: Streamlit scrolls inside the page, so a "full page" shot is the viewport.
+    ctx = browser.new_context(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    ctx.close()
+
+
+def shot(page, name: str) -> Path:
+    """Save a full-page screenshot as a test artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    """Wait until the app's script run is over (the page is drawn and idle)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
+        " return a && a.getAttribute('data-test-script-state') !== 'running'; }",
+        timeout=timeout,
+    )
+    # Elements load lazily: wait for skeleton placeholders to go and images to finish loading.
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stSkeleton\"]')"
+        " && Array.from(document.images).every(i => i.complete)",
+        timeout=timeout,
+    )

@@ -1,0 +1,239 @@
+"""End-to-end in a real browser: the whole demo flow, uploads through the file choosers, a bad upload,
+and a server restart in the middle of a session. The store the server writes is read back directly
+to check that what the pages show was really saved."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+from core import workbench as wb
+from core.bundle import bundle_from_files, read_bundle_zip
+from core.store import Store
+from tests.e2e.conftest import settle, shot
+from tests.wb_helpers import pool_truth, wait_for
+
+
+def _nav(page, name: str, wait_text: str) -> None:
+    page.get_by_role("link", name=name).click()
+    page.get_by_text(wait_text).first.wait_for()
+    settle(page)
+
+
+def _open_demo(page, server) -> tuple[Store, int]:
+    page.goto(server.url)
+    settle(page)
+    page.get_by_role("button", name="Open the demo").click()
+    page.get_by_text("On images marked").wait_for()
+    settle(page)
+    store = Store(server.home)
+    return store, store.projects()[0]["id"]
+
+
+def _next_top(store, pid):
+    return next(c for c in wb.candidates(store, pid) if c["label"] is None)
+
+
+def _label_in_gallery(page, store, pid, n: int) -> None:
+    """Label n images the way a curator would: a class button under a grid image, the keyboard
+    shortcut, and the quick-labelling buttons. The right answer comes from the demo's truth."""
+    truth = pool_truth(store, pid)
+    names = wb.project_summary(store, pid)["class_names"]
+    for i in range(n):
+        top = _next_top(store, pid)
+        label = truth[top["path"]]
+        if i == 0:  # the class button (pill) under the first image of the grid
+            page.locator("[class*='st-key-pill_']").first.get_by_text(label, exact=True).click()
+        elif i == 1:  # keyboard shortcut: the digit of the class
+            page.get_by_text("Quick labelling").click()
+            page.keyboard.press(str(names.index(label)))
+        else:
+            page.locator(f".st-key-quick_{names.index(label)} button").click()
+        wait_for(lambda k=i + 1: len(store.labels(pid)) == k, timeout=60)
+        settle(page)
+    assert sorted(c["label"] for c in wb.chosen_set(store, pid)) == sorted(
+        truth[c["path"]] for c in wb.chosen_set(store, pid)
+    )
+
+
+def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
+    store, pid = _open_demo(page, server)
+    assert page.locator("[data-testid=stPlotlyChart]").count() == 2
+    shot(page, "1_model_en")
+
+    _nav(page, "2 · Counterexamples", "Quick labelling")
+    _label_in_gallery(page, store, pid, 8)
+    page.get_by_text("Your counterexamples (8)").wait_for()
+    shot(page, "2_counterexamples_en")
+
+    _nav(page, "3 · Repair", "How much may the model change?")
+    page.get_by_role("button", name="Start the repair").click()
+    page.get_by_text("Repair #1 is queued").wait_for()
+    page.get_by_text("Step ").first.wait_for(timeout=180_000)  # the live progress bar
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for()
+    shot(page, "3_tune_live_en")
+    page.get_by_text("Finished (").wait_for(timeout=300_000)
+    settle(page)
+    shot(page, "3_tune_done_en")
+    run = store.runs(pid)[0]
+    assert run["status"] == "done" and run["device"]
+    assert page.get_by_text(f"Runs on: {run['device']}").count() == 1
+
+    _nav(page, "4 · Review", "Rules used:")
+    m = wb.run_metrics(store, run["id"])
+    assert m["after"]["worst_group_accuracy"] > m["before"]["worst_group_accuracy"], (
+        "the demo repair should improve worst-group accuracy",
+        m["before"]["worst_group_accuracy"],
+        m["after"]["worst_group_accuracy"],
+    )
+    shot(page, "4_review_en")
+    page.locator(".st-key-approve_comment textarea").fill("Fixes the tag shortcut; fine for the pilot.")
+    if wb.verdict(m)["kind"] == "flagged":
+        page.get_by_text("I understand the risk and approve anyway").click()
+        page.locator(".st-key-override_reason textarea").fill("pilot only, watched weekly")
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("Repair #1 approved").wait_for()
+    settle(page)
+    assert store.run(run["id"])["decision"] == "approved"
+
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Export the repaired model").click()
+    data = open(dl.value.path(), "rb").read()
+    bundle = bundle_from_files(read_bundle_zip(data, "export.zip"), "export.zip")
+    assert bundle.meta.class_names == wb.project_summary(store, pid)["class_names"]
+
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download the report").click()
+    report = tmp_path / "report.html"
+    report.write_bytes(open(dl.value.path(), "rb").read())
+    offline = page.context.browser.new_context(offline=True, viewport={"width": 1200, "height": 1600})
+    rp = offline.new_page()
+    rp.goto(report.as_uri())
+    rp.locator(".plot-container").first.wait_for()
+    assert rp.locator(".plot-container").count() >= 4
+    rp.screenshot(path=str(shot.__globals__["ARTIFACTS"] / "report_offline.png"))
+    offline.close()
+
+    _nav(page, "5 · History", "Download as CSV")
+    actions = [e["action"] for e in store.audit_events(pid)]
+    for needed in ("open_demo", "upload_model", "upload_eval", "upload_pool", "run_queued", "run_done"):
+        assert needed in actions
+    assert actions.count("label_added") == 8
+    assert {"approved", "exported", "report"} <= set(actions)
+    page.get_by_text(f"{len(actions)} of {len(actions)} entries").wait_for()
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download as CSV").click()
+    csv_text = open(dl.value.path(), encoding="utf-8").read()
+    for needed in ("approved", "exported", "label_added", "run_done", "upload_model"):
+        assert needed in csv_text
+    shot(page, "5_history_en")
+
+    # The same pages in Japanese.
+    page.get_by_text("日本語").click()
+    page.get_by_text("起きたことをすべて順番に記録しています").wait_for()
+    settle(page)
+    shot(page, "5_history_ja")
+    for link, text, name in (
+        ("1 · モデル", "モデルが間違えるところ", "1_model_ja"),
+        ("2 · 反例", "すばやくラベル付け", "2_counterexamples_ja"),
+        ("3 · 修正", "モデルをどれだけ変えてよいか", "3_tune_ja"),
+        ("4 · 確認", "判定基準", "4_review_ja"),
+    ):
+        _nav(page, link, text)
+        shot(page, name)
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _upload(page, key: str, path, button: str) -> None:
+    """Choose a file in an uploader, wait until the app has it, then press the button that uses it."""
+    from playwright.sync_api import expect
+
+    page.locator(f".st-key-{key} input[type=file]").set_input_files(str(path))
+    load = page.get_by_role("button", name=button)
+    expect(load).to_be_enabled(timeout=60_000)
+    load.click()
+
+
+def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp_path):
+    bundle_zip = tmp_path / "my_model.zip"
+    bundle_zip.write_bytes(wb.zip_folder_bytes(demo_dir / "model"))
+    lines = (demo_dir / "eval" / "manifest.csv").read_text().splitlines()
+    lines = lines[:1] + lines[1::20]
+    files = {"manifest.csv": "\n".join(lines).encode()}
+    for line in lines[1:]:
+        rel = line.split(",")[0]
+        files[rel] = (demo_dir / "eval" / rel).read_bytes()
+    eval_zip = tmp_path / "my_eval.zip"
+    eval_zip.write_bytes(_zip(files))
+
+    page.goto(server.url)
+    settle(page)
+    _upload(page, "up_bundle", bundle_zip, "Load this model")
+    page.get_by_text("Model my_model.zip loaded and checked.").wait_for()
+    settle(page)
+    page.get_by_text("Upload an evaluation set to see where the model is biased.").wait_for()
+    _upload(page, "up_eval", eval_zip, "Load and check the model on it")
+    page.get_by_text("Where the model goes wrong").wait_for(timeout=120_000)
+    settle(page)
+    shot(page, "upload_model_and_eval")
+    store = Store(server.home)
+    events = store.audit_events()
+    assert [e["action"] for e in events] == ["upload_model", "upload_eval"]
+    assert events[0]["detail"]["sha256"]["model.safetensors"] == wb.sha256_bytes(
+        (demo_dir / "model" / "model.safetensors").read_bytes()
+    )
+
+
+def test_a_bad_upload_shows_a_readable_error(server, page, demo_dir, tmp_path):
+    files = {n: (demo_dir / "model" / n).read_bytes() for n in ("model.json", "model.safetensors")}
+    meta = json.loads(files["model.json"])
+    meta["architecture"] = "resnet9000"
+    files["model.json"] = json.dumps(meta).encode()
+    bad = tmp_path / "wrong_architecture.zip"
+    bad.write_bytes(_zip(files))
+    page.goto(server.url)
+    settle(page)
+    _upload(page, "up_bundle", bad, "Load this model")
+    alert = page.get_by_text("That upload was not accepted: unknown architecture 'resnet9000'")
+    alert.wait_for()
+    settle(page)
+    assert page.locator("[data-testid=stException]").count() == 0
+    assert "Nothing you saved before was changed" in alert.inner_text()
+    shot(page, "bad_upload")
+    assert Store(server.home).projects() == []
+
+
+def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
+    store, pid = _open_demo(page, server)
+    _nav(page, "2 · Counterexamples", "Quick labelling")
+    _label_in_gallery(page, store, pid, 3)
+    _nav(page, "3 · Repair", "How much may the model change?")
+    page.get_by_text("Advanced settings").click()
+    for key, value in (("cfg_cpt_max_steps", "5000"), ("cfg_cpt_min_steps", "5000")):
+        box = page.locator(f".st-key-{key} input")
+        box.fill(value)
+        box.press("Enter")
+        settle(page)
+    page.get_by_role("button", name="Start the repair").click()
+    page.get_by_text("Step ").first.wait_for(timeout=180_000)
+    assert store.runs(pid)[0]["status"] == "running"
+
+    server.stop()
+    server.start()
+    page.goto(server.url)
+    settle(page)
+    page.get_by_text("Where the model goes wrong").wait_for()
+    _nav(page, "2 · Counterexamples", "Your counterexamples (3)")
+    _nav(page, "3 · Repair", "How much may the model change?")
+    page.get_by_text("This repair was interrupted").wait_for()
+    shot(page, "restart_interrupted_run")
+    run = Store(server.home).runs(pid)[0]
+    assert run["status"] == "interrupted" and run["config"]["max_steps"] == 5000
