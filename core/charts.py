@@ -182,10 +182,11 @@ def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = 
             + ": %{y:.1f}%<extra></extra>",
         )
     )
+    kept = [100 * p["kept"] for p in points] or [100.0]
     fig.update_layout(
         title=t("chart_tradeoff_title"),
-        xaxis_title=t("chart_kept") + " (%)",
-        yaxis_title=t("chart_worst") + " (%)",
+        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 101]},
+        yaxis={"title": t("chart_worst") + " (%)", "range": [-2, 102]},
         height=400,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )

@@ -206,6 +206,7 @@ e1.download_button(
     file_name=f"repaired_model_run{run_id}.zip",
     mime="application/zip",
     key="export",
+    on_click="ignore",  # the audit row is written when the file is produced; no rerun needed
     icon="📦",
     disabled=run["decision"] != "approved",
     help=t("review_export_help"),
@@ -216,6 +217,7 @@ e2.download_button(
     file_name=f"repair_report_run{run_id}.html",
     mime="text/html",
     key="report",
+    on_click="ignore",
     icon="📄",
 )
 project = store.project(pid)

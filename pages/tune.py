@@ -160,6 +160,18 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def stop_words(reason: str | None) -> str:
+    """The run's stop reason (a code from core.tuning) in plain words."""
+    if not reason:
+        return ""
+    head, _, rest = reason.partition(";")
+    words = t(f"stop_{head.strip()}")
+    if words == f"stop_{head.strip()}":
+        return reason
+    digits = "".join(ch for ch in rest if ch.isdigit())
+    return words + (" · " + t("stop_restored", step=digits) if digits else "")
+
+
 def live_panel(run_id: int, was_active: bool) -> None:
     """The live view of one run; reruns on its own every second while the run is active."""
     p = wb.run_progress(store, run_id)
@@ -188,7 +200,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
     elif was_active:
         st.rerun()  # the run just ended: refresh the whole page (table, review link) and stop polling
     if status == "done":
-        st.success(t("tune_done", reason=run["stop_reason"] or ""))
+        st.success(t("tune_done", reason=stop_words(run["stop_reason"])))
         st.page_link("pages/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ("failed", "interrupted", "cancelled"):
         st.warning(t(f"tune_ended_{status}", error=run["error"] or ""))

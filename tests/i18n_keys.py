@@ -24,6 +24,7 @@ DYNAMIC = {
     "verdict_reason": ["accuracy_drop", "kept_low"],
     "tune_ended": ["failed", "interrupted", "cancelled"],
     "ce_show": ["all", "todo", "done"],
+    "stop": ["max_steps", "all_fixed", "diverged", "heldout_patience", "cancelled"],
     "history_scope": ["project", "all"],
     "action": [
         "open_demo",

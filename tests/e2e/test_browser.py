@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 from core import workbench as wb
@@ -13,6 +14,8 @@ from core.bundle import bundle_from_files, read_bundle_zip
 from core.store import Store
 from tests.e2e.conftest import settle, shot
 from tests.wb_helpers import pool_truth, wait_for
+
+PROGRESS = re.compile(r"Step \d+ of at most \d+")
 
 
 def _nav(page, name: str, wait_text: str) -> None:
@@ -70,7 +73,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     _nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_role("button", name="Start the repair").click()
     page.get_by_text("Repair #1 is queued").wait_for()
-    page.get_by_text("Step ").first.wait_for(timeout=180_000)  # the live progress bar
+    page.get_by_text(PROGRESS).first.wait_for(timeout=180_000)  # the live progress bar
     page.locator("[data-testid=stPlotlyChart]").first.wait_for()
     shot(page, "3_tune_live_en")
     page.get_by_text("Finished (").wait_for(timeout=300_000)
@@ -82,11 +85,6 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
 
     _nav(page, "4 · Review", "Rules used:")
     m = wb.run_metrics(store, run["id"])
-    assert m["after"]["worst_group_accuracy"] > m["before"]["worst_group_accuracy"], (
-        "the demo repair should improve worst-group accuracy",
-        m["before"]["worst_group_accuracy"],
-        m["after"]["worst_group_accuracy"],
-    )
     shot(page, "4_review_en")
     page.locator(".st-key-approve_comment textarea").fill("Fixes the tag shortcut; fine for the pilot.")
     if wb.verdict(m)["kind"] == "flagged":
@@ -100,6 +98,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     with page.expect_download() as dl:
         page.get_by_role("button", name="Export the repaired model").click()
     data = open(dl.value.path(), "rb").read()
+    settle(page)
     bundle = bundle_from_files(read_bundle_zip(data, "export.zip"), "export.zip")
     assert bundle.meta.class_names == wb.project_summary(store, pid)["class_names"]
 
@@ -123,7 +122,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     assert {"approved", "exported", "report"} <= set(actions)
     page.get_by_text(f"{len(actions)} of {len(actions)} entries").wait_for()
     with page.expect_download() as dl:
-        page.get_by_role("button", name="Download as CSV").click()
+        page.locator(".st-key-history_csv button").click()
     csv_text = open(dl.value.path(), encoding="utf-8").read()
     for needed in ("approved", "exported", "label_added", "run_done", "upload_model"):
         assert needed in csv_text
@@ -142,6 +141,13 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     ):
         _nav(page, link, text)
         shot(page, name)
+
+    # Checked last, so that every step above is exercised even while the demo falls short here.
+    assert m["after"]["worst_group_accuracy"] > m["before"]["worst_group_accuracy"], (
+        "the demo repair with 8 counterexamples should improve worst-group accuracy (DESIGN.md §7)",
+        m["before"]["worst_group_accuracy"],
+        m["after"]["worst_group_accuracy"],
+    )
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
@@ -223,7 +229,7 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
         box.press("Enter")
         settle(page)
     page.get_by_role("button", name="Start the repair").click()
-    page.get_by_text("Step ").first.wait_for(timeout=180_000)
+    page.get_by_text(PROGRESS).first.wait_for(timeout=180_000)
     assert store.runs(pid)[0]["status"] == "running"
 
     server.stop()
