@@ -55,9 +55,10 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
         title=t("chart_heatmap_title"),
         xaxis_title=t("chart_attribute"),
         yaxis_title=t("chart_label"),
-        yaxis={"autorange": "reversed"},
-        height=120 + 34 * len(labels),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"autorange": "reversed", "automargin": True},
+        xaxis={"automargin": True},
+        height=160 + 34 * len(labels),
+        margin={"l": 80, "r": 10, "t": 50, "b": 60},
     )
     return fig
 

@@ -33,6 +33,10 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _points(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
 def build_report(
     *,
     title: str,
@@ -51,7 +55,7 @@ def build_report(
     rows = [
         (t("metric_accuracy"), _pct(before["accuracy"]), _pct(after["accuracy"])),
         (t("metric_worst_group"), _pct(before["worst_group_accuracy"]), _pct(after["worst_group_accuracy"])),
-        (t("metric_bias_gap"), _pct(before["bias_gap"]), _pct(after["bias_gap"])),
+        (t("metric_bias_gap"), _points(before["bias_gap"]), _points(after["bias_gap"])),
     ]
     table = "".join(f"<tr><td>{e(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     facts = [

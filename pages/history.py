@@ -54,6 +54,7 @@ st.dataframe(
         }
     ),
     hide_index=True,
+    height=min(900, 38 + 35 * len(shown)),
     key="history_table",
 )
 st.download_button(
