@@ -188,7 +188,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
             max=last.get("max_steps") or "?",
             fixed=last.get("fixed", 0),
             total=last.get("total", 0),
-            eta=_fmt_eta(p["eta_s"]),
+            eta=_fmt_eta(p["eta_s"]) if status == "running" else "–",
         )
     else:
         text = t("tune_waiting")

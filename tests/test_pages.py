@@ -123,6 +123,42 @@ def test_eval_upload_through_the_page(home, store, demo_dir):
     assert wb.project_summary(store, pid)["active_model"]  # the model is still there
 
 
+def test_weights_file_and_form_make_a_project(home, store, demo_dir):
+    at = _app()
+    raw = (demo_dir / "model" / "model.safetensors").read_bytes()
+    at.file_uploader(key="up_weights").set_value(("weights.safetensors", raw, "application/octet-stream")).run()
+    at.selectbox(key="w_arch").set_value("small_cnn")
+    at.text_area(key="w_classes").input("zero, one, two, three, four, five, six, seven, eight, nine")
+    at.text_input(key="w_size").input("3 28 28")
+    at.text_input(key="w_mean").input("0.16 0.15 0.14")
+    at.text_input(key="w_std").input("0.32 0.31 0.30")
+    next(b for b in at.button if b.label == "Load these weights").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Model weights.safetensors loaded and checked." in _texts(at)
+    assert store.projects()[0]["name"] == "weights"
+    # the same form with a wrong class count is refused with a message
+    at.text_area(key="w_classes").input("a, b, c")
+    next(b for b in at.button if b.label == "Load these weights").click().run()
+    assert any("num_classes" in e.value or "do not fit" in e.value for e in at.error), [e.value for e in at.error]
+    assert len(store.projects()) == 1
+
+
+def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
+    pid = wb.open_demo(store, "alice")
+    at = _app("pages/counterexamples.py")
+    png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
+    at.file_uploader(key="up_single").set_value([("mine.png", png, "image/png")]).run()
+    at.text_input(key="single_attr").input("red")
+    at.button(key="add_single").click().run()
+    assert "1 image(s) added to the gallery." in _texts(at)
+    assert any(c["source"] == "uploads" for c in wb.candidates(store, pid))
+    at.file_uploader(key="up_pool").set_value(("pool.zip", b"PK\x05\x06" + b"\x00" * 18, "application/zip")).run()
+    at.button(key="load_pool").click().run()
+    assert any("holds no PNG or JPEG images" in e.value or "is empty" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
+
+
 def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
     pid = wb.open_demo(store, "alice")
     at = _app("pages/counterexamples.py")

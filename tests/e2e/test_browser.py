@@ -239,7 +239,7 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
     page.get_by_text("Where the model goes wrong").wait_for()
     _nav(page, "2 · Counterexamples", "Your counterexamples (3)")
     _nav(page, "3 · Repair", "How much may the model change?")
-    page.get_by_text("This repair was interrupted").wait_for()
+    page.get_by_text("This repair was interrupted because the server stopped").wait_for()
     shot(page, "restart_interrupted_run")
     run = Store(server.home).runs(pid)[0]
     assert run["status"] == "interrupted" and run["config"]["max_steps"] == 5000
