@@ -283,9 +283,9 @@ def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
 
 
 def run(args) -> int:
-    from core.architectures import SmallCNN, build_model
-
     import os
+
+    from core.architectures import SmallCNN, build_model
 
     device = select_device(args.device)
     if args.threads:
