@@ -101,12 +101,13 @@ def project_summary(store: Store, project_id: int) -> dict:
 # ---- the demo ----------------------------------------------------------------------------------
 def open_demo(store: Store, actor: str) -> int:
     """Build the demo once (cached under the store home) and return the demo project, creating it the
-    first time. The same project is reused afterwards, so labels and runs made on it stay."""
-    for p in store.projects():
-        if p["is_demo"]:
-            store.audit(actor, "open_demo", p["id"], reused=True)
-            return p["id"]
+    first time. The same project is reused afterwards, so labels and runs made on it stay. Two tabs
+    pressing the button at once get the same project (the whole step holds a lock)."""
     with _demo_lock:
+        for p in store.projects():
+            if p["is_demo"]:
+                store.audit(actor, "open_demo", p["id"], reused=True)
+                return p["id"]
         cache = store.home / "demo_cache"
         done = cache / "BUILT"
         if not done.is_file():
@@ -118,15 +119,15 @@ def open_demo(store: Store, actor: str) -> int:
             (cache / "paths.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
             done.write_text("ok")
         paths = {k: Path(v) for k, v in json.loads((cache / "paths.json").read_text()).items()}
-    pid = store.create_project("Demo", actor, is_demo=True)
-    store.audit(actor, "open_demo", pid, reused=False)
-    bundle = load_bundle(paths["model"])
-    _register_model(store, pid, bundle, "demo model", actor)
-    class_names = bundle.meta.class_names
-    eval_ds = load_dataset(paths["eval"], class_names)
-    _register_eval(store, pid, eval_ds.root, "demo evaluation set", eval_ds, actor, copy=False)
-    pool_items = _pool_items_from_manifest(paths["pool"])
-    _register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=False)
+        pid = store.create_project("Demo", actor, is_demo=True)
+        store.audit(actor, "open_demo", pid, reused=False)
+        bundle = load_bundle(paths["model"])
+        _register_model(store, pid, bundle, "demo model", actor)
+        class_names = bundle.meta.class_names
+        eval_ds = load_dataset(paths["eval"], class_names)
+        _register_eval(store, pid, eval_ds.root, "demo evaluation set", eval_ds, actor, copy=False)
+        pool_items = _pool_items_from_manifest(paths["pool"])
+        _register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=False)
     evaluate_active(store, pid)
     return pid
 

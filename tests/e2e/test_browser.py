@@ -12,7 +12,7 @@ import zipfile
 from core import workbench as wb
 from core.bundle import bundle_from_files, read_bundle_zip
 from core.store import Store
-from tests.e2e.conftest import settle, shot
+from tests.e2e.conftest import ARTIFACTS, settle, shot
 from tests.wb_helpers import pool_truth, wait_for
 
 PROGRESS = re.compile(r"Step \d+ of at most \d+")
@@ -111,7 +111,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     rp.goto(report.as_uri())
     rp.locator(".plot-container").first.wait_for()
     assert rp.locator(".plot-container").count() >= 4
-    rp.screenshot(path=str(shot.__globals__["ARTIFACTS"] / "report_offline.png"))
+    rp.screenshot(path=str(ARTIFACTS / "report_offline.png"))
     offline.close()
 
     _nav(page, "5 · History", "Download as CSV")
