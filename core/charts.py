@@ -73,6 +73,7 @@ def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Fig
             x=[_group_name(g) for g in groups],
             y=[100 * g["accuracy"] for g in groups],
             text=[f"n={g['count']}" for g in groups],
+            textposition="outside" if len(groups) <= 30 else "none",
             error_y={
                 "type": "data",
                 "symmetric": False,
@@ -86,7 +87,8 @@ def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Fig
     fig.update_layout(
         title=t("chart_bars_title"),
         yaxis={"title": t("chart_accuracy_pct"), "range": [0, 105]},
-        height=380,
+        height=420,
+        xaxis={"automargin": True},
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig

@@ -705,7 +705,7 @@ def run_progress(store: Store, run_id: int) -> dict:
 
 
 def active_runs(store: Store, project_id: int) -> list[dict]:
-    return [r for r in store.runs(project_id) if r["status"] in ("queued", "running")]
+    return [r for r in store.runs(project_id) if r["status"] in ("preparing", "queued", "running")]
 
 
 def run_metrics(store: Store, run_id: int) -> dict | None:

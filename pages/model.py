@@ -152,7 +152,7 @@ c3.metric(t("metric_bias_gap"), "–" if gap is None else f"{100 * gap:.1f}", he
 c4.metric(t("metric_min_group"), metrics["min_group_count"], help=t("metric_min_group_help"))
 
 st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
-st.plotly_chart(charts.group_bars(metrics, t, top=20), key="bars")
+st.plotly_chart(charts.group_bars(metrics, t), key="bars")
 with st.expander(t("model_group_table")):
     table = wb.groups_table(metrics).rename(
         columns={

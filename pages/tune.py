@@ -120,23 +120,28 @@ if not runs:
 
 st.divider()
 st.subheader(t("tune_runs"))
-st.dataframe(
-    [
-        {
-            "#": r["id"],
-            t("tune_col_status"): t(f"status_{r['status']}"),
-            t("tune_col_strength"): r["strength_label"],
-            t("tune_col_examples"): r["n_counterexamples"],
-            t("tune_col_device"): r["device"] or "",
-            t("tune_col_started"): r["started_at"] or "",
-            t("tune_col_by"): r["created_by"],
-            t("tune_col_note"): r["error"] or "",
-        }
-        for r in runs
-    ],
-    hide_index=True,
-    key="runs_table",
-)
+
+
+def draw_runs_table() -> None:
+    """The table of all runs of this project, read fresh from the store (inside the live fragment,
+    so statuses stay current while it polls)."""
+    st.dataframe(
+        [
+            {
+                "#": r["id"],
+                t("tune_col_status"): t(f"status_{r['status']}"),
+                t("tune_col_strength"): r["strength_label"],
+                t("tune_col_examples"): r["n_counterexamples"],
+                t("tune_col_device"): r["device"] or "",
+                t("tune_col_started"): r["started_at"] or "",
+                t("tune_col_by"): r["created_by"],
+                t("tune_col_note"): r["error"] or "",
+            }
+            for r in store.runs(pid)
+        ],
+        hide_index=True,
+    )
+
 
 ids = [r["id"] for r in runs]
 active = [r["id"] for r in runs if r["status"] in ("queued", "running", "preparing")]
@@ -173,7 +178,9 @@ def stop_words(reason: str | None) -> str:
 
 
 def live_panel(run_id: int, was_active: bool) -> None:
-    """The live view of one run; reruns on its own every second while the run is active."""
+    """The runs table and the live view of one run; reruns on its own every second while any run
+    of the project is queued or running."""
+    draw_runs_table()
     p = wb.run_progress(store, run_id)
     run = p["run"]
     status = run["status"]
@@ -197,8 +204,8 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
     if status in ("queued", "running", "preparing"):
         st.button(t("tune_cancel"), key=f"cancel_{run_id}", on_click=wb.cancel_run, args=(store, run_id, actor))
-    elif was_active:
-        st.rerun()  # the run just ended: refresh the whole page (table, review link) and stop polling
+    if was_active and not wb.active_runs(store, pid):
+        st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":
         st.success(t("tune_done", reason=stop_words(run["stop_reason"])))
         st.page_link("pages/review.py", label=t("tune_to_review"), icon="➡️")
@@ -206,6 +213,5 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.warning(t(f"tune_ended_{status}", error=run["error"] or ""))
 
 
-watched = store.run(watch)
-is_active = watched["status"] in ("queued", "running", "preparing")
+is_active = bool(active)
 st.fragment(live_panel, run_every=1.0 if is_active else None)(watch, is_active)
