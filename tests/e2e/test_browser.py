@@ -22,6 +22,7 @@ def _nav(page, name: str, wait_text: str) -> None:
     page.get_by_role("link", name=name).click()
     page.get_by_text(wait_text).first.wait_for()
     settle(page)
+    assert page.locator("[data-testid=stException]").count() == 0, f"an exception is shown on {name}"
 
 
 def _open_demo(page, server) -> tuple[Store, int]:
@@ -78,6 +79,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     shot(page, "3_tune_live_en")
     page.get_by_text("Finished (").wait_for(timeout=300_000)
     settle(page)
+    assert page.locator("[data-testid=stException]").count() == 0  # live polling drew no error
     shot(page, "3_tune_done_en")
     run = store.runs(pid)[0]
     assert run["status"] == "done" and run["device"]
