@@ -51,6 +51,7 @@ from core.zipsafety import read_zip_members
 # "Do no harm" thresholds of the verdict (DESIGN.md §8). Shown on the review page.
 MAX_ACCURACY_DROP = 0.02
 MIN_KEPT_DECISIONS = 0.90
+MIN_ACCURACY_GAIN = 0.01  # "better overall" needs at least one point, not noise
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
 POOL_COLUMNS = ("path", "attribute")
 DEFAULT_METHOD = "cpt"
@@ -720,8 +721,9 @@ def verdict(metrics: dict) -> dict:
     """The "do no harm" verdict (DESIGN.md §8), from computed numbers only.
 
     ``flagged`` when held-out accuracy drops by more than MAX_ACCURACY_DROP or kept decisions fall
-    below MIN_KEPT_DECISIONS; ``improved`` when worst-group accuracy went up; ``unchanged`` when no
-    prediction changed at all (e.g. "auto" chose to change nothing).
+    below MIN_KEPT_DECISIONS; ``unchanged`` when no prediction changed at all (e.g. "auto" chose to
+    change nothing); ``improved`` when worst-group accuracy went up; ``partial`` when overall
+    accuracy rose by at least MIN_ACCURACY_GAIN but the worst group did not; else ``no_gain``.
     """
     before, after = metrics["before"], metrics["after"]
     drop = before["accuracy"] - after["accuracy"]
@@ -737,6 +739,8 @@ def verdict(metrics: dict) -> dict:
         kind = "unchanged"
     elif wg_b is not None and wg_a is not None and wg_a > wg_b:
         kind = "improved"
+    elif -drop >= MIN_ACCURACY_GAIN:
+        kind = "partial"
     else:
         kind = "no_gain"
     return {

@@ -65,8 +65,9 @@ def verdict_text() -> str:
     return " ".join(parts)
 
 
-box = {"improved": st.success, "flagged": st.error, "no_gain": st.warning, "unchanged": st.info}[v["kind"]]
-box(verdict_text(), icon={"improved": "✅", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}[v["kind"]])
+box = {"improved": st.success, "partial": st.info, "flagged": st.error, "no_gain": st.warning, "unchanged": st.info}
+icon = {"improved": "✅", "partial": "➕", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}
+box[v["kind"]](verdict_text(), icon=icon[v["kind"]])
 st.caption(t("review_thresholds", max_drop=f"{100 * wb.MAX_ACCURACY_DROP:.0f}", min_kept=pct(wb.MIN_KEPT_DECISIONS)))
 
 c1, c2, c3, c4 = st.columns(4)

@@ -20,7 +20,7 @@ SOURCES = [
 DYNAMIC = {
     "status": ["preparing", "queued", "running", "done", "failed", "cancelled", "interrupted"],
     "decision": ["approved", "rejected", "none"],
-    "verdict": ["improved", "flagged", "no_gain", "unchanged"],
+    "verdict": ["improved", "partial", "flagged", "no_gain", "unchanged"],
     "verdict_reason": ["accuracy_drop", "kept_low"],
     "tune_ended": ["failed", "interrupted", "cancelled"],
     "ce_show": ["all", "todo", "done"],

@@ -199,6 +199,8 @@ def _metrics(acc_before, acc_after, wg_before, wg_after, kept, changed=10):
         (_metrics(0.80, 0.77, 0.30, 0.50, 0.97), "flagged", ["accuracy_drop"]),
         (_metrics(0.80, 0.85, 0.30, 0.50, 0.85), "flagged", ["kept_low"]),
         (_metrics(0.80, 0.80, 0.30, 0.30, 0.99), "no_gain", []),
+        (_metrics(0.50, 0.70, 0.00, 0.00, 0.91), "partial", []),
+        (_metrics(0.80, 0.805, 0.30, 0.30, 0.99), "no_gain", []),
         (_metrics(0.80, 0.80, 0.30, 0.30, 1.00, changed=0), "unchanged", []),
     ],
 )
