@@ -163,6 +163,8 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         eval_set = None
         if project["eval_dataset_id"]:
             eval_set = load_dataset(store.dataset(project["eval_dataset_id"])["path"], names)
+        from core.workbench import unlabeled_pool
+
         result = run_repair(
             bundle,
             counterexamples,
@@ -173,6 +175,7 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
             seed=0,
             progress=progress,
             should_stop=should_stop,
+            unlabeled=unlabeled_pool(store, run["project_id"]),
         )
         flush()
         if interrupt.is_set():

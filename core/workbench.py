@@ -544,6 +544,26 @@ def candidates(store: Store, project_id: int) -> list[dict]:
     return out
 
 
+MAX_UNLABELED = 4096
+
+
+def unlabeled_pool(store: Store, project_id: int, limit: int = MAX_UNLABELED) -> ImageDataset | None:
+    """The project's candidate pool as unlabelled images (labels are placeholders, never used), for
+    methods that keep old decisions on typical images (MAS, last-layer retraining). At most
+    ``limit`` images, evenly spread over the pool, so memory stays bounded for big pools."""
+    p = store.project(project_id)
+    if not p or not p["pool_dataset_id"]:
+        return None
+    d = store.dataset(p["pool_dataset_id"])
+    items = _read_items(_items_file(store, d["id"]))
+    if not items:
+        return None
+    if len(items) > limit:
+        items = [items[round(i * len(items) / limit)] for i in range(limit)]
+    names = store.model(p["base_model_id"])["meta"]["class_names"]
+    return ImageDataset(Path(d["path"]), [Record(i["path"], 0, i["attribute"] or None) for i in items], names)
+
+
 def _split_key(key: str) -> tuple[int, str]:
     did, _, path = key.partition(":")
     return int(did), path

@@ -98,7 +98,7 @@ with st.expander(t("tune_advanced")):
                     max_value=float(spec["max"]) if spec["max"] is not None else None,
                     value=float(spec["default"]),
                     format="%g",
-                    step=float(spec["default"]) / 10 if spec["log"] else None,
+                    step=float(spec["default"]) / 10 if spec["log"] and spec["default"] > 0 else None,
                     key=key,
                     help=helptext,
                 )

@@ -38,3 +38,15 @@ def test_t_fills_placeholders_and_falls_back():
     assert t("tune_watch_item", "ja", run=3) == "修正 #3"
     assert t("no_such_key", "ja") == "no_such_key"
     assert t("nav_model", "xx") == t("nav_model", "en")
+
+
+def test_every_method_and_setting_has_words_in_both_languages():
+    from core.methods import METHODS, config_schema
+
+    for lang in LANGUAGES:
+        words = catalog(lang)
+        for name in METHODS:
+            assert f"method_{name}" in words, (lang, name)
+            for spec in config_schema(name):
+                if spec["name"] != "strength":
+                    assert f"cfg_{spec['name']}" in words and f"cfg_{spec['name']}_help" in words, (lang, spec["name"])

@@ -205,6 +205,20 @@ def test_tune_page_starts_watches_and_cancels(home, store):
     assert "This repair was cancelled." in _texts(at)
 
 
+def test_tune_page_builds_settings_for_every_method(home, store):
+    pid = wb.open_demo(store, "alice")
+    label_top(store, pid, 2)
+    at = _app("pages/tune.py")
+    for name, _ in wb.method_choices():
+        at.selectbox(key="tune_method").set_value(name).run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        fields = {s["name"] for s in wb.method_schema(name)}
+        assert bool(at.get("select_slider")) == ("strength" in fields), name
+        for spec in wb.method_schema(name):
+            if spec["name"] != "strength":
+                assert at.get_by_key(f"cfg_{name}_{spec['name']}") is not None, (name, spec["name"])
+
+
 def _finished_run(store, pid) -> int:
     label_top(store, pid, 8)
     rid = wb.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)

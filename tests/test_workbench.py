@@ -289,3 +289,12 @@ def test_reject_and_cancel_queued(store, demo):
     assert store.claim_next_run(os.getpid()) is None
     wb.reject_run(store, rid, "not needed", "alice")
     assert store.run(rid)["decision"] == "rejected"
+
+
+def test_methods_that_need_typical_images_get_the_pool(store, demo):
+    label_top(store, demo, 4)
+    pool = wb.unlabeled_pool(store, demo, limit=100)
+    assert len(pool) == 100 and all(r.label == 0 for r in pool.records)
+    rid = wb.submit_run(store, demo, "last_layer", {"max_steps": 10, "min_steps": 2}, "alice", start_worker=False)
+    assert execute_run(store, store.claim_next_run(os.getpid())) == "done", store.run(rid)["error"]
+    assert wb.run_metrics(store, rid)["method"] == "last_layer"
