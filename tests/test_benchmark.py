@@ -109,3 +109,20 @@ def test_perf_cli_smoke(tmp_path, capsys):
         assert sec[key] > 0
     # CPT keeps the frozen θ beside δ (and saves θ + δ for backward): it cannot use less memory.
     assert sec["cpt_peak_bytes"] > sec["plain_peak_bytes"]
+
+
+@pytest.mark.parametrize("method", ["side_tuning", "last_layer", "lora"])
+def test_tune_cli_runs_every_kind_of_method(method, tmp_path, capsys):
+    """`tune --method NAME` end to end: non-mergeable (no model/), pool-needing, and mergeable methods."""
+    from core.photo_suite import build_photo
+
+    paths = build_photo(tmp_path / "p")
+    out = tmp_path / "run"
+    args = ["tune", "--model", str(paths["model"]), "--counterexamples", str(paths["counterexamples"])]
+    args += ["--eval", str(paths["eval"]), "--unlabeled", str(paths["pool"]), "--out", str(out)]
+    args += ["--method", method, "--max-steps", "3", "--min-steps", "1", "--quiet"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == method and 1 <= metrics["steps"] <= 3
+    assert (out / "model" / "model.safetensors").exists() == (method != "side_tuning")
+    assert f"method {method}" in capsys.readouterr().out
