@@ -13,6 +13,7 @@ from core.i18n import LANGUAGES, translator
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
 
 store = wb.get_store()
+wb.resume_queued(store)  # queued repairs continue after a server restart
 
 # Language and project survive a refresh through the URL; the user's name through the session.
 if "lang" not in st.session_state:

@@ -699,6 +699,17 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     return run_id
 
 
+def resume_queued(store: Store) -> bool:
+    """Start a worker if runs are waiting and none is alive (after a server restart, or if a worker
+    died). Cheap when nothing waits: one indexed query. Returns whether runs are waiting."""
+    if store.one("SELECT id FROM runs WHERE status = 'queued' LIMIT 1") is None:
+        return False
+    from core.jobs import ensure_worker
+
+    ensure_worker(store)
+    return True
+
+
 def cancel_run(store: Store, run_id: int, actor: str) -> None:
     """Ask a run to stop. A queued run is cancelled at once; a running one within about a second."""
     run = store.run(run_id)

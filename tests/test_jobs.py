@@ -80,3 +80,11 @@ def test_terminated_worker_marks_its_run_interrupted_itself(store, demo):
     os.kill(store.run(rid)["worker_pid"], signal.SIGTERM)
     wait_for(lambda: _status(store, rid) != "running", timeout=60)
     assert _status(store, rid) == "interrupted"
+
+
+def test_queued_runs_resume_when_no_worker_is_alive(store, demo):
+    rid = wb.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    assert store.live_workers() == []
+    assert wb.resume_queued(store) is True
+    wait_for(lambda: _status(store, rid) == "done", timeout=300)
+    assert wb.resume_queued(store) is False
