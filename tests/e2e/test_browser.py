@@ -15,7 +15,7 @@ from core.store import Store
 from tests.e2e.conftest import ARTIFACTS, settle, shot
 from tests.wb_helpers import pool_truth, wait_for
 
-PROGRESS = re.compile(r"Step \d+ of at most \d+")
+PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
 
 
 def _nav(page, name: str, wait_text: str) -> None:
