@@ -68,11 +68,11 @@ def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
     assert all(c["label"] is None for c in cands)
     scores = [c["score"] for c in cands]
     assert scores == sorted(scores, reverse=True)
-    # Likely counterexamples first: the top of the ranking is wrong far more often than the bottom.
+    # Likely counterexamples first: the top of the ranking is wrong far more often than the pool.
     truth = pool_truth(store, demo)
     wrong = [c["predicted"] != truth[c["path"]] for c in cands]
     k = len(cands) // 5
-    assert sum(wrong[:k]) > sum(wrong[-k:])
+    assert sum(wrong[:k]) / k > 0.9 > 0.6 > sum(wrong) / len(wrong)
 
 
 def test_labels_relabel_remove_and_audit(store, demo):
