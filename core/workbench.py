@@ -53,6 +53,7 @@ MAX_ACCURACY_DROP = 0.02
 MIN_KEPT_DECISIONS = 0.90
 MIN_ACCURACY_GAIN = 0.01  # "better overall" needs at least one point, not noise
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
+REPEAT_PENALTY = 0.1  # gallery order: each earlier image of the same (attribute, answer) cell costs this
 POOL_COLUMNS = ("path", "attribute")
 DEFAULT_METHOD = "cpt"
 
@@ -523,8 +524,8 @@ def candidates(store: Store, project_id: int) -> list[dict]:
     + ½ (1 − the model's confidence). The first term asks: when the original model gives this answer
     on images with this attribute (say "seven" on a red tag), how often is it right? A shortcut
     answers from the attribute, so its answers are unreliable exactly there (estimated with add-one
-    smoothing; ½ when never seen). Low confidence adds a little. On the demo, nearly all of the top
-    200 are real counterexamples, against about half of the pool. Pool labels, if the upload had
+    smoothing; ½ when never seen). Low confidence adds a little. Repeats of the same (attribute,
+    answer) cell are pushed down a little, so the first images cover many groups. Pool labels, if the upload had
     any, are never used here.
     """
     s = project_summary(store, project_id)
@@ -557,7 +558,16 @@ def candidates(store: Store, project_id: int) -> list[dict]:
                     "source": d["role"],
                 }
             )
+    # Spread the top of the list over (attribute, answer) cells: each image loses REPEAT_PENALTY for
+    # every better-scored image of its cell. A handful of labels then covers many groups instead of
+    # eight copies of one mistake (which a repair over-learns), while likely mistakes still lead.
     out.sort(key=lambda c: (-c["score"], c["key"]))
+    seen: dict[tuple[str, str], int] = {}
+    for c in out:
+        cell = (c["attribute"], c["predicted"])
+        c["round"] = seen.get(cell, 0)
+        seen[cell] = c["round"] + 1
+    out.sort(key=lambda c: (-(c["score"] - REPEAT_PENALTY * c["round"]), c["key"]))
     return out
 
 
