@@ -8,7 +8,9 @@ load hits both sides alike.
 * **step**: one change-penalized tuning step (:class:`core.methods.cpt.CPT` ``update``: forward
   with θ + δ through ``functional_call``, cross-entropy, the normalised penalty, backward, Adam)
   ÷ one plain fine-tuning step written as a bare PyTorch loop (forward, cross-entropy, backward,
-  Adam on θ). Target ≤ 1.10. Our own ``finetune`` method's step is shown beside it.
+  Adam on θ). Target ≤ 1.10. Our own ``finetune`` method's step is shown beside it, and so is
+  :class:`core.methods.l2sp.L2SP`, the same objective as CPT-l2 written on θ with the penalty's
+  gradient added in closed form: the way to bring the CPT step to target (see docs/BENCHMARKS.md).
 * **evaluate**: throughput of our evaluation path (:func:`core.metrics.evaluate_model`: batched
   logits, softmax, per-group metrics with bootstrap intervals; and :func:`core.metrics.predict_logits`
   alone) ÷ a bare ``torch.inference_mode()`` loop over the same preloaded tensors. Target ≥ 0.90.
@@ -172,6 +174,7 @@ def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dic
     cfg = make_config("cpt", {})
     cpt = METHODS["cpt"](base, cfg, device)
     ft = METHODS["finetune"](base, make_config("finetune", {}), device)
+    l2sp = METHODS["l2sp"](base, make_config("l2sp", {}), device)
     bare = BareFineTune(base, device)
 
     def block(fn):
@@ -182,7 +185,14 @@ def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dic
         return run
 
     t, c = interleaved(
-        {"cpt": block(cpt.update), "plain": block(bare.update), "finetune": block(ft.update)}, repeats, device
+        {
+            "cpt": block(cpt.update),
+            "plain": block(bare.update),
+            "finetune": block(ft.update),
+            "l2sp": block(l2sp.update),
+        },
+        repeats,
+        device,
     )
     per = {k: v / steps for k, v in t.items()}
     per_cpu = {k: v / steps for k, v in c.items()}
@@ -212,6 +222,9 @@ def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dic
         "cpt_step_cpu_s": per_cpu["cpt"],
         "plain_step_cpu_s": per_cpu["plain"],
         "step_ratio_cpu_time": per_cpu["cpt"] / per_cpu["plain"],
+        "l2sp_step_s": per["l2sp"],
+        "l2sp_step_ratio": per["l2sp"] / per["plain"],
+        "l2sp_step_ratio_cpu_time": per_cpu["l2sp"] / per_cpu["plain"],
         "cpt_peak_bytes": mem_cpt,
         "plain_peak_bytes": mem_plain,
         "memory_ratio": mem_cpt / mem_plain,
@@ -339,6 +352,9 @@ def run(args) -> int:
             f"| CPT step ÷ plain fine-tuning step | {st['step_ratio']:.3f} | {st['step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
             f"{st['cpt_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms "
             f"(our finetune method: {st['finetune_method_step_s'] * 1e3:.2f} ms) |",
+            f"| L2-SP step (CPT's l2 objective on θ, closed-form penalty gradient) ÷ plain step | "
+            f"{st['l2sp_step_ratio']:.3f} | {st['l2sp_step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
+            f"{st['l2sp_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms |",
             f"| evaluate throughput ÷ bare inference loop | {ev['evaluate_ratio']:.3f} | "
             f"{ev['evaluate_ratio_cpu_time']:.3f} | ≥ 0.90 | "
             f"{ev['evaluate_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
