@@ -164,8 +164,11 @@ def _upload(page, key: str, path, button: str) -> None:
     """Choose a file in an uploader, wait until the app has it, then press the button that uses it."""
     from playwright.sync_api import expect
 
+    settle(page)  # no half-replaced page from the previous run
     page.locator(f".st-key-{key} input[type=file]").set_input_files(str(path))
+    settle(page)
     load = page.get_by_role("button", name=button)
+    expect(load).to_have_count(1)
     expect(load).to_be_enabled(timeout=60_000)
     load.click()
 
