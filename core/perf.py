@@ -25,7 +25,9 @@ load hits both sides alike.
   weights (frozen and trainable), gradients, optimizer state and the tensors autograd saved for
   backward (CPT saves the θ + δ it computed; plain fine-tuning saves θ itself).
 
-On CPU the step and evaluation ratios use the demo's small CNN; on a CUDA machine the same command
+CPU figures use one thread by default (``--threads``), on both sides of every ratio: on a machine
+shared with other jobs, multi-threaded kernels wait on descheduled threads and two runs of the same
+work differed by 4× in our measurements. On CPU the step and evaluation ratios use the demo's small CNN; on a CUDA machine the same command
 adds ResNet-50 at 224 px under bf16 autocast. Timing inputs are random tensors of the right
 shape (the work does not depend on pixel values); the suite ratios use the suites' real images.
 """
@@ -59,7 +61,13 @@ def add_arguments(p) -> None:
     p.add_argument("--gpu-arch", default="resnet50", help="architecture for the CUDA figures")
     p.add_argument("--gpu-size", type=int, default=224, help="input size for the CUDA figures")
     p.add_argument("--gpu-batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (default 1: on a shared machine, multi-threaded kernels wait on each other's "
+        "descheduled threads and the ratios become noise; 0 = torch's own choice)",
+    )
     p.add_argument("--out", help="also write the figures as JSON here")
 
 
@@ -306,7 +314,7 @@ def run(args) -> int:
     from core.architectures import SmallCNN, build_model
 
     device = select_device(args.device)
-    if args.threads:
+    if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
