@@ -101,3 +101,20 @@ def test_cpu_training_is_deterministic(tiny_model):
             m.update(x, y)
         outs.append(np.concatenate([d.detach().numpy().ravel() for d in m.model.deltas]))
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_closed_form_l2_gradient_matches_autograd(tiny_model):
+    from core.methods.base import Method
+
+    x, y = batch()
+    runs = []
+    for closed_form in (True, False):
+        torch.manual_seed(0)
+        m = get_method("cpt")(tiny_model, make_config("cpt", {"strength": 50.0, "lr": 0.01}), DEV)
+        for _ in range(4):
+            stats = m.update(x, y) if closed_form else Method.update(m, x, y)
+        runs.append(([d.detach().clone() for d in m.model.deltas], stats))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert runs[0][1]["penalty"] > 0
+    assert runs[0][1]["penalty"] == pytest.approx(runs[1][1]["penalty"], rel=1e-5)
