@@ -51,7 +51,7 @@ def _conflicting(ds: ImageDataset, attribute_of_label: list[str]) -> np.ndarray:
 
 
 def demo_suite(workdir: Path) -> Suite:
-    from core.demo import COLOUR_NAMES, build_demo, train_demo_model
+    from core.demo import AGREEING_TAG, build_demo, train_demo_model
 
     paths = build_demo(workdir / "demo")
     bundle = load_bundle(paths["model"])
@@ -60,11 +60,11 @@ def demo_suite(workdir: Path) -> Suite:
     return Suite(
         name="demo",
         title="Tagged MNIST (local shortcut: a coloured corner tag)",
-        shortcut="corner tag colour agrees with the digit in 97% of training images",
+        shortcut="corner tag colour (red for 0–4, blue for 5–9) agrees with the digit in 99% of training images",
         bundle=bundle,
         eval_set=load_dataset(paths["eval"], names),
         pool=pool,
-        pool_conflicting=_conflicting(pool, COLOUR_NAMES),
+        pool_conflicting=_conflicting(pool, AGREEING_TAG),
         retrain=lambda out: train_demo_model(out),
     )
 
