@@ -164,7 +164,7 @@ def _read_class_folders(root: Path, class_names: list[str]) -> tuple[list[Record
     return records, rejected
 
 
-def _dataset_root(path: Path) -> Path:
+def dataset_root(path: Path) -> Path:
     """The folder holding manifest.csv: the given folder, or its single sub-folder."""
     if (path / "manifest.csv").is_file():
         return path
@@ -191,7 +191,7 @@ def load_dataset(
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip")
         target = tempfile.mkdtemp(prefix="biasrepair-dataset-")
         return dataset_from_zip_bytes(path.read_bytes(), path.name, class_names, target, keep_good_rows=keep_good_rows)
-    root = _dataset_root(path)
+    root = dataset_root(path)
     if (root / "manifest.csv").is_file():
         records, rejected = _read_manifest(root, class_names)
     else:

@@ -41,6 +41,7 @@ from core.datasets import (
     ImageDataset,
     Record,
     dataset_from_zip_bytes,
+    dataset_root,
     load_dataset,
     open_image,
 )
@@ -53,7 +54,7 @@ MAX_ACCURACY_DROP = 0.02
 MIN_KEPT_DECISIONS = 0.90
 MIN_ACCURACY_GAIN = 0.01  # "better overall" needs at least one point, not noise
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
-REPEAT_PENALTY = 0.1  # gallery order: each earlier image of the same (attribute, answer) cell costs this
+REPEAT_PENALTY = 0.05  # gallery order: each earlier image of the same (attribute, answer) cell costs this
 POOL_COLUMNS = ("path", "attribute")
 DEFAULT_METHOD = "cpt"
 
@@ -820,7 +821,7 @@ def changed_predictions(store: Store, run_id: int) -> list[dict]:
     if not f.is_file():
         return []
     ev = store.dataset(store.project(run["project_id"])["eval_dataset_id"])
-    root = _dataset_root_of(Path(ev["path"]))
+    root = dataset_root(Path(ev["path"]))
     bundle = model_bundle(store, run["model_id"])
     names = bundle.meta.class_names
     out = []
@@ -845,12 +846,6 @@ def changed_predictions(store: Store, run_id: int) -> list[dict]:
 
 def _label_index(raw: str, names: list[str]) -> int:
     return names.index(raw) if raw in names else int(raw)
-
-
-def _dataset_root_of(path: Path) -> Path:
-    from core.datasets import _dataset_root
-
-    return _dataset_root(path)
 
 
 def tradeoff_points(store: Store, project_id: int) -> list[dict]:

@@ -60,8 +60,9 @@ def test_demo_then_tune_repairs_the_bias(demo_dir, tmp_path):
         "device",
     ):
         assert key in m
-    assert m["after"]["worst_group_accuracy"] > m["before"]["worst_group_accuracy"]
-    assert m["after"]["accuracy"] > m["before"]["accuracy"] + 0.1
+    # The two-colour demo starts at 0.77 accuracy and a 0.15 worst group (README table).
+    assert m["after"]["worst_group_accuracy"] > m["before"]["worst_group_accuracy"] + 0.1
+    assert m["after"]["accuracy"] > m["before"]["accuracy"] + 0.05
     assert m["kept_decisions"] >= 0.9
     assert set(m["before"]) >= {"accuracy", "worst_group_accuracy", "bias_gap", "min_group_count", "groups"}
     assert {"label", "attribute", "accuracy", "count"} <= set(m["before"]["groups"][0])

@@ -35,13 +35,22 @@ def test_choice_does_not_depend_on_eval_labels(demo_dir):
 
 
 def test_auto_can_choose_to_change_nothing(demo_dir):
-    b, ce, ev = load(demo_dir)
-    # Counterexamples whose labels are noise: nothing learned from some generalises to the others.
-    rng = np.random.default_rng(0)
-    noisy = dataclasses.replace(
-        ce, records=[dataclasses.replace(r, label=int(rng.integers(0, 10))) for r in ce.records]
-    )
-    result = run_repair(b, noisy, ev, config={**CFG, "strength": "auto"})
+    b, ce, ev = load(demo_dir, n=4)
+    # Give each of 4 counterexamples a different label that is neither its truth nor the model's
+    # answer. With 4 folds of one image, every held-out image carries a label that no training
+    # image had, so no strength can fix held-out images: auto must keep the old model.
+    from core.datasets import load_tensors
+
+    x, _ = load_tensors(ce, b.meta)
+    with torch.no_grad():
+        pred = b.model(x).argmax(1).tolist()
+    used: set[int] = set()
+    records = []
+    for r, p in zip(ce.records, pred):
+        label = next(c for c in range(10) if c not in (r.label, p) and c not in used)
+        used.add(label)
+        records.append(dataclasses.replace(r, label=label))
+    result = run_repair(b, dataclasses.replace(ce, records=records), ev, config={**CFG, "strength": "auto"})
     assert result.metrics["auto_strength"]["chosen"] is None
     assert result.stop_reason == "auto_no_change"
     assert result.metrics["kept_decisions"] == 1.0 and result.metrics["changed_predictions"] == 0

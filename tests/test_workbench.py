@@ -73,8 +73,10 @@ def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
     truth = pool_truth(store, demo)
     wrong = [c["predicted"] != truth[c["path"]] for c in cands]
     assert sum(wrong[:50]) / 50 > 0.9 > 0.6 > sum(wrong) / len(wrong)
-    # ... and the first eight cover many (attribute, answer) groups, not one mistake eight times.
-    assert len({(c["attribute"], c["predicted"]) for c in cands[:8]}) >= 6
+    # ... and the first eight cover several (attribute, answer) groups, not one mistake eight times.
+    # (The two-colour demo has 20 such cells, about half of them suspicious; the old ten-colour demo
+    # had 200 and asked for 6.)
+    assert len({(c["attribute"], c["predicted"]) for c in cands[:8]}) >= 4
 
 
 def test_labels_relabel_remove_and_audit(store, demo):
