@@ -31,6 +31,7 @@ import torch
 from core.architectures import SmallCNN
 from core.bundle import BundleMeta, save_bundle
 from core.datasets import write_manifest_dataset
+from core.training import train_classifier
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 MNIST_DIR = ASSETS / "mnist"
@@ -113,18 +114,7 @@ def train_demo_model(out_dir: str | Path = MODEL_DIR, epochs: int = 3, seed: int
     x = _to_tensor(add_tags(images, colours))
     y = torch.from_numpy(labels)
     model = SmallCNN(10, 3)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for start in range(0, len(x), 64):
-            idx = perm[start : start + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    train_classifier(model, x, y, epochs=epochs, lr=1e-3, seed=seed)
     save_bundle(model.state_dict(), demo_meta(), out_dir)
     info = {
         "train_images": int(len(x)),

@@ -28,6 +28,7 @@ from PIL import Image
 from core.architectures import SmallCNN
 from core.bundle import BundleMeta, save_bundle
 from core.datasets import write_manifest_dataset
+from core.training import random_hflip, train_classifier
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "photo"
 ZIP_PATH = ASSETS / "cifar4-jpg.zip"
@@ -102,21 +103,7 @@ def train_photo_model(out_dir: str | Path = MODEL_DIR, epochs: int = 12, seed: i
     x = _to_tensor(add_tint(images[train], tints))
     y = torch.from_numpy(y_np)
     model = SmallCNN(len(CLASS_NAMES), 3)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for start in range(0, len(x), 64):
-            idx = perm[start : start + 64]
-            xb = x[idx]
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
-            loss = torch.nn.functional.cross_entropy(model(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    train_classifier(model, x, y, epochs=epochs, lr=2e-3, seed=seed, augment=random_hflip)
     save_bundle(model.state_dict(), photo_meta(), out_dir)
     info = {
         "train_images": int(len(x)),

@@ -26,9 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from core.devices import autocast
 from core.methods.base import MethodConfig, hp
 from core.methods.finetune import FineTune
 from core.penalties import anchor_scales, l2_norm_sq
@@ -62,20 +60,7 @@ class L2SP(FineTune):
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One Adam step on CE + λ·P with P's gradient 2λ(θ − θ₀)/‖θ₀‖² added in closed form."""
-        if self.optimizer is None:
-            self.optimizer = self.make_optimizer()
-        with autocast(self.device):
-            logits = self.forward(x)
-        task = nn.functional.cross_entropy(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        task.backward()
-        with torch.no_grad():
-            diffs = torch._foreach_sub(list(self._params), list(self.anchors))
-            pen = self.config.strength * l2_norm_sq(diffs) / self.scale
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            torch._foreach_add_(grads, diffs, alpha=2.0 * self.config.strength / self.scale)
-            for p, g in zip(self._params, grads):
-                p.grad = g
-        self.optimizer.step()
-        t, q = float(task.detach()), float(pen)
-        return {"loss": t + q, "task_loss": t, "penalty": q}
+        params = list(self._params)
+        return self.update_with_l2_pull(
+            x, y, params, lambda: torch._foreach_sub(params, list(self.anchors)), self.config.strength, self.scale
+        )
