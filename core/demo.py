@@ -175,29 +175,40 @@ def _demo_model_wrong(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return pred != labels
 
 
-def build_demo(out_dir: str | Path, n_counterexamples: int = N_COUNTER) -> dict[str, Path]:
-    """Write the demo: ``model/`` (bundle), ``eval/``, ``pool/`` and ``counterexamples/`` datasets."""
+def write_suite(out_dir: str | Path, model_dir: Path, parts: dict[str, dict]) -> dict[str, Path]:
+    """Copy a shipped bundle to ``out_dir/model`` and write each part as a manifest dataset.
+
+    ``parts`` maps a folder name to ``{"rgb": uint8 [N,H,W,3], "labels": [class name], "attributes":
+    [str], "split": optional [str]}``. Shared by the demo and the photo suite.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_out = out / "model"
     model_out.mkdir(exist_ok=True)
     for name in ("model.json", "model.safetensors"):
-        shutil.copyfile(MODEL_DIR / name, model_out / name)
+        shutil.copyfile(model_dir / name, model_out / name)
     paths = {"model": model_out}
-    for name, part in demo_splits().items():
-        imgs, labs, cols = part["images"], part["labels"], part["colours"]
-        if name == "counterexamples":
-            imgs, labs, cols = imgs[:n_counterexamples], labs[:n_counterexamples], cols[:n_counterexamples]
+    for name, part in parts.items():
         target = out / name
         if target.exists():
             shutil.rmtree(target)
         write_manifest_dataset(
-            target,
-            add_tags(imgs, cols),
-            [CLASS_NAMES[i] for i in labs],
-            attributes=[COLOUR_NAMES[c] for c in cols],
-            splits=list(part["split"]) if "split" in part else None,
-            prefix=name,
+            target, part["rgb"], part["labels"], attributes=part["attributes"], splits=part.get("split"), prefix=name
         )
         paths[name] = target
     return paths
+
+
+def build_demo(out_dir: str | Path, n_counterexamples: int = N_COUNTER) -> dict[str, Path]:
+    """Write the demo: ``model/`` (bundle), ``eval/``, ``pool/`` and ``counterexamples/`` datasets."""
+    parts = {}
+    for name, part in demo_splits().items():
+        keep = slice(0, n_counterexamples) if name == "counterexamples" else slice(None)
+        imgs, labs, cols = part["images"][keep], part["labels"][keep], part["colours"][keep]
+        parts[name] = {
+            "rgb": add_tags(imgs, cols),
+            "labels": [CLASS_NAMES[i] for i in labs],
+            "attributes": [COLOUR_NAMES[c] for c in cols],
+            "split": list(part["split"]) if "split" in part else None,
+        }
+    return write_suite(out_dir, MODEL_DIR, parts)

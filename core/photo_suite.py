@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from PIL import Image
 
 from core.architectures import SmallCNN
 from core.bundle import BundleMeta, save_bundle
-from core.datasets import write_manifest_dataset
 from core.training import random_hflip, train_classifier
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "photo"
@@ -140,24 +138,15 @@ def photo_splits(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 def build_photo(out_dir: str | Path) -> dict[str, Path]:
     """Write ``model/``, ``eval/``, ``pool/`` and ``counterexamples/`` like :func:`core.demo.build_demo`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_out = out / "model"
-    model_out.mkdir(exist_ok=True)
-    for name in ("model.json", "model.safetensors"):
-        shutil.copyfile(MODEL_DIR / name, model_out / name)
-    paths = {"model": model_out}
-    for name, part in photo_splits().items():
-        target = out / name
-        if target.exists():
-            shutil.rmtree(target)
-        write_manifest_dataset(
-            target,
-            add_tint(part["images"], part["tints"]),
-            [CLASS_NAMES[i] for i in part["labels"]],
-            attributes=[TINT_NAMES[t] for t in part["tints"]],
-            splits=list(part["split"]) if "split" in part else None,
-            prefix=name,
-        )
-        paths[name] = target
-    return paths
+    from core.demo import write_suite
+
+    parts = {
+        name: {
+            "rgb": add_tint(part["images"], part["tints"]),
+            "labels": [CLASS_NAMES[i] for i in part["labels"]],
+            "attributes": [TINT_NAMES[t] for t in part["tints"]],
+            "split": list(part["split"]) if "split" in part else None,
+        }
+        for name, part in photo_splits().items()
+    }
+    return write_suite(out_dir, MODEL_DIR, parts)
