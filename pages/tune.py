@@ -188,23 +188,17 @@ def live_panel(run_id: int, was_active: bool) -> None:
     device = run["device"] or (p["last"] or {}).get("device")
     st.caption(t("tune_device", device=device or t("tune_device_unknown")))
     last = p["last"]
-    if last and status in ("queued", "running", "preparing"):
-        text = t(
-            "tune_progress",
-            step=last["step"],
-            max=last.get("max_steps") or "?",
-            fixed=last.get("fixed", 0),
-            total=last.get("total", 0),
-            eta=_fmt_eta(p["eta_s"]),
-        )
-    elif last:
-        text = t(
-            "tune_progress_ended",
-            step=last["step"],
-            max=last.get("max_steps") or "?",
-            fixed=last.get("fixed", 0),
-            total=last.get("total", 0),
-        )
+    if last:
+        counts = {
+            "step": last["step"],
+            "max": last.get("max_steps") or "?",
+            "fixed": last.get("fixed", 0),
+            "total": last.get("total", 0),
+        }
+        if status in ("queued", "running", "preparing"):
+            text = t("tune_progress", eta=_fmt_eta(p["eta_s"]), **counts)
+        else:
+            text = t("tune_progress_ended", **counts)
     else:
         text = t("tune_waiting")
     st.progress(p["fraction"], text=text)

@@ -18,6 +18,18 @@ from core.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def demo_args(demo_dir):
+    """--model/--counterexamples/--eval of the session's demo, as tune and sweep take them."""
+    return [
+        "--model",
+        demo_dir / "model",
+        "--counterexamples",
+        demo_dir / "counterexamples",
+        "--eval",
+        demo_dir / "eval",
+    ]
+
+
 def cli(*args, capsys=None):
     code = main([str(a) for a in args])
     out = capsys.readouterr() if capsys else None
@@ -32,12 +44,7 @@ def test_demo_then_tune_repairs_the_bias(demo_dir, tmp_path):
             "-m",
             "core",
             "tune",
-            "--model",
-            demo_dir / "model",
-            "--counterexamples",
-            demo_dir / "counterexamples",
-            "--eval",
-            demo_dir / "eval",
+            *demo_args(demo_dir),
             "--out",
             run,
         ],
@@ -287,12 +294,7 @@ def test_sweep_and_export(demo_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
     code, _ = cli(
         "sweep",
-        "--model",
-        demo_dir / "model",
-        "--counterexamples",
-        demo_dir / "counterexamples",
-        "--eval",
-        demo_dir / "eval",
+        *demo_args(demo_dir),
         "--out",
         out,
         "--strengths",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from core.bundle import bundle_from_files, read_bundle_zip
 from core.errors import UserError
 from core.jobs import execute_run
 from core.store import Store
-from tests.wb_helpers import FAST_RUN, label_top, pool_truth, seed_demo_cache
+from tests.wb_helpers import FAST_RUN, label_top, make_zip, pool_truth, seed_demo_cache
 
 
 @pytest.fixture()
@@ -29,14 +28,6 @@ def store(tmp_path, demo_dir) -> Store:
 @pytest.fixture()
 def demo(store) -> int:
     return wb.open_demo(store, "alice")
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def _run_now(store, project_id, config=FAST_RUN) -> int:
@@ -120,12 +111,12 @@ def _bad_model_zip(demo_dir, kind: str) -> bytes:
         meta["num_classes"] = 5
         meta["class_names"] = meta["class_names"][:5]
     files["model.json"] = json.dumps(meta).encode()
-    return _zip(files)
+    return make_zip(files)
 
 
 def _eval_zip(demo_dir, manifest: str, extra: dict[str, bytes] | None = None) -> bytes:
     img = next((demo_dir / "eval" / "images").glob("*.png")).read_bytes()
-    return _zip({"manifest.csv": manifest.encode(), "images/a.png": img, **(extra or {})})
+    return make_zip({"manifest.csv": manifest.encode(), "images/a.png": img, **(extra or {})})
 
 
 BAD_UPLOADS = {
@@ -151,7 +142,7 @@ def test_bad_uploads_are_refused_clearly_and_keep_what_was_saved(store, demo, de
         elif kind == "eval":
             wb.upload_eval_zip(store, demo, _eval_zip(demo_dir, spec), "bad.zip", "alice")
         else:
-            wb.upload_pool_zip(store, demo, _zip(spec), "bad.zip", "alice")
+            wb.upload_pool_zip(store, demo, make_zip(spec), "bad.zip", "alice")
     after = (store.projects(), store.datasets(demo), wb.chosen_set(store, demo), store.project(demo))
     assert after == before
 
@@ -165,19 +156,19 @@ def test_pickled_module_and_oversized_zip_are_refused(store, demo, monkeypatch):
         )
     monkeypatch.setattr(wb, "MAX_POOL_ZIP_BYTES", 1000)
     with pytest.raises(UserError, match="limit"):
-        wb.upload_pool_zip(store, demo, _zip({"a.png": b"\x00" * 5000}), "big.zip", "alice")
+        wb.upload_pool_zip(store, demo, make_zip({"a.png": b"\x00" * 5000}), "big.zip", "alice")
     assert len(store.projects()) == 1
 
 
 def test_uploading_a_bundle_and_an_eval_zip(store, demo_dir):
-    pid = wb.upload_model_zip(store, _zip(_bundle_files(demo_dir)), "mine.zip", "alice")
+    pid = wb.upload_model_zip(store, make_zip(_bundle_files(demo_dir)), "mine.zip", "alice")
     all_lines = (demo_dir / "eval" / "manifest.csv").read_text().splitlines()
     lines = all_lines[:1] + all_lines[1::12]  # a slice of about 330 images, both splits
     files = {"manifest.csv": "\n".join(lines).encode()}
     for line in lines[1:]:
         rel = line.split(",")[0]
         files[rel] = (demo_dir / "eval" / rel).read_bytes()
-    eval_zip = _zip(files)
+    eval_zip = make_zip(files)
     wb.upload_eval_zip(store, pid, eval_zip, "eval.zip", "alice")
     m = wb.evaluate_active(store, pid)
     assert m["accuracy"] > 0 and m["groups"]

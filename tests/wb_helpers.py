@@ -8,8 +8,10 @@ in well under a second.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
+import zipfile
 from pathlib import Path
 
 PARTS = ("model", "eval", "pool", "counterexamples")
@@ -52,3 +54,12 @@ def wait_for(predicate, timeout: float = 120.0, every: float = 0.2):
             return value
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    """An in-memory zip of name → bytes, as a user's upload would be."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

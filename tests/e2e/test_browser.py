@@ -4,16 +4,14 @@ to check that what the pages show was really saved."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import zipfile
 
 from core import workbench as wb
 from core.bundle import bundle_from_files, read_bundle_zip
 from core.store import Store
 from tests.e2e.conftest import ARTIFACTS, settle, shot
-from tests.wb_helpers import pool_truth, wait_for
+from tests.wb_helpers import make_zip, pool_truth, wait_for
 
 PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
 
@@ -152,14 +150,6 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     )
 
 
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def _upload(page, key: str, path, button: str) -> None:
     """Choose a file in an uploader, wait until the app has it, then press the button that uses it."""
     from playwright.sync_api import expect
@@ -183,7 +173,7 @@ def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp
         rel = line.split(",")[0]
         files[rel] = (demo_dir / "eval" / rel).read_bytes()
     eval_zip = tmp_path / "my_eval.zip"
-    eval_zip.write_bytes(_zip(files))
+    eval_zip.write_bytes(make_zip(files))
 
     page.goto(server.url)
     settle(page)
@@ -209,7 +199,7 @@ def test_a_bad_upload_shows_a_readable_error(server, page, demo_dir, tmp_path):
     meta["architecture"] = "resnet9000"
     files["model.json"] = json.dumps(meta).encode()
     bad = tmp_path / "wrong_architecture.zip"
-    bad.write_bytes(_zip(files))
+    bad.write_bytes(make_zip(files))
     page.goto(server.url)
     settle(page)
     _upload(page, "up_bundle", bad, "Load this model")
