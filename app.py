@@ -7,8 +7,8 @@ Anything that must survive a refresh lives in the store; the session keeps only 
 
 import streamlit as st
 
-from core import workbench as wb
-from core.i18n import LANGUAGES, translator
+from core.app import workbench as wb
+from core.app.i18n import LANGUAGES, translator
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
 

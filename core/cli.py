@@ -20,14 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("core.cli", "Repair a model on counterexamples; write a run folder."),
     "sweep": ("core.cli", "Repair with several penalty strengths; write one run each and a trade-off table."),
     "export": ("core.cli", "Zip a run's repaired model (or any bundle folder) for hand-off."),
-    "benchmark": ("core.benchmark", "Run every method over counterexample sets of several sizes."),
-    "perf": ("core.perf", "Measure speed and memory ratios side by side."),
+    "benchmark": ("core.bench.benchmark", "Run every method over counterexample sets of several sizes."),
+    "perf": ("core.bench.perf", "Measure speed and memory ratios side by side."),
 }
 
 
 def load_model_arg(path: str, meta_path: str | None = None):
     """A bundle folder/zip, or a .pt/.pth/.safetensors weights file plus a model.json given by --meta."""
-    from core.bundle import BundleMeta, bundle_from_state_file, load_bundle
+    from core.formats.bundle import BundleMeta, bundle_from_state_file, load_bundle
 
     p = Path(path)
     if p.is_file() and p.suffix.lower() in (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".pkl"):
@@ -50,7 +50,7 @@ def add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args) -> int:
-    from core.demo import build_demo
+    from core.app.demo import build_demo
 
     if not 1 <= args.counterexamples <= 16:
         raise UserError("--counterexamples must be between 1 and 16")
@@ -71,8 +71,8 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args) -> int:
-    from core.datasets import load_dataset
-    from core.metrics import evaluate_bundle
+    from core.engine.metrics import evaluate_bundle
+    from core.formats.datasets import load_dataset
 
     bundle = load_model_arg(args.model, args.meta)
     ds = load_dataset(args.data, bundle.meta.class_names)
@@ -90,8 +90,8 @@ def run_evaluate(args) -> int:
 
 # -- tune ---------------------------------------------------------------------------------------
 def add_tune(p: argparse.ArgumentParser) -> None:
-    from core.methods import METHODS
-    from core.penalties import PENALTIES
+    from core.engine.methods import METHODS
+    from core.engine.penalties import PENALTIES
 
     p.add_argument("--model", required=True, help="bundle folder or .zip (or weights file with --meta)")
     p.add_argument("--meta", help="model.json for a bare .pt/.pth/.safetensors weights file")
@@ -136,9 +136,9 @@ def tune_overrides(args) -> dict:
 
 
 def run_tune(args) -> int:
-    from core.datasets import load_dataset
-    from core.methods import get_method
-    from core.tuning import run_repair, write_run
+    from core.engine.methods import get_method
+    from core.engine.repair import run_repair, write_run
+    from core.formats.datasets import load_dataset
 
     get_method(args.method)
     bundle = load_model_arg(args.model, args.meta)
@@ -194,8 +194,8 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
 def run_sweep(args) -> int:
     import csv
 
-    from core.datasets import load_dataset
-    from core.tuning import prepare_data, run_repair, write_run
+    from core.engine.repair import prepare_data, run_repair, write_run
+    from core.formats.datasets import load_dataset
 
     if args.strength is not None:
         raise UserError("sweep takes --strengths (several values), not --strength")
@@ -239,7 +239,7 @@ def add_export(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args) -> int:
-    from core.bundle import bundle_zip_bytes, load_bundle
+    from core.formats.bundle import bundle_zip_bytes, load_bundle
 
     src = Path(args.run)
     bundle_dir = src / "model" if (src / "model" / "model.json").is_file() else src

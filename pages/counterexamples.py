@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core import workbench as wb
+from core.app import workbench as wb
+from core.app.i18n import translator
 from core.errors import UserError
-from core.i18n import translator
 
 PAGE_SIZE = 12
 COLUMNS = 4

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core import workbench as wb
-from core.i18n import translator
+from core.app import workbench as wb
+from core.app.i18n import translator
 
 t = translator(st.session_state.get("lang", "en"))
 store = wb.get_store()

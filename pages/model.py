@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from core import charts
-from core import workbench as wb
+from core.app import charts
+from core.app import workbench as wb
+from core.app.i18n import translator
 from core.errors import UserError
-from core.i18n import translator
 
 t = translator(st.session_state.get("lang", "en"))
 store = wb.get_store()

@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from core import charts
-from core import workbench as wb
+from core.app import charts
+from core.app import workbench as wb
+from core.app.i18n import translator
+from core.app.report import build_report
 from core.errors import UserError
-from core.i18n import translator
-from core.report import build_report
 
 t = translator(st.session_state.get("lang", "en"))
 lang = st.session_state.get("lang", "en")

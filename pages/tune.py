@@ -8,10 +8,10 @@ import math
 
 import streamlit as st
 
-from core import charts
-from core import workbench as wb
+from core.app import charts
+from core.app import workbench as wb
+from core.app.i18n import translator
 from core.errors import UserError
-from core.i18n import translator
 
 t = translator(st.session_state.get("lang", "en"))
 store = wb.get_store()
@@ -166,7 +166,7 @@ def _fmt_eta(seconds: float | None) -> str:
 
 
 def stop_words(reason: str | None) -> str:
-    """The run's stop reason (a code from core.tuning) in plain words."""
+    """The run's stop reason (a code from core.engine.repair) in plain words."""
     if not reason:
         return ""
     head, _, rest = reason.partition(";")

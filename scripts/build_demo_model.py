@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.demo import MODEL_DIR, train_demo_model  # noqa: E402
+from core.app.demo import MODEL_DIR, train_demo_model  # noqa: E402
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

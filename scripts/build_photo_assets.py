@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.photo_suite import CLASS_NAMES, MODEL_DIR, ZIP_PATH, train_photo_model  # noqa: E402
+from core.bench.photo_suite import CLASS_NAMES, MODEL_DIR, ZIP_PATH, train_photo_model  # noqa: E402
 
 
 def copy_photos(src: Path) -> int:

@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core.architectures import SmallCNN  # noqa: E402
-from core.bundle import BundleMeta, save_bundle  # noqa: E402
-from core.datasets import write_manifest_dataset  # noqa: E402
+from core.formats.architectures import SmallCNN  # noqa: E402
+from core.formats.bundle import BundleMeta, save_bundle  # noqa: E402
+from core.formats.datasets import write_manifest_dataset  # noqa: E402
 
 TINY_CLASSES = ["cat", "dog", "fox"]
 

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "app.py",
     *sorted((ROOT / "pages").glob("*.py")),
-    ROOT / "core" / "charts.py",
-    ROOT / "core" / "report.py",
+    ROOT / "core" / "app" / "charts.py",
+    ROOT / "core" / "app" / "report.py",
 ]
 
 DYNAMIC = {

@@ -17,13 +17,13 @@ from core.cli import main
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
-    from core.suites import load_suite
+    from core.bench.suites import load_suite
 
     return load_suite("photo", tmp_path_factory.mktemp("suite"))
 
 
 def test_draws_are_nested_balanced_and_contradicting(photo):
-    from core.benchmark import draw_counterexamples
+    from core.bench.benchmark import draw_counterexamples
 
     d8 = draw_counterexamples(photo, 8, seed=0)
     d4 = draw_counterexamples(photo, 4, seed=0)
@@ -114,7 +114,7 @@ def test_perf_cli_smoke(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["side_tuning", "last_layer", "lora"])
 def test_tune_cli_runs_every_kind_of_method(method, tmp_path, capsys):
     """`tune --method NAME` end to end: non-mergeable (no model/), pool-needing, and mergeable methods."""
-    from core.photo_suite import build_photo
+    from core.bench.photo_suite import build_photo
 
     paths = build_photo(tmp_path / "p")
     out = tmp_path / "run"

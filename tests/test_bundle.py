@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from core.bundle import BundleMeta, load_bundle, read_bundle_zip
 from core.errors import UserError
+from core.formats.bundle import BundleMeta, load_bundle, read_bundle_zip
 
 GOOD = {
     "architecture": "small_cnn",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.bundle import load_bundle
 from core.cli import main
+from core.formats.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,7 +211,7 @@ def test_pickled_module_is_refused_without_running(tmp_path, tiny_dataset_dir, t
 
 
 def test_plain_state_dict_is_accepted(tmp_path, tiny_dataset_dir, tiny_meta, capsys):
-    from core.architectures import SmallCNN
+    from core.formats.architectures import SmallCNN
 
     torch.save(SmallCNN(3, 3).state_dict(), tmp_path / "w.pth")
     (tmp_path / "model.json").write_text(json.dumps(tiny_meta.to_dict()))
@@ -231,7 +231,7 @@ def test_plain_state_dict_is_accepted(tmp_path, tiny_dataset_dir, tiny_meta, cap
 
 
 def test_torchscript_and_pt2_refused(tmp_path, tiny_dataset_dir, tiny_meta, capsys):
-    from core.architectures import SmallCNN
+    from core.formats.architectures import SmallCNN
 
     ts = tmp_path / "scripted.pt"
     torch.jit.script(SmallCNN(3, 3)).save(str(ts))
@@ -263,7 +263,7 @@ def test_non_image_file(tiny_bundle_dir, tiny_dataset_dir, tmp_path, capsys):
 
 
 def test_bundle_zip_roundtrip(tiny_bundle_dir, tmp_path):
-    from core.bundle import bundle_zip_bytes
+    from core.formats.bundle import bundle_zip_bytes
 
     z = tmp_path / "b.zip"
     z.write_bytes(bundle_zip_bytes(tiny_bundle_dir))

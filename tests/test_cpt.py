@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.methods import get_method, make_config
-from core.methods.base import select_parameters
-from core.methods.cpt import DeltaModel
+from core.engine.methods import get_method, make_config
+from core.engine.methods.base import select_parameters
+from core.engine.methods.cpt import DeltaModel
 
 DEV = torch.device("cpu")
 
@@ -104,7 +104,7 @@ def test_cpu_training_is_deterministic(tiny_model):
 
 
 def test_closed_form_l2_gradient_matches_autograd(tiny_model):
-    from core.methods.base import Method
+    from core.engine.methods.base import Method
 
     x, y = batch()
     runs = []

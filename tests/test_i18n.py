@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 
-from core.i18n import LANGUAGES, catalog, t
+from core.app.i18n import LANGUAGES, catalog, t
 from tests.i18n_keys import used_keys
 
 
@@ -41,7 +41,7 @@ def test_t_fills_placeholders_and_falls_back():
 
 
 def test_every_method_and_setting_has_words_in_both_languages():
-    from core.methods import METHODS, config_schema
+    from core.engine.methods import METHODS, config_schema
 
     for lang in LANGUAGES:
         words = catalog(lang)

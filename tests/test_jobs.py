@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from core import jobs
-from core import workbench as wb
-from core.store import Store
+from core.app import jobs
+from core.app import workbench as wb
+from core.app.store import Store
 from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
 
 LONG_RUN = {"strength": 1000.0, "max_steps": 5000, "min_steps": 5000, "stop_rule": "none"}

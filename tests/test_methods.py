@@ -15,10 +15,10 @@ import json
 import pytest
 import torch
 
-from core.architectures import SmallCNN
-from core.bundle import BundleMeta, ModelBundle
-from core.methods import METHODS, config_schema, make_config
-from core.tuning import PreparedData, run_repair, write_run
+from core.engine.methods import METHODS, config_schema, make_config
+from core.engine.repair import PreparedData, run_repair, write_run
+from core.formats.architectures import SmallCNN
+from core.formats.bundle import BundleMeta, ModelBundle
 
 EXPECTED = {
     "cpt",

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from core.metrics import compare_predictions, find_worst_finding, group_metrics, groups_frame
+from core.engine.metrics import compare_predictions, find_worst_finding, group_metrics, groups_frame
 
 CLASSES = ["a", "b"]
 

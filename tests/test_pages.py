@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
-from core import workbench as wb
-from core.jobs import execute_run
+from core.app import jobs
+from core.app import workbench as wb
+from core.app.jobs import execute_run
 from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from core.penalties import PENALTIES, anchor_scales, penalty_value
+from core.engine.penalties import PENALTIES, anchor_scales, penalty_value
 
 
 @pytest.fixture()

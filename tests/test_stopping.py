@@ -3,8 +3,8 @@ the best step."""
 
 import torch
 
-from core.methods import make_config
-from core.tuning import PreparedData, train_method
+from core.engine.methods import make_config
+from core.engine.repair import PreparedData, train_method
 
 DEV = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from core.store import DEFAULT_HOME, HOME_ENV, Store, home_dir
+from core.app.store import DEFAULT_HOME, HOME_ENV, Store, home_dir
 
 
 @pytest.fixture()

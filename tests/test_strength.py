@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import torch
 
-from core.bundle import load_bundle
-from core.datasets import load_dataset
-from core.strength import CANDIDATES, choose_strength
-from core.tuning import prepare_data, run_repair
+from core.engine.repair import prepare_data, run_repair
+from core.engine.strength import CANDIDATES, choose_strength
+from core.formats.bundle import load_bundle
+from core.formats.datasets import load_dataset
 
 CFG = {"max_steps": 30, "min_steps": 5}
 
@@ -39,7 +39,7 @@ def test_auto_can_choose_to_change_nothing(demo_dir):
     # Give each of 4 counterexamples a different label that is neither its truth nor the model's
     # answer. With 4 folds of one image, every held-out image carries a label that no training
     # image had, so no strength can fix held-out images: auto must keep the old model.
-    from core.datasets import load_tensors
+    from core.formats.datasets import load_tensors
 
     x, _ = load_tensors(ce, b.meta)
     with torch.no_grad():

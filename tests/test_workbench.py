@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import workbench as wb
-from core.bundle import bundle_from_files, read_bundle_zip
+from core.app import workbench as wb
+from core.app.jobs import execute_run
+from core.app.store import Store
 from core.errors import UserError
-from core.jobs import execute_run
-from core.store import Store
+from core.formats.bundle import bundle_from_files, read_bundle_zip
 from tests.wb_helpers import FAST_RUN, label_top, make_zip, pool_truth, seed_demo_cache
 
 
@@ -250,9 +250,9 @@ def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch)
 
 
 def test_report_is_self_contained(store, demo):
-    from core import charts
-    from core.i18n import translator
-    from core.report import build_report
+    from core.app import charts
+    from core.app.i18n import translator
+    from core.app.report import build_report
 
     label_top(store, demo, 4)
     rid = _run_now(store, demo)

@@ -35,7 +35,7 @@ def pool_truth(store, project_id: int) -> dict[str, str]:
 
 def label_top(store, project_id: int, n: int, actor: str = "tester") -> list[str]:
     """Label the n top-ranked candidates with their true labels; returns their keys."""
-    from core import workbench as wb
+    from core.app import workbench as wb
 
     truth = pool_truth(store, project_id)
     keys = []

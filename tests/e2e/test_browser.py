@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import re
 
-from core import workbench as wb
-from core.bundle import bundle_from_files, read_bundle_zip
-from core.store import Store
+from core.app import workbench as wb
+from core.app.store import Store
+from core.formats.bundle import bundle_from_files, read_bundle_zip
 from tests.e2e.conftest import ARTIFACTS, settle, shot
 from tests.wb_helpers import make_zip, pool_truth, wait_for
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.engine.methods.base import Method, MethodConfig, hp
 from core.errors import UserError
-from core.methods.base import Method, MethodConfig, hp
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.architectures import classifier_out_features
+from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
 from core.errors import UserError
-from core.methods.base import Method, MethodConfig, hp, select_parameters
+from core.formats.architectures import classifier_out_features
 
 
 @dataclass(frozen=True)

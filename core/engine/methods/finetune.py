@@ -6,7 +6,7 @@ classifier, and either for a fixed budget or with the paper's early-stopping rul
 counterexample is right and at least ε steps have passed, §3.3).
 
 The four variants differ only in their config defaults, so there is one implementation and one
-training loop (:func:`core.tuning.train_method`):
+training loop (:func:`core.engine.repair.train_method`):
 
 * ``finetune``         all layers, ``stop_rule="none"`` (the fixed-budget baseline);
 * ``finetune_es``      all layers, ``stop_rule="paper"``;
@@ -14,7 +14,7 @@ training loop (:func:`core.tuning.train_method`):
 * ``finetune_head_es`` the last linear layer only, ``stop_rule="paper"``.
 
 A trainable copy of the frozen base is made, so ``self.base`` keeps θ₀ for the penalised
-subclasses (:mod:`core.methods.l2sp`, :mod:`core.methods.mas`) and for the audit delta. The copy
+subclasses (:mod:`core.engine.methods.l2sp`, :mod:`core.engine.methods.mas`) and for the audit delta. The copy
 runs in eval mode: BatchNorm statistics stay frozen and dropout is off (DESIGN.md §3).
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.methods.base import Method, MethodConfig, hp, select_parameters
+from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
 
 _STOP_HELP = MethodConfig.__dataclass_fields__["stop_rule"].metadata
 _PARAMS_HELP = MethodConfig.__dataclass_fields__["params"].metadata

@@ -2,17 +2,17 @@
 
 Penzel et al. (VISAPP 2024, arXiv 2404.12292) compare change-penalized tuning with fine-tuning and
 other baselines as a function of the number of counterexamples ("shots"). This command does the
-same on a suite (:mod:`core.suites`): for each seed it orders the pool's shortcut-contradicting
+same on a suite (:mod:`core.bench.suites`): for each seed it orders the pool's shortcut-contradicting
 images once (round-robin over classes, random within a class) and takes the first k for every k in
 ``--shots``, so the sets are nested and **every method sees exactly the same counterexamples**.
 
 Each method runs with its default settings and its own stopping rule, through the same
-:func:`core.tuning.run_repair` the CLI and the workbench use. Every method may use the pool's
+:func:`core.engine.repair.run_repair` the CLI and the workbench use. Every method may use the pool's
 images *without* labels (MAS importance, last-layer typical images, auto strength). The evaluation
 set's labels are used only to score: no method and no stopping rule sees them (the held-out
 rule is not used here; the validation rows are left out).
 
-Automatic strength (``cpt_auto``, :mod:`core.strength`) is run beside change-penalized tuning at
+Automatic strength (``cpt_auto``, :mod:`core.engine.strength`) is run beside change-penalized tuning at
 each fixed candidate strength, and the report says how far auto lands from the best fixed strength
 chosen in hindsight on the evaluation set.
 
@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.datasets import normalize
+from core.bench.suites import SUITES, Suite, load_suite
+from core.engine.strength import CANDIDATES
 from core.errors import UserError
-from core.strength import CANDIDATES
-from core.suites import SUITES, Suite, load_suite
+from core.formats.datasets import normalize
 
 AUTO = "cpt_auto"
 DEFAULT_STRENGTH = 1000.0
@@ -47,7 +47,7 @@ def fixed_name(strength: float) -> str:
 
 
 def add_arguments(p) -> None:
-    from core.methods import METHODS
+    from core.engine.methods import METHODS
 
     p.add_argument("--suite", default="demo", choices=list(SUITES))
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
@@ -87,7 +87,7 @@ def draw_counterexamples(suite: Suite, shots: int, seed: int) -> np.ndarray:
 def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = True):
     """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, and
     the pool's images without labels. The validation rows are left out on purpose (see module doc)."""
-    from core.tuning import PreparedData, split_eval
+    from core.engine.repair import PreparedData, split_eval
 
     suite.load_pixels()
     meta = suite.bundle.meta
@@ -136,7 +136,7 @@ def run_benchmark(
     log=print,
 ) -> pd.DataFrame:
     """Every (method, shots, seed) run as one DataFrame row."""
-    from core.tuning import run_repair
+    from core.engine.repair import run_repair
 
     base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
@@ -172,7 +172,7 @@ METRICS = [
 
 
 def _method_order(df: pd.DataFrame) -> list[str]:
-    from core.methods import METHODS
+    from core.engine.methods import METHODS
 
     present = list(dict.fromkeys(df["method"]))
     main = [m for m in METHODS if m in present]
@@ -302,8 +302,8 @@ def figure_html(df: pd.DataFrame, title: str) -> str:
 
 
 def run(args) -> int:
-    from core.devices import select_device
-    from core.methods import get_method
+    from core.engine.devices import select_device
+    from core.engine.methods import get_method
 
     for m in args.methods:
         get_method(m)

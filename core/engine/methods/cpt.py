@@ -6,7 +6,7 @@ shape, initialised to zero, and the model computes with θ + δ. Only δ is trai
 
     L(δ) = CE(f_{θ+δ}(x), y) + λ · P(δ)
 
-with P one of :mod:`core.penalties` (normalised by θ, so λ means the same for any model). At
+with P one of :mod:`core.engine.penalties` (normalised by θ, so λ means the same for any model). At
 step 0, θ + 0 = θ exactly, so the repaired model starts bit-for-bit equal to the old one. The
 result merges into an ordinary model θ' = θ + δ; dropping δ rolls it back.
 
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from core.methods.base import Method, MethodConfig, hp, select_parameters
-from core.penalties import PENALTIES, anchor_scales, penalty_value
+from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
+from core.engine.penalties import PENALTIES, anchor_scales, penalty_value
 
 
 class DeltaModel(nn.Module):

@@ -1,14 +1,14 @@
 """Benchmark suites: a biased model, an unbiased evaluation set and a pool to draw counterexamples from.
 
 Each suite is built from files in the repository (no downloads) and says which pool images
-contradict its shortcut, so :mod:`core.benchmark` can draw counterexample sets of any size, the
+contradict its shortcut, so :mod:`core.bench.benchmark` can draw counterexample sets of any size, the
 same draws for every method. Each also knows how to retrain its base model from scratch on the
-model's own training set, the cost :mod:`core.perf` compares a repair with.
+model's own training set, the cost :mod:`core.bench.perf` compares a repair with.
 
 * ``demo``: MNIST digits with a coloured corner tag (a *local* shortcut, like a calibration chart);
-  :mod:`core.demo`.
+  :mod:`core.app.demo`.
 * ``photo``: CIFAR-10 photos with a global colour cast per class (a *global* shortcut, like a
-  camera's white balance or a hospital's scanner); :mod:`core.photo_suite`.
+  camera's white balance or a hospital's scanner); :mod:`core.bench.photo_suite`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bundle import ModelBundle, load_bundle
-from core.datasets import ImageDataset, load_dataset, load_pixels
 from core.errors import UserError
+from core.formats.bundle import ModelBundle, load_bundle
+from core.formats.datasets import ImageDataset, load_dataset, load_pixels
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _conflicting(ds: ImageDataset, attribute_of_label: list[str]) -> np.ndarray:
 
 
 def demo_suite(workdir: Path) -> Suite:
-    from core.demo import AGREEING_TAG, build_demo, train_demo_model
+    from core.app.demo import AGREEING_TAG, build_demo, train_demo_model
 
     paths = build_demo(workdir / "demo")
     bundle = load_bundle(paths["model"])
@@ -70,7 +70,7 @@ def demo_suite(workdir: Path) -> Suite:
 
 
 def photo_suite(workdir: Path) -> Suite:
-    from core import photo_suite as ps
+    from core.bench import photo_suite as ps
 
     paths = ps.build_photo(workdir / "photo")
     bundle = load_bundle(paths["model"])

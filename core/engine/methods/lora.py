@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
 from core.errors import UserError
-from core.methods.base import Method, MethodConfig, hp, select_parameters
 
 
 @dataclass(frozen=True)

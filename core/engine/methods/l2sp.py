@@ -7,7 +7,7 @@ is the pull towards θ₀, trained on θ directly:
 
     L(θ) = CE(f_θ(x), y) + λ · ‖θ − θ₀‖²₂ / ‖θ₀‖²₂
 
-The normalisation by ‖θ₀‖² is the one of :mod:`core.penalties` (so λ means what it means for
+The normalisation by ‖θ₀‖² is the one of :mod:`core.engine.penalties` (so λ means what it means for
 change-penalized tuning and the auto-strength sweep applies unchanged). With the same optimiser
 this is the same objective as change-penalized tuning with the ``l2`` penalty written in θ rather
 than in δ = θ − θ₀ (DESIGN.md §3); it is kept as the named baseline of the literature, and the
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from core.methods.base import MethodConfig, hp
-from core.methods.finetune import FineTune
-from core.penalties import anchor_scales, l2_norm_sq
+from core.engine.methods.base import MethodConfig, hp
+from core.engine.methods.finetune import FineTune
+from core.engine.penalties import anchor_scales, l2_norm_sq
 
 
 @dataclass(frozen=True)

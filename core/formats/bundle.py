@@ -26,9 +26,9 @@ from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 from torch import nn
 
-from core.architectures import build_model, classifier_out_features
 from core.errors import UserError
-from core.zipsafety import read_zip_members
+from core.formats.architectures import build_model, classifier_out_features
+from core.formats.zipsafety import read_zip_members
 
 META_KEYS = ("architecture", "num_classes", "class_names", "input_size", "mean", "std")
 MAX_MODEL_BYTES = 600 * 1024 * 1024  # vit_b_16 is ~350 MB in fp32; leave head-room, refuse bigger

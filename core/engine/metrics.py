@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.datasets import ImageDataset, load_pixels, normalize
-from core.devices import autocast, select_device
+from core.engine.devices import autocast, select_device
+from core.formats.datasets import ImageDataset, load_pixels, normalize
 
 DEFAULT_MIN_GROUP_COUNT = 10
 NO_ATTRIBUTE = "(none)"

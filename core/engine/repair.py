@@ -1,6 +1,6 @@
 """Running a repair: the training loop, the stopping rules, evaluation and the run's files.
 
-One loop serves every method in :mod:`core.methods`: each step calls ``method.update`` on a batch
+One loop serves every method in :mod:`core.engine.methods`: each step calls ``method.update`` on a batch
 of counterexamples, then checks the stopping rule.
 
 * **paper** (Penzel et al. 2024, §3.3): stop as soon as every counterexample in the tuning set is
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from core.bundle import ModelBundle, save_bundle
-from core.datasets import ImageDataset, load_pixels, normalize
-from core.devices import describe_device, select_device
+from core.engine.devices import describe_device, select_device
+from core.engine.methods import get_method, make_config
+from core.engine.metrics import compare_predictions, group_metrics, predict_logits
 from core.errors import UserError
-from core.methods import get_method, make_config
-from core.metrics import compare_predictions, group_metrics, predict_logits
+from core.formats.bundle import ModelBundle, save_bundle
+from core.formats.datasets import ImageDataset, load_pixels, normalize
 
 Progress = Callable[[dict], None]
 
@@ -238,8 +238,8 @@ def run_repair(
 ) -> RepairResult:
     """Repair ``bundle`` on ``counterexamples`` with ``method``; evaluate before/after on ``eval_set``.
 
-    ``config`` holds method settings (see ``core.methods.config_schema``); ``strength`` may be
-    ``"auto"``, which picks λ with :func:`core.strength.choose_strength` (never using eval labels).
+    ``config`` holds method settings (see ``core.engine.methods.config_schema``); ``strength`` may be
+    ``"auto"``, which picks λ with :func:`core.engine.strength.choose_strength` (never using eval labels).
     """
     dev = select_device(device)
     torch.manual_seed(seed)
@@ -250,7 +250,7 @@ def run_repair(
     overrides = dict(config or {})
     auto_info = None
     if overrides.get("strength") == "auto":
-        from core.strength import choose_strength
+        from core.engine.strength import choose_strength
 
         auto_info = choose_strength(bundle, data, method, overrides, dev, seed=seed)
         overrides["strength"] = auto_info["chosen"]

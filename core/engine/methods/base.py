@@ -2,7 +2,7 @@
 
 A method wraps a frozen base model. ``update(x, y)`` takes one optimizer step on a batch of
 counterexamples and returns plain numbers; ``predict(x)`` returns logits of the *current* repaired
-model. The training loop, early stopping, evaluation and saving live in :mod:`core.tuning`, so each
+model. The training loop, early stopping, evaluation and saving live in :mod:`core.engine.repair`, so each
 method file holds only what makes that method different.
 
 The network always runs in eval mode: BatchNorm running statistics are never updated from a
@@ -132,7 +132,7 @@ class Method:
         """One optimizer step on (x, y); returns loss, task_loss and penalty as floats."""
         if self.optimizer is None:
             self.optimizer = self.make_optimizer()
-        from core.devices import autocast
+        from core.engine.devices import autocast
 
         with autocast(self.device):
             logits = self.forward(x)
@@ -155,8 +155,8 @@ class Method:
         """
         if self.optimizer is None:
             self.optimizer = self.make_optimizer()
-        from core.devices import autocast
-        from core.penalties import l2_norm_sq
+        from core.engine.devices import autocast
+        from core.engine.penalties import l2_norm_sq
 
         with autocast(self.device):
             logits = self.forward(x)
@@ -176,7 +176,7 @@ class Method:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        from core.devices import autocast
+        from core.engine.devices import autocast
 
         with autocast(self.device):
             return self.forward(x).float()

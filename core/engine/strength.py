@@ -20,19 +20,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.engine.methods import get_method, make_config
+from core.engine.metrics import predict_logits
 from core.errors import UserError
-from core.methods import get_method, make_config
-from core.metrics import predict_logits
 
 CANDIDATES = (10.0, 100.0, 1000.0, 10000.0)
 MAX_FOLDS = 4
 
 
 def choose_strength(bundle, data, method: str, overrides: dict, device, seed: int = 0) -> dict:
-    """Pick λ for ``method`` on ``data`` (a :class:`core.tuning.PreparedData`). Returns a report:
+    """Pick λ for ``method`` on ``data`` (a :class:`core.engine.repair.PreparedData`). Returns a report:
     ``{"chosen": λ or None, "candidates": [{"strength", "cv_accuracy", "agreement"}], "rule": str}``.
     """
-    from core.tuning import PreparedData, train_method
+    from core.engine.repair import PreparedData, train_method
 
     cls = get_method(method)
     names = {s["name"] for s in _schema(method)}
@@ -95,7 +95,7 @@ def choose_strength(bundle, data, method: str, overrides: dict, device, seed: in
 
 
 def _schema(method: str) -> list[dict]:
-    from core.methods import config_schema
+    from core.engine.methods import config_schema
 
     return config_schema(method)
 

@@ -1,10 +1,10 @@
 """The job runner: repairs run in a separate worker process, never in the Streamlit script thread.
 
-``ensure_worker(store)`` starts ``python -m core.jobs --home H --parent PID`` when no live worker
+``ensure_worker(store)`` starts ``python -m core.app.jobs --home H --parent PID`` when no live worker
 is there. The worker claims queued runs from SQLite one at a time (oldest first), calls
-:func:`core.tuning.run_repair` with a ``progress`` callback that writes rows to the store and a
+:func:`core.engine.repair.run_repair` with a ``progress`` callback that writes rows to the store and a
 ``should_stop`` callback that reads the run's cancel flag, then writes the results with
-:func:`core.tuning.write_run` into the run's artifacts folder. Pages only read the store.
+:func:`core.engine.repair.write_run` into the run's artifacts folder. Pages only read the store.
 
 Liveness: the worker writes a heartbeat every second. A run left 'running' by a worker whose
 process is gone or whose heartbeat is stale is marked 'interrupted' (at the next store start and
@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from core.store import REPO_ROOT, Store
+from core.app.store import REPO_ROOT, Store
 
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 10.0
@@ -59,7 +59,7 @@ def ensure_worker(store: Store) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         _spawned[key] = subprocess.Popen(
-            [sys.executable, "-m", "core.jobs", "--home", key, "--parent", str(os.getpid())],
+            [sys.executable, "-m", "core.app.jobs", "--home", key, "--parent", str(os.getpid())],
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -121,10 +121,10 @@ class _Worker:
 
 def execute_run(store: Store, run: dict, interrupt: threading.Event | None = None) -> str:
     """Run one claimed repair to its end and record how it ended; returns the final status."""
-    from core.bundle import load_bundle
-    from core.datasets import load_dataset
+    from core.engine.repair import run_repair, write_run
     from core.errors import UserError
-    from core.tuning import run_repair, write_run
+    from core.formats.bundle import load_bundle
+    from core.formats.datasets import load_dataset
 
     interrupt = interrupt or threading.Event()
     run_id = run["id"]
@@ -163,7 +163,7 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         eval_set = None
         if project["eval_dataset_id"]:
             eval_set = load_dataset(store.dataset(project["eval_dataset_id"])["path"], names)
-        from core.workbench import unlabeled_pool
+        from core.app.workbench import unlabeled_pool
 
         result = run_repair(
             bundle,
@@ -227,7 +227,7 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.jobs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m core.app.jobs", description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="store folder (BIASREPAIR_HOME)")
     parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")

@@ -1,6 +1,6 @@
 """Training a model from scratch: how the two benchmark suites' biased base models are made.
 
-Only the suite builders use this (``core.demo``, ``core.photo_suite``): a repair never trains θ.
+Only the suite builders use this (``core.app.demo``, ``core.bench.photo_suite``): a repair never trains θ.
 The loop is plain minibatch Adam in train mode, seeded through one generator so that a rebuild on
 CPU gives the same weights bit for bit.
 """

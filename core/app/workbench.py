@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.bundle import (
+from core.app.store import Store
+from core.errors import UserError
+from core.formats.bundle import (
     BundleMeta,
     ModelBundle,
     bundle_from_files,
@@ -36,7 +38,7 @@ from core.bundle import (
     save_bundle,
     sha256_bytes,
 )
-from core.datasets import (
+from core.formats.datasets import (
     IMAGE_SUFFIXES,
     ImageDataset,
     Record,
@@ -45,9 +47,7 @@ from core.datasets import (
     load_dataset,
     open_image,
 )
-from core.errors import UserError
-from core.store import Store
-from core.zipsafety import read_zip_members
+from core.formats.zipsafety import read_zip_members
 
 # "Do no harm" thresholds of the verdict (DESIGN.md §8). Shown on the review page.
 MAX_ACCURACY_DROP = 0.02
@@ -65,7 +65,7 @@ _demo_lock = threading.Lock()
 @functools.lru_cache(maxsize=8)
 def _store_for(home: str) -> Store:
     store = Store(home)
-    from core.jobs import recover_interrupted
+    from core.app.jobs import recover_interrupted
 
     recover_interrupted(store)
     return store
@@ -74,7 +74,7 @@ def _store_for(home: str) -> Store:
 def get_store(home: str | Path | None = None) -> Store:
     """The store for ``home`` (default ``$BIASREPAIR_HOME``). On first use in a process, runs that a
     dead worker left 'running' are marked 'interrupted'."""
-    from core.store import home_dir
+    from core.app.store import home_dir
 
     return _store_for(str(Path(home).resolve() if home else home_dir()))
 
@@ -114,7 +114,7 @@ def open_demo(store: Store, actor: str) -> int:
         cache = store.home / "demo_cache"
         done = cache / "BUILT"
         if not done.is_file():
-            from core.demo import build_demo
+            from core.app.demo import build_demo
 
             if cache.exists():
                 shutil.rmtree(cache)
@@ -396,12 +396,12 @@ def _evaluate(model_key: str, model_path: str, dataset_path: str):
     file hashes and the dataset folder, since both are immutable once stored."""
     key = (model_key, dataset_path)
     if key not in _eval_cache:
-        from core.metrics import evaluate_bundle
-        from core.tuning import split_eval
+        from core.engine.metrics import evaluate_bundle
+        from core.engine.repair import split_eval
 
         bundle = _bundle_at(model_path)
         ds = _dataset_at(dataset_path, tuple(bundle.meta.class_names))
-        reported, _ = split_eval(ds)  # rows marked split=val are for stopping rules, as in core.tuning
+        reported, _ = split_eval(ds)  # rows marked split=val are for stopping rules, as in core.engine.repair
         if 0 < len(reported) < len(ds):
             ds = ds.subset(reported)
         _eval_cache[key] = evaluate_bundle(bundle, ds)
@@ -411,7 +411,7 @@ def _evaluate(model_key: str, model_path: str, dataset_path: str):
 def evaluate_model_on(store: Store, model_id: int, dataset_id: int) -> dict:
     """Metrics M of a model on a dataset, computed once and kept in the store.
 
-    Like :func:`core.tuning.run_repair`, it reports on the rows not marked ``split=val``, so the
+    Like :func:`core.engine.repair.run_repair`, it reports on the rows not marked ``split=val``, so the
     numbers on the Model page and the "before" numbers of a repair are the same numbers."""
     cached = store.evaluation(model_id, dataset_id)
     if cached:
@@ -434,7 +434,7 @@ def evaluate_active(store: Store, project_id: int) -> dict | None:
 
 def finding(metrics: dict) -> dict | None:
     """The plain-language finding: the worst group vs the same label elsewhere (percentages)."""
-    from core.metrics import find_worst_finding
+    from core.engine.metrics import find_worst_finding
 
     f = find_worst_finding(metrics)
     if not f:
@@ -443,14 +443,14 @@ def finding(metrics: dict) -> dict | None:
 
 
 def groups_table(metrics: dict) -> pd.DataFrame:
-    from core.metrics import groups_frame
+    from core.engine.metrics import groups_frame
 
     return groups_frame(metrics)
 
 
 def architecture_names() -> list[str]:
     """The allow-listed architectures a weights upload may name."""
-    from core.architectures import ARCHITECTURES
+    from core.formats.architectures import ARCHITECTURES
 
     return sorted(ARCHITECTURES)
 
@@ -481,8 +481,8 @@ def _pool_predictions(model_path: str, pool_path: str, items_file: str, n_items:
     """Predicted class and confidence of a model for every pool item (n_items keys the cache)."""
     import torch
 
-    from core.datasets import load_pixels, normalize
-    from core.metrics import predict_logits
+    from core.engine.metrics import predict_logits
+    from core.formats.datasets import load_pixels, normalize
 
     bundle = _bundle_at(model_path)
     items = _read_items(Path(items_file))
@@ -500,7 +500,7 @@ def _answer_reliability(store: Store, project_id: int) -> dict[tuple[str, str], 
     p = store.project(project_id)
     if not p or not p["eval_dataset_id"] or not p["base_model_id"]:
         return {}
-    from core.tuning import split_eval
+    from core.engine.repair import split_eval
 
     base = store.model(p["base_model_id"])
     ev_path = store.dataset(p["eval_dataset_id"])["path"]
@@ -660,13 +660,13 @@ def chosen_counts(store: Store, project_id: int) -> tuple[dict[str, int], dict[s
 
 # ---- runs --------------------------------------------------------------------------------------
 def method_choices() -> list[tuple[str, str]]:
-    from core.methods import METHODS
+    from core.engine.methods import METHODS
 
     return [(name, getattr(cls, "title", name)) for name, cls in METHODS.items()]
 
 
 def method_schema(method: str) -> list[dict]:
-    from core.methods import config_schema
+    from core.engine.methods import config_schema
 
     return config_schema(method)
 
@@ -674,7 +674,7 @@ def method_schema(method: str) -> list[dict]:
 def submit_run(store: Store, project_id: int, method: str, config: dict, actor: str, start_worker: bool = True) -> int:
     """Queue a repair of the project's base model on the chosen counterexamples. The counterexamples
     are copied into the run's folder, so later label edits do not change a queued run."""
-    from core.methods import make_config
+    from core.engine.methods import make_config
 
     s = project_summary(store, project_id)
     if not s["active_model"]:
@@ -721,7 +721,7 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         counterexamples=len(chosen),
     )
     if start_worker:
-        from core.jobs import ensure_worker
+        from core.app.jobs import ensure_worker
 
         ensure_worker(store)
     return run_id
@@ -732,7 +732,7 @@ def resume_queued(store: Store) -> bool:
     died). Cheap when nothing waits: one indexed query. Returns whether runs are waiting."""
     if store.one("SELECT id FROM runs WHERE status = 'queued' LIMIT 1") is None:
         return False
-    from core.jobs import ensure_worker
+    from core.app.jobs import ensure_worker
 
     ensure_worker(store)
     return True

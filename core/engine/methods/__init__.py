@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from core.engine.methods.base import Method, describe_schema
+from core.engine.methods.cpt import CPT
+from core.engine.methods.finetune import FineTune, FineTuneES, FineTuneHead, FineTuneHeadES
+from core.engine.methods.l2sp import L2SP
+from core.engine.methods.last_layer import LastLayer
+from core.engine.methods.lora import LoRA
+from core.engine.methods.mas import MAS
+from core.engine.methods.side_tuning import SideTuning
 from core.errors import UserError
-from core.methods.base import Method, describe_schema
-from core.methods.cpt import CPT
-from core.methods.finetune import FineTune, FineTuneES, FineTuneHead, FineTuneHeadES
-from core.methods.l2sp import L2SP
-from core.methods.last_layer import LastLayer
-from core.methods.lora import LoRA
-from core.methods.mas import MAS
-from core.methods.side_tuning import SideTuning
 
 METHODS: dict[str, type[Method]] = {
     CPT.name: CPT,

@@ -1,6 +1,6 @@
 """Plotly figure builders for the workbench pages and the HTML report.
 
-Each builder takes plain data (the metrics dict M of :mod:`core.metrics`, progress rows, trade-off
+Each builder takes plain data (the metrics dict M of :mod:`core.engine.metrics`, progress rows, trade-off
 points) plus the already-translated words it puts on the chart, and returns a ``plotly`` Figure.
 No numbers are invented here: everything drawn comes from the data passed in.
 """

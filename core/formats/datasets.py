@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
-from core.zipsafety import read_zip_members
+from core.formats.zipsafety import read_zip_members
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HOME_ENV = "BIASREPAIR_HOME"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO_ROOT / ".workbench"
 
 RUN_STATES = ("preparing", "queued", "running", "done", "failed", "cancelled", "interrupted")

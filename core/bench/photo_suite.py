@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.architectures import SmallCNN
-from core.bundle import BundleMeta, save_bundle
-from core.training import random_hflip, train_classifier
+from core.engine.training import random_hflip, train_classifier
+from core.formats.architectures import SmallCNN
+from core.formats.bundle import BundleMeta, save_bundle
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "photo"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "photo"
 ZIP_PATH = ASSETS / "cifar4-jpg.zip"
 MODEL_DIR = ASSETS / "model"
 
@@ -137,8 +137,8 @@ def photo_splits(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 
 def build_photo(out_dir: str | Path) -> dict[str, Path]:
-    """Write ``model/``, ``eval/``, ``pool/`` and ``counterexamples/`` like :func:`core.demo.build_demo`."""
-    from core.demo import write_suite
+    """Write ``model/``, ``eval/``, ``pool/`` and ``counterexamples/`` like :func:`core.app.demo.build_demo`."""
+    from core.app.demo import write_suite
 
     parts = {
         name: {

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.architectures import SmallCNN
-from core.bundle import BundleMeta, save_bundle
-from core.datasets import write_manifest_dataset
-from core.training import train_classifier
+from core.engine.training import train_classifier
+from core.formats.architectures import SmallCNN
+from core.formats.bundle import BundleMeta, save_bundle
+from core.formats.datasets import write_manifest_dataset
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
 MNIST_DIR = ASSETS / "mnist"
 MODEL_DIR = ASSETS / "model"
 
@@ -167,7 +167,7 @@ def demo_splits(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 def _demo_model_wrong(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Which images the shipped demo model misclassifies (used to pick default counterexamples)."""
-    from core.bundle import load_bundle
+    from core.formats.bundle import load_bundle
 
     model = load_bundle(MODEL_DIR).model
     with torch.inference_mode():

@@ -9,7 +9,7 @@ images x_k, of the absolute gradient of the squared L2 norm of the network's out
 and tuning adds the penalty λ Σᵢ Ωᵢ (θᵢ − θ₀ᵢ)² (Eq. 5). Weights the old function is sensitive to
 are held in place; the others may move. No labels are needed for Ω.
 
-Normalisation, as for every penalty here (:mod:`core.penalties`): the sum is divided by
+Normalisation, as for every penalty here (:mod:`core.engine.penalties`): the sum is divided by
 Σᵢ Ωᵢ θ₀ᵢ², so λ is "loss per unit of importance-weighted relative change" and the auto-strength
 sweep uses the same candidates as for change-penalized tuning.
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, grad, vmap
 
-from core.methods.base import MethodConfig, hp
-from core.methods.finetune import FineTune
+from core.engine.methods.base import MethodConfig, hp
+from core.engine.methods.finetune import FineTune
 
 
 @dataclass(frozen=True)
