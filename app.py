@@ -7,13 +7,13 @@ Anything that must survive a refresh lives in the store; the session keeps only 
 
 import streamlit as st
 
-from core.app import workbench as wb
+from core.app import projects, runs
 from core.app.i18n import LANGUAGES, translator
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
 
-store = wb.get_store()
-wb.resume_queued(store)  # queued repairs continue after a server restart
+store = projects.get_store()
+runs.resume_queued(store)  # queued repairs continue after a server restart
 
 # Language and project survive a refresh through the URL; the user's name through the session.
 if "lang" not in st.session_state:
@@ -24,7 +24,9 @@ if "pending_project" in st.session_state:  # a page opened or created a project 
 if "project_id" not in st.session_state:
     q = st.query_params.get("project")
     known = {p["id"] for p in store.projects()}
-    st.session_state["project_id"] = int(q) if q and q.isdigit() and int(q) in known else wb.latest_project_id(store)
+    st.session_state["project_id"] = (
+        int(q) if q and q.isdigit() and int(q) in known else projects.latest_project_id(store)
+    )
 
 t = translator(st.session_state["lang"])
 
@@ -39,10 +41,10 @@ with st.sidebar:
     t = translator(st.session_state["lang"])
     st.query_params["lang"] = st.session_state["lang"]
     st.text_input(t("sidebar_your_name"), value="curator", key="actor", help=t("sidebar_your_name_help"))
-    projects = store.projects()
-    if projects:
-        ids = [p["id"] for p in projects]
-        names = {p["id"]: p["name"] for p in projects}
+    all_projects = store.projects()
+    if all_projects:
+        ids = [p["id"] for p in all_projects]
+        names = {p["id"]: p["name"] for p in all_projects}
         if st.session_state["project_id"] not in ids:
             st.session_state["project_id"] = ids[0]
         st.selectbox(

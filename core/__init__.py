@@ -1,1 +1,7 @@
-"""The bias-repair engine: everything that computes. Importable and testable without Streamlit."""
+"""The bias-repair workbench's Python core: everything that computes, without Streamlit.
+
+Layers, lowest first (docs/ARCHITECTURE.md): ``errors``; ``formats`` (bundles, datasets, zips);
+``engine`` (methods, loop, metrics); ``app`` (the workbench's services and worker); ``bench``
+(suites, benchmark, perf); and ``cli`` (``python -m core``) on top. A layer imports only layers
+below it.
+"""

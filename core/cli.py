@@ -1,4 +1,4 @@
-"""``python -m core <command>``: everything the workbench does, scriptable (DESIGN.md §6).
+"""``python -m core <command>``: everything the workbench does, scriptable (docs/DESIGN.md §6).
 
 Exit status 0 on success; 2 with a one-line reason on bad input (a :class:`UserError`), never a
 traceback for a user's mistake.
@@ -71,7 +71,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args) -> int:
-    from core.engine.metrics import evaluate_bundle
+    from core.engine.inference import evaluate_bundle
     from core.formats.datasets import load_dataset
 
     bundle = load_model_arg(args.model, args.meta)
@@ -239,7 +239,8 @@ def add_export(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args) -> int:
-    from core.formats.bundle import bundle_zip_bytes, load_bundle
+    from core.formats.bundle import load_bundle
+    from core.formats.meta import bundle_zip_bytes
 
     src = Path(args.run)
     bundle_dir = src / "model" if (src / "model" / "model.json").is_file() else src

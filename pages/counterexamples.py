@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import workbench as wb
+from core.app import evaluation, pool, projects, uploads
 from core.app.i18n import translator
 from core.errors import UserError
 
@@ -11,24 +11,24 @@ COLUMNS = 4
 TILE_PX = 112
 
 t = translator(st.session_state.get("lang", "en"))
-store = wb.get_store()
+store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
 
 st.title(t("ce_title"))
-if pid is None or not wb.project_summary(store, pid)["active_model"]:
+if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
     st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
-summary = wb.project_summary(store, pid)
+summary = projects.project_summary(store, pid)
 class_names = summary["class_names"]
 st.write(t("ce_intro"))
 
 
 def _label(key: str, label: str) -> None:
     try:
-        wb.set_label(store, pid, key, label, actor)
+        pool.set_label(store, pid, key, label, actor)
     except UserError as exc:
         st.session_state["flash"] = ("error", str(exc))
 
@@ -38,7 +38,7 @@ def _on_pill(key: str, widget: str) -> None:
     if value:
         _label(key, value)
     else:
-        wb.remove_label(store, pid, key, actor)
+        pool.remove_label(store, pid, key, actor)
 
 
 def _on_relabel(key: str, widget: str) -> None:
@@ -50,7 +50,7 @@ def _label_selected() -> None:
     label = st.session_state.get("bulk_label")
     if not keys or not label:
         return
-    wb.set_labels(store, pid, keys, label, actor)
+    pool.set_labels(store, pid, keys, label, actor)
     for k in keys:
         st.session_state[f"sel_{k}"] = False
     st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=label))
@@ -60,7 +60,7 @@ with st.expander(t("ce_add_images")):
     pool_file = st.file_uploader(t("ce_pool_label"), type=["zip"], key="up_pool", help=t("ce_pool_help"))
     if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None):
         try:
-            wb.upload_pool_zip(store, pid, pool_file.getvalue(), pool_file.name, actor)
+            uploads.upload_pool_zip(store, pid, pool_file.getvalue(), pool_file.name, actor)
             st.session_state["flash"] = ("success", t("ce_pool_loaded", name=pool_file.name))
             st.rerun()
         except UserError as exc:
@@ -71,14 +71,14 @@ with st.expander(t("ce_add_images")):
     single_attr = st.text_input(t("ce_single_attribute"), key="single_attr", help=t("ce_single_attribute_help"))
     if st.button(t("ce_add_single"), key="add_single", disabled=not singles):
         try:
-            n = wb.upload_single_images(store, pid, [(f.name, f.getvalue()) for f in singles], single_attr, actor)
+            n = uploads.upload_single_images(store, pid, [(f.name, f.getvalue()) for f in singles], single_attr, actor)
             st.session_state["flash"] = ("success", t("ce_single_added", n=n))
             st.rerun()
         except UserError as exc:
             st.error(t("upload_failed", error=str(exc)))
 
 with st.spinner(t("ce_ranking")):
-    cands = wb.candidates(store, pid)
+    cands = pool.candidates(store, pid)
 if not cands:
     st.info(t("ce_no_pool"))
     st.stop()
@@ -86,9 +86,9 @@ if not cands:
 gallery, chosen_col = st.columns([3, 1], gap="large")
 
 with chosen_col:
-    chosen = wb.chosen_set(store, pid)
+    chosen = pool.chosen_set(store, pid)
     st.subheader(t("ce_chosen_title", n=len(chosen)))
-    per_class, per_attr = wb.chosen_counts(store, pid)
+    per_class, per_attr = pool.chosen_counts(store, pid)
     if chosen:
         st.caption(t("ce_per_class"))
         st.dataframe(
@@ -105,7 +105,7 @@ with chosen_col:
         for c in chosen:
             with st.container(border=True):
                 a, b = st.columns([1, 2])
-                a.image(wb.thumbnail(c["file"], 64))
+                a.image(evaluation.thumbnail(c["file"], 64))
                 b.caption(f"{c['attribute'] or '—'}")
                 widget = f"relabel_{c['key']}_{c['label']}"
                 b.selectbox(
@@ -120,7 +120,7 @@ with chosen_col:
                 b.button(
                     t("ce_remove"),
                     key=f"rm_{c['key']}",
-                    on_click=wb.remove_label,
+                    on_click=pool.remove_label,
                     args=(store, pid, c["key"], actor),
                     icon="🗑️",
                 )
@@ -138,7 +138,7 @@ with gallery:
             st.markdown(f"**{t('ce_quick_title')}**")
             st.caption(t("ce_quick_help"))
             q1, q2 = st.columns([1, 3])
-            q1.image(wb.thumbnail(top["file"], 160))
+            q1.image(evaluation.thumbnail(top["file"], 160))
             q2.write(t("ce_model_says", label=top["predicted"], pct=round(100 * top["confidence"])))
             if top["attribute"]:
                 q2.caption(t("ce_attribute_is", attribute=top["attribute"]))
@@ -188,7 +188,7 @@ with gallery:
     cols = st.columns(COLUMNS)
     for i, c in enumerate(items[start : start + PAGE_SIZE]):
         with cols[i % COLUMNS].container(border=True):
-            st.image(wb.thumbnail(c["file"], TILE_PX))
+            st.image(evaluation.thumbnail(c["file"], TILE_PX))
             st.caption(t("ce_model_says", label=c["predicted"], pct=round(100 * c["confidence"])))
             if c["attribute"]:
                 st.caption(t("ce_attribute_is", attribute=c["attribute"]))

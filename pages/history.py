@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from core.app import workbench as wb
+from core.app import history, projects
 from core.app.i18n import translator
 
 t = translator(st.session_state.get("lang", "en"))
-store = wb.get_store()
+store = projects.get_store()
 pid = st.session_state.get("project_id")
 
 st.title(t("history_title"))
@@ -20,7 +20,7 @@ scope = st.radio(
     key="history_scope",
     disabled=pid is None,
 )
-frame = wb.history_frame(store, pid if scope == "project" and pid is not None else None)
+frame = history.history_frame(store, pid if scope == "project" and pid is not None else None)
 if frame.empty:
     st.info(t("history_empty"))
     st.stop()
@@ -59,7 +59,7 @@ st.dataframe(
 )
 st.download_button(
     t("history_download"),
-    data=wb.history_csv(shown.drop(columns=["what"])),
+    data=history.history_csv(shown.drop(columns=["what"])),
     file_name="audit_log.csv",
     mime="text/csv",
     key="history_csv",

@@ -2,13 +2,12 @@
 
 import streamlit as st
 
-from core.app import charts
-from core.app import workbench as wb
+from core.app import charts, evaluation, projects, uploads
 from core.app.i18n import translator
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
-store = wb.get_store()
+store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
 
@@ -35,7 +34,7 @@ with left:
     st.caption(t("model_demo_caption"))
     if st.button(t("model_open_demo"), type="primary", key="open_demo", icon="▶️"):
         with st.spinner(t("model_demo_building")):
-            demo_id = wb.open_demo(store, actor)
+            demo_id = projects.open_demo(store, actor)
         _switch_to(demo_id, t("model_demo_ready"))
 
 with right:
@@ -46,7 +45,7 @@ with right:
             bundle_file = st.file_uploader(t("model_bundle_label"), type=["zip"], key="up_bundle")
             if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
                 try:
-                    new_id = wb.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
+                    new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
                     _switch_to(new_id, t("model_loaded", name=bundle_file.name))
                 except UserError as exc:
                     st.error(t("model_upload_failed", error=str(exc)))
@@ -56,7 +55,7 @@ with right:
                 t("model_weights_label"), type=["safetensors", "pt", "pth"], key="up_weights"
             )
             with st.form("weights_form"):
-                arch = st.selectbox(t("model_architecture"), wb.architecture_names(), key="w_arch")
+                arch = st.selectbox(t("model_architecture"), evaluation.architecture_names(), key="w_arch")
                 classes = st.text_area(t("model_class_names"), key="w_classes", help=t("model_class_names_help"))
                 size = st.text_input(t("model_input_size"), "3 224 224", key="w_size")
                 mean = st.text_input(t("model_mean"), "0.485 0.456 0.406", key="w_mean")
@@ -67,7 +66,7 @@ with right:
                     if weights_file is None:
                         raise UserError(t("model_err_no_weights"))
                     names = [c.strip() for c in classes.replace(",", "\n").splitlines() if c.strip()]
-                    new_id = wb.upload_model_weights(
+                    new_id = uploads.upload_model_weights(
                         store,
                         weights_file.getvalue(),
                         weights_file.name,
@@ -86,7 +85,7 @@ if pid is None:
     st.info(t("model_start_hint"))
     st.stop()
 
-summary = wb.project_summary(store, pid)
+summary = projects.project_summary(store, pid)
 model = summary["active_model"]
 st.divider()
 st.subheader(t("model_current", name=summary["project"]["name"]))
@@ -111,7 +110,7 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
     if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None):
         try:
             with st.spinner(t("model_evaluating")):
-                wb.upload_eval_zip(store, pid, eval_file.getvalue(), eval_file.name, actor)
+                uploads.upload_eval_zip(store, pid, eval_file.getvalue(), eval_file.name, actor)
             st.session_state["flash"] = ("success", t("model_eval_loaded", name=eval_file.name))
             st.rerun()
         except UserError as exc:
@@ -123,14 +122,14 @@ if summary["eval"] is None:
 
 try:
     with st.spinner(t("model_evaluating")):
-        metrics = wb.evaluate_active(store, pid)
+        metrics = evaluation.evaluate_active(store, pid)
 except UserError as exc:
     st.error(t("model_upload_failed", error=str(exc)))
     st.stop()
 
 st.subheader(t("model_bias_header"))
 st.caption(t("model_eval_on", name=summary["eval"]["name"], n=sum(g["count"] for g in metrics["groups"])))
-f = wb.finding(metrics)
+f = evaluation.finding(metrics)
 if f:
     st.warning(
         t(
@@ -154,7 +153,7 @@ c4.metric(t("metric_min_group"), metrics["min_group_count"], help=t("metric_min_
 st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
 st.plotly_chart(charts.group_bars(metrics, t), key="bars")
 with st.expander(t("model_group_table")):
-    table = wb.groups_table(metrics).rename(
+    table = evaluation.groups_table(metrics).rename(
         columns={
             "label": t("chart_label"),
             "attribute": t("chart_attribute"),

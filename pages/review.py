@@ -2,20 +2,19 @@
 
 import streamlit as st
 
-from core.app import charts
-from core.app import workbench as wb
+from core.app import charts, decisions, evaluation, projects, runs
 from core.app.i18n import translator
 from core.app.report import build_report
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
 lang = st.session_state.get("lang", "en")
-store = wb.get_store()
+store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
 
 st.title(t("review_title"))
-if pid is None or not wb.project_summary(store, pid)["active_model"]:
+if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
     st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
@@ -38,8 +37,8 @@ def _run_name(i: int) -> str:
 
 run_id = st.selectbox(t("review_pick"), ids, format_func=_run_name, key=f"review_run_{len(ids)}")
 run = store.run(run_id)
-m = wb.run_metrics(store, run_id)
-v = wb.verdict(m)
+m = runs.run_metrics(store, run_id)
+v = runs.verdict(m)
 before, after = m["before"], m["after"]
 
 
@@ -68,7 +67,9 @@ def verdict_text() -> str:
 box = {"improved": st.success, "partial": st.info, "flagged": st.error, "no_gain": st.warning, "unchanged": st.info}
 icon = {"improved": "✅", "partial": "➕", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}
 box[v["kind"]](verdict_text(), icon=icon[v["kind"]])
-st.caption(t("review_thresholds", max_drop=f"{100 * wb.MAX_ACCURACY_DROP:.0f}", min_kept=pct(wb.MIN_KEPT_DECISIONS)))
+st.caption(
+    t("review_thresholds", max_drop=f"{100 * runs.MAX_ACCURACY_DROP:.0f}", min_kept=pct(runs.MIN_KEPT_DECISIONS))
+)
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric(
@@ -106,13 +107,13 @@ st.caption(
 )
 
 fig_groups = charts.old_new_bars(before, after, t)
-points = wb.tradeoff_points(store, pid)
+points = runs.tradeoff_points(store, pid)
 fig_trade = charts.tradeoff(points, t, highlight=run_id)
 st.plotly_chart(fig_groups, key="old_new")
 st.plotly_chart(fig_trade, key="tradeoff")
 st.caption(t("review_tradeoff_help"))
 
-changed = wb.changed_predictions(store, run_id)
+changed = runs.changed_predictions(store, run_id)
 st.subheader(t("review_changed_title"))
 fixed = [c for c in changed if c["fixed"]]
 broken = [c for c in changed if c["broken"]]
@@ -124,7 +125,7 @@ for tab, items, mark in ((tab_fixed, fixed, "✓"), (tab_broken, broken, "✗"))
         cols = st.columns(8)
         for i, c in enumerate(items[:32]):
             with cols[i % 8]:
-                st.image(wb.thumbnail(c["file"], 72))
+                st.image(evaluation.thumbnail(c["file"], 72))
                 st.caption(f"{mark} {c['before']} → {c['after']}")
         if len(items) > 32:
             st.caption(t("review_more", n=len(items) - 32))
@@ -146,7 +147,7 @@ with a_col, st.form("approve_form"):
         reason = st.text_area(t("review_override_reason"), key="override_reason")
     if st.form_submit_button(t("review_approve"), type="primary", icon="✅"):
         try:
-            wb.approve_run(store, run_id, approver, comment, actor, override=override, reason=reason)
+            decisions.approve_run(store, run_id, approver, comment, actor, override=override, reason=reason)
             st.session_state["flash"] = ("success", t("review_approved", run=run_id))
             st.rerun()
         except UserError as exc:
@@ -155,19 +156,19 @@ with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
     reject_comment = st.text_area(t("review_comment"), key="reject_comment")
     if st.form_submit_button(t("review_reject"), icon="✋"):
-        wb.reject_run(store, run_id, reject_comment, actor)
+        decisions.reject_run(store, run_id, reject_comment, actor)
         st.session_state["flash"] = ("info", t("review_rejected", run=run_id))
         st.rerun()
 
 
 def _export() -> bytes:
-    data = wb.export_bytes(store, run_id)
-    wb.record_export(store, run_id, data, actor)
+    data = decisions.export_bytes(store, run_id)
+    decisions.record_export(store, run_id, data, actor)
     return data
 
 
 def _report() -> bytes:
-    decisions = [
+    decision_lines = [
         t(
             "report_decision_line",
             when=e["ts"],
@@ -191,12 +192,12 @@ def _report() -> bytes:
             (t("chart_loss_title"), charts.live_curves(store.progress(run_id), t)),
         ],
         changed=changed,
-        decision_lines=decisions,
+        decision_lines=decision_lines,
         t=t,
         lang=lang,
     )
     data = html_text.encode("utf-8")
-    wb.record_report(store, run_id, data, actor)
+    decisions.record_report(store, run_id, data, actor)
     return data
 
 
@@ -230,7 +231,7 @@ if e3.button(
     help=t("review_rollback_help"),
 ):
     try:
-        wb.rollback(store, pid, actor)
+        decisions.rollback(store, pid, actor)
         st.session_state["flash"] = ("info", t("review_rolled_back"))
         st.rerun()
     except UserError as exc:

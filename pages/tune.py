@@ -8,36 +8,35 @@ import math
 
 import streamlit as st
 
-from core.app import charts
-from core.app import workbench as wb
+from core.app import charts, pool, projects, runs
 from core.app.i18n import translator
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
-store = wb.get_store()
+store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
 
 st.title(t("tune_title"))
-if pid is None or not wb.project_summary(store, pid)["active_model"]:
+if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
     st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
-n_chosen = len(wb.chosen_set(store, pid))
+n_chosen = len(pool.chosen_set(store, pid))
 st.write(t("tune_intro", n=n_chosen))
 if n_chosen == 0:
     st.warning(t("tune_need_labels"))
     st.page_link("pages/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
 
-methods = wb.method_choices()
+methods = runs.method_choices()
 method = st.selectbox(
     t("tune_method"),
     [m for m, _ in methods],
     format_func=lambda m: t(f"method_{m}") if t(f"method_{m}") != f"method_{m}" else dict(methods)[m],
     key="tune_method",
 )
-schema = {s["name"]: s for s in wb.method_schema(method)}
+schema = {s["name"]: s for s in runs.method_schema(method)}
 
 config: dict = {}
 if "strength" in schema:
@@ -108,14 +107,14 @@ with st.expander(t("tune_advanced")):
 
 if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
     try:
-        run_id = wb.submit_run(store, pid, method, config, actor)
+        run_id = runs.submit_run(store, pid, method, config, actor)
         st.session_state["watch_run"] = run_id
         st.success(t("tune_queued", run=run_id))
     except UserError as exc:
         st.error(str(exc))
 
-runs = store.runs(pid)
-if not runs:
+project_runs = store.runs(pid)
+if not project_runs:
     st.stop()
 
 st.divider()
@@ -143,8 +142,8 @@ def draw_runs_table() -> None:
     )
 
 
-ids = [r["id"] for r in runs]
-active = [r["id"] for r in runs if r["status"] in ("queued", "running", "preparing")]
+ids = [r["id"] for r in project_runs]
+active = [r["id"] for r in project_runs if r["status"] in ("queued", "running", "preparing")]
 default_watch = st.session_state.get("watch_run")
 if default_watch not in ids:
     default_watch = active[-1] if active else ids[0]
@@ -181,7 +180,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
     """The runs table and the live view of one run; reruns on its own every second while any run
     of the project is queued or running."""
     draw_runs_table()
-    p = wb.run_progress(store, run_id)
+    p = runs.run_progress(store, run_id)
     run = p["run"]
     status = run["status"]
     st.markdown(f"**{t('tune_watch_item', run=run_id)}** — {t(f'status_{status}')}")
@@ -205,8 +204,8 @@ def live_panel(run_id: int, was_active: bool) -> None:
     if p["history"]:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
     if status in ("queued", "running", "preparing"):
-        st.button(t("tune_cancel"), key=f"cancel_{run_id}", on_click=wb.cancel_run, args=(store, run_id, actor))
-    if was_active and not wb.active_runs(store, pid):
+        st.button(t("tune_cancel"), key=f"cancel_{run_id}", on_click=runs.cancel_run, args=(store, run_id, actor))
+    if was_active and not runs.active_runs(store, pid):
         st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":
         st.success(t("tune_done", reason=stop_words(run["stop_reason"])))

@@ -1,7 +1,7 @@
 """Smoke runs of ``python -m core benchmark`` and ``python -m core perf`` through the CLI.
 
 Tiny settings (few shots, few steps, one seed); the checks are on the files and their structure,
-never on wall-clock times (DESIGN.md §8).
+never on wall-clock times (docs/DESIGN.md §8).
 """
 
 from __future__ import annotations

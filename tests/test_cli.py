@@ -263,7 +263,7 @@ def test_non_image_file(tiny_bundle_dir, tiny_dataset_dir, tmp_path, capsys):
 
 
 def test_bundle_zip_roundtrip(tiny_bundle_dir, tmp_path):
-    from core.formats.bundle import bundle_zip_bytes
+    from core.formats.meta import bundle_zip_bytes
 
     z = tmp_path / "b.zip"
     z.write_bytes(bundle_zip_bytes(tiny_bundle_dir))

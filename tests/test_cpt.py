@@ -1,10 +1,11 @@
-"""Invariants of change-penalized tuning (DESIGN.md §3)."""
+"""Invariants of change-penalized tuning (docs/DESIGN.md §3)."""
 
 import numpy as np
 import pytest
 import torch
 
-from core.engine.methods import get_method, make_config
+from core.engine.configs import make_config
+from core.engine.methods import get_method
 from core.engine.methods.base import select_parameters
 from core.engine.methods.cpt import DeltaModel
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.engine.inference import load_tensors
 from core.errors import UserError
-from core.formats.datasets import dataset_from_zip_bytes, load_dataset, load_tensors, open_image
+from core.formats.datasets import dataset_from_zip_bytes, load_dataset, open_image
 from core.formats.zipsafety import read_zip_members
 
 CLASSES = ["cat", "dog", "fox"]

@@ -41,7 +41,8 @@ def test_t_fills_placeholders_and_falls_back():
 
 
 def test_every_method_and_setting_has_words_in_both_languages():
-    from core.engine.methods import METHODS, config_schema
+    from core.engine.configs import SPECS as METHODS
+    from core.engine.configs import config_schema
 
     for lang in LANGUAGES:
         words = catalog(lang)

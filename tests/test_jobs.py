@@ -8,8 +8,7 @@ import signal
 
 import pytest
 
-from core.app import jobs
-from core.app import workbench as wb
+from core.app import jobs, projects, runs
 from core.app.store import Store
 from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
 
@@ -27,7 +26,7 @@ def store(tmp_path, demo_dir):
 
 @pytest.fixture()
 def demo(store) -> int:
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     label_top(store, pid, 8)
     return pid
 
@@ -37,25 +36,25 @@ def _status(store, rid):
 
 
 def test_worker_runs_queued_jobs_in_order_with_progress(store, demo):
-    first = wb.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice")
-    second = wb.submit_run(store, demo, "cpt", {**FAST_RUN, "strength": 10000.0}, "bob")
+    first = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice")
+    second = runs.submit_run(store, demo, "cpt", {**FAST_RUN, "strength": 10000.0}, "bob")
     wait_for(lambda: _status(store, second) in ("done", "failed"), timeout=300)
     for rid in (first, second):
         run = store.run(rid)
         assert run["status"] == "done", run["error"]
         assert run["device"]  # "CPU" or the GPU's name
-        assert store.progress(rid) and wb.run_metrics(store, rid)["after"]["groups"]
+        assert store.progress(rid) and runs.run_metrics(store, rid)["after"]["groups"]
     assert store.run(first)["started_at"] <= store.run(second)["started_at"]
     done = [e for e in store.audit_events(demo) if e["action"] == "run_done"]
     assert [e["detail"]["run_id"] for e in done] == [first, second]
     assert done[1]["actor"] == "bob" and "kept_decisions" in done[1]["detail"]
-    assert len(store.live_workers()) == 1  # one worker served both runs
+    assert len(store.live_workers(queue="runs")) == 1  # one repair worker served both runs
 
 
 def test_cancel_stops_a_running_job(store, demo):
-    rid = wb.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
     wait_for(lambda: len(store.progress(rid)) >= 3, timeout=180)
-    wb.cancel_run(store, rid, "alice")
+    runs.cancel_run(store, rid, "alice")
     wait_for(lambda: _status(store, rid) != "running", timeout=60)
     assert _status(store, rid) == "cancelled"
     steps = [p["step"] for p in store.progress(rid)]
@@ -64,18 +63,18 @@ def test_cancel_stops_a_running_job(store, demo):
 
 
 def test_killed_worker_leaves_an_interrupted_run(store, demo):
-    rid = wb.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
     wait_for(lambda: len(store.progress(rid)) >= 1, timeout=180)
     worker_pid = store.run(rid)["worker_pid"]
     os.kill(worker_pid, signal.SIGKILL)
-    jobs._spawned[str(store.home)].wait(30)  # reap it, as the server's next poll would
+    jobs._spawned[(str(store.home), "runs")].wait(30)  # reap it, as the server's next poll would
     assert jobs.recover_interrupted(Store(store.home)) == [rid]
     assert _status(store, rid) == "interrupted"
     assert "run_interrupted" in [e["action"] for e in store.audit_events(demo)]
 
 
 def test_terminated_worker_marks_its_run_interrupted_itself(store, demo):
-    rid = wb.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
     wait_for(lambda: len(store.progress(rid)) >= 1, timeout=180)
     os.kill(store.run(rid)["worker_pid"], signal.SIGTERM)
     wait_for(lambda: _status(store, rid) != "running", timeout=60)
@@ -83,8 +82,8 @@ def test_terminated_worker_marks_its_run_interrupted_itself(store, demo):
 
 
 def test_queued_runs_resume_when_no_worker_is_alive(store, demo):
-    rid = wb.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
-    assert store.live_workers() == []
-    assert wb.resume_queued(store) is True
+    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    assert store.live_workers(queue="runs") == []
+    assert runs.resume_queued(store) is True
     wait_for(lambda: _status(store, rid) == "done", timeout=300)
-    assert wb.resume_queued(store) is False
+    assert runs.resume_queued(store) is False

@@ -1,4 +1,4 @@
-"""Shared invariants of every registered repair method (DESIGN.md §3), parametrised over METHODS.
+"""Shared invariants of every registered repair method (docs/DESIGN.md §3), parametrised over METHODS.
 
 For each method, on a small CNN with trained-looking BatchNorm statistics and random 3×28×28
 inputs: at init the repaired model's output equals the base's; three updates leave the base's
@@ -15,7 +15,8 @@ import json
 import pytest
 import torch
 
-from core.engine.methods import METHODS, config_schema, make_config
+from core.engine.configs import SPECS, config_schema, make_config
+from core.engine.methods import METHODS
 from core.engine.repair import PreparedData, run_repair, write_run
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, ModelBundle
@@ -69,10 +70,11 @@ def state_copy(model):
 
 def test_registry_has_every_baseline():
     assert EXPECTED <= set(METHODS)
+    assert set(METHODS) == set(SPECS)
     for name, cls in METHODS.items():
-        assert cls.name == name
-        assert cls.title
-        assert dataclasses.is_dataclass(cls.Config)
+        assert cls.name == SPECS[name].base
+        assert SPECS[name].title
+        assert dataclasses.is_dataclass(SPECS[name].config)
         schema = config_schema(name)
         assert all(s["help"] for s in schema), name
         make_config(name, {})
@@ -117,7 +119,7 @@ def test_merged_state_reproduces_predict(name, batch):
     for _ in range(3):
         method.update(x, y)
     merged = method.merged_state_dict()
-    if not METHODS[name].mergeable:
+    if not SPECS[name].mergeable:
         assert merged is None
         assert method.delta_state_dict() is None
         return
@@ -217,4 +219,4 @@ def test_run_repair_and_write_run(name, batch, tmp_path):
     out = write_run(res, meta, tmp_path / "run")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == name and "kept_decisions" in metrics
-    assert (out / "model").exists() == METHODS[name].mergeable
+    assert (out / "model").exists() == SPECS[name].mergeable

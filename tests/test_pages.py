@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import jobs
-from core.app import workbench as wb
-from core.app.jobs import execute_run
-from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
+from core.app import jobs, pool, projects, runs, uploads
+from core.app.worker import execute_run
+from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for, zip_folder_bytes
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -22,7 +21,7 @@ def _navigation_not_pages_folder(monkeypatch):
     """Run app.py on every AppTest run, as the server does.
 
     AppTest resets ``PagesManager.uses_pages_directory`` before each run; with a ``pages/`` folder
-    next to app.py (the layout DESIGN.md §6 fixes) its later runs then execute the page file alone,
+    next to app.py (the layout docs/DESIGN.md §6 fixes) its later runs then execute the page file alone,
     skipping app.py and its st.navigation. The server sets the flag to False once st.navigation
     has run and keeps it. This pins the script runner's view of the flag to that server behaviour.
     """
@@ -46,7 +45,7 @@ def home(tmp_path, demo_dir, monkeypatch) -> Path:
 
 @pytest.fixture()
 def store(home):
-    return wb.get_store(home)
+    return projects.get_store(home)
 
 
 def _app(page: str | None = None, lang: str = "en") -> AppTest:
@@ -80,7 +79,7 @@ def test_model_page_opens_the_demo_and_shows_the_bias(home, store):
 
 
 def test_model_page_in_japanese(home, store):
-    wb.open_demo(store, "alice")
+    projects.open_demo(store, "alice")
     at = _app(lang="ja")
     text = _texts(at)
     assert "モデル：どこに偏りがあるか" in text and "の画像では" in text
@@ -114,13 +113,13 @@ def test_bad_model_upload_shows_a_message_not_a_traceback(home, store, payload, 
 
 
 def test_eval_upload_through_the_page(home, store, demo_dir):
-    pid = wb.upload_model_zip(store, wb.zip_folder_bytes(demo_dir / "model"), "mine.zip", "alice")
+    pid = uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "mine.zip", "alice")
     at = _app()
     assert "Upload an evaluation set" in _texts(at)
     at.file_uploader(key="up_eval").set_value(("bad.zip", b"PK\x03\x04broken", "application/zip")).run()
     at.button(key="load_eval").click().run()
     assert any("not a valid zip" in e.value for e in at.error)
-    assert wb.project_summary(store, pid)["active_model"]  # the model is still there
+    assert projects.project_summary(store, pid)["active_model"]  # the model is still there
 
 
 def test_weights_file_and_form_make_a_project(home, store, demo_dir):
@@ -144,14 +143,14 @@ def test_weights_file_and_form_make_a_project(home, store, demo_dir):
 
 
 def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     at = _app("pages/counterexamples.py")
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
     at.file_uploader(key="up_single").set_value([("mine.png", png, "image/png")]).run()
     at.text_input(key="single_attr").input("red")
     at.button(key="add_single").click().run()
     assert "1 image(s) added to the gallery." in _texts(at)
-    assert any(c["source"] == "uploads" for c in wb.candidates(store, pid))
+    assert any(c["source"] == "uploads" for c in pool.candidates(store, pid))
     at.file_uploader(key="up_pool").set_value(("pool.zip", b"PK\x05\x06" + b"\x00" * 18, "application/zip")).run()
     at.button(key="load_pool").click().run()
     assert any("holds no PNG or JPEG images" in e.value or "is empty" in e.value for e in at.error), [
@@ -160,12 +159,12 @@ def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
 
 
 def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     at = _app("pages/counterexamples.py")
     assert "Quick labelling" in _texts(at)
-    top = wb.candidates(store, pid)[0]
+    top = pool.candidates(store, pid)[0]
     at.button(key="quick_7").click().run()
-    assert [(c["key"], c["label"]) for c in wb.chosen_set(store, pid)] == [(top["key"], "seven")]
+    assert [(c["key"], c["label"]) for c in pool.chosen_set(store, pid)] == [(top["key"], "seven")]
     # tick two images on the grid and label them at once
     ticks = [c for c in at.checkbox if c.key.startswith("sel_") and c.key != f"sel_{top['key']}"][:2]
     for c in ticks:
@@ -173,68 +172,68 @@ def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
     at.run()
     at.selectbox(key="bulk_label").set_value("three").run()
     at.button(key="bulk_apply").click().run()
-    chosen = {c["key"]: c["label"] for c in wb.chosen_set(store, pid)}
+    chosen = {c["key"]: c["label"] for c in pool.chosen_set(store, pid)}
     assert len(chosen) == 3 and [chosen[t.key.removeprefix("sel_")] for t in ticks] == ["three", "three"]
     assert "Your counterexamples (3)" in _texts(at)
     # relabel and remove in the chosen list
     at.selectbox(key=f"relabel_{top['key']}_seven").set_value("one").run()
-    assert {c["key"]: c["label"] for c in wb.chosen_set(store, pid)}[top["key"]] == "one"
+    assert {c["key"]: c["label"] for c in pool.chosen_set(store, pid)}[top["key"]] == "one"
     at.button(key=f"rm_{top['key']}").click().run()
-    assert len(wb.chosen_set(store, pid)) == 2
+    assert len(pool.chosen_set(store, pid)) == 2
     assert not at.exception
 
 
 def test_tune_page_starts_watches_and_cancels(home, store):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     label_top(store, pid, 4)
     at = _app("pages/tune.py")
     assert at.toggle(key="tune_auto").value is False
     # advanced settings are built from the method's config schema, with its defaults
-    defaults = {s["name"]: s["default"] for s in wb.method_schema("cpt")}
+    defaults = {s["name"]: s["default"] for s in runs.method_schema("cpt")}
     assert at.number_input(key="cfg_cpt_max_steps").value == defaults["max_steps"]
     assert at.selectbox(key="cfg_cpt_penalty").value == defaults["penalty"]
     at.number_input(key="cfg_cpt_max_steps").set_value(5000)
     at.number_input(key="cfg_cpt_min_steps").set_value(5000)
     at.button(key="tune_start").click().run()
-    runs = store.runs(pid)
-    assert len(runs) == 1 and runs[0]["config"]["max_steps"] == 5000
+    started = store.runs(pid)
+    assert len(started) == 1 and started[0]["config"]["max_steps"] == 5000
     assert "Repair #1 is queued" in _texts(at)
-    at.button(key=f"cancel_{runs[0]['id']}").click().run()
-    wait_for(lambda: store.run(runs[0]["id"])["status"] == "cancelled", timeout=120)
+    at.button(key=f"cancel_{started[0]['id']}").click().run()
+    wait_for(lambda: store.run(started[0]["id"])["status"] == "cancelled", timeout=120)
     at.run()
     assert "This repair was cancelled." in _texts(at)
 
 
 def test_tune_page_builds_settings_for_every_method(home, store):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     label_top(store, pid, 2)
     at = _app("pages/tune.py")
-    for name, _ in wb.method_choices():
+    for name, _ in runs.method_choices():
         at.selectbox(key="tune_method").set_value(name).run()
         assert not at.exception, (name, [e.value for e in at.exception])
-        fields = {s["name"] for s in wb.method_schema(name)}
+        fields = {s["name"] for s in runs.method_schema(name)}
         assert bool(at.get("select_slider")) == ("strength" in fields), name
-        for spec in wb.method_schema(name):
+        for spec in runs.method_schema(name):
             if spec["name"] != "strength":
                 assert at.get_by_key(f"cfg_{name}_{spec['name']}") is not None, (name, spec["name"])
 
 
 def _finished_run(store, pid) -> int:
     label_top(store, pid, 8)
-    rid = wb.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)
     execute_run(store, store.claim_next_run(os.getpid()))
     return rid
 
 
 def test_review_page_verdict_approve_and_roll_back(home, store):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     rid = _finished_run(store, pid)
     at = _app("pages/review.py")
     assert not at.exception
     text = _texts(at)
     assert "Rules used: a repair is flagged if overall accuracy falls by more than 2 points" in text
     assert len(at.get("plotly_chart")) == 2
-    v = wb.verdict(wb.run_metrics(store, rid))
+    v = runs.verdict(runs.run_metrics(store, rid))
     if v["kind"] == "flagged":
         at.checkbox(key="override").check()
         at.text_area(key="override_reason").input("pilot, watched closely")
@@ -250,9 +249,9 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
 
 
 def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatch):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     rid = _finished_run(store, pid)
-    monkeypatch.setattr(wb, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
+    monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
     at = _app("pages/review.py")
     assert at.error and "Careful" in at.error[0].value
     next(b for b in at.button if b.label == "Approve").click().run()
@@ -261,7 +260,7 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
 
 
 def test_history_page_lists_and_filters(home, store):
-    pid = wb.open_demo(store, "alice")
+    pid = projects.open_demo(store, "alice")
     label_top(store, pid, 2)
     at = _app("pages/history.py", lang="ja")
     assert "履歴" in _texts(at)

@@ -3,7 +3,7 @@ the best step."""
 
 import torch
 
-from core.engine.methods import make_config
+from core.engine.configs import make_config
 from core.engine.repair import PreparedData, train_method
 
 DEV = torch.device("cpu")

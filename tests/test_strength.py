@@ -39,7 +39,7 @@ def test_auto_can_choose_to_change_nothing(demo_dir):
     # Give each of 4 counterexamples a different label that is neither its truth nor the model's
     # answer. With 4 folds of one image, every held-out image carries a label that no training
     # image had, so no strength can fix held-out images: auto must keep the old model.
-    from core.formats.datasets import load_tensors
+    from core.engine.inference import load_tensors
 
     x, _ = load_tensors(ce, b.meta)
     with torch.no_grad():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.app import workbench as wb
-from core.app.jobs import execute_run
+from core.app import decisions, evaluation, history, pool, projects, runs, uploads
 from core.app.store import Store
+from core.app.worker import execute_run
 from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
 from tests.wb_helpers import FAST_RUN, label_top, make_zip, pool_truth, seed_demo_cache
@@ -27,12 +27,12 @@ def store(tmp_path, demo_dir) -> Store:
 
 @pytest.fixture()
 def demo(store) -> int:
-    return wb.open_demo(store, "alice")
+    return projects.open_demo(store, "alice")
 
 
 def _run_now(store, project_id, config=FAST_RUN) -> int:
     """Queue a run and execute it in this process (the worker process is tested in test_jobs)."""
-    rid = wb.submit_run(store, project_id, "cpt", dict(config), "alice", start_worker=False)
+    rid = runs.submit_run(store, project_id, "cpt", dict(config), "alice", start_worker=False)
     claimed = store.claim_next_run(os.getpid())
     assert claimed["id"] == rid
     assert execute_run(store, claimed) == "done", store.run(rid)["error"]
@@ -40,13 +40,13 @@ def _run_now(store, project_id, config=FAST_RUN) -> int:
 
 
 def test_open_demo_evaluates_and_finds_the_bias(store, demo):
-    s = wb.project_summary(store, demo)
+    s = projects.project_summary(store, demo)
     assert s["project"]["is_demo"] and s["eval"] and s["pool"]
-    m = wb.evaluate_active(store, demo)
+    m = evaluation.evaluate_active(store, demo)
     assert 0 <= m["worst_group_accuracy"] < m["accuracy"]
-    f = wb.finding(m)
+    f = evaluation.finding(m)
     assert f["accuracy_pct"] < f["other_pct"]
-    assert wb.open_demo(store, "bob") == demo  # reused, labels and runs stay
+    assert projects.open_demo(store, "bob") == demo  # reused, labels and runs stay
     actions = [e["action"] for e in store.audit_events(demo)]
     assert actions[:4] == ["open_demo", "upload_model", "upload_eval", "upload_pool"]
     model_event = store.audit_events(demo)[1]["detail"]
@@ -54,10 +54,10 @@ def test_open_demo_evaluates_and_finds_the_bias(store, demo):
 
 
 def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
-    cands = wb.candidates(store, demo)
+    cands = pool.candidates(store, demo)
     assert len(cands) == store.dataset(store.project(demo)["pool_dataset_id"])["n_items"]
     assert all(c["label"] is None for c in cands)
-    order = [c["score"] - wb.REPEAT_PENALTY * c["round"] for c in cands]
+    order = [c["score"] - pool.REPEAT_PENALTY * c["round"] for c in cands]
     assert order == sorted(order, reverse=True)
     # Likely counterexamples first: the first pages of the gallery (50 images) are nearly all real
     # mistakes of the model, far more than the pool as a whole ...
@@ -72,27 +72,27 @@ def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
 
 def test_labels_relabel_remove_and_audit(store, demo):
     keys = label_top(store, demo, 3)
-    names = wb.project_summary(store, demo)["class_names"]
-    wb.set_label(store, demo, keys[0], names[0], "bob")
-    wb.set_labels(store, demo, keys[1:], names[1], "bob")
-    wb.remove_label(store, demo, keys[2], "bob")
-    chosen = wb.chosen_set(store, demo)
+    names = projects.project_summary(store, demo)["class_names"]
+    pool.set_label(store, demo, keys[0], names[0], "bob")
+    pool.set_labels(store, demo, keys[1:], names[1], "bob")
+    pool.remove_label(store, demo, keys[2], "bob")
+    chosen = pool.chosen_set(store, demo)
     assert [(c["key"], c["label"]) for c in chosen] == [(keys[0], names[0]), (keys[1], names[1])]
-    per_class, per_attr = wb.chosen_counts(store, demo)
+    per_class, per_attr = pool.chosen_counts(store, demo)
     assert sum(per_class.values()) == sum(per_attr.values()) == 2
     with pytest.raises(UserError, match="unknown label"):
-        wb.set_label(store, demo, keys[0], "banana", "bob")
+        pool.set_label(store, demo, keys[0], "banana", "bob")
     actions = [e["action"] for e in store.audit_events(demo)]
     assert actions.count("label_added") == 3 and "label_changed" in actions and "label_removed" in actions
 
 
 def test_single_image_uploads_join_the_gallery(store, demo, demo_dir):
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
-    assert wb.upload_single_images(store, demo, [("mine.png", png)], "red", "alice") == 1
-    mine = [c for c in wb.candidates(store, demo) if c["source"] == "uploads"]
+    assert uploads.upload_single_images(store, demo, [("mine.png", png)], "red", "alice") == 1
+    mine = [c for c in pool.candidates(store, demo) if c["source"] == "uploads"]
     assert len(mine) == 1 and mine[0]["attribute"] == "red"
-    wb.set_label(store, demo, mine[0]["key"], "seven", "alice")
-    assert wb.chosen_set(store, demo)[0]["label"] == "seven"
+    pool.set_label(store, demo, mine[0]["key"], "seven", "alice")
+    assert pool.chosen_set(store, demo)[0]["label"] == "seven"
 
 
 # ---- bad uploads: a clear UserError, and nothing already saved is touched -----------------------
@@ -134,16 +134,16 @@ BAD_UPLOADS = {
 @pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
 def test_bad_uploads_are_refused_clearly_and_keep_what_was_saved(store, demo, demo_dir, case):
     label_top(store, demo, 2)
-    before = (store.projects(), store.datasets(demo), wb.chosen_set(store, demo), store.project(demo))
+    before = (store.projects(), store.datasets(demo), pool.chosen_set(store, demo), store.project(demo))
     kind, spec, message = BAD_UPLOADS[case]
     with pytest.raises(UserError, match=message):
         if kind == "model":
-            wb.upload_model_zip(store, _bad_model_zip(demo_dir, spec), "bad.zip", "alice")
+            uploads.upload_model_zip(store, _bad_model_zip(demo_dir, spec), "bad.zip", "alice")
         elif kind == "eval":
-            wb.upload_eval_zip(store, demo, _eval_zip(demo_dir, spec), "bad.zip", "alice")
+            uploads.upload_eval_zip(store, demo, _eval_zip(demo_dir, spec), "bad.zip", "alice")
         else:
-            wb.upload_pool_zip(store, demo, make_zip(spec), "bad.zip", "alice")
-    after = (store.projects(), store.datasets(demo), wb.chosen_set(store, demo), store.project(demo))
+            uploads.upload_pool_zip(store, demo, make_zip(spec), "bad.zip", "alice")
+    after = (store.projects(), store.datasets(demo), pool.chosen_set(store, demo), store.project(demo))
     assert after == before
 
 
@@ -151,17 +151,17 @@ def test_pickled_module_and_oversized_zip_are_refused(store, demo, monkeypatch):
     buf = io.BytesIO()
     torch.save(torch.nn.Linear(2, 2), buf)
     with pytest.raises(UserError, match="pickled objects"):
-        wb.upload_model_weights(
+        uploads.upload_model_weights(
             store, buf.getvalue(), "model.pt", "small_cnn", ["a", "b"], [3, 28, 28], [0, 0, 0], [1, 1, 1], "alice"
         )
-    monkeypatch.setattr(wb, "MAX_POOL_ZIP_BYTES", 1000)
+    monkeypatch.setattr(uploads, "MAX_POOL_ZIP_BYTES", 1000)
     with pytest.raises(UserError, match="limit"):
-        wb.upload_pool_zip(store, demo, make_zip({"a.png": b"\x00" * 5000}), "big.zip", "alice")
+        uploads.upload_pool_zip(store, demo, make_zip({"a.png": b"\x00" * 5000}), "big.zip", "alice")
     assert len(store.projects()) == 1
 
 
 def test_uploading_a_bundle_and_an_eval_zip(store, demo_dir):
-    pid = wb.upload_model_zip(store, make_zip(_bundle_files(demo_dir)), "mine.zip", "alice")
+    pid = uploads.upload_model_zip(store, make_zip(_bundle_files(demo_dir)), "mine.zip", "alice")
     all_lines = (demo_dir / "eval" / "manifest.csv").read_text().splitlines()
     lines = all_lines[:1] + all_lines[1::12]  # a slice of about 330 images, both splits
     files = {"manifest.csv": "\n".join(lines).encode()}
@@ -169,8 +169,8 @@ def test_uploading_a_bundle_and_an_eval_zip(store, demo_dir):
         rel = line.split(",")[0]
         files[rel] = (demo_dir / "eval" / rel).read_bytes()
     eval_zip = make_zip(files)
-    wb.upload_eval_zip(store, pid, eval_zip, "eval.zip", "alice")
-    m = wb.evaluate_active(store, pid)
+    uploads.upload_eval_zip(store, pid, eval_zip, "eval.zip", "alice")
+    m = evaluation.evaluate_active(store, pid)
     assert m["accuracy"] > 0 and m["groups"]
     events = store.audit_events(pid)
     assert [e["action"] for e in events] == ["upload_model", "upload_eval"]
@@ -200,7 +200,7 @@ def _metrics(acc_before, acc_after, wg_before, wg_after, kept, changed=10):
     ],
 )
 def test_verdict_do_no_harm_rule(m, kind, reasons):
-    v = wb.verdict(m)
+    v = runs.verdict(m)
     assert (v["kind"], v["reasons"]) == (kind, reasons)
 
 
@@ -208,34 +208,34 @@ def test_verdict_do_no_harm_rule(m, kind, reasons):
 def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch):
     label_top(store, demo, 8)
     rid = _run_now(store, demo)
-    m = wb.run_metrics(store, rid)
-    assert m["before"]["accuracy"] == pytest.approx(wb.evaluate_active(store, demo)["accuracy"])
+    m = runs.run_metrics(store, rid)
+    assert m["before"]["accuracy"] == pytest.approx(evaluation.evaluate_active(store, demo)["accuracy"])
     assert len(store.progress(rid)) > 0
-    changed = wb.changed_predictions(store, rid)
+    changed = runs.changed_predictions(store, rid)
     assert len(changed) == m["changed_predictions"]
     assert sum(c["fixed"] for c in changed) == m["n_fixed"]
 
     # A flagged run needs the override and a reason; force the verdict to flag it.
-    monkeypatch.setattr(wb, "MIN_KEPT_DECISIONS", 1.01)
+    monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)
     with pytest.raises(UserError, match="override"):
-        wb.approve_run(store, rid, "Mia", "looks fine", "alice")
+        decisions.approve_run(store, rid, "Mia", "looks fine", "alice")
     with pytest.raises(UserError, match="override"):
-        wb.approve_run(store, rid, "Mia", "looks fine", "alice", override=True, reason=" ")
-    mid = wb.approve_run(store, rid, "Mia", "ok for pilot", "alice", override=True, reason="pilot only")
+        decisions.approve_run(store, rid, "Mia", "looks fine", "alice", override=True, reason=" ")
+    mid = decisions.approve_run(store, rid, "Mia", "ok for pilot", "alice", override=True, reason="pilot only")
     project = store.project(demo)
     assert project["active_model_id"] == mid != project["base_model_id"]
 
-    data = wb.export_bytes(store, rid)
-    wb.record_export(store, rid, data, "alice")
+    data = decisions.export_bytes(store, rid)
+    decisions.record_export(store, rid, data, "alice")
     bundle = bundle_from_files(read_bundle_zip(data, "x.zip"), "x.zip")
-    assert bundle.meta.class_names == wb.project_summary(store, demo)["class_names"]
+    assert bundle.meta.class_names == projects.project_summary(store, demo)["class_names"]
 
-    wb.rollback(store, demo, "alice")
+    decisions.rollback(store, demo, "alice")
     assert store.project(demo)["active_model_id"] == project["base_model_id"]
     with pytest.raises(UserError):
-        wb.rollback(store, demo, "alice")
+        decisions.rollback(store, demo, "alice")
 
-    pts = wb.tradeoff_points(store, demo)
+    pts = runs.tradeoff_points(store, demo)
     assert [p["run_id"] for p in pts] == [rid] and pts[0]["decision"] == "approved"
 
     events = store.audit_events(demo)
@@ -244,9 +244,9 @@ def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch)
     actions = [e["action"] for e in events]
     for needed in ("run_queued", "run_done", "approved", "exported", "rolled_back", "label_added"):
         assert needed in actions
-    frame = wb.history_frame(store, demo)
+    frame = history.history_frame(store, demo)
     assert list(frame["action"]) == actions
-    assert wb.history_csv(frame).decode().splitlines()[0] == "id,when,who,project,action,details"
+    assert history.history_csv(frame).decode().splitlines()[0] == "id,when,who,project,action,details"
 
 
 def test_report_is_self_contained(store, demo):
@@ -257,14 +257,14 @@ def test_report_is_self_contained(store, demo):
     label_top(store, demo, 4)
     rid = _run_now(store, demo)
     t = translator("ja")
-    m = wb.run_metrics(store, rid)
+    m = runs.run_metrics(store, rid)
     html = build_report(
         title=t("report_title", run=rid),
         run=store.run(rid),
         metrics=m,
         verdict_text="VERDICT-TEXT",
         figures=[("bars", charts.old_new_bars(m["before"], m["after"], t))],
-        changed=wb.changed_predictions(store, rid),
+        changed=runs.changed_predictions(store, rid),
         decision_lines=[],
         t=t,
         lang="ja",
@@ -278,18 +278,18 @@ def test_report_is_self_contained(store, demo):
 
 def test_reject_and_cancel_queued(store, demo):
     label_top(store, demo, 2)
-    rid = wb.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
-    wb.cancel_run(store, rid, "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    runs.cancel_run(store, rid, "alice")
     assert store.run(rid)["status"] == "cancelled"
     assert store.claim_next_run(os.getpid()) is None
-    wb.reject_run(store, rid, "not needed", "alice")
+    decisions.reject_run(store, rid, "not needed", "alice")
     assert store.run(rid)["decision"] == "rejected"
 
 
 def test_methods_that_need_typical_images_get_the_pool(store, demo):
     label_top(store, demo, 4)
-    pool = wb.unlabeled_pool(store, demo, limit=100)
-    assert len(pool) == 100 and all(r.label == 0 for r in pool.records)
-    rid = wb.submit_run(store, demo, "last_layer", {"max_steps": 10, "min_steps": 2}, "alice", start_worker=False)
+    unl = pool.unlabeled_pool(store, demo, limit=100)
+    assert len(unl) == 100 and all(r.label == 0 for r in unl.records)
+    rid = runs.submit_run(store, demo, "last_layer", {"max_steps": 10, "min_steps": 2}, "alice", start_worker=False)
     assert execute_run(store, store.claim_next_run(os.getpid())) == "done", store.run(rid)["error"]
-    assert wb.run_metrics(store, rid)["method"] == "last_layer"
+    assert runs.run_metrics(store, rid)["method"] == "last_layer"

@@ -35,12 +35,12 @@ def pool_truth(store, project_id: int) -> dict[str, str]:
 
 def label_top(store, project_id: int, n: int, actor: str = "tester") -> list[str]:
     """Label the n top-ranked candidates with their true labels; returns their keys."""
-    from core.app import workbench as wb
+    from core.app import pool
 
     truth = pool_truth(store, project_id)
     keys = []
-    for c in wb.candidates(store, project_id)[:n]:
-        wb.set_label(store, project_id, c["key"], truth[c["path"]], actor)
+    for c in pool.candidates(store, project_id)[:n]:
+        pool.set_label(store, project_id, c["key"], truth[c["path"]], actor)
         keys.append(c["key"])
     return keys
 
@@ -63,3 +63,10 @@ def make_zip(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def zip_folder_bytes(folder: Path) -> bytes:
+    """A folder as zip bytes, as a user would upload it."""
+    return make_zip(
+        {f.relative_to(folder).as_posix(): f.read_bytes() for f in sorted(Path(folder).rglob("*")) if f.is_file()}
+    )

@@ -1,6 +1,6 @@
 """The built-in demo: MNIST digits with a coloured corner tag that the model learned as a shortcut.
 
-DESIGN.md §7. Each digit gets a small coloured square in its top-left corner, like a calibration
+docs/DESIGN.md §7. Each digit gets a small coloured square in its top-left corner, like a calibration
 chart in a medical photo: the story is that digits 0–4 were scanned at an office that stamps a
 red mark and digits 5–9 at one that stamps a blue mark. In the *training* images the tag agrees
 with the digit's half in 99 % of images, so the small CNN learns to lean on the tag while still
@@ -30,7 +30,7 @@ import torch
 
 from core.engine.training import train_classifier
 from core.formats.architectures import SmallCNN
-from core.formats.bundle import BundleMeta, save_bundle
+from core.formats.bundle import BundleMeta, load_bundle, save_bundle
 from core.formats.datasets import write_manifest_dataset
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
@@ -167,8 +167,6 @@ def demo_splits(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 def _demo_model_wrong(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Which images the shipped demo model misclassifies (used to pick default counterexamples)."""
-    from core.formats.bundle import load_bundle
-
     model = load_bundle(MODEL_DIR).model
     with torch.inference_mode():
         pred = model(_to_tensor(rgb)).argmax(1).numpy()

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.offline import get_plotlyjs
 
 MAX_GALLERY = 48
 
 
 def _img_data_uri(path: str | Path, size: int = 96) -> str:
-    from PIL import Image
-
     img = Image.open(path).convert("RGB")
     img = img.resize((size, size), Image.NEAREST)
     buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""The workbench's embedded store: SQLite (WAL) plus an artifacts folder (DESIGN.md §6).
+"""The workbench's embedded store: SQLite (WAL) plus an artifacts folder (docs/DESIGN.md §6).
 
 Everything the workbench knows lives here, so a browser refresh, a second tab or a server restart
 loses nothing: projects, models, datasets, counterexample labels, repair runs with their live
@@ -27,6 +27,7 @@ HOME_ENV = "BIASREPAIR_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO_ROOT / ".workbench"
 
+QUEUES = ("runs", "tasks")  # repairs, and the short model computations pages wait for
 RUN_STATES = ("preparing", "queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED_STATES = ("done", "failed", "cancelled", "interrupted")
 
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS runs (
     stop_reason TEXT,
     decision TEXT,
     repaired_model_id INTEGER,
+    request_json TEXT,
     created_at TEXT NOT NULL,
     created_by TEXT NOT NULL,
     started_at TEXT,
@@ -114,8 +116,23 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE TABLE IF NOT EXISTS workers (
     pid INTEGER PRIMARY KEY,
     started_at REAL NOT NULL,
-    heartbeat REAL NOT NULL
+    heartbeat REAL NOT NULL,
+    queue TEXT NOT NULL DEFAULT 'runs'
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER,
+    kind TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    result_json TEXT,
+    error TEXT,
+    worker_pid INTEGER,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status, id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     ts TEXT NOT NULL,
@@ -157,6 +174,11 @@ class Store:
             con.execute("PRAGMA busy_timeout=30000")
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            # Stores made by earlier versions lack these columns.
+            if "queue" not in {r[1] for r in con.execute("PRAGMA table_info(workers)")}:
+                con.execute("ALTER TABLE workers ADD COLUMN queue TEXT NOT NULL DEFAULT 'runs'")
+            if "request_json" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
+                con.execute("ALTER TABLE runs ADD COLUMN request_json TEXT")
         finally:
             con.close()
 
@@ -254,6 +276,9 @@ class Store:
             (project_id, kind, name, str(path), json.dumps(meta), json.dumps(sha256), run_id, now_iso()),
         )
 
+    def set_model_path(self, model_id: int, path: Path) -> None:
+        self.execute("UPDATE models SET path = ? WHERE id = ?", (str(path), model_id))
+
     def model(self, model_id: int) -> dict | None:
         row = self.one("SELECT * FROM models WHERE id = ?", (model_id,))
         if row:
@@ -266,6 +291,9 @@ class Store:
             "INSERT INTO datasets (project_id, role, name, path, sha256, n_items, created_at) VALUES (?,?,?,?,?,?,?)",
             (project_id, role, name, str(path), sha256, n_items, now_iso()),
         )
+
+    def set_dataset_path(self, dataset_id: int, path: Path) -> None:
+        self.execute("UPDATE datasets SET path = ? WHERE id = ?", (str(path), dataset_id))
 
     def dataset(self, dataset_id: int) -> dict | None:
         return self.one("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
@@ -359,6 +387,10 @@ class Store:
             ),
         )
 
+    def set_run_request(self, run_id: int, request_json: str) -> None:
+        """The run's typed request (core.engine.request.RunRequest.to_json), fixed before it is queued."""
+        self.execute("UPDATE runs SET request_json = ? WHERE id = ? AND status = 'preparing'", (request_json, run_id))
+
     def queue_run(self, run_id: int, out_dir: Path) -> None:
         """A prepared run (its inputs written to ``out_dir``) becomes visible to the worker."""
         self.execute(
@@ -377,6 +409,9 @@ class Store:
         for r in rows:
             r["config"] = json.loads(r["config_json"])
         return rows
+
+    def has_queued_runs(self) -> bool:
+        return self.one("SELECT id FROM runs WHERE status = 'queued' LIMIT 1") is not None
 
     def claim_next_run(self, pid: int) -> dict | None:
         """Atomically move the oldest queued run to 'running' for worker ``pid``."""
@@ -428,22 +463,23 @@ class Store:
         return [json.loads(r["data_json"]) for r in rows]
 
     # ---- workers ---------------------------------------------------------------------------
-    def heartbeat(self, pid: int) -> None:
+    def heartbeat(self, pid: int, queue: str = "runs") -> None:
         t = time.time()
         self.execute(
-            "INSERT INTO workers (pid, started_at, heartbeat) VALUES (?,?,?)"
+            "INSERT INTO workers (pid, started_at, heartbeat, queue) VALUES (?,?,?,?)"
             " ON CONFLICT (pid) DO UPDATE SET heartbeat = excluded.heartbeat",
-            (pid, t, t),
+            (pid, t, t, queue),
         )
 
     def remove_worker(self, pid: int) -> None:
         self.execute("DELETE FROM workers WHERE pid = ?", (pid,))
 
-    def live_workers(self, stale_after: float = 10.0) -> list[int]:
-        """Worker pids whose heartbeat is recent and whose process still exists."""
+    def live_workers(self, stale_after: float = 10.0, queue: str | None = None) -> list[int]:
+        """Worker pids (of ``queue``, or of any) whose heartbeat is recent and whose process still exists."""
         cutoff = time.time() - stale_after
         alive = []
-        for row in self.query("SELECT pid, heartbeat FROM workers"):
+        rows = self.query("SELECT pid, heartbeat, queue FROM workers")
+        for row in (r for r in rows if queue is None or r["queue"] == queue):
             if row["heartbeat"] >= cutoff and pid_alive(row["pid"]):
                 alive.append(row["pid"])
         return alive
@@ -458,7 +494,47 @@ class Store:
         ]
         for run_id in gone:
             self.finish_run(run_id, "interrupted", error="the worker stopped while this run was in progress")
+        for task in self.query("SELECT id, worker_pid FROM tasks WHERE status = 'running'"):
+            if task["worker_pid"] not in live:
+                self.finish_task(task["id"], "failed", error="the worker stopped while computing this")
         return gone
+
+    # ---- tasks: short model computations a page waits for (evaluate, predict, register) ------
+    def submit_task(self, kind: str, payload: dict, actor: str, project_id: int | None = None) -> int:
+        return self.execute(
+            "INSERT INTO tasks (project_id, kind, payload_json, status, created_at, created_by)"
+            " VALUES (?,?,?,'queued',?,?)",
+            (project_id, kind, json.dumps(payload), now_iso(), actor),
+        )
+
+    def task(self, task_id: int) -> dict | None:
+        row = self.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        if row:
+            row["payload"] = json.loads(row.pop("payload_json"))
+            raw = row.pop("result_json")
+            row["result"] = json.loads(raw) if raw else None
+        return row
+
+    def claim_next_task(self, pid: int) -> dict | None:
+        """Atomically move the oldest queued task to 'running' for worker ``pid``."""
+        with self.connect() as con:
+            row = con.execute("SELECT id FROM tasks WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE tasks SET status = 'running', worker_pid = ? WHERE id = ? AND status = 'queued'",
+                (pid, row["id"]),
+            )
+        return self.task(row["id"])
+
+    def finish_task(self, task_id: int, status: str, result: dict | None = None, error: str | None = None) -> None:
+        if status not in ("done", "failed"):
+            raise ValueError(f"not a final task state: {status}")
+        self.execute(
+            "UPDATE tasks SET status = ?, result_json = ?, error = ?, finished_at = ?"
+            " WHERE id = ? AND status IN ('queued', 'running')",
+            (status, json.dumps(result) if result is not None else None, error, now_iso(), task_id),
+        )
 
 
 def pid_alive(pid: int | None) -> bool:

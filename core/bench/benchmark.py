@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 
 from core.bench.suites import SUITES, Suite, load_suite
+from core.engine.inference import normalize
 from core.engine.strength import CANDIDATES
 from core.errors import UserError
-from core.formats.datasets import normalize
 
 AUTO = "cpt_auto"
 DEFAULT_STRENGTH = 1000.0

@@ -1,6 +1,6 @@
 """``python -m core perf``: speed and memory of a repair, as ratios measured side by side in one run.
 
-DESIGN.md §8: speed is measured by ratios taken in one process on the same model, batch and
+docs/DESIGN.md §8: speed is measured by ratios taken in one process on the same model, batch and
 device, never by timed tests. Each ratio's two sides are timed in interleaved blocks (A, B, A, B, …,
 with the order alternating between repeats) and the median block is taken, so drift in machine
 load hits both sides alike.
@@ -11,8 +11,8 @@ load hits both sides alike.
   Adam on θ). Target ≤ 1.10. Our own ``finetune`` method's step is shown beside it, and so is
   :class:`core.engine.methods.l2sp.L2SP`, the same objective as CPT-l2 written on θ with the penalty's
   gradient added in closed form: the way to bring the CPT step to target (see docs/BENCHMARKS.md).
-* **evaluate**: throughput of our evaluation path (:func:`core.engine.metrics.evaluate_model`: batched
-  logits, softmax, per-group metrics with bootstrap intervals; and :func:`core.engine.metrics.predict_logits`
+* **evaluate**: throughput of our evaluation path (:func:`core.engine.inference.evaluate_model`: batched
+  logits, softmax, per-group metrics with bootstrap intervals; and :func:`core.engine.inference.predict_logits`
   alone) ÷ a bare ``torch.inference_mode()`` loop over the same preloaded tensors. Target ≥ 0.90.
 * **repair vs retrain**, per suite: a full default repair (``run_repair`` with change-penalized
   tuning on 16 counterexamples, evaluation before and after included, images already decoded)
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -46,7 +47,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.bench.benchmark import draw_counterexamples, prepare_suite_data
+from core.bench.suites import load_suite
+from core.engine.configs import make_config
 from core.engine.devices import autocast, describe_device, select_device
+from core.engine.inference import evaluate_model, predict_logits
+from core.engine.methods import METHODS
+from core.engine.repair import run_repair
+from core.formats.architectures import SmallCNN, build_model
 
 
 def add_arguments(p) -> None:
@@ -177,8 +185,6 @@ def cuda_peak_bytes(make: Callable[[], tuple[object, Callable[[], None]]], devic
 
 
 def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dict:
-    from core.engine.methods import METHODS, make_config
-
     cfg = make_config("cpt", {})
     cpt = METHODS["cpt"](base, cfg, device)
     ft = METHODS["finetune"](base, make_config("finetune", {}), device)
@@ -241,8 +247,6 @@ def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dic
 
 
 def eval_figures(model: nn.Module, x: torch.Tensor, device, repeats: int, batch_size: int = 1024) -> dict:
-    from core.engine.metrics import evaluate_model, predict_logits
-
     model = model.to(device).eval()
     y = np.random.default_rng(0).integers(0, 10, len(x))
     attrs = [str(a) for a in np.random.default_rng(1).integers(0, 10, len(x))]
@@ -278,17 +282,12 @@ def eval_figures(model: nn.Module, x: torch.Tensor, device, repeats: int, batch_
 
 def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
     """Full default repair on 16 counterexamples ÷ retraining the base from scratch."""
-    from core.bench.benchmark import draw_counterexamples, prepare_suite_data
-    from core.bench.suites import load_suite
-
     suite = load_suite(name, workdir / "suites")
     t0 = time.perf_counter()
     suite.load_pixels()
     decode_s = time.perf_counter() - t0
     idx = draw_counterexamples(suite, 16, seed)
     data = prepare_suite_data(suite, idx, with_unlabeled=False)
-    from core.engine.repair import run_repair
-
     t0 = time.perf_counter()
     res = run_repair(suite.bundle, suite.pool.subset(idx), method="cpt", config={}, device=str(device.type), data=data)
     repair_s = time.perf_counter() - t0
@@ -309,10 +308,6 @@ def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
 
 
 def run(args) -> int:
-    import os
-
-    from core.formats.architectures import SmallCNN, build_model
-
     device = select_device(args.device)
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.app.demo import write_suite
 from core.engine.training import random_hflip, train_classifier
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, save_bundle
@@ -138,8 +139,6 @@ def photo_splits(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 def build_photo(out_dir: str | Path) -> dict[str, Path]:
     """Write ``model/``, ``eval/``, ``pool/`` and ``counterexamples/`` like :func:`core.app.demo.build_demo`."""
-    from core.app.demo import write_suite
-
     parts = {
         name: {
             "rgb": add_tint(part["images"], part["tints"]),

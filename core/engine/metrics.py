@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md §4). Everything here returns plain data: dicts and DataFrames.
+"""Evaluation metrics (docs/DESIGN.md §4). Everything here returns plain data: dicts and DataFrames.
 
 Groups are the (label, attribute) cells of an evaluation set. Worst-group accuracy is taken only
 over cells with at least ``min_group_count`` examples, and that minimum is reported with it, so a
@@ -12,14 +12,8 @@ decisions; *errors corrected* is the share the old model got wrong that the new 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-import torch
-
-from core.engine.devices import autocast, select_device
-from core.formats.datasets import ImageDataset, load_pixels, normalize
 
 DEFAULT_MIN_GROUP_COUNT = 10
 NO_ATTRIBUTE = "(none)"
@@ -105,64 +99,6 @@ def compare_predictions(y_true, before, after) -> dict:
         "n_fixed": int((~old_right & new_right).sum()),
         "n_broken": int((old_right & ~new_right).sum()),
     }
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1024):
-    """Logits for a preloaded tensor, in batches, on ``device``; returned as float32 on the CPU."""
-    model.eval()
-    outs = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device, non_blocking=True)
-        with autocast(device):
-            outs.append(model(xb).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-@dataclass
-class EvalResult:
-    """The metrics dict M plus per-example predictions, confidences and class probabilities."""
-
-    metrics: dict
-    predictions: np.ndarray
-    confidences: np.ndarray
-    probabilities: np.ndarray
-
-
-def evaluate_model(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y,
-    attributes,
-    class_names: list[str],
-    device: torch.device,
-    min_group_count: int = DEFAULT_MIN_GROUP_COUNT,
-) -> EvalResult:
-    model = model.to(device)
-    probs = torch.softmax(predict_logits(model, x, device), dim=1).numpy()
-    preds = probs.argmax(axis=1)
-    m = group_metrics(y, preds, attributes, class_names, min_group_count)
-    return EvalResult(m, preds, probs.max(axis=1), probs)
-
-
-def evaluate_bundle(bundle, dataset: ImageDataset, device="auto", pixels=None, min_group_count=None) -> EvalResult:
-    """Evaluate a loaded bundle on a dataset (pixels may be passed in when already cached)."""
-    dev = select_device(device) if isinstance(device, str) else device
-    if pixels is None:
-        pixels = load_pixels(dataset, bundle.meta.input_size)
-    x = normalize(pixels, bundle.meta.mean, bundle.meta.std)
-    try:
-        return evaluate_model(
-            bundle.model,
-            x,
-            dataset.labels,
-            dataset.attributes,
-            bundle.meta.class_names,
-            dev,
-            DEFAULT_MIN_GROUP_COUNT if min_group_count is None else min_group_count,
-        )
-    finally:
-        bundle.model.to("cpu")
 
 
 def groups_frame(m: dict) -> pd.DataFrame:

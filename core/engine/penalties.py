@@ -1,4 +1,4 @@
-"""Change penalties P(δ) as pure functions (DESIGN.md §3; Penzel et al. 2024, Eq. 1).
+"""Change penalties P(δ) as pure functions (docs/DESIGN.md §3; Penzel et al. 2024, Eq. 1).
 
 The tuning loss is ``L(δ) = CE(f_{θ+δ}(x), y) + λ · P(δ)``. Each penalty here takes the list of δ
 tensors and the matching frozen θ tensors and returns a scalar that is exactly 0 at δ = 0.
@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from core.engine.configs import PENALTIES
 from core.errors import UserError
 
 Tensors = Sequence[torch.Tensor]
@@ -73,6 +74,3 @@ def penalty_value(name: str, deltas: Tensors, scales: dict[str, float]) -> torch
     if name not in ("l2", "l1", "nuclear"):
         raise UserError(f"unknown penalty {name!r}; choose one of {', '.join(PENALTIES)}")
     return _raw(name)(deltas) / scales[name]
-
-
-PENALTIES = ("l2", "l1", "l1+l2", "nuclear")

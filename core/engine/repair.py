@@ -28,12 +28,14 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from core.engine.configs import make_config
 from core.engine.devices import describe_device, select_device
-from core.engine.methods import get_method, make_config
-from core.engine.metrics import compare_predictions, group_metrics, predict_logits
+from core.engine.inference import normalize, predict_logits
+from core.engine.methods import get_method
+from core.engine.metrics import compare_predictions, group_metrics
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, save_bundle
-from core.formats.datasets import ImageDataset, load_pixels, normalize
+from core.formats.datasets import ImageDataset, load_pixels, split_eval
 
 Progress = Callable[[dict], None]
 
@@ -69,14 +71,6 @@ class PreparedData:
     y_val: np.ndarray | None = None
     attr_val: list | None = None
     unlabeled: torch.Tensor | None = None
-
-
-def split_eval(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the reported rows and of the validation rows (``split == "val"``)."""
-    splits = np.array([(r.split or "").lower() for r in dataset.records])
-    val = np.flatnonzero(splits == "val")
-    rep = np.flatnonzero(splits != "val")
-    return rep, val
 
 
 def prepare_data(

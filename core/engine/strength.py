@@ -9,7 +9,7 @@ label-free proxy for kept decisions.
 The rule (a one-counterexample-tolerance version of the one-standard-error rule): take the
 largest λ (least change) whose held-out-fold accuracy is within one counterexample (1/n) of the
 best. If no candidate beats the unchanged model's accuracy on the same held-out folds, the answer
-is "change nothing" (``chosen = None``), as DESIGN.md §8 asks. The unlabelled agreement is
+is "change nothing" (``chosen = None``), as docs/DESIGN.md §8 asks. The unlabelled agreement is
 reported beside each candidate but does not decide: the pool is *meant* to be full of images
 whose prediction should change. With a single counterexample there is nothing to hold out, and
 the largest λ that still fixes it on its own is taken.
@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.engine.methods import get_method, make_config
-from core.engine.metrics import predict_logits
+from core.engine.configs import make_config
+from core.engine.inference import predict_logits
+from core.engine.methods import get_method
 from core.errors import UserError
 
 CANDIDATES = (10.0, 100.0, 1000.0, 10000.0)
@@ -95,7 +96,7 @@ def choose_strength(bundle, data, method: str, overrides: dict, device, seed: in
 
 
 def _schema(method: str) -> list[dict]:
-    from core.engine.methods import config_schema
+    from core.engine.configs import config_schema
 
     return config_schema(method)
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from core.formats.meta import ARCHITECTURE_NAMES
 
 
 class SmallCNN(nn.Module):
@@ -21,7 +22,7 @@ class SmallCNN(nn.Module):
     Three conv-BN-ReLU blocks, average pooling to a 3×3 grid and a linear classifier. The 3×3 grid
     (rather than global pooling) keeps where things are, so the model can learn digit shapes as
     well as the tag shortcut; with global pooling it learned the tag colour alone. BatchNorm is
-    there on purpose: it makes the "BatchNorm statistics stay frozen" rule of DESIGN.md §3
+    there on purpose: it makes the "BatchNorm statistics stay frozen" rule of docs/DESIGN.md §3
     testable on the demo model too.
     """
 
@@ -59,15 +60,10 @@ def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
 
 
 ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
-    "small_cnn": lambda num_classes, in_channels: SmallCNN(num_classes, in_channels),
-    "resnet18": _torchvision("resnet18"),
-    "resnet34": _torchvision("resnet34"),
-    "resnet50": _torchvision("resnet50"),
-    "mobilenet_v3_small": _torchvision("mobilenet_v3_small"),
-    "mobilenet_v3_large": _torchvision("mobilenet_v3_large"),
-    "efficientnet_b0": _torchvision("efficientnet_b0"),
-    "convnext_tiny": _torchvision("convnext_tiny"),
-    "vit_b_16": _torchvision("vit_b_16"),
+    name: (lambda num_classes, in_channels: SmallCNN(num_classes, in_channels))
+    if name == "small_cnn"
+    else _torchvision(name)
+    for name in ARCHITECTURE_NAMES
 }
 
 

@@ -1,4 +1,4 @@
-"""Image datasets: a manifest or a folder per class, from a folder or a .zip (DESIGN.md §5).
+"""Image datasets: a manifest or a folder per class, from a folder or a .zip (docs/DESIGN.md §5).
 
 ``manifest.csv`` has columns ``path,label[,attribute][,split]``; ``path`` is relative to the
 manifest and ``label`` is a class name or a class index. Without a manifest, each sub-folder named
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
@@ -237,6 +236,14 @@ def dataset_from_zip_bytes(
     return load_dataset(target, class_names, keep_good_rows=keep_good_rows)
 
 
+def split_eval(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the reported rows and of the validation rows (``split == "val"``)."""
+    splits = np.array([(r.split or "").lower() for r in dataset.records])
+    val = np.flatnonzero(splits == "val")
+    rep = np.flatnonzero(splits != "val")
+    return rep, val
+
+
 def image_to_array(img: Image.Image, input_size: list[int]) -> np.ndarray:
     """Resize and convert one image to uint8 [C,H,W] at the bundle's input size."""
     c, h, w = input_size
@@ -257,20 +264,6 @@ def load_pixels(dataset: ImageDataset, input_size: list[int]) -> np.ndarray:
     for i, r in enumerate(dataset.records):
         out[i] = image_to_array(open_image(dataset.root / r.path, r.path), input_size)
     return out
-
-
-def normalize(pixels: np.ndarray | torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """uint8 [N,C,H,W] → float32 normalised tensor, as the model expects."""
-    x = torch.as_tensor(pixels).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - m) / s
-
-
-def load_tensors(dataset: ImageDataset, meta) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as a normalised float tensor and labels as a long tensor, for a bundle's metadata."""
-    pixels = load_pixels(dataset, meta.input_size)
-    return normalize(pixels, meta.mean, meta.std), torch.as_tensor(dataset.labels)
 
 
 def write_manifest_dataset(

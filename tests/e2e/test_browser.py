@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import re
 
-from core.app import workbench as wb
+from core.app import pool, projects, runs
 from core.app.store import Store
-from core.formats.bundle import bundle_from_files, read_bundle_zip
+from core.formats.bundle import bundle_from_files
+from core.formats.meta import read_bundle_zip, sha256_bytes
 from tests.e2e.conftest import ARTIFACTS, settle, shot
-from tests.wb_helpers import make_zip, pool_truth, wait_for
+from tests.wb_helpers import make_zip, pool_truth, wait_for, zip_folder_bytes
 
 PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
 
@@ -34,14 +35,14 @@ def _open_demo(page, server) -> tuple[Store, int]:
 
 
 def _next_top(store, pid):
-    return next(c for c in wb.candidates(store, pid) if c["label"] is None)
+    return next(c for c in pool.candidates(store, pid) if c["label"] is None)
 
 
 def _label_in_gallery(page, store, pid, n: int) -> None:
     """Label n images the way a curator would: a class button under a grid image, the keyboard
     shortcut, and the quick-labelling buttons. The right answer comes from the demo's truth."""
     truth = pool_truth(store, pid)
-    names = wb.project_summary(store, pid)["class_names"]
+    names = projects.project_summary(store, pid)["class_names"]
     for i in range(n):
         top = _next_top(store, pid)
         label = truth[top["path"]]
@@ -54,8 +55,8 @@ def _label_in_gallery(page, store, pid, n: int) -> None:
             page.locator(f".st-key-quick_{names.index(label)} button").click()
         wait_for(lambda k=i + 1: len(store.labels(pid)) == k, timeout=60)
         settle(page)
-    assert sorted(c["label"] for c in wb.chosen_set(store, pid)) == sorted(
-        truth[c["path"]] for c in wb.chosen_set(store, pid)
+    assert sorted(c["label"] for c in pool.chosen_set(store, pid)) == sorted(
+        truth[c["path"]] for c in pool.chosen_set(store, pid)
     )
 
 
@@ -84,10 +85,10 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     assert page.get_by_text(f"Runs on: {run['device']}").count() == 1
 
     _nav(page, "4 · Review", "Rules used:")
-    m = wb.run_metrics(store, run["id"])
+    m = runs.run_metrics(store, run["id"])
     shot(page, "4_review_en")
     page.locator(".st-key-approve_comment textarea").fill("Fixes the tag shortcut; fine for the pilot.")
-    if wb.verdict(m)["kind"] == "flagged":
+    if runs.verdict(m)["kind"] == "flagged":
         page.get_by_text("I understand the risk and approve anyway").click()
         page.locator(".st-key-override_reason textarea").fill("pilot only, watched weekly")
     page.get_by_role("button", name="Approve").click()
@@ -100,7 +101,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     data = open(dl.value.path(), "rb").read()
     settle(page)
     bundle = bundle_from_files(read_bundle_zip(data, "export.zip"), "export.zip")
-    assert bundle.meta.class_names == wb.project_summary(store, pid)["class_names"]
+    assert bundle.meta.class_names == projects.project_summary(store, pid)["class_names"]
 
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download the report").click()
@@ -144,7 +145,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
 
     # Checked last, so that every step above is exercised even while the demo falls short here.
     assert m["after"]["worst_group_accuracy"] > m["before"]["worst_group_accuracy"], (
-        "the demo repair with 8 counterexamples should improve worst-group accuracy (DESIGN.md §7)",
+        "the demo repair with 8 counterexamples should improve worst-group accuracy (docs/DESIGN.md §7)",
         m["before"]["worst_group_accuracy"],
         m["after"]["worst_group_accuracy"],
     )
@@ -165,7 +166,7 @@ def _upload(page, key: str, path, button: str) -> None:
 
 def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp_path):
     bundle_zip = tmp_path / "my_model.zip"
-    bundle_zip.write_bytes(wb.zip_folder_bytes(demo_dir / "model"))
+    bundle_zip.write_bytes(zip_folder_bytes(demo_dir / "model"))
     lines = (demo_dir / "eval" / "manifest.csv").read_text().splitlines()
     lines = lines[:1] + lines[1::20]
     files = {"manifest.csv": "\n".join(lines).encode()}
@@ -188,7 +189,7 @@ def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp
     store = Store(server.home)
     events = store.audit_events()
     assert [e["action"] for e in events] == ["upload_model", "upload_eval"]
-    assert events[0]["detail"]["sha256"]["model.safetensors"] == wb.sha256_bytes(
+    assert events[0]["detail"]["sha256"]["model.safetensors"] == sha256_bytes(
         (demo_dir / "model" / "model.safetensors").read_bytes()
     )
 

@@ -6,7 +6,7 @@ model. The training loop, early stopping, evaluation and saving live in :mod:`co
 method file holds only what makes that method different.
 
 The network always runs in eval mode: BatchNorm running statistics are never updated from a
-handful of images and dropout is off (DESIGN.md §3).
+handful of images and dropout is off (docs/DESIGN.md §3).
 
 Hyperparameters are declared once, in a frozen dataclass per method whose field ``metadata``
 carries the help text and widget hints (``min``, ``max``, ``log``, ``choices``). The CLI and the
@@ -17,49 +17,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from core.errors import UserError
-
-STOP_RULES = ("paper", "heldout", "none")
-
-
-def hp(default, help: str, **hints):
-    """A dataclass field with help text and widget hints kept in its metadata."""
-    return field(default=default, metadata={"help": help, **hints})
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Settings shared by every method: optimiser, step budget, stopping rule, tuned parameters."""
-
-    lr: float = hp(1e-3, "Adam step size.", min=1e-5, max=1e-1, log=True)
-    max_steps: int = hp(100, "Upper bound on optimizer steps.", min=1, max=5000)
-    min_steps: int = hp(
-        10,
-        "ε of the paper's rule: never stop before this many steps, even if every counterexample is already right.",
-        min=0,
-        max=5000,
-    )
-    stop_rule: str = hp(
-        "paper",
-        "paper: stop once every counterexample is right and at least min_steps have passed (Penzel et al. "
-        "2024); heldout: keep the step with the best held-out worst-group accuracy, stop after `patience` "
-        "checks without improvement (needs a labelled validation set); none: run max_steps.",
-        choices=STOP_RULES,
-    )
-    patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
-    eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)
-    batch_size: int = hp(64, "Counterexamples per step (all of them when there are fewer).", min=1, max=4096)
-    params: str = hp(
-        "all",
-        "Which weights may change: 'all', 'classifier' (the last linear layer), or comma-separated name "
-        "patterns such as 'features.2.*,classifier.*'.",
-    )
 
 
 def select_parameters(model: nn.Module, spec: str) -> list[str]:
@@ -86,6 +49,15 @@ def select_parameters(model: nn.Module, spec: str) -> list[str]:
     return chosen
 
 
+@torch.no_grad()
+def merged_with(base: nn.Module, updates: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The base's state dict (buffers included) with ``updates`` in place of those entries, cloned to
+    the CPU: θ' for every method whose result is an ordinary model of the base architecture."""
+    state = {k: v.detach() for k, v in base.state_dict().items()}
+    state.update({k: v.detach() for k, v in updates.items()})
+    return {k: v.clone().cpu() for k, v in state.items()}
+
+
 def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
     """A deep copy of the base on ``device``, in eval mode, with every parameter frozen."""
     m = copy.deepcopy(model).to(device).eval()
@@ -97,10 +69,7 @@ def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
 class Method:
     """Base class. Subclasses set ``name``, ``title``, ``Config`` and implement the hooks."""
 
-    name: ClassVar[str] = ""
-    title: ClassVar[str] = ""
-    Config: ClassVar[type] = MethodConfig
-    mergeable: ClassVar[bool] = True  # the result is an ordinary model of the same architecture
+    name: ClassVar[str] = ""  # the implementation's name; its settings are core.engine.configs.SPECS[name]
 
     def __init__(self, base_model: nn.Module, config, device: torch.device, unlabeled: torch.Tensor | None = None):
         self.config = config
@@ -122,6 +91,11 @@ class Method:
 
     def merged_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The repaired weights θ' as a state dict of the base architecture (None if not mergeable)."""
+        raise NotImplementedError
+
+    def delta_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """θ' − θ per changed parameter, float32 on the CPU: the audit record of what the repair changed
+        (None if not mergeable)."""
         raise NotImplementedError
 
     # -- shared machinery ------------------------------------------------------------------
@@ -188,36 +162,3 @@ class Method:
     def restore(self, snap: list[torch.Tensor]) -> None:
         for p, s in zip(self.trainable_parameters(), snap):
             p.copy_(s)
-
-    def delta_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """θ' − θ per changed parameter: the audit record of what the repair changed."""
-        merged = self.merged_state_dict()
-        if merged is None:
-            return None
-        base = dict(self.base.named_parameters())
-        return {n: (merged[n].float() - base[n].float()).cpu() for n in base if n in merged}
-
-
-_TYPE_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool"}
-
-
-def describe_schema(config_cls) -> list[dict]:
-    """Widget specs for a config dataclass: name, type, default, help and hints."""
-    import dataclasses
-
-    out = []
-    for f in dataclasses.fields(config_cls):
-        md = dict(f.metadata)
-        out.append(
-            {
-                "name": f.name,
-                "type": _TYPE_NAMES.get(f.type if isinstance(f.type, str) else f.type.__name__, "str"),
-                "default": f.default,
-                "help": md.get("help", ""),
-                "min": md.get("min"),
-                "max": md.get("max"),
-                "log": md.get("log", False),
-                "choices": md.get("choices"),
-            }
-        )
-    return out

@@ -16,14 +16,13 @@ one forward pass without touching the base module, so θ stays unchanged by cons
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
-from core.engine.penalties import PENALTIES, anchor_scales, penalty_value
+from core.engine.configs import CPTConfig
+from core.engine.methods.base import Method, merged_with, select_parameters
+from core.engine.penalties import anchor_scales, penalty_value
 
 
 class DeltaModel(nn.Module):
@@ -46,33 +45,11 @@ class DeltaModel(nn.Module):
     @torch.no_grad()
     def merged_state_dict(self) -> dict[str, torch.Tensor]:
         """θ' = θ + δ as a state dict of the base architecture (buffers unchanged)."""
-        state = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
-        for n, a, d in zip(self.names, self.anchors, self.deltas):
-            state[n] = (a + d).detach().clone()
-        return {k: v.cpu() for k, v in state.items()}
-
-
-@dataclass(frozen=True)
-class CPTConfig(MethodConfig):
-    strength: float = hp(
-        1000.0,
-        "λ: how strongly any change to the model is penalised. Low = change freely; high = protect current "
-        "behaviour. The penalty is relative to the model's own weights, so a value means the same for any model.",
-        min=1.0,
-        max=1e6,
-        log=True,
-    )
-    penalty: str = hp(
-        "l2",
-        "Shape of the change penalty: l2 (small everywhere), l1 (few weights), l1+l2, nuclear (low rank).",
-        choices=PENALTIES,
-    )
+        return merged_with(self.base, self.effective_parameters())
 
 
 class CPT(Method):
     name = "cpt"
-    title = "Change-penalized tuning"
-    Config = CPTConfig
 
     def __init__(self, base_model, config: CPTConfig, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)

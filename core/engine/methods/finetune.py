@@ -5,8 +5,9 @@ directly on the counterexamples with cross-entropy and no penalty, either every 
 classifier, and either for a fixed budget or with the paper's early-stopping rule (stop once every
 counterexample is right and at least ε steps have passed, §3.3).
 
-The four variants differ only in their config defaults, so there is one implementation and one
-training loop (:func:`core.engine.repair.train_method`):
+The four variants differ only in their config defaults, so there is one method, ``finetune``, with
+named presets (:data:`core.engine.configs.SPECS`) and one training loop
+(:func:`core.engine.repair.train_method`):
 
 * ``finetune``         all layers, ``stop_rule="none"`` (the fixed-budget baseline);
 * ``finetune_es``      all layers, ``stop_rule="paper"``;
@@ -15,58 +16,22 @@ training loop (:func:`core.engine.repair.train_method`):
 
 A trainable copy of the frozen base is made, so ``self.base`` keeps θ₀ for the penalised
 subclasses (:mod:`core.engine.methods.l2sp`, :mod:`core.engine.methods.mas`) and for the audit delta. The copy
-runs in eval mode: BatchNorm statistics stay frozen and dropout is off (DESIGN.md §3).
+runs in eval mode: BatchNorm statistics stay frozen and dropout is off (docs/DESIGN.md §3).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 
-from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
-
-_STOP_HELP = MethodConfig.__dataclass_fields__["stop_rule"].metadata
-_PARAMS_HELP = MethodConfig.__dataclass_fields__["params"].metadata
-
-
-@dataclass(frozen=True)
-class FineTuneConfig(MethodConfig):
-    """All layers, fixed budget: the paper's plain fine-tuning baseline."""
-
-    stop_rule: str = hp("none", **_STOP_HELP)
-
-
-@dataclass(frozen=True)
-class FineTuneESConfig(MethodConfig):
-    """All layers with the paper's early-stopping rule."""
-
-    stop_rule: str = hp("paper", **_STOP_HELP)
-
-
-@dataclass(frozen=True)
-class FineTuneHeadConfig(MethodConfig):
-    """Classifier only, fixed budget."""
-
-    stop_rule: str = hp("none", **_STOP_HELP)
-    params: str = hp("classifier", **_PARAMS_HELP)
-
-
-@dataclass(frozen=True)
-class FineTuneHeadESConfig(MethodConfig):
-    """Classifier only, with the paper's early-stopping rule."""
-
-    stop_rule: str = hp("paper", **_STOP_HELP)
-    params: str = hp("classifier", **_PARAMS_HELP)
+from core.engine.methods.base import Method, select_parameters
 
 
 class FineTune(Method):
     """Train θ itself (a copy of the base), the parameters chosen by ``params`` only."""
 
     name = "finetune"
-    title = "Fine-tuning (all layers)"
-    Config = FineTuneConfig
 
     def __init__(self, base_model, config, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)
@@ -94,21 +59,3 @@ class FineTune(Method):
     @torch.no_grad()
     def delta_state_dict(self):
         return {n: (p.detach().float() - a.float()).cpu() for n, p, a in zip(self.names, self._params, self.anchors)}
-
-
-class FineTuneES(FineTune):
-    name = "finetune_es"
-    title = "Fine-tuning (all layers) + early stopping"
-    Config = FineTuneESConfig
-
-
-class FineTuneHead(FineTune):
-    name = "finetune_head"
-    title = "Fine-tuning (classifier only)"
-    Config = FineTuneHeadConfig
-
-
-class FineTuneHeadES(FineTune):
-    name = "finetune_head_es"
-    title = "Fine-tuning (classifier only) + early stopping"
-    Config = FineTuneHeadESConfig

@@ -10,7 +10,7 @@ is the pull towards θ₀, trained on θ directly:
 The normalisation by ‖θ₀‖² is the one of :mod:`core.engine.penalties` (so λ means what it means for
 change-penalized tuning and the auto-strength sweep applies unchanged). With the same optimiser
 this is the same objective as change-penalized tuning with the ``l2`` penalty written in θ rather
-than in δ = θ − θ₀ (DESIGN.md §3); it is kept as the named baseline of the literature, and the
+than in δ = θ − θ₀ (docs/DESIGN.md §3); it is kept as the named baseline of the literature, and the
 benchmark shows both side by side.
 
 **Speed.** The penalty's gradient is known in closed form, ∂/∂θ [λ‖θ − θ₀‖²/‖θ₀‖²] = 2λ(θ − θ₀)/‖θ₀‖²,
@@ -23,31 +23,14 @@ float rounding (``tests/test_methods.py::test_l2sp_matches_cpt_l2``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from core.engine.methods.base import MethodConfig, hp
 from core.engine.methods.finetune import FineTune
 from core.engine.penalties import anchor_scales, l2_norm_sq
 
 
-@dataclass(frozen=True)
-class L2SPConfig(MethodConfig):
-    strength: float = hp(
-        1000.0,
-        "λ (the α of Li et al. 2018): how strongly the weights are pulled back to where they started, "
-        "relative to their own size.",
-        min=1.0,
-        max=1e6,
-        log=True,
-    )
-
-
 class L2SP(FineTune):
     name = "l2sp"
-    title = "L2-SP (fine-tuning pulled towards the start)"
-    Config = L2SPConfig
 
     def __init__(self, base_model, config, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)

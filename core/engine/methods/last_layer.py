@@ -22,24 +22,13 @@ classifier fine-tuning (``finetune_head``).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from core.engine.methods.base import Method, MethodConfig, hp
+from core.engine.configs import LastLayerConfig
+from core.engine.methods.base import Method, merged_with
 from core.errors import UserError
-
-
-@dataclass(frozen=True)
-class LastLayerConfig(MethodConfig):
-    typical_weight: float = hp(
-        1.0,
-        "μ: how much keeping the old decisions on typical images counts against fitting the counterexamples.",
-        min=0.0,
-        max=1000.0,
-    )
-    typical_images: int = hp(512, "How many unlabelled typical images to keep decisions on.", min=1, max=100000)
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -54,8 +43,6 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 
 class LastLayer(Method):
     name = "last_layer"
-    title = "Last-layer retraining (DFR-style)"
-    Config = LastLayerConfig
 
     def __init__(self, base_model, config: LastLayerConfig, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)
@@ -97,11 +84,8 @@ class LastLayer(Method):
 
     @torch.no_grad()
     def merged_state_dict(self):
-        state = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
         prefix = f"{self.layer_name}." if self.layer_name else ""
-        for k, v in self.head.state_dict().items():
-            state[prefix + k] = v.detach().clone()
-        return {k: v.cpu() for k, v in state.items()}
+        return merged_with(self.base, {prefix + k: v for k, v in self.head.state_dict().items()})
 
     @torch.no_grad()
     def delta_state_dict(self):

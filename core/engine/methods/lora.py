@@ -3,7 +3,7 @@
 Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang and Chen, "LoRA: Low-Rank Adaptation of Large Language
 Models", ICLR 2022 (arXiv 2106.09685), Eq. 3: each adapted weight W (out × in) becomes
 W + (α/r)·B·A with A (r × in) random and B (out × r) zero, so at step 0 the model is exactly the
-base. Convolutions are treated as matrices (out, in·k·k), as in the penalties of DESIGN.md §3,
+base. Convolutions are treated as matrices (out, in·k·k), as in the penalties of docs/DESIGN.md §3,
 and the product is reshaped back to the kernel's shape.
 
 Only weights of ``nn.Conv2d`` and ``nn.Linear`` layers chosen by ``params`` get a pair (biases and
@@ -15,26 +15,18 @@ into an ordinary model, θ' = θ + (α/r)·B·A, applied per forward pass with
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
+from core.engine.configs import LoRAConfig
+from core.engine.methods.base import Method, merged_with, select_parameters
 from core.errors import UserError
-
-
-@dataclass(frozen=True)
-class LoRAConfig(MethodConfig):
-    rank: int = hp(4, "r: the rank of each weight change (capped by the layer's size).", min=1, max=256)
-    alpha: float = hp(4.0, "LoRA scale α; the change is (α/r)·B·A.", min=0.01, max=1024.0, log=True)
 
 
 class LoRA(Method):
     name = "lora"
-    title = "LoRA (low-rank change)"
-    Config = LoRAConfig
 
     def __init__(self, base_model, config: LoRAConfig, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)
@@ -75,10 +67,7 @@ class LoRA(Method):
 
     @torch.no_grad()
     def merged_state_dict(self):
-        state = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
-        for n, w, d in zip(self.names, self.anchors, self._deltas()):
-            state[n] = (w + d).detach().clone()
-        return {k: v.cpu() for k, v in state.items()}
+        return merged_with(self.base, {n: w + d for n, w, d in zip(self.names, self.anchors, self._deltas())})
 
     @torch.no_grad()
     def delta_state_dict(self):

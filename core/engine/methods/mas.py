@@ -21,27 +21,10 @@ labels unused; ``importance_source`` records which. Per-example gradients use
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.func import functional_call, grad, vmap
 
-from core.engine.methods.base import MethodConfig, hp
 from core.engine.methods.finetune import FineTune
-
-
-@dataclass(frozen=True)
-class MASConfig(MethodConfig):
-    strength: float = hp(
-        1000.0,
-        "λ: how strongly weights that matter to the current outputs are held in place.",
-        min=1.0,
-        max=1e6,
-        log=True,
-    )
-    importance_images: int = hp(
-        256, "How many unlabelled images estimate each weight's importance Ω.", min=1, max=100000
-    )
 
 
 def mas_importance(
@@ -68,8 +51,6 @@ def mas_importance(
 
 class MAS(FineTune):
     name = "mas"
-    title = "MAS (importance-weighted pull towards the start)"
-    Config = MASConfig
 
     def __init__(self, base_model, config, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)

@@ -20,31 +20,14 @@ The result is *not* an ordinary model of the base architecture (it is two networ
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from core.engine.methods.base import Method, MethodConfig, hp, select_parameters
+from core.engine.configs import SideTuningConfig
+from core.engine.methods.base import Method, select_parameters
 from core.errors import UserError
 from core.formats.architectures import classifier_out_features
-
-
-@dataclass(frozen=True)
-class SideTuningConfig(MethodConfig):
-    side: str = hp(
-        "small", "Side network: small (a new two-conv net) or copy (a copy of the base).", choices=("small", "copy")
-    )
-    alpha_mode: str = hp(
-        "anneal",
-        "anneal: α falls linearly from 1 to alpha_end over anneal_steps; fixed: α = alpha_end throughout.",
-        choices=("anneal", "fixed"),
-    )
-    alpha_end: float = hp(
-        0.5, "Weight of the base's output once annealed (or throughout when fixed).", min=0.0, max=1.0
-    )
-    anneal_steps: int = hp(20, "Steps over which α falls from 1 to alpha_end.", min=1, max=5000)
-    side_width: int = hp(32, "Channels of the small side network.", min=4, max=512)
 
 
 def small_side_network(in_channels: int, num_classes: int, width: int) -> nn.Module:
@@ -69,9 +52,6 @@ def _input_channels(model: nn.Module) -> int:
 
 class SideTuning(Method):
     name = "side_tuning"
-    title = "Side-tuning (frozen base + small side network)"
-    Config = SideTuningConfig
-    mergeable = False
 
     def __init__(self, base_model, config: SideTuningConfig, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)

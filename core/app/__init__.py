@@ -1,0 +1,11 @@
+"""The workbench's services: everything a page does, over the SQLite store and the artifacts folder.
+
+Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``pool``, ``runs``,
+``decisions``, ``history`` (one per section of the workbench), ``store``, ``jobs`` (queues, workers,
+waiting for a task), ``charts``, ``report`` and ``i18n``. Worker-side modules, which load models:
+``worker`` (the process that runs repairs and tasks), ``compute`` (the tasks) and ``demo`` (builds the
+built-in example).
+
+It may import ``core.errors``, ``core.formats`` and ``core.engine``; it never imports ``core.bench``.
+Page-side modules never import torch, directly or through another module (tests/test_layering.py).
+"""

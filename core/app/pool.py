@@ -1,0 +1,236 @@
+"""The candidate pool and the curator's labels: the gallery's ranking and the chosen counterexamples.
+
+A pool is a folder of images plus ``items.csv`` (path, attribute) kept in the store, because the
+demo's images are shared read-only. The model's answers on the pool are computed by the task
+worker (:func:`core.app.compute.pool_predictions`) and kept on disk; this module only reads them.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from core.app import jobs
+from core.app.evaluation import evaluate_model_on, reported_rows
+from core.app.projects import project_summary
+from core.app.store import Store
+from core.errors import UserError
+from core.formats.datasets import ImageDataset, Record
+
+POOL_COLUMNS = ("path", "attribute")
+
+
+REPEAT_PENALTY = 0.05  # gallery order: each earlier image of the same (attribute, answer) cell costs this
+
+
+MAX_UNLABELED = 4096
+
+
+def items_file(store: Store, dataset_id: int) -> Path:
+    """The list of a pool's images (path, attribute). It lives in the store, not next to the images,
+    because the demo's images are shared read-only."""
+    return store.artifact_dir("datasets", str(dataset_id)) / "items.csv"
+
+
+def write_items(store: Store, dataset_id: int, items: list[dict]) -> None:
+    with open(items_file(store, dataset_id), "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=POOL_COLUMNS)
+        w.writeheader()
+        w.writerows({"path": i["path"], "attribute": i.get("attribute") or ""} for i in items)
+
+
+def read_items(f: Path) -> list[dict]:
+    if not f.is_file():
+        return []
+    with open(f, encoding="utf-8", newline="") as fh:
+        return [{"path": r["path"], "attribute": r.get("attribute") or ""} for r in csv.DictReader(fh)]
+
+
+def pool_datasets(store: Store, project_id: int) -> list[dict]:
+    """The project's pools: the current pool first, then the 'my uploads' set if there is one."""
+    p = store.project(project_id)
+    out = []
+    if p and p["pool_dataset_id"]:
+        out.append(store.dataset(p["pool_dataset_id"]))
+    out.extend(store.datasets(project_id, "uploads"))
+    return out
+
+
+def _answer_reliability(store: Store, project_id: int, actor: str) -> dict[tuple[str, str], tuple[int, int]]:
+    """For each (attribute, answer) of the original model on the labelled evaluation set: how often
+    that answer was right, as (right, total). Empty when there is no evaluation set."""
+    p = store.project(project_id)
+    if not p or not p["eval_dataset_id"] or not p["base_model_id"]:
+        return {}
+    evaluate_model_on(store, p["base_model_id"], p["eval_dataset_id"], actor)
+    ev = store.evaluation(p["base_model_id"], p["eval_dataset_id"])
+    predictions = np.load(ev["predictions_path"])["predictions"]
+    base = store.model(p["base_model_id"])
+    names = base["meta"]["class_names"]
+    ds = reported_rows(store.dataset(p["eval_dataset_id"])["path"], tuple(names))
+    table: dict[tuple[str, str], list[int]] = {}
+    for rec, pred in zip(ds.records, predictions, strict=True):
+        cell = table.setdefault((rec.attribute or "", names[int(pred)]), [0, 0])
+        cell[0] += int(rec.label == int(pred))
+        cell[1] += 1
+    return {k: (v[0], v[1]) for k, v in table.items()}
+
+
+def pool_predictions(store: Store, model_id: int, dataset_id: int, actor: str) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class and confidence of a model for every item of a pool, computed once by the task
+    worker and kept on disk (keyed by the pool's size, which grows with single uploads)."""
+    n = len(read_items(items_file(store, dataset_id)))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    path = pool_predictions_path(store, model_id, dataset_id, n)
+    if not path.is_file():
+        jobs.compute(store, "pool_predictions", {"model_id": model_id, "dataset_id": dataset_id}, actor)
+    data = np.load(path)
+    return data["predictions"], data["confidences"]
+
+
+def pool_predictions_path(store: Store, model_id: int, dataset_id: int, n_items: int) -> Path:
+    return store.artifact_dir("pool_predictions") / f"m{model_id}_d{dataset_id}_n{n_items}.npz"
+
+
+def candidates(store: Store, project_id: int, actor: str = "curator") -> list[dict]:
+    """Every pool image with the model's guess, ranked so likely counterexamples come first.
+
+    Score = (1 − how often the model's answer is right on evaluation images with the same attribute)
+    + ½ (1 − the model's confidence). The first term asks: when the original model gives this answer
+    on images with this attribute (say "seven" on a red tag), how often is it right? A shortcut
+    answers from the attribute, so its answers are unreliable exactly there (estimated with add-one
+    smoothing; ½ when never seen). Low confidence adds a little. Repeats of the same (attribute,
+    answer) cell are pushed down a little, so the first images cover many groups. Pool labels, if the upload had
+    any, are never used here.
+    """
+    s = project_summary(store, project_id)
+    if not s["active_model"]:
+        return []
+    base = store.model(s["base_model_id"])
+    reliability = _answer_reliability(store, project_id, actor)
+    chosen = {(c["dataset_id"], c["item_path"]): c["label"] for c in store.labels(project_id)}
+    out = []
+    for d in pool_datasets(store, project_id):
+        items = read_items(items_file(store, d["id"]))
+        pred, conf = pool_predictions(store, base["id"], d["id"], actor)
+        for i, it in enumerate(items):
+            attr = it["attribute"]
+            answer = s["class_names"][int(pred[i])]
+            right, total = reliability.get((attr or "", answer), (0, 0))
+            score = (1 - (right + 1) / (total + 2)) + 0.5 * (1 - float(conf[i]))
+            out.append(
+                {
+                    "key": f"{d['id']}:{it['path']}",
+                    "dataset_id": d["id"],
+                    "path": it["path"],
+                    "file": str(Path(d["path"]) / it["path"]),
+                    "attribute": attr,
+                    "predicted": s["class_names"][int(pred[i])],
+                    "confidence": float(conf[i]),
+                    "score": score,
+                    "label": chosen.get((d["id"], it["path"])),
+                    "source": d["role"],
+                }
+            )
+    # Spread the top of the list over (attribute, answer) cells: each image loses REPEAT_PENALTY for
+    # every better-scored image of its cell. A handful of labels then covers many groups instead of
+    # eight copies of one mistake (which a repair over-learns), while likely mistakes still lead.
+    out.sort(key=lambda c: (-c["score"], c["key"]))
+    seen: dict[tuple[str, str], int] = {}
+    for c in out:
+        cell = (c["attribute"], c["predicted"])
+        c["round"] = seen.get(cell, 0)
+        seen[cell] = c["round"] + 1
+    out.sort(key=lambda c: (-(c["score"] - REPEAT_PENALTY * c["round"]), c["key"]))
+    return out
+
+
+def unlabeled_pool(store: Store, project_id: int, limit: int = MAX_UNLABELED) -> ImageDataset | None:
+    """The project's candidate pool as unlabelled images, for methods that keep old decisions on
+    typical images (MAS, last-layer retraining)."""
+    p = store.project(project_id)
+    if not p or not p["pool_dataset_id"]:
+        return None
+    d = store.dataset(p["pool_dataset_id"])
+    names = store.model(p["base_model_id"])["meta"]["class_names"]
+    return unlabeled_images(d["path"], items_file(store, d["id"]), names, limit)
+
+
+def unlabeled_images(root: str | Path, items: str | Path, class_names: list[str], limit: int = MAX_UNLABELED):
+    """Images listed in an items file as a dataset whose labels are placeholders, never used. At most
+    ``limit`` images, evenly spread over the list, so memory stays bounded for big pools."""
+    rows = read_items(Path(items))
+    if not rows:
+        return None
+    if len(rows) > limit:
+        rows = [rows[round(i * len(rows) / limit)] for i in range(limit)]
+    return ImageDataset(Path(root), [Record(i["path"], 0, i["attribute"] or None) for i in rows], class_names)
+
+
+def _split_key(key: str) -> tuple[int, str]:
+    did, _, path = key.partition(":")
+    return int(did), path
+
+
+def _item_attribute(store: Store, dataset_id: int, path: str) -> str:
+    ds = store.dataset(dataset_id)
+    for it in read_items(items_file(store, ds["id"])):
+        if it["path"] == path:
+            return it["attribute"]
+    raise UserError(f"image {path} is not in the pool")
+
+
+def set_label(store: Store, project_id: int, key: str, label: str, actor: str) -> None:
+    """Choose a pool image as a counterexample with ``label`` (or relabel it). Saved at once."""
+    s = project_summary(store, project_id)
+    if label not in s["class_names"]:
+        raise UserError(f"unknown label {label!r} (classes: {', '.join(s['class_names'])})")
+    did, path = _split_key(key)
+    attr = _item_attribute(store, did, path)
+    prev = store.set_label(project_id, did, path, label, attr or None, actor)
+    if prev == label:
+        return
+    action = "label_added" if prev is None else "label_changed"
+    store.audit(actor, action, project_id, image=path, dataset_id=did, label=label, previous=prev)
+
+
+def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor: str) -> int:
+    """Label several images at once; returns how many."""
+    for k in keys:
+        set_label(store, project_id, k, label, actor)
+    return len(keys)
+
+
+def remove_label(store: Store, project_id: int, key: str, actor: str) -> None:
+    did, path = _split_key(key)
+    prev = store.remove_label(project_id, did, path)
+    if prev is not None:
+        store.audit(actor, "label_removed", project_id, image=path, dataset_id=did, label=prev)
+
+
+def chosen_set(store: Store, project_id: int) -> list[dict]:
+    """The chosen counterexamples with their image file, label and attribute."""
+    return [
+        {
+            "key": f"{c['dataset_id']}:{c['item_path']}",
+            "path": c["item_path"],
+            "file": str(Path(c["dataset_path"]) / c["item_path"]),
+            "label": c["label"],
+            "attribute": c["attribute"] or "",
+            "by": c["created_by"],
+        }
+        for c in store.labels(project_id)
+    ]
+
+
+def chosen_counts(store: Store, project_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts of chosen counterexamples per class and per attribute."""
+    per_class: dict[str, int] = {}
+    per_attr: dict[str, int] = {}
+    for c in chosen_set(store, project_id):
+        per_class[c["label"]] = per_class.get(c["label"], 0) + 1
+        per_attr[c["attribute"] or "—"] = per_attr.get(c["attribute"] or "—", 0) + 1
+    return per_class, per_attr

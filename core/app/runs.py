@@ -1,0 +1,238 @@
+"""Repair runs: the method catalogue, submitting, progress, results and the verdict.
+
+A run is submitted as a typed :class:`core.engine.request.RunRequest`, checked here and stored with
+the run; the worker (:mod:`core.app.worker`) rebuilds it and runs it. Pages read the run's progress
+rows and, once it is done, its ``metrics.json`` and ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from core.app import jobs
+from core.app.pool import chosen_set, items_file
+from core.app.projects import project_summary
+from core.app.store import Store
+from core.engine.configs import SPECS, config_schema
+from core.engine.request import DataRefs, RunRequest
+from core.errors import UserError
+from core.formats.datasets import dataset_root
+
+DEFAULT_METHOD = "cpt"
+
+
+# "Do no harm" thresholds of the verdict (docs/DESIGN.md §8). Shown on the review page.
+MAX_ACCURACY_DROP = 0.02
+
+
+MIN_KEPT_DECISIONS = 0.90
+
+
+MIN_ACCURACY_GAIN = 0.01  # "better overall" needs at least one point, not noise
+
+
+def method_choices() -> list[tuple[str, str]]:
+    return [(name, spec.title) for name, spec in SPECS.items()]
+
+
+def method_schema(method: str) -> list[dict]:
+    return config_schema(method)
+
+
+def submit_run(store: Store, project_id: int, method: str, config: dict, actor: str, start_worker: bool = True) -> int:
+    """Queue a repair of the project's base model on the chosen counterexamples. ``config`` is the
+    method's settings (``strength`` may be ``"auto"``); they are checked into a typed run request here,
+    before anything is saved. The counterexamples are copied into the run's folder, so later label
+    edits do not change a queued run."""
+    s = project_summary(store, project_id)
+    if not s["active_model"]:
+        raise UserError("open the demo or upload a model first")
+    chosen = chosen_set(store, project_id)
+    if not chosen:
+        raise UserError("choose at least one counterexample on the Counterexamples page first")
+    request = RunRequest.build(method, config, DataRefs(counterexamples=""))
+    strength_label = (
+        "auto" if request.is_auto else (f"{request.strength:g}" if request.strength is not None else "default")
+    )
+    model_id = s["base_model_id"]
+    run_dir = store.artifact_dir("runs", "incoming")
+    run_id = store.create_run(
+        project_id, model_id, method, request.settings(), strength_label, len(chosen), run_dir, actor
+    )
+    # Materialise the counterexample set before the worker can see the run.
+    out = store.artifact_dir("runs", str(run_id))
+    ce = out / "counterexamples"
+    (ce / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, c in enumerate(chosen):
+        rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
+        shutil.copyfile(c["file"], ce / rel)
+        rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
+    with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    pool = s["pool"]
+    data = DataRefs(
+        counterexamples=str(ce),
+        evaluation=s["eval"]["path"] if s["eval"] else None,
+        unlabeled_root=pool["path"] if pool else None,
+        unlabeled_items=str(items_file(store, pool["id"])) if pool else None,
+    )
+    store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
+    store.queue_run(run_id, out)
+    store.audit(
+        actor,
+        "run_queued",
+        project_id,
+        run_id=run_id,
+        method=method,
+        config=request.settings(),
+        counterexamples=len(chosen),
+    )
+    if start_worker:
+        jobs.ensure_worker(store)
+    return run_id
+
+
+def resume_queued(store: Store) -> bool:
+    """Start a worker if runs are waiting and none is alive (after a server restart, or if a worker
+    died). Cheap when nothing waits: one indexed query. Returns whether runs are waiting."""
+    if not store.has_queued_runs():
+        return False
+    jobs.ensure_worker(store)
+    return True
+
+
+def cancel_run(store: Store, run_id: int, actor: str) -> None:
+    """Ask a run to stop. A queued run is cancelled at once; a running one within about a second."""
+    run = store.run(run_id)
+    if run is None or run["status"] not in ("queued", "running"):
+        return
+    store.set_run(run_id, cancel_requested=1)
+    if run["status"] == "queued":
+        store.finish_run(run_id, "cancelled", stop_reason="cancelled before it started")
+    store.audit(actor, "run_cancel_requested", run["project_id"], run_id=run_id)
+
+
+def run_progress(store: Store, run_id: int) -> dict:
+    """Live state of a run for the Tune page: status, history rows, latest event, fraction, ETA."""
+    run = store.run(run_id)
+    hist = store.progress(run_id)
+    last = hist[-1] if hist else None
+    frac, eta = 0.0, None
+    if last and last.get("max_steps"):
+        frac = min(1.0, last["step"] / last["max_steps"])
+        if last["step"] and last.get("elapsed_s") is not None:
+            eta = last["elapsed_s"] / last["step"] * (last["max_steps"] - last["step"])
+    if run and run["status"] == "done":
+        frac, eta = 1.0, 0.0
+    return {"run": run, "history": hist, "last": last, "fraction": frac, "eta_s": eta}
+
+
+def active_runs(store: Store, project_id: int) -> list[dict]:
+    return [r for r in store.runs(project_id) if r["status"] in ("preparing", "queued", "running")]
+
+
+def run_metrics(store: Store, run_id: int) -> dict | None:
+    run = store.run(run_id)
+    if not run or run["status"] != "done":
+        return None
+    f = Path(run["out_dir"]) / "metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def verdict(metrics: dict) -> dict:
+    """The "do no harm" verdict (docs/DESIGN.md §8), from computed numbers only.
+
+    ``flagged`` when held-out accuracy drops by more than MAX_ACCURACY_DROP or kept decisions fall
+    below MIN_KEPT_DECISIONS; ``unchanged`` when no prediction changed at all (e.g. "auto" chose to
+    change nothing); ``improved`` when worst-group accuracy went up; ``partial`` when overall
+    accuracy rose by at least MIN_ACCURACY_GAIN but the worst group did not; else ``no_gain``.
+    """
+    before, after = metrics["before"], metrics["after"]
+    drop = before["accuracy"] - after["accuracy"]
+    wg_b, wg_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
+    reasons = []
+    if drop > MAX_ACCURACY_DROP:
+        reasons.append("accuracy_drop")
+    if metrics["kept_decisions"] < MIN_KEPT_DECISIONS:
+        reasons.append("kept_low")
+    if reasons:
+        kind = "flagged"
+    elif metrics.get("changed_predictions", 0) == 0:
+        kind = "unchanged"
+    elif wg_b is not None and wg_a is not None and wg_a > wg_b:
+        kind = "improved"
+    elif -drop >= MIN_ACCURACY_GAIN:
+        kind = "partial"
+    else:
+        kind = "no_gain"
+    return {
+        "kind": kind,
+        "reasons": reasons,
+        "accuracy_change": after["accuracy"] - before["accuracy"],
+        "worst_before": wg_b,
+        "worst_after": wg_a,
+        "kept": metrics["kept_decisions"],
+        "max_drop": MAX_ACCURACY_DROP,
+        "min_kept": MIN_KEPT_DECISIONS,
+    }
+
+
+def changed_predictions(store: Store, run_id: int) -> list[dict]:
+    """Evaluation images whose prediction changed: fixed (now right) or broken (now wrong)."""
+    run = store.run(run_id)
+    f = Path(run["out_dir"]) / "predictions.csv"
+    if not f.is_file():
+        return []
+    ev = store.dataset(store.project(run["project_id"])["eval_dataset_id"])
+    root = dataset_root(Path(ev["path"]))
+    names = store.model(run["model_id"])["meta"]["class_names"]
+    out = []
+    with open(f, encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            before, after, label = int(r["before"]), int(r["after"]), _label_index(r["label"], names)
+            if before == after:
+                continue
+            out.append(
+                {
+                    "file": str(root / r["path"]),
+                    "label": names[label],
+                    "before": names[before],
+                    "after": names[after],
+                    "fixed": after == label,
+                    "broken": before == label,
+                }
+            )
+    out.sort(key=lambda c: (not c["fixed"], c["label"]))
+    return out
+
+
+def _label_index(raw: str, names: list[str]) -> int:
+    return names.index(raw) if raw in names else int(raw)
+
+
+def tradeoff_points(store: Store, project_id: int) -> list[dict]:
+    """One point per finished run: worst-group accuracy vs kept decisions, labelled by strength."""
+    pts = []
+    for r in store.runs(project_id):
+        m = run_metrics(store, r["id"])
+        if not m:
+            continue
+        pts.append(
+            {
+                "run_id": r["id"],
+                "strength": r["strength_label"],
+                "chosen_strength": m.get("strength"),
+                "worst_group": m["after"]["worst_group_accuracy"],
+                "kept": m["kept_decisions"],
+                "accuracy": m["after"]["accuracy"],
+                "decision": r["decision"],
+            }
+        )
+    return pts

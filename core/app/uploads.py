@@ -1,0 +1,218 @@
+"""Uploads: a model, an evaluation set, a pool of candidate images, single images.
+
+Every upload is checked completely before anything is registered, so a bad file leaves what was
+already saved untouched. Zips are read through :mod:`core.formats.zipsafety`. A model's weights are
+checked by the task worker (:func:`core.app.compute.register_model`): the page process only checks
+the zip and ``model.json``, stages the files and waits for the verdict.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+from core.app import jobs
+from core.app.evaluation import evaluate_active
+from core.app.pool import items_file, read_items, write_items
+from core.app.projects import project_summary
+from core.app.store import Store
+from core.errors import UserError
+from core.formats.datasets import IMAGE_SUFFIXES, ImageDataset, dataset_from_zip_bytes, open_image
+from core.formats.meta import BundleMeta, check_refused_name, read_bundle_zip, sha256_bytes
+from core.formats.zipsafety import read_zip_members
+
+MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_tree_sha256(root: str, stamp: tuple) -> str:
+    return tree_sha256(Path(root), cache=False)
+
+
+def tree_sha256(root: Path, cache: bool = True) -> str:
+    """SHA-256 over a folder's relative file names and contents (the audit fingerprint of a dataset).
+
+    The demo cache never changes, so its fingerprint is computed once per process (keyed by the
+    folder's modification time and file count)."""
+    root = Path(root)
+    if cache:
+        files = sum(1 for p in root.rglob("*") if p.is_file())
+        return _cached_tree_sha256(str(root), (root.stat().st_mtime_ns, files))
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def register_eval(
+    store: Store, project_id: int, root: Path, name: str, ds: ImageDataset, actor: str, copy: bool
+) -> int:
+    sha = tree_sha256(root)
+    did = store.add_dataset(project_id, "eval", name, root, sha, len(ds))
+    if copy:
+        dest = store.artifacts / "datasets" / str(did)
+        shutil.copytree(root, dest)
+        store.set_dataset_path(did, dest)
+    store.set_project(project_id, eval_dataset_id=did)
+    store.audit(actor, "upload_eval", project_id, dataset_id=did, name=name, images=len(ds), sha256=sha)
+    return did
+
+
+def register_pool(
+    store: Store, project_id: int, root: Path, name: str, items: list[dict], actor: str, copy: bool
+) -> int:
+    sha = tree_sha256(root)
+    did = store.add_dataset(project_id, "pool", name, root, sha, len(items))
+    dest = store.artifacts / "datasets" / str(did)
+    if copy:
+        shutil.copytree(root, dest)
+    else:
+        dest = Path(root)
+    write_items(store, did, items)
+    store.set_dataset_path(did, dest)
+    store.set_project(project_id, pool_dataset_id=did)
+    store.audit(actor, "upload_pool", project_id, dataset_id=did, name=name, images=len(items), sha256=sha)
+    return did
+
+
+def _stage(store: Store, raw_files: dict[str, bytes]) -> Path:
+    """Write an upload's files into a fresh staging folder for the task worker."""
+    digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in raw_files.values())).hexdigest()
+    staging = store.artifact_dir("incoming") / f"model_{digest[:16]}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name, data in raw_files.items():
+        (staging / name).write_bytes(data)
+    return staging
+
+
+def upload_model_zip(store: Store, raw: bytes, filename: str, actor: str) -> int:
+    """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
+    files = read_bundle_zip(raw, filename)
+    staging = _stage(store, files)
+    payload = {"staged": str(staging), "filename": filename, "weights": "model.safetensors"}
+    return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
+
+
+def upload_model_weights(
+    store: Store,
+    raw: bytes,
+    filename: str,
+    architecture: str,
+    class_names: list[str],
+    input_size: list[int],
+    mean: list[float],
+    std: list[float],
+    actor: str,
+) -> int:
+    """A new project from a weights file (.safetensors/.pt/.pth state dict) plus a small form."""
+    meta = BundleMeta.from_dict(
+        {
+            "architecture": architecture,
+            "num_classes": len(class_names),
+            "class_names": class_names,
+            "input_size": input_size,
+            "mean": mean,
+            "std": std,
+        }
+    )
+    check_refused_name(filename)
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".pt", ".pth", ".safetensors"):
+        raise UserError(f"{filename}: weights must be a .pt, .pth or .safetensors file")
+    weights = f"weights{suffix}"
+    staging = _stage(store, {weights: raw, "model.json": json.dumps(meta.to_dict()).encode()})
+    payload = {"staged": str(staging), "filename": filename, "weights": weights}
+    return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
+
+
+def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
+    """Attach a labelled evaluation set (zip) to a project and evaluate the active model on it."""
+    summary = project_summary(store, project_id)
+    if not summary["active_model"]:
+        raise UserError("upload a model first, then its evaluation set")
+    staging = store.artifact_dir("incoming") / f"eval_{sha256_bytes(raw)[:16]}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        ds = dataset_from_zip_bytes(raw, filename, summary["class_names"], staging)
+    except UserError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    did = register_eval(store, project_id, ds.root, filename, ds, actor, copy=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    evaluate_active(store, project_id, actor)
+    return did
+
+
+def upload_pool_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
+    """Attach a pool of candidate images (a zip of PNG/JPEG; an optional manifest.csv may give each
+    image an ``attribute``; labels in it are ignored). Every image is checked before saving."""
+    members = read_zip_members(raw, filename, max_total=MAX_POOL_ZIP_BYTES)
+    attrs: dict[str, str] = {}
+    manifests = [m for m in members if m.rsplit("/", 1)[-1] == "manifest.csv"]
+    if manifests:
+        prefix = manifests[0][: -len("manifest.csv")]
+        text = members[manifests[0]].decode("utf-8-sig", errors="replace")
+        for r in csv.DictReader(io.StringIO(text)):
+            attrs[prefix + (r.get("path") or "").strip()] = (r.get("attribute") or "").strip()
+    images = {m: d for m, d in members.items() if Path(m).suffix.lower() in IMAGE_SUFFIXES}
+    others = [m for m in members if m not in images and not m.endswith(("manifest.csv", ".txt", ".md"))]
+    if others:
+        raise UserError(f"{filename} holds files that are not PNG/JPEG images: {', '.join(others[:5])}")
+    if not images:
+        raise UserError(f"{filename} holds no PNG or JPEG images")
+    for m, d in images.items():
+        open_image(d, m)
+    dest = store.artifact_dir("incoming") / f"pool_{sha256_bytes(raw)[:16]}"
+    if dest.exists():
+        shutil.rmtree(dest)
+    for m, d in images.items():
+        (dest / m).parent.mkdir(parents=True, exist_ok=True)
+        (dest / m).write_bytes(d)
+    items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
+    did = register_pool(store, project_id, dest, filename, items, actor, copy=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    return did
+
+
+def upload_single_images(
+    store: Store, project_id: int, files: list[tuple[str, bytes]], attribute: str, actor: str
+) -> int:
+    """Add single images to the project's 'my uploads' pool. All are checked first; none is saved if
+    one is bad. Returns how many were added."""
+    if not files:
+        return 0
+    for name, data in files:
+        if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            raise UserError(f"{name} is not a .png/.jpg/.jpeg file")
+        open_image(data, name)
+    existing = store.datasets(project_id, "uploads")
+    if existing:
+        did = existing[0]["id"]
+        root = Path(existing[0]["path"])
+    else:
+        did = store.add_dataset(project_id, "uploads", "my uploads", Path("."), "", 0)
+        root = store.artifact_dir("datasets", str(did))
+        store.set_dataset_path(did, root)
+    items = read_items(items_file(store, did))
+    added = []
+    for name, data in files:
+        digest = sha256_bytes(data)
+        rel = f"images/{digest[:16]}{Path(name).suffix.lower()}"
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        if rel not in {i["path"] for i in items}:
+            items.append({"path": rel, "attribute": attribute.strip()})
+        added.append({"name": name, "sha256": digest})
+    write_items(store, did, items)
+    store.set_dataset_size(did, len(items), tree_sha256(root, cache=False))
+    store.audit(actor, "upload_images", project_id, dataset_id=did, files=added)
+    return len(added)

@@ -1,0 +1,217 @@
+"""The worker process: ``python -m core.app.worker --home H --queue runs|tasks --parent PID``.
+
+Started by :func:`core.app.jobs.ensure_worker`, never imported by a page. It claims work from the
+store one item at a time (oldest first):
+
+* **runs**: calls :func:`core.engine.repair.run_repair` with a ``progress`` callback that writes rows
+  to the store and a ``should_stop`` callback that reads the run's cancel flag, then writes the
+  results with :func:`core.engine.repair.write_run` into the run's artifacts folder.
+* **tasks**: the short model computations of :mod:`core.app.compute`, each recorded as done with its
+  result or failed with a message a page can show.
+
+All model computation of the workbench happens here, so the Streamlit process never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from core.app import compute
+from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, recover_interrupted
+from core.app.pool import unlabeled_images
+from core.app.store import QUEUES, Store
+from core.engine.repair import run_repair, write_run
+from core.engine.request import RunRequest
+from core.errors import UserError
+from core.formats.bundle import load_bundle
+from core.formats.datasets import load_dataset
+
+CANCEL_POLL_S = 0.1
+PROGRESS_FLUSH_S = 0.25
+
+
+class _Worker:
+    def __init__(self, store: Store, queue: str, parent: int | None):
+        self.store = store
+        self.queue = queue
+        self.parent = parent
+        self.pid = os.getpid()
+        self.stop = threading.Event()  # parent gone or SIGTERM: interrupt and exit
+
+    def _beat(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.store.heartbeat(self.pid, self.queue)
+            except Exception:  # a locked database for a moment must not kill the heartbeat
+                pass
+            if self.parent and os.getppid() != self.parent:
+                self.stop.set()
+            self.stop.wait(HEARTBEAT_S)
+
+    def serve(self, idle_exit: float) -> None:
+        self.store.heartbeat(self.pid, self.queue)
+        threading.Thread(target=self._beat, daemon=True).start()
+        recover_interrupted(self.store)
+        idle_since = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if self.queue == "runs":
+                    item = self.store.claim_next_run(self.pid)
+                    work = (lambda r: execute_run(self.store, r, self.stop)) if item else None
+                else:
+                    item = self.store.claim_next_task(self.pid)
+                    work = (lambda t: execute_task(self.store, t)) if item else None
+                if item is None:
+                    if time.monotonic() - idle_since > idle_exit:
+                        break
+                    self.stop.wait(0.05 if self.queue == "tasks" else 0.3)
+                    continue
+                work(item)
+                idle_since = time.monotonic()
+        finally:
+            self.store.remove_worker(self.pid)
+
+
+def execute_task(store: Store, task: dict) -> str:
+    """Run one claimed task and record its result or its error; returns the final status."""
+    try:
+        handler = compute.TASKS[task["kind"]]
+        result = handler(store, task["payload"], task["created_by"])
+        store.finish_task(task["id"], "done", result=result)
+        return "done"
+    except UserError as exc:
+        store.finish_task(task["id"], "failed", error=str(exc))
+        return "failed"
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        traceback.print_exc()
+        store.finish_task(task["id"], "failed", error=f"internal error: {detail}")
+        return "failed"
+
+
+def execute_run(store: Store, run: dict, interrupt: threading.Event | None = None) -> str:
+    """Run one claimed repair to its end and record how it ended; returns the final status."""
+
+    interrupt = interrupt or threading.Event()
+    run_id = run["id"]
+    out_dir = Path(run["out_dir"])
+    buffer: list[dict] = []
+    state = {"flushed": time.monotonic(), "polled": 0.0, "stop": False, "device": None}
+
+    def flush() -> None:
+        store.add_progress(run_id, buffer)
+        buffer.clear()
+        state["flushed"] = time.monotonic()
+
+    def progress(event: dict) -> None:
+        buffer.append(dict(event))
+        if state["device"] is None and event.get("device"):
+            state["device"] = event["device"]
+            store.set_run(run_id, device=event["device"])
+        if time.monotonic() - state["flushed"] >= PROGRESS_FLUSH_S:
+            flush()
+
+    def should_stop() -> bool:
+        if interrupt.is_set():
+            return True
+        now = time.monotonic()
+        if now - state["polled"] >= CANCEL_POLL_S:
+            state["polled"] = now
+            state["stop"] = store.cancel_requested(run_id)
+        return state["stop"]
+
+    try:
+        if not run.get("request_json"):
+            raise UserError("this run was queued by an earlier version of the workbench; start it again")
+        request = RunRequest.from_json(run["request_json"])
+        bundle = load_bundle(store.model(run["model_id"])["path"])
+        names = bundle.meta.class_names
+        refs = request.data
+        counterexamples = load_dataset(refs.counterexamples, names)
+        eval_set = load_dataset(refs.evaluation, names) if refs.evaluation else None
+        unlabeled = None
+        if refs.unlabeled_root and refs.unlabeled_items:
+            unlabeled = unlabeled_images(refs.unlabeled_root, refs.unlabeled_items, names)
+        result = run_repair(
+            bundle,
+            counterexamples,
+            eval_set,
+            method=request.method,
+            config=request.settings(),
+            device=request.device,
+            seed=request.seed,
+            progress=progress,
+            should_stop=should_stop,
+            unlabeled=unlabeled,
+        )
+        flush()
+        if interrupt.is_set():
+            status = "interrupted"
+            store.finish_run(run_id, status, error="the server stopped while this run was in progress")
+        elif result.cancelled:
+            status = "cancelled"
+            store.finish_run(run_id, status, stop_reason=result.stop_reason)
+        else:
+            write_run(result, bundle.meta, out_dir, eval_set=eval_set)
+            status = "done"
+            store.finish_run(run_id, status, stop_reason=result.stop_reason, device=result.metrics.get("device"))
+        summary = {}
+        if status == "done":
+            m = result.metrics
+            summary = {
+                "accuracy_before": m["before"]["accuracy"],
+                "accuracy_after": m["after"]["accuracy"],
+                "worst_group_before": m["before"]["worst_group_accuracy"],
+                "worst_group_after": m["after"]["worst_group_accuracy"],
+                "kept_decisions": m["kept_decisions"],
+                "strength": m.get("strength"),
+                "steps": m.get("steps"),
+                "device": m.get("device"),
+            }
+        store.audit(
+            run["created_by"],
+            f"run_{status}",
+            run["project_id"],
+            run_id=run_id,
+            method=run["method"],
+            config=run["config"],
+            stop_reason=result.stop_reason,
+            **summary,
+        )
+        return status
+    except UserError as exc:
+        flush()
+        store.finish_run(run_id, "failed", error=str(exc))
+        store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=str(exc))
+        return "failed"
+    except Exception as exc:
+        flush()
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        traceback.print_exc()
+        store.finish_run(run_id, "failed", error=f"internal error: {detail}")
+        store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=detail)
+        return "failed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.app.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", required=True, help="store folder (BIASREPAIR_HOME)")
+    parser.add_argument("--queue", default="runs", choices=QUEUES, help="which queue to serve")
+    parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")
+    args = parser.parse_args(argv)
+    worker = _Worker(Store(args.home), args.queue, args.parent)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    worker.serve(args.idle_exit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

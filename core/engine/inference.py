@@ -1,0 +1,89 @@
+"""Running a model on images: normalised tensors, batched logits, and a bundle's evaluation.
+
+The torch half of evaluation. The numbers themselves (per-group accuracy, kept decisions) come from
+:mod:`core.engine.metrics`, which is plain numpy so that the workbench's page process can use it
+without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.engine.devices import autocast, select_device
+from core.engine.metrics import DEFAULT_MIN_GROUP_COUNT, group_metrics
+from core.formats.datasets import ImageDataset, load_pixels
+
+
+def normalize(pixels: np.ndarray | torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 [N,C,H,W] → float32 normalised tensor, as the model expects."""
+    x = torch.as_tensor(pixels).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def load_tensors(dataset: ImageDataset, meta) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as a normalised float tensor and labels as a long tensor, for a bundle's metadata."""
+    pixels = load_pixels(dataset, meta.input_size)
+    return normalize(pixels, meta.mean, meta.std), torch.as_tensor(dataset.labels)
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1024):
+    """Logits for a preloaded tensor, in batches, on ``device``; returned as float32 on the CPU."""
+    model.eval()
+    outs = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device, non_blocking=True)
+        with autocast(device):
+            outs.append(model(xb).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+@dataclass
+class EvalResult:
+    """The metrics dict M plus per-example predictions, confidences and class probabilities."""
+
+    metrics: dict
+    predictions: np.ndarray
+    confidences: np.ndarray
+    probabilities: np.ndarray
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y,
+    attributes,
+    class_names: list[str],
+    device: torch.device,
+    min_group_count: int = DEFAULT_MIN_GROUP_COUNT,
+) -> EvalResult:
+    model = model.to(device)
+    probs = torch.softmax(predict_logits(model, x, device), dim=1).numpy()
+    preds = probs.argmax(axis=1)
+    m = group_metrics(y, preds, attributes, class_names, min_group_count)
+    return EvalResult(m, preds, probs.max(axis=1), probs)
+
+
+def evaluate_bundle(bundle, dataset: ImageDataset, device="auto", pixels=None, min_group_count=None) -> EvalResult:
+    """Evaluate a loaded bundle on a dataset (pixels may be passed in when already cached)."""
+    dev = select_device(device) if isinstance(device, str) else device
+    if pixels is None:
+        pixels = load_pixels(dataset, bundle.meta.input_size)
+    x = normalize(pixels, bundle.meta.mean, bundle.meta.std)
+    try:
+        return evaluate_model(
+            bundle.model,
+            x,
+            dataset.labels,
+            dataset.attributes,
+            bundle.meta.class_names,
+            dev,
+            DEFAULT_MIN_GROUP_COUNT if min_group_count is None else min_group_count,
+        )
+    finally:
+        bundle.model.to("cpu")
