@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("core.cli", "Zip a run's repaired model (or any bundle folder) for hand-off."),
     "benchmark": ("core.benchmark", "Run every method over counterexample sets of several sizes."),
     "perf": ("core.perf", "Measure speed and memory ratios side by side."),
+    "discover": ("core.discovery", "Find suspected groups the model fails on, without attribute labels."),
 }
 
 
