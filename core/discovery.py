@@ -437,7 +437,9 @@ def discover(bundle, dataset: ImageDataset, top_k: int = DEFAULT_TOP_K, seed: in
 
 # -- suggestions --------------------------------------------------------------------------------
 SUGGEST_NEIGHBOURS = 10
-SUGGEST_REPEAT_PENALTY = 0.05
+SUGGEST_REPEAT_PENALTY = 0.05  # the attribute-aware gallery ranking's per-cell penalty
+SUGGEST_CONFIDENCE_WEIGHT = 1.0  # tried 0.25, 1 and 3 on both suites (see docs/DISCOVERY.md)
+SUGGEST_MIN_SCORE = 0.5  # below: not clearly in a failing group; ranked after those that are
 
 
 @dataclass
@@ -461,9 +463,11 @@ def suggest_from_arrays(
     probably gets wrong.
 
     Each pool image's ``k`` nearest evaluation images (cosine, penultimate features) vote: the
-    score is the share of them that are in a suspected group *and* misclassified, plus a quarter
-    of (1 − the model's confidence). Each earlier image of the same group costs
-    ``SUGGEST_REPEAT_PENALTY``, so the first suggestions cover many groups.
+    score is the share of them that are in a suspected group *and* misclassified, plus
+    ``SUGGEST_CONFIDENCE_WEIGHT`` × (1 − the model's confidence): uncertain images near a failing
+    group are fixed with less change to the model than confidently wrong ones. Images scoring at least ``SUGGEST_MIN_SCORE`` come first,
+    round-robin over the classes of their groups (best first within a class), so the first
+    suggestions cover many groups; the others follow by score.
     """
     n_ref = len(found.labels)
     group_of = np.full(n_ref, -1, dtype=np.int64)
@@ -487,22 +491,30 @@ def suggest_from_arrays(
             out.append(
                 Suggestion(
                     index=i,
-                    score=float(hit.mean() + 0.25 * (1 - conf)),
+                    score=float(hit.mean() + SUGGEST_CONFIDENCE_WEIGHT * (1 - conf)),
                     group=group,
                     wrong_share=float(wrong[neigh].mean()),
                     predicted=int(pool_probabilities[i].argmax()),
                     confidence=conf,
                 )
             )
+    # Round-robin over the classes the suspected groups belong to (the likely true class of the
+    # image), best first within each: eight labels then cover eight classes' groups instead of
+    # one group's look-alikes, which a repair over-learns. Images near no group come last.
     out.sort(key=lambda s: (-s.score, s.index))
-    rounds: dict[int | None, int] = {}
+    label_of = {g.id: g.label for g in found.groups}
+    rounds: dict[int, int] = {}
     keyed = []
     for s in out:
-        r = rounds.get(s.group, 0)
-        rounds[s.group] = r + 1
-        keyed.append((-(s.score - SUGGEST_REPEAT_PENALTY * r), s.index, s))
-    keyed.sort(key=lambda t: (t[0], t[1]))
-    return [t[2] for t in keyed]
+        if s.group is None or s.score < SUGGEST_MIN_SCORE:
+            keyed.append((1, 0, -s.score, s.index, s))
+            continue
+        lab = label_of[s.group]
+        r = rounds.get(lab, 0)
+        rounds[lab] = r + 1
+        keyed.append((0, r, -s.score, s.index, s))
+    keyed.sort(key=lambda t: t[:4])
+    return [t[4] for t in keyed]
 
 
 def suggest(bundle, found: Discovery, pool: ImageDataset, device="cpu", pixels=None) -> list[Suggestion]:
