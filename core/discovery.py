@@ -568,6 +568,11 @@ def conflicting_cells_of(suite) -> list[tuple[int, str]]:
     return [(lab, a) for lab, a in cells if agreeing.get(lab) is not None and a != agreeing[lab]]
 
 
+def group_paths(dataset: ImageDataset, group: SuspectedGroup) -> list[str]:
+    """The manifest paths of a group's members: what naming the group turns into an attribute."""
+    return [dataset.records[int(i)].path for i in group.members]
+
+
 # -- contact sheets -----------------------------------------------------------------------------
 def representatives(found: Discovery, group: SuspectedGroup, n: int = 24) -> np.ndarray:
     """Up to ``n`` members of a group, those nearest its feature centroid first."""
@@ -617,8 +622,8 @@ def write_discovery(found: Discovery, dataset: ImageDataset, out_dir: str | Path
         w = csv.writer(fh)
         w.writerow(["group", "path"])
         for g in ordered:
-            for i in g.members:
-                w.writerow([g.id, dataset.records[int(i)].path])
+            for path in group_paths(dataset, g):
+                w.writerow([g.id, path])
     for g in ordered:
         contact_sheet(dataset, representatives(found, g, sheet_size), out / f"group_{g.id}.png")
     return out
