@@ -7,11 +7,21 @@ traceback for a user's mistake.
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
 import json
 import sys
 from pathlib import Path
 
+from core.app.demo import build_demo
+from core.engine.configs import PENALTIES
+from core.engine.inference import evaluate_bundle
+from core.engine.methods import METHODS, get_method
+from core.engine.repair import prepare_data, run_repair, write_run
 from core.errors import UserError
+from core.formats.bundle import load_bundle, load_model_file
+from core.formats.datasets import load_dataset
+from core.formats.meta import bundle_zip_bytes
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module with add_arguments(parser) and run(args), one-line help)
@@ -22,25 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("core.cli", "Zip a run's repaired model (or any bundle folder) for hand-off."),
     "benchmark": ("core.bench.benchmark", "Run every method over counterexample sets of several sizes."),
     "perf": ("core.bench.perf", "Measure speed and memory ratios side by side."),
+    "discover": ("core.bench.discovery", "Find suspected groups the model fails on, without attribute labels."),
 }
-
-
-def load_model_arg(path: str, meta_path: str | None = None):
-    """A bundle folder/zip, or a .pt/.pth/.safetensors weights file plus a model.json given by --meta."""
-    from core.formats.bundle import BundleMeta, bundle_from_state_file, load_bundle
-
-    p = Path(path)
-    if p.is_file() and p.suffix.lower() in (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".pkl"):
-        if p.suffix.lower() in (".pt2", ".ts", ".pkl"):
-            load_bundle(p)  # raises the refusal message
-        if not meta_path:
-            raise UserError(f"{p.name} is a bare weights file; pass --meta model.json with its architecture")
-        try:
-            meta = BundleMeta.from_dict(json.loads(Path(meta_path).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read --meta {meta_path}: {exc}") from None
-        return bundle_from_state_file(p.read_bytes(), p.name, meta)
-    return load_bundle(p)
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -50,7 +43,6 @@ def add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args) -> int:
-    from core.app.demo import build_demo
 
     if not 1 <= args.counterexamples <= 16:
         raise UserError("--counterexamples must be between 1 and 16")
@@ -71,10 +63,8 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args) -> int:
-    from core.engine.inference import evaluate_bundle
-    from core.formats.datasets import load_dataset
 
-    bundle = load_model_arg(args.model, args.meta)
+    bundle = load_model_file(args.model, args.meta)
     ds = load_dataset(args.data, bundle.meta.class_names)
     res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count)
     out = Path(args.out)
@@ -90,8 +80,6 @@ def run_evaluate(args) -> int:
 
 # -- tune ---------------------------------------------------------------------------------------
 def add_tune(p: argparse.ArgumentParser) -> None:
-    from core.engine.methods import METHODS
-    from core.engine.penalties import PENALTIES
 
     p.add_argument("--model", required=True, help="bundle folder or .zip (or weights file with --meta)")
     p.add_argument("--meta", help="model.json for a bare .pt/.pth/.safetensors weights file")
@@ -136,12 +124,9 @@ def tune_overrides(args) -> dict:
 
 
 def run_tune(args) -> int:
-    from core.engine.methods import get_method
-    from core.engine.repair import run_repair, write_run
-    from core.formats.datasets import load_dataset
 
     get_method(args.method)
-    bundle = load_model_arg(args.model, args.meta)
+    bundle = load_model_file(args.model, args.meta)
     names = bundle.meta.class_names
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
@@ -192,14 +177,10 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def run_sweep(args) -> int:
-    import csv
-
-    from core.engine.repair import prepare_data, run_repair, write_run
-    from core.formats.datasets import load_dataset
 
     if args.strength is not None:
         raise UserError("sweep takes --strengths (several values), not --strength")
-    bundle = load_model_arg(args.model, args.meta)
+    bundle = load_model_file(args.model, args.meta)
     names = bundle.meta.class_names
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
@@ -239,8 +220,6 @@ def add_export(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args) -> int:
-    from core.formats.bundle import load_bundle
-    from core.formats.meta import bundle_zip_bytes
 
     src = Path(args.run)
     bundle_dir = src / "model" if (src / "model" / "model.json").is_file() else src
@@ -264,7 +243,6 @@ LOCAL = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    import importlib
 
     parser = argparse.ArgumentParser(prog="python -m core", description="Bias-repair workbench command line.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -178,3 +178,19 @@ def save_bundle(state: dict[str, torch.Tensor], meta: BundleMeta, out_dir: str |
     (out / "model.safetensors").write_bytes(st_save_bytes(contiguous))
     (out / "model.json").write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
     return out
+
+
+def load_model_file(path: str, meta_path: str | None = None):
+    """A bundle folder/zip, or a .pt/.pth/.safetensors weights file plus a model.json given by --meta."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".pkl"):
+        if p.suffix.lower() in (".pt2", ".ts", ".pkl"):
+            load_bundle(p)  # raises the refusal message
+        if not meta_path:
+            raise UserError(f"{p.name} is a bare weights file; pass --meta model.json with its architecture")
+        try:
+            meta = BundleMeta.from_dict(json.loads(Path(meta_path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read --meta {meta_path}: {exc}") from None
+        return bundle_from_state_file(p.read_bytes(), p.name, meta)
+    return load_bundle(p)

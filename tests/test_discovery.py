@@ -1,0 +1,199 @@
+"""Finding suspected groups without attributes (issue #12): synthetic embeddings, the hook, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli import main
+from core.engine import discovery as D
+
+
+def _probs(labels: np.ndarray, wrong: np.ndarray, n_classes: int) -> np.ndarray:
+    """0.9 on the true class where right, 0.9 on the next class where wrong."""
+    p = np.full((len(labels), n_classes), 0.1 / (n_classes - 1))
+    target = np.where(wrong, (labels + 1) % n_classes, labels)
+    p[np.arange(len(labels)), target] = 0.9
+    return p
+
+
+def planted(seed: int = 0, tiny: int = 6):
+    """Two classes of 300 in 8 dimensions. Class 0 holds a planted cluster of 60 images (80 % wrong)
+    and a tiny far cluster of ``tiny`` images (all wrong); elsewhere 5 % are wrong."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    labels = np.repeat([0, 1], n)
+    feats = rng.normal(size=(2 * n, 8))
+    feats[labels == 1, 0] += 6.0
+    group = np.arange(60)
+    tiny_idx = np.arange(60, 60 + tiny)
+    feats[group, 1] += 6.0
+    feats[tiny_idx, 2] += 9.0
+    wrong = rng.random(2 * n) < 0.05
+    wrong[group] = rng.permutation(60) < 48
+    wrong[tiny_idx] = True
+    return feats, labels, _probs(labels, wrong, 2), group, tiny_idx
+
+
+def test_planted_cluster_is_found_and_ranked_first():
+    feats, labels, probs, group, _ = planted()
+    groups = D.find_groups(feats, labels, probs, ["a", "b"])
+    first = [g for g in groups if g.label == 0 and g.rank == 1]
+    assert first, "no suspected group in class 0"
+    g = first[0]
+    inter = len(np.intersect1d(g.members, group))
+    assert inter / g.size >= 0.9 and inter / len(group) >= 0.9
+    assert g.accuracy == pytest.approx(0.2, abs=0.05)
+    # The interval is honest: it holds the planted error rate and the point estimate.
+    assert g.error_low <= 0.8 <= g.error_high
+    assert g.error_low <= 1 - g.accuracy <= g.error_high
+    assert g.interval == (1 - g.error_high, 1 - g.error_low)
+    assert g.size == len(g.members) and "60" in g.sentence
+
+
+def test_tiny_all_wrong_cluster_does_not_outrank_a_large_bad_one():
+    # The Wilson lower bound: 3 of 3 wrong is weaker evidence than 48 of 60.
+    assert D.wilson(3, 3)[0] < D.wilson(48, 60)[0]
+    assert D.wilson(6, 6)[0] < D.wilson(48, 60)[0]
+    feats, labels, probs, group, tiny_idx = planted(tiny=6)
+    groups = [g for g in D.find_groups(feats, labels, probs) if g.label == 0]
+    assert groups[0].size >= 50
+    for g in groups[1:]:
+        assert g.score <= groups[0].score
+
+
+def test_wilson_interval_covers_the_truth():
+    rng = np.random.default_rng(0)
+    for n, p in [(5, 0.8), (20, 0.3), (200, 0.05)]:
+        k = rng.binomial(n, p, size=2000)
+        covered = np.mean([lo <= p <= hi for lo, hi in (D.wilson(int(x), n) for x in k)])
+        assert covered >= 0.92, (n, p, covered)
+
+
+def test_no_groups_when_errors_are_uniform():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 200)
+    feats = rng.normal(size=(600, 6))
+    probs = _probs(labels, rng.random(600) < 0.1, 3)
+    groups = D.find_groups(feats, labels, probs)
+    assert all(g.score < 0.2 for g in groups)  # nothing stands out much when errors are spread evenly
+
+
+def test_deterministic():
+    feats, labels, probs, _, _ = planted(seed=3)
+    a = D.find_groups(feats, labels, probs, seed=0)
+    b = D.find_groups(feats, labels, probs, seed=0)
+    assert [(g.label, g.rank, g.members.tolist(), g.score) for g in a] == [
+        (g.label, g.rank, g.members.tolist(), g.score) for g in b
+    ]
+
+
+def test_suggestions_put_pool_images_of_the_group_first():
+    feats, labels, probs, group, _ = planted()
+    groups = D.find_groups(feats, labels, probs)
+    found = D.Discovery(groups, feats, labels, probs.argmax(1), probs, ["a", "b"])
+    rng = np.random.default_rng(5)
+    pool = rng.normal(size=(40, 8))
+    pool[:10, 1] += 6.0  # ten pool images that look like the planted group
+    pool[20:, 0] += 6.0
+    pool_probs = np.full((40, 2), 0.5)
+    ranked = D.suggest_from_arrays(found, pool, pool_probs)
+    assert {s.index for s in ranked[:8]} <= set(range(10))
+    assert ranked[0].group is not None and ranked[0].wrong_share > 0.5
+
+
+def test_recovery_metric_counts_cells():
+    from pathlib import Path
+
+    from core.formats.datasets import ImageDataset, Record
+
+    feats, labels, probs, group, _ = planted()
+    attrs = ["odd" if i in set(group.tolist()) else "plain" for i in range(len(labels))]
+    ds = ImageDataset(
+        Path("."), [Record(f"{i}.png", int(y), a) for i, (y, a) in enumerate(zip(labels, attrs))], ["a", "b"]
+    )
+    groups = D.find_groups(feats, labels, probs)
+    r = D.recovery(groups, ds, [(0, "odd"), (1, "odd")])  # (1, odd) is empty: not counted
+    assert r["recovery"] == 1.0 and len(r["cells"]) == 1 and r["cells"][0]["recovered"]
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "mobilenet_v3_small"])
+def test_embed_reads_the_classifier_input(arch):
+    from core.formats.architectures import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, 3, 3)
+    x = torch.randn(4, 3, 32, 32)
+    feats, probs = D.embed_tensor(model, x, "cpu")
+    head = D.classifier_layer(model)
+    assert feats.shape == (4, head.in_features) and probs.shape == (4, 3)
+    with torch.no_grad():
+        again = torch.softmax(head(torch.from_numpy(feats)), 1).numpy()
+    np.testing.assert_allclose(again, probs, atol=1e-5)
+    assert not head._forward_hooks  # the hook is removed
+
+
+def _strip_attributes(src, dst) -> None:
+    shutil.copytree(src, dst)
+    rows = list(csv.DictReader(open(dst / "manifest.csv", encoding="utf-8")))
+    with open(dst / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "split"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("path", "label", "split")} for r in rows)
+
+
+def test_cli_finds_the_tag_shortcut_without_attributes(demo_dir, tmp_path, capsys):
+    from core.app.demo import AGREEING_TAG, CLASS_NAMES
+
+    plain = tmp_path / "eval"
+    _strip_attributes(demo_dir / "eval", plain)
+    out = tmp_path / "found"
+    assert main(["discover", "--model", str(demo_dir / "model"), "--data", str(plain), "--out", str(out)]) == 0
+    groups = list(csv.DictReader(open(out / "groups.csv", encoding="utf-8")))
+    assert list(groups[0]) == ["group", "label", "size", "accuracy", "class_accuracy", "score"]
+    members = list(csv.DictReader(open(out / "members.csv", encoding="utf-8")))
+    assert list(members[0]) == ["group", "path"]
+    truth = {r["path"]: r for r in csv.DictReader(open(demo_dir / "eval" / "manifest.csv", encoding="utf-8"))}
+    assert all(m["path"] in truth for m in members)  # exactly as in the manifest
+    for g in groups:
+        assert (out / f"group_{g['group']}.png").is_file()
+    # Ranked best first within each label.
+    for label in {g["label"] for g in groups}:
+        scores = [float(g["score"]) for g in groups if g["label"] == label]
+        assert scores == sorted(scores, reverse=True)
+    # A top-3 group per class matches the tag-conflicting cell (precision ≥ 0.6, recall ≥ 0.5).
+    by_group: dict[str, set[str]] = {}
+    for m in members:
+        by_group.setdefault(m["group"], set()).add(m["path"])
+    found = 0
+    for c, name in enumerate(CLASS_NAMES):
+        cell = {p for p, r in truth.items() if r["label"] == name and r["attribute"] != AGREEING_TAG[c]}
+        top3 = [g for g in groups if g["label"] == name][:3]
+        if any(
+            len(by_group[g["group"]] & cell) >= 0.6 * len(by_group[g["group"]])
+            and len(by_group[g["group"]] & cell) >= 0.5 * len(cell)
+            for g in top3
+        ):
+            found += 1
+    assert found >= 7, f"tag cell found for only {found} of 10 digits"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "no/such/bundle", "--data", "x", "--out", "y"],
+        ["--model", "MODEL", "--data", "no/such/dataset", "--out", "y"],
+        ["--model", "MODEL", "--out", "y"],
+        ["--model", "MODEL", "--data", "DATA", "--out", "y", "--top", "0"],
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(demo_dir, tmp_path, capsys, args):
+    args = [str(demo_dir / "model") if a == "MODEL" else str(demo_dir / "eval") if a == "DATA" else a for a in args]
+    args = [str(tmp_path / a) if a in ("y", "x") else a for a in args]
+    assert main(["discover", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
