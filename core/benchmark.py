@@ -36,9 +36,10 @@ import torch
 from core.datasets import normalize
 from core.errors import UserError
 from core.strength import CANDIDATES
-from core.suites import SUITES, Suite, load_suite
+from core.suites import SUITE_GROUPS, SUITES, Suite, load_suite
 
 AUTO = "cpt_auto"
+PAPER = "cpt_paper"  # CPT in the paper's exact form (Adam 1e-3, no anchor, the paper's stopping rule)
 DEFAULT_STRENGTH = 1000.0
 
 
@@ -49,11 +50,15 @@ def fixed_name(strength: float) -> str:
 def add_arguments(p) -> None:
     from core.methods import METHODS
 
-    p.add_argument("--suite", default="demo", choices=list(SUITES))
+    p.add_argument("--suite", default="demo", choices=list(SUITES) + list(SUITE_GROUPS))
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--seeds", type=int, default=3, help="number of draws (seeds 0..N-1) per size")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {', '.join(METHODS)}")
     p.add_argument("--no-auto", action="store_true", help="skip automatic strength and the fixed-strength sweep")
+    p.add_argument("--no-sweep", action="store_true", help="run automatic strength but not the fixed-strength sweep")
+    p.add_argument(
+        "--no-paper", action="store_true", help="skip cpt_paper (CPT in the paper's exact form beside the defaults)"
+    )
     p.add_argument("--max-steps", type=int, help="override every method's max_steps (for smoke runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workdir", help="where to build the suite's files (default: a temporary folder)")
@@ -101,6 +106,9 @@ def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = Tru
         attr_eval=[suite.eval_set.attributes[i] for i in rep],
         eval_indices=rep,
         unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
+        reference=normalize(suite.reference_pixels, meta.mean, meta.std)
+        if suite.reference_pixels is not None
+        else None,
     )
 
 
@@ -134,14 +142,21 @@ def run_benchmark(
     device: str,
     max_steps: int | None = None,
     log=print,
+    sweep: bool = True,
+    paper: bool = True,
 ) -> pd.DataFrame:
     """Every (method, shots, seed) run as one DataFrame row."""
     from core.tuning import run_repair
 
     base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
+    from core.methods.cpt import PAPER_FORM
+
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
-    if auto:
+    if paper and "cpt" in methods:
+        jobs.insert(methods.index("cpt") + 1, (PAPER, "cpt", {**base_cfg, **PAPER_FORM}))
+    if auto and sweep:
         jobs += [(fixed_name(s), "cpt", {**base_cfg, "strength": s}) for s in CANDIDATES if s != DEFAULT_STRENGTH]
+    if auto:
         jobs.append((AUTO, "cpt", {**base_cfg, "strength": "auto"}))
     rows = []
     t_start = time.perf_counter()
@@ -154,7 +169,7 @@ def run_benchmark(
                     suite.bundle, suite.pool.subset(idx), method=method, config=cfg, device=device, seed=seed, data=data
                 )
                 row = _row(suite.name, name, k, seed, res.metrics)
-                if name == "cpt" and auto:
+                if name == "cpt" and auto and sweep:
                     rows.append({**row, "method": fixed_name(DEFAULT_STRENGTH)})
                 rows.append(row)
             log(f"[{time.perf_counter() - t_start:7.1f} s] seed {seed} shots {k}: {len(jobs)} runs done")
@@ -312,23 +327,27 @@ def run(args) -> int:
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
     device = select_device(args.device).type
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        suite = load_suite(args.suite, args.workdir or tmp)
-        suite.load_pixels()
-        df = run_benchmark(
-            suite,
-            sorted(set(args.shots)),
-            args.seeds,
-            args.methods,
-            auto=not args.no_auto,
-            device=device,
-            max_steps=args.max_steps,
-            log=lambda s: print(s, file=sys.stderr, flush=True),
-        )
-    df.to_csv(out / "runs.csv", index=False)
-    (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
-    (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
-    print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
+    names = SUITE_GROUPS.get(args.suite, [args.suite])
+    for name in names:
+        out = Path(args.out) / name if len(names) > 1 else Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            suite = load_suite(name, args.workdir or tmp)
+            suite.load_pixels()
+            df = run_benchmark(
+                suite,
+                sorted(set(args.shots)),
+                args.seeds,
+                args.methods,
+                auto=not args.no_auto,
+                device=device,
+                max_steps=args.max_steps,
+                log=lambda s: print(s, file=sys.stderr, flush=True),
+                sweep=not args.no_sweep,
+                paper=not args.no_paper,
+            )
+        df.to_csv(out / "runs.csv", index=False)
+        (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
+        (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+        print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
     return 0

@@ -6,6 +6,11 @@ of counterexamples, then checks the stopping rule.
 * **paper** (Penzel et al. 2024, §3.3): stop as soon as every counterexample in the tuning set is
   classified correctly *and* at least ``min_steps`` (ε) steps have passed; otherwise run to
   ``max_steps``. Checked after each step on the current θ + δ.
+* **kept**: the paper's rule, plus a floor on the label-free kept estimate: after every step, the
+  share of reference images (typical, unlabelled; :mod:`core.anchor`) whose answer is unchanged is
+  measured; as soon as it falls below ``keep_floor`` the run stops and restores the step with the
+  most counterexamples fixed among those above the floor (the latest such step; step 0, the
+  unchanged model, if none). Without reference images it is the paper's rule.
 * **heldout**: every ``eval_every`` steps, measure worst-group accuracy on a labelled validation
   set; keep the best state, stop after ``patience`` checks without improvement, restore the best.
 
@@ -69,6 +74,7 @@ class PreparedData:
     y_val: np.ndarray | None = None
     attr_val: list | None = None
     unlabeled: torch.Tensor | None = None
+    reference: torch.Tensor | None = None  # typical unlabelled images: anchor + kept estimate
 
 
 def split_eval(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +92,13 @@ def prepare_data(
     validation: ImageDataset | None = None,
     unlabeled: ImageDataset | None = None,
     eval_pixels: np.ndarray | None = None,
+    reference: ImageDataset | None = None,
 ) -> PreparedData:
-    """Decode and normalise every image once, up front, so the loop touches only tensors."""
+    """Decode and normalise every image once, up front, so the loop touches only tensors.
+
+    Reference images (see :mod:`core.anchor`): ``reference`` if given, else the ``unlabeled``
+    images, else the validation rows (``split=val``) of ``eval_set`` without their labels. Never
+    the reported rows."""
     meta = bundle.meta
     if len(counterexamples) == 0:
         raise UserError("there are no counterexamples to tune on; label at least one")
@@ -109,6 +120,12 @@ def prepare_data(
         data.x_val, data.y_val, data.attr_val = tensors(validation), validation.labels, validation.attributes
     if unlabeled is not None:
         data.unlabeled = tensors(unlabeled)
+    if reference is not None:
+        data.reference = tensors(reference)
+    elif data.unlabeled is not None:
+        data.reference = data.unlabeled
+    elif data.x_val is not None:
+        data.reference = data.x_val
     return data
 
 
@@ -161,6 +178,11 @@ def train_method(
     if config.stop_rule == "heldout" and x_val is None:
         raise UserError("stop_rule 'heldout' needs a labelled validation set (rows with split=val)")
     stop_reason, cancelled = "max_steps", False
+    ref = getattr(method, "reference", None)
+    kept_rule = config.stop_rule == "kept" and ref is not None
+    floor = getattr(config, "keep_floor", 0.97)
+    if kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
+        kept_best = (int((method.predict(x_ce).argmax(1) == y_ce).sum()), method.snapshot(), 0)
     start = time.perf_counter()
     for step in range(1, config.max_steps + 1):
         if should_stop is not None and should_stop():
@@ -183,6 +205,7 @@ def train_method(
             "fixed": fixed,
             "total": n,
             "heldout_worst_group": heldout,
+            "reference_agreement": ref.agreement(method.predict) if kept_rule else None,
             "elapsed_s": time.perf_counter() - start,
             "device": describe_device(device),
         }
@@ -192,9 +215,17 @@ def train_method(
         if not all(math.isfinite(stats[k]) for k in ("loss", "task_loss", "penalty")):
             stop_reason = "diverged"
             break
-        if config.stop_rule == "paper" and fixed == n and step >= config.min_steps:
+        if kept_rule:
+            if event["reference_agreement"] < floor:
+                stop_reason = "kept_floor"
+                break
+            if fixed >= kept_best[0]:
+                kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
+        if config.stop_rule in ("paper", "kept") and fixed == n and step >= config.min_steps:
             stop_reason = "all_fixed"
             break
+        if kept_rule and kept_best[2] == step:
+            kept_best = (fixed, method.snapshot(), step)
         if config.stop_rule == "heldout" and heldout is not None:
             if heldout > best[0]:
                 best, since_best = (heldout, method.snapshot(), step), 0
@@ -203,6 +234,9 @@ def train_method(
                 if since_best >= config.patience and step >= config.min_steps:
                     stop_reason = "heldout_patience"
                     break
+    if kept_rule and not cancelled and history and kept_best[2] != history[-1]["step"]:
+        method.restore(kept_best[1])
+        stop_reason = f"{stop_reason}; restored step {kept_best[2]} ({kept_best[0]}/{n} fixed)"
     if config.stop_rule == "heldout" and best[1] is not None and not cancelled:
         method.restore(best[1])
         stop_reason = f"{stop_reason}; restored best held-out step {best[2]}"
@@ -235,24 +269,32 @@ def run_repair(
     unlabeled: ImageDataset | None = None,
     eval_pixels: np.ndarray | None = None,
     data: PreparedData | None = None,
+    reference: ImageDataset | None = None,
 ) -> RepairResult:
     """Repair ``bundle`` on ``counterexamples`` with ``method``; evaluate before/after on ``eval_set``.
 
     ``config`` holds method settings (see ``core.methods.config_schema``); ``strength`` may be
     ``"auto"``, which picks λ with :func:`core.strength.choose_strength` (never using eval labels).
+    ``reference``: typical unlabelled images for CPT's function-space anchor, the ``kept`` stopping
+    rule and auto's kept estimate (:mod:`core.anchor`); defaults as in :func:`prepare_data`.
+
+    ``metrics["no_change"]`` is ``None`` when the model was changed, else ``{"code", "reason"}``:
+    why the result is the old model (codes in :data:`core.strength.NO_CHANGE_CODES`).
+    ``progress`` receives the training steps' events and, with auto, its candidates' events
+    (``{"phase": "auto", ...}``, see :func:`core.strength.choose_strength`).
     """
     dev = select_device(device)
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
     if data is None:
-        data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels)
+        data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference)
     overrides = dict(config or {})
     auto_info = None
     if overrides.get("strength") == "auto":
         from core.strength import choose_strength
 
-        auto_info = choose_strength(bundle, data, method, overrides, dev, seed=seed)
+        auto_info = choose_strength(bundle, data, method, overrides, dev, seed=seed, progress=progress)
         overrides["strength"] = auto_info["chosen"]
     cfg = make_config(method, overrides) if not auto_info or auto_info["chosen"] is not None else None
     class_names = bundle.meta.class_names
@@ -262,6 +304,7 @@ def run_repair(
         before = predict_logits(base_model.to(dev), data.x_eval, dev).argmax(1).numpy()
         base_model.to("cpu")
 
+    impl = None
     if cfg is None:  # auto chose "change nothing": the repaired model is the old one
         history, stop_reason, cancelled = [], "auto_no_change", False
         merged, delta, after = bundle.state_dict(), None, before.copy()
@@ -269,6 +312,8 @@ def run_repair(
         strength = None
     else:
         impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
+        if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule == "kept":
+            impl.use_reference(data.reference, seed)
         history, stop_reason, cancelled = train_method(
             impl, data, cfg, dev, class_names, seed=seed, progress=progress, should_stop=should_stop
         )
@@ -277,6 +322,18 @@ def run_repair(
         if data.x_eval is not None:
             after = predict_logits(_PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
         strength = getattr(cfg, "strength", None)
+    ref_agreement = None
+    no_change = None
+    if auto_info is not None and auto_info["chosen"] is None:
+        no_change = {"code": auto_info["code"], "reason": auto_info["rule"]}
+    elif not cancelled and "restored step 0 " in stop_reason:
+        no_change = {
+            "code": "kept_floor",
+            "reason": f"every step changed more than {1 - cfg.keep_floor:.0%} of the answers on the reference "
+            "images before it fixed a counterexample, so the old model is kept",
+        }
+    if impl is not None and impl.reference is not None:
+        ref_agreement = impl.reference.agreement(impl.predict)
     metrics: dict = {"method": method, "strength": strength, "steps": len(history)}
     if data.x_eval is not None:
         metrics["before"] = group_metrics(data.y_eval, before, data.attr_eval, class_names)
@@ -293,6 +350,8 @@ def run_repair(
             "config": asdict(cfg),
             "auto_strength": auto_info,
             "seed": seed,
+            "no_change": no_change,
+            "reference_agreement": ref_agreement,
         }
     )
     return RepairResult(

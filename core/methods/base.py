@@ -25,7 +25,7 @@ from torch import nn
 
 from core.errors import UserError
 
-STOP_RULES = ("paper", "heldout", "none")
+STOP_RULES = ("paper", "heldout", "none", "kept")
 
 
 def hp(default, help: str, **hints):
@@ -49,8 +49,17 @@ class MethodConfig:
         "paper",
         "paper: stop once every counterexample is right and at least min_steps have passed (Penzel et al. "
         "2024); heldout: keep the step with the best held-out worst-group accuracy, stop after `patience` "
-        "checks without improvement (needs a labelled validation set); none: run max_steps.",
+        "checks without improvement (needs a labelled validation set); none: run max_steps; kept: the paper's "
+        "rule, but also stop as soon as the share of reference images whose answer is unchanged falls below "
+        "keep_floor, and keep the best step above the floor (no reference images: the paper's rule).",
         choices=STOP_RULES,
+    )
+    keep_floor: float = hp(
+        0.97,
+        "kept rule: the lowest share of reference images (typical, unlabelled) that must keep the old "
+        "model's answer; the run keeps the step with the most counterexamples fixed above it.",
+        min=0.0,
+        max=1.0,
     )
     patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
     eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)
@@ -107,7 +116,14 @@ class Method:
         self.device = device
         self.base = frozen_copy(base_model, device)
         self.unlabeled = unlabeled
+        self.reference = None  # core.anchor.Reference, set by use_reference
         self.optimizer: torch.optim.Optimizer | None = None
+
+    def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None:
+        """Give the method typical unlabelled images (anchor, kept estimate); see :mod:`core.anchor`."""
+        from core.anchor import Reference
+
+        self.reference = Reference(x, self.base, self.device, seed) if x is not None and len(x) else None
 
     # -- hooks ---------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.Tensor]:
