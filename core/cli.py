@@ -98,6 +98,11 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--counterexamples", required=True, help="dataset of labelled counterexamples")
     p.add_argument("--eval", help="evaluation dataset (rows with split=val are used as validation only)")
     p.add_argument("--unlabeled", help="dataset of typical unlabelled images (used by some methods and auto)")
+    p.add_argument(
+        "--reference",
+        help="dataset of typical unlabelled images (labels ignored) for CPT's function-space anchor, the 'kept' "
+        "stopping rule and auto's kept estimate; default: --unlabeled, else the --eval rows marked split=val",
+    )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--method", default="cpt", help=f"one of: {', '.join(METHODS)}")
     p.add_argument("--strength", help="penalty strength λ (a number) or 'auto'")
@@ -146,9 +151,20 @@ def run_tune(args) -> int:
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
     unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
+    ref = load_dataset(args.reference, names, keep_good_rows=True) if args.reference else None
 
     def progress(e: dict) -> None:
         if args.quiet:
+            return
+        if e.get("phase") == "auto":
+            if "fold" in e:
+                print(
+                    f"\rauto: strength {e['strength']:g} ({e['candidate']}/{e['candidates']}), fold "
+                    f"{e['fold']}/{e['folds']}   ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         line = (
             f"\rstep {e['step']:4d}/{e['max_steps']}  loss {e['loss']:.4f}  penalty {e['penalty']:.4f}  "
@@ -168,12 +184,15 @@ def run_tune(args) -> int:
         seed=args.seed,
         progress=progress,
         unlabeled=unl,
+        reference=ref,
     )
     if not args.quiet:
         print(file=sys.stderr)
     out = write_run(result, bundle.meta, args.out, ev)
     m = result.metrics
     print(f"method {m['method']}  strength {m['strength']}  steps {m['steps']}  stop: {m['stop_reason']}")
+    if m.get("no_change"):
+        print(f"no change ({m['no_change']['code']}): {m['no_change']['reason']}")
     if "before" in m:
         b, a = m["before"], m["after"]
         print(
@@ -204,7 +223,8 @@ def run_sweep(args) -> int:
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
     unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
-    data = prepare_data(bundle, ce, ev, unlabeled=unl)  # decode images once for every strength
+    ref = load_dataset(args.reference, names, keep_good_rows=True) if args.reference else None
+    data = prepare_data(bundle, ce, ev, unlabeled=unl, reference=ref)  # decode images once for every strength
     out = Path(args.out)
     rows = []
     for lam in args.strengths:

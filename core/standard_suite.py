@@ -128,7 +128,7 @@ def train_standard_model(part: str, out_dir: str | Path, seed: int = 0, log=_log
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             log(f"  {part}: epoch {ep + 1}/{epochs}  loss {total / len(x):.3f}  ({time.perf_counter() - t0:.0f} s)")
         model.eval()
     finally:
