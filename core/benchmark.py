@@ -153,7 +153,7 @@ def run_benchmark(
 
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
     if paper and "cpt" in methods:
-        jobs.insert(methods.index("cpt") + 1, (PAPER, "cpt", {**base_cfg, **PAPER_FORM}))
+        jobs.insert(methods.index("cpt") + 1, (PAPER, "cpt", {**PAPER_FORM, **base_cfg}))
     if auto and sweep:
         jobs += [(fixed_name(s), "cpt", {**base_cfg, "strength": s}) for s in CANDIDATES if s != DEFAULT_STRENGTH]
     if auto:

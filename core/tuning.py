@@ -8,9 +8,11 @@ of counterexamples, then checks the stopping rule.
   ``max_steps``. Checked after each step on the current θ + δ.
 * **kept**: the paper's rule, plus a floor on the label-free kept estimate: after every step, the
   share of reference images (typical, unlabelled; :mod:`core.anchor`) whose answer is unchanged is
-  measured; as soon as it falls below ``keep_floor`` the run stops and restores the step with the
-  most counterexamples fixed among those above the floor (the latest such step; step 0, the
-  unchanged model, if none). Without reference images it is the paper's rule.
+  measured; as soon as it falls below ``keep_floor`` the run stops. Either way (floor, or the
+  paper's condition, or ``max_steps``) the run ends on the step with the most counterexamples
+  fixed among those above the floor, the earliest such step (the least change); that is step 0,
+  the unchanged model, if no step fixed more than the old model did. Without reference images it
+  is the paper's rule.
 * **heldout**: every ``eval_every`` steps, measure worst-group accuracy on a labelled validation
   set; keep the best state, stop after ``patience`` checks without improvement, restore the best.
 
@@ -219,7 +221,7 @@ def train_method(
             if event["reference_agreement"] < floor:
                 stop_reason = "kept_floor"
                 break
-            if fixed >= kept_best[0]:
+            if fixed > kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
                 kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
         if config.stop_rule in ("paper", "kept") and fixed == n and step >= config.min_steps:
             stop_reason = "all_fixed"
@@ -327,11 +329,18 @@ def run_repair(
     if auto_info is not None and auto_info["chosen"] is None:
         no_change = {"code": auto_info["code"], "reason": auto_info["rule"]}
     elif not cancelled and "restored step 0 " in stop_reason:
-        no_change = {
-            "code": "kept_floor",
-            "reason": f"every step changed more than {1 - cfg.keep_floor:.0%} of the answers on the reference "
-            "images before it fixed a counterexample, so the old model is kept",
-        }
+        no_change = (
+            {
+                "code": "kept_floor",
+                "reason": f"every step that fixed a counterexample changed more than {1 - cfg.keep_floor:.0%} of "
+                "the answers on the reference images, so the old model is kept",
+            }
+            if stop_reason.startswith("kept_floor")
+            else {
+                "code": "nothing_fixed",
+                "reason": "no step fixed more counterexamples than the old model, so the old model is kept",
+            }
+        )
     if impl is not None and impl.reference is not None:
         ref_agreement = impl.reference.agreement(impl.predict)
     metrics: dict = {"method": method, "strength": strength, "steps": len(history)}

@@ -39,7 +39,16 @@ VARIANTS = {
     "Adam 3e-5, anchor 10, kept stop": {"lr": 3e-5, "anchor": 10.0, "stop_rule": "kept"},
     "Adam 1e-4, anchor 1, kept stop 0.99": {"lr": 1e-4, "anchor": 1.0, "stop_rule": "kept", "keep_floor": 0.99},
     "Adam 3e-5, anchor 10, kept stop 0.99": {"lr": 3e-5, "anchor": 10.0, "stop_rule": "kept", "keep_floor": 0.99},
-    "SGD-like: Adam 1e-5, anchor 1, kept stop": {"lr": 1e-5, "anchor": 1.0, "stop_rule": "kept"},
+    "Adam 1e-5, anchor 1, kept stop": {"lr": 1e-5, "anchor": 1.0, "stop_rule": "kept"},
+    "Adam 3e-5, anchor 1, kept stop 0.99": {"lr": 3e-5, "anchor": 1.0, "stop_rule": "kept", "keep_floor": 0.99},
+    "Adam 1e-4, anchor 10, kept stop 0.99": {"lr": 1e-4, "anchor": 10.0, "stop_rule": "kept", "keep_floor": 0.99},
+    "Adam 3e-5, anchor 10, kept stop 0.99, ε=0": {
+        "lr": 3e-5,
+        "anchor": 10.0,
+        "stop_rule": "kept",
+        "keep_floor": 0.99,
+        "min_steps": 0,
+    },
 }
 
 

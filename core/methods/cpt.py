@@ -28,10 +28,12 @@ from core.penalties import PENALTIES, anchor_scales, penalty_value
 
 # Defaults chosen on the three benchmark suites (docs/BENCHMARKS.md, "Choosing CPT's defaults").
 # The paper's exact form: --set lr=0.001 --set anchor=0 --set stop_rule=paper.
-LR_DEFAULT = 1e-4
-ANCHOR_DEFAULT = 1.0
+LR_DEFAULT = 3e-5
+ANCHOR_DEFAULT = 10.0
 STOP_DEFAULT = "kept"
-PAPER_FORM = {"lr": 1e-3, "anchor": 0.0, "stop_rule": "paper"}
+KEEP_FLOOR_DEFAULT = 0.99
+MAX_STEPS_DEFAULT = 200
+PAPER_FORM = {"lr": 1e-3, "anchor": 0.0, "stop_rule": "paper", "max_steps": 100}
 
 
 class DeltaModel(nn.Module):
@@ -65,15 +67,23 @@ class CPTConfig(MethodConfig):
     lr: float = hp(
         LR_DEFAULT,
         "Adam step size. Adam's first steps move every weight by about this much whatever the penalty, so on "
-        "large models the paper's 1e-3 changes far more than the penalty allows; 1e-4 lets the penalty act.",
+        "large models the paper's 1e-3 changes far more than the penalty allows; 3e-5 lets the penalty and the "
+        "anchor act.",
         min=1e-6,
         max=1e-1,
         log=True,
     )
+    max_steps: int = hp(MAX_STEPS_DEFAULT, "Upper bound on optimizer steps.", min=1, max=5000)
     stop_rule: str = hp(
         STOP_DEFAULT,
         MethodConfig.__dataclass_fields__["stop_rule"].metadata["help"],
         choices=STOP_RULES,
+    )
+    keep_floor: float = hp(
+        KEEP_FLOOR_DEFAULT,
+        MethodConfig.__dataclass_fields__["keep_floor"].metadata["help"],
+        min=0.0,
+        max=1.0,
     )
     strength: float = hp(
         1000.0,
