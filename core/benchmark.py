@@ -144,6 +144,7 @@ def run_benchmark(
     log=print,
     sweep: bool = True,
     paper: bool = True,
+    checkpoint: Path | None = None,
 ) -> pd.DataFrame:
     """Every (method, shots, seed) run as one DataFrame row."""
     from core.tuning import run_repair
@@ -173,6 +174,8 @@ def run_benchmark(
                     rows.append({**row, "method": fixed_name(DEFAULT_STRENGTH)})
                 rows.append(row)
             log(f"[{time.perf_counter() - t_start:7.1f} s] seed {seed} shots {k}: {len(jobs)} runs done")
+            if checkpoint is not None:  # partial results survive an interrupted run
+                pd.DataFrame(rows).to_csv(checkpoint, index=False)
     return pd.DataFrame(rows)
 
 
@@ -345,8 +348,10 @@ def run(args) -> int:
                 log=lambda s: print(s, file=sys.stderr, flush=True),
                 sweep=not args.no_sweep,
                 paper=not args.no_paper,
+                checkpoint=out / "runs.partial.csv",
             )
         df.to_csv(out / "runs.csv", index=False)
+        (out / "runs.partial.csv").unlink(missing_ok=True)
         (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
         (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
         print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")

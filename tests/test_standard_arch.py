@@ -24,8 +24,8 @@ SIZE = 32
 def _digits(n: int, offset: int):
     from core import demo
 
-    images, labels = demo.read_mnist_train_5k()
-    idx = np.arange(offset, offset + n)
+    images, labels = demo.read_mnist_train_5k()  # sorted by class: take a fixed shuffle
+    idx = np.random.default_rng(5).permutation(len(labels))[offset : offset + n]
     pad = np.zeros((n, SIZE, SIZE), dtype=np.uint8)
     pad[:, 2:30, 2:30] = images[idx]
     return pad, labels[idx]
