@@ -63,6 +63,13 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workdir", help="where to build the suite's files (default: a temporary folder)")
     p.add_argument("--out", required=True, help="folder for runs.csv, table.md and figure.html")
+    p.add_argument(
+        "--from-runs",
+        nargs="+",
+        metavar="CSV",
+        help="run nothing: merge these runs.csv files (a later file's rows replace an earlier one's for the same "
+        "method, shots and seed) and write runs.csv, table.md and figure.html for --suite",
+    )
 
 
 def draw_order(suite: Suite, seed: int) -> np.ndarray:
@@ -245,6 +252,23 @@ def auto_gap_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def auto_time_table(df: pd.DataFrame) -> str:
+    """Per shots: auto's seconds ÷ default CPT's seconds on the same draw (median over draws)."""
+    a = df[df["method"] == AUTO].set_index(["shots", "seed"])["seconds"]
+    c = df[df["method"] == "cpt"].drop_duplicates(["shots", "seed"]).set_index(["shots", "seed"])["seconds"]
+    if a.empty or c.empty:
+        return ""
+    r = (a / c).dropna()
+    lines = ["| shots | " + " | ".join(str(s) for s in sorted(r.index.get_level_values(0).unique())) + " |"]
+    lines.append("|---" * (len(lines[0].split("|")) - 2) + "|")
+    lines.append(
+        "| auto ÷ cpt | "
+        + " | ".join(f"{r.xs(s, level=0).median():.2f}" for s in sorted(r.index.get_level_values(0).unique()))
+        + " |"
+    )
+    return "\n".join(lines)
+
+
 def markdown_report(df: pd.DataFrame, suite: Suite, seeds: int) -> str:
     before = df.iloc[0]
     parts = [
@@ -256,6 +280,17 @@ def markdown_report(df: pd.DataFrame, suite: Suite, seeds: int) -> str:
     ]
     for col, title, digits in METRICS:
         parts += ["", f"### {title}", "", metric_table(df, col, digits)]
+    ratio = auto_time_table(df)
+    if ratio:
+        parts += [
+            "",
+            "### Time of automatic strength ÷ one default repair",
+            "",
+            "Both measured in the same process on the same prepared tensors (median over draws of the per-draw "
+            "ratio of seconds, evaluation before/after included on both sides). Target: at most 4.",
+            "",
+            ratio,
+        ]
     gap = auto_gap_table(df)
     if gap:
         parts += [
@@ -329,6 +364,8 @@ def run(args) -> int:
         raise UserError("--shots must be positive")
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if args.from_runs:
+        return _from_runs(args)
     device = select_device(args.device).type
     names = SUITE_GROUPS.get(args.suite, [args.suite])
     for name in names:
@@ -355,4 +392,20 @@ def run(args) -> int:
         (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
         (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
         print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
+    return 0
+
+
+def _from_runs(args) -> int:
+    """Merge existing runs.csv files and render the report (for adding methods to a finished benchmark)."""
+    frames = [pd.read_csv(p) for p in args.from_runs]
+    df = pd.concat(frames, ignore_index=True).drop_duplicates(["method", "shots", "seed"], keep="last")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        suite = load_suite(args.suite, args.workdir or tmp)
+    seeds = int(df["seed"].nunique())
+    df.to_csv(out / "runs.csv", index=False)
+    (out / "table.md").write_text(markdown_report(df, suite, seeds), encoding="utf-8")
+    (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+    print(f"{len(df)} runs (merged from {len(frames)} files) → {out / 'table.md'}")
     return 0
