@@ -101,7 +101,7 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reference",
         help="dataset of typical unlabelled images (labels ignored) for CPT's function-space anchor, the 'kept' "
-        "stopping rule and auto's kept estimate; default: --unlabeled, else the --eval rows marked split=val",
+        "stopping rule and auto's kept estimate; default: the --unlabeled images; without either, the anchor and the kept floor are off",
     )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--method", default="cpt", help=f"one of: {', '.join(METHODS)}")
@@ -110,7 +110,7 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--min-steps", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--stop-rule", choices=["paper", "heldout", "none"])
+    p.add_argument("--stop-rule", choices=["kept", "paper", "heldout", "none"])
     p.add_argument("--params", help="which weights may change: all, classifier, or name patterns")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other method setting")
     p.add_argument("--seed", type=int, default=0)
@@ -191,6 +191,8 @@ def run_tune(args) -> int:
     out = write_run(result, bundle.meta, args.out, ev)
     m = result.metrics
     print(f"method {m['method']}  strength {m['strength']}  steps {m['steps']}  stop: {m['stop_reason']}")
+    if m["method"] == "cpt" and m["reference_agreement"] is None and m["config"].get("anchor", 0) > 0:
+        print("note: no reference images (--reference or --unlabeled): the anchor and the kept floor were off")
     if m.get("no_change"):
         print(f"no change ({m['no_change']['code']}): {m['no_change']['reason']}")
     if "before" in m:

@@ -99,8 +99,9 @@ def prepare_data(
     """Decode and normalise every image once, up front, so the loop touches only tensors.
 
     Reference images (see :mod:`core.anchor`): ``reference`` if given, else the ``unlabeled``
-    images, else the validation rows (``split=val``) of ``eval_set`` without their labels. Never
-    the reported rows."""
+    images, else none (the anchor and the kept floor are then off). Not the validation rows: they
+    follow the unbiased evaluation distribution, not the typical one, and half their answers should
+    change."""
     meta = bundle.meta
     if len(counterexamples) == 0:
         raise UserError("there are no counterexamples to tune on; label at least one")
@@ -126,8 +127,6 @@ def prepare_data(
         data.reference = tensors(reference)
     elif data.unlabeled is not None:
         data.reference = data.unlabeled
-    elif data.x_val is not None:
-        data.reference = data.x_val
     return data
 
 

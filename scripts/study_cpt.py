@@ -75,7 +75,9 @@ def main() -> int:
                     idx = draw_counterexamples(suite, k, seed)
                     data = prepare_suite_data(suite, idx)
                     for vname, cfg in variants.items():
-                        res = run_repair(suite.bundle, suite.pool.subset(idx), config=cfg, device="cpu", seed=seed, data=data)
+                        res = run_repair(
+                            suite.bundle, suite.pool.subset(idx), config=cfg, device="cpu", seed=seed, data=data
+                        )
                         row = _row(name, vname, k, seed, res.metrics)
                         row["reference_agreement"] = res.metrics.get("reference_agreement")
                         rows.append(row)
