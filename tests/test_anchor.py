@@ -153,7 +153,6 @@ def test_auto_change_nothing_has_a_reason_code(demo_dir):
 
 def test_auto_refuses_settings_that_break_reference_answers(demo_dir, monkeypatch):
     import core.strength as st
-
     from core.datasets import normalize
     from core.standard_suite import reference_pixels
 
