@@ -86,6 +86,11 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--counterexamples", required=True, help="dataset of labelled counterexamples")
     p.add_argument("--eval", help="evaluation dataset (rows with split=val are used as validation only)")
     p.add_argument("--unlabeled", help="dataset of typical unlabelled images (used by some methods and auto)")
+    p.add_argument(
+        "--reference",
+        help="dataset of typical unlabelled images (labels ignored) for CPT's function-space anchor, the 'kept' "
+        "stopping rule and auto's kept estimate; default: the --unlabeled images; without either, the anchor and the kept floor are off",
+    )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--method", default="cpt", help=f"one of: {', '.join(METHODS)}")
     p.add_argument("--strength", help="penalty strength λ (a number) or 'auto'")
@@ -93,7 +98,7 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--min-steps", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--stop-rule", choices=["paper", "heldout", "none"])
+    p.add_argument("--stop-rule", choices=["kept", "paper", "heldout", "none"])
     p.add_argument("--params", help="which weights may change: all, classifier, or name patterns")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other method setting")
     p.add_argument("--seed", type=int, default=0)
@@ -131,9 +136,20 @@ def run_tune(args) -> int:
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
     unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
+    ref = load_dataset(args.reference, names, keep_good_rows=True) if args.reference else None
 
     def progress(e: dict) -> None:
         if args.quiet:
+            return
+        if e.get("phase") == "auto":
+            if "fold" in e:
+                print(
+                    f"\rauto: strength {e['strength']:g} ({e['candidate']}/{e['candidates']}), fold "
+                    f"{e['fold']}/{e['folds']}   ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         line = (
             f"\rstep {e['step']:4d}/{e['max_steps']}  loss {e['loss']:.4f}  penalty {e['penalty']:.4f}  "
@@ -153,12 +169,17 @@ def run_tune(args) -> int:
         seed=args.seed,
         progress=progress,
         unlabeled=unl,
+        reference=ref,
     )
     if not args.quiet:
         print(file=sys.stderr)
     out = write_run(result, bundle.meta, args.out, ev)
     m = result.metrics
     print(f"method {m['method']}  strength {m['strength']}  steps {m['steps']}  stop: {m['stop_reason']}")
+    if m["method"] == "cpt" and m["reference_agreement"] is None and m["config"].get("anchor", 0) > 0:
+        print("note: no reference images (--reference or --unlabeled): the anchor and the kept floor were off")
+    if m.get("no_change"):
+        print(f"no change ({m['no_change']['code']}): {m['no_change']['reason']}")
     if "before" in m:
         b, a = m["before"], m["after"]
         print(
@@ -185,7 +206,8 @@ def run_sweep(args) -> int:
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
     unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
-    data = prepare_data(bundle, ce, ev, unlabeled=unl)  # decode images once for every strength
+    ref = load_dataset(args.reference, names, keep_good_rows=True) if args.reference else None
+    data = prepare_data(bundle, ce, ev, unlabeled=unl, reference=ref)  # decode images once for every strength
     out = Path(args.out)
     rows = []
     for lam in args.strengths:

@@ -59,9 +59,12 @@ def test_benchmark_cli_smoke(tmp_path, capsys):
     )
     assert rc == 0
     df = pd.read_csv(out / "runs.csv")
-    # 4 methods + 3 other fixed strengths + auto + the cpt@1000 alias, per shots
-    assert len(df) == 2 * 9
-    assert set(df["method"]) >= {"cpt", "finetune_es", "side_tuning", "last_layer", "cpt_auto", "cpt@10"}
+    # 4 methods + CPT in the paper's form + 3 other fixed strengths + auto + the cpt@1000 alias, per shots
+    assert len(df) == 2 * 10
+    assert set(df["method"]) >= {
+        "cpt", "cpt_paper", "finetune_es", "side_tuning", "last_layer", "cpt_auto", "cpt@100", "cpt@1e+06"
+    }  # fmt: skip
+    assert "Time of automatic strength ÷ one default repair" in (out / "table.md").read_text()
     assert (df["steps"] <= 3).all()
     assert df["accuracy"].between(0, 1).all() and df["kept_decisions"].between(0, 1).all()
     # every method saw the same draws: same "before" numbers

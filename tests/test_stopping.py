@@ -4,7 +4,7 @@ the best step."""
 import torch
 
 from core.engine.configs import make_config
-from core.engine.repair import PreparedData, train_method
+from core.engine.loop import PreparedData, train_method
 
 DEV = torch.device("cpu")
 
@@ -42,8 +42,8 @@ def data(n=4):
 
 def run(right_after, **cfg):
     m = Scripted(4, right_after)
-    config = make_config("cpt", cfg)
-    history, reason, cancelled = train_method(m, data(), config, DEV, ["a", "b", "c"])
+    m.config = make_config("cpt", cfg)
+    history, reason, cancelled = train_method(m, data(), DEV, ["a", "b", "c"])
     return m, history, reason
 
 
@@ -75,9 +75,8 @@ def test_cancel_is_polled_every_step():
         calls["n"] += 1
         return calls["n"] > 3
 
-    history, reason, cancelled = train_method(
-        m, data(), make_config("cpt", {"max_steps": 100}), DEV, ["a", "b", "c"], should_stop=should_stop
-    )
+    m.config = make_config("cpt", {"max_steps": 100})
+    history, reason, cancelled = train_method(m, data(), DEV, ["a", "b", "c"], should_stop=should_stop)
     assert cancelled and reason == "cancelled" and len(history) == 3
 
 
@@ -88,6 +87,7 @@ def test_heldout_rule_keeps_best_step():
     d.y_val = torch.tensor([0, 1, 2, 0]).numpy()
     d.attr_val = ["a", "a", "b", "b"]
     cfg = make_config("cpt", {"stop_rule": "heldout", "eval_every": 1, "patience": 3, "min_steps": 0, "max_steps": 40})
-    history, reason, _ = train_method(m, d, cfg, DEV, ["a", "b", "c"])
+    m.config = cfg
+    history, reason, _ = train_method(m, d, DEV, ["a", "b", "c"])
     # validation predictions never change (all zeros → class 0), so the first check is the best
     assert reason.startswith("heldout_patience") and m.restored == 1 and len(history) == 4

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from core.engine.configs import make_config
 from core.engine.repair import prepare_data, run_repair
 from core.engine.strength import CANDIDATES, choose_strength
 from core.formats.bundle import load_bundle
@@ -26,9 +27,9 @@ def load(demo_dir, n=8):
 def test_choice_does_not_depend_on_eval_labels(demo_dir):
     b, ce, ev = load(demo_dir)
     data = prepare_data(b, ce, ev)
-    first = choose_strength(b, data, "cpt", CFG, torch.device("cpu"))
+    first = choose_strength(b, data, "cpt", make_config("cpt", CFG), torch.device("cpu"))
     scrambled = dataclasses.replace(data, y_eval=np.random.default_rng(1).permutation(data.y_eval))
-    second = choose_strength(b, scrambled, "cpt", CFG, torch.device("cpu"))
+    second = choose_strength(b, scrambled, "cpt", make_config("cpt", CFG), torch.device("cpu"))
     assert first == second
     assert first["chosen"] in CANDIDATES
     assert [r["strength"] for r in first["candidates"]] == list(CANDIDATES)

@@ -33,12 +33,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.bench.suites import SUITES, Suite, load_suite
+from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite
+from core.engine.configs import PAPER_FORM
+from core.engine.devices import select_device
 from core.engine.inference import normalize
+from core.engine.methods import METHODS, get_method
+from core.engine.repair import PreparedData, run_repair, split_eval
 from core.engine.strength import CANDIDATES
 from core.errors import UserError
 
 AUTO = "cpt_auto"
+PAPER = "cpt_paper"  # CPT in the paper's exact form (Adam 1e-3, no anchor, the paper's stopping rule)
 DEFAULT_STRENGTH = 1000.0
 
 
@@ -47,17 +52,27 @@ def fixed_name(strength: float) -> str:
 
 
 def add_arguments(p) -> None:
-    from core.engine.methods import METHODS
 
-    p.add_argument("--suite", default="demo", choices=list(SUITES))
+    p.add_argument("--suite", default="demo", choices=list(SUITES) + list(SUITE_GROUPS))
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--seeds", type=int, default=3, help="number of draws (seeds 0..N-1) per size")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {', '.join(METHODS)}")
     p.add_argument("--no-auto", action="store_true", help="skip automatic strength and the fixed-strength sweep")
+    p.add_argument("--no-sweep", action="store_true", help="run automatic strength but not the fixed-strength sweep")
+    p.add_argument(
+        "--no-paper", action="store_true", help="skip cpt_paper (CPT in the paper's exact form beside the defaults)"
+    )
     p.add_argument("--max-steps", type=int, help="override every method's max_steps (for smoke runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workdir", help="where to build the suite's files (default: a temporary folder)")
     p.add_argument("--out", required=True, help="folder for runs.csv, table.md and figure.html")
+    p.add_argument(
+        "--from-runs",
+        nargs="+",
+        metavar="CSV",
+        help="run nothing: merge these runs.csv files (a later file's rows replace an earlier one's for the same "
+        "method, shots and seed) and write runs.csv, table.md and figure.html for --suite",
+    )
 
 
 def draw_order(suite: Suite, seed: int) -> np.ndarray:
@@ -87,8 +102,6 @@ def draw_counterexamples(suite: Suite, shots: int, seed: int) -> np.ndarray:
 def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = True):
     """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, and
     the pool's images without labels. The validation rows are left out on purpose (see module doc)."""
-    from core.engine.repair import PreparedData, split_eval
-
     suite.load_pixels()
     meta = suite.bundle.meta
     rep, _ = split_eval(suite.eval_set)
@@ -101,6 +114,9 @@ def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = Tru
         attr_eval=[suite.eval_set.attributes[i] for i in rep],
         eval_indices=rep,
         unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
+        reference=normalize(suite.reference_pixels, meta.mean, meta.std)
+        if suite.reference_pixels is not None
+        else None,
     )
 
 
@@ -134,14 +150,19 @@ def run_benchmark(
     device: str,
     max_steps: int | None = None,
     log=print,
+    sweep: bool = True,
+    paper: bool = True,
+    checkpoint: Path | None = None,
 ) -> pd.DataFrame:
     """Every (method, shots, seed) run as one DataFrame row."""
-    from core.engine.repair import run_repair
-
     base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
+
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
-    if auto:
+    if paper and "cpt" in methods:
+        jobs.insert(methods.index("cpt") + 1, (PAPER, "cpt", {**PAPER_FORM, **base_cfg}))
+    if auto and sweep:
         jobs += [(fixed_name(s), "cpt", {**base_cfg, "strength": s}) for s in CANDIDATES if s != DEFAULT_STRENGTH]
+    if auto:
         jobs.append((AUTO, "cpt", {**base_cfg, "strength": "auto"}))
     rows = []
     t_start = time.perf_counter()
@@ -154,10 +175,12 @@ def run_benchmark(
                     suite.bundle, suite.pool.subset(idx), method=method, config=cfg, device=device, seed=seed, data=data
                 )
                 row = _row(suite.name, name, k, seed, res.metrics)
-                if name == "cpt" and auto:
+                if name == "cpt" and auto and sweep:
                     rows.append({**row, "method": fixed_name(DEFAULT_STRENGTH)})
                 rows.append(row)
             log(f"[{time.perf_counter() - t_start:7.1f} s] seed {seed} shots {k}: {len(jobs)} runs done")
+            if checkpoint is not None:  # partial results survive an interrupted run
+                pd.DataFrame(rows).to_csv(checkpoint, index=False)
     return pd.DataFrame(rows)
 
 
@@ -172,7 +195,6 @@ METRICS = [
 
 
 def _method_order(df: pd.DataFrame) -> list[str]:
-    from core.engine.methods import METHODS
 
     present = list(dict.fromkeys(df["method"]))
     main = [m for m in METHODS if m in present]
@@ -227,6 +249,23 @@ def auto_gap_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def auto_time_table(df: pd.DataFrame) -> str:
+    """Per shots: auto's seconds ÷ default CPT's seconds on the same draw (median over draws)."""
+    a = df[df["method"] == AUTO].set_index(["shots", "seed"])["seconds"]
+    c = df[df["method"] == "cpt"].drop_duplicates(["shots", "seed"]).set_index(["shots", "seed"])["seconds"]
+    if a.empty or c.empty:
+        return ""
+    r = (a / c).dropna()
+    lines = ["| shots | " + " | ".join(str(s) for s in sorted(r.index.get_level_values(0).unique())) + " |"]
+    lines.append("|---" * (len(lines[0].split("|")) - 2) + "|")
+    lines.append(
+        "| auto ÷ cpt | "
+        + " | ".join(f"{r.xs(s, level=0).median():.2f}" for s in sorted(r.index.get_level_values(0).unique()))
+        + " |"
+    )
+    return "\n".join(lines)
+
+
 def markdown_report(df: pd.DataFrame, suite: Suite, seeds: int) -> str:
     before = df.iloc[0]
     parts = [
@@ -238,6 +277,17 @@ def markdown_report(df: pd.DataFrame, suite: Suite, seeds: int) -> str:
     ]
     for col, title, digits in METRICS:
         parts += ["", f"### {title}", "", metric_table(df, col, digits)]
+    ratio = auto_time_table(df)
+    if ratio:
+        parts += [
+            "",
+            "### Time of automatic strength ÷ one default repair",
+            "",
+            "Both measured in the same process on the same prepared tensors (median over draws of the per-draw "
+            "ratio of seconds, evaluation before/after included on both sides). Target: at most 4.",
+            "",
+            ratio,
+        ]
     gap = auto_gap_table(df)
     if gap:
         parts += [
@@ -302,8 +352,6 @@ def figure_html(df: pd.DataFrame, title: str) -> str:
 
 
 def run(args) -> int:
-    from core.engine.devices import select_device
-    from core.engine.methods import get_method
 
     for m in args.methods:
         get_method(m)
@@ -311,24 +359,48 @@ def run(args) -> int:
         raise UserError("--shots must be positive")
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if args.from_runs:
+        return _from_runs(args)
     device = select_device(args.device).type
+    names = SUITE_GROUPS.get(args.suite, [args.suite])
+    for name in names:
+        out = Path(args.out) / name if len(names) > 1 else Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            suite = load_suite(name, args.workdir or tmp)
+            suite.load_pixels()
+            df = run_benchmark(
+                suite,
+                sorted(set(args.shots)),
+                args.seeds,
+                args.methods,
+                auto=not args.no_auto,
+                device=device,
+                max_steps=args.max_steps,
+                log=lambda s: print(s, file=sys.stderr, flush=True),
+                sweep=not args.no_sweep,
+                paper=not args.no_paper,
+                checkpoint=out / "runs.partial.csv",
+            )
+        df.to_csv(out / "runs.csv", index=False)
+        (out / "runs.partial.csv").unlink(missing_ok=True)
+        (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
+        (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+        print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
+    return 0
+
+
+def _from_runs(args) -> int:
+    """Merge existing runs.csv files and render the report (for adding methods to a finished benchmark)."""
+    frames = [pd.read_csv(p) for p in args.from_runs]
+    df = pd.concat(frames, ignore_index=True).drop_duplicates(["method", "shots", "seed"], keep="last")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         suite = load_suite(args.suite, args.workdir or tmp)
-        suite.load_pixels()
-        df = run_benchmark(
-            suite,
-            sorted(set(args.shots)),
-            args.seeds,
-            args.methods,
-            auto=not args.no_auto,
-            device=device,
-            max_steps=args.max_steps,
-            log=lambda s: print(s, file=sys.stderr, flush=True),
-        )
+    seeds = int(df["seed"].nunique())
     df.to_csv(out / "runs.csv", index=False)
-    (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
+    (out / "table.md").write_text(markdown_report(df, suite, seeds), encoding="utf-8")
     (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
-    print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
+    print(f"{len(df)} runs (merged from {len(frames)} files) → {out / 'table.md'}")
     return 0

@@ -9,6 +9,13 @@ model's own training set, the cost :mod:`core.bench.perf` compares a repair with
   :mod:`core.app.demo`.
 * ``photo``: CIFAR-10 photos with a global colour cast per class (a *global* shortcut, like a
   camera's white balance or a hospital's scanner); :mod:`core.bench.photo_suite`.
+* ``standard-resnet18`` and ``standard-mobilenet`` (together: ``--suite standard``): torchvision
+  ResNet-18 on the photos and MobileNetV3-small on the digits, trained here from scratch;
+  :mod:`core.bench.standard_suite`.
+
+Every suite also has *reference images* (``reference_pixels``): typical unlabelled inputs drawn from
+its training distribution, for the function-space anchor and the label-free kept estimate. They are
+never evaluation rows.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.app.demo import AGREEING_TAG, build_demo, train_demo_model
+from core.bench import photo_suite as ps
+from core.bench import standard_suite as ss
+from core.bench.standard_suite import reference_pixels as ref
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, load_bundle
 from core.formats.datasets import ImageDataset, load_dataset, load_pixels
@@ -36,6 +47,7 @@ class Suite:
     retrain: Callable[[Path], dict]  # train the same base model from scratch into a folder
     eval_pixels: np.ndarray | None = None
     pool_pixels: np.ndarray | None = None
+    reference_pixels: np.ndarray | None = None  # uint8 [N,C,H,W], typical unlabelled images
 
     def load_pixels(self) -> None:
         """Decode the evaluation and pool images once (uint8), so runs share them."""
@@ -51,7 +63,6 @@ def _conflicting(ds: ImageDataset, attribute_of_label: list[str]) -> np.ndarray:
 
 
 def demo_suite(workdir: Path) -> Suite:
-    from core.app.demo import AGREEING_TAG, build_demo, train_demo_model
 
     paths = build_demo(workdir / "demo")
     bundle = load_bundle(paths["model"])
@@ -66,11 +77,11 @@ def demo_suite(workdir: Path) -> Suite:
         pool=pool,
         pool_conflicting=_conflicting(pool, AGREEING_TAG),
         retrain=lambda out: train_demo_model(out),
+        reference_pixels=reference_pixels("demo"),
     )
 
 
 def photo_suite(workdir: Path) -> Suite:
-    from core.bench import photo_suite as ps
 
     paths = ps.build_photo(workdir / "photo")
     bundle = load_bundle(paths["model"])
@@ -85,10 +96,50 @@ def photo_suite(workdir: Path) -> Suite:
         pool=pool,
         pool_conflicting=_conflicting(pool, ps.TINT_NAMES),
         retrain=lambda out: ps.train_photo_model(out),
+        reference_pixels=reference_pixels("photo"),
     )
 
 
-SUITES: dict[str, Callable[[Path], Suite]] = {"demo": demo_suite, "photo": photo_suite}
+def standard_suite(part: str) -> Callable[[Path], Suite]:
+    def build(workdir: Path) -> Suite:
+
+        arch, source, _, _ = ss.PARTS[part]
+        paths = ss.build_standard(part, workdir / part)
+        bundle = load_bundle(paths["model"])
+        names = bundle.meta.class_names
+        pool = load_dataset(paths["pool"], names)
+        if source == "photo":
+            agreeing, shortcut = ps.TINT_NAMES, "colour cast agrees with the class in 90% of training images"
+        else:
+            shortcut = "corner tag colour agrees with the digit's half in 99% of training images"
+        return Suite(
+            name=part,
+            title=f"torchvision {arch} from scratch on {'tinted CIFAR-10 photos' if source == 'photo' else 'tagged MNIST'}",
+            shortcut=shortcut,
+            bundle=bundle,
+            eval_set=load_dataset(paths["eval"], names),
+            pool=pool,
+            pool_conflicting=_conflicting(pool, agreeing),
+            retrain=lambda out: ss.train_standard_model(part, out),
+            reference_pixels=reference_pixels(source),
+        )
+
+    return build
+
+
+def reference_pixels(source: str) -> np.ndarray:
+
+    return ref(source)
+
+
+SUITES: dict[str, Callable[[Path], Suite]] = {
+    "demo": demo_suite,
+    "photo": photo_suite,
+    "standard-resnet18": standard_suite("standard-resnet18"),
+    "standard-mobilenet": standard_suite("standard-mobilenet"),
+}
+# A name that stands for several suites, run one after the other by the benchmark.
+SUITE_GROUPS: dict[str, list[str]] = {"standard": ["standard-resnet18", "standard-mobilenet"]}
 
 
 def load_suite(name: str, workdir: str | Path) -> Suite:

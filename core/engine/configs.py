@@ -19,7 +19,16 @@ from typing import Any
 from core.errors import UserError
 
 PENALTIES = ("l2", "l1", "l1+l2", "nuclear")
-STOP_RULES = ("paper", "heldout", "none")
+
+# Defaults chosen on the three benchmark suites (docs/BENCHMARKS.md, "Choosing CPT's defaults").
+# The paper's exact form: --set lr=0.001 --set anchor=0 --set stop_rule=paper.
+LR_DEFAULT = 3e-5
+ANCHOR_DEFAULT = 10.0
+STOP_DEFAULT = "kept"
+KEEP_FLOOR_DEFAULT = 0.99
+MAX_STEPS_DEFAULT = 200
+PAPER_FORM = {"lr": 1e-3, "anchor": 0.0, "stop_rule": "paper", "max_steps": 100}
+STOP_RULES = ("paper", "heldout", "none", "kept")
 
 
 def hp(default, help: str, **hints):
@@ -43,8 +52,17 @@ class MethodConfig:
         "paper",
         "paper: stop once every counterexample is right and at least min_steps have passed (Penzel et al. "
         "2024); heldout: keep the step with the best held-out worst-group accuracy, stop after `patience` "
-        "checks without improvement (needs a labelled validation set); none: run max_steps.",
+        "checks without improvement (needs a labelled validation set); none: run max_steps; kept: the paper's "
+        "rule, but also stop as soon as the share of reference images whose answer is unchanged falls below "
+        "keep_floor, and keep the best step above the floor (no reference images: the paper's rule).",
         choices=STOP_RULES,
+    )
+    keep_floor: float = hp(
+        0.97,
+        "kept rule: the lowest share of reference images (typical, unlabelled) that must keep the old "
+        "model's answer; the run keeps the step with the most counterexamples fixed above it.",
+        min=0.0,
+        max=1.0,
     )
     patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
     eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)
@@ -58,6 +76,27 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class CPTConfig(MethodConfig):
+    lr: float = hp(
+        LR_DEFAULT,
+        "Adam step size. Adam's first steps move every weight by about this much whatever the penalty, so on "
+        "large models the paper's 1e-3 changes far more than the penalty allows; 3e-5 lets the penalty and the "
+        "anchor act.",
+        min=1e-6,
+        max=1e-1,
+        log=True,
+    )
+    max_steps: int = hp(MAX_STEPS_DEFAULT, "Upper bound on optimizer steps.", min=1, max=5000)
+    stop_rule: str = hp(
+        STOP_DEFAULT,
+        MethodConfig.__dataclass_fields__["stop_rule"].metadata["help"],
+        choices=STOP_RULES,
+    )
+    keep_floor: float = hp(
+        KEEP_FLOOR_DEFAULT,
+        MethodConfig.__dataclass_fields__["keep_floor"].metadata["help"],
+        min=0.0,
+        max=1.0,
+    )
     strength: float = hp(
         1000.0,
         "λ: how strongly any change to the model is penalised. Low = change freely; high = protect current "
@@ -71,6 +110,15 @@ class CPTConfig(MethodConfig):
         "Shape of the change penalty: l2 (small everywhere), l1 (few weights), l1+l2, nuclear (low rank).",
         choices=PENALTIES,
     )
+    anchor: float = hp(
+        ANCHOR_DEFAULT,
+        "μ: weight of the function-space anchor, μ·KL(old model ‖ repaired model) on a minibatch of unlabelled "
+        "reference images (typical inputs). Keeps the answers on ordinary images, not just the weights. "
+        "0 = off (the paper's form); it also does nothing without reference images.",
+        min=0.0,
+        max=1e4,
+    )
+    anchor_batch: int = hp(64, "Reference images per step for the anchor.", min=1, max=4096)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ Command line and benchmark table: :mod:`core.bench.discovery` (``python -m core 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -590,8 +591,6 @@ def write_discovery(found: Discovery, dataset: ImageDataset, out_dir: str | Path
     """``groups.csv`` (GROUP_COLUMNS, best first within each label), ``groups.json`` (every field,
     with the sentence and interval), ``members.csv`` (group,path as in the manifest) and one
     ``group_<id>.png`` contact sheet per group."""
-    import json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ordered = sorted(found.groups, key=lambda g: (g.label, g.rank))

@@ -1,17 +1,10 @@
-"""Running a repair: the training loop, the stopping rules, evaluation and the run's files.
+"""A whole repair: data prepared once, the strength resolved, the loop run, before/after measured, files written.
 
-One loop serves every method in :mod:`core.engine.methods`: each step calls ``method.update`` on a batch
-of counterexamples, then checks the stopping rule.
-
-* **paper** (Penzel et al. 2024, §3.3): stop as soon as every counterexample in the tuning set is
-  classified correctly *and* at least ``min_steps`` (ε) steps have passed; otherwise run to
-  ``max_steps``. Checked after each step on the current θ + δ.
-* **heldout**: every ``eval_every`` steps, measure worst-group accuracy on a labelled validation
-  set; keep the best state, stop after ``patience`` checks without improvement, restore the best.
-
-The evaluation set's rows with ``split == "val"`` are the validation set (used for the held-out
-rule and the live curves); the reported before/after numbers use the other rows only, so no
-number shown to the user was used to steer the run.
+:func:`repair` runs one typed :class:`core.engine.request.RunRequest` on prepared tensors;
+:func:`run_repair` is the same from datasets, for the CLI, the benchmark and tests. The loop itself and
+its stopping rules are in :mod:`core.engine.loop`. The evaluation set's rows with ``split == "val"``
+are the validation set (the held-out rule and the live curves); the reported before/after numbers
+use the other rows only, so no number shown to the user was used to steer the run.
 """
 
 from __future__ import annotations
@@ -21,23 +14,23 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from core.engine.configs import make_config
 from core.engine.devices import describe_device, select_device
 from core.engine.inference import normalize, predict_logits
+from core.engine.loop import PredictAdapter, PreparedData, Progress, train_method
 from core.engine.methods import get_method
 from core.engine.metrics import compare_predictions, group_metrics
+from core.engine.request import DataRefs, RunRequest
+from core.engine.strength import choose_strength
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, save_bundle
 from core.formats.datasets import ImageDataset, load_pixels, split_eval
-
-Progress = Callable[[dict], None]
 
 
 @dataclass
@@ -57,22 +50,6 @@ class RepairResult:
     config: dict = field(default_factory=dict)
 
 
-@dataclass
-class PreparedData:
-    """Tensors for one run: counterexamples, the reported evaluation part and the validation part."""
-
-    x_ce: torch.Tensor
-    y_ce: torch.Tensor
-    x_eval: torch.Tensor | None = None
-    y_eval: np.ndarray | None = None
-    attr_eval: list | None = None
-    eval_indices: np.ndarray | None = None
-    x_val: torch.Tensor | None = None
-    y_val: np.ndarray | None = None
-    attr_val: list | None = None
-    unlabeled: torch.Tensor | None = None
-
-
 def prepare_data(
     bundle: ModelBundle,
     counterexamples: ImageDataset,
@@ -80,8 +57,14 @@ def prepare_data(
     validation: ImageDataset | None = None,
     unlabeled: ImageDataset | None = None,
     eval_pixels: np.ndarray | None = None,
+    reference: ImageDataset | None = None,
 ) -> PreparedData:
-    """Decode and normalise every image once, up front, so the loop touches only tensors."""
+    """Decode and normalise every image once, up front, so the loop touches only tensors.
+
+    Reference images (see :mod:`core.engine.anchor`): ``reference`` if given, else the ``unlabeled``
+    images, else none (the anchor and the kept floor are then off). Not the validation rows: they
+    follow the unbiased evaluation distribution, not the typical one, and half their answers should
+    change."""
     meta = bundle.meta
     if len(counterexamples) == 0:
         raise UserError("there are no counterexamples to tune on; label at least one")
@@ -103,6 +86,10 @@ def prepare_data(
         data.x_val, data.y_val, data.attr_val = tensors(validation), validation.labels, validation.attributes
     if unlabeled is not None:
         data.unlabeled = tensors(unlabeled)
+    if reference is not None:
+        data.reference = tensors(reference)
+    elif data.unlabeled is not None:
+        data.reference = data.unlabeled
     return data
 
 
@@ -129,89 +116,112 @@ def layer_changes(delta: dict[str, torch.Tensor] | None, base_state: dict[str, t
     return sorted(rows, key=lambda r: -r["relative"] if r["relative"] == r["relative"] else 0)
 
 
-def _worst_group(preds, y, attrs, class_names) -> float:
-    return group_metrics(y, preds, attrs, class_names, bootstrap=0)["worst_group_accuracy"]
-
-
-def train_method(
-    method,
+def repair(
+    bundle: ModelBundle,
+    request: RunRequest,
     data: PreparedData,
-    config,
-    device: torch.device,
-    class_names: list[str],
     *,
-    seed: int = 0,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[list[dict], str, bool]:
-    """The shared loop. Returns (history, stop_reason, cancelled); the method holds the result."""
-    gen = torch.Generator().manual_seed(seed)
-    x_ce, y_ce = data.x_ce.to(device), data.y_ce.to(device)
-    x_val = data.x_val.to(device) if data.x_val is not None else None
-    n = len(y_ce)
-    history: list[dict] = []
-    best = (-1.0, None, 0)  # (score, snapshot, step) for the held-out rule
-    since_best = 0
-    if config.stop_rule == "heldout" and x_val is None:
-        raise UserError("stop_rule 'heldout' needs a labelled validation set (rows with split=val)")
-    stop_reason, cancelled = "max_steps", False
-    start = time.perf_counter()
-    for step in range(1, config.max_steps + 1):
-        if should_stop is not None and should_stop():
-            stop_reason, cancelled = "cancelled", True
-            break
-        if n > config.batch_size:
-            idx = torch.randperm(n, generator=gen)[: config.batch_size].to(device)
-            stats = method.update(x_ce[idx], y_ce[idx])
-        else:
-            stats = method.update(x_ce, y_ce)
-        fixed = int((method.predict(x_ce).argmax(1) == y_ce).sum())
-        heldout = None
-        if x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
-            val_pred = predict_logits(_PredictAdapter(method), x_val, device).argmax(1).numpy()
-            heldout = _worst_group(val_pred, data.y_val, data.attr_val, class_names)
-        event = {
-            "step": step,
-            "max_steps": config.max_steps,
-            **stats,
-            "fixed": fixed,
-            "total": n,
-            "heldout_worst_group": heldout,
-            "elapsed_s": time.perf_counter() - start,
-            "device": describe_device(device),
+) -> RepairResult:
+    """Run one typed request on prepared tensors; evaluate before/after on ``data``'s evaluation part.
+
+    An automatic strength is resolved here, once, before the loop: :func:`core.engine.strength.choose_strength`
+    picks λ from the counterexamples and the reference images only (never evaluation labels) or
+    answers "change nothing".
+
+    ``metrics["no_change"]`` is ``None`` when the model was changed, else ``{"code", "reason"}``:
+    why the result is the old model (codes in :data:`core.engine.strength.NO_CHANGE_CODES`).
+    ``progress`` receives the training steps' events and, with auto, its candidates' events
+    (``{"phase": "auto", ...}``, see :func:`core.engine.strength.choose_strength`).
+    """
+    method, seed = request.method, request.seed
+    dev = select_device(request.device)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    t0 = time.perf_counter()
+    auto_info = None
+    cfg = request.config
+    if request.is_auto:
+        auto_info = choose_strength(bundle, data, method, request.config, dev, seed=seed, progress=progress)
+        cfg = replace(request.config, strength=auto_info["chosen"]) if auto_info["chosen"] is not None else None
+    class_names = bundle.meta.class_names
+    base_model = bundle.model
+    before = after = np.zeros(0, dtype=np.int64)
+    if data.x_eval is not None:
+        before = predict_logits(base_model.to(dev), data.x_eval, dev).argmax(1).numpy()
+        base_model.to("cpu")
+
+    impl = None
+    if cfg is None:  # auto chose "change nothing": the repaired model is the old one
+        history, stop_reason, cancelled = [], "auto_no_change", False
+        merged, delta, after = bundle.state_dict(), None, before.copy()
+        cfg = request.config
+        strength = None
+    else:
+        impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
+        if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule == "kept":
+            impl.use_reference(data.reference, seed)
+        history, stop_reason, cancelled = train_method(
+            impl, data, dev, class_names, seed=seed, progress=progress, should_stop=should_stop
+        )
+        merged = impl.merged_state_dict()
+        delta = impl.delta_state_dict()
+        if data.x_eval is not None:
+            after = predict_logits(PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
+        strength = getattr(cfg, "strength", None)
+    ref_agreement = None
+    no_change = None
+    if auto_info is not None and auto_info["chosen"] is None:
+        no_change = {"code": auto_info["code"], "reason": auto_info["rule"]}
+    elif not cancelled and "restored step 0 " in stop_reason:
+        no_change = (
+            {
+                "code": "kept_floor",
+                "reason": f"every step that fixed a counterexample changed more than {1 - cfg.keep_floor:.0%} of "
+                "the answers on the reference images, so the old model is kept",
+            }
+            if stop_reason.startswith("kept_floor")
+            else {
+                "code": "nothing_fixed",
+                "reason": "no step fixed more counterexamples than the old model, so the old model is kept",
+            }
+        )
+    if impl is not None and impl.reference is not None:
+        ref_agreement = impl.reference.agreement(impl.predict)
+    metrics: dict = {"method": method, "strength": strength, "steps": len(history)}
+    if data.x_eval is not None:
+        metrics["before"] = group_metrics(data.y_eval, before, data.attr_eval, class_names)
+        metrics["after"] = group_metrics(data.y_eval, after, data.attr_eval, class_names)
+        metrics.update(compare_predictions(data.y_eval, before, after))
+    metrics.update(
+        {
+            "seconds": time.perf_counter() - t0,
+            "device": describe_device(dev),
+            "stop_reason": stop_reason,
+            "cancelled": cancelled,
+            "counterexamples": int(len(data.y_ce)),
+            "counterexamples_fixed": history[-1]["fixed"] if history else None,
+            "config": asdict(cfg),
+            "auto_strength": auto_info,
+            "seed": seed,
+            "no_change": no_change,
+            "reference_agreement": ref_agreement,
         }
-        history.append(event)
-        if progress is not None:
-            progress(event)
-        if not all(math.isfinite(stats[k]) for k in ("loss", "task_loss", "penalty")):
-            stop_reason = "diverged"
-            break
-        if config.stop_rule == "paper" and fixed == n and step >= config.min_steps:
-            stop_reason = "all_fixed"
-            break
-        if config.stop_rule == "heldout" and heldout is not None:
-            if heldout > best[0]:
-                best, since_best = (heldout, method.snapshot(), step), 0
-            else:
-                since_best += 1
-                if since_best >= config.patience and step >= config.min_steps:
-                    stop_reason = "heldout_patience"
-                    break
-    if config.stop_rule == "heldout" and best[1] is not None and not cancelled:
-        method.restore(best[1])
-        stop_reason = f"{stop_reason}; restored best held-out step {best[2]}"
-    return history, stop_reason, cancelled
-
-
-class _PredictAdapter(torch.nn.Module):
-    """Lets :func:`predict_logits` batch over a method's ``predict``."""
-
-    def __init__(self, method):
-        super().__init__()
-        self.method = method
-
-    def forward(self, x):
-        return self.method.predict(x)
+    )
+    return RepairResult(
+        metrics=metrics,
+        history=history,
+        merged_state=merged,
+        delta=delta,
+        layer_changes=layer_changes(delta, bundle.state_dict()),
+        before_pred=before,
+        after_pred=after,
+        eval_indices=data.eval_indices if data.eval_indices is not None else np.zeros(0, dtype=np.int64),
+        cancelled=cancelled,
+        stop_reason=stop_reason,
+        config=asdict(cfg),
+    )
 
 
 def run_repair(
@@ -229,79 +239,20 @@ def run_repair(
     unlabeled: ImageDataset | None = None,
     eval_pixels: np.ndarray | None = None,
     data: PreparedData | None = None,
+    reference: ImageDataset | None = None,
 ) -> RepairResult:
     """Repair ``bundle`` on ``counterexamples`` with ``method``; evaluate before/after on ``eval_set``.
 
-    ``config`` holds method settings (see ``core.engine.methods.config_schema``); ``strength`` may be
-    ``"auto"``, which picks λ with :func:`core.engine.strength.choose_strength` (never using eval labels).
+    ``config`` holds the method's settings (:func:`core.engine.configs.config_schema`); ``strength``
+    may be ``"auto"``. They are checked once, into a :class:`RunRequest`. ``reference``: typical
+    unlabelled images for CPT's function-space anchor, the ``kept`` stopping rule and auto's kept
+    estimate (:mod:`core.engine.anchor`); defaults as in :func:`prepare_data`. ``data`` skips the
+    decoding when the tensors are already prepared (the benchmark, sweeps).
     """
-    dev = select_device(device)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    t0 = time.perf_counter()
+    request = RunRequest.build(method, config or {}, DataRefs(counterexamples=""), seed=seed, device=device)
     if data is None:
-        data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels)
-    overrides = dict(config or {})
-    auto_info = None
-    if overrides.get("strength") == "auto":
-        from core.engine.strength import choose_strength
-
-        auto_info = choose_strength(bundle, data, method, overrides, dev, seed=seed)
-        overrides["strength"] = auto_info["chosen"]
-    cfg = make_config(method, overrides) if not auto_info or auto_info["chosen"] is not None else None
-    class_names = bundle.meta.class_names
-    base_model = bundle.model
-    before = after = np.zeros(0, dtype=np.int64)
-    if data.x_eval is not None:
-        before = predict_logits(base_model.to(dev), data.x_eval, dev).argmax(1).numpy()
-        base_model.to("cpu")
-
-    if cfg is None:  # auto chose "change nothing": the repaired model is the old one
-        history, stop_reason, cancelled = [], "auto_no_change", False
-        merged, delta, after = bundle.state_dict(), None, before.copy()
-        cfg = make_config(method, {k: v for k, v in overrides.items() if k != "strength"})
-        strength = None
-    else:
-        impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
-        history, stop_reason, cancelled = train_method(
-            impl, data, cfg, dev, class_names, seed=seed, progress=progress, should_stop=should_stop
-        )
-        merged = impl.merged_state_dict()
-        delta = impl.delta_state_dict()
-        if data.x_eval is not None:
-            after = predict_logits(_PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
-        strength = getattr(cfg, "strength", None)
-    metrics: dict = {"method": method, "strength": strength, "steps": len(history)}
-    if data.x_eval is not None:
-        metrics["before"] = group_metrics(data.y_eval, before, data.attr_eval, class_names)
-        metrics["after"] = group_metrics(data.y_eval, after, data.attr_eval, class_names)
-        metrics.update(compare_predictions(data.y_eval, before, after))
-    metrics.update(
-        {
-            "seconds": time.perf_counter() - t0,
-            "device": describe_device(dev),
-            "stop_reason": stop_reason,
-            "cancelled": cancelled,
-            "counterexamples": int(len(data.y_ce)),
-            "counterexamples_fixed": history[-1]["fixed"] if history else None,
-            "config": asdict(cfg),
-            "auto_strength": auto_info,
-            "seed": seed,
-        }
-    )
-    return RepairResult(
-        metrics=metrics,
-        history=history,
-        merged_state=merged,
-        delta=delta,
-        layer_changes=layer_changes(delta, bundle.state_dict()),
-        before_pred=before,
-        after_pred=after,
-        eval_indices=data.eval_indices if data.eval_indices is not None else np.zeros(0, dtype=np.int64),
-        cancelled=cancelled,
-        stop_reason=stop_reason,
-        config=asdict(cfg),
-    )
+        data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference)
+    return repair(bundle, request, data, progress=progress, should_stop=should_stop)
 
 
 def write_run(result: RepairResult, meta, out_dir: str | Path, eval_set: ImageDataset | None = None) -> Path:

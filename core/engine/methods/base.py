@@ -22,6 +22,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from core.engine.anchor import Reference
+from core.engine.devices import autocast
+from core.engine.penalties import l2_norm_sq
 from core.errors import UserError
 
 
@@ -76,7 +79,13 @@ class Method:
         self.device = device
         self.base = frozen_copy(base_model, device)
         self.unlabeled = unlabeled
+        self.reference = None  # core.engine.anchor.Reference, set by use_reference
         self.optimizer: torch.optim.Optimizer | None = None
+
+    def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None:
+        """Give the method typical unlabelled images (anchor, kept estimate); see :mod:`core.engine.anchor`."""
+
+        self.reference = Reference(x, self.base, self.device, seed) if x is not None and len(x) else None
 
     # -- hooks ---------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.Tensor]:
@@ -106,7 +115,6 @@ class Method:
         """One optimizer step on (x, y); returns loss, task_loss and penalty as floats."""
         if self.optimizer is None:
             self.optimizer = self.make_optimizer()
-        from core.engine.devices import autocast
 
         with autocast(self.device):
             logits = self.forward(x)
@@ -129,8 +137,6 @@ class Method:
         """
         if self.optimizer is None:
             self.optimizer = self.make_optimizer()
-        from core.engine.devices import autocast
-        from core.engine.penalties import l2_norm_sq
 
         with autocast(self.device):
             logits = self.forward(x)
@@ -150,7 +156,6 @@ class Method:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        from core.engine.devices import autocast
 
         with autocast(self.device):
             return self.forward(x).float()

@@ -1,0 +1,159 @@
+"""The training loop and its stopping rules: one loop for every repair method.
+
+One loop serves every method in :mod:`core.engine.methods`: each step calls ``method.update`` on a batch
+of counterexamples, then checks the stopping rule.
+
+* **paper** (Penzel et al. 2024, §3.3): stop as soon as every counterexample in the tuning set is
+  classified correctly *and* at least ``min_steps`` (ε) steps have passed; otherwise run to
+  ``max_steps``. Checked after each step on the current θ + δ.
+* **kept**: the paper's rule, plus a floor on the label-free kept estimate: after every step, the
+  share of reference images (typical, unlabelled; :mod:`core.engine.anchor`) whose answer is unchanged is
+  measured; as soon as it falls below ``keep_floor`` the run stops. Either way (floor, or the
+  paper's condition, or ``max_steps``) the run ends on the step with the most counterexamples
+  fixed among those above the floor, the earliest such step (the least change); that is step 0,
+  the unchanged model, if no step fixed more than the old model did. Without reference images it
+  is the paper's rule.
+* **heldout**: every ``eval_every`` steps, measure worst-group accuracy on a labelled validation
+  set; keep the best state, stop after ``patience`` checks without improvement, restore the best.
+
+The evaluation set's rows with ``split == "val"`` are the validation set (used for the held-out
+rule and the live curves); the reported before/after numbers use the other rows only, so no
+number shown to the user was used to steer the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.engine.devices import describe_device
+from core.engine.inference import predict_logits
+from core.engine.metrics import group_metrics
+from core.errors import UserError
+
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class PreparedData:
+    """Tensors for one run: counterexamples, the reported evaluation part and the validation part."""
+
+    x_ce: torch.Tensor
+    y_ce: torch.Tensor
+    x_eval: torch.Tensor | None = None
+    y_eval: np.ndarray | None = None
+    attr_eval: list | None = None
+    eval_indices: np.ndarray | None = None
+    x_val: torch.Tensor | None = None
+    y_val: np.ndarray | None = None
+    attr_val: list | None = None
+    unlabeled: torch.Tensor | None = None
+    reference: torch.Tensor | None = None  # typical unlabelled images: anchor + kept estimate
+
+
+def _worst_group(preds, y, attrs, class_names) -> float:
+    return group_metrics(y, preds, attrs, class_names, bootstrap=0)["worst_group_accuracy"]
+
+
+def train_method(
+    method,
+    data: PreparedData,
+    device: torch.device,
+    class_names: list[str],
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[dict], str, bool]:
+    """The shared loop, run with the method's own config. Returns (history, stop_reason, cancelled);
+    the method holds the result."""
+    config = method.config
+    gen = torch.Generator().manual_seed(seed)
+    x_ce, y_ce = data.x_ce.to(device), data.y_ce.to(device)
+    x_val = data.x_val.to(device) if data.x_val is not None else None
+    n = len(y_ce)
+    history: list[dict] = []
+    best = (-1.0, None, 0)  # (score, snapshot, step) for the held-out rule
+    since_best = 0
+    if config.stop_rule == "heldout" and x_val is None:
+        raise UserError("stop_rule 'heldout' needs a labelled validation set (rows with split=val)")
+    stop_reason, cancelled = "max_steps", False
+    ref = getattr(method, "reference", None)
+    kept_rule = config.stop_rule == "kept" and ref is not None
+    floor = getattr(config, "keep_floor", 0.97)
+    if kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
+        kept_best = (int((method.predict(x_ce).argmax(1) == y_ce).sum()), method.snapshot(), 0)
+    start = time.perf_counter()
+    for step in range(1, config.max_steps + 1):
+        if should_stop is not None and should_stop():
+            stop_reason, cancelled = "cancelled", True
+            break
+        if n > config.batch_size:
+            idx = torch.randperm(n, generator=gen)[: config.batch_size].to(device)
+            stats = method.update(x_ce[idx], y_ce[idx])
+        else:
+            stats = method.update(x_ce, y_ce)
+        fixed = int((method.predict(x_ce).argmax(1) == y_ce).sum())
+        heldout = None
+        if x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
+            val_pred = predict_logits(PredictAdapter(method), x_val, device).argmax(1).numpy()
+            heldout = _worst_group(val_pred, data.y_val, data.attr_val, class_names)
+        event = {
+            "step": step,
+            "max_steps": config.max_steps,
+            **stats,
+            "fixed": fixed,
+            "total": n,
+            "heldout_worst_group": heldout,
+            "reference_agreement": ref.agreement(method.predict) if kept_rule else None,
+            "elapsed_s": time.perf_counter() - start,
+            "device": describe_device(device),
+        }
+        history.append(event)
+        if progress is not None:
+            progress(event)
+        if not all(math.isfinite(stats[k]) for k in ("loss", "task_loss", "penalty")):
+            stop_reason = "diverged"
+            break
+        if kept_rule:
+            if event["reference_agreement"] < floor:
+                stop_reason = "kept_floor"
+                break
+            if fixed > kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
+                kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
+        if config.stop_rule in ("paper", "kept") and fixed == n and step >= config.min_steps:
+            stop_reason = "all_fixed"
+            break
+        if kept_rule and kept_best[2] == step:
+            kept_best = (fixed, method.snapshot(), step)
+        if config.stop_rule == "heldout" and heldout is not None:
+            if heldout > best[0]:
+                best, since_best = (heldout, method.snapshot(), step), 0
+            else:
+                since_best += 1
+                if since_best >= config.patience and step >= config.min_steps:
+                    stop_reason = "heldout_patience"
+                    break
+    if kept_rule and not cancelled and history and kept_best[2] != history[-1]["step"]:
+        method.restore(kept_best[1])
+        stop_reason = f"{stop_reason}; restored step {kept_best[2]} ({kept_best[0]}/{n} fixed)"
+    if config.stop_rule == "heldout" and best[1] is not None and not cancelled:
+        method.restore(best[1])
+        stop_reason = f"{stop_reason}; restored best held-out step {best[2]}"
+    return history, stop_reason, cancelled
+
+
+class PredictAdapter(torch.nn.Module):
+    """Lets :func:`predict_logits` batch over a method's ``predict``."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, x):
+        return self.method.predict(x)
