@@ -116,6 +116,22 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
         except UserError as exc:
             st.error(t("model_upload_failed", error=str(exc)))
 
+ref = summary["reference"]
+with st.expander(t("model_ref_header"), expanded=False):
+    st.caption(t("model_ref_help"))
+    if ref:
+        st.write(t("model_ref_current", name=ref["name"], n=ref["n_items"]))
+    else:
+        st.write(t("model_ref_none"))
+    ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
+    if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None):
+        try:
+            uploads.upload_reference_zip(store, pid, ref_file.getvalue(), ref_file.name, actor)
+            st.session_state["flash"] = ("success", t("model_ref_loaded", name=ref_file.name))
+            st.rerun()
+        except UserError as exc:
+            st.error(t("model_upload_failed", error=str(exc)))
+
 if summary["eval"] is None:
     st.info(t("model_need_eval"))
     st.stop()

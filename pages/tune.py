@@ -5,6 +5,7 @@ fragment that reruns every second while a run is queued or running.
 """
 
 import math
+import re
 
 import streamlit as st
 
@@ -105,6 +106,12 @@ with st.expander(t("tune_advanced")):
         else:
             config[name] = st.text_input(label, value=str(spec["default"]), key=key, help=helptext)
 
+reference = projects.project_summary(store, pid)["reference"]
+if reference:
+    st.caption("🛡️ " + t("tune_ref_on", n=reference["n_items"], name=reference["name"]))
+else:
+    st.caption("ℹ️ " + t("tune_ref_off"))
+
 if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
     try:
         run_id = runs.submit_run(store, pid, method, config, actor)
@@ -172,8 +179,8 @@ def stop_words(reason: str | None) -> str:
     words = t(f"stop_{head.strip()}")
     if words == f"stop_{head.strip()}":
         return reason
-    digits = "".join(ch for ch in rest if ch.isdigit())
-    return words + (" · " + t("stop_restored", step=digits) if digits else "")
+    found = re.search(r"step (\d+)", rest)
+    return words + (" · " + t("stop_restored", step=found.group(1)) if found else "")
 
 
 def live_panel(run_id: int, was_active: bool) -> None:
@@ -198,6 +205,18 @@ def live_panel(run_id: int, was_active: bool) -> None:
             text = t("tune_progress", eta=_fmt_eta(p["eta_s"]), **counts)
         else:
             text = t("tune_progress_ended", **counts)
+    elif p["auto"] and status in ("queued", "running", "preparing"):
+        a = p["auto"]
+        text = t(
+            "tune_auto_progress",
+            strength=f"{a['strength']:g}",
+            candidate=a.get("candidate", "?"),
+            candidates=a.get("candidates", "?"),
+            fold=a.get("fold", "?"),
+            folds=a.get("folds", "?"),
+            done=a["done"],
+            total=a["total"],
+        )
     else:
         text = t("tune_waiting")
     st.progress(p["fraction"], text=text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -82,7 +83,6 @@ def test_running_runs_of_dead_workers_become_interrupted(store):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # a pid that existed and is now gone
     store.claim_next_run(proc.pid)
-    import os
 
     store.heartbeat(os.getpid())
     store.claim_next_run(os.getpid())
@@ -97,3 +97,31 @@ def test_progress_rows_round_trip(store):
     rid = _run(store, pid, mid)
     store.add_progress(rid, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
     assert [p["loss"] for p in store.progress(rid)] == [2.0, 1.5]
+
+
+def test_a_store_from_an_earlier_version_is_migrated_without_losing_rows(tmp_path):
+    """Stores made before reference images had a CHECK on datasets.role without 'reference', and no
+    reference/request/queue columns: opening one upgrades it in place and keeps every row."""
+    home = tmp_path / "old"
+    home.mkdir()
+    con = sqlite3.connect(home / "store.db")
+    con.executescript(
+        """
+        CREATE TABLE projects (id INTEGER PRIMARY KEY, name TEXT NOT NULL, is_demo INTEGER NOT NULL DEFAULT 0,
+            base_model_id INTEGER, active_model_id INTEGER, eval_dataset_id INTEGER, pool_dataset_id INTEGER,
+            created_at TEXT NOT NULL, created_by TEXT NOT NULL);
+        CREATE TABLE datasets (id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects(id),
+            role TEXT NOT NULL CHECK (role IN ('eval', 'pool', 'uploads')), name TEXT NOT NULL, path TEXT NOT NULL,
+            sha256 TEXT NOT NULL, n_items INTEGER NOT NULL, created_at TEXT NOT NULL);
+        CREATE TABLE workers (pid INTEGER PRIMARY KEY, started_at REAL NOT NULL, heartbeat REAL NOT NULL);
+        INSERT INTO projects (id, name, created_at, created_by) VALUES (1, 'old', 'then', 'ann');
+        INSERT INTO datasets VALUES (7, 1, 'pool', 'pool.zip', '/x', 'abc', 3, 'then');
+        """
+    )
+    con.close()
+    store = Store(home)
+    assert store.dataset(7)["role"] == "pool" and store.dataset(7)["n_items"] == 3
+    did = store.add_dataset(1, "reference", "typical.zip", tmp_path, "def", 5)
+    store.set_project(1, reference_dataset_id=did)
+    assert store.project(1)["reference_dataset_id"] == did and store.dataset(did)["role"] == "reference"
+    assert Store(home).dataset(7)["name"] == "pool.zip"  # opening again changes nothing

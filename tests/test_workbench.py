@@ -13,6 +13,7 @@ import torch
 from core.app import decisions, evaluation, history, pool, projects, runs, uploads
 from core.app.store import Store
 from core.app.worker import execute_run
+from core.engine.request import RunRequest
 from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
 from tests.wb_helpers import FAST_RUN, label_top, make_zip, pool_truth, seed_demo_cache
@@ -293,3 +294,26 @@ def test_methods_that_need_typical_images_get_the_pool(store, demo):
     rid = runs.submit_run(store, demo, "last_layer", {"max_steps": 10, "min_steps": 2}, "alice", start_worker=False)
     assert execute_run(store, store.claim_next_run(os.getpid())) == "done", store.run(rid)["error"]
     assert runs.run_metrics(store, rid)["method"] == "last_layer"
+
+
+def test_reference_images_reach_the_repair_and_never_the_pool(store, demo):
+    """The demo ships typical reference images; a run's request names them (not the pool), the
+    worker anchors on them and reports the kept estimate, and the reported numbers exclude them."""
+    s = projects.project_summary(store, demo)
+    assert s["reference"]["n_items"] == 512 and s["reference"]["role"] == "reference"
+    assert "upload_reference" in [e["action"] for e in store.audit_events(demo)]
+    label_top(store, demo, 4)
+    rid = _run_now(store, demo)
+    request = RunRequest.from_json(store.run(rid)["request_json"])
+    assert request.data.reference_root == s["reference"]["path"]
+    assert request.data.reference_items != request.data.unlabeled_items
+    m = runs.run_metrics(store, rid)
+    assert m["reference_agreement"] is not None and 0.0 <= m["reference_agreement"] <= 1.0
+    assert m["after"]["n"] == evaluation.evaluate_active(store, demo)["n"]  # reference rows are not reported
+
+
+def test_a_project_without_reference_images_runs_without_the_anchor(store, demo):
+    store.set_project(demo, reference_dataset_id=None)
+    label_top(store, demo, 4)
+    m = runs.run_metrics(store, _run_now(store, demo))
+    assert m["reference_agreement"] is None  # nothing to anchor on: not the candidate pool

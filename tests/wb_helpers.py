@@ -14,7 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
-PARTS = ("model", "eval", "pool", "counterexamples")
+PARTS = ("model", "eval", "pool", "counterexamples", "reference")
 FAST_RUN = {"strength": 1000.0, "max_steps": 30, "min_steps": 5}
 
 

@@ -82,6 +82,17 @@ def _pool_items_from_manifest(root: Path) -> list[dict]:
         ]
 
 
+DEMO_PARTS = ("model", "eval", "pool", "counterexamples", "reference")
+
+
+def _demo_cache_complete(cache: Path) -> bool:
+    """A demo cache built by this version: marked built and listing every part (a cache from an
+    earlier version has no reference images and is rebuilt)."""
+    if not (cache / "BUILT").is_file() or not (cache / "paths.json").is_file():
+        return False
+    return set(DEMO_PARTS) <= set(json.loads((cache / "paths.json").read_text()))
+
+
 def open_demo(store: Store, payload: dict, actor: str) -> dict:
     """Build the demo once (cached under the store home), make the demo project the first time and
     evaluate its model. The same project is reused afterwards. A file lock makes the whole step
@@ -93,7 +104,7 @@ def open_demo(store: Store, payload: dict, actor: str) -> dict:
                 store.audit(actor, "open_demo", p["id"], reused=True)
                 return {"project_id": p["id"]}
         cache = store.home / "demo_cache"
-        if not (cache / "BUILT").is_file():
+        if not _demo_cache_complete(cache):
             if cache.exists():
                 shutil.rmtree(cache)
             paths = build_demo(cache)
@@ -108,6 +119,17 @@ def open_demo(store: Store, payload: dict, actor: str) -> dict:
         did = register_eval(store, pid, eval_ds.root, "demo evaluation set", eval_ds, actor, copy=False)
         pool_items = _pool_items_from_manifest(paths["pool"])
         register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=False)
+        reference_items = _pool_items_from_manifest(paths["reference"])
+        register_pool(
+            store,
+            pid,
+            paths["reference"],
+            "demo reference images",
+            reference_items,
+            actor,
+            copy=False,
+            role="reference",
+        )
     evaluate(store, {"model_id": mid, "dataset_id": did}, actor)
     return {"project_id": pid}
 

@@ -197,10 +197,25 @@ def write_suite(out_dir: str | Path, model_dir: Path, parts: dict[str, dict]) ->
     return paths
 
 
+N_REFERENCE = 512
+
+
+def reference_part(n: int = N_REFERENCE, seed: int = 123) -> dict[str, np.ndarray]:
+    """Typical images as the model meets them in use: digits drawn from the training distribution
+    (tag agreeing with the digit as often as in training). The function-space anchor and the kept
+    estimate use them; they are never evaluation rows, so no reported number comes from them."""
+    rng = np.random.default_rng(0)  # the same draw train_demo_model makes
+    images, labels = read_mnist_train_5k()
+    colours = biased_colours(labels, TRAIN_AGREEMENT, rng)
+    idx = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
+    return {"images": images[idx], "labels": labels[idx], "colours": colours[idx]}
+
+
 def build_demo(out_dir: str | Path, n_counterexamples: int = N_COUNTER) -> dict[str, Path]:
-    """Write the demo: ``model/`` (bundle), ``eval/``, ``pool/`` and ``counterexamples/`` datasets."""
+    """Write the demo: ``model/`` (bundle), ``eval/``, ``pool/``, ``counterexamples/`` and
+    ``reference/`` (typical images, see :func:`reference_part`) datasets."""
     parts = {}
-    for name, part in demo_splits().items():
+    for name, part in {**demo_splits(), "reference": reference_part()}.items():
         keep = slice(0, n_counterexamples) if name == "counterexamples" else slice(None)
         imgs, labs, cols = part["images"][keep], part["labels"][keep], part["colours"][keep]
         parts[name] = {

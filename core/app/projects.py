@@ -46,6 +46,7 @@ def project_summary(store: Store, project_id: int) -> dict:
         "class_names": active["meta"]["class_names"] if active else [],
         "eval": store.dataset(p["eval_dataset_id"]) if p["eval_dataset_id"] else None,
         "pool": store.dataset(p["pool_dataset_id"]) if p["pool_dataset_id"] else None,
+        "reference": store.dataset(p["reference_dataset_id"]) if p["reference_dataset_id"] else None,
         "n_labels": len(store.labels(project_id)),
     }
 

@@ -76,12 +76,14 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
         w.writeheader()
         w.writerows(rows)
-    pool = s["pool"]
+    pool, reference = s["pool"], s["reference"]
     data = DataRefs(
         counterexamples=str(ce),
         evaluation=s["eval"]["path"] if s["eval"] else None,
         unlabeled_root=pool["path"] if pool else None,
         unlabeled_items=str(items_file(store, pool["id"])) if pool else None,
+        reference_root=reference["path"] if reference else None,
+        reference_items=str(items_file(store, reference["id"])) if reference else None,
     )
     store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
     store.queue_run(run_id, out)
@@ -120,18 +122,26 @@ def cancel_run(store: Store, run_id: int, actor: str) -> None:
 
 
 def run_progress(store: Store, run_id: int) -> dict:
-    """Live state of a run for the Tune page: status, history rows, latest event, fraction, ETA."""
+    """Live state of a run for the Tune page: status, training-step rows, the latest step, fraction,
+    ETA, and with an automatic strength the sweep's latest event (``auto``: which strength and fold
+    is running, out of how many). The sweep counts as the first part of the run's progress."""
     run = store.run(run_id)
-    hist = store.progress(run_id)
+    rows = store.progress(run_id)
+    auto_rows = [e for e in rows if e.get("phase") == "auto"]
+    hist = [e for e in rows if e.get("phase") != "auto"]
     last = hist[-1] if hist else None
+    running = [e for e in auto_rows if "fold" in e]  # "about to run strength i, fold j" events
+    auto = {**running[-1], "done": auto_rows[-1]["done"], "total": auto_rows[-1]["total"]} if running else None
     frac, eta = 0.0, None
     if last and last.get("max_steps"):
         frac = min(1.0, last["step"] / last["max_steps"])
         if last["step"] and last.get("elapsed_s") is not None:
             eta = last["elapsed_s"] / last["step"] * (last["max_steps"] - last["step"])
+    elif auto and auto.get("total"):
+        frac = min(1.0, auto["done"] / auto["total"])
     if run and run["status"] == "done":
         frac, eta = 1.0, 0.0
-    return {"run": run, "history": hist, "last": last, "fraction": frac, "eta_s": eta}
+    return {"run": run, "history": hist, "last": last, "auto": auto, "fraction": frac, "eta_s": eta}
 
 
 def active_runs(store: Store, project_id: int) -> list[dict]:

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS projects (
     active_model_id INTEGER,
     eval_dataset_id INTEGER,
     pool_dataset_id INTEGER,
+    reference_dataset_id INTEGER,
     created_at TEXT NOT NULL,
     created_by TEXT NOT NULL
 );
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS models (
 CREATE TABLE IF NOT EXISTS datasets (
     id INTEGER PRIMARY KEY,
     project_id INTEGER NOT NULL REFERENCES projects(id),
-    role TEXT NOT NULL CHECK (role IN ('eval', 'pool', 'uploads')),
+    role TEXT NOT NULL CHECK (role IN ('eval', 'pool', 'uploads', 'reference')),
     name TEXT NOT NULL,
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
@@ -179,6 +180,9 @@ class Store:
                 con.execute("ALTER TABLE workers ADD COLUMN queue TEXT NOT NULL DEFAULT 'runs'")
             if "request_json" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
                 con.execute("ALTER TABLE runs ADD COLUMN request_json TEXT")
+            if "reference_dataset_id" not in {r[1] for r in con.execute("PRAGMA table_info(projects)")}:
+                con.execute("ALTER TABLE projects ADD COLUMN reference_dataset_id INTEGER")
+            _allow_reference_role(con)
         finally:
             con.close()
 
@@ -253,7 +257,14 @@ class Store:
         return self.query("SELECT * FROM projects ORDER BY id DESC")
 
     def set_project(self, project_id: int, **fields) -> None:
-        allowed = {"name", "base_model_id", "active_model_id", "eval_dataset_id", "pool_dataset_id"}
+        allowed = {
+            "name",
+            "base_model_id",
+            "active_model_id",
+            "eval_dataset_id",
+            "pool_dataset_id",
+            "reference_dataset_id",
+        }
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot set project field(s) {bad}")
@@ -535,6 +546,25 @@ class Store:
             " WHERE id = ? AND status IN ('queued', 'running')",
             (status, json.dumps(result) if result is not None else None, error, now_iso(), task_id),
         )
+
+
+def _allow_reference_role(con: sqlite3.Connection) -> None:
+    """Stores made before reference images existed have a CHECK on datasets.role without
+    'reference'; SQLite cannot alter a CHECK, so the table is rebuilt once, keeping every row."""
+    sql = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'datasets'").fetchone()[0]
+    if "'reference'" in sql:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        new_sql = sql.replace("'uploads')", "'uploads', 'reference')").replace("datasets", "datasets_new", 1)
+        con.execute(new_sql)
+        con.execute("INSERT INTO datasets_new SELECT * FROM datasets")
+        con.execute("DROP TABLE datasets")
+        con.execute("ALTER TABLE datasets_new RENAME TO datasets")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -65,10 +65,12 @@ def register_eval(
 
 
 def register_pool(
-    store: Store, project_id: int, root: Path, name: str, items: list[dict], actor: str, copy: bool
+    store: Store, project_id: int, root: Path, name: str, items: list[dict], actor: str, copy: bool, role: str = "pool"
 ) -> int:
+    """Register unlabelled images (path, attribute): the candidate pool, or with ``role="reference"``
+    the typical images that the function-space anchor and the kept estimate use."""
     sha = tree_sha256(root)
-    did = store.add_dataset(project_id, "pool", name, root, sha, len(items))
+    did = store.add_dataset(project_id, role, name, root, sha, len(items))
     dest = store.artifacts / "datasets" / str(did)
     if copy:
         shutil.copytree(root, dest)
@@ -76,8 +78,8 @@ def register_pool(
         dest = Path(root)
     write_items(store, did, items)
     store.set_dataset_path(did, dest)
-    store.set_project(project_id, pool_dataset_id=did)
-    store.audit(actor, "upload_pool", project_id, dataset_id=did, name=name, images=len(items), sha256=sha)
+    store.set_project(project_id, **{f"{role}_dataset_id": did})
+    store.audit(actor, f"upload_{role}", project_id, dataset_id=did, name=name, images=len(items), sha256=sha)
     return did
 
 
@@ -155,6 +157,17 @@ def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
 def upload_pool_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
     """Attach a pool of candidate images (a zip of PNG/JPEG; an optional manifest.csv may give each
     image an ``attribute``; labels in it are ignored). Every image is checked before saving."""
+    return _upload_images_zip(store, project_id, raw, filename, actor, "pool")
+
+
+def upload_reference_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
+    """Attach reference images: typical images as the model meets them in use, without labels (same
+    zip format as a pool). The repair keeps the old model's answers on them (the function-space
+    anchor) and estimates kept decisions from them; they are never part of the reported numbers."""
+    return _upload_images_zip(store, project_id, raw, filename, actor, "reference")
+
+
+def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str, role: str) -> int:
     members = read_zip_members(raw, filename, max_total=MAX_POOL_ZIP_BYTES)
     attrs: dict[str, str] = {}
     manifests = [m for m in members if m.rsplit("/", 1)[-1] == "manifest.csv"]
@@ -171,14 +184,14 @@ def upload_pool_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
         raise UserError(f"{filename} holds no PNG or JPEG images")
     for m, d in images.items():
         open_image(d, m)
-    dest = store.artifact_dir("incoming") / f"pool_{sha256_bytes(raw)[:16]}"
+    dest = store.artifact_dir("incoming") / f"{role}_{sha256_bytes(raw)[:16]}"
     if dest.exists():
         shutil.rmtree(dest)
     for m, d in images.items():
         (dest / m).parent.mkdir(parents=True, exist_ok=True)
         (dest / m).write_bytes(d)
     items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
-    did = register_pool(store, project_id, dest, filename, items, actor, copy=True)
+    did = register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
     shutil.rmtree(dest, ignore_errors=True)
     return did
 

@@ -27,13 +27,14 @@ from core.app import compute
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, recover_interrupted
 from core.app.pool import unlabeled_images
 from core.app.store import QUEUES, Store
-from core.engine.repair import run_repair, write_run
+from core.engine.repair import prepare_data, repair, write_run
 from core.engine.request import RunRequest
 from core.errors import UserError
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
 
 CANCEL_POLL_S = 0.1
+AUTO_STEP_BASE = -1_000_000  # progress rows of auto's sweep (see core.app.runs.run_progress)
 PROGRESS_FLUSH_S = 0.25
 
 
@@ -103,7 +104,7 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
     run_id = run["id"]
     out_dir = Path(run["out_dir"])
     buffer: list[dict] = []
-    state = {"flushed": time.monotonic(), "polled": 0.0, "stop": False, "device": None}
+    state = {"flushed": time.monotonic(), "polled": 0.0, "stop": False, "device": None, "auto_seq": 0}
 
     def flush() -> None:
         store.add_progress(run_id, buffer)
@@ -111,7 +112,13 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         state["flushed"] = time.monotonic()
 
     def progress(event: dict) -> None:
-        buffer.append(dict(event))
+        event = dict(event)
+        if event.get("phase") == "auto":
+            # Auto's events come before step 1: stored at negative steps, in order, so that the
+            # training steps keep their own numbers.
+            state["auto_seq"] += 1
+            event["step"] = AUTO_STEP_BASE + state["auto_seq"]
+        buffer.append(event)
         if state["device"] is None and event.get("device"):
             state["device"] = event["device"]
             store.set_run(run_id, device=event["device"])
@@ -136,21 +143,15 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         refs = request.data
         counterexamples = load_dataset(refs.counterexamples, names)
         eval_set = load_dataset(refs.evaluation, names) if refs.evaluation else None
-        unlabeled = None
+        unlabeled = reference = None
         if refs.unlabeled_root and refs.unlabeled_items:
             unlabeled = unlabeled_images(refs.unlabeled_root, refs.unlabeled_items, names)
-        result = run_repair(
-            bundle,
-            counterexamples,
-            eval_set,
-            method=request.method,
-            config=request.settings(),
-            device=request.device,
-            seed=request.seed,
-            progress=progress,
-            should_stop=should_stop,
-            unlabeled=unlabeled,
-        )
+        if refs.reference_root and refs.reference_items:
+            reference = unlabeled_images(refs.reference_root, refs.reference_items, names)
+        data = prepare_data(bundle, counterexamples, eval_set, unlabeled=unlabeled, reference=reference)
+        # The candidate pool is full of images whose answer should change: never an anchor.
+        data.reference = data.reference if reference is not None else None
+        result = repair(bundle, request, data, progress=progress, should_stop=should_stop)
         flush()
         if interrupt.is_set():
             status = "interrupted"
