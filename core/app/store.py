@@ -421,20 +421,27 @@ class Store:
             r["config"] = json.loads(r["config_json"])
         return rows
 
+    def _claim(self, table: str, pid: int, extra_set: str = "", extra: tuple = ()) -> int | None:
+        """The id of the oldest queued row of ``table`` ('runs' or 'tasks'), now 'running' for ``pid``."""
+        with self.connect() as con:
+            row = con.execute(f"SELECT id FROM {table} WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute(
+                f"UPDATE {table} SET status = 'running', worker_pid = ?{extra_set} WHERE id = ? AND status = 'queued'",
+                (pid, *extra, row["id"]),
+            )
+        return row["id"]
+
     def has_queued_runs(self) -> bool:
         return self.one("SELECT id FROM runs WHERE status = 'queued' LIMIT 1") is not None
 
     def claim_next_run(self, pid: int) -> dict | None:
         """Atomically move the oldest queued run to 'running' for worker ``pid``."""
-        with self.connect() as con:
-            row = con.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            con.execute(
-                "UPDATE runs SET status='running', worker_pid=?, started_at=? WHERE id=? AND status='queued'",
-                (pid, now_iso(), row["id"]),
-            )
-        return self.run(row["id"])
+        run_id = self._claim("runs", pid, ", started_at = ?", (now_iso(),))
+        if run_id is None:
+            return None
+        return self.run(run_id)
 
     def finish_run(self, run_id: int, status: str, **fields) -> None:
         """Record how a run ended; only a running or queued run can end (first writer wins)."""
@@ -528,15 +535,10 @@ class Store:
 
     def claim_next_task(self, pid: int) -> dict | None:
         """Atomically move the oldest queued task to 'running' for worker ``pid``."""
-        with self.connect() as con:
-            row = con.execute("SELECT id FROM tasks WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            con.execute(
-                "UPDATE tasks SET status = 'running', worker_pid = ? WHERE id = ? AND status = 'queued'",
-                (pid, row["id"]),
-            )
-        return self.task(row["id"])
+        task_id = self._claim("tasks", pid)
+        if task_id is None:
+            return None
+        return self.task(task_id)
 
     def finish_task(self, task_id: int, status: str, result: dict | None = None, error: str | None = None) -> None:
         if status not in ("done", "failed"):

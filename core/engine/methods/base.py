@@ -53,6 +53,19 @@ def select_parameters(model: nn.Module, spec: str) -> list[str]:
 
 
 @torch.no_grad()
+def add_l2_pull(params: list[torch.Tensor], diffs: list[torch.Tensor], coef: float, scale: float) -> torch.Tensor:
+    """Add the gradient of coef·Σ‖d‖²/scale, which is 2·coef·d/scale, to each parameter's ``.grad`` in one
+    fused pass, and return the penalty's value. ``diffs`` are the d tensors, one per parameter (δ for
+    CPT, θ − θ₀ for L2-SP); tests/test_cpt.py checks this equals autograd's gradient."""
+    pen = coef * l2_norm_sq(diffs) / scale
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    torch._foreach_add_(grads, list(diffs), alpha=2.0 * coef / scale)
+    for p, g in zip(params, grads):
+        p.grad = g
+    return pen
+
+
+@torch.no_grad()
 def merged_with(base: nn.Module, updates: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The base's state dict (buffers included) with ``updates`` in place of those entries, cloned to
     the CPU: θ' for every method whose result is an ordinary model of the base architecture."""
@@ -143,13 +156,7 @@ class Method:
         task = nn.functional.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         task.backward()
-        with torch.no_grad():
-            d = diffs()
-            pen = coef * l2_norm_sq(d) / scale
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            torch._foreach_add_(grads, d, alpha=2.0 * coef / scale)
-            for p, g in zip(params, grads):
-                p.grad = g
+        pen = add_l2_pull(params, diffs(), coef, scale)
         self.optimizer.step()
         t, q = float(task.detach()), float(pen)
         return {"loss": t + q, "task_loss": t, "penalty": q}

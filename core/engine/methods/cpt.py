@@ -23,8 +23,8 @@ from torch.func import functional_call
 from core.engine.anchor import anchor_kl
 from core.engine.configs import CPTConfig
 from core.engine.devices import autocast
-from core.engine.methods.base import Method, merged_with, select_parameters
-from core.engine.penalties import anchor_scales, l2_norm_sq, penalty_value
+from core.engine.methods.base import Method, add_l2_pull, merged_with, select_parameters
+from core.engine.penalties import anchor_scales, penalty_value
 
 
 class DeltaModel(nn.Module):
@@ -95,13 +95,7 @@ class CPT(Method):
         self.optimizer.zero_grad(set_to_none=True)
         (task + self.config.anchor * kl + pen).backward()
         if closed:
-            with torch.no_grad():
-                coef, scale = self.config.strength, self.scales["l2"]
-                pen = coef * l2_norm_sq(deltas) / scale
-                grads = [d.grad if d.grad is not None else torch.zeros_like(d) for d in deltas]
-                torch._foreach_add_(grads, deltas, alpha=2.0 * coef / scale)
-                for d, g in zip(deltas, grads):
-                    d.grad = g
+            pen = add_l2_pull(deltas, deltas, self.config.strength, self.scales["l2"])
         self.optimizer.step()
         t, q, a = float(task.detach()), float(pen.detach()), float(kl.detach())
         return {"loss": t + q + self.config.anchor * a, "task_loss": t, "penalty": q, "anchor": a}
