@@ -32,6 +32,7 @@ DYNAMIC = {
         "upload_eval",
         "upload_pool",
         "upload_images",
+        "group_named",
         "label_added",
         "label_changed",
         "label_removed",

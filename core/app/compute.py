@@ -230,12 +230,14 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
         probs.append(p)
         where.extend((did, i["path"]) for i in items)
     ranked = suggest_from_arrays(found, np.concatenate(feats), np.concatenate(probs))
+    label_of = {g.id: g.label_name for g in found.groups}
     order = [
         {
             "dataset_id": where[s.index][0],
             "path": where[s.index][1],
             "score": round(s.score, 6),
             "group": s.group,
+            "group_label": label_of.get(s.group),
             "wrong_share": round(s.wrong_share, 4),
         }
         for s in ranked

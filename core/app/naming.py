@@ -58,9 +58,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_version(dest: Path, ds, names: dict[str, str]) -> tuple[int, int]:
-    """The evaluation set ``ds`` (all rows, val rows too) at ``dest`` with ``names`` (path → name)
-    filled in where a row has no attribute. Returns (rows named, rows that kept their attribute)."""
+def _rows(ds, names: dict[str, str]) -> tuple[list[dict], int, int]:
+    """The manifest rows of ``ds`` (all rows, val rows too, in order) with ``names`` (path → name)
+    filled in where a row has no attribute; and how many rows got the name and kept their own."""
     named = kept = 0
     rows = []
     for r in ds.records:
@@ -71,13 +71,17 @@ def _write_version(dest: Path, ds, names: dict[str, str]) -> tuple[int, int]:
             else:
                 attribute = names[r.path]
                 named += 1
-        _link_or_copy(ds.root / r.path, dest / r.path)
         rows.append({"path": r.path, "label": ds.class_names[r.label], "attribute": attribute, "split": r.split or ""})
+    return rows, named, kept
+
+
+def _write_version(dest: Path, root: Path, rows: list[dict]) -> None:
+    for r in rows:
+        _link_or_copy(root / r["path"], dest / r["path"])
     with open(dest / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "split"])
         w.writeheader()
         w.writerows(rows)
-    return named, kept
 
 
 def name_group(store: Store, project_id: int, group_id: int, name: str, actor: str) -> dict:
@@ -96,11 +100,14 @@ def name_group(store: Store, project_id: int, group_id: int, name: str, actor: s
     old = s["eval"]
     names = store.model(p["base_model_id"])["meta"]["class_names"]
     ds = dataset_at(old["path"], tuple(names))
+    rows, n_named, n_kept = _rows(ds, dict.fromkeys(group["members"], name))
+    if not n_named:
+        raise UserError("every image of this group already has an attribute; nothing was changed")
     new_id = store.add_dataset(project_id, "eval", f"{old['name']} + {name}", Path("."), "", len(ds))
     dest = store.artifacts / "datasets" / str(new_id)
     if dest.exists():
         shutil.rmtree(dest)
-    n_named, n_kept = _write_version(dest, ds, dict.fromkeys(group["members"], name))
+    _write_version(dest, ds.root, rows)
     sha = tree_sha256(dest, cache=False)
     store.set_dataset_path(new_id, dest)
     store.set_dataset_size(new_id, len(ds), sha)

@@ -129,6 +129,7 @@ def candidates(store: Store, project_id: int, actor: str = "curator") -> list[di
                     "label": chosen.get((d["id"], it["path"])),
                     "source": d["role"],
                     "group": None,
+                    "group_label": None,
                 }
             )
     pool_has_attributes = any(it["attribute"] for items in items_of.values() for it in items)
@@ -167,7 +168,8 @@ def _attribute_ranking(store: Store, project_id: int, out: list[dict], actor: st
 def _discovery_ranking(out: list[dict], order: list[dict]) -> list[dict]:
     """The gallery in discovery-suggestion order (:func:`core.app.suspects.suggestions`): images near
     a suspected group that the model probably gets wrong first, round-robin over the groups' classes.
-    ``score`` is the suggestion's score, ``group`` the suspected group it is near (None: none),
+    ``score`` is the suggestion's score, ``group`` the suspected group it is near (None: none) and
+    ``group_label`` that group's class,
     ``round`` its place in that order. Images the suggestions do not list (none, normally) come last."""
     place = {f"{o['dataset_id']}:{o['path']}": (i, o) for i, o in enumerate(order)}
     for c in out:
@@ -175,6 +177,7 @@ def _discovery_ranking(out: list[dict], order: list[dict]) -> list[dict]:
         c["round"] = i
         c["score"] = o["score"] if o else 0.0
         c["group"] = o["group"] if o else None
+        c["group_label"] = o.get("group_label") if o else None
         c["ranking"] = "discovery"
     out.sort(key=lambda c: (c["round"], c["key"]))
     return out

@@ -19,11 +19,11 @@ This module reads them, asking the worker to compute them first when they are mi
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 from core.app import jobs
-from core.app.evaluation import reported_rows
 from core.app.store import Store
 from core.formats.datasets import dataset_root
 
@@ -69,13 +69,25 @@ def discover(
 
 
 def has_attributes(store: Store, project_id: int) -> bool:
-    """Whether any reported row of the project's evaluation set carries an attribute."""
+    """Whether any reported row (not ``split=val``) of the project's evaluation set carries an
+    attribute. Reads the manifest only (a folder per class has none), so it is cheap on every page run."""
     p = store.project(project_id)
-    if not p or not p["eval_dataset_id"] or not p["base_model_id"]:
+    if not p or not p["eval_dataset_id"]:
         return False
-    names = store.model(p["base_model_id"])["meta"]["class_names"]
-    ds = reported_rows(store.dataset(p["eval_dataset_id"])["path"], tuple(names))
-    return any(r.attribute for r in ds.records)
+    manifest = dataset_root(Path(store.dataset(p["eval_dataset_id"])["path"])) / "manifest.csv"
+    if not manifest.is_file():
+        return False
+    with open(manifest, encoding="utf-8-sig", newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row = {(k or "").strip(): v for k, v in raw.items()}
+            if (row.get("attribute") or "").strip() and (row.get("split") or "").strip().lower() != "val":
+                return True
+    return False
+
+
+def named_groups(store: Store, project_id: int) -> list[dict]:
+    """The groups named in this project so far (oldest first)."""
+    return store.named_groups(project_id)
 
 
 def project_groups(store: Store, project_id: int, actor: str = "workbench", compute: bool = True) -> list[dict] | None:
@@ -118,7 +130,7 @@ def suggestions(store: Store, project_id: int, pools: list[dict], n_items: list[
     """Pool images in suggestion order, for the gallery of a project without attributes: those in a
     suspected group that the model probably gets wrong first (:func:`core.engine.discovery.suggest`).
     ``pools`` are dataset rows, ``n_items`` their sizes. Each entry: dataset_id, path, score, group
-    (suspected group id or None), wrong_share."""
+    (suspected group id or None), group_label (its class name), wrong_share."""
     p = store.project(project_id)
     key = [(int(d["id"]), int(n)) for d, n in zip(pools, n_items, strict=True) if n]
     if not key or not p["eval_dataset_id"] or not p["base_model_id"]:
