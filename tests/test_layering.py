@@ -164,17 +164,27 @@ def test_no_imports_inside_functions():
 
 PAGE_PROCESS = """
 import json, sys
+from streamlit.runtime import pages_manager
+from streamlit.runtime.scriptrunner import script_runner
 from streamlit.testing.v1 import AppTest
 from core.app import projects
+
+class NavigationPagesManager(pages_manager.PagesManager):
+    uses_pages_directory = False  # as the server has it once app.py's st.navigation ran (tests/test_pages.py)
+
+script_runner.PagesManager = NavigationPagesManager
 store = projects.get_store()
 pid = projects.open_demo(store, "layering-test")
 seen = {}
 for page in ["app.py", "pages/model.py", "pages/counterexamples.py", "pages/tune.py", "pages/review.py", "pages/history.py"]:
-    at = AppTest.from_file(page, default_timeout=600)
+    at = AppTest.from_file("app.py", default_timeout=600)
     at.session_state["project_id"] = pid
     at.session_state["lang"] = "en"
     at.session_state["actor"] = "layering-test"
     at.run()
+    if page != "app.py":  # through st.navigation, as the server runs a page (st.page_link needs it)
+        at.switch_page(page)
+        at.run()
     seen[page] = {"exceptions": [e.value for e in at.exception],
                   "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "safetensors"))}
 print(json.dumps(seen))
