@@ -142,6 +142,8 @@ with gallery:
             q2.write(t("ce_model_says", label=top["predicted"], pct=round(100 * top["confidence"])))
             if top["attribute"]:
                 q2.caption(t("ce_attribute_is", attribute=top["attribute"]))
+            elif top["group_label"]:
+                q2.caption(t("ce_near_group", label=top["group_label"]))
             bcols = q2.columns(min(len(class_names), 5))
             for i, name in enumerate(class_names):
                 shortcut = str(i) if i < 10 else None
@@ -170,6 +172,8 @@ with gallery:
     items = {"all": cands, "todo": unlabelled, "done": [c for c in cands if c["label"]]}[show or "all"]
     n_pages = max(1, (len(items) + PAGE_SIZE - 1) // PAGE_SIZE)
     st.caption(t("ce_ranked_note", n=len(items)))
+    if cands[0]["ranking"] == "discovery":
+        st.caption(t("ce_ranked_by_discovery"))
 
     b1, b2, b3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     n_selected = sum(1 for k, v in st.session_state.items() if k.startswith("sel_") and v)
@@ -192,6 +196,8 @@ with gallery:
             st.caption(t("ce_model_says", label=c["predicted"], pct=round(100 * c["confidence"])))
             if c["attribute"]:
                 st.caption(t("ce_attribute_is", attribute=c["attribute"]))
+            elif c["group_label"]:
+                st.caption(t("ce_near_group", label=c["group_label"]))
             st.checkbox(t("ce_select"), key=f"sel_{c['key']}")
             widget = f"pill_{c['key']}_{c['label']}"
             st.pills(

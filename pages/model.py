@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import charts, evaluation, projects, uploads
+from core.app import charts, evaluation, naming, projects, suspects, uploads
 from core.app.i18n import translator
 from core.errors import UserError
 
@@ -17,6 +17,54 @@ def _parse_numbers(text: str, kind=float) -> list:
         return [kind(v) for v in text.replace(",", " ").split()]
     except ValueError:
         raise UserError(t("model_err_numbers", text=text)) from None
+
+
+SUSPECTS_SHOWN = 6  # suspected groups shown before "show all"
+STRIP_PX = 56
+
+
+def _name_group(group_id: int, widget: str) -> None:
+    try:
+        done = naming.name_group(store, pid, group_id, st.session_state.get(widget, ""), actor)
+    except UserError as exc:
+        st.session_state["flash"] = ("error", t("suspects_name_failed", error=str(exc)))
+        return
+    st.session_state["flash"] = ("success", t("suspects_named_done", **done))
+
+
+def _suspected_group(g: dict) -> None:
+    """One suspected group: a strip of its images, its numbers, a plain sentence, a name field."""
+    with st.container(border=True, key=f"suspect_{g['id']}"):
+        st.markdown(t("suspects_group_title", label=g["label_name"], rank=g["rank"], n=g["size"]))
+        st.image([evaluation.thumbnail(f, STRIP_PX) for f in g["files"]], width=STRIP_PX)
+        c1, c2, c3 = st.columns(3)
+        c1.metric(
+            t("suspects_group_accuracy"),
+            f"{100 * g['accuracy']:.0f}%",
+            help=t("suspects_interval", low=round(100 * g["accuracy_low"]), high=round(100 * g["accuracy_high"])),
+        )
+        c2.metric(t("suspects_class_accuracy", label=g["label_name"]), f"{100 * g['class_accuracy']:.0f}%")
+        c3.metric(t("suspects_size"), g["size"])
+        st.write(
+            t(
+                "suspects_sentence",
+                acc=round(100 * g["accuracy"]),
+                n=g["size"],
+                label=g["label_name"],
+                high=round(100 * g["accuracy_high"]),
+                best=round(100 * g["reference_accuracy"]),
+                cls=round(100 * g["class_accuracy"]),
+            )
+        )
+        if g["named"]:
+            st.success(t("suspects_named_as", name=g["named"]), icon="🏷️")
+            return
+        a, b = st.columns([3, 1], vertical_alignment="bottom")
+        widget = f"suspect_name_{g['id']}"
+        a.text_input(t("suspects_name_label"), key=widget, placeholder=t("suspects_name_placeholder"))
+        b.button(
+            t("suspects_name_button"), key=f"suspect_apply_{g['id']}", on_click=_name_group, args=(g["id"], widget)
+        )
 
 
 def _switch_to(project_id: int, message: str) -> None:
@@ -181,5 +229,30 @@ with st.expander(t("model_group_table")):
         }
     )
     st.dataframe(table, hide_index=True)
+
+# Suspected groups (issue #12): found from the model's own features, so they need no attribute column.
+has_attributes = suspects.has_attributes(store, pid)
+named = suspects.named_groups(store, pid)
+st.subheader(t("suspects_header"))
+if not has_attributes:
+    st.info(t("suspects_no_attributes"), icon="🧭")
+with st.expander(t("suspects_expander"), expanded=not has_attributes or bool(named)):
+    st.caption(t("suspects_explain"))
+    groups = suspects.project_groups(store, pid, actor, compute=False)
+    if groups is None and (not has_attributes or named or st.session_state.get("suspects_look")):
+        try:
+            with st.spinner(t("suspects_finding")):
+                groups = suspects.project_groups(store, pid, actor)
+        except UserError as exc:
+            st.error(t("suspects_failed", error=str(exc)))
+    if groups is None:
+        st.button(t("suspects_look"), key="suspects_look", icon="🔍")
+    elif not groups:
+        st.success(t("suspects_none"))
+    else:
+        st.caption(t("suspects_count", n=len(groups)))
+        show_all = len(groups) > SUSPECTS_SHOWN and st.toggle(t("suspects_show_all", n=len(groups)), key="suspects_all")
+        for g in groups if show_all else groups[:SUSPECTS_SHOWN]:
+            _suspected_group(g)
 
 st.page_link("pages/counterexamples.py", label=t("model_next"), icon="➡️")

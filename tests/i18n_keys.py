@@ -33,6 +33,7 @@ DYNAMIC = {
         "upload_pool",
         "upload_reference",
         "upload_images",
+        "group_named",
         "label_added",
         "label_changed",
         "label_removed",

@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import jobs, pool, projects, runs, uploads
+from core.app import jobs, pool, projects, runs, suspects, uploads
 from core.app.worker import execute_run
-from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for, zip_folder_bytes
+from tests.wb_helpers import (
+    FAST_RUN,
+    label_top,
+    no_attribute_project,
+    seed_demo_cache,
+    wait_for,
+    zip_folder_bytes,
+)
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -85,6 +92,35 @@ def test_model_page_in_japanese(home, store):
     assert "モデル：どこに偏りがあるか" in text and "の画像では" in text
     at.sidebar.radio[0].set_value("en").run()
     assert "Model: where is it biased?" in _texts(at)
+
+
+def test_model_page_names_a_suspected_group_and_the_heat_map_uses_it(home, store, demo_dir):
+    pid = no_attribute_project(store, demo_dir)
+    at = _app()
+    assert not at.exception
+    text = _texts(at)
+    assert "has no attribute column" in text and "suspected groups, the clearest first" in text
+    heat = at.get("plotly_chart")[0].proto.spec
+    assert "(none)" in heat and "red corner" not in heat  # one column: classes only
+    assert not any("On images marked" in w.value for w in at.warning)  # no finding without groups
+    top = suspects.project_groups(store, pid, compute=False)[0]
+    assert at.get_by_key(f"suspect_{top['id']}") is not None  # the clearest group is on the page
+    strips = [len(e.proto.imgs) for e in at.get("image")]
+    assert strips and min(strips) >= 5, strips  # a strip of thumbnails per group
+    at.text_input(key=f"suspect_name_{top['id']}").input("red corner")
+    at.button(key=f"suspect_apply_{top['id']}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Named “red corner”" in s.value for s in at.success), [s.value for s in at.success]
+    # The heat map, the group table, worst group and the finding now group by the new name.
+    heat = at.get("plotly_chart")[0].proto.spec
+    assert "red corner" in heat
+    table = at.dataframe[0].value
+    named = table[table["Attribute"] == "red corner"]
+    assert list(named["Label"]) == [top["label_name"]] and int(named["Images"].iloc[0]) == top["size"]
+    finding = next(w.value for w in at.warning if "On images marked" in w.value)
+    assert "red corner" in finding and top["label_name"] in finding
+    assert f"suspect_name_{top['id']}" not in [w.key for w in at.text_input]  # named: shows its name instead
+    assert [e["action"] for e in store.audit_events(pid)][-1] == "group_named"
 
 
 @pytest.mark.parametrize(

@@ -125,3 +125,18 @@ def test_a_store_from_an_earlier_version_is_migrated_without_losing_rows(tmp_pat
     store.set_project(1, reference_dataset_id=did)
     assert store.project(1)["reference_dataset_id"] == did and store.dataset(did)["role"] == "reference"
     assert Store(home).dataset(7)["name"] == "pool.zip"  # opening again changes nothing
+
+
+def test_named_groups_round_trip(store):
+    pid = store.create_project("p", "alice")
+    mid = store.add_model(pid, "base", "m", store.home, {}, {})
+    old = store.add_dataset(pid, "eval", "e", store.home, "", 3)
+    new = store.add_dataset(pid, "eval", "e + red corner", store.home, "", 3)
+    gid = store.add_named_group(pid, old, new, mid, 4, "seven", "red corner", ["a.png", "b.png"], 2, 1, "bob")
+    (row,) = store.named_groups(pid)
+    assert row["id"] == gid and row["paths"] == ["a.png", "b.png"]
+    assert (row["dataset_id"], row["new_dataset_id"], row["group_id"], row["name"]) == (old, new, 4, "red corner")
+    assert (row["n_named"], row["n_kept"], row["created_by"]) == (2, 1, "bob") and row["created_at"]
+    assert store.named_groups(pid + 1) == []
+    Store(store.home)  # opening an existing store again keeps the table and its rows
+    assert len(Store(store.home).named_groups(pid)) == 1

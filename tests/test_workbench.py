@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -10,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.app import decisions, evaluation, history, pool, projects, runs, uploads
+from core.app import decisions, evaluation, history, naming, pool, projects, runs, suspects, uploads
 from core.app.store import Store
 from core.app.worker import execute_run
 from core.engine.request import RunRequest
 from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
-from tests.wb_helpers import FAST_RUN, label_top, make_zip, pool_truth, seed_demo_cache
+from tests.wb_helpers import FAST_RUN, label_top, make_zip, no_attribute_project, pool_truth, seed_demo_cache
 
 
 @pytest.fixture()
@@ -317,3 +318,47 @@ def test_a_project_without_reference_images_runs_without_the_anchor(store, demo)
     label_top(store, demo, 4)
     m = runs.run_metrics(store, _run_now(store, demo))
     assert m["reference_agreement"] is None  # nothing to anchor on: not the candidate pool
+
+
+# ---- no attribute column: suspected groups rank the gallery, a named group reaches the runs ---------
+def _demo_pool_truth(demo_dir) -> dict[str, str]:
+    with open(demo_dir / "pool" / "manifest.csv", encoding="utf-8") as fh:
+        return {r["path"]: r["label"] for r in csv.DictReader(fh)}
+
+
+def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir):
+    pid = no_attribute_project(store, demo_dir)
+    assert not suspects.has_attributes(store, pid)
+    cands = pool.candidates(store, pid)
+    assert len(cands) == store.dataset(store.project(pid)["pool_dataset_id"])["n_items"]
+    assert {c["ranking"] for c in cands} == {"discovery"} and all(c["label"] is None for c in cands)
+    truth = _demo_pool_truth(demo_dir)
+    wrong = [c["predicted"] != truth[c["path"]] for c in cands]
+    # Most of the first eight are real mistakes of the model, far more than the pool as a whole,
+    # each near a suspected group, and they cover several classes' groups.
+    assert sum(wrong[:8]) >= 6 and sum(wrong) / len(wrong) < 0.5
+    assert all(c["group"] is not None for c in cands[:8])
+    assert len({c["group_label"] for c in cands[:8]}) >= 4
+
+
+def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
+    pid = no_attribute_project(store, demo_dir)
+    top = suspects.project_groups(store, pid)[0]
+    old_eval = store.project(pid)["eval_dataset_id"]
+    before = evaluation.evaluate_active(store, pid)
+    assert {g["attribute"] for g in before["groups"]} == {"(none)"} and evaluation.finding(before) is None
+    naming.name_group(store, pid, top["id"], "red corner", "alice")
+    m = evaluation.evaluate_active(store, pid)
+    cell = next(g for g in m["groups"] if g["attribute"] == "red corner")
+    assert (cell["label"], cell["count"]) == (top["label_name"], top["size"])
+    assert evaluation.finding(m)["attribute"] == "red corner"
+    assert m["worst_group_accuracy"] <= top["accuracy"] + 1e-9
+    assert store.evaluation(store.project(pid)["base_model_id"], old_eval)  # the old numbers stay
+    truth = _demo_pool_truth(demo_dir)
+    for c in pool.candidates(store, pid)[:8]:
+        pool.set_label(store, pid, c["key"], truth[c["path"]], "alice")
+    rid = _run_now(store, pid)
+    metrics = runs.run_metrics(store, rid)
+    assert any(g["attribute"] == "red corner" for g in metrics["before"]["groups"])
+    assert any(g["attribute"] == "red corner" for g in metrics["after"]["groups"])
+    assert metrics["before"]["worst_group_accuracy"] == pytest.approx(m["worst_group_accuracy"])

@@ -70,3 +70,30 @@ def zip_folder_bytes(folder: Path) -> bytes:
     return make_zip(
         {f.relative_to(folder).as_posix(): f.read_bytes() for f in sorted(Path(folder).rglob("*")) if f.is_file()}
     )
+
+
+def strip_attributes(folder: Path) -> dict[str, bytes]:
+    """A dataset folder's files with the ``attribute`` column removed from manifest.csv: labels only,
+    as a user who brings a plain folder of labelled images has."""
+    files = {f.relative_to(folder).as_posix(): f.read_bytes() for f in sorted(Path(folder).rglob("*")) if f.is_file()}
+    rows = list(csv.DictReader(io.StringIO(files["manifest.csv"].decode("utf-8"))))
+    cols = [c for c in rows[0] if c != "attribute"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    files["manifest.csv"] = buf.getvalue().encode("utf-8")
+    return files
+
+
+def no_attribute_project(store, demo_dir: Path, actor: str = "alice") -> int:
+    """A project made through the upload services from the demo's model, its evaluation set and its
+    pool with every attribute column stripped. Returns its id."""
+    from core.app import uploads
+
+    pid = uploads.upload_model_zip(store, zip_folder_bytes(Path(demo_dir) / "model"), "plain.zip", actor)
+    uploads.upload_eval_zip(store, pid, make_zip(strip_attributes(Path(demo_dir) / "eval")), "plain_eval.zip", actor)
+    pool_files = strip_attributes(Path(demo_dir) / "pool")
+    del pool_files["manifest.csv"]  # a plain folder of images
+    uploads.upload_pool_zip(store, pid, make_zip(pool_files), "plain_pool.zip", actor)
+    return pid

@@ -9,6 +9,7 @@ returns a small JSON-able dict. Pages reach these through :func:`core.app.jobs.c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fcntl
 import json
 import shutil
@@ -22,8 +23,17 @@ from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.store import Store
+from core.app.suspects import (
+    ARRAYS_FILE,
+    GROUPS_FILE,
+    STRIP_SIZE,
+    discovery_dir,
+    pool_suggestions_path,
+    read_discovery,
+)
 from core.app.uploads import register_eval, register_pool
 from core.engine.devices import select_device
+from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, representatives, suggest_from_arrays
 from core.engine.inference import evaluate_bundle, normalize, predict_logits
 from core.formats.bundle import ModelBundle, bundle_from_files, bundle_from_state_file, load_bundle, save_bundle
 from core.formats.datasets import ImageDataset, Record, load_dataset, load_pixels
@@ -166,9 +176,106 @@ def pool_predictions(store: Store, payload: dict, actor: str) -> dict:
     return {"path": str(out)}
 
 
+def discover(store: Store, payload: dict, actor: str) -> dict:
+    """Suspected groups of a model on the reported rows of an evaluation set (any attribute column
+    is ignored), saved as ``groups.json`` (numbers, sentence, member and representative paths) and
+    ``arrays.npz`` (features and predictions, for pool suggestions). Computed once per (model,
+    dataset); the folder appears whole or not at all."""
+    model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
+    out = discovery_dir(store, model_id, dataset_id)
+    if (out / GROUPS_FILE).is_file():
+        return {"path": str(out)}
+    bundle = load_bundle(store.model(model_id)["path"])
+    ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
+    found = analyse(bundle, ds, device="auto")
+    groups = []
+    for g in found.groups:
+        row = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name != "members"}
+        groups.append(
+            {
+                **row,
+                "member_index": [int(i) for i in g.members],
+                "members": [ds.records[int(i)].path for i in g.members],
+                "representatives": [ds.records[int(i)].path for i in representatives(found, g, STRIP_SIZE)],
+                "accuracy_low": g.interval[0],
+                "accuracy_high": g.interval[1],
+            }
+        )
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    np.savez(
+        tmp / ARRAYS_FILE,
+        features=found.features,
+        labels=found.labels,
+        predictions=found.predictions,
+        probabilities=found.probabilities,
+    )
+    result = {"model_id": model_id, "dataset_id": dataset_id, "n": len(ds), "groups": groups}
+    (tmp / GROUPS_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    tmp.rename(out)
+    return {"path": str(out)}
+
+
+def _saved_discovery(store: Store, model_id: int, dataset_id: int) -> Discovery:
+    """A :class:`Discovery` rebuilt from the files :func:`discover` wrote."""
+    saved = read_discovery(store, model_id, dataset_id)
+    arrays = np.load(discovery_dir(store, model_id, dataset_id) / ARRAYS_FILE)
+    fields = {f.name for f in dataclasses.fields(SuspectedGroup)} - {"members"}
+    groups = [
+        SuspectedGroup(**{k: g[k] for k in fields}, members=np.array(g["member_index"], dtype=np.int64))
+        for g in saved["groups"]
+    ]
+    names = store.model(model_id)["meta"]["class_names"]
+    return Discovery(
+        groups, arrays["features"], arrays["labels"], arrays["predictions"], arrays["probabilities"], list(names)
+    )
+
+
+def discover_pool(store: Store, payload: dict, actor: str) -> dict:
+    """Pool images in suggestion order (:func:`core.engine.discovery.suggest_from_arrays`): near a
+    suspected group and probably wrong first. ``pools`` is a list of (pool dataset id, number of
+    items); all of them are ranked together. Saved as JSON next to the discovery."""
+    model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
+    pools = [(int(d), int(n)) for d, n in payload["pools"]]
+    discover(store, {"model_id": model_id, "dataset_id": dataset_id}, actor)
+    found = _saved_discovery(store, model_id, dataset_id)
+    bundle = load_bundle(store.model(model_id)["path"])
+    where, feats, probs = [], [], []
+    for did, n in pools:
+        items = read_items(items_file(store, did))[:n]
+        root = Path(store.dataset(did)["path"])
+        ds = ImageDataset(root, [Record(i["path"], 0, None) for i in items], [])
+        f, p = embed(bundle, ds, select_device("auto"))
+        feats.append(f)
+        probs.append(p)
+        where.extend((did, i["path"]) for i in items)
+    ranked = suggest_from_arrays(found, np.concatenate(feats), np.concatenate(probs))
+    label_of = {g.id: g.label_name for g in found.groups}
+    order = [
+        {
+            "dataset_id": where[s.index][0],
+            "path": where[s.index][1],
+            "score": round(s.score, 6),
+            "group": s.group,
+            "group_label": label_of.get(s.group),
+            "wrong_share": round(s.wrong_share, 4),
+        }
+        for s in ranked
+    ]
+    out = pool_suggestions_path(store, model_id, dataset_id, pools)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pools": pools, "order": order}), encoding="utf-8")
+    tmp.replace(out)
+    return {"path": str(out)}
+
+
 TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "register_model": register_model,
     "open_demo": open_demo,
     "evaluate": evaluate,
     "pool_predictions": pool_predictions,
+    "discover": discover,
+    "discover_pool": discover_pool,
 }

@@ -16,6 +16,7 @@ from core.app import jobs
 from core.app.evaluation import evaluate_model_on, reported_rows
 from core.app.projects import project_summary
 from core.app.store import Store
+from core.app.suspects import has_attributes, suggestions
 from core.errors import UserError
 from core.formats.datasets import ImageDataset, Record
 
@@ -98,43 +99,59 @@ def pool_predictions_path(store: Store, model_id: int, dataset_id: int, n_items:
 def candidates(store: Store, project_id: int, actor: str = "curator") -> list[dict]:
     """Every pool image with the model's guess, ranked so likely counterexamples come first.
 
-    Score = (1 − how often the model's answer is right on evaluation images with the same attribute)
-    + ½ (1 − the model's confidence). The first term asks: when the original model gives this answer
-    on images with this attribute (say "seven" on a red tag), how often is it right? A shortcut
-    answers from the attribute, so its answers are unreliable exactly there (estimated with add-one
-    smoothing; ½ when never seen). Low confidence adds a little. Repeats of the same (attribute,
-    answer) cell are pushed down a little, so the first images cover many groups. Pool labels, if the upload had
-    any, are never used here.
+    With attributes (the evaluation set and the pool both carry some), the ranking is by how
+    unreliable the model's answer is on evaluation images with the same attribute
+    (:func:`_attribute_ranking`). Without them, it follows the discovery suggestions
+    (:func:`_discovery_ranking`): pool images near a suspected group that the model probably gets
+    wrong first. Each entry says which ranking placed it (``ranking``). Pool labels, if the upload
+    had any, are never used here.
     """
     s = project_summary(store, project_id)
     if not s["active_model"]:
         return []
     base = store.model(s["base_model_id"])
-    reliability = _answer_reliability(store, project_id, actor)
     chosen = {(c["dataset_id"], c["item_path"]): c["label"] for c in store.labels(project_id)}
+    pools = pool_datasets(store, project_id)
+    items_of = {d["id"]: read_items(items_file(store, d["id"])) for d in pools}
     out = []
-    for d in pool_datasets(store, project_id):
-        items = read_items(items_file(store, d["id"]))
+    for d in pools:
         pred, conf = pool_predictions(store, base["id"], d["id"], actor)
-        for i, it in enumerate(items):
-            attr = it["attribute"]
-            answer = s["class_names"][int(pred[i])]
-            right, total = reliability.get((attr or "", answer), (0, 0))
-            score = (1 - (right + 1) / (total + 2)) + 0.5 * (1 - float(conf[i]))
+        for i, it in enumerate(items_of[d["id"]]):
             out.append(
                 {
                     "key": f"{d['id']}:{it['path']}",
                     "dataset_id": d["id"],
                     "path": it["path"],
                     "file": str(Path(d["path"]) / it["path"]),
-                    "attribute": attr,
+                    "attribute": it["attribute"],
                     "predicted": s["class_names"][int(pred[i])],
                     "confidence": float(conf[i]),
-                    "score": score,
                     "label": chosen.get((d["id"], it["path"])),
                     "source": d["role"],
+                    "group": None,
+                    "group_label": None,
                 }
             )
+    pool_has_attributes = any(it["attribute"] for items in items_of.values() for it in items)
+    if s["eval"] and not (pool_has_attributes and has_attributes(store, project_id)):
+        order = suggestions(store, project_id, pools, [len(items_of[d["id"]]) for d in pools], actor)
+        if order:
+            return _discovery_ranking(out, order)
+    return _attribute_ranking(store, project_id, out, actor)
+
+
+def _attribute_ranking(store: Store, project_id: int, out: list[dict], actor: str) -> list[dict]:
+    """Score = (1 − how often the model's answer is right on evaluation images with the same attribute)
+    + ½ (1 − the model's confidence). The first term asks: when the original model gives this answer
+    on images with this attribute (say "seven" on a red tag), how often is it right? A shortcut
+    answers from the attribute, so its answers are unreliable exactly there (estimated with add-one
+    smoothing; ½ when never seen). Low confidence adds a little. Repeats of the same (attribute,
+    answer) cell are pushed down a little, so the first images cover many groups."""
+    reliability = _answer_reliability(store, project_id, actor)
+    for c in out:
+        right, total = reliability.get((c["attribute"] or "", c["predicted"]), (0, 0))
+        c["score"] = (1 - (right + 1) / (total + 2)) + 0.5 * (1 - c["confidence"])
+        c["ranking"] = "attribute"
     # Spread the top of the list over (attribute, answer) cells: each image loses REPEAT_PENALTY for
     # every better-scored image of its cell. A handful of labels then covers many groups instead of
     # eight copies of one mistake (which a repair over-learns), while likely mistakes still lead.
@@ -145,6 +162,24 @@ def candidates(store: Store, project_id: int, actor: str = "curator") -> list[di
         c["round"] = seen.get(cell, 0)
         seen[cell] = c["round"] + 1
     out.sort(key=lambda c: (-(c["score"] - REPEAT_PENALTY * c["round"]), c["key"]))
+    return out
+
+
+def _discovery_ranking(out: list[dict], order: list[dict]) -> list[dict]:
+    """The gallery in discovery-suggestion order (:func:`core.app.suspects.suggestions`): images near
+    a suspected group that the model probably gets wrong first, round-robin over the groups' classes.
+    ``score`` is the suggestion's score, ``group`` the suspected group it is near (None: none) and
+    ``group_label`` that group's class,
+    ``round`` its place in that order. Images the suggestions do not list (none, normally) come last."""
+    place = {f"{o['dataset_id']}:{o['path']}": (i, o) for i, o in enumerate(order)}
+    for c in out:
+        i, o = place.get(c["key"], (len(order), None))
+        c["round"] = i
+        c["score"] = o["score"] if o else 0.0
+        c["group"] = o["group"] if o else None
+        c["group_label"] = o.get("group_label") if o else None
+        c["ranking"] = "discovery"
+    out.sort(key=lambda c: (c["round"], c["key"]))
     return out
 
 

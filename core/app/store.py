@@ -134,6 +134,22 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status, id);
+CREATE TABLE IF NOT EXISTS named_groups (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    new_dataset_id INTEGER REFERENCES datasets(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    group_id INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    name TEXT NOT NULL,
+    paths_json TEXT NOT NULL,
+    n_named INTEGER NOT NULL,
+    n_kept INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS named_groups_project ON named_groups(project_id, id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     ts TEXT NOT NULL,
@@ -330,6 +346,49 @@ class Store:
         if row:
             row["metrics"] = json.loads(row.pop("metrics_json"))
         return row
+
+    # ---- named suspected groups (issue #12) -------------------------------------------------
+    def add_named_group(
+        self,
+        project_id: int,
+        dataset_id: int,
+        new_dataset_id: int,
+        model_id: int,
+        group_id: int,
+        label: str,
+        name: str,
+        paths: list[str],
+        n_named: int,
+        n_kept: int,
+        actor: str,
+    ) -> int:
+        """Record that a suspected group of ``dataset_id`` was named; ``new_dataset_id`` is the
+        evaluation set version with the name filled in as the attribute of its images."""
+        return self.execute(
+            "INSERT INTO named_groups (project_id, dataset_id, new_dataset_id, model_id, group_id, label, name,"
+            " paths_json, n_named, n_kept, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                project_id,
+                dataset_id,
+                new_dataset_id,
+                model_id,
+                group_id,
+                label,
+                name,
+                json.dumps(paths),
+                n_named,
+                n_kept,
+                now_iso(),
+                actor,
+            ),
+        )
+
+    def named_groups(self, project_id: int) -> list[dict]:
+        """The project's named groups, oldest first, with ``paths`` decoded."""
+        rows = self.query("SELECT * FROM named_groups WHERE project_id = ? ORDER BY id", (project_id,))
+        for r in rows:
+            r["paths"] = json.loads(r.pop("paths_json"))
+        return rows
 
     # ---- counterexamples -------------------------------------------------------------------
     def set_label(
