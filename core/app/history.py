@@ -40,7 +40,6 @@ def history_csv(frame: pd.DataFrame) -> bytes:
     """The table as CSV, every text cell neutralised against spreadsheet formula injection."""
     safe = frame.copy()
     for col in safe.columns:
-        if safe[col].dtype == object:
-            safe[col] = safe[col].map(csv_safe)
+        safe[col] = safe[col].astype(object).map(csv_safe)
     safe.columns = [csv_safe(c) for c in safe.columns]
     return safe.to_csv(index=False).encode("utf-8")
