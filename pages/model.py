@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.app import charts, evaluation, projects, uploads
 from core.app.i18n import translator
+from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -46,9 +47,9 @@ with right:
             if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
                 try:
                     new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
-                    _switch_to(new_id, t("model_loaded", name=bundle_file.name))
+                    _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=str(exc)))
+                    st.error(t("model_upload_failed", error=md(exc)))
         with tab_weights:
             st.caption(t("model_weights_help"))
             weights_file = st.file_uploader(
@@ -77,9 +78,9 @@ with right:
                         _parse_numbers(std),
                         actor,
                     )
-                    _switch_to(new_id, t("model_loaded", name=weights_file.name))
+                    _switch_to(new_id, t("model_loaded", name=md(weights_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=str(exc)))
+                    st.error(t("model_upload_failed", error=md(exc)))
 
 if pid is None:
     st.info(t("model_start_hint"))
@@ -88,16 +89,16 @@ if pid is None:
 summary = projects.project_summary(store, pid)
 model = summary["active_model"]
 st.divider()
-st.subheader(t("model_current", name=summary["project"]["name"]))
+st.subheader(t("model_current", name=md(summary["project"]["name"])))
 if model:
     kind = t("model_kind_repaired") if model["kind"] == "repaired" else t("model_kind_original")
     st.write(
         t(
             "model_info",
             kind=kind,
-            arch=model["meta"]["architecture"],
+            arch=md(model["meta"]["architecture"]),
             n=len(model["meta"]["class_names"]),
-            classes=", ".join(model["meta"]["class_names"]),
+            classes=md(", ".join(model["meta"]["class_names"])),
         )
     )
     with st.expander(t("model_fingerprints")):
@@ -111,10 +112,10 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
         try:
             with st.spinner(t("model_evaluating")):
                 uploads.upload_eval_zip(store, pid, eval_file.getvalue(), eval_file.name, actor)
-            st.session_state["flash"] = ("success", t("model_eval_loaded", name=eval_file.name))
+            st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=str(exc)))
+            st.error(t("model_upload_failed", error=md(exc)))
 
 if summary["eval"] is None:
     st.info(t("model_need_eval"))
@@ -124,18 +125,18 @@ try:
     with st.spinner(t("model_evaluating")):
         metrics = evaluation.evaluate_active(store, pid)
 except UserError as exc:
-    st.error(t("model_upload_failed", error=str(exc)))
+    st.error(t("model_upload_failed", error=md(exc)))
     st.stop()
 
 st.subheader(t("model_bias_header"))
-st.caption(t("model_eval_on", name=summary["eval"]["name"], n=sum(g["count"] for g in metrics["groups"])))
+st.caption(t("model_eval_on", name=md(summary["eval"]["name"]), n=sum(g["count"] for g in metrics["groups"])))
 f = evaluation.finding(metrics)
 if f:
     st.warning(
         t(
             "model_finding",
-            attribute=f["attribute"],
-            label=f["label"],
+            attribute=md(f["attribute"]),
+            label=md(f["label"]),
             acc=f["accuracy_pct"],
             other=f["other_pct"],
             n=f["count"],
