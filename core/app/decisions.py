@@ -37,6 +37,8 @@ def approve_run(
     if not (model_dir / "model.safetensors").is_file():
         raise UserError("this method produced no mergeable model, so it cannot be approved")
     meta = parse_meta_json((model_dir / "model.json").read_bytes())
+    if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
+        check_stored_model(store.model(run["repaired_model_id"]))
     mid = run["repaired_model_id"] or store.add_model(
         run["project_id"],
         "repaired",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import lzma
 import stat
+import struct
 import zipfile
 import zlib
 from pathlib import PurePosixPath
@@ -23,7 +24,17 @@ MAX_NAME_PART_BYTES = 255  # longest file or folder name common file systems all
 MAX_NAME_BYTES = 1024  # longest member path accepted
 SUPPORTED_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 # What a damaged member raises while it is decompressed and checked.
-_CORRUPT = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError, RuntimeError)
+_CORRUPT = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,  # e.g. "negative seek value" for a header offset that points before the file
+)
 
 
 def check_member_name(name: str, archive: str) -> str:
@@ -76,7 +87,7 @@ def read_zip_members(
     """
     try:
         zf = zipfile.ZipFile(io.BytesIO(raw))
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
+    except (zipfile.BadZipFile, struct.error, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
         raise UserError(f"{archive} is not a valid zip file") from None
     infos = zf.infolist()
     if len(infos) > max_files:
