@@ -114,6 +114,8 @@ def check_weight_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> lis
         if want.is_floating_point and tensor.dtype in CASTABLE_DTYPES:
             cast.add(str(tensor.dtype).replace("torch.", ""))
             continue
+        if not want.is_floating_point and not tensor.is_floating_point() and tensor.dtype != torch.bool:
+            continue  # an integer counter (num_batches_tracked) stored as another integer type
         have = str(tensor.dtype).replace("torch.", "")
         need = str(want).replace("torch.", "")
         raise UserError(
