@@ -62,9 +62,17 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-group-count", type=int, default=10)
 
 
+def load_model_noting(path: str, meta_path: str | None):
+    """Load a model for a command; say on stderr what was accepted with a change (e.g. fp16 weights)."""
+    bundle = load_model_file(path, meta_path)
+    for note in bundle.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return bundle
+
+
 def run_evaluate(args) -> int:
 
-    bundle = load_model_file(args.model, args.meta)
+    bundle = load_model_noting(args.model, args.meta)
     ds = load_dataset(args.data, bundle.meta.class_names)
     res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count)
     out = Path(args.out)
@@ -131,7 +139,7 @@ def tune_overrides(args) -> dict:
 def run_tune(args) -> int:
 
     get_method(args.method)
-    bundle = load_model_file(args.model, args.meta)
+    bundle = load_model_noting(args.model, args.meta)
     names = bundle.meta.class_names
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
@@ -201,7 +209,7 @@ def run_sweep(args) -> int:
 
     if args.strength is not None:
         raise UserError("sweep takes --strengths (several values), not --strength")
-    bundle = load_model_file(args.model, args.meta)
+    bundle = load_model_noting(args.model, args.meta)
     names = bundle.meta.class_names
     ce = load_dataset(args.counterexamples, names)
     ev = load_dataset(args.eval, names) if args.eval else None
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

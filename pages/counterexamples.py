@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.app import evaluation, pool, projects, uploads
 from core.app.i18n import translator
+from core.app.safe_text import md
 from core.errors import UserError
 
 PAGE_SIZE = 12
@@ -30,7 +31,7 @@ def _label(key: str, label: str) -> None:
     try:
         pool.set_label(store, pid, key, label, actor)
     except UserError as exc:
-        st.session_state["flash"] = ("error", str(exc))
+        st.session_state["flash"] = ("error", md(exc))
 
 
 def _on_pill(key: str, widget: str) -> None:
@@ -53,7 +54,7 @@ def _label_selected() -> None:
     pool.set_labels(store, pid, keys, label, actor)
     for k in keys:
         st.session_state[f"sel_{k}"] = False
-    st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=label))
+    st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=md(label)))
 
 
 with st.expander(t("ce_add_images")):
@@ -61,10 +62,10 @@ with st.expander(t("ce_add_images")):
     if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None):
         try:
             uploads.upload_pool_zip(store, pid, pool_file.getvalue(), pool_file.name, actor)
-            st.session_state["flash"] = ("success", t("ce_pool_loaded", name=pool_file.name))
+            st.session_state["flash"] = ("success", t("ce_pool_loaded", name=md(pool_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=str(exc)))
+            st.error(t("upload_failed", error=md(exc)))
     singles = st.file_uploader(
         t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
     )
@@ -75,7 +76,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_single_added", n=n))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=str(exc)))
+            st.error(t("upload_failed", error=md(exc)))
 
 with st.spinner(t("ce_ranking")):
     cands = pool.candidates(store, pid)
@@ -106,7 +107,7 @@ with chosen_col:
             with st.container(border=True):
                 a, b = st.columns([1, 2])
                 a.image(evaluation.thumbnail(c["file"], 64))
-                b.caption(f"{c['attribute'] or '—'}")
+                b.caption(md(c["attribute"] or "—"))
                 widget = f"relabel_{c['key']}_{c['label']}"
                 b.selectbox(
                     t("ce_relabel"),
@@ -139,16 +140,16 @@ with gallery:
             st.caption(t("ce_quick_help"))
             q1, q2 = st.columns([1, 3])
             q1.image(evaluation.thumbnail(top["file"], 160))
-            q2.write(t("ce_model_says", label=top["predicted"], pct=round(100 * top["confidence"])))
+            q2.write(t("ce_model_says", label=md(top["predicted"]), pct=round(100 * top["confidence"])))
             if top["attribute"]:
-                q2.caption(t("ce_attribute_is", attribute=top["attribute"]))
+                q2.caption(t("ce_attribute_is", attribute=md(top["attribute"])))
             elif top["group_label"]:
-                q2.caption(t("ce_near_group", label=top["group_label"]))
+                q2.caption(t("ce_near_group", label=md(top["group_label"])))
             bcols = q2.columns(min(len(class_names), 5))
             for i, name in enumerate(class_names):
                 shortcut = str(i) if i < 10 else None
                 bcols[i % len(bcols)].button(
-                    name,
+                    md(name),
                     key=f"quick_{i}",
                     on_click=_label,
                     args=(top["key"], name),
@@ -193,16 +194,17 @@ with gallery:
     for i, c in enumerate(items[start : start + PAGE_SIZE]):
         with cols[i % COLUMNS].container(border=True):
             st.image(evaluation.thumbnail(c["file"], TILE_PX))
-            st.caption(t("ce_model_says", label=c["predicted"], pct=round(100 * c["confidence"])))
+            st.caption(t("ce_model_says", label=md(c["predicted"]), pct=round(100 * c["confidence"])))
             if c["attribute"]:
-                st.caption(t("ce_attribute_is", attribute=c["attribute"]))
+                st.caption(t("ce_attribute_is", attribute=md(c["attribute"])))
             elif c["group_label"]:
-                st.caption(t("ce_near_group", label=c["group_label"]))
+                st.caption(t("ce_near_group", label=md(c["group_label"])))
             st.checkbox(t("ce_select"), key=f"sel_{c['key']}")
             widget = f"pill_{c['key']}_{c['label']}"
             st.pills(
                 t("ce_this_is"),
                 class_names,
+                format_func=md,
                 default=c["label"],
                 key=widget,
                 on_change=_on_pill,

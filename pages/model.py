@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.app import charts, evaluation, naming, projects, suspects, uploads
 from core.app.i18n import translator
+from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -27,7 +28,7 @@ def _name_group(group_id: int, widget: str) -> None:
     try:
         done = naming.name_group(store, pid, group_id, st.session_state.get(widget, ""), actor)
     except UserError as exc:
-        st.session_state["flash"] = ("error", t("suspects_name_failed", error=str(exc)))
+        st.session_state["flash"] = ("error", t("suspects_name_failed", error=md(exc)))
         return
     st.session_state["flash"] = ("success", t("suspects_named_done", **done))
 
@@ -35,7 +36,7 @@ def _name_group(group_id: int, widget: str) -> None:
 def _suspected_group(g: dict) -> None:
     """One suspected group: a strip of its images, its numbers, a plain sentence, a name field."""
     with st.container(border=True, key=f"suspect_{g['id']}"):
-        st.markdown(t("suspects_group_title", label=g["label_name"], rank=g["rank"], n=g["size"]))
+        st.markdown(t("suspects_group_title", label=md(g["label_name"]), rank=g["rank"], n=g["size"]))
         st.image([evaluation.thumbnail(f, STRIP_PX) for f in g["files"]], width=STRIP_PX)
         c1, c2, c3 = st.columns(3)
         c1.metric(
@@ -43,21 +44,21 @@ def _suspected_group(g: dict) -> None:
             f"{100 * g['accuracy']:.0f}%",
             help=t("suspects_interval", low=round(100 * g["accuracy_low"]), high=round(100 * g["accuracy_high"])),
         )
-        c2.metric(t("suspects_class_accuracy", label=g["label_name"]), f"{100 * g['class_accuracy']:.0f}%")
+        c2.metric(t("suspects_class_accuracy", label=md(g["label_name"])), f"{100 * g['class_accuracy']:.0f}%")
         c3.metric(t("suspects_size"), g["size"])
         st.write(
             t(
                 "suspects_sentence",
                 acc=round(100 * g["accuracy"]),
                 n=g["size"],
-                label=g["label_name"],
+                label=md(g["label_name"]),
                 high=round(100 * g["accuracy_high"]),
                 best=round(100 * g["reference_accuracy"]),
                 cls=round(100 * g["class_accuracy"]),
             )
         )
         if g["named"]:
-            st.success(t("suspects_named_as", name=g["named"]), icon="🏷️")
+            st.success(t("suspects_named_as", name=md(g["named"])), icon="🏷️")
             return
         a, b = st.columns([3, 1], vertical_alignment="bottom")
         widget = f"suspect_name_{g['id']}"
@@ -94,9 +95,9 @@ with right:
             if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
                 try:
                     new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
-                    _switch_to(new_id, t("model_loaded", name=bundle_file.name))
+                    _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=str(exc)))
+                    st.error(t("model_upload_failed", error=md(exc)))
         with tab_weights:
             st.caption(t("model_weights_help"))
             weights_file = st.file_uploader(
@@ -125,9 +126,9 @@ with right:
                         _parse_numbers(std),
                         actor,
                     )
-                    _switch_to(new_id, t("model_loaded", name=weights_file.name))
+                    _switch_to(new_id, t("model_loaded", name=md(weights_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=str(exc)))
+                    st.error(t("model_upload_failed", error=md(exc)))
 
 if pid is None:
     st.info(t("model_start_hint"))
@@ -136,16 +137,16 @@ if pid is None:
 summary = projects.project_summary(store, pid)
 model = summary["active_model"]
 st.divider()
-st.subheader(t("model_current", name=summary["project"]["name"]))
+st.subheader(t("model_current", name=md(summary["project"]["name"])))
 if model:
     kind = t("model_kind_repaired") if model["kind"] == "repaired" else t("model_kind_original")
     st.write(
         t(
             "model_info",
             kind=kind,
-            arch=model["meta"]["architecture"],
+            arch=md(model["meta"]["architecture"]),
             n=len(model["meta"]["class_names"]),
-            classes=", ".join(model["meta"]["class_names"]),
+            classes=md(", ".join(model["meta"]["class_names"])),
         )
     )
     with st.expander(t("model_fingerprints")):
@@ -159,26 +160,26 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
         try:
             with st.spinner(t("model_evaluating")):
                 uploads.upload_eval_zip(store, pid, eval_file.getvalue(), eval_file.name, actor)
-            st.session_state["flash"] = ("success", t("model_eval_loaded", name=eval_file.name))
+            st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=str(exc)))
+            st.error(t("model_upload_failed", error=md(exc)))
 
 ref = summary["reference"]
 with st.expander(t("model_ref_header"), expanded=False):
     st.caption(t("model_ref_help"))
     if ref:
-        st.write(t("model_ref_current", name=ref["name"], n=ref["n_items"]))
+        st.write(t("model_ref_current", name=md(ref["name"]), n=ref["n_items"]))
     else:
         st.write(t("model_ref_none"))
     ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
     if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None):
         try:
             uploads.upload_reference_zip(store, pid, ref_file.getvalue(), ref_file.name, actor)
-            st.session_state["flash"] = ("success", t("model_ref_loaded", name=ref_file.name))
+            st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=str(exc)))
+            st.error(t("model_upload_failed", error=md(exc)))
 
 if summary["eval"] is None:
     st.info(t("model_need_eval"))
@@ -188,18 +189,18 @@ try:
     with st.spinner(t("model_evaluating")):
         metrics = evaluation.evaluate_active(store, pid)
 except UserError as exc:
-    st.error(t("model_upload_failed", error=str(exc)))
+    st.error(t("model_upload_failed", error=md(exc)))
     st.stop()
 
 st.subheader(t("model_bias_header"))
-st.caption(t("model_eval_on", name=summary["eval"]["name"], n=sum(g["count"] for g in metrics["groups"])))
+st.caption(t("model_eval_on", name=md(summary["eval"]["name"]), n=sum(g["count"] for g in metrics["groups"])))
 f = evaluation.finding(metrics)
 if f:
     st.warning(
         t(
             "model_finding",
-            attribute=f["attribute"],
-            label=f["label"],
+            attribute=md(f["attribute"]),
+            label=md(f["label"]),
             acc=f["accuracy_pct"],
             other=f["other_pct"],
             n=f["count"],

@@ -5,6 +5,7 @@ import streamlit as st
 from core.app import charts, decisions, evaluation, projects, runs
 from core.app.i18n import translator
 from core.app.report import build_report
+from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -126,7 +127,7 @@ for tab, items, mark in ((tab_fixed, fixed, "✓"), (tab_broken, broken, "✗"))
         for i, c in enumerate(items[:32]):
             with cols[i % 8]:
                 st.image(evaluation.thumbnail(c["file"], 72))
-                st.caption(f"{mark} {c['before']} → {c['after']}")
+                st.caption(f"{mark} {md(c['before'])} → {md(c['after'])}")
         if len(items) > 32:
             st.caption(t("review_more", n=len(items) - 32))
 
@@ -151,7 +152,7 @@ with a_col, st.form("approve_form"):
             st.session_state["flash"] = ("success", t("review_approved", run=run_id))
             st.rerun()
         except UserError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
 with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
     reject_comment = st.text_area(t("review_comment"), key="reject_comment")
@@ -235,4 +236,4 @@ if e3.button(
         st.session_state["flash"] = ("info", t("review_rolled_back"))
         st.rerun()
     except UserError as exc:
-        st.error(str(exc))
+        st.error(md(exc))

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.app import charts, pool, projects, runs
 from core.app.i18n import translator
+from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -108,7 +109,7 @@ with st.expander(t("tune_advanced")):
 
 reference = projects.project_summary(store, pid)["reference"]
 if reference:
-    st.caption("🛡️ " + t("tune_ref_on", n=reference["n_items"], name=reference["name"]))
+    st.caption("🛡️ " + t("tune_ref_on", n=reference["n_items"], name=md(reference["name"])))
 else:
     st.caption("ℹ️ " + t("tune_ref_off"))
 
@@ -118,7 +119,7 @@ if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chose
         st.session_state["watch_run"] = run_id
         st.success(t("tune_queued", run=run_id))
     except UserError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
 
 project_runs = store.runs(pid)
 if not project_runs:
@@ -230,7 +231,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.success(t("tune_done", reason=stop_words(run["stop_reason"])))
         st.page_link("pages/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ("failed", "interrupted", "cancelled"):
-        st.warning(t(f"tune_ended_{status}", error=run["error"] or ""))
+        st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
 
 
 is_active = bool(active)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.app.safe_text import plot_text
+
 OLD_COLOUR = "#9aa5b1"
 NEW_COLOUR = "#1f77b4"
 GOOD = "#2ca02c"
@@ -23,7 +25,9 @@ def _pct(v: float | None) -> str:
 
 
 def _group_name(g: dict) -> str:
-    return f"{g['label']} · {g['attribute']}" if g.get("attribute") not in (None, "") else str(g["label"])
+    """A group's axis label; class names and attributes are user strings, so HTML is escaped."""
+    name = f"{g['label']} · {g['attribute']}" if g.get("attribute") not in (None, "") else str(g["label"])
+    return plot_text(name)
 
 
 def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
@@ -40,8 +44,8 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=attrs,
-            y=labels,
+            x=[plot_text(a) for a in attrs],
+            y=[plot_text(label) for label in labels],
             text=text,
             texttemplate="%{text}",
             colorscale="RdYlGn",
@@ -172,7 +176,7 @@ def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = 
             x=[100 * p["kept"] for p in points],
             y=[100 * p["worst_group"] if p["worst_group"] is not None else None for p in points],
             mode="markers+text",
-            text=[t("chart_run_point", run=p["run_id"], strength=p["strength"]) for p in points],
+            text=[plot_text(t("chart_run_point", run=p["run_id"], strength=p["strength"])) for p in points],
             textposition="top center",
             marker={
                 "size": [16 if p["run_id"] == highlight else 10 for p in points],

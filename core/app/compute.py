@@ -21,6 +21,7 @@ import torch
 
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
+from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.store import Store
 from core.app.suspects import (
@@ -37,7 +38,7 @@ from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, rep
 from core.engine.inference import evaluate_bundle, normalize, predict_logits
 from core.formats.bundle import ModelBundle, bundle_from_files, bundle_from_state_file, load_bundle, save_bundle
 from core.formats.datasets import ImageDataset, Record, load_dataset, load_pixels
-from core.formats.meta import BundleMeta, sha256_bytes
+from core.formats.meta import parse_meta_json, sha256_bytes
 
 
 def _register_model(store: Store, project_id: int, bundle: ModelBundle, name: str, actor: str) -> int:
@@ -50,6 +51,10 @@ def _register_model(store: Store, project_id: int, bundle: ModelBundle, name: st
         shutil.move(str(f), final / f.name)
     tmp.rmdir()
     store.set_model_path(mid, final)
+    # The files are re-serialised on save, so record the hashes of what is stored (checked later) and
+    # keep the upload's hashes in the audit row.
+    stored = stored_model_sha256(final)
+    store.set_model_sha256(mid, stored)
     store.set_project(project_id, base_model_id=mid, active_model_id=mid)
     store.audit(
         actor,
@@ -59,7 +64,9 @@ def _register_model(store: Store, project_id: int, bundle: ModelBundle, name: st
         name=name,
         architecture=bundle.meta.architecture,
         num_classes=bundle.meta.num_classes,
-        sha256=bundle.sha256,
+        sha256=stored,
+        upload_sha256=bundle.sha256,
+        notes=bundle.notes,
     )
     return mid
 
@@ -74,7 +81,7 @@ def register_model(store: Store, payload: dict, actor: str) -> dict:
             meta_raw = (staged / "model.json").read_bytes()
             bundle = bundle_from_files({"model.json": meta_raw, "model.safetensors": raw}, source=filename)
         else:
-            meta = BundleMeta.from_dict(json.loads((staged / "model.json").read_text(encoding="utf-8")))
+            meta = parse_meta_json((staged / "model.json").read_bytes())
             bundle = bundle_from_state_file(raw, filename, meta)
         pid = store.create_project(Path(filename).stem, actor)
         _register_model(store, pid, bundle, filename, actor)
@@ -150,6 +157,7 @@ def evaluate(store: Store, payload: dict, actor: str) -> dict:
     if store.evaluation(model_id, dataset_id):
         return {}
     model = store.model(model_id)
+    check_stored_model(model)
     bundle = load_bundle(model["path"])
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
     res = evaluate_bundle(bundle, ds)
@@ -162,7 +170,9 @@ def evaluate(store: Store, payload: dict, actor: str) -> dict:
 def pool_predictions(store: Store, payload: dict, actor: str) -> dict:
     """Predicted class and confidence of a model for every pool item, saved as an .npz."""
     model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
-    bundle = load_bundle(store.model(model_id)["path"])
+    model = store.model(model_id)
+    check_stored_model(model)
+    bundle = load_bundle(model["path"])
     items = read_items(items_file(store, dataset_id))
     out = pool_predictions_path(store, model_id, dataset_id, len(items))
     root = Path(store.dataset(dataset_id)["path"])

@@ -7,9 +7,9 @@ Every decision is an audit row.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.runs import run_metrics, verdict
 from core.app.store import Store
 from core.errors import UserError
@@ -37,13 +37,15 @@ def approve_run(
     if not (model_dir / "model.safetensors").is_file():
         raise UserError("this method produced no mergeable model, so it cannot be approved")
     meta = parse_meta_json((model_dir / "model.json").read_bytes())
+    if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
+        check_stored_model(store.model(run["repaired_model_id"]))
     mid = run["repaired_model_id"] or store.add_model(
         run["project_id"],
         "repaired",
         f"repair of run {run_id}",
         model_dir,
         meta.to_dict(),
-        {n: hashlib.sha256((model_dir / n).read_bytes()).hexdigest() for n in ("model.json", "model.safetensors")},
+        stored_model_sha256(model_dir),
         run_id=run_id,
     )
     store.set_run(run_id, decision="approved", repaired_model_id=mid)
@@ -64,11 +66,24 @@ def approve_run(
 
 
 def reject_run(store: Store, run_id: int, comment: str, actor: str) -> None:
+    """Reject a run. If it had been approved and its repair is the active model, the original model
+    becomes active again (a rejected repair is never the model in use)."""
     run = store.run(run_id)
     if run is None:
         raise UserError(f"run {run_id} does not exist")
     store.set_run(run_id, decision="rejected")
     store.audit(actor, "rejected", run["project_id"], run_id=run_id, comment=comment.strip())
+    p = store.project(run["project_id"])
+    if run["repaired_model_id"] and p["active_model_id"] == run["repaired_model_id"]:
+        store.set_project(run["project_id"], active_model_id=p["base_model_id"])
+        store.audit(
+            actor,
+            "rolled_back",
+            run["project_id"],
+            from_model_id=run["repaired_model_id"],
+            to_model_id=p["base_model_id"],
+            reason=f"run {run_id} was rejected",
+        )
 
 
 def rollback(store: Store, project_id: int, actor: str) -> None:
@@ -86,6 +101,8 @@ def export_bytes(store: Store, run_id: int) -> bytes:
     model_dir = Path(run["out_dir"]) / "model"
     if not (model_dir / "model.safetensors").is_file():
         raise UserError("this run has no merged model to export")
+    if run["repaired_model_id"]:  # approved once: the files must still be the approved ones
+        check_stored_model(store.model(run["repaired_model_id"]))
     return bundle_zip_bytes(model_dir)
 
 

@@ -63,30 +63,39 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     run_id = store.create_run(
         project_id, model_id, method, request.settings(), strength_label, len(chosen), run_dir, actor
     )
-    # Materialise the counterexample set before the worker can see the run.
-    out = store.artifact_dir("runs", str(run_id))
-    ce = out / "counterexamples"
-    (ce / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, c in enumerate(chosen):
-        rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
-        shutil.copyfile(c["file"], ce / rel)
-        rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
-    with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
-        w.writeheader()
-        w.writerows(rows)
-    pool, reference = s["pool"], s["reference"]
-    data = DataRefs(
-        counterexamples=str(ce),
-        evaluation=s["eval"]["path"] if s["eval"] else None,
-        unlabeled_root=pool["path"] if pool else None,
-        unlabeled_items=str(items_file(store, pool["id"])) if pool else None,
-        reference_root=reference["path"] if reference else None,
-        reference_items=str(items_file(store, reference["id"])) if reference else None,
-    )
-    store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
-    store.queue_run(run_id, out)
+    try:
+        # Materialise the counterexample set before the worker can see the run.
+        out = store.artifact_dir("runs", str(run_id))
+        ce = out / "counterexamples"
+        (ce / "images").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, c in enumerate(chosen):
+            rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
+            shutil.copyfile(c["file"], ce / rel)
+            rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
+        with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
+            w.writeheader()
+            w.writerows(rows)
+        pool, reference = s["pool"], s["reference"]
+        data = DataRefs(
+            counterexamples=str(ce),
+            evaluation=s["eval"]["path"] if s["eval"] else None,
+            unlabeled_root=pool["path"] if pool else None,
+            unlabeled_items=str(items_file(store, pool["id"])) if pool else None,
+            reference_root=reference["path"] if reference else None,
+            reference_items=str(items_file(store, reference["id"])) if reference else None,
+        )
+        store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
+        store.queue_run(run_id, out)
+    except BaseException as exc:
+        # Whatever went wrong while preparing, the run ends as failed with its reason; none stays 'preparing'.
+        reason = str(exc) if isinstance(exc, UserError) else f"preparing the run failed: {type(exc).__name__}: {exc}"
+        store.finish_run(run_id, "failed", error=reason)
+        store.audit(actor, "run_failed", project_id, run_id=run_id, error=reason)
+        if isinstance(exc, OSError):  # a counterexample file gone or a full disk: say so on the page
+            raise UserError(reason) from None
+        raise
     store.audit(
         actor,
         "run_queued",

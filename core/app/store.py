@@ -5,8 +5,9 @@ loses nothing: projects, models, datasets, counterexample labels, repair runs wi
 progress, evaluation metrics and the audit log. The location is ``$BIASREPAIR_HOME`` (default
 ``<repo>/.workbench``): ``store.db`` and ``artifacts/``.
 
-The audit table is append-only. SQLite triggers raise on any UPDATE or DELETE of an audit row, so
-even a bug in the app cannot rewrite history.
+The audit table is append-only. SQLite triggers raise on any UPDATE or DELETE of an audit row, and
+on an INSERT that names an existing id (``INSERT OR REPLACE`` would otherwise delete the old row
+without firing the DELETE trigger), so even a bug in the app cannot rewrite history.
 
 Each call opens its own short-lived connection: Streamlit runs scripts on several threads and the
 job runner is a separate process, and SQLite connections must not be shared across either.
@@ -162,6 +163,9 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit
+WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE INDEX IF NOT EXISTS audit_project ON audit(project_id, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
 """
@@ -303,6 +307,9 @@ class Store:
             (project_id, kind, name, str(path), json.dumps(meta), json.dumps(sha256), run_id, now_iso()),
         )
 
+    def set_model_sha256(self, model_id: int, sha256: dict) -> None:
+        self.execute("UPDATE models SET sha256_json = ? WHERE id = ?", (json.dumps(sha256), model_id))
+
     def set_model_path(self, model_id: int, path: Path) -> None:
         self.execute("UPDATE models SET path = ? WHERE id = ?", (str(path), model_id))
 
@@ -318,6 +325,27 @@ class Store:
             "INSERT INTO datasets (project_id, role, name, path, sha256, n_items, created_at) VALUES (?,?,?,?,?,?,?)",
             (project_id, role, name, str(path), sha256, n_items, now_iso()),
         )
+
+    def add_artifact_dataset(self, project_id: int, role: str, name: str) -> tuple[int, Path]:
+        """A new, empty dataset whose folder is ``artifacts/datasets/<id>``, set in the same transaction
+        as the row is made, so no row ever points anywhere else."""
+        with self.connect() as con:
+            cur = con.execute(
+                "INSERT INTO datasets (project_id, role, name, path, sha256, n_items, created_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (project_id, role, name, "", "", 0, now_iso()),
+            )
+            did = int(cur.lastrowid)
+            root = self.artifacts / "datasets" / str(did)
+            con.execute("UPDATE datasets SET path = ? WHERE id = ?", (str(root), did))
+        root.mkdir(parents=True, exist_ok=True)
+        return did, root
+
+    def inside_home(self, path: str | Path) -> bool:
+        """Whether ``path`` (resolved) lies inside this store's folder."""
+        home = self.home.resolve()
+        target = Path(path).resolve()
+        return target == home or home in target.parents
 
     def set_dataset_path(self, dataset_id: int, path: Path) -> None:
         self.execute("UPDATE datasets SET path = ? WHERE id = ?", (str(path), dataset_id))

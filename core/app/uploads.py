@@ -23,7 +23,7 @@ from core.app.projects import project_summary
 from core.app.store import Store
 from core.errors import UserError
 from core.formats.datasets import IMAGE_SUFFIXES, ImageDataset, dataset_from_zip_bytes, open_image
-from core.formats.meta import BundleMeta, check_refused_name, read_bundle_zip, sha256_bytes
+from core.formats.meta import BundleMeta, check_refused_name, parse_meta_json, read_bundle_zip, sha256_bytes
 from core.formats.zipsafety import read_zip_members
 
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
@@ -64,13 +64,24 @@ def register_eval(
     return did
 
 
+def stored_pool_sha256(store: Store, dataset_id: int, root: Path) -> str:
+    """The fingerprint of a pool as stored: its folder, and its items.csv when that lives elsewhere
+    (the demo's images are shared read-only, so its list is kept in the store)."""
+    root = Path(root)
+    items = items_file(store, dataset_id)
+    if items.parent.resolve() == root.resolve():
+        return tree_sha256(root, cache=False)
+    combined = f"{tree_sha256(root)}:{hashlib.sha256(items.read_bytes()).hexdigest()}"
+    return hashlib.sha256(combined.encode()).hexdigest()
+
+
 def register_pool(
     store: Store, project_id: int, root: Path, name: str, items: list[dict], actor: str, copy: bool, role: str = "pool"
 ) -> int:
     """Register unlabelled images (path, attribute): the candidate pool, or with ``role="reference"``
     the typical images that the function-space anchor and the kept estimate use."""
-    sha = tree_sha256(root)
-    did = store.add_dataset(project_id, role, name, root, sha, len(items))
+    upload_sha = tree_sha256(root)
+    did = store.add_dataset(project_id, role, name, root, upload_sha, len(items))
     dest = store.artifacts / "datasets" / str(did)
     if copy:
         shutil.copytree(root, dest)
@@ -78,8 +89,19 @@ def register_pool(
         dest = Path(root)
     write_items(store, did, items)
     store.set_dataset_path(did, dest)
+    sha = stored_pool_sha256(store, did, dest)
+    store.set_dataset_size(did, len(items), sha)
     store.set_project(project_id, **{f"{role}_dataset_id": did})
-    store.audit(actor, f"upload_{role}", project_id, dataset_id=did, name=name, images=len(items), sha256=sha)
+    store.audit(
+        actor,
+        f"upload_{role}",
+        project_id,
+        dataset_id=did,
+        name=name,
+        images=len(items),
+        sha256=sha,
+        upload_sha256=upload_sha,
+    )
     return did
 
 
@@ -98,6 +120,7 @@ def _stage(store: Store, raw_files: dict[str, bytes]) -> Path:
 def upload_model_zip(store: Store, raw: bytes, filename: str, actor: str) -> int:
     """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
     files = read_bundle_zip(raw, filename)
+    parse_meta_json(files["model.json"])  # a bad model.json is refused here, before anything is staged
     staging = _stage(store, files)
     payload = {"staged": str(staging), "filename": filename, "weights": "model.safetensors"}
     return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
@@ -145,11 +168,9 @@ def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
         shutil.rmtree(staging)
     try:
         ds = dataset_from_zip_bytes(raw, filename, summary["class_names"], staging)
-    except UserError:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    did = register_eval(store, project_id, ds.root, filename, ds, actor, copy=True)
-    shutil.rmtree(staging, ignore_errors=True)
+        did = register_eval(store, project_id, ds.root, filename, ds, actor, copy=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a refused upload leaves nothing behind
     evaluate_active(store, project_id, actor)
     return did
 
@@ -174,8 +195,12 @@ def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str,
     if manifests:
         prefix = manifests[0][: -len("manifest.csv")]
         text = members[manifests[0]].decode("utf-8-sig", errors="replace")
-        for r in csv.DictReader(io.StringIO(text)):
-            attrs[prefix + (r.get("path") or "").strip()] = (r.get("attribute") or "").strip()
+        try:
+            for r in csv.DictReader(io.StringIO(text)):
+                r.pop(None, None)  # fields beyond the header
+                attrs[prefix + (r.get("path") or "").strip()] = (r.get("attribute") or "").strip()
+        except csv.Error as exc:
+            raise UserError(f"{filename}: manifest.csv cannot be read as CSV ({exc})") from None
     images = {m: d for m, d in members.items() if Path(m).suffix.lower() in IMAGE_SUFFIXES}
     others = [m for m in members if m not in images and not m.endswith(("manifest.csv", ".txt", ".md"))]
     if others:
@@ -187,13 +212,16 @@ def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str,
     dest = store.artifact_dir("incoming") / f"{role}_{sha256_bytes(raw)[:16]}"
     if dest.exists():
         shutil.rmtree(dest)
-    for m, d in images.items():
-        (dest / m).parent.mkdir(parents=True, exist_ok=True)
-        (dest / m).write_bytes(d)
-    items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
-    did = register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
-    shutil.rmtree(dest, ignore_errors=True)
-    return did
+    try:
+        for m, d in images.items():
+            (dest / m).parent.mkdir(parents=True, exist_ok=True)
+            (dest / m).write_bytes(d)
+        items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
+        return register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
+    except OSError as exc:
+        raise UserError(f"{filename} cannot be unpacked ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
 
 
 def upload_single_images(
@@ -211,10 +239,15 @@ def upload_single_images(
     if existing:
         did = existing[0]["id"]
         root = Path(existing[0]["path"])
+        if not existing[0]["path"] or not store.inside_home(root) or root.resolve() == store.home.resolve():
+            # A row left by an older version (path "." after a failed first upload): re-point it into
+            # the store, never write where it points.
+            root = store.artifact_dir("datasets", str(did))
+            store.set_dataset_path(did, root)
     else:
-        did = store.add_dataset(project_id, "uploads", "my uploads", Path("."), "", 0)
-        root = store.artifact_dir("datasets", str(did))
-        store.set_dataset_path(did, root)
+        did, root = store.add_artifact_dataset(project_id, "uploads", "my uploads")
+    if not store.inside_home(root):
+        raise UserError("the uploads folder is outside the workbench's store; refused")
     items = read_items(items_file(store, did))
     added = []
     for name, data in files:

@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from core.app import compute
+from core.app.integrity import check_stored_model
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, recover_interrupted
 from core.app.pool import unlabeled_images
 from core.app.store import QUEUES, Store
@@ -138,7 +139,9 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         if not run.get("request_json"):
             raise UserError("this run was queued by an earlier version of the workbench; start it again")
         request = RunRequest.from_json(run["request_json"])
-        bundle = load_bundle(store.model(run["model_id"])["path"])
+        model = store.model(run["model_id"])
+        check_stored_model(model)
+        bundle = load_bundle(model["path"])
         names = bundle.meta.class_names
         refs = request.data
         counterexamples = load_dataset(refs.counterexamples, names)

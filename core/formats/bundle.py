@@ -32,6 +32,7 @@ from core.formats.meta import (
     check_refused_name,
     parse_meta_json,
     read_bundle_zip,
+    read_meta_file,
     sha256_bytes,
 )
 
@@ -44,6 +45,7 @@ class ModelBundle:
     model: nn.Module
     sha256: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    notes: list[str] = field(default_factory=list)  # what was accepted with a change (e.g. fp16 cast)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -93,6 +95,38 @@ def state_dict_from_torch_file(raw: bytes, filename: str = "weights.pt") -> dict
     return obj
 
 
+CASTABLE_DTYPES = (torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_weight_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Refuse weights whose type cannot stand for the model's floating-point ones (int64, bool, …).
+
+    float16, bfloat16 and float64 weights are cast to the model's float32; the returned note says so.
+    Integer buffers the model itself keeps as integers (BatchNorm's ``num_batches_tracked``) must stay
+    integers.
+    """
+    expected = {k: v.dtype for k, v in model.state_dict().items()}
+    cast: set[str] = set()
+    for key, tensor in state.items():
+        want = expected.get(key)
+        if want is None or tensor.dtype == want:
+            continue
+        if want.is_floating_point and tensor.dtype in CASTABLE_DTYPES:
+            cast.add(str(tensor.dtype).replace("torch.", ""))
+            continue
+        if not want.is_floating_point and not tensor.is_floating_point() and tensor.dtype != torch.bool:
+            continue  # an integer counter (num_batches_tracked) stored as another integer type
+        have = str(tensor.dtype).replace("torch.", "")
+        need = str(want).replace("torch.", "")
+        raise UserError(
+            f"weight {key!r} is stored as {have}, but the model needs {need}; "
+            "weights must be floating point (float32, or float16/bfloat16/float64, which are converted)"
+        )
+    if cast:
+        return [f"weights stored as {', '.join(sorted(cast))} were converted to float32"]
+    return []
+
+
 def build_and_validate(
     meta: BundleMeta, state: dict[str, torch.Tensor], *, source: str, sha256: dict[str, str]
 ) -> ModelBundle:
@@ -101,6 +135,7 @@ def build_and_validate(
     out = classifier_out_features(model)
     if out is not None and out != meta.num_classes:
         raise UserError(f"classifier produces {out} outputs but num_classes is {meta.num_classes}")
+    notes = check_weight_dtypes(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -112,8 +147,16 @@ def build_and_validate(
             f"weights do not fit architecture {meta.architecture!r} with num_classes={meta.num_classes}: {detail[:600]}"
         ) from None
     model.eval()
-    with torch.inference_mode():
-        probe = model(torch.zeros(2, *meta.input_size))
+    try:
+        with torch.inference_mode():
+            probe = model(torch.zeros(2, *meta.input_size))
+    except (RuntimeError, ValueError) as exc:
+        c, h, w = meta.input_size
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"architecture {meta.architecture!r} cannot run on input_size [{c}, {h}, {w}] "
+            f"(the image is probably smaller than its kernels): {detail}"
+        ) from None
     if tuple(probe.shape) != (2, meta.num_classes):
         raise UserError(
             f"model output has shape {tuple(probe.shape)} on a probe batch, expected (2, {meta.num_classes})"
@@ -122,7 +165,7 @@ def build_and_validate(
         raise UserError("model gives non-finite logits (NaN or inf) on a probe batch")
     for p in model.parameters():
         p.requires_grad_(False)
-    return ModelBundle(meta=meta, model=model, sha256=sha256, source=source)
+    return ModelBundle(meta=meta, model=model, sha256=sha256, source=source, notes=notes)
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
@@ -188,9 +231,6 @@ def load_model_file(path: str, meta_path: str | None = None):
             load_bundle(p)  # raises the refusal message
         if not meta_path:
             raise UserError(f"{p.name} is a bare weights file; pass --meta model.json with its architecture")
-        try:
-            meta = BundleMeta.from_dict(json.loads(Path(meta_path).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read --meta {meta_path}: {exc}") from None
+        meta = read_meta_file(meta_path)
         return bundle_from_state_file(p.read_bytes(), p.name, meta)
     return load_bundle(p)

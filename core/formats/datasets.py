@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_DATASET_FILES = 100_000
+MAX_NAME_PART_BYTES = 255  # longest file or folder name common file systems allow
+MAX_PATH_BYTES = 1024  # longest manifest path accepted
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
@@ -88,47 +91,104 @@ def open_image(data: bytes | Path, name: str) -> Image.Image:
         raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
         raise UserError(f"{name} is not a readable PNG or JPEG image ({exc.__class__.__name__})") from None
+    except (
+        ValueError,
+        EOFError,
+        MemoryError,
+    ) as exc:  # e.g. Pillow's "Decompressed data too large" for a huge text chunk
+        detail = " ".join(str(exc).split())[:80]
+        raise UserError(f"{name} is not a usable PNG or JPEG image ({detail or exc.__class__.__name__})") from None
     return img
+
+
+def _short(text: str, n: int = 60) -> str:
+    """A user's string cut to ``n`` characters for an error message."""
+    return text if len(text) <= n else text[:n] + "…"
 
 
 def _parse_label(raw: str, class_names: list[str]) -> int:
     raw = raw.strip()
     if raw in class_names:
         return class_names.index(raw)
-    if raw.lstrip("-").isdigit():
+    digits = raw[1:] if raw.startswith("-") else raw
+    if digits.isascii() and digits.isdigit() and len(digits) < 10:  # "²" or "٣" are digits, but not indices
         idx = int(raw)
         if 0 <= idx < len(class_names):
             return idx
-    raise UserError(f"unknown label {raw!r} (classes: {', '.join(class_names)})")
+    raise UserError(f"unknown label {_short(raw)!r} (classes: {_short(', '.join(class_names), 200)})")
+
+
+def _check_rel_path(rel: str) -> None:
+    """Refuse a manifest path no file system could hold, before it reaches the file system."""
+    if "\x00" in rel:
+        raise UserError("path contains a NUL character")
+    if len(rel.encode("utf-8")) > MAX_PATH_BYTES:
+        raise UserError(f"path is longer than {MAX_PATH_BYTES} bytes")
+    if any(len(part.encode("utf-8")) > MAX_NAME_PART_BYTES for part in Path(rel).parts):
+        raise UserError(f"a file or folder name in the path is longer than {MAX_NAME_PART_BYTES} bytes")
+
+
+def _manifest_text(root: Path) -> str:
+    try:
+        return (root / "manifest.csv").read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"manifest.csv is not UTF-8 text (byte {exc.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"manifest.csv cannot be read: {exc.strerror or exc}") from None
 
 
 def _read_manifest(root: Path, class_names: list[str]) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     rejected: list[str] = []
-    text = (root / "manifest.csv").read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text))
-    cols = [c.strip() for c in (reader.fieldnames or [])]
+    reader = csv.DictReader(io.StringIO(_manifest_text(root)))
+    try:
+        fieldnames = reader.fieldnames or []
+    except csv.Error as exc:
+        raise UserError(f"manifest.csv line 1 cannot be read as CSV ({exc})") from None
+    cols = [c.strip() for c in fieldnames]
     if "path" not in cols or "label" not in cols:
-        raise UserError(f"manifest.csv needs columns path,label; it has: {', '.join(cols) or 'none'}")
+        raise UserError(f"manifest.csv needs columns path,label; it has: {_short(', '.join(cols), 200) or 'none'}")
     root_resolved = root.resolve()
-    for line_no, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        rel = row.get("path", "")
-        where = f"manifest.csv line {line_no} ({rel or 'no path'})"
+    seen: dict[Path, int] = {}
+    line_no = 1
+    rows = iter(reader)
+    while True:
         try:
+            raw_row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field longer than the csv module's limit
+            raise UserError(f"manifest.csv line {reader.line_num + 1} cannot be read as CSV ({exc})") from None
+        line_no = reader.line_num
+        extra = raw_row.pop(None, None)  # DictReader keeps fields beyond the header under None
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
+        rel = row.get("path", "")
+        where = f"manifest.csv line {line_no} ({_short(rel) or 'no path'})"
+        try:
+            if extra:
+                raise UserError(f"{len(extra)} more field(s) than the header has columns")
             if not rel:
                 raise UserError("empty path")
+            _check_rel_path(rel)
             if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
                 raise UserError("not a .png/.jpg/.jpeg file")
-            target = (root / rel).resolve()
-            if root_resolved not in target.parents:
-                raise UserError("path points outside the dataset")
-            if not target.is_file():
-                raise UserError("image file is missing")
+            try:
+                target = (root / rel).resolve()
+                if root_resolved not in target.parents:
+                    raise UserError("path points outside the dataset")
+                if not target.is_file():
+                    raise UserError("image file is missing")
+            except OSError as exc:
+                raise UserError(f"path cannot be used ({exc.strerror or exc.__class__.__name__})") from None
             label = _parse_label(row.get("label", ""), class_names)
+            if target in seen:
+                raise UserError(f"the same image as line {seen[target]}; each image may be listed once")
         except UserError as exc:
             rejected.append(f"{where}: {exc}")
             continue
+        seen[target] = line_no
         records.append(
             Record(
                 path=Path(rel).as_posix(),
@@ -146,16 +206,23 @@ def _read_class_folders(root: Path, class_names: list[str]) -> tuple[list[Record
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise UserError("dataset has neither manifest.csv nor one folder per class")
+    root_resolved = root.resolve()
     for d in subdirs:
         try:
             label = _parse_label(d.name, class_names)
         except UserError as exc:
-            rejected.append(f"folder {d.name}/: {exc}")
+            rejected.append(f"folder {_short(d.name)}/: {exc}")
+            continue
+        if root_resolved not in d.resolve().parents:
+            rejected.append(f"folder {_short(d.name)}/: a link to a folder outside the dataset; refused")
             continue
         for f in sorted(d.rglob("*")):
+            rel = f.relative_to(root).as_posix()
+            if f.is_symlink() and root_resolved not in f.resolve().parents:
+                rejected.append(f"{_short(rel)}: a link to a file outside the dataset; refused")
+                continue
             if not f.is_file():
                 continue
-            rel = f.relative_to(root).as_posix()
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 rejected.append(f"{rel}: not a .png/.jpg/.jpeg file")
                 continue
@@ -189,7 +256,13 @@ def load_dataset(
         if path.suffix.lower() != ".zip":
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip")
         target = tempfile.mkdtemp(prefix="biasrepair-dataset-")
-        return dataset_from_zip_bytes(path.read_bytes(), path.name, class_names, target, keep_good_rows=keep_good_rows)
+        try:
+            return dataset_from_zip_bytes(
+                path.read_bytes(), path.name, class_names, target, keep_good_rows=keep_good_rows
+            )
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # a refused zip leaves nothing behind
+            raise
     root = dataset_root(path)
     if (root / "manifest.csv").is_file():
         records, rejected = _read_manifest(root, class_names)
@@ -231,8 +304,11 @@ def dataset_from_zip_bytes(
     target.mkdir(parents=True, exist_ok=True)
     for member, data in members.items():
         dest = target / member
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        except OSError as exc:
+            raise UserError(f"{name}: {_short(member)!r} cannot be unpacked ({exc.strerror or exc}); refused") from None
     return load_dataset(target, class_names, keep_good_rows=keep_good_rows)
 
 

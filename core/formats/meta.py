@@ -84,11 +84,7 @@ class BundleMeta:
             raise UserError(f"model.json input_size must have 1 or 3 channels, got {size[0]}")
         for key in ("mean", "std"):
             vals = data[key]
-            if (
-                not isinstance(vals, list)
-                or len(vals) != size[0]
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)
-            ):
+            if not isinstance(vals, list) or len(vals) != size[0] or not all(_finite_number(v) for v in vals):
                 raise UserError(f"model.json {key} must be a list of {size[0]} numbers")
         if any(v <= 0 for v in data["std"]):
             raise UserError("model.json std values must be positive")
@@ -107,16 +103,52 @@ class BundleMeta:
         return asdict(self)
 
 
+def _finite_number(v: object) -> bool:
+    """A JSON number that fits a float and is finite (an int too big for a float is refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_meta_json(raw: bytes) -> BundleMeta:
+MAX_META_BYTES = 1024 * 1024  # a real model.json is a few hundred bytes; 1000 classes stay far below this
+
+
+def parse_meta_json(raw: bytes, name: str = "model.json") -> BundleMeta:
+    """Parse and validate model.json bytes; every malformed input is a :class:`UserError`."""
+    if len(raw) > MAX_META_BYTES:
+        raise UserError(f"{name} is larger than {MAX_META_BYTES // 1024} KB; it cannot be a model description")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"model.json is not valid JSON: {exc}") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{name} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{name} is nested too deeply to be a model description") from None
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        raise UserError(f"{name} holds a value that cannot be read: {str(exc).splitlines()[0][:120]}") from None
     return BundleMeta.from_dict(data)
+
+
+def read_meta_file(path: str | Path) -> BundleMeta:
+    """model.json from a file (the CLI's ``--meta``), with a one-line reason when it cannot be used."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_META_BYTES:
+            raise UserError(f"{p.name} is larger than {MAX_META_BYTES // 1024} KB; it cannot be a model description")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_meta_json(raw, p.name)
 
 
 def check_refused_name(name: str) -> None:
