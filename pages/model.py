@@ -30,7 +30,8 @@ def _name_group(group_id: int, widget: str) -> None:
     except UserError as exc:
         st.session_state["flash"] = ("error", t("suspects_name_failed", error=md(exc)))
         return
-    st.session_state["flash"] = ("success", t("suspects_named_done", **done))
+    shown = {k: md(v) if isinstance(v, str) else v for k, v in done.items()}
+    st.session_state["flash"] = ("success", t("suspects_named_done", **shown))
 
 
 def _suspected_group(g: dict) -> None:
