@@ -79,6 +79,20 @@ def test_benchmark_cli_smoke(tmp_path, capsys):
     assert "Plotly.newPlot" in html and '<script src="http' not in html and len(html) > 1_000_000
 
 
+def test_benchmark_discovery_table(tmp_path):
+    """--discovery adds the planted-group recovery (attribute hidden) and the 8-counterexample
+    comparison of pool rankings to the benchmark's table."""
+    out = tmp_path / "bench"
+    args = ["benchmark", "--suite", "demo", "--shots", "2", "--seeds", "1", "--methods", "cpt", "--no-auto"]
+    rc = main([*args, "--no-paper", "--max-steps", "3", "--discovery", "--out", str(out)])
+    assert rc == 0
+    table = (out / "table.md").read_text()
+    assert "Discovery without attributes" in table and "Planted-group recovery" in table
+    assert (out / "discovery.md").read_text() in table
+    for ranking in ("discovery", "attribute known", "random"):
+        assert f"| {ranking} |" in table
+
+
 def test_benchmark_rejects_unknown_method(tmp_path, capsys):
     rc = main(["benchmark", "--methods", "nope", "--out", str(tmp_path)])
     assert rc == 2

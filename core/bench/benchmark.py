@@ -33,14 +33,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.bench.discovery import discovery_table
 from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite
 from core.engine.configs import PAPER_FORM
 from core.engine.devices import select_device
 from core.engine.inference import normalize
+from core.engine.loop import PreparedData
 from core.engine.methods import METHODS, get_method
-from core.engine.repair import PreparedData, run_repair, split_eval
+from core.engine.repair import run_repair
 from core.engine.strength import CANDIDATES
 from core.errors import UserError
+from core.formats.datasets import split_eval
 
 AUTO = "cpt_auto"
 PAPER = "cpt_paper"  # CPT in the paper's exact form (Adam 1e-3, no anchor, the paper's stopping rule)
@@ -61,6 +64,12 @@ def add_arguments(p) -> None:
     p.add_argument("--no-sweep", action="store_true", help="run automatic strength but not the fixed-strength sweep")
     p.add_argument(
         "--no-paper", action="store_true", help="skip cpt_paper (CPT in the paper's exact form beside the defaults)"
+    )
+    p.add_argument(
+        "--discovery",
+        action="store_true",
+        help="also measure bias discovery with the attribute hidden (planted-group recovery and an "
+        "8-counterexample repair from discovery-ranked suggestions); adds a discovery table to table.md",
     )
     p.add_argument("--max-steps", type=int, help="override every method's max_steps (for smoke runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -382,9 +391,22 @@ def run(args) -> int:
                 paper=not args.no_paper,
                 checkpoint=out / "runs.partial.csv",
             )
+            discovery = ""
+            if args.discovery:
+                discovery, _ = discovery_table(
+                    suite,
+                    seeds=args.seeds,
+                    device=device,
+                    log=lambda s: print(s, file=sys.stderr, flush=True),
+                    config={"max_steps": args.max_steps, "min_steps": min(10, args.max_steps)}
+                    if args.max_steps
+                    else None,
+                )
+                (out / "discovery.md").write_text(discovery, encoding="utf-8")
         df.to_csv(out / "runs.csv", index=False)
         (out / "runs.partial.csv").unlink(missing_ok=True)
-        (out / "table.md").write_text(markdown_report(df, suite, args.seeds), encoding="utf-8")
+        report = markdown_report(df, suite, args.seeds) + ("\n" + discovery if discovery else "")
+        (out / "table.md").write_text(report, encoding="utf-8")
         (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
         print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
     return 0

@@ -29,7 +29,8 @@ from core.engine.discovery import (
     write_discovery,
 )
 from core.engine.inference import normalize
-from core.engine.repair import PreparedData, run_repair
+from core.engine.loop import PreparedData
+from core.engine.repair import run_repair
 from core.errors import UserError
 from core.formats.bundle import load_model_file
 from core.formats.datasets import load_dataset, split_eval
@@ -74,7 +75,7 @@ def attribute_ranking(suite, eval_pred: np.ndarray, pool_probs: np.ndarray) -> n
     return np.array([i for _, i in sorted(keyed)], dtype=np.int64)
 
 
-def _repair(suite, idx: np.ndarray, seed: int, device: str) -> dict:
+def _repair(suite, idx: np.ndarray, seed: int, device: str, config: dict | None = None) -> dict:
     meta = suite.bundle.meta
     rep, _ = split_eval(suite.eval_set)
     data = PreparedData(
@@ -86,11 +87,17 @@ def _repair(suite, idx: np.ndarray, seed: int, device: str) -> dict:
         eval_indices=rep,
         unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std),
     )
-    res = run_repair(suite.bundle, suite.pool.subset(idx), method="cpt", device=device, seed=seed, data=data)
+    if suite.reference_pixels is not None:  # as in the benchmark: typical images anchor the repair
+        data.reference = normalize(suite.reference_pixels, meta.mean, meta.std)
+    res = run_repair(
+        suite.bundle, suite.pool.subset(idx), method="cpt", config=config, device=device, seed=seed, data=data
+    )
     return res.metrics
 
 
-def discovery_rows(suite, *, shots: int = 8, seeds: int = 3, device: str = "cpu", log=None) -> dict:
+def discovery_rows(
+    suite, *, shots: int = 8, seeds: int = 3, device: str = "cpu", log=None, config: dict | None = None
+) -> dict:
     """Recovery of the suite's planted groups with its attribute column hidden, and an
     ``shots``-counterexample repair (cpt, default settings) from three pool rankings: discovery
     suggestions, the gallery's attribute-aware ranking, and random pool images. The curator's labels
@@ -111,7 +118,7 @@ def discovery_rows(suite, *, shots: int = 8, seeds: int = 3, device: str = "cpu"
                 idx = np.sort(np.random.default_rng(20_000 + seed).choice(len(suite.pool), shots, replace=False))
             else:
                 idx = rankings[name][:shots]
-            m = _repair(suite, idx, seed, device)
+            m = _repair(suite, idx, seed, device, config)
             rows.append(
                 {
                     "suite": suite.name,
@@ -175,10 +182,12 @@ def discovery_markdown(suite, result: dict, shots: int = 8) -> str:
     return "\n".join(lines) + "\n"
 
 
-def discovery_table(suite, *, shots: int = 8, seeds: int = 3, device: str = "cpu", log=None) -> tuple[str, dict]:
+def discovery_table(
+    suite, *, shots: int = 8, seeds: int = 3, device: str = "cpu", log=None, config: dict | None = None
+) -> tuple[str, dict]:
     """(markdown, result) of :func:`discovery_rows` for one suite: what ``python -m core benchmark``
     prints as its ``discovery`` table."""
-    result = discovery_rows(suite, shots=shots, seeds=seeds, device=device, log=log)
+    result = discovery_rows(suite, shots=shots, seeds=seeds, device=device, log=log, config=config)
     return discovery_markdown(suite, result, shots), result
 
 
