@@ -44,7 +44,19 @@ def _in_use_line() -> str:
     return t("review_in_use_original") if in_use is None else t("review_in_use_repair", run=in_use)
 
 
-run_id = st.selectbox(t("review_pick"), ids, format_func=_run_name, key=f"review_run_{len(ids)}")
+# The picker's key includes every run's decision state, so that its labels are redrawn at once after
+# Approve, Reject or Roll back (a browser keeps a widget's old labels while its key stays the same);
+# the chosen run is kept across that change.
+states = "-".join(runs.decision_state(by_id[i], project) for i in ids)
+picked = st.session_state.get("review_picked")
+run_id = st.selectbox(
+    t("review_pick"),
+    ids,
+    index=ids.index(picked) if picked in ids else 0,
+    format_func=_run_name,
+    key=f"review_run_{len(ids)}_{states}",
+)
+st.session_state["review_picked"] = run_id
 run = store.run(run_id)
 m = runs.run_metrics(store, run_id)
 v = runs.verdict(m)
@@ -76,6 +88,8 @@ box = {
 }
 icon = {"improved": "✅", "mixed": "⚖️", "partial": "➕", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}
 with st.container(border=True, key="summary_card"):
+    # The verdict in large type, to read from the back of a meeting room.
+    st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
     box[v["kind"]](verdict_words, icon=icon[v["kind"]])
     st.html(summary.summary_card_html(m, v, t))
 st.caption(

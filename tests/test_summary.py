@@ -128,7 +128,7 @@ def test_summary_card_has_the_four_numbers_and_the_biggest_gain_and_loss():
         "Biggest loss: two · red 98% → 71%",
     ):
         assert needed in card, needed
-    assert "font-size:44px" in card
+    assert "font-size:42px" in card
 
 
 def test_charts_use_no_red_or_blue_and_name_groups_on_the_axis():

@@ -183,7 +183,7 @@ def figure_svg(fig: go.Figure) -> str:
     heat = any(tr.type == "heatmap" for tr in traces)
     n_rows = len(traces[0].y) if heat and traces[0].y is not None else 0
     plot_h = 40 * n_rows if heat else 300
-    left, top, bottom = (120 if heat else 60), 50, (60 if heat else 150)
+    left, top, bottom = (120 if heat else 110), 50, (60 if heat else 150)
     legend = [tr.name for tr in traces if tr.name]
     top += 26 if legend and not heat else 0
     height = top + plot_h + bottom + 30

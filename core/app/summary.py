@@ -190,52 +190,50 @@ def summary_card_html(metrics: dict, v: dict, t: Callable[..., str], verdict: st
     e = html.escape
     before, after = metrics["before"], metrics["after"]
 
-    def tile(name: str, old: str, new: str, change: str, good: bool | None) -> str:
+    def tile(name: str, new: str, note: str, change: float | None = None, good: bool | None = None) -> str:
+        """One number: its name, the new value in large type, and under it the old value and the
+        change (the arrow follows the number, the colour says whether that is good)."""
         colour = "#444" if good is None else ("#1a7f5a" if good else "#b3261e")
-        arrow = "" if good is None else ("▲ " if good else "▼ ")
+        delta = ""
+        if change is not None and abs(change) >= 0.0005:
+            arrow = "▲" if change > 0 else "▼"
+            delta = (
+                f' <span style="color:{colour};font-weight:700;white-space:nowrap">{arrow} '
+                f"{e(t('card_points', value=f'{100 * change:+.1f}'))}</span>"
+            )
         return (
-            '<div style="flex:1 1 0;min-width:210px;padding:12px 16px;border:1px solid #d0d4d9;border-radius:8px;'
+            '<div style="flex:1 1 0;min-width:150px;padding:8px 14px;border:1px solid #d0d4d9;border-radius:8px;'
             'background:#fff">'
-            f'<div style="font-size:18px;color:#333;font-weight:600">{e(name)}</div>'
-            f'<div style="font-size:44px;line-height:1.15;font-weight:700;color:#111">{e(new)}</div>'
-            f'<div style="font-size:18px;color:#333">{e(t("card_was", value=old))}'
-            f' <span style="color:{colour};font-weight:700">{arrow}{e(change)}</span></div></div>'
+            f'<div style="font-size:17px;color:#333;font-weight:600;line-height:1.25">{e(name)}</div>'
+            f'<div style="font-size:42px;line-height:1.15;font-weight:700;color:#111">{e(new)}</div>'
+            f'<div style="font-size:16px;color:#333;line-height:1.3">{e(note)}{delta}</div></div>'
         )
 
-    def change(a, b) -> tuple[str, float | None]:
+    def diff(a, b) -> float | None:
         a, b = _num(a), _num(b)
-        if a is None or b is None:
-            return "", None
-        return t("card_points", value=f"{100 * (a - b):+.1f}"), a - b
+        return None if a is None or b is None else a - b
 
     tiles = []
-    ch, d = change(after["accuracy"], before["accuracy"])
-    tiles.append(tile(t("metric_accuracy"), pct(before["accuracy"]), pct(after["accuracy"]), ch, _good(d)))
+    d = diff(after["accuracy"], before["accuracy"])
+    tiles.append(
+        tile(t("metric_accuracy"), pct(after["accuracy"]), t("card_was", value=pct(before["accuracy"])), d, _good(d))
+    )
     wb_b, wb_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
-    ch, d = change(wb_a, wb_b)
-    tiles.append(tile(t("metric_worst_group"), pct(wb_b), pct(wb_a), ch, _good(d)))
+    d = diff(wb_a, wb_b)
+    tiles.append(tile(t("metric_worst_group"), pct(wb_a), t("card_was", value=pct(wb_b)), d, _good(d)))
     gap_b, gap_a = _num(before.get("bias_gap")), _num(after.get("bias_gap"))
-    ch, d = change(gap_a, gap_b)
+    d = diff(gap_a, gap_b)
     tiles.append(
         tile(
             t("metric_bias_gap"),
-            "–" if gap_b is None else f"{100 * gap_b:.1f}",
             "–" if gap_a is None else f"{100 * gap_a:.1f}",
-            ch,
+            t("card_was", value="–" if gap_b is None else f"{100 * gap_b:.1f}"),
+            d,
             _good(None if d is None else -d),
         )
     )
     kept = _num(metrics.get("kept_decisions"))
-    kept_ok = None if kept is None else kept >= v["min_kept"]
-    tiles.append(
-        tile(
-            t("metric_kept"),
-            "100%",
-            pct(kept),
-            t("card_broken", n=v.get("n_broken", 0)),
-            kept_ok if kept_ok is False else None,
-        )
-    )
+    tiles.append(tile(t("metric_kept"), pct(kept), t("card_broken", n=v.get("n_broken", 0))))
     gain, loss = v.get("biggest_gain"), v.get("biggest_loss")
     gain_txt = e(t("card_gain", group=_group_move(gain), delta=points(gain["delta"])) if gain else t("card_no_gain"))
     loss_txt = e(t("card_loss", group=_group_move(loss), delta=points(loss["delta"])) if loss else t("card_no_loss"))
@@ -243,17 +241,17 @@ def summary_card_html(metrics: dict, v: dict, t: Callable[..., str], verdict: st
     if verdict is not None:
         bg, border = KIND_COLOURS.get(v["kind"], KIND_COLOURS["unchanged"])
         box = (
-            f'<div class="verdict" style="font-size:22px;line-height:1.4;padding:14px 18px;border-radius:8px;'
+            f'<div class="verdict" style="font-size:20px;line-height:1.4;padding:14px 18px;border-radius:8px;'
             f'background:{bg};border-left:8px solid {border};color:#111;margin-bottom:12px">{e(verdict)}</div>'
         )
     return (
-        '<div class="summary-card" style="font-family:system-ui,\'Noto Sans CJK JP\',sans-serif;margin:8px 0 16px">'
+        '<div class="summary-card" style="font-family:system-ui,\'Noto Sans CJK JP\',sans-serif;margin:4px 0 8px">'
         f"{box}"
-        f'<div style="display:flex;flex-wrap:wrap;gap:12px">{"".join(tiles)}</div>'
-        '<div style="display:flex;flex-wrap:wrap;gap:12px;margin-top:12px;font-size:22px;line-height:1.35">'
-        f'<div style="flex:1 1 0;min-width:300px;padding:10px 16px;border-left:8px solid #1a7f5a;background:#f3faf6">'
+        f'<div style="display:flex;flex-wrap:wrap;gap:10px">{"".join(tiles)}</div>'
+        '<div style="display:flex;flex-wrap:wrap;gap:12px;margin-top:10px;font-size:19px;line-height:1.3">'
+        f'<div style="flex:1 1 0;min-width:260px;padding:8px 14px;border-left:8px solid #1a7f5a;background:#f3faf6">'
         f"{gain_txt}</div>"
-        f'<div style="flex:1 1 0;min-width:300px;padding:10px 16px;border-left:8px solid #b3261e;background:#fdf3f2">'
+        f'<div style="flex:1 1 0;min-width:260px;padding:8px 14px;border-left:8px solid #b3261e;background:#fdf3f2">'
         f"{loss_txt}</div></div></div>"
     )
 
