@@ -39,9 +39,15 @@ def _style(fig: go.Figure) -> go.Figure:
         paper_bgcolor="white",
         plot_bgcolor="white",
     )
-    fig.update_xaxes(tickfont=TICK_FONT, title_font={"size": 15}, automargin=True, linecolor="#666", showline=True)
+    fig.update_xaxes(
+        tickfont=TICK_FONT, title_font={"size": 15, "color": "#222"}, automargin=True, linecolor="#666", showline=True
+    )
     fig.update_yaxes(
-        tickfont=TICK_FONT, title_font={"size": 15}, automargin=True, gridcolor="#e3e3e3", linecolor="#666"
+        tickfont=TICK_FONT,
+        title_font={"size": 15, "color": "#222"},
+        automargin=True,
+        gridcolor="#e3e3e3",
+        linecolor="#666",
     )
     fig.update_annotations(font_size=15)
     return fig
