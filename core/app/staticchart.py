@@ -198,7 +198,7 @@ def figure_svg(fig: go.Figure) -> str:
             c = c or (tr.line.color if getattr(tr, "line", None) and tr.line.color else palette[k % len(palette)])
             parts.append(f'<rect x="{x}" y="{40}" width="16" height="16" fill="{c}"/>')
             parts.append(_txt(x + 22, 54, tr.name, anchor="start"))
-            x += 40 + 9 * len(tr.name)
+            x += 40 + sum(16 if ord(ch) > 0x2000 else 9 for ch in tr.name)
     for p, (_axis, group) in enumerate(panels.items()):
         x0 = left + p * (w_each + gap)
         kind = group[0].type
