@@ -36,6 +36,7 @@ def _style(fig: go.Figure) -> go.Figure:
         title_font={"size": 18, "color": "#111"},
         legend_font={"size": 15},
         uniformtext={"minsize": 14, "mode": "show"},
+        colorway=[NEW_COLOUR, LOW_COLOUR, OTHER_COLOUR, "#222222"],
         paper_bgcolor="white",
         plot_bgcolor="white",
     )

@@ -98,6 +98,12 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     card = pg.locator(".summary-card")
     assert card.is_visible() and card.bounding_box()["y"] < VIEW["height"]  # on the first screen
     _shot(pg, f"page_4_review_{lang}")
+    pg.locator("[data-testid=stPlotlyChart]").first.scroll_into_view_if_needed()
+    settle(pg)
+    _shot(pg, f"page_4_review_charts_{lang}")
+    pg.locator("[data-testid=stPlotlyChart]").nth(1).scroll_into_view_if_needed()
+    settle(pg)
+    _shot(pg, f"page_4_review_tradeoff_{lang}")
     pg.locator(".st-key-gallery_broken").scroll_into_view_if_needed()
     settle(pg)
     assert pg.locator(".st-key-gallery_broken img").count() > 0
@@ -123,6 +129,8 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     assert rp.locator(".gallery.broken figure").count() > 0 and rp.locator(".gallery.fixed figure").count() > 0
     assert rp.locator(".chart .static").first.is_hidden()  # plotly ran: the static copies stay hidden
     rp.screenshot(path=str(ARTIFACTS / f"report_offline_{lang}.png"))
+    rp.locator(".chart").first.scroll_into_view_if_needed()
+    rp.screenshot(path=str(ARTIFACTS / f"report_offline_heatmap_{lang}.png"))
     rp.locator(".galleries").scroll_into_view_if_needed()
     rp.screenshot(path=str(ARTIFACTS / f"report_offline_galleries_{lang}.png"))
     rp.locator(".chart").nth(2).scroll_into_view_if_needed()
