@@ -196,7 +196,6 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
         barmode="group",
         title=t("chart_old_new_title"),
         yaxis={"title": t("chart_accuracy_pct"), "range": [0, 105]},
-        xaxis={"tickangle": -45},
         height=520,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         margin={"l": 10, "r": 10, "t": 90, "b": 10},
@@ -274,7 +273,7 @@ def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = 
     kept = [100 * p["kept"] for p in points] or [100.0]
     fig.update_layout(
         title=t("chart_tradeoff_title"),
-        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 102]},
+        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 100.9]},
         yaxis={"title": t("chart_worst") + " (%)", "range": [-2, 108]},
         height=440,
         showlegend=True,
