@@ -214,7 +214,9 @@ wg = metrics["worst_group_accuracy"]
 c2.metric(t("metric_worst_group"), "–" if wg is None else f"{100 * wg:.1f}%", help=t("metric_worst_group_help"))
 gap = metrics["bias_gap"]
 c3.metric(t("metric_bias_gap"), "–" if gap is None else f"{100 * gap:.1f}", help=t("metric_bias_gap_help"))
-c4.metric(t("metric_min_group"), metrics["min_group_count"], help=t("metric_min_group_help"))
+smallest = min((g["count"] for g in metrics["groups"]), default=0)
+c4.metric(t("metric_smallest_group"), smallest, help=t("metric_smallest_group_help"))
+st.caption(t("model_min_group_rule", min_group=metrics["min_group_count"]))
 
 st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
 st.plotly_chart(charts.group_bars(metrics, t), key="bars")

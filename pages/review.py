@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import charts, decisions, evaluation, projects, runs
+from core.app import charts, decisions, evaluation, projects, runs, summary
 from core.app.i18n import translator
 from core.app.report import build_report
 from core.app.safe_text import md
@@ -28,73 +28,74 @@ if not done:
 
 ids = [r["id"] for r in done]
 by_id = {r["id"]: r for r in done}
+project = store.project(pid)
+
+
+def _decision_words(r: dict) -> str:
+    return t(f"decision_{runs.decision_state(r, project)}")
 
 
 def _run_name(i: int) -> str:
     r = by_id[i]
-    decision = t(f"decision_{r['decision']}") if r["decision"] else t("decision_none")
-    return t("review_run_item", run=i, strength=r["strength_label"], decision=decision)
+    return t("review_run_item", run=i, strength=r["strength_label"], decision=_decision_words(r))
 
 
-run_id = st.selectbox(t("review_pick"), ids, format_func=_run_name, key=f"review_run_{len(ids)}")
+def _in_use_line() -> str:
+    in_use = runs.model_in_use(store, pid)
+    return t("review_in_use_original") if in_use is None else t("review_in_use_repair", run=in_use)
+
+
+# The picker's key includes every run's decision state, so that its labels are redrawn at once after
+# Approve, Reject or Roll back (a browser keeps a widget's old labels while its key stays the same);
+# the chosen run is kept across that change.
+states = "-".join(runs.decision_state(by_id[i], project) for i in ids)
+picked = st.session_state.get("review_picked")
+run_id = st.selectbox(
+    t("review_pick"),
+    ids,
+    index=ids.index(picked) if picked in ids else 0,
+    format_func=_run_name,
+    key=f"review_run_{len(ids)}_{states}",
+)
+st.session_state["review_picked"] = run_id
 run = store.run(run_id)
 m = runs.run_metrics(store, run_id)
 v = runs.verdict(m)
 before, after = m["before"], m["after"]
+st.caption(_in_use_line())
+# A message from the run before an st.rerun(), shown next to the button that caused it.
+message = st.session_state.pop("review_msg", None)
+
+
+def show_message(where: str) -> None:
+    if message and message[0] == where:
+        getattr(st, message[1])(message[2])
 
 
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def verdict_text() -> str:
-    """The plain-language verdict, built only from computed numbers."""
-    parts = [
-        t(
-            f"verdict_{v['kind']}",
-            wb_before=pct(v["worst_before"]),
-            wb_after=pct(v["worst_after"]),
-            acc_change=f"{100 * v['accuracy_change']:+.1f}",
-            kept=pct(v["kept"]),
-        )
-    ]
-    for reason in v["reasons"]:
-        parts.append(t(f"verdict_reason_{reason}", max_drop=f"{100 * v['max_drop']:.0f}", min_kept=pct(v["min_kept"])))
-    if m.get("strength") is not None and run["config"].get("strength") == "auto":
-        parts.append(t("verdict_auto_chose", strength=m["strength"]))
-    return " ".join(parts)
+auto_strength = m.get("strength") if run["config"].get("strength") == "auto" else None
+verdict_words = summary.verdict_text(v, t, auto_strength=auto_strength)
 
-
-box = {"improved": st.success, "partial": st.info, "flagged": st.error, "no_gain": st.warning, "unchanged": st.info}
-icon = {"improved": "✅", "partial": "➕", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}
-box[v["kind"]](verdict_text(), icon=icon[v["kind"]])
+box = {
+    "improved": st.success,
+    "mixed": st.warning,
+    "partial": st.info,
+    "flagged": st.error,
+    "no_gain": st.warning,
+    "unchanged": st.info,
+}
+icon = {"improved": "✅", "mixed": "⚖️", "partial": "➕", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}
+with st.container(border=True, key="summary_card"):
+    # The verdict in large type, to read from the back of a meeting room.
+    st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
+    box[v["kind"]](verdict_words, icon=icon[v["kind"]])
+    st.html(summary.summary_card_html(m, v, t))
 st.caption(
     t("review_thresholds", max_drop=f"{100 * runs.MAX_ACCURACY_DROP:.0f}", min_kept=pct(runs.MIN_KEPT_DECISIONS))
 )
-
-c1, c2, c3, c4 = st.columns(4)
-c1.metric(
-    t("metric_accuracy"),
-    pct(after["accuracy"]),
-    f"{100 * (after['accuracy'] - before['accuracy']):+.1f}",
-    help=t("review_was", value=pct(before["accuracy"])),
-)
-wb_b, wb_a = before["worst_group_accuracy"], after["worst_group_accuracy"]
-c2.metric(
-    t("metric_worst_group"),
-    pct(wb_a),
-    None if wb_a is None or wb_b is None else f"{100 * (wb_a - wb_b):+.1f}",
-    help=t("review_was", value=pct(wb_b)),
-)
-gap_b, gap_a = before["bias_gap"], after["bias_gap"]
-c3.metric(
-    t("metric_bias_gap"),
-    "–" if gap_a is None else f"{100 * gap_a:.1f}",
-    None if gap_a is None or gap_b is None else f"{100 * (gap_a - gap_b):+.1f}",
-    delta_color="inverse",
-    help=t("review_was", value="–" if gap_b is None else f"{100 * gap_b:.1f}"),
-)
-c4.metric(t("metric_kept"), pct(m["kept_decisions"]), help=t("metric_kept_help"))
 st.caption(
     t(
         "review_counts",
@@ -118,23 +119,28 @@ changed = runs.changed_predictions(store, run_id)
 st.subheader(t("review_changed_title"))
 fixed = [c for c in changed if c["fixed"]]
 broken = [c for c in changed if c["broken"]]
-tab_fixed, tab_broken = st.tabs([t("review_tab_fixed", n=len(fixed)), t("review_tab_broken", n=len(broken))])
-for tab, items, mark in ((tab_fixed, fixed, "✓"), (tab_broken, broken, "✗")):
-    with tab:
-        if not items:
+GALLERY = 16
+side_fixed, side_broken = st.columns(2, gap="large")
+for side, items, mark, title, key in (
+    (side_fixed, fixed, "✓", "review_tab_fixed", "gallery_fixed"),
+    (side_broken, broken, "✗", "review_tab_broken", "gallery_broken"),
+):
+    with side, st.container(key=key):
+        st.markdown(f"#### {t(title, n=len(items))}")
+        sample = summary.varied_sample(items, GALLERY)
+        if not sample:
             st.caption(t("review_no_changes"))
-        cols = st.columns(8)
-        for i, c in enumerate(items[:32]):
-            with cols[i % 8]:
+            continue
+        st.caption(t("review_sample_note", shown=len(sample), n=len(items)))
+        cols = st.columns(4)
+        for i, c in enumerate(sample):
+            with cols[i % 4]:
                 st.image(evaluation.thumbnail(c["file"], 72))
-                st.caption(f"{mark} {md(c['before'])} → {md(c['after'])}")
-        if len(items) > 32:
-            st.caption(t("review_more", n=len(items) - 32))
+                st.caption(f"{mark} {md(c['before'])} → {md(c['after'])}  \n{md(summary.group_name(c))}")
 
 st.divider()
 st.subheader(t("review_decide"))
-status_line = t(f"decision_{run['decision']}") if run["decision"] else t("decision_none")
-st.write(t("review_decision_now", decision=status_line))
+st.markdown(f"**{t('review_decision_now', decision=_decision_words(run))}** {_in_use_line()}")
 
 a_col, r_col = st.columns(2)
 with a_col, st.form("approve_form"):
@@ -149,17 +155,19 @@ with a_col, st.form("approve_form"):
     if st.form_submit_button(t("review_approve"), type="primary", icon="✅"):
         try:
             decisions.approve_run(store, run_id, approver, comment, actor, override=override, reason=reason)
-            st.session_state["flash"] = ("success", t("review_approved", run=run_id))
+            st.session_state["review_msg"] = ("approve", "success", t("review_approved", run=run_id))
             st.rerun()
         except UserError as exc:
             st.error(md(exc))
+    show_message("approve")
 with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
     reject_comment = st.text_area(t("review_comment"), key="reject_comment")
     if st.form_submit_button(t("review_reject"), icon="✋"):
         decisions.reject_run(store, run_id, reject_comment, actor)
-        st.session_state["flash"] = ("info", t("review_rejected", run=run_id))
+        st.session_state["review_msg"] = ("reject", "info", t("review_rejected", run=run_id))
         st.rerun()
+    show_message("reject")
 
 
 def _export() -> bytes:
@@ -178,13 +186,19 @@ def _report() -> bytes:
             detail=e["detail"].get("comment", ""),
         )
         for e in store.audit_events(pid)
-        if e["detail"].get("run_id") == run_id and e["action"] in ("approved", "rejected", "exported")
+        if (e["detail"].get("run_id") == run_id and e["action"] in ("approved", "rejected", "exported"))
+        or (
+            e["action"] == "rolled_back"
+            and run["repaired_model_id"]
+            and e["detail"].get("from_model_id") == run["repaired_model_id"]
+        )
     ]
     html_text = build_report(
         title=t("report_title", run=run_id),
         run=run,
         metrics=m,
-        verdict_text=verdict_text(),
+        verdict_text=verdict_words,
+        summary_html=summary.summary_card_html(m, v, t, verdict=verdict_words),
         figures=[
             (t("chart_heatmap_title") + " — " + t("chart_old"), charts.accuracy_heatmap(before, t)),
             (t("chart_heatmap_title") + " — " + t("chart_new"), charts.accuracy_heatmap(after, t)),
@@ -223,7 +237,6 @@ e2.download_button(
     on_click="ignore",
     icon="📄",
 )
-project = store.project(pid)
 if e3.button(
     t("review_rollback"),
     key="rollback",
@@ -233,7 +246,9 @@ if e3.button(
 ):
     try:
         decisions.rollback(store, pid, actor)
-        st.session_state["flash"] = ("info", t("review_rolled_back"))
+        st.session_state["review_msg"] = ("rollback", "info", t("review_rolled_back"))
         st.rerun()
     except UserError as exc:
-        st.error(md(exc))
+        e3.error(md(exc))
+with e3:
+    show_message("rollback")

@@ -131,12 +131,16 @@ st.subheader(t("tune_runs"))
 
 def draw_runs_table() -> None:
     """The table of all runs of this project, read fresh from the store (inside the live fragment,
-    so statuses stay current while it polls)."""
+    so statuses stay current while it polls), with each run's decision and the model in use now."""
+    in_use = runs.model_in_use(store, pid)
+    st.markdown(f"**{t('review_in_use_original') if in_use is None else t('review_in_use_repair', run=in_use)}**")
+    project = store.project(pid)
     st.dataframe(
         [
             {
                 "#": r["id"],
                 t("tune_col_status"): t(f"status_{r['status']}"),
+                t("tune_col_decision"): t(f"decision_{runs.decision_state(r, project)}"),
                 t("tune_col_strength"): r["strength_label"],
                 t("tune_col_examples"): r["n_counterexamples"],
                 t("tune_col_device"): r["device"] or "",

@@ -15,12 +15,13 @@ SOURCES = [
     *sorted((ROOT / "pages").glob("*.py")),
     ROOT / "core" / "app" / "charts.py",
     ROOT / "core" / "app" / "report.py",
+    ROOT / "core" / "app" / "summary.py",
 ]
 
 DYNAMIC = {
     "status": ["preparing", "queued", "running", "done", "failed", "cancelled", "interrupted"],
-    "decision": ["approved", "rejected", "none"],
-    "verdict": ["improved", "partial", "flagged", "no_gain", "unchanged"],
+    "decision": ["approved", "rejected", "none", "in_use", "rolled_back"],
+    "verdict": ["improved", "mixed", "partial", "flagged", "no_gain", "unchanged"],
     "verdict_reason": ["accuracy_drop", "kept_low"],
     "tune_ended": ["failed", "interrupted", "cancelled"],
     "ce_show": ["all", "todo", "done"],

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.app import jobs, pool, projects, runs, suspects, uploads
 from core.app.worker import execute_run
+from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import (
     FAST_RUN,
     label_top,
@@ -293,6 +294,53 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
     next(b for b in at.button if b.label == "Approve").click().run()
     assert any("tick the override box" in e.value for e in at.error)
     assert store.run(rid)["decision"] is None
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, store, lang):
+    pid = projects.open_demo(store, "alice")
+    rid = make_tradeoff_run(store, pid)
+    v = runs.verdict(runs.run_metrics(store, rid))
+    assert v["kind"] == "mixed" and v["worse_groups"][0]["name"] == "two · red"
+    at = _app("pages/review.py", lang=lang)
+    box = at.warning[0].value
+    assert "two · red" in box and str(v["n_broken"]) in box and str(v["n_fixed"]) in box
+    assert not any(b.value.startswith("Recommended") for b in at.success)
+    card = " ".join(str(h.proto.body) for h in at.get("html"))
+    assert "two · red" in card and "font-size:42px" in card
+    assert at.get_by_key("gallery_fixed") is not None and at.get_by_key("gallery_broken") is not None
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("✗") and "two · red" in c for c in captions)
+
+
+def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store):
+    pid = projects.open_demo(store, "alice")
+    rid = make_tradeoff_run(store, pid)
+    at = _app("pages/review.py")
+    assert "In use now: the original model." in _texts(at)
+    next(b for b in at.button if b.label == "Approve").click().run()
+    text = _texts(at)
+    assert "Repair #1 approved" in text and "approved · in use now" in text
+    assert "In use now: the repaired model of repair #1." in text
+    picker = next(s for s in at.selectbox if s.label == "Repair to review")
+    assert "approved · in use now" in picker.format_func(rid) and picker.value == rid
+    at.button(key="rollback").click().run()
+    text = _texts(at)
+    assert "The original model is active again." in text and "In use now: the original model." in text
+    picker = next(s for s in at.selectbox if s.label == "Repair to review")
+    assert "rolled back" in picker.format_func(rid) and "in use now" not in picker.format_func(rid)
+    tune = _app("pages/tune.py")
+    assert "In use now: the original model." in _texts(tune)
+    table = tune.dataframe[0].value
+    assert list(table["Decision"]) == ["approved, then rolled back · not in use"]
+
+
+def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store):
+    projects.open_demo(store, "alice")
+    at = _app()
+    smallest = next(m for m in at.metric if m.label == "Smallest group")
+    assert int(smallest.value) > 10
+    assert "Groups with fewer than 10 test images are shown but not used" in _texts(at)
 
 
 def test_history_page_lists_and_filters(home, store):

@@ -13,11 +13,46 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.app.safe_text import plot_text
+from core.app.summary import group_name
 
-OLD_COLOUR = "#9aa5b1"
-NEW_COLOUR = "#1f77b4"
-GOOD = "#2ca02c"
-BAD = "#d62728"
+# A colour-blind-safe palette (purple / orange / grey, from ColorBrewer's PuOr) that never uses red,
+# blue or green, so no colour on a chart reads as a group attribute like "red" or "blue"; every
+# colour is also named in a legend or a caption, and bars carry their values as text.
+OLD_COLOUR = "#a6a6a6"  # the old model: neutral grey
+NEW_COLOUR = "#5e3c99"  # the repaired model, and "normal": dark purple
+LOW_COLOUR = "#e66101"  # a group well below the overall accuracy: orange
+CURRENT_COLOUR = "#e66101"  # the run being reviewed on the trade-off chart (also a larger star)
+OTHER_COLOUR = "#8c8c8c"  # other runs
+GOOD = NEW_COLOUR
+BAD = LOW_COLOUR
+HEATMAP_SCALE = [[0.0, "#b35806"], [0.25, "#f1a340"], [0.5, "#f7f7f7"], [0.75, "#998ec3"], [1.0, "#542788"]]
+FONT = {"size": 15, "color": "#222"}
+TICK_FONT = {"size": 14, "color": "#222"}
+
+
+def _style(fig: go.Figure) -> go.Figure:
+    """Readable from a distance: ≥ 14 px dark text everywhere, axes that make room for their labels."""
+    fig.update_layout(
+        font=FONT,
+        title_font={"size": 18, "color": "#111"},
+        legend_font={"size": 15},
+        uniformtext={"minsize": 14, "mode": "show"},
+        colorway=[NEW_COLOUR, LOW_COLOUR, OTHER_COLOUR, "#222222"],
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+    )
+    fig.update_xaxes(
+        tickfont=TICK_FONT, title_font={"size": 15, "color": "#222"}, automargin=True, linecolor="#666", showline=True
+    )
+    fig.update_yaxes(
+        tickfont=TICK_FONT,
+        title_font={"size": 15, "color": "#222"},
+        automargin=True,
+        gridcolor="#e3e3e3",
+        linecolor="#666",
+    )
+    fig.update_annotations(font_size=15)
+    return fig
 
 
 def _pct(v: float | None) -> str:
@@ -25,9 +60,12 @@ def _pct(v: float | None) -> str:
 
 
 def _group_name(g: dict) -> str:
-    """A group's axis label; class names and attributes are user strings, so HTML is escaped."""
-    name = f"{g['label']} · {g['attribute']}" if g.get("attribute") not in (None, "") else str(g["label"])
-    return plot_text(name)
+    return plot_text(group_name(g))
+
+
+def _tick(g: dict) -> str:
+    """An x-axis label: the group's name, and its size on a second line (never drawn on the bars)."""
+    return f"{plot_text(group_name(g))}<br>n={g['count']}"
 
 
 def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
@@ -48,7 +86,8 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
             y=[plot_text(label) for label in labels],
             text=text,
             texttemplate="%{text}",
-            colorscale="RdYlGn",
+            colorscale=HEATMAP_SCALE,
+            textfont={"size": 14},
             zmin=0,
             zmax=100,
             colorbar={"title": t("chart_accuracy_pct")},
@@ -61,49 +100,73 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
         yaxis_title=t("chart_label"),
         yaxis={"autorange": "reversed", "automargin": True},
         xaxis={"automargin": True},
-        height=160 + 34 * len(labels),
-        margin={"l": 80, "r": 10, "t": 50, "b": 60},
+        height=180 + 40 * len(labels),
+        margin={"l": 80, "r": 10, "t": 60, "b": 60},
     )
-    return fig
+    return _style(fig)
 
 
 def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Figure:
-    """Per-group accuracy as bars, worst first, with 95% intervals and counts."""
+    """Per-group accuracy as bars, worst first, with 95% intervals; the value inside each bar, the
+    group's size under its name. Groups more than 10 points below the overall accuracy are orange,
+    the others purple, and the legend says so."""
     groups = sorted(m["groups"], key=lambda g: g["accuracy"])
     if top:
         groups = groups[:top]
-    fig = go.Figure(
-        go.Bar(
-            x=[_group_name(g) for g in groups],
-            y=[100 * g["accuracy"] for g in groups],
-            text=[f"n={g['count']}" for g in groups],
-            textposition="outside" if len(groups) <= 30 else "none",
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": [100 * (g.get("ci_high", g["accuracy"]) - g["accuracy"]) for g in groups],
-                "arrayminus": [100 * (g["accuracy"] - g.get("ci_low", g["accuracy"])) for g in groups],
-            },
-            marker_color=[BAD if g["accuracy"] < m["accuracy"] - 0.1 else NEW_COLOUR for g in groups],
-            hovertemplate="%{x}<br>%{y:.0f}%<br>%{text}<extra></extra>",
+    low = [g["accuracy"] < m["accuracy"] - 0.1 for g in groups]
+    fig = go.Figure()
+    for is_low, name, colour in (
+        (True, t("chart_low_groups"), LOW_COLOUR),
+        (False, t("chart_other_groups"), NEW_COLOUR),
+    ):
+        sel = [g for g, lo in zip(groups, low) if lo == is_low]
+        if not sel:
+            continue
+        fig.add_trace(
+            go.Bar(
+                name=name,
+                x=[_tick(g) for g in sel],
+                y=[100 * g["accuracy"] for g in sel],
+                text=[f"{100 * g['accuracy']:.0f}" for g in sel],
+                textposition="inside",
+                insidetextanchor="start",
+                textangle=0,
+                textfont={"size": 14, "color": "white"},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [100 * (_ci(g, "ci_high") - g["accuracy"]) for g in sel],
+                    "arrayminus": [100 * (g["accuracy"] - _ci(g, "ci_low")) for g in sel],
+                    "color": "#222",
+                },
+                marker_color=colour,
+                hovertemplate="%{x}<br>%{y:.1f}%<extra></extra>",
+            )
         )
-    )
     fig.update_layout(
         title=t("chart_bars_title"),
         yaxis={"title": t("chart_accuracy_pct"), "range": [0, 105]},
-        height=420,
-        xaxis={"automargin": True},
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"categoryorder": "array", "categoryarray": [_tick(g) for g in groups]},
+        height=460,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
     )
-    return fig
+    return _style(fig)
+
+
+def _ci(g: dict, key: str) -> float:
+    v = g.get(key)
+    return g["accuracy"] if v is None or v != v else v
 
 
 def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
-    """Per-group accuracy, old model vs repaired model, as grouped bars (worst old groups first)."""
+    """Per-group accuracy, old model (grey) vs repaired model (purple), as grouped bars with their
+    values, worst old groups first; group names and sizes on the axis."""
     key = lambda g: (g["label"], str(g["attribute"]))  # noqa: E731
     new = {key(g): g for g in after["groups"]}
     groups = sorted(before["groups"], key=lambda g: g["accuracy"])
-    names = [_group_name(g) for g in groups]
+    names = [_tick(g) for g in groups]
+    new_y = [100 * new[key(g)]["accuracy"] if key(g) in new else None for g in groups]
     fig = go.Figure(
         [
             go.Bar(
@@ -111,13 +174,22 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
                 x=names,
                 y=[100 * g["accuracy"] for g in groups],
                 marker_color=OLD_COLOUR,
-                text=[f"n={g['count']}" for g in groups],
+                text=[f"{100 * g['accuracy']:.0f}" for g in groups],
+                textposition="auto",
+                textangle=-90,
+                textfont={"size": 14, "color": "#111"},
+                hovertemplate="%{x}<br>" + t("chart_old") + ": %{y:.1f}%<extra></extra>",
             ),
             go.Bar(
                 name=t("chart_new"),
                 x=names,
-                y=[100 * new[key(g)]["accuracy"] if key(g) in new else None for g in groups],
+                y=new_y,
                 marker_color=NEW_COLOUR,
+                text=["" if y is None else f"{y:.0f}" for y in new_y],
+                textposition="auto",
+                textangle=-90,
+                textfont={"size": 14},
+                hovertemplate="%{x}<br>" + t("chart_new") + ": %{y:.1f}%<extra></extra>",
             ),
         ]
     )
@@ -125,11 +197,11 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
         barmode="group",
         title=t("chart_old_new_title"),
         yaxis={"title": t("chart_accuracy_pct"), "range": [0, 105]},
-        height=420,
-        legend={"orientation": "h", "y": 1.1},
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        height=520,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
     )
-    return fig
+    return _style(fig)
 
 
 def live_curves(history: list[dict], t: Callable[..., str]) -> go.Figure:
@@ -165,36 +237,48 @@ def live_curves(history: list[dict], t: Callable[..., str]) -> go.Figure:
     fig.update_yaxes(range=[0, 100], row=1, col=3)
     for c in (1, 2, 3):
         fig.update_xaxes(title_text=t("chart_step"), row=1, col=c)
-    fig.update_layout(height=330, legend={"orientation": "h", "y": -0.3}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return fig
+    fig.update_layout(height=380, legend={"orientation": "h", "y": -0.3}, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return _style(fig)
 
 
 def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = None) -> go.Figure:
-    """Worst-group accuracy vs kept decisions, one point per run, labelled by strength."""
-    fig = go.Figure(
-        go.Scatter(
-            x=[100 * p["kept"] for p in points],
-            y=[100 * p["worst_group"] if p["worst_group"] is not None else None for p in points],
-            mode="markers+text",
-            text=[plot_text(t("chart_run_point", run=p["run_id"], strength=p["strength"])) for p in points],
-            textposition="top center",
-            marker={
-                "size": [16 if p["run_id"] == highlight else 10 for p in points],
-                "color": [BAD if p["run_id"] == highlight else NEW_COLOUR for p in points],
-            },
-            hovertemplate="%{text}<br>"
-            + t("chart_kept")
-            + ": %{x:.1f}%<br>"
-            + t("chart_worst")
-            + ": %{y:.1f}%<extra></extra>",
+    """Worst-group accuracy vs kept decisions, one point per run, labelled by run and strength. The
+    run under review is a large orange star, the others grey dots; the legend says which is which."""
+    fig = go.Figure()
+    for is_current, name in ((False, t("chart_other_runs")), (True, t("chart_this_run"))):
+        sel = [p for p in points if (p["run_id"] == highlight) == is_current]
+        if not sel:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                name=name,
+                x=[100 * p["kept"] for p in sel],
+                y=[100 * p["worst_group"] if p["worst_group"] is not None else None for p in sel],
+                mode="markers+text",
+                text=[t("chart_run_point", run=p["run_id"], strength=p["strength"]) for p in sel],
+                textposition="top center",
+                textfont={"size": 14},
+                marker={
+                    "size": 20 if is_current else 11,
+                    "symbol": "star" if is_current else "circle",
+                    "color": CURRENT_COLOUR if is_current else OTHER_COLOUR,
+                    "line": {"width": 1, "color": "#222"},
+                },
+                hovertemplate="%{text}<br>"
+                + t("chart_kept")
+                + ": %{x:.1f}%<br>"
+                + t("chart_worst")
+                + ": %{y:.1f}%<extra></extra>",
+            )
         )
-    )
     kept = [100 * p["kept"] for p in points] or [100.0]
     fig.update_layout(
         title=t("chart_tradeoff_title"),
-        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 101]},
-        yaxis={"title": t("chart_worst") + " (%)", "range": [-2, 102]},
-        height=400,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 100.9]},
+        yaxis={"title": t("chart_worst") + " (%)", "range": [-2, 108]},
+        height=440,
+        showlegend=True,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
     )
-    return fig
+    return _style(fig)

@@ -17,6 +17,7 @@ from core.app import jobs
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import Store
+from core.app.summary import both_sides
 from core.engine.configs import SPECS, config_schema
 from core.engine.request import DataRefs, RunRequest
 from core.errors import UserError
@@ -166,16 +167,23 @@ def run_metrics(store: Store, run_id: int) -> dict | None:
 
 
 def verdict(metrics: dict) -> dict:
-    """The "do no harm" verdict (docs/DESIGN.md §8), from computed numbers only.
+    """The "do no harm" verdict (docs/DESIGN.md §8), from computed numbers only, with both sides.
 
     ``flagged`` when held-out accuracy drops by more than MAX_ACCURACY_DROP or kept decisions fall
     below MIN_KEPT_DECISIONS; ``unchanged`` when no prediction changed at all (e.g. "auto" chose to
-    change nothing); ``improved`` when worst-group accuracy went up; ``partial`` when overall
-    accuracy rose by at least MIN_ACCURACY_GAIN but the worst group did not; else ``no_gain``.
+    change nothing; ``metrics["no_change"]["reason"]`` says why when the repair recorded it);
+    ``improved`` when worst-group accuracy went up and no group got worse beyond its interval;
+    ``mixed`` when worst-group accuracy (or overall accuracy) went up but some group got worse beyond
+    its interval; ``partial`` when overall accuracy rose by at least MIN_ACCURACY_GAIN but the worst
+    group did not; else ``no_gain``. The verdict also carries what was gained and lost
+    (:func:`core.app.summary.both_sides`): answers fixed and broken, the groups that got worse, the
+    biggest gain and the biggest loss by group.
     """
     before, after = metrics["before"], metrics["after"]
     drop = before["accuracy"] - after["accuracy"]
     wg_b, wg_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
+    sides = both_sides(metrics)
+    no_change = metrics.get("no_change") or None
     reasons = []
     if drop > MAX_ACCURACY_DROP:
         reasons.append("accuracy_drop")
@@ -186,9 +194,9 @@ def verdict(metrics: dict) -> dict:
     elif metrics.get("changed_predictions", 0) == 0:
         kind = "unchanged"
     elif wg_b is not None and wg_a is not None and wg_a > wg_b:
-        kind = "improved"
+        kind = "mixed" if sides["worse_groups"] else "improved"
     elif -drop >= MIN_ACCURACY_GAIN:
-        kind = "partial"
+        kind = "mixed" if sides["worse_groups"] else "partial"
     else:
         kind = "no_gain"
     return {
@@ -200,7 +208,28 @@ def verdict(metrics: dict) -> dict:
         "kept": metrics["kept_decisions"],
         "max_drop": MAX_ACCURACY_DROP,
         "min_kept": MIN_KEPT_DECISIONS,
+        "no_change": no_change.get("reason") if isinstance(no_change, dict) else no_change,
+        **sides,
     }
+
+
+def decision_state(run: dict, project: dict) -> str:
+    """How a run stands now: ``in_use`` (approved and its model is the active one), ``rolled_back``
+    (approved, but the project went back to another model since), ``approved`` (approved, model not
+    recorded), ``rejected`` or ``none``."""
+    if run.get("decision") == "approved":
+        if run.get("repaired_model_id") and run["repaired_model_id"] == project.get("active_model_id"):
+            return "in_use"
+        return "rolled_back" if run.get("repaired_model_id") else "approved"
+    return run.get("decision") or "none"
+
+
+def model_in_use(store: Store, project_id: int) -> int | None:
+    """The run whose repaired model is the project's active model now, or None for the original."""
+    p = store.project(project_id)
+    if not p or not p["active_model_id"] or p["active_model_id"] == p["base_model_id"]:
+        return None
+    return next((r["id"] for r in store.runs(project_id) if r.get("repaired_model_id") == p["active_model_id"]), None)
 
 
 def changed_predictions(store: Store, run_id: int) -> list[dict]:
@@ -222,6 +251,7 @@ def changed_predictions(store: Store, run_id: int) -> list[dict]:
                 {
                     "file": str(root / r["path"]),
                     "label": names[label],
+                    "attribute": r.get("attribute") or "",
                     "before": names[before],
                     "after": names[after],
                     "fixed": after == label,
