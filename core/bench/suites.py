@@ -102,7 +102,6 @@ def photo_suite(workdir: Path) -> Suite:
 
 def standard_suite(part: str) -> Callable[[Path], Suite]:
     def build(workdir: Path) -> Suite:
-
         arch, source, _, _ = ss.PARTS[part]
         paths = ss.build_standard(part, workdir / part)
         bundle = load_bundle(paths["model"])
@@ -111,6 +110,7 @@ def standard_suite(part: str) -> Callable[[Path], Suite]:
         if source == "photo":
             agreeing, shortcut = ps.TINT_NAMES, "colour cast agrees with the class in 90% of training images"
         else:
+            agreeing = AGREEING_TAG
             shortcut = "corner tag colour agrees with the digit's half in 99% of training images"
         return Suite(
             name=part,
