@@ -212,10 +212,30 @@ def live_curves(history: list[dict], t: Callable[..., str]) -> go.Figure:
         cols=3,
         subplot_titles=(t("chart_loss_title"), t("chart_fixed_title"), t("chart_heldout_title")),
     )
-    fig.add_trace(go.Scatter(x=steps, y=[h.get("loss") for h in history], name=t("chart_loss")), 1, 1)
-    fig.add_trace(go.Scatter(x=steps, y=[h.get("penalty") for h in history], name=t("chart_penalty")), 1, 1)
+    # Four series, four colours and dash patterns from the same colour-blind-safe palette, so no two
+    # share a look (the legend names each).
     fig.add_trace(
-        go.Scatter(x=steps, y=[h.get("fixed") for h in history], name=t("chart_fixed"), line={"color": GOOD}),
+        go.Scatter(x=steps, y=[h.get("loss") for h in history], name=t("chart_loss"), line={"color": NEW_COLOUR}),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[h.get("penalty") for h in history],
+            name=t("chart_penalty"),
+            line={"color": LOW_COLOUR, "dash": "dash"},
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[h.get("fixed") for h in history],
+            name=t("chart_fixed"),
+            line={"color": "#222222", "dash": "dot"},
+        ),
         1,
         2,
     )
@@ -229,7 +249,7 @@ def live_curves(history: list[dict], t: Callable[..., str]) -> go.Figure:
             y=[100 * v for _, v in held],
             name=t("chart_heldout"),
             mode="lines+markers",
-            line={"color": NEW_COLOUR},
+            line={"color": OTHER_COLOUR, "dash": "dashdot"},
         ),
         1,
         3,
