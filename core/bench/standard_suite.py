@@ -55,7 +55,7 @@ PARTS = {
 def cache_dir() -> Path:
     """Where built base models are cached: ``$BIASREPAIR_CACHE`` or ``.cache/`` in the repository."""
     env = os.environ.get("BIASREPAIR_CACHE")
-    root = Path(env) if env else Path(__file__).resolve().parent.parent / ".cache"
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / ".cache"
     return root / f"standard_suite_v{CACHE_VERSION}"
 
 
