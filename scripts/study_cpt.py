@@ -22,8 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.bench.benchmark import _row, draw_counterexamples, prepare_suite_data  # noqa: E402
-from core.bench.suites import load_suite  # noqa: E402
+from core.bench.benchmark import _row, draw_counterexamples  # noqa: E402
+from core.bench.suites import (
+    load_suite,  # noqa: E402
+    prepare_suite_data,  # noqa: E402
+)
 from core.engine.repair import run_repair  # noqa: E402
 
 VARIANTS = {

@@ -101,6 +101,14 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
+def training_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The demo model's biased training set: tagged RGB digits [N,H,W,3], labels and tag colours (the
+    tag agrees with the digit's half in :data:`TRAIN_AGREEMENT` of them). Seeded: the same every time."""
+    images, labels = read_mnist_train_5k()
+    colours = biased_colours(labels, TRAIN_AGREEMENT, np.random.default_rng(seed))
+    return add_tags(images, colours), labels, colours
+
+
 def train_demo_model(out_dir: str | Path = MODEL_DIR, epochs: int = 3, seed: int = 0) -> dict:
     """Train the demo's SmallCNN on the tag-biased 5k training digits and save it as a bundle.
 
@@ -108,10 +116,8 @@ def train_demo_model(out_dir: str | Path = MODEL_DIR, epochs: int = 3, seed: int
     Returns the training-time numbers written to ``train_info.json`` beside the bundle.
     """
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    images, labels = read_mnist_train_5k()
-    colours = biased_colours(labels, TRAIN_AGREEMENT, rng)
-    x = _to_tensor(add_tags(images, colours))
+    rgb, labels, colours = training_images(seed)
+    x = _to_tensor(rgb)
     y = torch.from_numpy(labels)
     model = SmallCNN(10, 3)
     train_classifier(model, x, y, epochs=epochs, lr=1e-3, seed=seed)
@@ -204,9 +210,8 @@ def reference_part(n: int = N_REFERENCE, seed: int = 123) -> dict[str, np.ndarra
     """Typical images as the model meets them in use: digits drawn from the training distribution
     (tag agreeing with the digit as often as in training). The function-space anchor and the kept
     estimate use them; they are never evaluation rows, so no reported number comes from them."""
-    rng = np.random.default_rng(0)  # the same draw train_demo_model makes
     images, labels = read_mnist_train_5k()
-    colours = biased_colours(labels, TRAIN_AGREEMENT, rng)
+    _, _, colours = training_images()
     idx = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
     return {"images": images[idx], "labels": labels[idx], "colours": colours[idx]}
 

@@ -152,8 +152,10 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         if refs.reference_root and refs.reference_items:
             reference = unlabeled_images(refs.reference_root, refs.reference_items, names)
         data = prepare_data(bundle, counterexamples, eval_set, unlabeled=unlabeled, reference=reference)
-        # The candidate pool is full of images whose answer should change: never an anchor.
-        data.reference = data.reference if reference is not None else None
+        if reference is None:
+            # prepare_data falls back to the unlabelled images, which suits the CLI's typical images;
+            # here they are the candidate pool, full of images whose answer should change: no anchor.
+            data.reference = None
         result = repair(bundle, request, data, progress=progress, should_stop=should_stop)
         flush()
         if interrupt.is_set():

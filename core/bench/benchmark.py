@@ -31,19 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core.bench.discovery import discovery_table
-from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite
+from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite, prepare_suite_data
 from core.engine.configs import PAPER_FORM
 from core.engine.devices import select_device
-from core.engine.inference import normalize
-from core.engine.loop import PreparedData
 from core.engine.methods import METHODS, get_method
 from core.engine.repair import run_repair
 from core.engine.strength import CANDIDATES
 from core.errors import UserError
-from core.formats.datasets import split_eval
 
 AUTO = "cpt_auto"
 PAPER = "cpt_paper"  # CPT in the paper's exact form (Adam 1e-3, no anchor, the paper's stopping rule)
@@ -106,27 +102,6 @@ def draw_counterexamples(suite: Suite, shots: int, seed: int) -> np.ndarray:
     if shots > len(order):
         raise UserError(f"suite {suite.name} has only {len(order)} contradicting pool images, asked for {shots}")
     return order[:shots]
-
-
-def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = True):
-    """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, and
-    the pool's images without labels. The validation rows are left out on purpose (see module doc)."""
-    suite.load_pixels()
-    meta = suite.bundle.meta
-    rep, _ = split_eval(suite.eval_set)
-    x_eval = normalize(suite.eval_pixels[rep], meta.mean, meta.std)
-    return PreparedData(
-        x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
-        y_ce=torch.as_tensor(suite.pool.labels[idx]),
-        x_eval=x_eval,
-        y_eval=suite.eval_set.labels[rep],
-        attr_eval=[suite.eval_set.attributes[i] for i in rep],
-        eval_indices=rep,
-        unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
-        reference=normalize(suite.reference_pixels, meta.mean, meta.std)
-        if suite.reference_pixels is not None
-        else None,
-    )
 
 
 def _row(suite: str, name: str, shots: int, seed: int, m: dict) -> dict:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from core.bench.suites import load_suite
+from core.bench.suites import load_suite, prepare_suite_data
 from core.engine.discovery import (
     DEFAULT_TOP_K,
     SUGGEST_REPEAT_PENALTY,
@@ -28,8 +27,6 @@ from core.engine.discovery import (
     suggest_from_arrays,
     write_discovery,
 )
-from core.engine.inference import normalize
-from core.engine.loop import PreparedData
 from core.engine.repair import run_repair
 from core.errors import UserError
 from core.formats.bundle import load_model_file
@@ -76,19 +73,7 @@ def attribute_ranking(suite, eval_pred: np.ndarray, pool_probs: np.ndarray) -> n
 
 
 def _repair(suite, idx: np.ndarray, seed: int, device: str, config: dict | None = None) -> dict:
-    meta = suite.bundle.meta
-    rep, _ = split_eval(suite.eval_set)
-    data = PreparedData(
-        x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
-        y_ce=torch.as_tensor(suite.pool.labels[idx]),
-        x_eval=normalize(suite.eval_pixels[rep], meta.mean, meta.std),
-        y_eval=suite.eval_set.labels[rep],
-        attr_eval=[suite.eval_set.attributes[i] for i in rep],
-        eval_indices=rep,
-        unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std),
-    )
-    if suite.reference_pixels is not None:  # as in the benchmark: typical images anchor the repair
-        data.reference = normalize(suite.reference_pixels, meta.mean, meta.std)
+    data = prepare_suite_data(suite, idx)  # the same tensors the benchmark's repairs get
     res = run_repair(
         suite.bundle, suite.pool.subset(idx), method="cpt", config=config, device=device, seed=seed, data=data
     )

@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.bench.benchmark import draw_counterexamples, prepare_suite_data
-from core.bench.suites import load_suite
+from core.bench.benchmark import draw_counterexamples
+from core.bench.suites import load_suite, prepare_suite_data
 from core.engine.configs import make_config
 from core.engine.devices import autocast, describe_device, select_device
 from core.engine.inference import evaluate_model, predict_logits

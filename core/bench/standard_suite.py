@@ -73,10 +73,8 @@ def training_data(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tints = np.where(rng.random(len(train)) < ps.TRAIN_AGREEMENT, y, ps._conflicting(y, rng))
         return ps.add_tint(images[train], tints), y, tints == y
     if source == "demo":
-        rng = np.random.default_rng(0)  # the same draw train_demo_model makes
-        images, labels = demo.read_mnist_train_5k()
-        colours = demo.biased_colours(labels, demo.TRAIN_AGREEMENT, rng)
-        return demo.add_tags(images, colours), labels, colours == demo.CLASS_TAG[labels]
+        rgb, labels, colours = demo.training_images()
+        return rgb, labels, colours == demo.CLASS_TAG[labels]
     raise ValueError(source)
 
 

@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.app.demo import AGREEING_TAG, build_demo, train_demo_model
 from core.bench import photo_suite as ps
 from core.bench import standard_suite as ss
-from core.bench.standard_suite import reference_pixels as ref
+from core.engine.inference import normalize
+from core.engine.loop import PreparedData
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, load_bundle
-from core.formats.datasets import ImageDataset, load_dataset, load_pixels
+from core.formats.datasets import ImageDataset, load_dataset, load_pixels, split_eval
 
 
 @dataclass
@@ -77,7 +79,7 @@ def demo_suite(workdir: Path) -> Suite:
         pool=pool,
         pool_conflicting=_conflicting(pool, AGREEING_TAG),
         retrain=lambda out: train_demo_model(out),
-        reference_pixels=reference_pixels("demo"),
+        reference_pixels=ss.reference_pixels("demo"),
     )
 
 
@@ -96,7 +98,7 @@ def photo_suite(workdir: Path) -> Suite:
         pool=pool,
         pool_conflicting=_conflicting(pool, ps.TINT_NAMES),
         retrain=lambda out: ps.train_photo_model(out),
-        reference_pixels=reference_pixels("photo"),
+        reference_pixels=ss.reference_pixels("photo"),
     )
 
 
@@ -121,15 +123,10 @@ def standard_suite(part: str) -> Callable[[Path], Suite]:
             pool=pool,
             pool_conflicting=_conflicting(pool, agreeing),
             retrain=lambda out: ss.train_standard_model(part, out),
-            reference_pixels=reference_pixels(source),
+            reference_pixels=ss.reference_pixels(source),
         )
 
     return build
-
-
-def reference_pixels(source: str) -> np.ndarray:
-
-    return ref(source)
 
 
 SUITES: dict[str, Callable[[Path], Suite]] = {
@@ -148,3 +145,25 @@ def load_suite(name: str, workdir: str | Path) -> Suite:
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     return SUITES[name](work)
+
+
+def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = True) -> PreparedData:
+    """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, and
+    the pool's images without labels and the suite's reference images. The validation rows are left
+    out on purpose: the benchmark reports on the other rows and steers nothing by them."""
+    suite.load_pixels()
+    meta = suite.bundle.meta
+    rep, _ = split_eval(suite.eval_set)
+    x_eval = normalize(suite.eval_pixels[rep], meta.mean, meta.std)
+    return PreparedData(
+        x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
+        y_ce=torch.as_tensor(suite.pool.labels[idx]),
+        x_eval=x_eval,
+        y_eval=suite.eval_set.labels[rep],
+        attr_eval=[suite.eval_set.attributes[i] for i in rep],
+        eval_indices=rep,
+        unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
+        reference=normalize(suite.reference_pixels, meta.mean, meta.std)
+        if suite.reference_pixels is not None
+        else None,
+    )
