@@ -165,6 +165,10 @@ def run_tune(args) -> int:
         )
         if e.get("heldout_worst_group") is not None:
             line += f"  held-out worst-group {e['heldout_worst_group']:.3f}"
+        if e.get("backtracked"):
+            line += (
+                f"  undone: reference answers kept {e['reference_agreement']:.1%} < floor; retrying with half the step"
+            )
         print(line, end="", file=sys.stderr, flush=True)
 
     result = run_repair(

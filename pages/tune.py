@@ -203,7 +203,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
         counts = {
             "step": last["step"],
             "max": last.get("max_steps") or "?",
-            "fixed": last.get("fixed", 0),
+            "fixed": last.get("fixed") or 0,
             "total": last.get("total", 0),
         }
         if status in ("queued", "running", "preparing"):
@@ -225,6 +225,8 @@ def live_panel(run_id: int, was_active: bool) -> None:
     else:
         text = t("tune_waiting")
     st.progress(p["fraction"], text=text)
+    if p["undone"]:
+        st.caption(t("tune_undone", n=p["undone"]))
     if p["history"]:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
     if status in ("queued", "running", "preparing"):

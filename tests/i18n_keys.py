@@ -25,7 +25,16 @@ DYNAMIC = {
     "verdict_reason": ["accuracy_drop", "kept_low"],
     "tune_ended": ["failed", "interrupted", "cancelled"],
     "ce_show": ["all", "todo", "done"],
-    "stop": ["max_steps", "all_fixed", "diverged", "heldout_patience", "cancelled", "kept_floor", "auto_no_change"],
+    "stop": [
+        "max_steps",
+        "all_fixed",
+        "diverged",
+        "heldout_patience",
+        "cancelled",
+        "kept_floor",
+        "auto_no_change",
+        "stalled",
+    ],
     "history_scope": ["project", "all"],
     "action": [
         "open_demo",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from core.engine.anchor import Reference, anchor_kl
-from core.engine.configs import make_config
+from core.engine.configs import SIZE_REFERENCE, make_config
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
 from core.engine.strength import CANDIDATES, NO_CHANGE_CODES, choose_strength
@@ -17,7 +17,7 @@ CPU = torch.device("cpu")
 
 
 def _cpt(model, reference, **over):
-    cfg = make_config("cpt", {"max_steps": 20, "min_steps": 0, **over})
+    cfg = make_config("cpt", {"max_steps": 20, "min_steps": 0, "lr_scale": "none", **over})
     impl = get_method("cpt")(model, cfg, CPU)
     impl.use_reference(reference)
     return impl, cfg
@@ -84,7 +84,7 @@ def test_kept_rule_restores_the_best_step_above_the_floor(tiny_model):
     torch.manual_seed(0)
     x_ref = torch.randn(64, 3, 12, 12)
     x, y = torch.randn(6, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2])
-    impl, cfg = _cpt(tiny_model, x_ref, anchor=0.0, lr=5e-2, strength=1.0, keep_floor=0.999, max_steps=30)
+    impl, cfg = _cpt(tiny_model, x_ref, anchor=0.0, lr=5e-2, strength=1.0, keep_floor=0.999, max_steps=30, backtracks=0)
     history, reason, _ = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
     agreements = [h["reference_agreement"] for h in history]
     assert all(a is not None for a in agreements)
@@ -94,10 +94,47 @@ def test_kept_rule_restores_the_best_step_above_the_floor(tiny_model):
     assert impl.reference.agreement(impl.predict) >= 0.999
 
 
+def test_backtracking_undoes_a_step_under_the_floor_and_halves_the_step(tiny_model):
+    torch.manual_seed(0)
+    x_ref = torch.randn(64, 3, 12, 12)
+    x, y = torch.randn(6, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2])
+    impl, cfg = _cpt(tiny_model, x_ref, anchor=0.0, lr=5e-2, strength=1.0, keep_floor=0.999, max_steps=40, backtracks=3)
+    states = []
+    snapshot = impl.snapshot
+    impl.snapshot = lambda: states.append(snapshot()) or states[-1]  # the state before each step
+    history, reason, _ = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
+    undone = [i for i, h in enumerate(history) if h.get("backtracked")]
+    assert undone, "the floor was never crossed: the test proves nothing"
+    assert all(history[i]["reference_agreement"] < 0.999 for i in undone)
+    assert len(undone) <= 3 and (reason.startswith("kept_floor") == (len(undone) == 3 and len(history) < 40))
+    assert impl.optimizer.param_groups[0]["lr"] == 5e-2 * 0.5 ** len(undone)
+    assert impl.reference.agreement(impl.predict) >= 0.999  # whatever was kept is above the floor
+    if undone[0] + 1 < len(history):  # after an undo the run went on from the state before that step
+        assert history[undone[0] + 1]["step"] == history[undone[0]]["step"] + 1
+
+
+def test_size_scaled_step_and_normalised_gradient_step(tiny_model):
+    n = sum(p.numel() for p in tiny_model.parameters())
+    scaled = get_method("cpt")(tiny_model, make_config("cpt", {"lr": 1e-4}), CPU)
+    assert abs(scaled.effective_lr() - 1e-4 * (SIZE_REFERENCE / n) ** 0.5) < 1e-12
+    raw = get_method("cpt")(tiny_model, make_config("cpt", {"lr": 1e-4, "lr_scale": "none"}), CPU)
+    assert raw.effective_lr() == 1e-4
+    # normalised gradient descent: the first step (δ = 0, so the l2 pull is 0) has length lr·‖θ‖
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 12, 12), torch.tensor([0, 1, 2, 0])
+    ngd = get_method("cpt")(tiny_model, make_config("cpt", {"optimizer": "ngd", "lr": 1e-3, "anchor": 0.0}), CPU)
+    ngd.update(x, y)
+    step = torch.linalg.vector_norm(torch.cat([d.detach().flatten() for d in ngd.model.deltas]))
+    theta = torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in tiny_model.parameters()]))
+    assert abs(float(step) - 1e-3 * float(theta)) < 1e-3 * float(theta) * 1e-3
+
+
 def test_kept_rule_without_reference_is_the_paper_rule(tiny_model):
     torch.manual_seed(0)
     x, y = torch.randn(3, 3, 12, 12), torch.tensor([0, 1, 2])
-    cfg = make_config("cpt", {"max_steps": 200, "min_steps": 5, "stop_rule": "kept", "lr": 1e-2, "strength": 1.0})
+    cfg = make_config(
+        "cpt", {"max_steps": 200, "min_steps": 5, "stop_rule": "kept", "lr": 1e-2, "lr_scale": "none", "strength": 1.0}
+    )
     impl = get_method("cpt")(tiny_model, cfg, CPU)
     history, reason, _ = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
     assert reason == "all_fixed" and history[-1]["fixed"] == 3 and len(history) >= 5

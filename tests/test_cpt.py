@@ -27,7 +27,7 @@ def test_output_equals_base_bit_for_bit_at_delta_zero(tiny_model):
 
 def test_base_untouched_and_bn_stats_frozen(tiny_model):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    cfg = make_config("cpt", {"strength": 10.0, "lr": 0.05})
+    cfg = make_config("cpt", {"strength": 10.0, "lr": 0.05, "lr_scale": "none"})
     m = get_method("cpt")(tiny_model, cfg, DEV)
     x, y = batch()
     for _ in range(5):
@@ -41,7 +41,7 @@ def test_base_untouched_and_bn_stats_frozen(tiny_model):
 
 
 def test_merged_model_equals_theta_plus_delta(tiny_model):
-    cfg = make_config("cpt", {"strength": 1.0, "lr": 0.05})
+    cfg = make_config("cpt", {"strength": 1.0, "lr": 0.05, "lr_scale": "none"})
     m = get_method("cpt")(tiny_model, cfg, DEV)
     x, y = batch()
     for _ in range(5):
@@ -60,7 +60,9 @@ def test_strength_limits_change(tiny_model):
     x, y = batch()
     norms = []
     for strength in (1.0, 10000.0):
-        m = get_method("cpt")(tiny_model, make_config("cpt", {"strength": strength, "lr": 0.05}), DEV)
+        m = get_method("cpt")(
+            tiny_model, make_config("cpt", {"strength": strength, "lr": 0.05, "lr_scale": "none"}), DEV
+        )
         for _ in range(20):
             m.update(x, y)
         norms.append(sum(float(d.pow(2).sum()) for d in m.model.deltas))
@@ -68,7 +70,7 @@ def test_strength_limits_change(tiny_model):
 
 
 def test_parameter_subset_only_changes_those(tiny_model):
-    m = get_method("cpt")(tiny_model, make_config("cpt", {"params": "classifier", "lr": 0.05}), DEV)
+    m = get_method("cpt")(tiny_model, make_config("cpt", {"params": "classifier", "lr": 0.05, "lr_scale": "none"}), DEV)
     x, y = batch()
     for _ in range(3):
         m.update(x, y)
@@ -97,7 +99,7 @@ def test_cpu_training_is_deterministic(tiny_model):
     outs = []
     for _ in range(2):
         torch.manual_seed(0)
-        m = get_method("cpt")(tiny_model, make_config("cpt", {"lr": 0.01}), DEV)
+        m = get_method("cpt")(tiny_model, make_config("cpt", {"lr": 0.01, "lr_scale": "none"}), DEV)
         for _ in range(3):
             m.update(x, y)
         outs.append(np.concatenate([d.detach().numpy().ravel() for d in m.model.deltas]))
@@ -111,7 +113,7 @@ def test_closed_form_l2_gradient_matches_autograd(tiny_model):
     runs = []
     for closed_form in (True, False):
         torch.manual_seed(0)
-        m = get_method("cpt")(tiny_model, make_config("cpt", {"strength": 50.0, "lr": 0.01}), DEV)
+        m = get_method("cpt")(tiny_model, make_config("cpt", {"strength": 50.0, "lr": 0.01, "lr_scale": "none"}), DEV)
         for _ in range(4):
             stats = m.update(x, y) if closed_form else Method.update(m, x, y)
         runs.append(([d.detach().clone() for d in m.model.deltas], stats))

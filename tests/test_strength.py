@@ -64,3 +64,35 @@ def test_auto_repairs_the_demo(demo_dir):
     assert m["auto_strength"]["chosen"] is not None
     assert m["after"]["accuracy"] > m["before"]["accuracy"]
     assert m["strength"] == m["auto_strength"]["chosen"]
+
+
+def test_early_exit_gives_the_full_sweeps_answer(demo_dir):
+    b, ce, ev = load(demo_dir, n=16)
+    data = prepare_data(b, ce, ev)
+    cfg = make_config("cpt", CFG)
+    quick = choose_strength(b, data, "cpt", cfg, torch.device("cpu"))
+    full = choose_strength(b, data, "cpt", cfg, torch.device("cpu"), early_exit=False)
+    assert [r["strength"] for r in full["candidates"]] == list(CANDIDATES)
+    assert full["skipped"] == [] and full["runs"] >= quick["runs"]
+    assert quick["chosen"] == full["chosen"] and quick["code"] == full["code"]
+    # what the quick sweep did run, it scored exactly as the full sweep did
+    assert quick["candidates"] == full["candidates"][: len(quick["candidates"])]
+    assert quick["skipped"] == [lam for lam in CANDIDATES if lam not in {r["strength"] for r in quick["candidates"]}]
+
+
+def test_strongest_candidate_first_and_a_stalled_trial_stops(demo_dir):
+    from core.engine.loop import PreparedData, train_method
+    from core.engine.methods import get_method
+
+    assert list(CANDIDATES) == sorted(CANDIDATES, reverse=True)
+    b, ce, ev = load(demo_dir, n=8)
+    data = prepare_data(b, ce, ev)
+    # λ = 10⁶ barely moves the model: with a stall limit the trial ends long before max_steps
+    cfg = make_config("cpt", {"max_steps": 300, "min_steps": 5, "strength": 1e6, "stop_rule": "paper"})
+    impl = get_method("cpt")(b.model, cfg, torch.device("cpu"))
+    history, reason, _ = train_method(
+        impl, PreparedData(data.x_ce, data.y_ce), torch.device("cpu"), b.meta.class_names, stall_steps=10
+    )
+    assert reason == "stalled" and len(history) < 300
+    fixed = [h["fixed"] for h in history]
+    assert max(fixed[-10:]) <= max(fixed[:-10])  # nothing new was fixed in the last 10 steps

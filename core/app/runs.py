@@ -132,14 +132,19 @@ def cancel_run(store: Store, run_id: int, actor: str) -> None:
 
 
 def run_progress(store: Store, run_id: int) -> dict:
-    """Live state of a run for the Tune page: status, training-step rows, the latest step, fraction,
-    ETA, and with an automatic strength the sweep's latest event (``auto``: which strength and fold
+    """Live state of a run for the Tune page: status, training-step rows (without steps the kept rule
+    undid; ``undone`` counts them), the latest step, fraction, ETA, and with an automatic strength the sweep's latest event (``auto``: which strength and fold
     is running, out of how many). The sweep counts as the first part of the run's progress."""
     run = store.run(run_id)
     rows = store.progress(run_id)
     auto_rows = [e for e in rows if e.get("phase") == "auto"]
-    hist = [e for e in rows if e.get("phase") != "auto"]
-    last = hist[-1] if hist else None
+    steps = [e for e in rows if e.get("phase") != "auto"]
+    last = steps[-1] if steps else None
+    # A step the kept rule undid (it changed too many reference answers) is not part of the curve: the
+    # run went on from the state before it, with half the step size.
+    hist = [e for e in steps if not e.get("backtracked")]
+    if last and last.get("backtracked"):  # the run holds the state before that step
+        last = {**last, "fixed": hist[-1]["fixed"] if hist else None}
     running = [e for e in auto_rows if "fold" in e]  # "about to run strength i, fold j" events
     auto = {**running[-1], "done": auto_rows[-1]["done"], "total": auto_rows[-1]["total"]} if running else None
     frac, eta = 0.0, None
@@ -151,7 +156,8 @@ def run_progress(store: Store, run_id: int) -> dict:
         frac = min(1.0, auto["done"] / auto["total"])
     if run and run["status"] == "done":
         frac, eta = 1.0, 0.0
-    return {"run": run, "history": hist, "last": last, "auto": auto, "fraction": frac, "eta_s": eta}
+    undone = len(steps) - len(hist)
+    return {"run": run, "history": hist, "last": last, "auto": auto, "fraction": frac, "eta_s": eta, "undone": undone}
 
 
 def active_runs(store: Store, project_id: int) -> list[dict]:

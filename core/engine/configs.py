@@ -27,7 +27,11 @@ ANCHOR_DEFAULT = 10.0
 STOP_DEFAULT = "kept"
 KEEP_FLOOR_DEFAULT = 0.99
 MAX_STEPS_DEFAULT = 200
-PAPER_FORM = {"lr": 1e-3, "anchor": 0.0, "stop_rule": "paper", "max_steps": 100}
+BACKTRACKS_DEFAULT = 6
+LR_SCALES = ("size", "none")
+LR_SCALE_DEFAULT = "size"
+SIZE_REFERENCE = 10_000_000  # lr_scale "size": lr is the step for a model with this many tuned weights
+PAPER_FORM = {"lr": 1e-3, "lr_scale": "none", "anchor": 0.0, "stop_rule": "paper", "max_steps": 100, "backtracks": 0}
 STOP_RULES = ("paper", "heldout", "none", "kept")
 
 
@@ -64,6 +68,13 @@ class MethodConfig:
         min=0.0,
         max=1.0,
     )
+    backtracks: int = hp(
+        0,
+        "kept rule: when a step takes the share of unchanged reference answers under keep_floor, undo it and "
+        "halve the step size, up to this many times, before stopping at the floor (0: stop at once).",
+        min=0,
+        max=20,
+    )
     patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
     eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)
     batch_size: int = hp(64, "Counterexamples per step (all of them when there are fewer).", min=1, max=4096)
@@ -85,6 +96,19 @@ class CPTConfig(MethodConfig):
         max=1e-1,
         log=True,
     )
+    optimizer: str = hp(
+        "adam",
+        "adam: Adam with step size lr; ngd: normalised gradient descent, each step moves δ by the share lr of "
+        "‖θ‖ along the gradient.",
+        choices=("adam", "ngd"),
+    )
+    lr_scale: str = hp(
+        LR_SCALE_DEFAULT,
+        "size: the Adam step is lr·√(10,000,000 / n) for a model with n tuned weights, so the first steps "
+        "change the weights by the same overall amount (‖step‖ ≈ lr·√10⁷) on a small network as on a large "
+        "one; lr is the step of a 10-million-weight model (ResNet-18 has 11 M). none: lr as given (the paper).",
+        choices=LR_SCALES,
+    )
     max_steps: int = hp(MAX_STEPS_DEFAULT, "Upper bound on optimizer steps.", min=1, max=5000)
     stop_rule: str = hp(
         STOP_DEFAULT,
@@ -96,6 +120,12 @@ class CPTConfig(MethodConfig):
         MethodConfig.__dataclass_fields__["keep_floor"].metadata["help"],
         min=0.0,
         max=1.0,
+    )
+    backtracks: int = hp(
+        BACKTRACKS_DEFAULT,
+        MethodConfig.__dataclass_fields__["backtracks"].metadata["help"],
+        min=0,
+        max=20,
     )
     strength: float = hp(
         1000.0,

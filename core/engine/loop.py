@@ -12,7 +12,10 @@ of counterexamples, then checks the stopping rule.
   paper's condition, or ``max_steps``) the run ends on the step with the most counterexamples
   fixed among those above the floor, the earliest such step (the least change); that is step 0,
   the unchanged model, if no step fixed more than the old model did. Without reference images it
-  is the paper's rule.
+  is the paper's rule. With ``backtracks`` > 0 a step that takes the estimate under the floor is
+  first undone and the step size halved (a trust region on the answers: the floor is a constraint
+  the run works within, not only a reason to stop); the run stops at the floor once that has
+  happened ``backtracks`` times.
 * **heldout**: every ``eval_every`` steps, measure worst-group accuracy on a labelled validation
   set; keep the best state, stop after ``patience`` checks without improvement, restore the best.
 
@@ -69,9 +72,14 @@ def train_method(
     seed: int = 0,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    stall_steps: int | None = None,
 ) -> tuple[list[dict], str, bool]:
     """The shared loop, run with the method's own config. Returns (history, stop_reason, cancelled);
-    the method holds the result."""
+    the method holds the result.
+
+    ``stall_steps`` (used by automatic strength, in its trial runs and in the repair it then runs): stop with reason
+    ``stalled`` once ``min_steps`` have passed and the most counterexamples fixed so far has not grown
+    for this many steps (a strength that cannot fix them would otherwise run to ``max_steps``)."""
     config = method.config
     gen = torch.Generator().manual_seed(seed)
     x_ce, y_ce = data.x_ce.to(device), data.y_ce.to(device)
@@ -88,11 +96,16 @@ def train_method(
     floor = getattr(config, "keep_floor", 0.97)
     if kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
         kept_best = (int((method.predict(x_ce).argmax(1) == y_ce).sum()), method.snapshot(), 0)
+    most_fixed, improved_at = -1, 0
+    backtracks = getattr(config, "backtracks", 0) if kept_rule else 0
+    before = None
     start = time.perf_counter()
     for step in range(1, config.max_steps + 1):
         if should_stop is not None and should_stop():
             stop_reason, cancelled = "cancelled", True
             break
+        if backtracks:
+            before = method.snapshot()
         if n > config.batch_size:
             idx = torch.randperm(n, generator=gen)[: config.batch_size].to(device)
             stats = method.update(x_ce[idx], y_ce[idx])
@@ -122,6 +135,13 @@ def train_method(
             break
         if kept_rule:
             if event["reference_agreement"] < floor:
+                if backtracks and method.optimizer is not None:
+                    method.restore(before)  # undo the step and try again with half the step size
+                    for group in method.optimizer.param_groups:
+                        group["lr"] *= 0.5
+                    backtracks -= 1
+                    event["backtracked"] = True
+                    continue
                 stop_reason = "kept_floor"
                 break
             if fixed > kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
@@ -131,6 +151,11 @@ def train_method(
             break
         if kept_rule and kept_best[2] == step:
             kept_best = (fixed, method.snapshot(), step)
+        if fixed > most_fixed:
+            most_fixed, improved_at = fixed, step
+        if stall_steps is not None and step >= config.min_steps and step - improved_at >= stall_steps:
+            stop_reason = "stalled"
+            break
         if config.stop_rule == "heldout" and heldout is not None:
             if heldout > best[0]:
                 best, since_best = (heldout, method.snapshot(), step), 0

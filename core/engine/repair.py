@@ -27,7 +27,7 @@ from core.engine.loop import PredictAdapter, PreparedData, Progress, train_metho
 from core.engine.methods import get_method
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.request import DataRefs, RunRequest
-from core.engine.strength import choose_strength
+from core.engine.strength import STALL_STEPS, choose_strength
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, save_bundle
 from core.formats.datasets import ImageDataset, load_pixels, split_eval
@@ -162,8 +162,17 @@ def repair(
         impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
         if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule == "kept":
             impl.use_reference(data.reference, seed)
+        # With auto, the repair runs under the same rules its trials were scored with (they stop once
+        # STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run.
         history, stop_reason, cancelled = train_method(
-            impl, data, dev, class_names, seed=seed, progress=progress, should_stop=should_stop
+            impl,
+            data,
+            dev,
+            class_names,
+            seed=seed,
+            progress=progress,
+            should_stop=should_stop,
+            stall_steps=STALL_STEPS if auto_info is not None else None,
         )
         merged = impl.merged_state_dict()
         delta = impl.delta_state_dict()

@@ -1,6 +1,6 @@
 """Automatic penalty strength: a small sweep scored by a rule that never sees evaluation labels.
 
-For each candidate λ in :data:`CANDIDATES` (10², 10⁴, 10⁶: the relative l2 penalty of a large model
+For each candidate λ in :data:`CANDIDATES` (10⁶, 10⁴, 10², strongest first: the relative l2 penalty of a large model
 needs the upper end), the counterexamples are split into k ≤ :data:`MAX_FOLDS` folds (none with one
 counterexample). The method is tuned on the other folds with its normal stopping rule and scored on
 the held-out fold: does the repair *generalise* to counterexamples it did not see? Beside it, the
@@ -15,7 +15,7 @@ Among safe candidates that beat the unchanged model on the held-out folds, take 
 (:data:`NO_CHANGE_CODES`). With a single counterexample, the largest safe λ that fixes it.
 
 Cost: at most ``len(CANDIDATES) · k`` short runs on the already-prepared tensors, no evaluation
-pass; a candidate that fails the kept target on one fold skips its other folds.
+pass, and usually fewer (see :func:`choose_strength` for the early exits).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
 from core.errors import UserError
 
-CANDIDATES = (100.0, 10000.0, 1000000.0)
+CANDIDATES = (1000000.0, 10000.0, 100.0)  # strongest (least change) first: see the early exit
 MAX_FOLDS = 2
 KEEP_TARGET = 0.97  # the least share of reference answers a chosen setting must keep (estimated)
+STALL_STEPS = 20  # a trial run stops once its most-fixed count has not grown for this many steps
 NO_CHANGE_CODES = {
     "no_heldout_fix": "no strength fixed held-out counterexamples better than the unchanged model",
     "no_safe_setting": "no strength both fixed held-out counterexamples and kept an estimated {keep:.0%} of the "
@@ -44,17 +45,30 @@ NO_CHANGE_CODES = {
 }
 
 
-def choose_strength(bundle, data, method: str, config, device, seed: int = 0, progress=None) -> dict:
+def choose_strength(
+    bundle, data, method: str, config, device, seed: int = 0, progress=None, early_exit: bool = True
+) -> dict:
     """Pick λ for ``method`` on ``data`` (a :class:`core.engine.repair.PreparedData`). Returns a report:
     ``{"chosen": λ or None, "code": reason code or None, "rule": English text, "folds": k,
-    "candidates": [{"strength", "cv_accuracy", "agreement", "fixes_own", "safe", "stopped_early"}]}``.
+    "candidates": [{"strength", "cv_accuracy", "agreement", "fixes_own", "safe", "stopped_early"}],
+    "runs": trial runs made, "skipped": candidates never run}``.
 
     ``agreement`` is the label-free kept estimate: the share of reference images (``data.reference``)
     whose answer is unchanged, mean over folds. A candidate is *safe* when it is at least
     :data:`KEEP_TARGET` (always, without reference images). The choice: among safe candidates that
     beat the unchanged model on held-out folds, the largest λ within one counterexample of the best;
-    none → ``chosen = None`` with ``code`` from :data:`NO_CHANGE_CODES`. A candidate whose estimate
-    falls under the target on one fold is not run on the others (it cannot be chosen).
+    none → ``chosen = None`` with ``code`` from :data:`NO_CHANGE_CODES`.
+
+    What keeps it cheap (each shortcut gives the same answer as the full sweep, or rules out a
+    candidate that could not have been chosen):
+
+    * candidates run strongest first, and the sweep ends at the first safe candidate that gets every
+      held-out counterexample right (no weaker λ can beat it, and the rule prefers the stronger);
+      with one counterexample, at the first safe candidate that fixes it (``early_exit=False``
+      runs them all, for tests and studies);
+    * a candidate whose estimate falls under the target on one fold, or that fixes none of its own
+      training fold beyond what the old model already got right, is not run on its other folds;
+    * trial runs stop once they have fixed no further counterexample for :data:`STALL_STEPS` steps.
 
     ``progress`` gets ``{"phase": "auto", "candidate": i, "candidates": m, "strength": λ, "fold": j,
     "folds": k, "done": runs finished, "total": m·k}`` before each fold's run, and
@@ -71,9 +85,10 @@ def choose_strength(bundle, data, method: str, config, device, seed: int = 0, pr
     base_ce = predict_logits(base, data.x_ce, device).argmax(1)
     ref = Reference(data.reference, bundle.model, device, seed) if data.reference is not None else None
     bundle.model.to("cpu")
-    base_cv = float((base_ce == data.y_ce).float().mean()) if k >= 2 else 0.0
+    base_right = base_ce == data.y_ce
+    base_cv = float(base_right.float().mean()) if k >= 2 else 0.0
     rows = []
-    total, done = len(CANDIDATES) * len(folds), 0
+    total, done, runs = len(CANDIDATES) * len(folds), 0, 0
     for ci, lam in enumerate(CANDIDATES):
         cfg = _paper_rule(replace(config, strength=lam))
         right, agree, fixes_own, stopped = 0, [], False, False
@@ -87,19 +102,21 @@ def choose_strength(bundle, data, method: str, config, device, seed: int = 0, pr
             sub = PreparedData(data.x_ce[train_idx], data.y_ce[train_idx])
             impl = cls(bundle.model, cfg, device)
             impl.reference = ref
-            train_method(impl, sub, device, bundle.meta.class_names, seed=seed)
-            done += 1
+            train_method(impl, sub, device, bundle.meta.class_names, seed=seed, stall_steps=STALL_STEPS)
+            done, runs = done + 1, runs + 1
+            own = _predict(impl, sub.x_ce, device) == sub.y_ce
             if k < 2:
-                sub_pred = impl.predict(data.x_ce.to(device)).argmax(1).cpu()
-                fixes_own = bool((sub_pred == data.y_ce).all())
+                fixes_own = bool(own.all())
             if len(f):
-                right += int((impl.predict(data.x_ce[f].to(device)).argmax(1).cpu() == data.y_ce[f]).sum())
+                right += int((_predict(impl, data.x_ce[f], device) == data.y_ce[f]).sum())
             if ref is not None:
                 agree.append(ref.agreement(impl.predict))
-                if agree[-1] < KEEP_TARGET and fi < len(folds) - 1:
-                    stopped = True  # hopeless: it already failed the kept target on one fold
-                    done += len(folds) - fi - 1
-                    break
+            last = fi == len(folds) - 1
+            hopeless = (ref is not None and agree[-1] < KEEP_TARGET) or not bool((own & ~base_right[train_idx]).any())
+            if hopeless and not last:
+                stopped = True  # it cannot be chosen: it broke the kept target, or fixed nothing new
+                done += len(folds) - fi - 1
+                break
         a = float(np.mean(agree)) if agree else None
         row = {
             "strength": lam,
@@ -112,7 +129,14 @@ def choose_strength(bundle, data, method: str, config, device, seed: int = 0, pr
         rows.append(row)
         if progress is not None:
             progress({"phase": "auto", "event": "candidate_done", "done": done, "total": total, **row})
-    report = {"chosen": None, "code": None, "candidates": rows, "folds": k, "base_cv_accuracy": base_cv}
+        decided = row["safe"] and (row["fixes_own"] if k < 2 else row["cv_accuracy"] == 1.0)
+        if decided and early_exit:  # strongest first: no weaker candidate can be chosen over this one
+            if progress is not None and done < total:
+                progress({"phase": "auto", "event": "sweep_done", "done": total, "total": total})
+            break
+    skipped = [lam for lam in CANDIDATES if lam not in {r["strength"] for r in rows}]
+    report = {"chosen": None, "code": None, "candidates": rows, "folds": k, "base_cv_accuracy": base_cv,
+              "runs": runs, "skipped": skipped}  # fmt: skip
     keep = {"keep": KEEP_TARGET}
     if k < 2:
         fixes = [r for r in rows if r["fixes_own"] and r["safe"]]

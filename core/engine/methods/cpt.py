@@ -16,12 +16,14 @@ one forward pass without touching the base module, so θ stays unchanged by cons
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from core.engine.anchor import anchor_kl
-from core.engine.configs import CPTConfig
+from core.engine.configs import SIZE_REFERENCE, CPTConfig
 from core.engine.devices import autocast
 from core.engine.methods.base import Method, add_l2_pull, merged_with, select_parameters
 from core.engine.penalties import anchor_scales, penalty_value
@@ -50,6 +52,27 @@ class DeltaModel(nn.Module):
         return merged_with(self.base, self.effective_parameters())
 
 
+class NormalizedGD(torch.optim.Optimizer):
+    """Gradient descent with a step of fixed relative length: Δ = −lr·‖θ‖·g/‖g‖ over all tensors at
+    once. Weights move in proportion to their gradient (Adam moves every weight by about lr), and a
+    step changes the weights by the share ``lr`` of their norm, whatever the model's size."""
+
+    def __init__(self, params, lr: float, scale: float):
+        super().__init__(params, {"lr": lr})
+        self.scale = scale
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))
+        if not torch.isfinite(norm) or norm == 0:
+            return None
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            torch._foreach_add_(ps, [p.grad for p in ps], alpha=-float(group["lr"] * self.scale / norm))
+        return None
+
+
 class CPT(Method):
     name = "cpt"
 
@@ -61,6 +84,19 @@ class CPT(Method):
 
     def trainable_parameters(self):
         return list(self.model.deltas)
+
+    def effective_lr(self) -> float:
+        """The Adam step actually used: ``lr``, scaled by the number of tuned weights when
+        ``lr_scale`` is "size" (see :class:`core.engine.configs.CPTConfig`)."""
+        if self.config.lr_scale == "none":
+            return self.config.lr
+        n = sum(d.numel() for d in self.model.deltas)
+        return self.config.lr * math.sqrt(SIZE_REFERENCE / max(n, 1))
+
+    def make_optimizer(self):
+        if self.config.optimizer == "ngd":
+            return NormalizedGD(self.trainable_parameters(), lr=self.config.lr, scale=math.sqrt(self.scales["l2"]))
+        return torch.optim.Adam(self.trainable_parameters(), lr=self.effective_lr())
 
     def forward(self, x):
         return self.model(x)
