@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
+from core.app.budget import check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -60,6 +61,10 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         "auto" if request.is_auto else (f"{request.strength:g}" if request.strength is not None else "default")
     )
     model_id = s["base_model_id"]
+    # A run stores a copy of its counterexamples, the repaired model and the change δ (each about the
+    # size of the model): refused now, before anything is written, if that would not fit the budget.
+    model_bytes = folder_bytes(store.model(model_id)["path"])
+    check_budget(store, 2 * model_bytes + sum(_file_bytes(c["file"]) for c in chosen), "this repair")
     run_dir = store.artifact_dir("runs", "incoming")
     run_id = store.create_run(
         project_id, model_id, method, request.settings(), strength_label, len(chosen), run_dir, actor
@@ -109,6 +114,13 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     if start_worker:
         jobs.ensure_worker(store)
     return run_id
+
+
+def _file_bytes(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # a missing file is reported when the run is prepared
 
 
 def resume_queued(store: Store) -> bool:
