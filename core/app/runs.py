@@ -124,8 +124,10 @@ def _file_bytes(path: str) -> int:
 
 
 def resume_queued(store: Store) -> bool:
-    """Start a worker if runs are waiting and none is alive (after a server restart, or if a worker
-    died). Cheap when nothing waits: one indexed query. Returns whether runs are waiting."""
+    """End the work of dead workers (:func:`core.app.jobs.reap_dead_workers`) and start a worker if
+    runs are waiting and none is alive (after a server restart, or if a worker died). Cheap when
+    nothing waits and every worker is alive: a few small queries. Returns whether runs are waiting."""
+    jobs.reap_dead_workers(store, restart=False)
     if not store.has_queued_runs():
         return False
     jobs.ensure_worker(store)
@@ -146,8 +148,16 @@ def cancel_run(store: Store, run_id: int, actor: str) -> None:
 def run_progress(store: Store, run_id: int) -> dict:
     """Live state of a run for the Tune page: status, training-step rows, the latest step, fraction,
     ETA, and with an automatic strength the sweep's latest event (``auto``: which strength and fold
-    is running, out of how many). The sweep counts as the first part of the run's progress."""
+    is running, out of how many). The sweep counts as the first part of the run's progress.
+
+    While the run waits or runs, each call also checks that its worker is alive: a dead worker's run
+    is marked failed with the cause, and the queue moves on (:func:`core.app.jobs.reap_dead_workers`)."""
     run = store.run(run_id)
+    if run and run["status"] in ("queued", "running"):
+        jobs.reap_dead_workers(store)
+        if run["status"] == "queued":
+            jobs.ensure_worker(store)  # waiting with no worker alive (it died between runs): start one
+        run = store.run(run_id)
     rows = store.progress(run_id)
     auto_rows = [e for e in rows if e.get("phase") == "auto"]
     hist = [e for e in rows if e.get("phase") != "auto"]

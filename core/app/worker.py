@@ -25,7 +25,7 @@ from pathlib import Path
 
 from core.app import compute
 from core.app.integrity import check_stored_model
-from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, recover_interrupted
+from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, reap_dead_workers
 from core.app.pool import unlabeled_images
 from core.app.store import QUEUES, Store
 from core.engine.repair import prepare_data, repair, write_run
@@ -60,12 +60,14 @@ class _Worker:
     def serve(self, idle_exit: float) -> None:
         self.store.heartbeat(self.pid, self.queue)
         threading.Thread(target=self._beat, daemon=True).start()
-        recover_interrupted(self.store)
+        reap_dead_workers(self.store, restart=False)
         idle_since = time.monotonic()
         try:
             while not self.stop.is_set():
                 if self.queue == "runs":
                     item = self.store.claim_next_run(self.pid)
+                    if item:  # what the log shows when this worker dies (see jobs.reap_dead_workers)
+                        print(f"run {item['id']}: started ({item['method']})", flush=True)
                     work = (lambda r: execute_run(self.store, r, self.stop)) if item else None
                 else:
                     item = self.store.claim_next_task(self.pid)
