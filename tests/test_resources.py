@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from core.app import budget, uploads
+from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
 from core.engine.inference import evaluate_bundle
@@ -301,3 +302,31 @@ def test_disk_budget_refuses_an_evaluation_zip_before_unpacking(tmp_path, tiny_d
             before_extract=lambda size: budget.check_budget(store, size, "eval.zip"),
         )
     assert not target.exists()
+
+
+def test_budget_refusal_is_translated_on_the_pages(tmp_path, monkeypatch):
+    store = Store(tmp_path / "home")
+    pid = store.create_project("p", "alice")
+    monkeypatch.setenv("BIASREPAIR_STORE_BUDGET_MB", "1")
+    with pytest.raises(budget.BudgetError) as refused:
+        uploads.upload_single_images(store, pid, [("写真.png", noise_png(700))], "", "alice")
+    ja = budget.explain(refused.value, translator("ja"))
+    assert "写真.png" in ja and "ディスク予算 1.0 MB" in ja and "BIASREPAIR_STORE_BUDGET_MB" in ja
+    assert budget.explain(refused.value, translator("en")) == str(refused.value).replace(
+        "raise the budget", "ask the administrator to raise the budget"
+    )
+    run_refusal = budget.BudgetError(budget.REPAIR, 3 * 2**20, 2**20, 2 * 2**20)
+    assert budget.explain(run_refusal, translator("ja")).startswith("この修正 には約 3.0 MB")
+    assert budget.explain(UserError("plain"), translator("ja")) == "plain"
+
+
+def test_single_uploads_are_capped_in_number(tmp_path, monkeypatch):
+    store = Store(tmp_path / "home")
+    pid = store.create_project("p", "alice")
+    monkeypatch.setenv("BIASREPAIR_MAX_IMAGES", "2")
+    assert (
+        uploads.upload_single_images(store, pid, [("a.png", noise_png(8, 1)), ("b.png", noise_png(8, 2))], "", "a") == 2
+    )
+    with pytest.raises(UserError, match="3 images, more than the limit of 2"):
+        uploads.upload_single_images(store, pid, [("c.png", noise_png(8, 3))], "", "alice")
+    assert store.datasets(pid, "uploads")[0]["n_items"] == 2

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
-from core.app.budget import check_budget, folder_bytes
+from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -64,7 +64,7 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     # A run stores a copy of its counterexamples, the repaired model and the change δ (each about the
     # size of the model): refused now, before anything is written, if that would not fit the budget.
     model_bytes = folder_bytes(store.model(model_id)["path"])
-    check_budget(store, 2 * model_bytes + sum(_file_bytes(c["file"]) for c in chosen), "this repair")
+    check_budget(store, 2 * model_bytes + sum(_file_bytes(c["file"]) for c in chosen), REPAIR)
     run_dir = store.artifact_dir("runs", "incoming")
     run_id = store.create_run(
         project_id, model_id, method, request.settings(), strength_label, len(chosen), run_dir, actor

@@ -258,9 +258,15 @@ def upload_single_images(
         if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
             raise UserError(f"{name} is not a .png/.jpg/.jpeg file")
         open_image(data, name)
+    existing = store.datasets(project_id, "uploads")
+    have = existing[0]["n_items"] if existing else 0
+    if have + len(files) > max_images():
+        raise UserError(
+            f"'my uploads' would hold {have + len(files)} images, more than the limit of {max_images()} "
+            "(BIASREPAIR_MAX_IMAGES)"
+        )
     what = files[0][0] if len(files) == 1 else f"{len(files)} images"
     check_budget(store, sum(len(d) for _, d in files), what)
-    existing = store.datasets(project_id, "uploads")
     if existing:
         did = existing[0]["id"]
         root = Path(existing[0]["path"])
