@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.app import budget, uploads
+from core.app import budget, compute, uploads
 from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
@@ -330,3 +330,21 @@ def test_single_uploads_are_capped_in_number(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="3 images, more than the limit of 2"):
         uploads.upload_single_images(store, pid, [("c.png", noise_png(8, 3))], "", "alice")
     assert store.datasets(pid, "uploads")[0]["n_items"] == 2
+
+
+def test_a_model_that_cannot_be_saved_leaves_no_staging_folder(tmp_path, tiny_bundle_dir, monkeypatch):
+    store = Store(tmp_path / "home")
+    staged = store.artifact_dir("incoming", "model_x")
+    for name in ("model.json", "model.safetensors"):
+        (staged / name).write_bytes((tiny_bundle_dir / name).read_bytes())
+
+    def disk_full(state, meta, folder):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compute, "save_bundle", disk_full)
+    payload = {"staged": str(staged), "filename": "m.zip", "weights": "model.safetensors"}
+    with pytest.raises(OSError, match="No space"):
+        compute.register_model(store, payload, "alice")
+    assert files_under(store.artifacts) == {}  # neither the upload's nor the model's staging folder

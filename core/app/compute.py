@@ -43,7 +43,11 @@ from core.formats.meta import parse_meta_json, sha256_bytes
 def _register_model(store: Store, project_id: int, bundle: ModelBundle, name: str, actor: str) -> int:
     staging = store.artifact_dir("models", "incoming")
     tmp = Path(staging) / f"p{project_id}_{sha256_bytes(name.encode())[:8]}"
-    save_bundle(bundle.state_dict(), bundle.meta, tmp)
+    try:
+        save_bundle(bundle.state_dict(), bundle.meta, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half-written staging folder
+        raise
     mid = store.add_model(project_id, "base", name, tmp, bundle.meta.to_dict(), bundle.sha256)
     final = store.artifact_dir("models", str(mid))
     for f in tmp.iterdir():
