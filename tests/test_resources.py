@@ -21,6 +21,7 @@ from core.app import budget, compute, uploads
 from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
+from core.engine.discovery import embed
 from core.engine.inference import evaluate_bundle
 from core.errors import UserError
 from core.formats.architectures import SmallCNN
@@ -158,27 +159,37 @@ def wide_bundle(tmp_path):
     return load_bundle(save_bundle(SmallCNN(3, 3).state_dict(), meta, tmp_path / "wide"))
 
 
-def _eval_peak(bundle, folder: Path) -> int:
+def _evaluate(bundle, ds):
+    return evaluate_bundle(bundle, ds, device="cpu", min_group_count=1).predictions
+
+
+def _features(bundle, ds):
+    return embed(bundle, ds, "cpu")[0]  # what suspected groups are found from
+
+
+def _peak(compute_on, bundle, folder: Path) -> int:
+    """Peak traced memory (numpy and Python allocations) of ``compute_on(bundle, dataset)``."""
     ds = load_dataset(folder, TINY_CLASSES)
     tracemalloc.start()
     try:
-        res = evaluate_bundle(bundle, ds, device="cpu", min_group_count=1)
+        out = compute_on(bundle, ds)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(res.predictions) == len(ds)
+    assert len(out) == len(ds)
     return peak
 
 
-def test_streaming_evaluation_memory_does_not_grow_with_the_set(wide_bundle, tmp_path, monkeypatch):
+@pytest.mark.parametrize("compute_on", [_evaluate, _features], ids=["evaluate", "discover"])
+def test_streaming_memory_does_not_grow_with_the_set(wide_bundle, tmp_path, monkeypatch, compute_on):
     monkeypatch.setenv("BIASREPAIR_EVAL_BATCH", "16")
     n = 64
     peaks = {}
     for count in (n, 4 * n):
         labels = [TINY_CLASSES[i % 3] for i in range(count)]
         folder = write_manifest_dataset(tmp_path / f"d{count}", make_images(count), labels, ["a"] * count)
-        _eval_peak(wide_bundle, folder)  # warm-up: first-call caches are not the set's memory
-        peaks[count] = _eval_peak(wide_bundle, folder)
+        _peak(compute_on, wide_bundle, folder)  # warm-up: first-call caches are not the set's memory
+        peaks[count] = _peak(compute_on, wide_bundle, folder)
     whole_set = 4 * n * 3 * 96 * 96  # the decoded uint8 pixels of the larger set, held at once
     assert peaks[4 * n] < whole_set / 2, peaks
     assert peaks[4 * n] / peaks[n] < 2.0, peaks  # 4× the images, well under 4× the memory
