@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -115,6 +117,20 @@ def test_a_dead_workers_run_found_at_store_start_is_failed_with_a_reason(store, 
     assert run["status"] == "failed" and "died while this was in progress" in run["error"]
     assert jobs.reap_dead_workers(store) == []  # ended once, audited once
     assert [e["action"] for e in store.audit_events(demo)].count("run_failed") == 1
+
+
+def test_a_dead_workers_task_fails_with_the_cause_and_the_last_log_lines(store):
+    proc = subprocess.Popen([sys.executable, "-c", "print('computing the pool predictions')"], stdout=subprocess.PIPE)
+    jobs.worker_log(store, "tasks").write_bytes(proc.communicate()[0])  # the log a dead worker left
+    task_id = store.submit_task("evaluate", {}, "alice")
+    store.heartbeat(proc.pid, "tasks")
+    assert store.claim_next_task(proc.pid)["id"] == task_id  # claimed by a process that is now gone
+    assert jobs.reap_dead_workers(store, restart=False) == []  # no run ended, but the task is
+    task = store.task(task_id)
+    assert task["status"] == "failed"
+    assert f"pid {proc.pid}" in task["error"] and "its process is gone" in task["error"]
+    assert "computing the pool predictions" in task["error"]
+    assert proc.pid not in store.workers()
 
 
 def test_terminated_worker_marks_its_run_interrupted_itself(store, demo):

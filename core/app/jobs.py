@@ -204,8 +204,9 @@ def compute(
         now = time.monotonic()
         if on_wait is not None:
             on_wait(now - start)
-        if now - last_check > 2 * STALE_AFTER_S:
-            # A worker that died is noticed here; a new one is started for the queued task.
+        if now - last_check > HEARTBEAT_S:
+            # A worker that died is noticed here (its task fails with the cause); a new one is
+            # started for a task still queued.
             reap_dead_workers(store)
             ensure_worker(store, "tasks")
             last_check = now
