@@ -46,20 +46,24 @@ class _Worker:
         self.parent = parent
         self.pid = os.getpid()
         self.stop = threading.Event()  # parent gone or SIGTERM: interrupt and exit
+        self.done = threading.Event()  # the serving loop has ended: no more heartbeats
 
     def _beat(self) -> None:
-        while not self.stop.is_set():
+        # Beats until the serving loop has ended, also after ``stop``: a run being interrupted is
+        # still finishing its step, and a silent worker would be taken for a dead one.
+        while not self.done.is_set():
             try:
                 self.store.heartbeat(self.pid, self.queue)
             except Exception:  # a locked database for a moment must not kill the heartbeat
                 pass
             if self.parent and os.getppid() != self.parent:
                 self.stop.set()
-            self.stop.wait(HEARTBEAT_S)
+            self.done.wait(HEARTBEAT_S)
 
     def serve(self, idle_exit: float) -> None:
         self.store.heartbeat(self.pid, self.queue)
-        threading.Thread(target=self._beat, daemon=True).start()
+        beat = threading.Thread(target=self._beat, daemon=True)
+        beat.start()
         reap_dead_workers(self.store, restart=False)
         idle_since = time.monotonic()
         try:
@@ -80,6 +84,8 @@ class _Worker:
                 work(item)
                 idle_since = time.monotonic()
         finally:
+            self.done.set()
+            beat.join(5 * HEARTBEAT_S)  # its last beat must not bring the row back after it is removed
             self.store.remove_worker(self.pid)
 
 
