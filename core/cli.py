@@ -20,7 +20,7 @@ from core.engine.methods import METHODS, get_method
 from core.engine.repair import prepare_data, run_repair, write_run
 from core.errors import UserError
 from core.formats.bundle import load_bundle, load_model_file
-from core.formats.datasets import load_dataset
+from core.formats.datasets import load_dataset, unpacked_zips
 from core.formats.meta import bundle_zip_bytes
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -60,6 +60,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--min-group-count", type=int, default=10)
+    p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 def load_model_noting(path: str, meta_path: str | None):
@@ -70,11 +71,25 @@ def load_model_noting(path: str, meta_path: str | None):
     return bundle
 
 
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """``[#######.......]  120/500 images`` for a progress line."""
+    filled = width * done // total if total else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done:>{len(str(total))}}/{total} images"
+
+
 def run_evaluate(args) -> int:
 
     bundle = load_model_noting(args.model, args.meta)
     ds = load_dataset(args.data, bundle.meta.class_names)
-    res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count)
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"\revaluating {progress_bar(done, total)}", end="", file=sys.stderr, flush=True)
+
+    # Images are decoded batch by batch from disk (BIASREPAIR_EVAL_BATCH), never all at once.
+    res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count, on_batch=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res.metrics, indent=2), encoding="utf-8")
@@ -301,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(chosen)
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with unpacked_zips():  # every dataset zip unpacked by this command is removed when it ends
+            return int(args._run(args) or 0)
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2

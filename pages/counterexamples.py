@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import evaluation, pool, projects, uploads
+from core.app import budget, evaluation, pool, projects, uploads
 from core.app.i18n import translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -65,7 +65,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_pool_loaded", name=md(pool_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=md(exc)))
+            st.error(t("upload_failed", error=md(budget.explain(exc, t))))
     singles = st.file_uploader(
         t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
     )
@@ -76,7 +76,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_single_added", n=n))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=md(exc)))
+            st.error(t("upload_failed", error=md(budget.explain(exc, t))))
 
 with st.spinner(t("ce_ranking")):
     cands = pool.candidates(store, pid)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import charts, evaluation, naming, projects, suspects, uploads
+from core.app import budget, charts, evaluation, naming, projects, suspects, uploads
 from core.app.i18n import translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -98,7 +98,7 @@ with right:
                     new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
                     _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=md(exc)))
+                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
         with tab_weights:
             st.caption(t("model_weights_help"))
             weights_file = st.file_uploader(
@@ -129,7 +129,7 @@ with right:
                     )
                     _switch_to(new_id, t("model_loaded", name=md(weights_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=md(exc)))
+                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
 
 if pid is None:
     st.info(t("model_start_hint"))
@@ -164,7 +164,7 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
             st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=md(exc)))
+            st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
 
 ref = summary["reference"]
 with st.expander(t("model_ref_header"), expanded=False):
@@ -180,7 +180,7 @@ with st.expander(t("model_ref_header"), expanded=False):
             st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=md(exc)))
+            st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
 
 if summary["eval"] is None:
     st.info(t("model_need_eval"))
@@ -190,7 +190,7 @@ try:
     with st.spinner(t("model_evaluating")):
         metrics = evaluation.evaluate_active(store, pid)
 except UserError as exc:
-    st.error(t("model_upload_failed", error=md(exc)))
+    st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
     st.stop()
 
 st.subheader(t("model_bias_header"))

@@ -9,7 +9,7 @@ import re
 
 import streamlit as st
 
-from core.app import charts, pool, projects, runs
+from core.app import budget, charts, pool, projects, runs
 from core.app.i18n import translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -119,7 +119,7 @@ if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chose
         st.session_state["watch_run"] = run_id
         st.success(t("tune_queued", run=run_id))
     except UserError as exc:
-        st.error(md(exc))
+        st.error(md(budget.explain(exc, t)))
 
 project_runs = store.runs(pid)
 if not project_runs:

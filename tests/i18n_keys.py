@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "app.py",
     *sorted((ROOT / "pages").glob("*.py")),
+    ROOT / "core" / "app" / "budget.py",
     ROOT / "core" / "app" / "charts.py",
     ROOT / "core" / "app" / "report.py",
     ROOT / "core" / "app" / "summary.py",

@@ -172,8 +172,10 @@ def test_oversized_zip(tiny_bundle_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BIASREPAIR_MAX_UNZIPPED_MB", "1")
     z = tmp_path / "big.zip"
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("manifest.csv", "path,label\n")
-        zf.writestr("pad.bin", b"\0" * (3 * 1024 * 1024))  # compresses to a few KB: a small bomb
+        # A listed member that compresses to a few KB: a small bomb. (An unlisted one is never unpacked:
+        # tests/test_resources.py.)
+        zf.writestr("manifest.csv", "path,label\npad.png,cat\n")
+        zf.writestr("pad.png", b"\0" * (3 * 1024 * 1024))
     expect_refusal(capsys, ["big.zip", "limit"], *evaluate_args(tiny_bundle_dir, z, tmp_path))
 
 

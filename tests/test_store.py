@@ -74,7 +74,7 @@ def test_runs_are_claimed_oldest_first_and_only_once_queued(store):
     assert store.run(first)["status"] == "done"
 
 
-def test_running_runs_of_dead_workers_become_interrupted(store):
+def test_running_runs_of_dead_workers_are_found(store):
     pid = store.create_project("p", "alice")
     mid = store.add_model(pid, "base", "m", store.home, {}, {})
     dead_run, live_run = _run(store, pid, mid), _run(store, pid, mid)
@@ -86,9 +86,15 @@ def test_running_runs_of_dead_workers_become_interrupted(store):
 
     store.heartbeat(os.getpid())
     store.claim_next_run(os.getpid())
-    assert store.mark_interrupted() == [dead_run]
-    assert store.run(dead_run)["status"] == "interrupted"
+    orphans = store.orphaned()
+    assert [r["id"] for r in orphans["runs"]] == [dead_run]
+    assert orphans["runs"][0]["worker_pid"] == proc.pid and orphans["tasks"] == []
+    # Found, not changed: jobs.reap_dead_workers ends them with their cause (tests/test_jobs.py).
+    assert store.run(dead_run)["status"] == "running"
     assert store.run(live_run)["status"] == "running"
+    assert store.finish_run(dead_run, "failed", error="x") is True
+    assert store.finish_run(dead_run, "failed", error="again") is False  # first writer wins
+    assert store.run(dead_run)["error"] == "x"
 
 
 def test_progress_rows_round_trip(store):

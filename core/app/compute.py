@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
@@ -35,16 +34,20 @@ from core.app.suspects import (
 from core.app.uploads import register_eval, register_pool
 from core.engine.devices import select_device
 from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, representatives, suggest_from_arrays
-from core.engine.inference import evaluate_bundle, normalize, predict_logits
+from core.engine.inference import evaluate_bundle, predict_dataset
 from core.formats.bundle import ModelBundle, bundle_from_files, bundle_from_state_file, load_bundle, save_bundle
-from core.formats.datasets import ImageDataset, Record, load_dataset, load_pixels
+from core.formats.datasets import ImageDataset, Record, load_dataset
 from core.formats.meta import parse_meta_json, sha256_bytes
 
 
 def _register_model(store: Store, project_id: int, bundle: ModelBundle, name: str, actor: str) -> int:
     staging = store.artifact_dir("models", "incoming")
     tmp = Path(staging) / f"p{project_id}_{sha256_bytes(name.encode())[:8]}"
-    save_bundle(bundle.state_dict(), bundle.meta, tmp)
+    try:
+        save_bundle(bundle.state_dict(), bundle.meta, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half-written staging folder
+        raise
     mid = store.add_model(project_id, "base", name, tmp, bundle.meta.to_dict(), bundle.sha256)
     final = store.artifact_dir("models", str(mid))
     for f in tmp.iterdir():
@@ -177,9 +180,7 @@ def pool_predictions(store: Store, payload: dict, actor: str) -> dict:
     out = pool_predictions_path(store, model_id, dataset_id, len(items))
     root = Path(store.dataset(dataset_id)["path"])
     ds = ImageDataset(root, [Record(i["path"], 0, i["attribute"] or None) for i in items], [])
-    x = normalize(load_pixels(ds, bundle.meta.input_size), bundle.meta.mean, bundle.meta.std)
-    device = select_device("auto")
-    probs = torch.softmax(predict_logits(bundle.model.to(device), x, device), dim=1).numpy()
+    probs = predict_dataset(bundle.model, ds, bundle.meta, select_device("auto"))  # streamed, bounded memory
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, predictions=probs.argmax(axis=1), confidences=probs.max(axis=1))
     tmp.replace(out)  # readers never see a half-written file

@@ -7,10 +7,14 @@ Two queues live in the store, each served by its own worker process (:mod:`core.
   demo, evaluating a model, predicting the pool. :func:`compute` submits one and waits for its
   result, so that the Streamlit process never loads torch or runs a model itself.
 
-Liveness: a worker writes a heartbeat every second. Work left 'running' by a worker whose process is
-gone or whose heartbeat is stale is marked 'interrupted' (runs) or 'failed' (tasks), at the next
-store start and whenever a new worker starts. If the process that started a worker (the Streamlit
-server) dies, the worker stops too, so a server restart never leaves a ghost run behind. An idle
+Liveness: a worker writes a heartbeat every second. A worker that dies without ending its work
+(``kill -9``, the out-of-memory killer, a crash) is found by :func:`reap_dead_workers`: its process
+is gone, or its heartbeat is older than :data:`STALE_AFTER_S`. The page polling a run calls it (see
+:func:`core.app.runs.run_progress`), as do a store's first use and every new worker, so a dead worker
+is noticed at the next poll, about a second later. Its run (or task) is marked 'failed' with the
+cause (the exit signal or status when this process started the worker, and the last lines of the
+worker's log), and a new worker is started for the runs still queued. A worker that stops in order
+(SIGTERM, or the server that started it is gone) ends its run as 'interrupted' itself. An idle
 worker exits after a while; the next submission starts a new one.
 
 This module imports neither torch nor any module that does.
@@ -19,13 +23,15 @@ This module imports neither torch nor any module that does.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from core.app.store import QUEUES, REPO_ROOT, Store
+from core.app.store import QUEUES, REPO_ROOT, Store, pid_alive
 from core.errors import UserError
 
 HEARTBEAT_S = 1.0
@@ -38,13 +44,99 @@ _spawned: dict[tuple[str, str], subprocess.Popen] = {}
 _spawn_lock = threading.Lock()
 
 
-def recover_interrupted(store: Store) -> list[int]:
-    """Mark work that a dead worker left running as ended; returns the interrupted run ids."""
-    ids = store.mark_interrupted(STALE_AFTER_S)
-    for run_id in ids:
-        run = store.run(run_id)
-        store.audit(run["created_by"], "run_interrupted", run["project_id"], run_id=run_id)
-    return ids
+LOG_TAIL_LINES = 5
+
+
+def worker_log(store: Store, queue: str) -> Path:
+    """The file a queue's workers write their output to."""
+    return store.home / f"worker-{queue}.log"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 8192) -> list[str]:
+    """The last non-empty lines of a log file (each cut to 200 characters); [] when there is none."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.strip()[:200] for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _own_worker(store: Store, pid: int | None) -> subprocess.Popen | None:
+    """The process handle of worker ``pid`` when this process started it."""
+    return next((p for (home, _), p in _spawned.items() if home == str(store.home) and p.pid == pid), None)
+
+
+def _exit_cause(store: Store, pid: int | None, workers: dict[int, dict]) -> str:
+    """Why worker ``pid`` is gone, as far as this process can tell."""
+    proc = _own_worker(store, pid)
+    code = proc.poll() if proc is not None else None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        cause = f"killed by signal {-code} ({name})"
+        if -code == signal.SIGKILL:
+            cause += "; kill -9, or the system ran out of memory"
+    elif code is not None:
+        cause = f"exited with status {code}"
+    elif pid is not None and pid_alive(pid):
+        row = workers.get(pid)
+        age = time.time() - row["heartbeat"] if row else None
+        cause = f"no heartbeat for {age:.0f} s" if age is not None else "no heartbeat"
+    else:
+        cause = "its process is gone"
+    return cause
+
+
+def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
+    """End the work of every worker that died without ending it, and keep the queue moving.
+
+    Each run (task) left 'running' by a dead worker becomes 'failed' with the cause and the last
+    lines of the worker's log, and is audited as ``run_failed``; a worker this process started that
+    is alive but silent is stopped first, so it cannot come back to a run that has been ended.
+    With ``restart``, a worker is started for the runs still queued (a worker calling this itself
+    passes False). Returns the ids of the runs ended here. Cheap when every worker is alive: three
+    small queries."""
+    orphans = store.orphaned(STALE_AFTER_S)
+    if not orphans["runs"] and not orphans["tasks"]:
+        return []
+    workers = store.workers()
+    pids = {r["worker_pid"] for rows in orphans.values() for r in rows}
+    causes = {pid: _exit_cause(store, pid, workers) for pid in pids}
+    for pid in pids:
+        proc = _own_worker(store, pid)
+        if proc is not None and proc.poll() is None:  # alive but its heartbeat stopped: hung
+            proc.kill()
+            proc.wait()
+    ended = []
+    for queue in QUEUES:
+        table = queue  # the runs queue is the runs table, the tasks queue the tasks table
+        tail = log_tail(worker_log(store, queue))
+        for row in orphans[table]:
+            pid = row["worker_pid"]
+            cause = causes[pid]
+            where = (
+                f"last lines of {worker_log(store, queue).name}: " + " | ".join(tail) if tail else "its log is empty"
+            )
+            reason = f"the worker process (pid {pid}) died while this was in progress: {cause}; {where}"
+            if table == "tasks":
+                store.finish_task(row["id"], "failed", error=reason)
+                continue
+            if store.finish_run(row["id"], "failed", error=reason):
+                run = store.run(row["id"])
+                store.audit(
+                    run["created_by"], "run_failed", run["project_id"], run_id=row["id"], error=reason, log_tail=tail
+                )
+                ended.append(row["id"])
+    for pid in pids:
+        if pid is not None and not pid_alive(pid):
+            store.remove_worker(pid)
+    if restart and store.has_queued_runs():
+        ensure_worker(store, "runs")
+    return ended
 
 
 def ensure_worker(store: Store, queue: str = "runs") -> None:
@@ -58,7 +150,7 @@ def ensure_worker(store: Store, queue: str = "runs") -> None:
             return
         if store.live_workers(STALE_AFTER_S, queue=queue):
             return
-        log = open(store.home / f"worker-{queue}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(worker_log(store, queue), "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         _spawned[key] = subprocess.Popen(
@@ -112,9 +204,10 @@ def compute(
         now = time.monotonic()
         if on_wait is not None:
             on_wait(now - start)
-        if now - last_check > 2 * STALE_AFTER_S:
-            # A worker that died is noticed here; a new one is started for the queued task.
-            recover_interrupted(store)
+        if now - last_check > HEARTBEAT_S:
+            # A worker that died is noticed here (its task fails with the cause); a new one is
+            # started for a task still queued.
+            reap_dead_workers(store)
             ensure_worker(store, "tasks")
             last_check = now
         if now - start > TASK_TIMEOUT_S:

@@ -18,13 +18,13 @@ from core.errors import UserError
 @functools.lru_cache(maxsize=8)
 def _store_for(home: str) -> Store:
     store = Store(home)
-    jobs.recover_interrupted(store)
+    jobs.reap_dead_workers(store)
     return store
 
 
 def get_store(home: str | Path | None = None) -> Store:
     """The store for ``home`` (default ``$BIASREPAIR_HOME``). On first use in a process, work that a
-    dead worker left running is marked as interrupted."""
+    dead worker left running is marked as failed with its cause."""
     return _store_for(str(Path(home).resolve() if home else home_dir()))
 
 

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
+from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -60,6 +61,10 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         "auto" if request.is_auto else (f"{request.strength:g}" if request.strength is not None else "default")
     )
     model_id = s["base_model_id"]
+    # A run stores a copy of its counterexamples, the repaired model and the change δ (each about the
+    # size of the model): refused now, before anything is written, if that would not fit the budget.
+    model_bytes = folder_bytes(store.model(model_id)["path"])
+    check_budget(store, 2 * model_bytes + sum(_file_bytes(c["file"]) for c in chosen), REPAIR)
     run_dir = store.artifact_dir("runs", "incoming")
     run_id = store.create_run(
         project_id, model_id, method, request.settings(), strength_label, len(chosen), run_dir, actor
@@ -111,9 +116,18 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     return run_id
 
 
+def _file_bytes(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # a missing file is reported when the run is prepared
+
+
 def resume_queued(store: Store) -> bool:
-    """Start a worker if runs are waiting and none is alive (after a server restart, or if a worker
-    died). Cheap when nothing waits: one indexed query. Returns whether runs are waiting."""
+    """End the work of dead workers (:func:`core.app.jobs.reap_dead_workers`) and start a worker if
+    runs are waiting and none is alive (after a server restart, or if a worker died). Cheap when
+    nothing waits and every worker is alive: a few small queries. Returns whether runs are waiting."""
+    jobs.reap_dead_workers(store, restart=False)
     if not store.has_queued_runs():
         return False
     jobs.ensure_worker(store)
@@ -133,9 +147,18 @@ def cancel_run(store: Store, run_id: int, actor: str) -> None:
 
 def run_progress(store: Store, run_id: int) -> dict:
     """Live state of a run for the Tune page: status, training-step rows (without steps the kept rule
-    undid; ``undone`` counts them), the latest step, fraction, ETA, and with an automatic strength the sweep's latest event (``auto``: which strength and fold
-    is running, out of how many). The sweep counts as the first part of the run's progress."""
+    undid; ``undone`` counts them), the latest step, fraction, ETA, and with an automatic strength the
+    sweep's latest event (``auto``: which strength and fold is running, out of how many). The sweep
+    counts as the first part of the run's progress.
+
+    While the run waits or runs, each call also checks that its worker is alive: a dead worker's run
+    is marked failed with the cause, and the queue moves on (:func:`core.app.jobs.reap_dead_workers`)."""
     run = store.run(run_id)
+    if run and run["status"] in ("queued", "running"):
+        jobs.reap_dead_workers(store)
+        if run["status"] == "queued":
+            jobs.ensure_worker(store)  # waiting with no worker alive (it died between runs): start one
+        run = store.run(run_id)
     rows = store.progress(run_id)
     auto_rows = [e for e in rows if e.get("phase") == "auto"]
     steps = [e for e in rows if e.get("phase") != "auto"]

@@ -530,17 +530,19 @@ class Store:
             return None
         return self.run(run_id)
 
-    def finish_run(self, run_id: int, status: str, **fields) -> None:
-        """Record how a run ended; only a running or queued run can end (first writer wins)."""
+    def finish_run(self, run_id: int, status: str, **fields) -> bool:
+        """Record how a run ended; only a running or queued run can end (first writer wins). Returns
+        whether this call ended it."""
         if status not in FINISHED_STATES:
             raise ValueError(f"not a final state: {status}")
         allowed = {"error", "stop_reason", "device"}
         cols = "".join(f", {k} = ?" for k in fields if k in allowed)
         vals = tuple(v for k, v in fields.items() if k in allowed)
-        self.execute(
+        changed = self.execute(
             f"UPDATE runs SET status = ?, finished_at = ?{cols} WHERE id = ? AND status IN ('preparing','queued','running')",
             (status, now_iso(), *vals, run_id),
         )
+        return changed > 0
 
     def set_run(self, run_id: int, **fields) -> None:
         allowed = {"device", "decision", "repaired_model_id", "cancel_requested"}
@@ -589,20 +591,23 @@ class Store:
                 alive.append(row["pid"])
         return alive
 
-    def mark_interrupted(self, stale_after: float = 10.0) -> list[int]:
-        """Runs left 'running' by a worker that is gone are marked 'interrupted'; returns their ids."""
+    def workers(self) -> dict[int, dict]:
+        """The registered workers by pid: ``started_at``, ``heartbeat`` (Unix times) and ``queue``."""
+        return {r["pid"]: r for r in self.query("SELECT * FROM workers")}
+
+    def orphaned(self, stale_after: float = 10.0) -> dict[str, list[dict]]:
+        """Work left 'running' by a worker that is not alive (its process is gone, or its heartbeat
+        is older than ``stale_after`` seconds): ``{"runs": [...], "tasks": [...]}``, rows with ``id``
+        and ``worker_pid``. Nothing is changed here; :func:`core.app.jobs.reap_dead_workers` ends them."""
         live = set(self.live_workers(stale_after))
-        gone = [
-            r["id"]
-            for r in self.query("SELECT id, worker_pid FROM runs WHERE status = 'running'")
-            if r["worker_pid"] not in live
-        ]
-        for run_id in gone:
-            self.finish_run(run_id, "interrupted", error="the worker stopped while this run was in progress")
-        for task in self.query("SELECT id, worker_pid FROM tasks WHERE status = 'running'"):
-            if task["worker_pid"] not in live:
-                self.finish_task(task["id"], "failed", error="the worker stopped while computing this")
-        return gone
+        return {
+            table: [
+                r
+                for r in self.query(f"SELECT id, worker_pid FROM {table} WHERE status = 'running' ORDER BY id")
+                if r["worker_pid"] not in live
+            ]
+            for table in ("runs", "tasks")
+        }
 
     # ---- tasks: short model computations a page waits for (evaluate, predict, register) ------
     def submit_task(self, kind: str, payload: dict, actor: str, project_id: int | None = None) -> int:
@@ -627,10 +632,11 @@ class Store:
             return None
         return self.task(task_id)
 
-    def finish_task(self, task_id: int, status: str, result: dict | None = None, error: str | None = None) -> None:
+    def finish_task(self, task_id: int, status: str, result: dict | None = None, error: str | None = None) -> bool:
+        """Record how a task ended (first writer wins); returns whether this call ended it."""
         if status not in ("done", "failed"):
             raise ValueError(f"not a final task state: {status}")
-        self.execute(
+        return 0 < self.execute(
             "UPDATE tasks SET status = ?, result_json = ?, error = ?, finished_at = ?"
             " WHERE id = ? AND status IN ('queued', 'running')",
             (status, json.dumps(result) if result is not None else None, error, now_iso(), task_id),

@@ -17,12 +17,14 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
+from core.app.budget import check_budget
 from core.app.evaluation import evaluate_active
 from core.app.pool import items_file, read_items, write_items
 from core.app.projects import project_summary
 from core.app.store import Store
 from core.errors import UserError
 from core.formats.datasets import IMAGE_SUFFIXES, ImageDataset, dataset_from_zip_bytes, open_image
+from core.formats.limits import max_images
 from core.formats.meta import BundleMeta, check_refused_name, parse_meta_json, read_bundle_zip, sha256_bytes
 from core.formats.zipsafety import read_zip_members
 
@@ -105,25 +107,32 @@ def register_pool(
     return did
 
 
-def _stage(store: Store, raw_files: dict[str, bytes]) -> Path:
-    """Write an upload's files into a fresh staging folder for the task worker."""
+def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, weights: str, actor: str) -> int:
+    """Write an upload's files into a fresh staging folder, have the task worker check and register
+    them, and remove the staging folder however that ends (the worker removes it too, but a worker
+    that dies, or a write that fails half-way, must not leave it behind)."""
+    check_budget(store, sum(len(d) for d in raw_files.values()), filename)
     digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in raw_files.values())).hexdigest()
     staging = store.artifact_dir("incoming") / f"model_{digest[:16]}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    for name, data in raw_files.items():
-        (staging / name).write_bytes(data)
-    return staging
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        for name, data in raw_files.items():
+            (staging / name).write_bytes(data)
+        payload = {"staged": str(staging), "filename": filename, "weights": weights}
+        return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
+    except OSError as exc:
+        raise UserError(f"{filename} cannot be saved ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def upload_model_zip(store: Store, raw: bytes, filename: str, actor: str) -> int:
     """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
     files = read_bundle_zip(raw, filename)
     parse_meta_json(files["model.json"])  # a bad model.json is refused here, before anything is staged
-    staging = _stage(store, files)
-    payload = {"staged": str(staging), "filename": filename, "weights": "model.safetensors"}
-    return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
+    return _register_staged(store, files, filename, "model.safetensors", actor)
 
 
 def upload_model_weights(
@@ -153,9 +162,8 @@ def upload_model_weights(
     if suffix not in (".pt", ".pth", ".safetensors"):
         raise UserError(f"{filename}: weights must be a .pt, .pth or .safetensors file")
     weights = f"weights{suffix}"
-    staging = _stage(store, {weights: raw, "model.json": json.dumps(meta.to_dict()).encode()})
-    payload = {"staged": str(staging), "filename": filename, "weights": weights}
-    return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
+    files = {weights: raw, "model.json": json.dumps(meta.to_dict()).encode()}
+    return _register_staged(store, files, filename, weights, actor)
 
 
 def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
@@ -164,11 +172,20 @@ def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
     if not summary["active_model"]:
         raise UserError("upload a model first, then its evaluation set")
     staging = store.artifact_dir("incoming") / f"eval_{sha256_bytes(raw)[:16]}"
-    if staging.exists():
-        shutil.rmtree(staging)
     try:
-        ds = dataset_from_zip_bytes(raw, filename, summary["class_names"], staging)
+        if staging.exists():
+            shutil.rmtree(staging)
+        # Only the files the manifest lists are unpacked; the store keeps a copy of them.
+        ds = dataset_from_zip_bytes(
+            raw,
+            filename,
+            summary["class_names"],
+            staging,
+            before_extract=lambda size: check_budget(store, 2 * size, filename),
+        )
         did = register_eval(store, project_id, ds.root, filename, ds, actor, copy=True)
+    except OSError as exc:
+        raise UserError(f"{filename} cannot be saved ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a refused upload leaves nothing behind
     evaluate_active(store, project_id, actor)
@@ -207,12 +224,18 @@ def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str,
         raise UserError(f"{filename} holds files that are not PNG/JPEG images: {', '.join(others[:5])}")
     if not images:
         raise UserError(f"{filename} holds no PNG or JPEG images")
+    if len(images) > max_images():
+        raise UserError(
+            f"{filename} holds {len(images)} images, more than the limit of {max_images()} (BIASREPAIR_MAX_IMAGES)"
+        )
     for m, d in images.items():
         open_image(d, m)
+    # Staged, then copied into the store: both count until the staging folder is removed.
+    check_budget(store, 2 * sum(len(d) for d in images.values()), filename)
     dest = store.artifact_dir("incoming") / f"{role}_{sha256_bytes(raw)[:16]}"
-    if dest.exists():
-        shutil.rmtree(dest)
     try:
+        if dest.exists():
+            shutil.rmtree(dest)
         for m, d in images.items():
             (dest / m).parent.mkdir(parents=True, exist_ok=True)
             (dest / m).write_bytes(d)
@@ -236,6 +259,14 @@ def upload_single_images(
             raise UserError(f"{name} is not a .png/.jpg/.jpeg file")
         open_image(data, name)
     existing = store.datasets(project_id, "uploads")
+    have = existing[0]["n_items"] if existing else 0
+    if have + len(files) > max_images():
+        raise UserError(
+            f"'my uploads' would hold {have + len(files)} images, more than the limit of {max_images()} "
+            "(BIASREPAIR_MAX_IMAGES)"
+        )
+    what = files[0][0] if len(files) == 1 else f"{len(files)} images"
+    check_budget(store, sum(len(d) for _, d in files), what)
     if existing:
         did = existing[0]["id"]
         root = Path(existing[0]["path"])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from core.app import compute
 from core.app.integrity import check_stored_model
-from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, recover_interrupted
+from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, reap_dead_workers
 from core.app.pool import unlabeled_images
 from core.app.store import QUEUES, Store
 from core.engine.repair import prepare_data, repair, write_run
@@ -46,26 +46,32 @@ class _Worker:
         self.parent = parent
         self.pid = os.getpid()
         self.stop = threading.Event()  # parent gone or SIGTERM: interrupt and exit
+        self.done = threading.Event()  # the serving loop has ended: no more heartbeats
 
     def _beat(self) -> None:
-        while not self.stop.is_set():
+        # Beats until the serving loop has ended, also after ``stop``: a run being interrupted is
+        # still finishing its step, and a silent worker would be taken for a dead one.
+        while not self.done.is_set():
             try:
                 self.store.heartbeat(self.pid, self.queue)
             except Exception:  # a locked database for a moment must not kill the heartbeat
                 pass
             if self.parent and os.getppid() != self.parent:
                 self.stop.set()
-            self.stop.wait(HEARTBEAT_S)
+            self.done.wait(HEARTBEAT_S)
 
     def serve(self, idle_exit: float) -> None:
         self.store.heartbeat(self.pid, self.queue)
-        threading.Thread(target=self._beat, daemon=True).start()
-        recover_interrupted(self.store)
+        beat = threading.Thread(target=self._beat, daemon=True)
+        beat.start()
+        reap_dead_workers(self.store, restart=False)
         idle_since = time.monotonic()
         try:
             while not self.stop.is_set():
                 if self.queue == "runs":
                     item = self.store.claim_next_run(self.pid)
+                    if item:  # what the log shows when this worker dies (see jobs.reap_dead_workers)
+                        print(f"run {item['id']}: started ({item['method']})", flush=True)
                     work = (lambda r: execute_run(self.store, r, self.stop)) if item else None
                 else:
                     item = self.store.claim_next_task(self.pid)
@@ -78,6 +84,8 @@ class _Worker:
                 work(item)
                 idle_since = time.monotonic()
         finally:
+            self.done.set()
+            beat.join(5 * HEARTBEAT_S)  # its last beat must not bring the row back after it is removed
             self.store.remove_worker(self.pid)
 
 

@@ -39,7 +39,8 @@ from PIL import Image
 from core.engine.devices import select_device
 from core.engine.inference import normalize
 from core.errors import UserError
-from core.formats.datasets import ImageDataset, load_pixels, open_image
+from core.formats.datasets import ImageDataset, iter_pixel_batches, open_image
+from core.formats.limits import eval_batch_size
 
 DEFAULT_TOP_K = 3
 # k-means cluster counts tried within each class, and across all classes. Measured on both suites
@@ -95,11 +96,18 @@ def embed_tensor(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_si
 
 def embed(bundle, data, device="cpu", pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features and probabilities of ``bundle`` for an :class:`ImageDataset` (or uint8 pixels
-    ``[N,C,H,W]``, or an already normalised float tensor)."""
+    ``[N,C,H,W]``, or an already normalised float tensor). A dataset without ``pixels`` is streamed
+    from disk a batch at a time (``BIASREPAIR_EVAL_BATCH``), so only its features stay in memory."""
     meta = bundle.meta
+    if isinstance(data, ImageDataset) and pixels is None and len(data):
+        parts = [
+            embed_tensor(bundle.model, normalize(batch, meta.mean, meta.std), device)
+            for batch in iter_pixel_batches(data, meta.input_size, eval_batch_size())
+        ]
+        return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
     if isinstance(data, ImageDataset):
         if pixels is None:
-            pixels = load_pixels(data, meta.input_size)
+            pixels = np.zeros((0, *meta.input_size), np.uint8)
         x = normalize(pixels, meta.mean, meta.std)
     elif isinstance(data, np.ndarray) or (isinstance(data, torch.Tensor) and data.dtype == torch.uint8):
         x = normalize(data, meta.mean, meta.std)

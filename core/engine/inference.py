@@ -7,6 +7,7 @@ without loading torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 
 from core.engine.devices import autocast, select_device
 from core.engine.metrics import DEFAULT_MIN_GROUP_COUNT, group_metrics
-from core.formats.datasets import ImageDataset, load_pixels
+from core.formats.datasets import ImageDataset, iter_pixel_batches, load_pixels
+from core.formats.limits import eval_batch_size
 
 
 def normalize(pixels: np.ndarray | torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
@@ -69,21 +71,50 @@ def evaluate_model(
     return EvalResult(m, preds, probs.max(axis=1), probs)
 
 
-def evaluate_bundle(bundle, dataset: ImageDataset, device="auto", pixels=None, min_group_count=None) -> EvalResult:
-    """Evaluate a loaded bundle on a dataset (pixels may be passed in when already cached)."""
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: ImageDataset,
+    meta,
+    device: torch.device,
+    batch_size: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Class probabilities [N,K] of a dataset, streamed from disk ``batch_size`` images at a time
+    (default ``BIASREPAIR_EVAL_BATCH``): only one batch of decoded images is in memory at once, so
+    memory grows with the number of classes per image, not with the pixels of the whole set."""
+    size = batch_size or eval_batch_size()
+    model = model.to(device)
+    parts = []
+    for pixels in iter_pixel_batches(dataset, meta.input_size, size, on_batch):
+        x = normalize(pixels, meta.mean, meta.std)
+        parts.append(torch.softmax(predict_logits(model, x, device, batch_size=size), dim=1).numpy())
+        del x
+    return np.concatenate(parts) if parts else np.zeros((0, len(meta.class_names)), dtype=np.float32)
+
+
+def evaluate_bundle(
+    bundle,
+    dataset: ImageDataset,
+    device="auto",
+    pixels=None,
+    min_group_count=None,
+    batch_size: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Evaluate a loaded bundle on a dataset. Images are streamed from disk in batches (see
+    :func:`predict_dataset`) unless ``pixels`` are passed in, already decoded (the benchmark's cache).
+    ``on_batch(done, total)`` reports progress."""
     dev = select_device(device) if isinstance(device, str) else device
-    if pixels is None:
-        pixels = load_pixels(dataset, bundle.meta.input_size)
-    x = normalize(pixels, bundle.meta.mean, bundle.meta.std)
+    count = DEFAULT_MIN_GROUP_COUNT if min_group_count is None else min_group_count
     try:
-        return evaluate_model(
-            bundle.model,
-            x,
-            dataset.labels,
-            dataset.attributes,
-            bundle.meta.class_names,
-            dev,
-            DEFAULT_MIN_GROUP_COUNT if min_group_count is None else min_group_count,
-        )
+        if pixels is not None:
+            x = normalize(pixels, bundle.meta.mean, bundle.meta.std)
+            return evaluate_model(
+                bundle.model, x, dataset.labels, dataset.attributes, bundle.meta.class_names, dev, count
+            )
+        probs = predict_dataset(bundle.model, dataset, bundle.meta, dev, batch_size, on_batch)
+        preds = probs.argmax(axis=1)
+        m = group_metrics(dataset.labels, preds, dataset.attributes, bundle.meta.class_names, count)
+        return EvalResult(m, preds, probs.max(axis=1), probs)
     finally:
         bundle.model.to("cpu")

@@ -12,32 +12,30 @@ resized to the bundle's input size and normalised with its mean and std.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
-from core.formats.zipsafety import read_zip_members
+from core.formats.limits import max_image_pixels, max_images, max_unzipped_bytes
+from core.formats.zipsafety import ZipReader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}
-MAX_IMAGE_PIXELS = 40_000_000
-MAX_DATASET_FILES = 100_000
 MAX_NAME_PART_BYTES = 255  # longest file or folder name common file systems allow
 MAX_PATH_BYTES = 1024  # longest manifest path accepted
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-
-
-def max_dataset_zip_bytes() -> int:
-    """Cap on a dataset zip's unpacked size: BIASREPAIR_MAX_UNZIPPED_MB (default 1024 MB)."""
-    return int(os.environ.get("BIASREPAIR_MAX_UNZIPPED_MB", "1024")) * 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # ~100,000 rows with long paths and attributes fit in a few MB
+TEMP_PREFIX = "biasrepair-dataset-"
+_scratch: ContextVar[Path | None] = ContextVar("biasrepair_scratch", default=None)
 
 
 @dataclass(frozen=True)
@@ -79,13 +77,15 @@ class ImageDataset:
 
 def open_image(data: bytes | Path, name: str) -> Image.Image:
     """Decode an image file after checking it is really a PNG or JPEG of sane size."""
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, as a backstop to the one below
     try:
         img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         if img.format not in ALLOWED_FORMATS:
             raise UserError(f"{name} is a {img.format} image; only PNG and JPEG are accepted")
         w, h = img.size
-        if w * h > MAX_IMAGE_PIXELS:
-            raise UserError(f"{name} is {w}×{h} pixels, more than the limit")
+        if w * h > limit:
+            raise UserError(f"{name} is {w}×{h} pixels, more than the limit of {limit} (BIASREPAIR_MAX_IMAGE_PIXELS)")
         img.load()
     except UserError:
         raise
@@ -240,10 +240,25 @@ def dataset_root(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def unpacked_zips() -> Iterator[Path]:
+    """A scratch folder for every dataset zip :func:`load_dataset` unpacks inside this block, removed
+    when the block ends however it ends (the CLI runs each command in one, so no
+    ``biasrepair-dataset-*`` folder outlives it)."""
+    scratch = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    token = _scratch.set(scratch)
+    try:
+        yield scratch
+    finally:
+        _scratch.reset(token)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def load_dataset(
     path: str | Path, class_names: list[str], *, keep_good_rows: bool = False, verify_images: bool = True
 ) -> ImageDataset:
-    """Load a dataset folder (or a .zip, unpacked safely into a fresh temporary folder).
+    """Load a dataset folder (or a .zip, unpacked safely into a fresh temporary folder: inside the
+    :func:`unpacked_zips` block when one is open, so that it is removed with the block).
 
     With ``verify_images`` every image is opened and checked (PNG/JPEG, readable); bad files are
     reported like bad rows. Raises :class:`UserError` listing all problems unless
@@ -255,19 +270,37 @@ def load_dataset(
     if path.is_file():
         if path.suffix.lower() != ".zip":
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip")
-        target = tempfile.mkdtemp(prefix="biasrepair-dataset-")
+        scratch = _scratch.get()
+        target = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=scratch)
         try:
-            return dataset_from_zip_bytes(
-                path.read_bytes(), path.name, class_names, target, keep_good_rows=keep_good_rows
-            )
+            return dataset_from_zip_bytes(path, path.name, class_names, target, keep_good_rows=keep_good_rows)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)  # a refused zip leaves nothing behind
             raise
+    return _load_folder(path, class_names, keep_good_rows=keep_good_rows, verify_images=verify_images)
+
+
+def _load_folder(
+    path: Path,
+    class_names: list[str],
+    *,
+    keep_good_rows: bool,
+    verify_images: bool = True,
+    name: str | None = None,
+    also_rejected: tuple[str, ...] = (),
+) -> ImageDataset:
     root = dataset_root(path)
     if (root / "manifest.csv").is_file():
         records, rejected = _read_manifest(root, class_names)
     else:
         records, rejected = _read_class_folders(root, class_names)
+    rejected = [*also_rejected, *rejected]
+    name = name or path.name
+    limit = max_images()
+    if len(records) > limit:
+        raise UserError(
+            f"dataset {name} has {len(records)} images, more than the limit of {limit} (BIASREPAIR_MAX_IMAGES)"
+        )
     if verify_images:
         good = []
         for r in records:
@@ -279,37 +312,95 @@ def load_dataset(
         records = good
     if rejected and not keep_good_rows:
         shown = "; ".join(rejected[:5]) + (f"; and {len(rejected) - 5} more" if len(rejected) > 5 else "")
-        raise UserError(f"dataset {path.name} has {len(rejected)} unusable row(s): {shown}")
+        raise UserError(f"dataset {name} has {len(rejected)} unusable row(s): {shown}")
     if not records:
-        raise UserError(f"dataset {path.name} holds no usable images")
+        raise UserError(f"dataset {name} holds no usable images")
     return ImageDataset(root=root, records=records, class_names=list(class_names), rejected=rejected)
 
 
+def _zip_top(names: list[str]) -> str:
+    """The prefix of a zip's dataset root: ``""``, or ``"top/"`` when everything sits in one folder
+    that holds the manifest (as :func:`dataset_root` finds it on disk)."""
+    if "manifest.csv" in names:
+        return ""
+    tops = {n.split("/", 1)[0] for n in names if not n.startswith((".", "__MACOSX"))}
+    if len(tops) == 1:
+        top = next(iter(tops))
+        if f"{top}/manifest.csv" in names:
+            return f"{top}/"
+    return ""
+
+
+def _listed_paths(manifest: bytes, prefix: str) -> set[str]:
+    """The member names a manifest's ``path`` column points at; rows that cannot be read are left
+    to :func:`_read_manifest`, which reports each with its reason."""
+    out: set[str] = set()
+    text = manifest.decode("utf-8-sig", errors="replace")
+    with contextlib.suppress(csv.Error):
+        reader = csv.DictReader(io.StringIO(text))
+        key = next((c for c in (reader.fieldnames or []) if c and c.strip() == "path"), None)
+        if key is None:
+            return out
+        for row in reader:
+            rel = (row.get(key) or "").strip()
+            if rel and "\x00" not in rel:
+                out.add(str(PurePosixPath(prefix + rel)))
+    return out
+
+
 def dataset_from_zip_bytes(
-    raw: bytes,
+    raw: bytes | Path,
     name: str,
     class_names: list[str],
     extract_to: str | Path,
     *,
     keep_good_rows: bool = False,
     max_total: int | None = None,
-    max_files: int = MAX_DATASET_FILES,
+    max_files: int | None = None,
+    before_extract: Callable[[int], None] | None = None,
 ) -> ImageDataset:
-    """Safely unpack a dataset zip into ``extract_to`` and load it (see :func:`load_dataset`)."""
-    limit = max_dataset_zip_bytes() if max_total is None else max_total
-    members = read_zip_members(raw, name, max_total=limit, max_files=max_files)
-    if not members:
-        raise UserError(f"{name} is empty")
+    """Safely unpack a dataset zip into ``extract_to`` and load it (see :func:`load_dataset`).
+
+    Only what the dataset uses is unpacked: with a manifest, the manifest and the files it lists;
+    without one, the images in the class folders. Other members are never decompressed, whatever
+    size they claim. The declared sizes of what is unpacked are checked against ``max_total``
+    (default ``BIASREPAIR_MAX_UNZIPPED_MB``) before anything is written, and again while writing.
+    ``before_extract(bytes)`` is called with the declared size of what will be unpacked, before
+    anything is (the workbench checks its disk budget there)."""
+    limit = max_unzipped_bytes() if max_total is None else max_total
+    n_images = max_images()
+    entries = 2 * n_images + 64 if max_files is None else max_files  # images, their folders, a manifest
     target = Path(extract_to)
-    target.mkdir(parents=True, exist_ok=True)
-    for member, data in members.items():
-        dest = target / member
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
-        except OSError as exc:
-            raise UserError(f"{name}: {_short(member)!r} cannot be unpacked ({exc.strerror or exc}); refused") from None
-    return load_dataset(target, class_names, keep_good_rows=keep_good_rows)
+    also_rejected: list[str] = []
+    with ZipReader(raw, name, max_files=entries) as zf:
+        names = list(zf.members)
+        if not names:
+            raise UserError(f"{name} is empty")
+        prefix = _zip_top(names)
+        manifest = f"{prefix}manifest.csv"
+        if manifest in zf.members:
+            listed = _listed_paths(zf.read(manifest, min(limit, MAX_MANIFEST_BYTES)), prefix)
+            chosen = [manifest, *(n for n in names if n in listed)]
+        else:
+            chosen = []
+            for n in names:
+                if "/" not in n or n.startswith("."):
+                    continue  # a file at the root belongs to no class; hidden folders are skipped
+                if Path(n).suffix.lower() in IMAGE_SUFFIXES:
+                    chosen.append(n)
+                else:
+                    also_rejected.append(f"{_short(n)}: not a .png/.jpg/.jpeg file")
+        if len(chosen) > n_images + 1:
+            raise UserError(
+                f"{name} has {len(chosen) - 1} images, more than the limit of {n_images} (BIASREPAIR_MAX_IMAGES)"
+            )
+        if before_extract is not None:
+            before_extract(zf.declared(chosen, limit))
+        target.mkdir(parents=True, exist_ok=True)
+        zf.extract(chosen, target, limit)
+    return _load_folder(
+        target, class_names, keep_good_rows=keep_good_rows, name=name, also_rejected=tuple(also_rejected)
+    )
 
 
 def split_eval(dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -335,11 +426,32 @@ def image_to_array(img: Image.Image, input_size: list[int]) -> np.ndarray:
 
 
 def load_pixels(dataset: ImageDataset, input_size: list[int]) -> np.ndarray:
-    """All images of a dataset as one uint8 array [N,C,H,W] (compact; cache this)."""
+    """All images of a dataset as one uint8 array [N,C,H,W] (compact; cache this). For a set that
+    is only read once, :func:`iter_pixel_batches` keeps memory bounded instead."""
     out = np.empty((len(dataset), *input_size), dtype=np.uint8)
     for i, r in enumerate(dataset.records):
         out[i] = image_to_array(open_image(dataset.root / r.path, r.path), input_size)
     return out
+
+
+def iter_pixel_batches(
+    dataset: ImageDataset,
+    input_size: list[int],
+    batch_size: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """The images of a dataset decoded from disk ``batch_size`` at a time, as uint8 [b,C,H,W] arrays,
+    so that memory does not grow with the number of images. ``on_batch(done, total)`` is called after
+    each batch has been used (for a progress bar)."""
+    total = len(dataset)
+    for start in range(0, total, batch_size):
+        records = dataset.records[start : start + batch_size]
+        out = np.empty((len(records), *input_size), dtype=np.uint8)
+        for i, r in enumerate(records):
+            out[i] = image_to_array(open_image(dataset.root / r.path, r.path), input_size)
+        yield out
+        if on_batch is not None:
+            on_batch(start + len(records), total)
 
 
 def write_manifest_dataset(

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import UserError
+from core.formats.limits import MAX_CLASSES, MAX_INPUT_PIXELS, MAX_INPUT_SIDE
 from core.formats.zipsafety import read_zip_members
 
 # The allow-list of architectures a bundle may name (built by core.formats.architectures).
@@ -65,7 +66,12 @@ class BundleMeta:
             raise UserError(f"model.json has unknown key(s): {', '.join(extra)}")
         num_classes = data["num_classes"]
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise UserError(f"model.json num_classes must be an integer ≥ 2, got {num_classes!r}")
+            raise UserError(f"model.json num_classes must be an integer ≥ 2, got {str(num_classes)[:40]!r}")
+        if num_classes > MAX_CLASSES:
+            # Checked before anything is built: a head this wide would not fit in memory.
+            raise UserError(
+                f"model.json declares {str(num_classes)[:20]} classes, more than the limit of {MAX_CLASSES}"
+            )
         names = data["class_names"]
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise UserError("model.json class_names must be a list of non-empty strings")
@@ -77,9 +83,14 @@ class BundleMeta:
         if (
             not isinstance(size, list)
             or len(size) != 3
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 1024 for s in size)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
         ):
-            raise UserError(f"model.json input_size must be [C, H, W] of positive integers, got {size!r}")
+            raise UserError(f"model.json input_size must be [C, H, W] of positive integers, got {str(size)[:60]}")
+        if max(size[1:]) > MAX_INPUT_SIDE or size[1] * size[2] > MAX_INPUT_PIXELS:
+            raise UserError(
+                f"model.json input_size {str(size[1])[:20]}×{str(size[2])[:20]} is larger than the limit "
+                f"({MAX_INPUT_SIDE} pixels a side, {MAX_INPUT_PIXELS} pixels in all)"
+            )
         if size[0] not in (1, 3):
             raise UserError(f"model.json input_size must have 1 or 3 channels, got {size[0]}")
         for key in ("mean", "std"):

@@ -14,7 +14,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from core.errors import UserError
 
@@ -74,32 +74,20 @@ def _check_layout(names: list[str], archive: str) -> None:
         raise UserError(f"{archive} holds both a file and a folder named {clash[0]!r}; refused")
 
 
-def read_zip_members(
-    raw: bytes,
-    archive: str,
-    *,
-    max_total: int = DEFAULT_MAX_TOTAL,
-    max_files: int = DEFAULT_MAX_FILES,
-) -> dict[str, bytes]:
-    """Read all regular files of a zip into memory, enforcing the limits above.
-
-    Directory entries and macOS resource forks (``__MACOSX/``) are skipped; they carry no data.
-    """
+def _open_zip(source: bytes | Path, archive: str) -> zipfile.ZipFile:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(raw))
+        return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, struct.error, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
         raise UserError(f"{archive} is not a valid zip file") from None
+
+
+def _regular_members(zf: zipfile.ZipFile, archive: str, max_files: int) -> dict[str, zipfile.ZipInfo]:
+    """Every regular file of the zip by its checked name; anything that could not be unpacked safely
+    (a bad name, a link, encryption, an odd compression method, a name clash) is refused here."""
     infos = zf.infolist()
     if len(infos) > max_files:
         raise UserError(f"{archive} has {len(infos)} entries, more than the limit of {max_files}")
-    declared = sum(i.file_size for i in infos)
-    if declared > max_total:
-        raise UserError(
-            f"{archive} would unpack to {declared / 2**20:.1f} MB, more than the {max_total / 2**20:.0f} MB limit"
-        )
-    out: dict[str, bytes] = {}
-    total = 0
-    wanted = []
+    wanted: list[tuple[str, zipfile.ZipInfo]] = []
     for info in infos:
         name = check_member_name(info.filename, archive)
         if info.is_dir() or name.startswith("__MACOSX/") or name.endswith(".DS_Store"):
@@ -116,15 +104,126 @@ def read_zip_members(
             )
         wanted.append((name, info))
     _check_layout([n for n, _ in wanted], archive)
-    for name, info in wanted:
+    return dict(wanted)
+
+
+def _check_declared(infos, archive: str, max_total: int) -> None:
+    """Refuse before reading anything when the headers already say the members are too big."""
+    declared = sum(i.file_size for i in infos)
+    if declared > max_total:
+        raise UserError(
+            f"{archive} would unpack to {declared / 2**20:.1f} MB, more than the {max_total / 2**20:.0f} MB limit"
+        )
+
+
+def _damaged(archive: str, name: str, exc: BaseException) -> UserError:
+    detail = " ".join(str(exc).split())[:120]
+    return UserError(f"{archive}: {name!r} is damaged and cannot be unpacked ({detail}); refused")
+
+
+def read_zip_members(
+    raw: bytes | Path,
+    archive: str,
+    *,
+    max_total: int = DEFAULT_MAX_TOTAL,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> dict[str, bytes]:
+    """Read all regular files of a zip into memory, enforcing the limits above.
+
+    Directory entries and macOS resource forks (``__MACOSX/``) are skipped; they carry no data.
+    """
+    with _open_zip(raw, archive) as zf:
+        wanted = _regular_members(zf, archive, max_files)
+        _check_declared(wanted.values(), archive, max_total)
+        out: dict[str, bytes] = {}
+        total = 0
+        for name, info in wanted.items():
+            try:
+                with zf.open(info) as fh:
+                    data = fh.read(max_total - total + 1)
+            except _CORRUPT as exc:
+                raise _damaged(archive, name, exc) from None
+            total += len(data)
+            if total > max_total:
+                raise UserError(f"{archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused")
+            out[name] = data
+        return out
+
+
+class ZipReader:
+    """An open, checked zip whose members are read or unpacked one at a time, on demand.
+
+    Every member name is checked when it is opened (see :func:`read_zip_members`), but nothing is
+    decompressed until asked for, and only the members asked for: a dataset unpacks the files its
+    manifest lists, so an unlisted member costs nothing however large it claims to be. Use it as a
+    context manager."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, source: bytes | Path, archive: str, *, max_files: int = DEFAULT_MAX_FILES):
+        self.archive = archive
+        self._zf = _open_zip(source, archive)
         try:
-            with zf.open(info) as fh:
-                data = fh.read(max_total - total + 1)
+            self.members = _regular_members(self._zf, archive, max_files)
+        except BaseException:
+            self._zf.close()
+            raise
+
+    def __enter__(self) -> ZipReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._zf.close()
+
+    def declared(self, names: list[str], max_total: int) -> int:
+        """What the named members' headers say they unpack to, in bytes; refused above ``max_total``."""
+        infos = [self.members[n] for n in names]
+        _check_declared(infos, self.archive, max_total)
+        return sum(i.file_size for i in infos)
+
+    def read(self, name: str, max_bytes: int) -> bytes:
+        """One member into memory, refused if it is (or, despite its header, unpacks to) more than ``max_bytes``."""
+        info = self.members[name]
+        if info.file_size > max_bytes:
+            raise UserError(f"{self.archive}: {name!r} is larger than {max_bytes // 1024} KB; refused")
+        try:
+            with self._zf.open(info) as fh:
+                data = fh.read(max_bytes + 1)
         except _CORRUPT as exc:
-            detail = " ".join(str(exc).split())[:120]
-            raise UserError(f"{archive}: {name!r} is damaged and cannot be unpacked ({detail}); refused") from None
-        total += len(data)
-        if total > max_total:
-            raise UserError(f"{archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused")
-        out[name] = data
-    return out
+            raise _damaged(self.archive, name, exc) from None
+        if len(data) > max_bytes:
+            raise UserError(f"{self.archive}: {name!r} is larger than {max_bytes // 1024} KB; refused")
+        return data
+
+    def extract(self, names: list[str], dest: Path, max_total: int) -> int:
+        """Unpack the named members under ``dest`` in chunks (never a whole member in memory); their
+        declared sizes are checked against ``max_total`` first, and the bytes actually written while
+        unpacking, since a header can lie. Returns the number of bytes written."""
+        infos = [self.members[n] for n in names]
+        _check_declared(infos, self.archive, max_total)
+        total = 0
+        for name, info in zip(names, infos, strict=True):
+            target = dest / name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                out = open(target, "wb")  # noqa: SIM115 - closed below, also on error
+            except OSError as exc:
+                raise UserError(
+                    f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
+                ) from None
+            try:
+                with out, self._zf.open(info) as fh:
+                    while chunk := fh.read(self.CHUNK):
+                        total += len(chunk)
+                        if total > max_total:
+                            raise UserError(
+                                f"{self.archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused"
+                            )
+                        out.write(chunk)
+            except _CORRUPT as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and exc.errno:
+                    raise UserError(
+                        f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
+                    ) from None
+                raise _damaged(self.archive, name, exc) from None
+        return total
