@@ -72,6 +72,12 @@ def _exit_cause(store: Store, pid: int | None, workers: dict[int, dict]) -> str:
     """Why worker ``pid`` is gone, as far as this process can tell."""
     proc = _own_worker(store, pid)
     code = proc.poll() if proc is not None else None
+    if proc is not None and code is None and not pid_alive(pid):
+        # it died between the two checks (a zombie now): collect its exit status
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

@@ -68,7 +68,9 @@ def choose_strength(
       runs them all, for tests and studies);
     * a candidate whose estimate falls under the target on one fold, or that fixes none of its own
       training fold beyond what the old model already got right, is not run on its other folds;
-    * trial runs stop once they have fixed no further counterexample for :data:`STALL_STEPS` steps.
+    * trial runs stop once they have fixed no further counterexample for :data:`STALL_STEPS` steps,
+      and under the kept rule as soon as every counterexample is right (ε, ``min_steps``, cannot
+      change which step the kept rule ends on).
 
     ``progress`` gets ``{"phase": "auto", "candidate": i, "candidates": m, "strength": λ, "fold": j,
     "folds": k, "done": runs finished, "total": m·k}`` before each fold's run, and
@@ -91,6 +93,10 @@ def choose_strength(
     total, done, runs = len(CANDIDATES) * len(folds), 0, 0
     for ci, lam in enumerate(CANDIDATES):
         cfg = _paper_rule(replace(config, strength=lam))
+        if cfg.stop_rule == "kept" and ref is not None:
+            # Under the kept rule a run ends on the earliest step that fixed the most counterexamples,
+            # so the steps ε would add after they are all fixed change nothing: a trial skips them.
+            cfg = replace(cfg, min_steps=0)
         right, agree, fixes_own, stopped = 0, [], False, False
         for fi, f in enumerate(folds):
             if progress is not None:
