@@ -3,13 +3,15 @@ real demo (built once per session), no browser."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import jobs, pool, projects, runs, suspects, uploads
+from core.app import interpolation, jobs, pool, projects, runs, summary, suspects, uploads
+from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import (
@@ -333,6 +335,66 @@ def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store)
     assert "In use now: the original model." in _texts(tune)
     table = tune.dataframe[0].value
     assert list(table["Decision"]) == ["approved, then rolled back · not in use"]
+
+
+def _card(at) -> str:
+    return " ".join(str(h.proto.body) for h in at.get("html") if "summary-card" in str(h.proto.body))
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store, lang):
+    pid = projects.open_demo(store, "alice")
+    rid = _finished_run(store, pid)
+    full = runs.run_metrics(store, rid)
+    assert full["changed_predictions"] > 0
+    at = _app("pages/review.py", lang=lang)
+    slider = at.slider(key=f"alpha_{rid}")
+    assert slider.value == 1.0
+    card_full = _card(at)
+    assert summary.pct(full["after"]["accuracy"]) in card_full
+
+    # α = 0 is the old model: nothing changed, the card's new numbers are the old ones.
+    slider.set_value(0.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    zero = interpolation.preview(store, rid, 0.0, "alice")
+    assert zero["metrics"]["changed_predictions"] == 0 and zero["metrics"]["kept_decisions"] == 1.0
+    assert zero["metrics"]["after"]["accuracy"] == full["before"]["accuracy"]
+    assert at.get_by_key("alpha_save").proto.disabled
+    assert not any(c.value.startswith(("✓", "✗")) for c in at.caption)  # no image changed its answer
+
+    # α = 0.5: recomputed numbers in the card and the galleries, and a preview line.
+    at.slider(key=f"alpha_{rid}").set_value(0.5).run()
+    half = interpolation.preview(store, rid, 0.5, "alice")["metrics"]
+    assert 0 < half["changed_predictions"] < full["changed_predictions"]
+    card_half = _card(at)
+    assert card_half != card_full and summary.pct(half["after"]["accuracy"]) in card_half
+    assert summary.pct(half["kept_decisions"]) in card_half
+    preview_line = next(i.value for i in at.info if "0.50" in i.value)
+    assert str(half["counterexamples_fixed"]) in preview_line
+    marks = [c.value[0] for c in at.caption if c.value[:1] in ("✓", "✗")]
+    assert marks and len(marks) <= min(32, half["changed_predictions"])
+
+    # Save α = 0.5: a new finished run with its own model, recorded, selected, and approvable.
+    at.button(key="alpha_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    new = max(r["id"] for r in store.runs(pid))
+    assert new != rid
+    saved = store.run(new)
+    assert saved["status"] == "done" and saved["config"]["interpolation"] == {"from_run": rid, "alpha": 0.5}
+    assert json.loads(saved["request_json"])["interpolation"] == {"from_run": rid, "alpha": 0.5}
+    assert (Path(saved["out_dir"]) / "model" / "model.safetensors").is_file()
+    assert runs.run_metrics(store, new)["kept_decisions"] == half["kept_decisions"]
+    event = next(e for e in store.audit_events(pid) if e["action"] == "run_interpolated")
+    assert event["detail"]["run_id"] == new and event["detail"]["from_run"] == rid
+    assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
+    assert f"#{new}" in at.success[-1].value and "0.50" in at.success[-1].value
+    v = runs.verdict(runs.run_metrics(store, new))
+    if v["kind"] == "flagged":
+        at.checkbox(key="override").check()
+        at.text_area(key="override_reason").input("weaker repair")
+    next(b for b in at.button if b.label == translator(lang)("review_approve")).click().run()
+    assert store.run(new)["decision"] == "approved"
+    assert store.project(pid)["active_model_id"] == store.run(new)["repaired_model_id"]
 
 
 def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store):

@@ -534,7 +534,7 @@ class Store:
         """Record how a run ended; only a running or queued run can end (first writer wins)."""
         if status not in FINISHED_STATES:
             raise ValueError(f"not a final state: {status}")
-        allowed = {"error", "stop_reason", "device"}
+        allowed = {"error", "stop_reason", "device", "out_dir"}  # out_dir: a run made whole (an interpolation)
         cols = "".join(f", {k} = ?" for k in fields if k in allowed)
         vals = tuple(v for k, v in fields.items() if k in allowed)
         self.execute(
