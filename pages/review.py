@@ -93,6 +93,7 @@ if interpolation.can_interpolate(run):
             key=f"alpha_{run_id}",
             help=t("review_alpha_help"),
         )
+        interpolation.prefetch(store, run_id, actor)
         try:
             with st.spinner(t("review_alpha_computing", alpha=f"{alpha:.2f}")):
                 alpha_view = interpolation.preview(store, run_id, alpha, actor)

@@ -1,7 +1,7 @@
 """The workbench's services: everything a page does, over the SQLite store and the artifacts folder.
 
 Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``suspects``, ``naming``, ``pool``, ``runs``,
-``decisions``, ``history`` (one per section of the workbench), ``store``, ``jobs`` (queues, workers,
+``decisions``, ``history``, ``interpolation`` (one per section of the workbench), ``store``, ``jobs`` (queues, workers,
 waiting for a task), ``charts``, ``report`` and ``i18n``. Worker-side modules, which load models:
 ``worker`` (the process that runs repairs and tasks), ``compute`` (the tasks) and ``demo`` (builds the
 built-in example).

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import check_stored_model, stored_model_sha256
-from core.app.interpolation import preview_file
+from core.app.interpolation import missing, preview_file
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows, run_metrics
 from core.app.store import Store
@@ -354,6 +354,19 @@ def alpha_preview(store: Store, payload: dict, actor: str) -> dict:
     return {"path": str(out)}
 
 
+def alpha_grid(store: Store, payload: dict, actor: str) -> dict:
+    """Every value of the Review slider for one run, nearest the repair first (:func:`alpha_preview`
+    each). Gives way as soon as another task waits: the page submits it again on its next run, so a
+    person moving the slider waits for at most one value of this background work."""
+    run_id = int(payload["run_id"])
+    run = store.run(run_id)
+    for alpha in missing(run):
+        if store.has_queued_tasks():
+            return {"complete": False}
+        alpha_preview(store, {"run_id": run_id, "alpha": alpha}, actor)
+    return {"complete": True}
+
+
 def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
     """Save a finished run at strength α as a new finished run: its own bundle θ + α·δ, α·δ, the
     metrics and answers of the preview, the counterexamples; its config and request name the run and
@@ -426,5 +439,6 @@ TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "discover": discover,
     "discover_pool": discover_pool,
     "alpha_preview": alpha_preview,
+    "alpha_grid": alpha_grid,
     "save_alpha_run": save_alpha_run,
 }

@@ -26,6 +26,8 @@ from core.app.store import Store
 from core.errors import UserError
 
 ALPHA_STEP = 0.05  # the slider's step: 21 values, each computed once
+# The values below 1, nearest the repair first: computed in the background once Review shows a run.
+GRID = [round(i * ALPHA_STEP, 4) for i in range(round(1 / ALPHA_STEP) - 1, -1, -1)]
 
 
 def snap(alpha: float) -> float:
@@ -73,6 +75,24 @@ def preview(
     if not f.is_file():
         jobs.compute(store, "alpha_preview", {"run_id": run_id, "alpha": a}, actor, run["project_id"], on_wait)
     return json.loads(f.read_text(encoding="utf-8"))
+
+
+def missing(run: dict) -> list[float]:
+    """The slider's values whose preview is not on disk yet."""
+    return [a for a in GRID if not preview_file(run, a).is_file()]
+
+
+def prefetch(store: Store, run_id: int, actor: str) -> bool:
+    """Have the task worker compute every α of the slider for a run in the background (one
+    ``alpha_grid`` task, which gives way to any other task and is submitted again by the next page
+    run), so that moving the slider is a file read. Returns whether any value is still missing."""
+    run = store.run(run_id)
+    if not can_interpolate(run) or not missing(run):
+        return False
+    if not any(p.get("run_id") == run_id for p in store.pending_tasks("alpha_grid")):
+        store.submit_task("alpha_grid", {"run_id": run_id}, actor, run["project_id"])
+        jobs.ensure_worker(store, "tasks")
+    return True
 
 
 def save_as_run(store: Store, run_id: int, alpha: float, actor: str) -> int:

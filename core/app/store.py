@@ -620,6 +620,16 @@ class Store:
             row["result"] = json.loads(raw) if raw else None
         return row
 
+    def has_queued_tasks(self) -> bool:
+        return self.one("SELECT id FROM tasks WHERE status = 'queued' LIMIT 1") is not None
+
+    def pending_tasks(self, kind: str) -> list[dict]:
+        """The payloads of the queued or running tasks of one kind."""
+        rows = self.query(
+            "SELECT payload_json FROM tasks WHERE kind = ? AND status IN ('queued', 'running') ORDER BY id", (kind,)
+        )
+        return [json.loads(r["payload_json"]) for r in rows]
+
     def claim_next_task(self, pid: int) -> dict | None:
         """Atomically move the oldest queued task to 'running' for worker ``pid``."""
         task_id = self._claim("tasks", pid)
