@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.app import evaluation, pool, projects, uploads
-from core.app.i18n import translator
+from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 
@@ -12,6 +12,7 @@ COLUMNS = 4
 TILE_PX = 112
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
@@ -31,7 +32,7 @@ def _label(key: str, label: str) -> None:
     try:
         pool.set_label(store, pid, key, label, actor)
     except UserError as exc:
-        st.session_state["flash"] = ("error", md(exc))
+        st.session_state["flash"] = ("error", md(err(exc)))
 
 
 def _on_pill(key: str, widget: str) -> None:
@@ -65,7 +66,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_pool_loaded", name=md(pool_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=md(exc)))
+            st.error(t("upload_failed", error=md(err(exc))))
     singles = st.file_uploader(
         t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
     )
@@ -76,7 +77,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_single_added", n=n))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=md(exc)))
+            st.error(t("upload_failed", error=md(err(exc))))
 
 with st.spinner(t("ce_ranking")):
     cands = pool.candidates(store, pid)

@@ -3,12 +3,13 @@
 import streamlit as st
 
 from core.app import charts, decisions, evaluation, interpolation, projects, runs, summary
-from core.app.i18n import translator
+from core.app.i18n import error_translator, translator
 from core.app.report import build_report
 from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 lang = st.session_state.get("lang", "en")
 store = projects.get_store()
 pid = st.session_state.get("project_id")
@@ -98,7 +99,7 @@ if interpolation.can_interpolate(run):
             with st.spinner(t("review_alpha_computing", alpha=f"{alpha:.2f}")):
                 alpha_view = interpolation.preview(store, run_id, alpha, actor)
         except UserError as exc:
-            st.error(md(exc))
+            st.error(md(err(exc)))
             alpha = 1.0
         if alpha_view is not None and alpha < 1.0:
             st.info(
@@ -134,7 +135,7 @@ if interpolation.can_interpolate(run):
                 )
                 st.rerun()
             except UserError as exc:
-                st.error(md(exc))
+                st.error(md(err(exc)))
         show_message("alpha")
 
 m = alpha_view["metrics"] if alpha_view is not None and alpha < 1.0 else run_m
@@ -224,7 +225,7 @@ with a_col, st.form("approve_form"):
             st.session_state["review_msg"] = ("approve", "success", t("review_approved", run=run_id))
             st.rerun()
         except UserError as exc:
-            st.error(md(exc))
+            st.error(md(err(exc)))
     show_message("approve")
 with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
@@ -318,6 +319,6 @@ if e3.button(
         st.session_state["review_msg"] = ("rollback", "info", t("review_rolled_back"))
         st.rerun()
     except UserError as exc:
-        e3.error(md(exc))
+        e3.error(md(err(exc)))
 with e3:
     show_message("rollback")

@@ -10,11 +10,12 @@ import re
 import streamlit as st
 
 from core.app import charts, pool, projects, runs
-from core.app.i18n import translator
+from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
@@ -119,7 +120,7 @@ if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chose
         st.session_state["watch_run"] = run_id
         st.success(t("tune_queued", run=run_id))
     except UserError as exc:
-        st.error(md(exc))
+        st.error(md(err(exc)))
 
 project_runs = store.runs(pid)
 if not project_runs:

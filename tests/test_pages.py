@@ -151,6 +151,16 @@ def test_bad_model_upload_shows_a_message_not_a_traceback(home, store, payload, 
     assert store.projects() == []
 
 
+def test_a_core_upload_error_reads_in_japanese(home, store):
+    at = _app(lang="ja")
+    at.file_uploader(key="up_bundle").set_value(("bad.zip", b"not a zip at all", "application/zip")).run()
+    at.button(key="load_bundle").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("bad.zip は正しい zip ファイルではありません" in e for e in errors), errors
+    assert not any("is not a valid zip file" in e for e in errors)
+
+
 def test_eval_upload_through_the_page(home, store, demo_dir):
     pid = uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "mine.zip", "alice")
     at = _app()

@@ -34,7 +34,7 @@ def snap(alpha: float) -> float:
     """α checked and rounded to the slider's grid, so that one α has one cache file."""
     a = float(alpha)
     if math.isnan(a) or not 0.0 <= a <= 1.0:
-        raise UserError(f"the strength α must lie between 0 and 1, not {alpha}")
+        raise UserError(f"the strength α must lie between 0 and 1, not {alpha}", "alpha_range", alpha=str(alpha))
     return round(round(a / ALPHA_STEP) * ALPHA_STEP, 4)
 
 
@@ -67,7 +67,7 @@ def preview(
     a = snap(alpha)
     run = store.run(run_id)
     if run is None or not can_interpolate(run):
-        raise UserError("this run has no repaired model to weaken")
+        raise UserError("this run has no repaired model to weaken", "alpha_no_model")
     if a == 1.0:
         m = run_metrics(store, run_id)
         return {"alpha": 1.0, "metrics": m, "after": None, "counterexamples_fixed": m.get("counterexamples_fixed")}
@@ -99,7 +99,9 @@ def save_as_run(store: Store, run_id: int, alpha: float, actor: str) -> int:
     """Save the run at strength α as a new finished run; returns its id."""
     a = snap(alpha)
     if a in (0.0, 1.0):
-        raise UserError("choose a strength between 0 and 1: α = 0 is the old model and α = 1 is this repair")
+        raise UserError(
+            "choose a strength between 0 and 1: α = 0 is the old model and α = 1 is this repair", "alpha_save_ends"
+        )
     run = store.run(run_id)
     return int(
         jobs.compute(store, "save_alpha_run", {"run_id": run_id, "alpha": a}, actor, run["project_id"])["run_id"]

@@ -51,10 +51,10 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     edits do not change a queued run."""
     s = project_summary(store, project_id)
     if not s["active_model"]:
-        raise UserError("open the demo or upload a model first")
+        raise UserError("open the demo or upload a model first", "need_model")
     chosen = chosen_set(store, project_id)
     if not chosen:
-        raise UserError("choose at least one counterexample on the Counterexamples page first")
+        raise UserError("choose at least one counterexample on the Counterexamples page first", "need_counterexamples")
     request = RunRequest.build(method, config, DataRefs(counterexamples=""))
     strength_label = (
         "auto" if request.is_auto else (f"{request.strength:g}" if request.strength is not None else "default")

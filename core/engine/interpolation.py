@@ -23,7 +23,7 @@ def check_alpha(alpha: float) -> float:
     """α as a float in [0, 1], or a :class:`UserError` naming the bad value."""
     a = float(alpha)
     if not 0.0 <= a <= 1.0:
-        raise UserError(f"the strength α must lie between 0 and 1, not {alpha}")
+        raise UserError(f"the strength α must lie between 0 and 1, not {alpha}", "alpha_range", alpha=str(alpha))
     return a
 
 
