@@ -61,8 +61,20 @@ flash = st.session_state.pop("flash", None)  # a message from the run before an 
 if flash:
     getattr(st, flash[0])(flash[1])
 
+model_page = st.Page("pages/model.py", title=t("nav_model"), icon="🧠", url_path="model")
+
+
+def _start() -> None:
+    """The bare address opens the Model page under its own URL. Streamlit serves the default page at
+    "/" whatever its url_path, so a default Model page made "/model" a page that "does not exist"
+    when typed or reloaded; this hidden start page is the default instead. The query string
+    (language, project) goes along."""
+    st.switch_page(model_page, query_params=st.query_params.to_dict())
+
+
 pages = [
-    st.Page("pages/model.py", title=t("nav_model"), icon="🧠", url_path="model", default=True),
+    st.Page(_start, title=t("nav_model"), url_path="start", default=True, visibility="hidden"),
+    model_page,
     st.Page("pages/counterexamples.py", title=t("nav_counterexamples"), icon="🏷️", url_path="counterexamples"),
     st.Page("pages/tune.py", title=t("nav_tune"), icon="🎚️", url_path="tune"),
     st.Page("pages/review.py", title=t("nav_review"), icon="⚖️", url_path="review"),
