@@ -1,6 +1,6 @@
 """Collect the translation keys the workbench uses (for tests/test_i18n.py).
 
-Literal keys are read from every ``t("...")`` call in app.py, pages/ and the core modules that
+Literal keys are read from every ``t("...")`` call in app.py, views/ and the core modules that
 draw text. Keys built at run time (``t(f"status_{s}")``) are listed from their known value sets.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "app.py",
-    *sorted((ROOT / "pages").glob("*.py")),
+    *sorted((ROOT / "views").glob("*.py")),
     ROOT / "core" / "app" / "charts.py",
     ROOT / "core" / "app" / "report.py",
     ROOT / "core" / "app" / "summary.py",

@@ -26,24 +26,6 @@ from tests.wb_helpers import (
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
-@pytest.fixture(autouse=True)
-def _navigation_not_pages_folder(monkeypatch):
-    """Run app.py on every AppTest run, as the server does.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before each run; with a ``pages/`` folder
-    next to app.py (the layout docs/DESIGN.md §6 fixes) its later runs then execute the page file alone,
-    skipping app.py and its st.navigation. The server sets the flag to False once st.navigation
-    has run and keeps it. This pins the script runner's view of the flag to that server behaviour.
-    """
-    from streamlit.runtime import pages_manager
-    from streamlit.runtime.scriptrunner import script_runner
-
-    class NavigationPagesManager(pages_manager.PagesManager):
-        uses_pages_directory = False
-
-    monkeypatch.setattr(script_runner, "PagesManager", NavigationPagesManager)
-
-
 @pytest.fixture()
 def home(tmp_path, demo_dir, monkeypatch) -> Path:
     h = tmp_path / "home"
@@ -193,7 +175,7 @@ def test_weights_file_and_form_make_a_project(home, store, demo_dir):
 
 def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
     pid = projects.open_demo(store, "alice")
-    at = _app("pages/counterexamples.py")
+    at = _app("views/counterexamples.py")
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
     at.file_uploader(key="up_single").set_value([("mine.png", png, "image/png")]).run()
     at.text_input(key="single_attr").input("red")
@@ -209,7 +191,7 @@ def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
 
 def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
     pid = projects.open_demo(store, "alice")
-    at = _app("pages/counterexamples.py")
+    at = _app("views/counterexamples.py")
     assert "Quick labelling" in _texts(at)
     top = pool.candidates(store, pid)[0]
     at.button(key="quick_7").click().run()
@@ -235,7 +217,7 @@ def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
 def test_tune_page_starts_watches_and_cancels(home, store):
     pid = projects.open_demo(store, "alice")
     label_top(store, pid, 4)
-    at = _app("pages/tune.py")
+    at = _app("views/tune.py")
     assert at.toggle(key="tune_auto").value is False
     # advanced settings are built from the method's config schema, with its defaults
     defaults = {s["name"]: s["default"] for s in runs.method_schema("cpt")}
@@ -256,7 +238,7 @@ def test_tune_page_starts_watches_and_cancels(home, store):
 def test_tune_page_builds_settings_for_every_method(home, store):
     pid = projects.open_demo(store, "alice")
     label_top(store, pid, 2)
-    at = _app("pages/tune.py")
+    at = _app("views/tune.py")
     for name, _ in runs.method_choices():
         at.selectbox(key="tune_method").set_value(name).run()
         assert not at.exception, (name, [e.value for e in at.exception])
@@ -277,7 +259,7 @@ def _finished_run(store, pid) -> int:
 def test_review_page_verdict_approve_and_roll_back(home, store):
     pid = projects.open_demo(store, "alice")
     rid = _finished_run(store, pid)
-    at = _app("pages/review.py")
+    at = _app("views/review.py")
     assert not at.exception
     text = _texts(at)
     assert "Rules used: a repair is flagged if overall accuracy falls by more than 2 points" in text
@@ -301,7 +283,7 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
     pid = projects.open_demo(store, "alice")
     rid = _finished_run(store, pid)
     monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
-    at = _app("pages/review.py")
+    at = _app("views/review.py")
     assert at.error and "Careful" in at.error[0].value
     next(b for b in at.button if b.label == "Approve").click().run()
     assert any("tick the override box" in e.value for e in at.error)
@@ -314,7 +296,7 @@ def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, st
     rid = make_tradeoff_run(store, pid)
     v = runs.verdict(runs.run_metrics(store, rid))
     assert v["kind"] == "mixed" and v["worse_groups"][0]["name"] == "two · red"
-    at = _app("pages/review.py", lang=lang)
+    at = _app("views/review.py", lang=lang)
     box = at.warning[0].value
     assert "two · red" in box and str(v["n_broken"]) in box and str(v["n_fixed"]) in box
     assert not any(b.value.startswith("Recommended") for b in at.success)
@@ -328,7 +310,7 @@ def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, st
 def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store):
     pid = projects.open_demo(store, "alice")
     rid = make_tradeoff_run(store, pid)
-    at = _app("pages/review.py")
+    at = _app("views/review.py")
     assert "In use now: the original model." in _texts(at)
     next(b for b in at.button if b.label == "Approve").click().run()
     text = _texts(at)
@@ -341,7 +323,7 @@ def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store)
     assert "The original model is active again." in text and "In use now: the original model." in text
     picker = next(s for s in at.selectbox if s.label == "Repair to review")
     assert "rolled back" in picker.format_func(rid) and "in use now" not in picker.format_func(rid)
-    tune = _app("pages/tune.py")
+    tune = _app("views/tune.py")
     assert "In use now: the original model." in _texts(tune)
     table = tune.dataframe[0].value
     assert list(table["Decision"]) == ["approved, then rolled back · not in use"]
@@ -357,7 +339,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     rid = _finished_run(store, pid)
     full = runs.run_metrics(store, rid)
     assert full["changed_predictions"] > 0
-    at = _app("pages/review.py", lang=lang)
+    at = _app("views/review.py", lang=lang)
     slider = at.slider(key=f"alpha_{rid}")
     assert slider.value == 1.0
     card_full = _card(at)
@@ -418,7 +400,7 @@ def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store
 def test_history_page_lists_and_filters(home, store):
     pid = projects.open_demo(store, "alice")
     label_top(store, pid, 2)
-    at = _app("pages/history.py", lang="ja")
+    at = _app("views/history.py", lang="ja")
     assert "履歴" in _texts(at)
     df = at.dataframe[0].value
     assert len(df) == len(store.audit_events(pid))
@@ -428,8 +410,8 @@ def test_history_page_lists_and_filters(home, store):
 
 
 def test_pages_without_a_project_point_to_the_model_page(home):
-    for page in ("pages/counterexamples.py", "pages/tune.py", "pages/review.py"):
+    for page in ("views/counterexamples.py", "views/tune.py", "views/review.py"):
         at = _app(page)
         assert "Open the demo or upload a model first" in _texts(at)
-    at = _app("pages/history.py")
+    at = _app("views/history.py")
     assert "Nothing has happened yet." in _texts(at)

@@ -23,14 +23,14 @@ actor = st.session_state.get("actor") or "curator"
 st.title(t("tune_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
-    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
 n_chosen = len(pool.chosen_set(store, pid))
 st.write(t("tune_intro", n=n_chosen))
 if n_chosen == 0:
     st.warning(t("tune_need_labels"))
-    st.page_link("pages/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
+    st.page_link("views/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
 
 methods = runs.method_choices()
 method = st.selectbox(
@@ -234,7 +234,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":
         st.success(t("tune_done", reason=stop_words(run["stop_reason"])))
-        st.page_link("pages/review.py", label=t("tune_to_review"), icon="➡️")
+        st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ("failed", "interrupted", "cancelled"):
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
 

@@ -20,7 +20,7 @@ actor = st.session_state.get("actor") or "curator"
 st.title(t("ce_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
-    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
 summary = projects.project_summary(store, pid)
@@ -126,7 +126,7 @@ with chosen_col:
                     args=(store, pid, c["key"], actor),
                     icon="🗑️",
                 )
-        st.page_link("pages/tune.py", label=t("ce_next"), icon="➡️")
+        st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")
     else:
         st.info(t("ce_chosen_empty"))
 

@@ -18,13 +18,13 @@ actor = st.session_state.get("actor") or "curator"
 st.title(t("review_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
-    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
 done = [r for r in store.runs(pid) if r["status"] == "done"]
 if not done:
     st.info(t("review_no_runs"))
-    st.page_link("pages/tune.py", label=t("nav_tune"), icon="🎚️")
+    st.page_link("views/tune.py", label=t("nav_tune"), icon="🎚️")
     st.stop()
 
 ids = [r["id"] for r in done]

@@ -260,4 +260,4 @@ with st.expander(t("suspects_expander"), expanded=not has_attributes or bool(nam
         for g in groups if show_all else groups[:SUSPECTS_SHOWN]:
             _suspected_group(g)
 
-st.page_link("pages/counterexamples.py", label=t("model_next"), icon="➡️")
+st.page_link("views/counterexamples.py", label=t("model_next"), icon="➡️")
