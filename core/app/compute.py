@@ -288,13 +288,14 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
 
 
 # The last run previewed: its weights and decoded images, so each further α is one forward pass.
-_PREVIEW_INPUTS: dict[int, dict] = {}
+_PREVIEW_INPUTS: dict[tuple[str, int], dict] = {}  # (store home, run id) → inputs
 
 
 def _preview_inputs(store: Store, run_id: int) -> dict:
     """The old model, the repaired weights, the run's evaluation rows and counterexamples as tensors."""
-    if run_id in _PREVIEW_INPUTS:
-        return _PREVIEW_INPUTS[run_id]
+    key = (str(store.home), run_id)
+    if key in _PREVIEW_INPUTS:
+        return _PREVIEW_INPUTS[key]
     run = store.run(run_id)
     base = store.model(run["model_id"])
     check_stored_model(base)
@@ -318,7 +319,7 @@ def _preview_inputs(store: Store, run_id: int) -> dict:
         "y_ce": ce.labels if ce is not None else None,
     }
     _PREVIEW_INPUTS.clear()
-    _PREVIEW_INPUTS[run_id] = inputs
+    _PREVIEW_INPUTS[key] = inputs
     return inputs
 
 
