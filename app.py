@@ -1,7 +1,10 @@
 """The bias-repair workbench: ``streamlit run app.py``.
 
 This entry script sets up the sidebar (language, the user's name, the current project) and
-registers the five pages with ``st.navigation``. Pages hold widgets only and call ``core.*``.
+registers the five pages with ``st.navigation``. The pages are in ``views/`` (widgets only; they
+call ``core.*``), not ``pages/``: Streamlit runs a ``pages/`` folder beside the entry script as an
+old-style multipage app until ``st.navigation`` first runs, so after a server start a typed or
+reloaded page URL would have run the page file without this script.
 Anything that must survive a refresh lives in the store; the session keeps only view choices.
 """
 
@@ -61,11 +64,23 @@ flash = st.session_state.pop("flash", None)  # a message from the run before an 
 if flash:
     getattr(st, flash[0])(flash[1])
 
+model_page = st.Page("views/model.py", title=t("nav_model"), icon="🧠", url_path="model")
+
+
+def _start() -> None:
+    """The bare address opens the Model page under its own URL. Streamlit serves the default page at
+    "/" whatever its url_path, so a default Model page made "/model" a page that "does not exist"
+    when typed or reloaded; this hidden start page is the default instead. The query string
+    (language, project) goes along."""
+    st.switch_page(model_page, query_params=st.query_params.to_dict())
+
+
 pages = [
-    st.Page("pages/model.py", title=t("nav_model"), icon="🧠", url_path="model", default=True),
-    st.Page("pages/counterexamples.py", title=t("nav_counterexamples"), icon="🏷️", url_path="counterexamples"),
-    st.Page("pages/tune.py", title=t("nav_tune"), icon="🎚️", url_path="tune"),
-    st.Page("pages/review.py", title=t("nav_review"), icon="⚖️", url_path="review"),
-    st.Page("pages/history.py", title=t("nav_history"), icon="📜", url_path="history"),
+    st.Page(_start, title=t("nav_model"), url_path="start", default=True, visibility="hidden"),
+    model_page,
+    st.Page("views/counterexamples.py", title=t("nav_counterexamples"), icon="🏷️", url_path="counterexamples"),
+    st.Page("views/tune.py", title=t("nav_tune"), icon="🎚️", url_path="tune"),
+    st.Page("views/review.py", title=t("nav_review"), icon="⚖️", url_path="review"),
+    st.Page("views/history.py", title=t("nav_history"), icon="📜", url_path="history"),
 ]
 st.navigation(pages).run()

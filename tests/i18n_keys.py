@@ -1,6 +1,6 @@
 """Collect the translation keys the workbench uses (for tests/test_i18n.py).
 
-Literal keys are read from every ``t("...")`` call in app.py, pages/ and the core modules that
+Literal keys are read from every ``t("...")`` call in app.py, views/ and the core modules that
 draw text. Keys built at run time (``t(f"status_{s}")``) are listed from their known value sets.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "app.py",
-    *sorted((ROOT / "pages").glob("*.py")),
+    *sorted((ROOT / "views").glob("*.py")),
     ROOT / "core" / "app" / "budget.py",
     ROOT / "core" / "app" / "charts.py",
     ROOT / "core" / "app" / "report.py",
@@ -35,6 +35,7 @@ DYNAMIC = {
         "kept_floor",
         "auto_no_change",
         "stalled",
+        "interpolated",
     ],
     "history_scope": ["project", "all"],
     "action": [
@@ -54,6 +55,7 @@ DYNAMIC = {
         "run_failed",
         "run_cancelled",
         "run_interrupted",
+        "run_interpolated",
         "approved",
         "rejected",
         "rolled_back",

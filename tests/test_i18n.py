@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import string
+from pathlib import Path
 
-from core.app.i18n import LANGUAGES, catalog, t
+import pytest
+
+from core.app.i18n import LANGUAGES, catalog, error_text, t
+from core.errors import UserError
+from core.formats.zipsafety import read_zip_members
 from tests.i18n_keys import used_keys
 
 
@@ -51,3 +57,41 @@ def test_every_method_and_setting_has_words_in_both_languages():
             for spec in config_schema(name):
                 if spec["name"] != "strength":
                     assert f"cfg_{spec['name']}" in words and f"cfg_{spec['name']}_help" in words, (lang, spec["name"])
+
+
+def _keyed_user_errors() -> list[tuple[str, str, set[str]]]:
+    """(file, key, keyword parameters) of every ``UserError(message, "key", **params)`` in core/."""
+    root = Path(__file__).resolve().parent.parent / "core"
+    found = []
+    for f in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "UserError"
+                and len(node.args) >= 2
+            ):
+                assert isinstance(node.args[1], ast.Constant), f"{f.name}:{node.lineno} key must be a literal"
+                found.append((f.name, node.args[1].value, {k.arg for k in node.keywords if k.arg}))
+    return found
+
+
+def test_every_keyed_core_error_has_words_and_the_same_placeholders_in_both_languages():
+    keyed = _keyed_user_errors()
+    assert len(keyed) >= 40
+    for lang in LANGUAGES:
+        words = catalog(lang)
+        for where, key, params in keyed:
+            assert f"err_{key}" in words, (lang, where, key)
+            assert _fields(words[f"err_{key}"]) == params, (lang, where, key, params)
+
+
+def test_a_core_error_reads_in_the_page_language_and_stays_english_for_the_cli():
+    exc = UserError("x.zip is not a valid zip file", "zip_invalid", archive="x.zip")
+    assert str(exc) == "x.zip is not a valid zip file"
+    assert error_text(exc, "ja") == "x.zip は正しい zip ファイルではありません"
+    assert error_text(exc, "en") == "x.zip is not a valid zip file"
+    assert error_text(UserError("no key here"), "ja") == "no key here"
+    with pytest.raises(UserError) as caught:
+        read_zip_members(b"not a zip", "bad.zip")
+    assert caught.value.key == "zip_invalid" and error_text(caught.value, "ja").startswith("bad.zip は")

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from core.app import budget, jobs, projects, runs
+from core.app.i18n import error_text
 from core.app.store import Store
 from core.errors import UserError
 from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
@@ -166,3 +167,13 @@ def test_queued_runs_resume_when_no_worker_is_alive(store, demo):
     assert runs.resume_queued(store) is True
     wait_for(lambda: _status(store, rid) == "done", timeout=300)
     assert runs.resume_queued(store) is False
+
+
+def test_a_task_error_keeps_its_message_key_across_the_worker(store):
+    """A UserError raised in the task worker reaches the page with its English text, its message key
+    and its parameters, so the page can show it in Japanese."""
+    with pytest.raises(UserError) as caught:
+        jobs.compute(store, "alpha_preview", {"run_id": 0, "alpha": 2.0}, "alice")
+    assert "between 0 and 1" in str(caught.value)
+    assert caught.value.key == "alpha_range" and caught.value.params == {"alpha": "2.0"}
+    assert error_text(caught.value, "ja") == "強さ α は 0 から 1 の間にしてください（2.0 は範囲外です）"

@@ -1,6 +1,6 @@
 """Layering (docs/ARCHITECTURE.md): which package may import which, no import loops, no hidden imports.
 
-* core never imports streamlit; app.py and pages never import torch, and the page process never loads
+* core never imports streamlit; app.py and the pages (views/) never import torch, and the page process never loads
   it at run time either (model computation happens in the worker);
 * core/engine and core/formats never import core/app or core/bench; core/app never imports core/bench;
 * the import graph of core/ has no cycle;
@@ -71,8 +71,16 @@ def test_core_never_imports_streamlit():
     assert offenders == []
 
 
+def test_no_pages_folder_beside_app_py():
+    """The pages live in views/: Streamlit treats a folder named pages/ beside the entry script as an
+    old-style multipage app until st.navigation has run once, so the first page URL typed or reloaded
+    after a server start ran the page file alone, without app.py (no sidebar, no language)."""
+    assert not (ROOT / "pages").exists()
+    assert len(list((ROOT / "views").glob("*.py"))) == 5
+
+
 def test_pages_and_app_never_import_torch():
-    files = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+    files = [ROOT / "app.py", *sorted((ROOT / "views").glob("*.py"))]
     assert len(files) == 6
     heavy = {"torch", "torchvision", "safetensors"}
     offenders = [str(f.relative_to(ROOT)) for f in files if _roots(_imports(f)) & heavy]
@@ -145,7 +153,7 @@ def test_core_has_no_import_cycle():
 
 def test_no_imports_inside_functions():
     offenders = []
-    for f in [*CORE_FILES, ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+    for f in [*CORE_FILES, ROOT / "app.py", *sorted((ROOT / "views").glob("*.py"))]:
         tree = ast.parse(f.read_text(encoding="utf-8"))
         for fn in ast.walk(tree):
             if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -164,24 +172,16 @@ def test_no_imports_inside_functions():
 
 PAGE_PROCESS = """
 import json, sys
-from streamlit.runtime import pages_manager
-from streamlit.runtime.scriptrunner import script_runner
 from streamlit.testing.v1 import AppTest
 from core.app import projects
 
-
-class NavigationPagesManager(pages_manager.PagesManager):  # as tests/test_pages.py: app.py runs first
-    uses_pages_directory = False
-
-
-script_runner.PagesManager = NavigationPagesManager
 store = projects.get_store()
 pid = projects.open_demo(store, "layering-test")
 seen = {}
 at = AppTest.from_file("app.py", default_timeout=600)
 at.session_state["lang"] = "en"
 at.run()
-for page in [None, "pages/model.py", "pages/counterexamples.py", "pages/tune.py", "pages/review.py", "pages/history.py"]:
+for page in [None, "views/model.py", "views/counterexamples.py", "views/tune.py", "views/review.py", "views/history.py"]:
     if page:
         at.switch_page(page)
     at.run()
@@ -204,7 +204,7 @@ def test_page_process_never_loads_torch(tmp_path):
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(seen) == {
         "app.py",
-        *(f"pages/{p}.py" for p in ("model", "counterexamples", "tune", "review", "history")),
+        *(f"views/{p}.py" for p in ("model", "counterexamples", "tune", "review", "history")),
     }
     for page, info in seen.items():
         assert info["exceptions"] == [], page

@@ -3,13 +3,15 @@ real demo (built once per session), no browser."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import jobs, pool, projects, runs, suspects, uploads
+from core.app import interpolation, jobs, pool, projects, runs, summary, suspects, uploads
+from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import (
@@ -22,24 +24,6 @@ from tests.wb_helpers import (
 )
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def _navigation_not_pages_folder(monkeypatch):
-    """Run app.py on every AppTest run, as the server does.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before each run; with a ``pages/`` folder
-    next to app.py (the layout docs/DESIGN.md §6 fixes) its later runs then execute the page file alone,
-    skipping app.py and its st.navigation. The server sets the flag to False once st.navigation
-    has run and keeps it. This pins the script runner's view of the flag to that server behaviour.
-    """
-    from streamlit.runtime import pages_manager
-    from streamlit.runtime.scriptrunner import script_runner
-
-    class NavigationPagesManager(pages_manager.PagesManager):
-        uses_pages_directory = False
-
-    monkeypatch.setattr(script_runner, "PagesManager", NavigationPagesManager)
 
 
 @pytest.fixture()
@@ -149,6 +133,16 @@ def test_bad_model_upload_shows_a_message_not_a_traceback(home, store, payload, 
     assert store.projects() == []
 
 
+def test_a_core_upload_error_reads_in_japanese(home, store):
+    at = _app(lang="ja")
+    at.file_uploader(key="up_bundle").set_value(("bad.zip", b"not a zip at all", "application/zip")).run()
+    at.button(key="load_bundle").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("bad.zip は正しい zip ファイルではありません" in e for e in errors), errors
+    assert not any("is not a valid zip file" in e for e in errors)
+
+
 def test_eval_upload_through_the_page(home, store, demo_dir):
     pid = uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "mine.zip", "alice")
     at = _app()
@@ -181,7 +175,7 @@ def test_weights_file_and_form_make_a_project(home, store, demo_dir):
 
 def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
     pid = projects.open_demo(store, "alice")
-    at = _app("pages/counterexamples.py")
+    at = _app("views/counterexamples.py")
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
     at.file_uploader(key="up_single").set_value([("mine.png", png, "image/png")]).run()
     at.text_input(key="single_attr").input("red")
@@ -197,7 +191,7 @@ def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
 
 def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
     pid = projects.open_demo(store, "alice")
-    at = _app("pages/counterexamples.py")
+    at = _app("views/counterexamples.py")
     assert "Quick labelling" in _texts(at)
     top = pool.candidates(store, pid)[0]
     at.button(key="quick_7").click().run()
@@ -223,7 +217,7 @@ def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
 def test_tune_page_starts_watches_and_cancels(home, store):
     pid = projects.open_demo(store, "alice")
     label_top(store, pid, 4)
-    at = _app("pages/tune.py")
+    at = _app("views/tune.py")
     assert at.toggle(key="tune_auto").value is False
     # advanced settings are built from the method's config schema, with its defaults
     defaults = {s["name"]: s["default"] for s in runs.method_schema("cpt")}
@@ -244,7 +238,7 @@ def test_tune_page_starts_watches_and_cancels(home, store):
 def test_tune_page_builds_settings_for_every_method(home, store):
     pid = projects.open_demo(store, "alice")
     label_top(store, pid, 2)
-    at = _app("pages/tune.py")
+    at = _app("views/tune.py")
     for name, _ in runs.method_choices():
         at.selectbox(key="tune_method").set_value(name).run()
         assert not at.exception, (name, [e.value for e in at.exception])
@@ -265,7 +259,7 @@ def _finished_run(store, pid) -> int:
 def test_review_page_verdict_approve_and_roll_back(home, store):
     pid = projects.open_demo(store, "alice")
     rid = _finished_run(store, pid)
-    at = _app("pages/review.py")
+    at = _app("views/review.py")
     assert not at.exception
     text = _texts(at)
     assert "Rules used: a repair is flagged if overall accuracy falls by more than 2 points" in text
@@ -289,7 +283,7 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
     pid = projects.open_demo(store, "alice")
     rid = _finished_run(store, pid)
     monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
-    at = _app("pages/review.py")
+    at = _app("views/review.py")
     assert at.error and "Careful" in at.error[0].value
     next(b for b in at.button if b.label == "Approve").click().run()
     assert any("tick the override box" in e.value for e in at.error)
@@ -302,7 +296,7 @@ def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, st
     rid = make_tradeoff_run(store, pid)
     v = runs.verdict(runs.run_metrics(store, rid))
     assert v["kind"] == "mixed" and v["worse_groups"][0]["name"] == "two · red"
-    at = _app("pages/review.py", lang=lang)
+    at = _app("views/review.py", lang=lang)
     box = at.warning[0].value
     assert "two · red" in box and str(v["n_broken"]) in box and str(v["n_fixed"]) in box
     assert not any(b.value.startswith("Recommended") for b in at.success)
@@ -316,7 +310,7 @@ def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, st
 def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store):
     pid = projects.open_demo(store, "alice")
     rid = make_tradeoff_run(store, pid)
-    at = _app("pages/review.py")
+    at = _app("views/review.py")
     assert "In use now: the original model." in _texts(at)
     next(b for b in at.button if b.label == "Approve").click().run()
     text = _texts(at)
@@ -329,10 +323,70 @@ def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store)
     assert "The original model is active again." in text and "In use now: the original model." in text
     picker = next(s for s in at.selectbox if s.label == "Repair to review")
     assert "rolled back" in picker.format_func(rid) and "in use now" not in picker.format_func(rid)
-    tune = _app("pages/tune.py")
+    tune = _app("views/tune.py")
     assert "In use now: the original model." in _texts(tune)
     table = tune.dataframe[0].value
     assert list(table["Decision"]) == ["approved, then rolled back · not in use"]
+
+
+def _card(at) -> str:
+    return " ".join(str(h.proto.body) for h in at.get("html") if "summary-card" in str(h.proto.body))
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store, lang):
+    pid = projects.open_demo(store, "alice")
+    rid = _finished_run(store, pid)
+    full = runs.run_metrics(store, rid)
+    assert full["changed_predictions"] > 0
+    at = _app("views/review.py", lang=lang)
+    slider = at.slider(key=f"alpha_{rid}")
+    assert slider.value == 1.0
+    card_full = _card(at)
+    assert summary.pct(full["after"]["accuracy"]) in card_full
+
+    # α = 0 is the old model: nothing changed, the card's new numbers are the old ones.
+    slider.set_value(0.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    zero = interpolation.preview(store, rid, 0.0, "alice")
+    assert zero["metrics"]["changed_predictions"] == 0 and zero["metrics"]["kept_decisions"] == 1.0
+    assert zero["metrics"]["after"]["accuracy"] == full["before"]["accuracy"]
+    assert at.get_by_key("alpha_save").proto.disabled
+    assert not any(c.value.startswith(("✓", "✗")) for c in at.caption)  # no image changed its answer
+
+    # α = 0.5: recomputed numbers in the card and the galleries, and a preview line.
+    at.slider(key=f"alpha_{rid}").set_value(0.5).run()
+    half = interpolation.preview(store, rid, 0.5, "alice")["metrics"]
+    assert 0 < half["changed_predictions"] < full["changed_predictions"]
+    card_half = _card(at)
+    assert card_half != card_full and summary.pct(half["after"]["accuracy"]) in card_half
+    assert summary.pct(half["kept_decisions"]) in card_half
+    preview_line = next(i.value for i in at.info if "0.50" in i.value)
+    assert str(half["counterexamples_fixed"]) in preview_line
+    marks = [c.value[0] for c in at.caption if c.value[:1] in ("✓", "✗")]
+    assert marks and len(marks) <= min(32, half["changed_predictions"])
+
+    # Save α = 0.5: a new finished run with its own model, recorded, selected, and approvable.
+    at.button(key="alpha_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    new = max(r["id"] for r in store.runs(pid))
+    assert new != rid
+    saved = store.run(new)
+    assert saved["status"] == "done" and saved["config"]["interpolation"] == {"from_run": rid, "alpha": 0.5}
+    assert json.loads(saved["request_json"])["interpolation"] == {"from_run": rid, "alpha": 0.5}
+    assert (Path(saved["out_dir"]) / "model" / "model.safetensors").is_file()
+    assert runs.run_metrics(store, new)["kept_decisions"] == half["kept_decisions"]
+    event = next(e for e in store.audit_events(pid) if e["action"] == "run_interpolated")
+    assert event["detail"]["run_id"] == new and event["detail"]["from_run"] == rid
+    assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
+    assert f"#{new}" in at.success[-1].value and "0.50" in at.success[-1].value
+    v = runs.verdict(runs.run_metrics(store, new))
+    if v["kind"] == "flagged":
+        at.checkbox(key="override").check()
+        at.text_area(key="override_reason").input("weaker repair")
+    next(b for b in at.button if b.label == translator(lang)("review_approve")).click().run()
+    assert store.run(new)["decision"] == "approved"
+    assert store.project(pid)["active_model_id"] == store.run(new)["repaired_model_id"]
 
 
 def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store):
@@ -346,7 +400,7 @@ def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store
 def test_history_page_lists_and_filters(home, store):
     pid = projects.open_demo(store, "alice")
     label_top(store, pid, 2)
-    at = _app("pages/history.py", lang="ja")
+    at = _app("views/history.py", lang="ja")
     assert "履歴" in _texts(at)
     df = at.dataframe[0].value
     assert len(df) == len(store.audit_events(pid))
@@ -356,8 +410,8 @@ def test_history_page_lists_and_filters(home, store):
 
 
 def test_pages_without_a_project_point_to_the_model_page(home):
-    for page in ("pages/counterexamples.py", "pages/tune.py", "pages/review.py"):
+    for page in ("views/counterexamples.py", "views/tune.py", "views/review.py"):
         at = _app(page)
         assert "Open the demo or upload a model first" in _texts(at)
-    at = _app("pages/history.py")
+    at = _app("views/history.py")
     assert "Nothing has happened yet." in _texts(at)

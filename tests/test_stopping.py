@@ -1,10 +1,15 @@
 """The paper's early-stopping rule stops when, and only when, it should; the held-out rule restores
 the best step."""
 
+import numpy as np
 import torch
 
 from core.engine.configs import make_config
 from core.engine.loop import PreparedData, train_method
+from core.engine.repair import run_repair
+from core.engine.strength import choose_strength
+from core.formats.architectures import SmallCNN
+from core.formats.bundle import BundleMeta, ModelBundle
 
 DEV = torch.device("cpu")
 
@@ -91,3 +96,50 @@ def test_heldout_rule_keeps_best_step():
     history, reason, _ = train_method(m, d, DEV, ["a", "b", "c"])
     # validation predictions never change (all zeros → class 0), so the first check is the best
     assert reason.startswith("heldout_patience") and m.restored == 1 and len(history) == 4
+
+
+def _small_repair_inputs():
+    torch.manual_seed(0)
+    meta = BundleMeta("small_cnn", 10, [str(i) for i in range(10)], [3, 28, 28], [0.0] * 3, [1.0] * 3)
+    g = torch.Generator().manual_seed(1)
+    x_eval = torch.randn(64, 3, 28, 28, generator=g)
+    d = PreparedData(
+        torch.randn(8, 3, 28, 28, generator=g),
+        torch.randint(0, 10, (8,), generator=g),
+        x_eval,
+        torch.randint(0, 10, (64,), generator=g).numpy(),
+        ["a"] * 64,
+        np.arange(64),
+    )
+    return ModelBundle(meta, SmallCNN(10, 3, width=8).eval()), d
+
+
+def _stop_after(n: int):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > n
+
+    return should_stop, calls
+
+
+def test_cancel_ends_the_automatic_strength_sweep_at_once():
+    bundle, d = _small_repair_inputs()
+    should_stop, calls = _stop_after(5)
+    report = choose_strength(
+        bundle, d, "cpt", make_config("cpt", {"max_steps": 50, "min_steps": 50}), DEV, should_stop=should_stop
+    )
+    assert report["cancelled"] and report["chosen"] is None
+    assert calls["n"] == 6  # asked once more after the first yes, then nothing else ran
+
+
+def test_a_cancelled_repair_stops_without_evaluating_or_merging():
+    bundle, d = _small_repair_inputs()
+    for strength in ("auto", 10.0):
+        should_stop, calls = _stop_after(3)
+        res = run_repair(
+            bundle, None, method="cpt", config={"strength": strength, "max_steps": 50}, data=d, should_stop=should_stop
+        )
+        assert res.cancelled and res.stop_reason == "cancelled", strength
+        assert res.merged_state is None and len(res.after_pred) == 0 and res.metrics["steps"] <= 3

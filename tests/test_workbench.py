@@ -11,12 +11,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.app import decisions, evaluation, history, naming, pool, projects, runs, suspects, uploads
+from core.app import (
+    compute,
+    decisions,
+    evaluation,
+    history,
+    interpolation,
+    jobs,
+    naming,
+    pool,
+    projects,
+    runs,
+    suspects,
+    uploads,
+)
 from core.app.store import Store
 from core.app.worker import execute_run
 from core.engine.request import RunRequest
 from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
+from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import FAST_RUN, label_top, make_zip, no_attribute_project, pool_truth, seed_demo_cache
 
 
@@ -362,3 +376,22 @@ def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     assert any(g["attribute"] == "red corner" for g in metrics["before"]["groups"])
     assert any(g["attribute"] == "red corner" for g in metrics["after"]["groups"])
     assert metrics["before"]["worst_group_accuracy"] == pytest.approx(m["worst_group_accuracy"])
+
+
+def test_alpha_grid_gives_way_to_other_tasks_then_fills_the_slider(store, demo):
+    """The background computation of the Review slider's values stops as soon as another task
+    waits (so a person's request is never stuck behind it) and otherwise computes every value."""
+    jobs.stop_spawned_workers()  # no worker may claim the waiting task below
+    rid = make_tradeoff_run(store, demo)
+    run = store.run(rid)
+    assert interpolation.missing(run) == interpolation.GRID and len(interpolation.GRID) == 20
+    other = store.submit_task("evaluate", {"model_id": 1, "dataset_id": 1}, "tester", demo)
+    assert compute.alpha_grid(store, {"run_id": rid}, "tester") == {"complete": False}
+    assert interpolation.missing(run) == interpolation.GRID
+    store.finish_task(other, "failed", error="not served in this test")
+    assert compute.alpha_grid(store, {"run_id": rid}, "tester") == {"complete": True}
+    assert interpolation.missing(run) == []
+    # make_tradeoff_run's model/ is the base model, so every α gives the old model's answers.
+    zero = json.loads(interpolation.preview_file(run, 0.0).read_text())
+    half = json.loads(interpolation.preview_file(run, 0.5).read_text())
+    assert zero["after"] == half["after"] and half["metrics"]["changed_predictions"] == 0

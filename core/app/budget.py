@@ -69,10 +69,11 @@ def check_budget(store: Store, incoming: int, what: str) -> None:
         raise BudgetError(what, incoming, usage["used"], usage["budget"])
 
 
-def explain(exc: UserError, t: Callable[..., str]) -> str:
+def explain(exc: UserError, t: Callable[..., str], err: Callable[[BaseException], str] = str) -> str:
     """A refusal's text for a page: the translated budget message for a :class:`BudgetError`, else
-    the error's own message (which names the file or value at fault)."""
+    ``err(exc)`` (the page's :func:`core.app.i18n.error_translator`: the error in the page's language,
+    naming the file or value at fault)."""
     if isinstance(exc, BudgetError):
         what = t("budget_this_repair") if exc.values["what"] == REPAIR else exc.values["what"]
         return t("budget_exceeded", **{**exc.values, "what": what})
-    return str(exc)
+    return err(exc)

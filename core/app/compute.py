@@ -17,11 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from safetensors.torch import save_file
 
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import check_stored_model, stored_model_sha256
+from core.app.interpolation import missing, preview_file
 from core.app.pool import items_file, pool_predictions_path, read_items
+from core.app.runs import eval_root, prediction_rows, run_metrics
 from core.app.store import Store
 from core.app.suspects import (
     ARRAYS_FILE,
@@ -34,9 +37,12 @@ from core.app.suspects import (
 from core.app.uploads import register_eval, register_pool
 from core.engine.devices import select_device
 from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, representatives, suggest_from_arrays
-from core.engine.inference import evaluate_bundle, predict_dataset
+from core.engine.inference import evaluate_bundle, normalize, predict_dataset, predict_logits
+from core.engine.interpolation import check_alpha, interpolate_state, interpolated_model, scaled_delta
+from core.engine.metrics import compare_predictions, group_metrics
+from core.engine.repair import layer_changes
 from core.formats.bundle import ModelBundle, bundle_from_files, bundle_from_state_file, load_bundle, save_bundle
-from core.formats.datasets import ImageDataset, Record, load_dataset
+from core.formats.datasets import ImageDataset, Record, load_dataset, load_pixels
 from core.formats.meta import parse_meta_json, sha256_bytes
 
 
@@ -282,6 +288,151 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
     return {"path": str(out)}
 
 
+# The last run previewed: its weights and decoded images, so each further α is one forward pass.
+_PREVIEW_INPUTS: dict[tuple[str, int], dict] = {}  # (store home, run id) → inputs
+
+
+def _preview_inputs(store: Store, run_id: int) -> dict:
+    """The old model, the repaired weights, the run's evaluation rows and counterexamples as tensors."""
+    key = (str(store.home), run_id)
+    if key in _PREVIEW_INPUTS:
+        return _PREVIEW_INPUTS[key]
+    run = store.run(run_id)
+    base = store.model(run["model_id"])
+    check_stored_model(base)
+    bundle = load_bundle(base["path"])
+    repaired = load_bundle(Path(run["out_dir"]) / "model").state_dict()
+    meta, names = bundle.meta, bundle.meta.class_names
+    rows = prediction_rows(store, run_id)
+    ds = ImageDataset(
+        eval_root(store, run), [Record(r["path"], r["label"], r["attribute"] or None) for r in rows], list(names)
+    )
+    ce_dir = Path(run["out_dir"]) / "counterexamples"
+    ce = load_dataset(ce_dir, names) if (ce_dir / "manifest.csv").is_file() else None
+    inputs = {
+        "bundle": bundle,
+        "repaired": repaired,
+        "x": normalize(load_pixels(ds, meta.input_size), meta.mean, meta.std),
+        "y": np.array([r["label"] for r in rows], dtype=np.int64),
+        "attributes": [r["attribute"] for r in rows],
+        "before": np.array([r["before"] for r in rows], dtype=np.int64),
+        "x_ce": normalize(load_pixels(ce, meta.input_size), meta.mean, meta.std) if ce is not None else None,
+        "y_ce": ce.labels if ce is not None else None,
+    }
+    _PREVIEW_INPUTS.clear()
+    _PREVIEW_INPUTS[key] = inputs
+    return inputs
+
+
+def alpha_preview(store: Store, payload: dict, actor: str) -> dict:
+    """Evaluate a finished run at strength α (θ + α·δ, :mod:`core.engine.interpolation`) on its
+    evaluation rows and counterexamples; write the run's metrics recomputed for α and the answers to
+    :func:`core.app.interpolation.preview_file`, once per (run, α)."""
+    run_id, alpha = int(payload["run_id"]), check_alpha(payload["alpha"])
+    run = store.run(run_id)
+    out = preview_file(run, alpha)
+    if out.is_file():
+        return {"path": str(out)}
+    inp = _preview_inputs(store, run_id)
+    names = inp["bundle"].meta.class_names
+    dev = select_device("auto")
+    model = interpolated_model(inp["bundle"].model, inp["repaired"], alpha).to(dev)
+    after = predict_logits(model, inp["x"], dev).argmax(1).numpy()
+    ce_fixed = None
+    if inp["x_ce"] is not None:
+        ce_fixed = int((predict_logits(model, inp["x_ce"], dev).argmax(1).numpy() == inp["y_ce"]).sum())
+    metrics = {
+        **run_metrics(store, run_id),
+        "after": group_metrics(inp["y"], after, inp["attributes"], names),
+        **compare_predictions(inp["y"], inp["before"], after),
+        "counterexamples_fixed": ce_fixed,
+        "interpolation": {"from_run": run_id, "alpha": alpha},
+    }
+    result = {"alpha": alpha, "metrics": metrics, "after": after.tolist(), "counterexamples_fixed": ce_fixed}
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.replace(out)  # readers never see a half-written file
+    return {"path": str(out)}
+
+
+def alpha_grid(store: Store, payload: dict, actor: str) -> dict:
+    """Every value of the Review slider for one run, nearest the repair first (:func:`alpha_preview`
+    each). Gives way as soon as another task waits: the page submits it again on its next run, so a
+    person moving the slider waits for at most one value of this background work."""
+    run_id = int(payload["run_id"])
+    run = store.run(run_id)
+    for alpha in missing(run):
+        if store.has_queued_tasks():
+            return {"complete": False}
+        alpha_preview(store, {"run_id": run_id, "alpha": alpha}, actor)
+    return {"complete": True}
+
+
+def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
+    """Save a finished run at strength α as a new finished run: its own bundle θ + α·δ, α·δ, the
+    metrics and answers of the preview, the counterexamples; its config and request name the run and
+    α it comes from. Recorded in the store and the audit log, and approved like any other run."""
+    run_id, alpha = int(payload["run_id"]), check_alpha(payload["alpha"])
+    parent = store.run(run_id)
+    alpha_preview(store, payload, actor)
+    shown = json.loads(preview_file(parent, alpha).read_text(encoding="utf-8"))
+    inp = _preview_inputs(store, run_id)
+    bundle = inp["bundle"]
+    base_state = bundle.state_dict()
+    origin = {"from_run": run_id, "alpha": alpha}
+    new_id = store.create_run(
+        parent["project_id"],
+        parent["model_id"],
+        parent["method"],
+        {**parent["config"], "interpolation": origin},
+        f"{parent['strength_label']} · α {alpha:.2f}",
+        parent["n_counterexamples"],
+        store.artifact_dir("runs", "incoming"),
+        actor,
+    )
+    try:
+        store.set_run_request(new_id, json.dumps({"interpolation": origin, "request": parent.get("request_json")}))
+        out = store.artifact_dir("runs", str(new_id))
+        save_bundle(interpolate_state(base_state, inp["repaired"], alpha), bundle.meta, out / "model")
+        delta = scaled_delta(base_state, inp["repaired"], alpha)
+        save_file(delta, str(out / "delta.safetensors"))
+        metrics = {**shown["metrics"], "steps": 0, "stop_reason": "interpolated", "seconds": 0.0}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["index", "path", "label", "attribute", "before", "after"])
+            for k, (r, a) in enumerate(zip(prediction_rows(store, run_id), shown["after"])):
+                w.writerow([k, r["path"], r["label"], r["attribute"], r["before"], a])
+        with open(out / "layer_changes.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=["layer", "norm", "relative", "parameters"])
+            w.writeheader()
+            w.writerows(layer_changes(delta, base_state))
+        if (Path(parent["out_dir"]) / "counterexamples").is_dir():
+            shutil.copytree(Path(parent["out_dir"]) / "counterexamples", out / "counterexamples")
+    except BaseException as exc:
+        store.finish_run(new_id, "failed", error=f"saving the interpolation failed: {type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(new_id, "done", out_dir=str(out), stop_reason="interpolated", device="cpu")
+    after, before = metrics["after"], metrics["before"]
+    store.audit(
+        actor,
+        "run_interpolated",
+        parent["project_id"],
+        run_id=new_id,
+        from_run=run_id,
+        alpha=alpha,
+        sha256=stored_model_sha256(out / "model"),
+        accuracy_before=before["accuracy"],
+        accuracy_after=after["accuracy"],
+        worst_group_before=before["worst_group_accuracy"],
+        worst_group_after=after["worst_group_accuracy"],
+        kept_decisions=metrics["kept_decisions"],
+        counterexamples_fixed=metrics["counterexamples_fixed"],
+    )
+    return {"run_id": new_id}
+
+
 TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "register_model": register_model,
     "open_demo": open_demo,
@@ -289,4 +440,7 @@ TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "pool_predictions": pool_predictions,
     "discover": discover,
     "discover_pool": discover_pool,
+    "alpha_preview": alpha_preview,
+    "alpha_grid": alpha_grid,
+    "save_alpha_run": save_alpha_run,
 }

@@ -27,15 +27,17 @@ def approve_run(
     run = store.run(run_id)
     m = run_metrics(store, run_id)
     if run is None or m is None:
-        raise UserError("only a finished run can be approved")
+        raise UserError("only a finished run can be approved", "approve_unfinished")
     if not approver.strip():
-        raise UserError("write the approver's name")
+        raise UserError("write the approver's name", "approver_name")
     v = verdict(m)
     if v["kind"] == "flagged" and not (override and reason.strip()):
-        raise UserError("this repair is flagged; tick the override box and write a reason to approve it")
+        raise UserError(
+            "this repair is flagged; tick the override box and write a reason to approve it", "override_needed"
+        )
     model_dir = Path(run["out_dir"]) / "model"
     if not (model_dir / "model.safetensors").is_file():
-        raise UserError("this method produced no mergeable model, so it cannot be approved")
+        raise UserError("this method produced no mergeable model, so it cannot be approved", "not_mergeable")
     meta = parse_meta_json((model_dir / "model.json").read_bytes())
     if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
         check_stored_model(store.model(run["repaired_model_id"]))
@@ -90,7 +92,7 @@ def rollback(store: Store, project_id: int, actor: str) -> None:
     """Make the base model active again (the repair stays on record and can be approved again)."""
     p = store.project(project_id)
     if p["active_model_id"] == p["base_model_id"]:
-        raise UserError("the original model is already the active one")
+        raise UserError("the original model is already the active one", "already_original")
     store.set_project(project_id, active_model_id=p["base_model_id"])
     store.audit(actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"])
 
@@ -100,7 +102,7 @@ def export_bytes(store: Store, run_id: int) -> bytes:
     run = store.run(run_id)
     model_dir = Path(run["out_dir"]) / "model"
     if not (model_dir / "model.safetensors").is_file():
-        raise UserError("this run has no merged model to export")
+        raise UserError("this run has no merged model to export", "no_export")
     if run["repaired_model_id"]:  # approved once: the files must still be the approved ones
         check_stored_model(store.model(run["repaired_model_id"]))
     return bundle_zip_bytes(model_dir)

@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from core.errors import UserError
+
 I18N_DIR = Path(__file__).resolve().parents[2] / "assets" / "i18n"
 LANGUAGES = {"en": "English", "ja": "日本語"}
 DEFAULT_LANGUAGE = "en"
@@ -36,3 +38,20 @@ def t(key: str, lang: str = DEFAULT_LANGUAGE, **values) -> str:
 def translator(lang: str) -> Callable[..., str]:
     """``t`` bound to one language, for a page to call as ``t("key", n=3)``."""
     return functools.partial(t, lang=lang if lang in LANGUAGES else DEFAULT_LANGUAGE)
+
+
+def error_text(exc: BaseException, lang: str = DEFAULT_LANGUAGE) -> str:
+    """A :class:`UserError` in ``lang``: its ``err_<key>`` translation with its parameters, or its
+    English sentence when it has no key (or a translation is missing)."""
+    key = getattr(exc, "key", None) if isinstance(exc, UserError) else None
+    if key and f"err_{key}" in catalog(DEFAULT_LANGUAGE):
+        try:
+            return t(f"err_{key}", lang, **exc.params)
+        except (KeyError, IndexError):  # a placeholder without its value: the English sentence is still right
+            return str(exc)
+    return str(exc)
+
+
+def error_translator(lang: str) -> Callable[[BaseException], str]:
+    """``error_text`` bound to one language, for a page to call as ``err(exc)``."""
+    return functools.partial(error_text, lang=lang if lang in LANGUAGES else DEFAULT_LANGUAGE)

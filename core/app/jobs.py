@@ -206,7 +206,8 @@ def compute(
         if task["status"] == "done":
             return task["result"] or {}
         if task["status"] == "failed":
-            raise UserError(task["error"] or f"{kind} failed")
+            why = task["result"] or {}
+            raise UserError(task["error"] or f"{kind} failed", key=why.get("error_key"), **why.get("error_params", {}))
         now = time.monotonic()
         if on_wait is not None:
             on_wait(now - start)

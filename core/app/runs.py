@@ -52,10 +52,10 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     edits do not change a queued run."""
     s = project_summary(store, project_id)
     if not s["active_model"]:
-        raise UserError("open the demo or upload a model first")
+        raise UserError("open the demo or upload a model first", "need_model")
     chosen = chosen_set(store, project_id)
     if not chosen:
-        raise UserError("choose at least one counterexample on the Counterexamples page first")
+        raise UserError("choose at least one counterexample on the Counterexamples page first", "need_counterexamples")
     request = RunRequest.build(method, config, DataRefs(counterexamples=""))
     strength_label = (
         "auto" if request.is_auto else (f"{request.strength:g}" if request.strength is not None else "default")
@@ -261,32 +261,62 @@ def model_in_use(store: Store, project_id: int) -> int | None:
     return next((r["id"] for r in store.runs(project_id) if r.get("repaired_model_id") == p["active_model_id"]), None)
 
 
-def changed_predictions(store: Store, run_id: int) -> list[dict]:
-    """Evaluation images whose prediction changed: fixed (now right) or broken (now wrong)."""
+def eval_root(store: Store, run: dict) -> Path:
+    """The folder the paths in a run's ``predictions.csv`` are relative to: its project's evaluation set
+    (a named version has the same rows and paths)."""
+    ev = store.dataset(store.project(run["project_id"])["eval_dataset_id"])
+    return dataset_root(Path(ev["path"]))
+
+
+def prediction_rows(store: Store, run_id: int) -> list[dict]:
+    """The rows of a run's ``predictions.csv`` with class indices: path, label, attribute, before, after."""
     run = store.run(run_id)
     f = Path(run["out_dir"]) / "predictions.csv"
     if not f.is_file():
         return []
-    ev = store.dataset(store.project(run["project_id"])["eval_dataset_id"])
-    root = dataset_root(Path(ev["path"]))
+    names = store.model(run["model_id"])["meta"]["class_names"]
+    with open(f, encoding="utf-8", newline="") as fh:
+        return [
+            {
+                "path": r["path"],
+                "label": _label_index(r["label"], names),
+                "attribute": r.get("attribute") or "",
+                "before": int(r["before"]),
+                "after": int(r["after"]),
+            }
+            for r in csv.DictReader(fh)
+        ]
+
+
+def changed_predictions(store: Store, run_id: int, after: list[int] | None = None) -> list[dict]:
+    """Evaluation images whose prediction changed: fixed (now right) or broken (now wrong).
+
+    ``after``: other new answers for the same rows (a preview of the run at a lower strength,
+    :mod:`core.app.interpolation`) instead of the run's own."""
+    run = store.run(run_id)
+    rows = prediction_rows(store, run_id)
+    if not rows:
+        return []
+    if after is not None and len(after) != len(rows):
+        raise ValueError(f"{len(after)} answers for {len(rows)} rows")
+    root = eval_root(store, run)
     names = store.model(run["model_id"])["meta"]["class_names"]
     out = []
-    with open(f, encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
-            before, after, label = int(r["before"]), int(r["after"]), _label_index(r["label"], names)
-            if before == after:
-                continue
-            out.append(
-                {
-                    "file": str(root / r["path"]),
-                    "label": names[label],
-                    "attribute": r.get("attribute") or "",
-                    "before": names[before],
-                    "after": names[after],
-                    "fixed": after == label,
-                    "broken": before == label,
-                }
-            )
+    for k, r in enumerate(rows):
+        before, new, label = r["before"], (r["after"] if after is None else int(after[k])), r["label"]
+        if before == new:
+            continue
+        out.append(
+            {
+                "file": str(root / r["path"]),
+                "label": names[label],
+                "attribute": r["attribute"],
+                "before": names[before],
+                "after": names[new],
+                "fixed": new == label,
+                "broken": before == label,
+            }
+        )
     out.sort(key=lambda c: (not c["fixed"], c["label"]))
     return out
 

@@ -535,7 +535,7 @@ class Store:
         whether this call ended it."""
         if status not in FINISHED_STATES:
             raise ValueError(f"not a final state: {status}")
-        allowed = {"error", "stop_reason", "device"}
+        allowed = {"error", "stop_reason", "device", "out_dir"}  # out_dir: a run made whole (an interpolation)
         cols = "".join(f", {k} = ?" for k in fields if k in allowed)
         vals = tuple(v for k, v in fields.items() if k in allowed)
         changed = self.execute(
@@ -624,6 +624,16 @@ class Store:
             raw = row.pop("result_json")
             row["result"] = json.loads(raw) if raw else None
         return row
+
+    def has_queued_tasks(self) -> bool:
+        return self.one("SELECT id FROM tasks WHERE status = 'queued' LIMIT 1") is not None
+
+    def pending_tasks(self, kind: str) -> list[dict]:
+        """The payloads of the queued or running tasks of one kind."""
+        rows = self.query(
+            "SELECT payload_json FROM tasks WHERE kind = ? AND status IN ('queued', 'running') ORDER BY id", (kind,)
+        )
+        return [json.loads(r["payload_json"]) for r in rows]
 
     def claim_next_task(self, pid: int) -> dict | None:
         """Atomically move the oldest queued task to 'running' for worker ``pid``."""

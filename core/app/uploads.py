@@ -160,7 +160,9 @@ def upload_model_weights(
     check_refused_name(filename)
     suffix = Path(filename).suffix.lower()
     if suffix not in (".pt", ".pth", ".safetensors"):
-        raise UserError(f"{filename}: weights must be a .pt, .pth or .safetensors file")
+        raise UserError(
+            f"{filename}: weights must be a .pt, .pth or .safetensors file", "weights_suffix", name=filename
+        )
     weights = f"weights{suffix}"
     files = {weights: raw, "model.json": json.dumps(meta.to_dict()).encode()}
     return _register_staged(store, files, filename, weights, actor)
@@ -170,7 +172,7 @@ def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
     """Attach a labelled evaluation set (zip) to a project and evaluate the active model on it."""
     summary = project_summary(store, project_id)
     if not summary["active_model"]:
-        raise UserError("upload a model first, then its evaluation set")
+        raise UserError("upload a model first, then its evaluation set", "eval_needs_model")
     staging = store.artifact_dir("incoming") / f"eval_{sha256_bytes(raw)[:16]}"
     try:
         if staging.exists():
@@ -217,13 +219,20 @@ def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str,
                 r.pop(None, None)  # fields beyond the header
                 attrs[prefix + (r.get("path") or "").strip()] = (r.get("attribute") or "").strip()
         except csv.Error as exc:
-            raise UserError(f"{filename}: manifest.csv cannot be read as CSV ({exc})") from None
+            raise UserError(
+                f"{filename}: manifest.csv cannot be read as CSV ({exc})", "manifest_csv", name=filename
+            ) from None
     images = {m: d for m, d in members.items() if Path(m).suffix.lower() in IMAGE_SUFFIXES}
     others = [m for m in members if m not in images and not m.endswith(("manifest.csv", ".txt", ".md"))]
     if others:
-        raise UserError(f"{filename} holds files that are not PNG/JPEG images: {', '.join(others[:5])}")
+        raise UserError(
+            f"{filename} holds files that are not PNG/JPEG images: {', '.join(others[:5])}",
+            "not_images",
+            name=filename,
+            files=", ".join(others[:5]),
+        )
     if not images:
-        raise UserError(f"{filename} holds no PNG or JPEG images")
+        raise UserError(f"{filename} holds no PNG or JPEG images", "no_images", name=filename)
     if len(images) > max_images():
         raise UserError(
             f"{filename} holds {len(images)} images, more than the limit of {max_images()} (BIASREPAIR_MAX_IMAGES)"
@@ -242,7 +251,12 @@ def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str,
         items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
         return register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
     except OSError as exc:
-        raise UserError(f"{filename} cannot be unpacked ({exc.strerror or exc})") from None
+        raise UserError(
+            f"{filename} cannot be unpacked ({exc.strerror or exc})",
+            "cannot_unpack",
+            name=filename,
+            reason=str(exc.strerror or exc),
+        ) from None
     finally:
         shutil.rmtree(dest, ignore_errors=True)
 
@@ -256,7 +270,7 @@ def upload_single_images(
         return 0
     for name, data in files:
         if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-            raise UserError(f"{name} is not a .png/.jpg/.jpeg file")
+            raise UserError(f"{name} is not a .png/.jpg/.jpeg file", "image_suffix", name=name)
         open_image(data, name)
     existing = store.datasets(project_id, "uploads")
     have = existing[0]["n_items"] if existing else 0

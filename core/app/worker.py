@@ -97,7 +97,9 @@ def execute_task(store: Store, task: dict) -> str:
         store.finish_task(task["id"], "done", result=result)
         return "done"
     except UserError as exc:
-        store.finish_task(task["id"], "failed", error=str(exc))
+        # The message key and parameters travel with the English text, so the page can translate it.
+        why = {"error_key": exc.key, "error_params": exc.params} if exc.key else None
+        store.finish_task(task["id"], "failed", result=why, error=str(exc))
         return "failed"
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -3,8 +3,9 @@
 Holds the repair methods (``methods/``, one file each), their settings (``configs``, no torch), the
 change penalties, the typed run request (``request``), the training loop and stopping rules
 (``loop``), a whole repair from data to results (``repair``), the automatic strength (``strength``),
-metrics (``metrics``, numpy only) and model inference (``inference``), the from-scratch training of
-benchmark base models (``training``) and device selection (``devices``).
+a repair weakened after the fact (``interpolation``, θ + α·δ), metrics (``metrics``, numpy only) and
+model inference (``inference``), the from-scratch training of benchmark base models (``training``)
+and device selection (``devices``).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,
 and never streamlit.

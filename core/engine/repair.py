@@ -143,8 +143,12 @@ def repair(
     auto_info = None
     cfg = request.config
     if request.is_auto:
-        auto_info = choose_strength(bundle, data, method, request.config, dev, seed=seed, progress=progress)
+        auto_info = choose_strength(
+            bundle, data, method, request.config, dev, seed=seed, progress=progress, should_stop=should_stop
+        )
         cfg = replace(request.config, strength=auto_info["chosen"]) if auto_info["chosen"] is not None else None
+    if (auto_info is not None and auto_info.get("cancelled")) or (should_stop is not None and should_stop()):
+        return _cancelled(request, auto_info, t0)
     class_names = bundle.meta.class_names
     base_model = bundle.model
     before = after = np.zeros(0, dtype=np.int64)
@@ -174,6 +178,8 @@ def repair(
             should_stop=should_stop,
             stall_steps=STALL_STEPS if auto_info is not None else None,
         )
+        if cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
+            return _cancelled(request, auto_info, t0, history)
         merged = impl.merged_state_dict()
         delta = impl.delta_state_dict()
         if data.x_eval is not None:
@@ -230,6 +236,32 @@ def repair(
         cancelled=cancelled,
         stop_reason=stop_reason,
         config=asdict(cfg),
+    )
+
+
+def _cancelled(request: RunRequest, auto_info: dict | None, t0: float, history: list[dict] | None = None):
+    """The result of a run cancelled in the sweep or the loop: its steps so far and nothing else."""
+    history = history or []
+    metrics = {
+        "method": request.method,
+        "steps": len(history),
+        "cancelled": True,
+        "stop_reason": "cancelled",
+        "auto_strength": auto_info,
+        "seconds": time.perf_counter() - t0,
+    }
+    return RepairResult(
+        metrics=metrics,
+        history=history,
+        merged_state=None,
+        delta=None,
+        layer_changes=[],
+        before_pred=np.zeros(0, dtype=np.int64),
+        after_pred=np.zeros(0, dtype=np.int64),
+        eval_indices=np.zeros(0, dtype=np.int64),
+        cancelled=True,
+        stop_reason="cancelled",
+        config=asdict(request.config),
     )
 
 

@@ -46,7 +46,15 @@ NO_CHANGE_CODES = {
 
 
 def choose_strength(
-    bundle, data, method: str, config, device, seed: int = 0, progress=None, early_exit: bool = True
+    bundle,
+    data,
+    method: str,
+    config,
+    device,
+    seed: int = 0,
+    progress=None,
+    early_exit: bool = True,
+    should_stop=None,
 ) -> dict:
     """Pick λ for ``method`` on ``data`` (a :class:`core.engine.repair.PreparedData`). Returns a report:
     ``{"chosen": λ or None, "code": reason code or None, "rule": English text, "folds": k,
@@ -75,6 +83,9 @@ def choose_strength(
     ``progress`` gets ``{"phase": "auto", "candidate": i, "candidates": m, "strength": λ, "fold": j,
     "folds": k, "done": runs finished, "total": m·k}`` before each fold's run, and
     ``{"phase": "auto", "event": "candidate_done", ...the candidate's row}`` after each candidate.
+
+    ``should_stop()`` is asked before each fold's run and at every step inside it (as in the loop);
+    when it says yes the sweep ends at once and the report has ``cancelled: True`` and no choice.
     """
     cls = get_method(method)
     if not has_strength(method):
@@ -99,6 +110,8 @@ def choose_strength(
             cfg = replace(cfg, min_steps=0)
         right, agree, fixes_own, stopped = 0, [], False, False
         for fi, f in enumerate(folds):
+            if should_stop is not None and should_stop():
+                return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": k}
             if progress is not None:
                 progress(
                     {"phase": "auto", "candidate": ci + 1, "candidates": len(CANDIDATES), "strength": lam,
@@ -108,7 +121,17 @@ def choose_strength(
             sub = PreparedData(data.x_ce[train_idx], data.y_ce[train_idx])
             impl = cls(bundle.model, cfg, device)
             impl.reference = ref
-            train_method(impl, sub, device, bundle.meta.class_names, seed=seed, stall_steps=STALL_STEPS)
+            _, _, cancelled = train_method(
+                impl,
+                sub,
+                device,
+                bundle.meta.class_names,
+                seed=seed,
+                should_stop=should_stop,
+                stall_steps=STALL_STEPS,
+            )
+            if cancelled:
+                return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": k}
             done, runs = done + 1, runs + 1
             own = _predict(impl, sub.x_ce, device) == sub.y_ce
             if k < 2:

@@ -70,7 +70,12 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 def build_model(architecture: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """Build an untrained model of an allow-listed architecture, in eval mode."""
     if architecture not in ARCHITECTURES:
-        raise UserError(f"unknown architecture {architecture!r}; allowed: {', '.join(sorted(ARCHITECTURES))}")
+        raise UserError(
+            f"unknown architecture {architecture!r}; allowed: {', '.join(sorted(ARCHITECTURES))}",
+            "unknown_architecture",
+            architecture=str(architecture),
+            allowed=", ".join(sorted(ARCHITECTURES)),
+        )
     if not isinstance(num_classes, int) or num_classes < 2:
         raise UserError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
     model = ARCHITECTURES[architecture](num_classes, in_channels)

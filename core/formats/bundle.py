@@ -55,7 +55,9 @@ def _safetensors_to_state(raw: bytes) -> dict[str, torch.Tensor]:
     try:
         return st_load_bytes(raw)
     except (SafetensorError, Exception) as exc:  # the Rust parser raises several types
-        raise UserError(f"model.safetensors is corrupt or not a safetensors file ({exc})") from None
+        raise UserError(
+            f"model.safetensors is corrupt or not a safetensors file ({exc})", "safetensors_corrupt"
+        ) from None
 
 
 def state_dict_from_torch_file(raw: bytes, filename: str = "weights.pt") -> dict[str, torch.Tensor]:
@@ -65,7 +67,12 @@ def state_dict_from_torch_file(raw: bytes, filename: str = "weights.pt") -> dict
     of its code can run; TorchScript archives are recognised and refused with their own message.
     """
     if len(raw) > MAX_MODEL_BYTES:
-        raise UserError(f"{filename} is larger than the {MAX_MODEL_BYTES // 2**20} MB limit")
+        raise UserError(
+            f"{filename} is larger than the {MAX_MODEL_BYTES // 2**20} MB limit",
+            "weights_too_big",
+            name=filename,
+            limit=MAX_MODEL_BYTES // 2**20,
+        )
     if raw[:4] == b"PK\x03\x04":
         try:
             names = zipfile.ZipFile(io.BytesIO(raw)).namelist()
@@ -76,7 +83,9 @@ def state_dict_from_torch_file(raw: bytes, filename: str = "weights.pt") -> dict
         ):
             raise UserError(
                 f"{filename} is a TorchScript archive; it is refused because loading it can run "
-                "code. Save model.state_dict() instead"
+                "code. Save model.state_dict() instead",
+                "torchscript",
+                name=filename,
             )
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
@@ -84,14 +93,18 @@ def state_dict_from_torch_file(raw: bytes, filename: str = "weights.pt") -> dict
         raise UserError(
             f"{filename} is not a plain state dict (it holds pickled objects, e.g. a whole "
             f"nn.Module); it is refused because unpickling it could run code. Save "
-            f"model.state_dict() instead. Detail: {str(exc).splitlines()[0]}"
+            f"model.state_dict() instead. Detail: {str(exc).splitlines()[0]}",
+            "pickled",
+            name=filename,
         ) from None
     except Exception as exc:
-        raise UserError(f"{filename} could not be read as a PyTorch state dict ({exc})") from None
+        raise UserError(
+            f"{filename} could not be read as a PyTorch state dict ({exc})", "state_dict_unreadable", name=filename
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise UserError(f"{filename} does not hold a state dict of named tensors")
+        raise UserError(f"{filename} does not hold a state dict of named tensors", "not_state_dict", name=filename)
     return obj
 
 
@@ -134,7 +147,12 @@ def build_and_validate(
     model = build_model(meta.architecture, meta.num_classes, meta.input_size[0])
     out = classifier_out_features(model)
     if out is not None and out != meta.num_classes:
-        raise UserError(f"classifier produces {out} outputs but num_classes is {meta.num_classes}")
+        raise UserError(
+            f"classifier produces {out} outputs but num_classes is {meta.num_classes}",
+            "classes_mismatch",
+            out=out,
+            n=meta.num_classes,
+        )
     notes = check_weight_dtypes(model, state)
     try:
         model.load_state_dict(state, strict=True)
@@ -144,7 +162,11 @@ def build_and_validate(
         if "size mismatch" in detail and ("classifier" in detail or "fc." in detail or "head" in detail):
             detail = f"num_classes mismatch or wrong weights: {detail}"
         raise UserError(
-            f"weights do not fit architecture {meta.architecture!r} with num_classes={meta.num_classes}: {detail[:600]}"
+            f"weights do not fit architecture {meta.architecture!r} with num_classes={meta.num_classes}: {detail[:600]}",
+            "weights_do_not_fit",
+            architecture=meta.architecture,
+            n=meta.num_classes,
+            detail=detail[:600],
         ) from None
     model.eval()
     try:
@@ -162,7 +184,7 @@ def build_and_validate(
             f"model output has shape {tuple(probe.shape)} on a probe batch, expected (2, {meta.num_classes})"
         )
     if not torch.isfinite(probe).all():
-        raise UserError("model gives non-finite logits (NaN or inf) on a probe batch")
+        raise UserError("model gives non-finite logits (NaN or inf) on a probe batch", "non_finite")
     for p in model.parameters():
         p.requires_grad_(False)
     return ModelBundle(meta=meta, model=model, sha256=sha256, source=source, notes=notes)
@@ -205,7 +227,9 @@ def bundle_from_state_file(raw: bytes, filename: str, meta: BundleMeta) -> Model
     """A ``.pt``/``.pth`` state dict plus metadata given separately (CLI flags or a form)."""
     check_refused_name(filename)
     if Path(filename).suffix.lower() not in (".pt", ".pth", ".safetensors"):
-        raise UserError(f"{filename}: weights must be a .pt, .pth or .safetensors file")
+        raise UserError(
+            f"{filename}: weights must be a .pt, .pth or .safetensors file", "weights_suffix", name=filename
+        )
     if filename.lower().endswith(".safetensors"):
         state = _safetensors_to_state(raw)
     else:

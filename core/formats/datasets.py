@@ -82,22 +82,39 @@ def open_image(data: bytes | Path, name: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         if img.format not in ALLOWED_FORMATS:
-            raise UserError(f"{name} is a {img.format} image; only PNG and JPEG are accepted")
+            raise UserError(
+                f"{name} is a {img.format} image; only PNG and JPEG are accepted",
+                "image_format",
+                name=name,
+                format=str(img.format),
+            )
         w, h = img.size
         if w * h > limit:
-            raise UserError(f"{name} is {w}×{h} pixels, more than the limit of {limit} (BIASREPAIR_MAX_IMAGE_PIXELS)")
+            raise UserError(
+                f"{name} is {w}×{h} pixels, more than the limit of {limit} (BIASREPAIR_MAX_IMAGE_PIXELS)",
+                "image_too_big",
+                name=name,
+                w=w,
+                h=h,
+            )
         img.load()
     except UserError:
         raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise UserError(f"{name} is not a readable PNG or JPEG image ({exc.__class__.__name__})") from None
+        raise UserError(
+            f"{name} is not a readable PNG or JPEG image ({exc.__class__.__name__})", "image_unreadable", name=name
+        ) from None
     except (
         ValueError,
         EOFError,
         MemoryError,
     ) as exc:  # e.g. Pillow's "Decompressed data too large" for a huge text chunk
         detail = " ".join(str(exc).split())[:80]
-        raise UserError(f"{name} is not a usable PNG or JPEG image ({detail or exc.__class__.__name__})") from None
+        raise UserError(
+            f"{name} is not a usable PNG or JPEG image ({detail or exc.__class__.__name__})",
+            "image_unreadable",
+            name=name,
+        ) from None
     return img
 
 
@@ -133,7 +150,8 @@ def _manifest_text(root: Path) -> str:
         return (root / "manifest.csv").read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(
-            f"manifest.csv is not UTF-8 text (byte {exc.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+            f"manifest.csv is not UTF-8 text (byte {exc.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)",
+            "manifest_utf8",
         ) from None
     except OSError as exc:
         raise UserError(f"manifest.csv cannot be read: {exc.strerror or exc}") from None
@@ -146,10 +164,14 @@ def _read_manifest(root: Path, class_names: list[str]) -> tuple[list[Record], li
     try:
         fieldnames = reader.fieldnames or []
     except csv.Error as exc:
-        raise UserError(f"manifest.csv line 1 cannot be read as CSV ({exc})") from None
+        raise UserError(f"manifest.csv line 1 cannot be read as CSV ({exc})", "manifest_header") from None
     cols = [c.strip() for c in fieldnames]
     if "path" not in cols or "label" not in cols:
-        raise UserError(f"manifest.csv needs columns path,label; it has: {_short(', '.join(cols), 200) or 'none'}")
+        raise UserError(
+            f"manifest.csv needs columns path,label; it has: {_short(', '.join(cols), 200) or 'none'}",
+            "manifest_columns",
+            columns=_short(", ".join(cols), 200) or "–",
+        )
     root_resolved = root.resolve()
     seen: dict[Path, int] = {}
     line_no = 1
@@ -205,7 +227,7 @@ def _read_class_folders(root: Path, class_names: list[str]) -> tuple[list[Record
     rejected: list[str] = []
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
-        raise UserError("dataset has neither manifest.csv nor one folder per class")
+        raise UserError("dataset has neither manifest.csv nor one folder per class", "dataset_layout")
     root_resolved = root.resolve()
     for d in subdirs:
         try:
@@ -269,7 +291,7 @@ def load_dataset(
         raise UserError(f"dataset not found: {path}")
     if path.is_file():
         if path.suffix.lower() != ".zip":
-            raise UserError(f"{path.name} is not a dataset: give a folder or a .zip")
+            raise UserError(f"{path.name} is not a dataset: give a folder or a .zip", "dataset_not_zip", name=path.name)
         scratch = _scratch.get()
         target = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=scratch)
         try:
@@ -312,9 +334,15 @@ def _load_folder(
         records = good
     if rejected and not keep_good_rows:
         shown = "; ".join(rejected[:5]) + (f"; and {len(rejected) - 5} more" if len(rejected) > 5 else "")
-        raise UserError(f"dataset {name} has {len(rejected)} unusable row(s): {shown}")
+        raise UserError(
+            f"dataset {name} has {len(rejected)} unusable row(s): {shown}",
+            "dataset_rows",
+            name=name,
+            n=len(rejected),
+            rows=shown,
+        )
     if not records:
-        raise UserError(f"dataset {name} holds no usable images")
+        raise UserError(f"dataset {name} holds no usable images", "dataset_empty", name=name)
     return ImageDataset(root=root, records=records, class_names=list(class_names), rejected=rejected)
 
 

@@ -57,13 +57,15 @@ class BundleMeta:
     def from_dict(cls, data: object) -> BundleMeta:
         """Validate a parsed model.json, naming the first problem found."""
         if not isinstance(data, dict):
-            raise UserError("model.json must hold a JSON object")
+            raise UserError("model.json must hold a JSON object", "meta_not_object")
         missing = [k for k in META_KEYS if k not in data]
         if missing:
-            raise UserError(f"model.json is missing key(s): {', '.join(missing)}")
+            raise UserError(
+                f"model.json is missing key(s): {', '.join(missing)}", "meta_missing", keys=", ".join(missing)
+            )
         extra = sorted(set(data) - set(META_KEYS))
         if extra:
-            raise UserError(f"model.json has unknown key(s): {', '.join(extra)}")
+            raise UserError(f"model.json has unknown key(s): {', '.join(extra)}", "meta_unknown", keys=", ".join(extra))
         num_classes = data["num_classes"]
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise UserError(f"model.json num_classes must be an integer ≥ 2, got {str(num_classes)[:40]!r}")
@@ -138,11 +140,13 @@ def parse_meta_json(raw: bytes, name: str = "model.json") -> BundleMeta:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{name} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        raise UserError(
+            f"{name} is not UTF-8 text (byte {exc.start}); save it as UTF-8", "meta_utf8", name=name
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{name} is not valid JSON: {exc}") from None
+        raise UserError(f"{name} is not valid JSON: {exc}", "meta_json", name=name, detail=str(exc)) from None
     except RecursionError:
         raise UserError(f"{name} is nested too deeply to be a model description") from None
     except ValueError as exc:  # e.g. an integer with thousands of digits
@@ -165,7 +169,9 @@ def read_meta_file(path: str | Path) -> BundleMeta:
 def check_refused_name(name: str) -> None:
     suffix = Path(name).suffix.lower()
     if suffix in REFUSED_SUFFIXES:
-        raise UserError(f"{Path(name).name} is refused: {REFUSED_SUFFIXES[suffix]}")
+        raise UserError(
+            f"{Path(name).name} is refused: {REFUSED_SUFFIXES[suffix]}", "refused_file", name=Path(name).name
+        )
 
 
 def read_bundle_zip(raw: bytes, name: str = "bundle.zip") -> dict[str, bytes]:
@@ -177,11 +183,11 @@ def read_bundle_zip(raw: bytes, name: str = "bundle.zip") -> dict[str, bytes]:
         check_refused_name(base)
         if base in ("model.json", "model.safetensors"):
             if base in found:
-                raise UserError(f"{name} holds more than one {base}")
+                raise UserError(f"{name} holds more than one {base}", "bundle_twice", name=name, file=base)
             found[base] = data
     for needed in ("model.json", "model.safetensors"):
         if needed not in found:
-            raise UserError(f"{name} has no {needed}")
+            raise UserError(f"{name} has no {needed}", "bundle_missing", name=name, file=needed)
     return found
 
 

@@ -43,18 +43,36 @@ def check_member_name(name: str, archive: str) -> str:
         name = name.replace("\\", "/")
     p = PurePosixPath(name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise UserError(f"{archive} contains an absolute path {name!r}; refused")
+        raise UserError(
+            f"{archive} contains an absolute path {name!r}; refused", "zip_absolute", archive=archive, name=name
+        )
     if any(part == ".." for part in p.parts):
-        raise UserError(f"{archive} contains a path that climbs out of the archive: {name!r}; refused")
+        raise UserError(
+            f"{archive} contains a path that climbs out of the archive: {name!r}; refused",
+            "zip_climbs",
+            archive=archive,
+            name=name,
+        )
     if "\x00" in name or str(p) in ("", "."):
-        raise UserError(f"{archive} contains a member with no usable name ({name!r}); refused")
+        raise UserError(
+            f"{archive} contains a member with no usable name ({name!r}); refused", "zip_no_name", archive=archive
+        )
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise UserError(f"{archive} contains a member path longer than {MAX_NAME_BYTES} bytes; refused")
+        raise UserError(
+            f"{archive} contains a member path longer than {MAX_NAME_BYTES} bytes; refused",
+            "zip_long_path",
+            archive=archive,
+            limit=MAX_NAME_BYTES,
+        )
     long = next((part for part in p.parts if len(part.encode("utf-8")) > MAX_NAME_PART_BYTES), None)
     if long is not None:
         raise UserError(
             f"{archive} contains a name longer than {MAX_NAME_PART_BYTES} bytes ({long[:40]!r}…); "
-            "no file system can store it; refused"
+            "no file system can store it; refused",
+            "zip_long_name",
+            archive=archive,
+            limit=MAX_NAME_PART_BYTES,
+            name=long[:40],
         )
     return str(p)
 
@@ -65,20 +83,27 @@ def _check_layout(names: list[str], archive: str) -> None:
     folders: set[str] = set()
     for name in names:
         if name in seen:
-            raise UserError(f"{archive} holds {name!r} more than once; refused")
+            raise UserError(
+                f"{archive} holds {name!r} more than once; refused", "zip_twice", archive=archive, name=name
+            )
         seen.add(name)
         parts = name.split("/")
         folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
     clash = sorted(seen & folders)
     if clash:
-        raise UserError(f"{archive} holds both a file and a folder named {clash[0]!r}; refused")
+        raise UserError(
+            f"{archive} holds both a file and a folder named {clash[0]!r}; refused",
+            "zip_file_and_folder",
+            archive=archive,
+            name=clash[0],
+        )
 
 
 def _open_zip(source: bytes | Path, archive: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, struct.error, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
-        raise UserError(f"{archive} is not a valid zip file") from None
+        raise UserError(f"{archive} is not a valid zip file", "zip_invalid", archive=archive) from None
 
 
 def _regular_members(zf: zipfile.ZipFile, archive: str, max_files: int) -> dict[str, zipfile.ZipInfo]:
@@ -86,7 +111,13 @@ def _regular_members(zf: zipfile.ZipFile, archive: str, max_files: int) -> dict[
     (a bad name, a link, encryption, an odd compression method, a name clash) is refused here."""
     infos = zf.infolist()
     if len(infos) > max_files:
-        raise UserError(f"{archive} has {len(infos)} entries, more than the limit of {max_files}")
+        raise UserError(
+            f"{archive} has {len(infos)} entries, more than the limit of {max_files}",
+            "zip_too_many",
+            archive=archive,
+            n=len(infos),
+            limit=max_files,
+        )
     wanted: list[tuple[str, zipfile.ZipInfo]] = []
     for info in infos:
         name = check_member_name(info.filename, archive)
@@ -94,13 +125,24 @@ def _regular_members(zf: zipfile.ZipFile, archive: str, max_files: int) -> dict[
             continue
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise UserError(f"{archive} contains a symbolic link {name!r}; refused")
+            raise UserError(
+                f"{archive} contains a symbolic link {name!r}; refused", "zip_symlink", archive=archive, name=name
+            )
         if info.flag_bits & 0x1:
-            raise UserError(f"{archive}: {name!r} is encrypted; upload an unencrypted zip")
+            raise UserError(
+                f"{archive}: {name!r} is encrypted; upload an unencrypted zip",
+                "zip_encrypted",
+                archive=archive,
+                name=name,
+            )
         if info.compress_type not in SUPPORTED_METHODS:
             raise UserError(
                 f"{archive}: {name!r} uses compression method {info.compress_type}, which is not supported; "
-                "use ordinary deflate (the default of every zip tool)"
+                "use ordinary deflate (the default of every zip tool)",
+                "zip_method",
+                archive=archive,
+                name=name,
+                method=info.compress_type,
             )
         wanted.append((name, info))
     _check_layout([n for n, _ in wanted], archive)
@@ -112,13 +154,22 @@ def _check_declared(infos, archive: str, max_total: int) -> None:
     declared = sum(i.file_size for i in infos)
     if declared > max_total:
         raise UserError(
-            f"{archive} would unpack to {declared / 2**20:.1f} MB, more than the {max_total / 2**20:.0f} MB limit"
+            f"{archive} would unpack to {declared / 2**20:.1f} MB, more than the {max_total / 2**20:.0f} MB limit",
+            "zip_too_big",
+            archive=archive,
+            mb=f"{declared / 2**20:.1f}",
+            limit=f"{max_total / 2**20:.0f}",
         )
 
 
 def _damaged(archive: str, name: str, exc: BaseException) -> UserError:
     detail = " ".join(str(exc).split())[:120]
-    return UserError(f"{archive}: {name!r} is damaged and cannot be unpacked ({detail}); refused")
+    return UserError(
+        f"{archive}: {name!r} is damaged and cannot be unpacked ({detail}); refused",
+        "zip_damaged",
+        archive=archive,
+        name=name,
+    )
 
 
 def read_zip_members(
@@ -145,7 +196,12 @@ def read_zip_members(
                 raise _damaged(archive, name, exc) from None
             total += len(data)
             if total > max_total:
-                raise UserError(f"{archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused")
+                raise UserError(
+                    f"{archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused",
+                    "zip_too_big_unpacked",
+                    archive=archive,
+                    limit=f"{max_total / 2**20:.0f}",
+                )
             out[name] = data
         return out
 
@@ -217,7 +273,10 @@ class ZipReader:
                         total += len(chunk)
                         if total > max_total:
                             raise UserError(
-                                f"{self.archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused"
+                                f"{self.archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused",
+                                "zip_too_big_unpacked",
+                                archive=self.archive,
+                                limit=f"{max_total / 2**20:.0f}",
                             )
                         out.write(chunk)
             except _CORRUPT as exc:

@@ -9,14 +9,20 @@ tests/artifacts/.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 from plotly.offline import get_plotlyjs
 
 from core.app import runs, summary
 from core.app.i18n import translator
 from core.app.store import Store
+from core.app.worker import execute_run
 from tests.e2e.conftest import ARTIFACTS, settle
 from tests.run_fixtures import make_tradeoff_run
+from tests.wb_helpers import FAST_RUN, label_top
 
 VIEW = {"width": 1280, "height": 720}
 
@@ -186,3 +192,51 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     _shot(pg, f"page_3_tune_rolled_back_{lang}")
     _nav(pg, t("nav_history"), t("history_download"))
     _shot(pg, f"page_5_history_{lang}")
+
+
+def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server, small_page):
+    """Strength after the fact in the browser: moving α recomputes the card and the galleries (each
+    α evaluated once by the task worker), and "save" makes a new run that the picker selects."""
+    t = translator("en")
+    pg = small_page
+    pg.goto(server.url)
+    settle(pg)
+    pg.get_by_role("button", name="Open the demo").click()
+    pg.get_by_text("Where the model goes wrong").first.wait_for()
+    settle(pg)
+    store = Store(server.home)
+    pid = store.projects()[0]["id"]
+    label_top(store, pid, 8)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    assert execute_run(store, store.claim_next_run(os.getpid())) == "done"
+    full = runs.run_metrics(store, rid)
+    _nav(pg, t("nav_review"), t("review_changed_title"))
+    card = pg.locator(".summary-card")
+    assert summary.pct(full["after"]["accuracy"]) in card.inner_text()
+    _shot(pg, "page_4_review_alpha_full_en")
+
+    thumb = pg.locator(".st-key-alpha_box input[type=range]")
+    thumb.focus()
+    for _ in range(10):  # ten steps of 0.05 down: α = 0.5
+        pg.keyboard.press("ArrowLeft")
+    pg.get_by_text("Preview at α = 0.50").wait_for()
+    settle(pg)
+    half = json.loads((Path(store.run(rid)["out_dir"]) / "alpha" / "a0500.json").read_text())["metrics"]
+    assert half["changed_predictions"] < full["changed_predictions"]
+    text = card.inner_text()
+    assert summary.pct(half["after"]["accuracy"]) in text and summary.pct(half["kept_decisions"]) in text
+    assert summary.pct(full["after"]["accuracy"]) not in text.split("\n")[1:3]
+    _shot(pg, "page_4_review_alpha_half_en")
+    pg.locator(".st-key-gallery_fixed").scroll_into_view_if_needed()
+    settle(pg)
+    _shot(pg, "page_4_review_alpha_half_galleries_en")
+
+    pg.locator(".st-key-alpha_box").scroll_into_view_if_needed()
+    pg.get_by_role("button", name=t("review_alpha_save", alpha="0.50")).click()
+    new = rid + 1
+    msg = pg.get_by_text(t("review_alpha_saved", run=new, from_run=rid, alpha="0.50"))
+    msg.wait_for()
+    settle(pg)
+    assert store.run(new)["status"] == "done" and f"#{new}" in _picked(pg)
+    assert pg.get_by_text(t("review_alpha_origin", run=rid, alpha="0.50")).count() == 1
+    _shot(pg, "page_4_review_alpha_saved_en")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.app import budget, evaluation, pool, projects, uploads
-from core.app.i18n import translator
+from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 
@@ -12,6 +12,7 @@ COLUMNS = 4
 TILE_PX = 112
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
@@ -19,7 +20,7 @@ actor = st.session_state.get("actor") or "curator"
 st.title(t("ce_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
-    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
 summary = projects.project_summary(store, pid)
@@ -31,7 +32,7 @@ def _label(key: str, label: str) -> None:
     try:
         pool.set_label(store, pid, key, label, actor)
     except UserError as exc:
-        st.session_state["flash"] = ("error", md(exc))
+        st.session_state["flash"] = ("error", md(err(exc)))
 
 
 def _on_pill(key: str, widget: str) -> None:
@@ -65,7 +66,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_pool_loaded", name=md(pool_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=md(budget.explain(exc, t))))
+            st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
     singles = st.file_uploader(
         t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
     )
@@ -76,7 +77,7 @@ with st.expander(t("ce_add_images")):
             st.session_state["flash"] = ("success", t("ce_single_added", n=n))
             st.rerun()
         except UserError as exc:
-            st.error(t("upload_failed", error=md(budget.explain(exc, t))))
+            st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
 
 with st.spinner(t("ce_ranking")):
     cands = pool.candidates(store, pid)
@@ -125,7 +126,7 @@ with chosen_col:
                     args=(store, pid, c["key"], actor),
                     icon="🗑️",
                 )
-        st.page_link("pages/tune.py", label=t("ce_next"), icon="➡️")
+        st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")
     else:
         st.info(t("ce_chosen_empty"))
 

@@ -3,11 +3,12 @@
 import streamlit as st
 
 from core.app import budget, charts, evaluation, naming, projects, suspects, uploads
-from core.app.i18n import translator
+from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
@@ -28,7 +29,7 @@ def _name_group(group_id: int, widget: str) -> None:
     try:
         done = naming.name_group(store, pid, group_id, st.session_state.get(widget, ""), actor)
     except UserError as exc:
-        st.session_state["flash"] = ("error", t("suspects_name_failed", error=md(exc)))
+        st.session_state["flash"] = ("error", t("suspects_name_failed", error=md(err(exc))))
         return
     shown = {k: md(v) if isinstance(v, str) else v for k, v in done.items()}
     st.session_state["flash"] = ("success", t("suspects_named_done", **shown))
@@ -98,7 +99,7 @@ with right:
                     new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
                     _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
+                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
         with tab_weights:
             st.caption(t("model_weights_help"))
             weights_file = st.file_uploader(
@@ -129,7 +130,7 @@ with right:
                     )
                     _switch_to(new_id, t("model_loaded", name=md(weights_file.name)))
                 except UserError as exc:
-                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
+                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
 
 if pid is None:
     st.info(t("model_start_hint"))
@@ -164,7 +165,7 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
             st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
+            st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
 
 ref = summary["reference"]
 with st.expander(t("model_ref_header"), expanded=False):
@@ -180,7 +181,7 @@ with st.expander(t("model_ref_header"), expanded=False):
             st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
             st.rerun()
         except UserError as exc:
-            st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
+            st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
 
 if summary["eval"] is None:
     st.info(t("model_need_eval"))
@@ -190,7 +191,7 @@ try:
     with st.spinner(t("model_evaluating")):
         metrics = evaluation.evaluate_active(store, pid)
 except UserError as exc:
-    st.error(t("model_upload_failed", error=md(budget.explain(exc, t))))
+    st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
     st.stop()
 
 st.subheader(t("model_bias_header"))
@@ -248,7 +249,7 @@ with st.expander(t("suspects_expander"), expanded=not has_attributes or bool(nam
             with st.spinner(t("suspects_finding")):
                 groups = suspects.project_groups(store, pid, actor)
         except UserError as exc:
-            st.error(t("suspects_failed", error=str(exc)))
+            st.error(t("suspects_failed", error=err(exc)))
     if groups is None:
         st.button(t("suspects_look"), key="suspects_look", icon="🔍")
     elif not groups:
@@ -259,4 +260,4 @@ with st.expander(t("suspects_expander"), expanded=not has_attributes or bool(nam
         for g in groups if show_all else groups[:SUSPECTS_SHOWN]:
             _suspected_group(g)
 
-st.page_link("pages/counterexamples.py", label=t("model_next"), icon="➡️")
+st.page_link("views/counterexamples.py", label=t("model_next"), icon="➡️")

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
-from core.app import charts, decisions, evaluation, projects, runs, summary
-from core.app.i18n import translator
+from core.app import charts, decisions, evaluation, interpolation, projects, runs, summary
+from core.app.i18n import error_translator, translator
 from core.app.report import build_report
 from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 lang = st.session_state.get("lang", "en")
 store = projects.get_store()
 pid = st.session_state.get("project_id")
@@ -17,13 +18,13 @@ actor = st.session_state.get("actor") or "curator"
 st.title(t("review_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
-    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
 done = [r for r in store.runs(pid) if r["status"] == "done"]
 if not done:
     st.info(t("review_no_runs"))
-    st.page_link("pages/tune.py", label=t("nav_tune"), icon="🎚️")
+    st.page_link("views/tune.py", label=t("nav_tune"), icon="🎚️")
     st.stop()
 
 ids = [r["id"] for r in done]
@@ -59,10 +60,11 @@ run_id = st.selectbox(
 )
 st.session_state["review_picked"] = run_id
 run = store.run(run_id)
-m = runs.run_metrics(store, run_id)
-v = runs.verdict(m)
-before, after = m["before"], m["after"]
+run_m = runs.run_metrics(store, run_id)
 st.caption(_in_use_line())
+origin = interpolation.interpolation_of(run)
+if origin:
+    st.caption(t("review_alpha_origin", run=origin["from_run"], alpha=f"{origin['alpha']:.2f}"))
 # A message from the run before an st.rerun(), shown next to the button that caused it.
 message = st.session_state.pop("review_msg", None)
 
@@ -76,6 +78,69 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+# Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
+# θ + α·δ; the task worker evaluates each α once (core/app/interpolation.py).
+alpha, alpha_view = 1.0, None
+if interpolation.can_interpolate(run):
+    with st.container(border=True, key="alpha_box"):
+        st.markdown(f"**{t('review_alpha_title')}**")
+        alpha = st.slider(
+            t("review_alpha"),
+            0.0,
+            1.0,
+            1.0,
+            step=interpolation.ALPHA_STEP,
+            format="%.2f",
+            key=f"alpha_{run_id}",
+            help=t("review_alpha_help"),
+        )
+        interpolation.prefetch(store, run_id, actor)
+        try:
+            with st.spinner(t("review_alpha_computing", alpha=f"{alpha:.2f}")):
+                alpha_view = interpolation.preview(store, run_id, alpha, actor)
+        except UserError as exc:
+            st.error(md(err(exc)))
+            alpha = 1.0
+        if alpha_view is not None and alpha < 1.0:
+            st.info(
+                t(
+                    "review_alpha_preview",
+                    alpha=f"{alpha:.2f}",
+                    share=f"{100 * alpha:.0f}",
+                    fixed=alpha_view["counterexamples_fixed"]
+                    if alpha_view["counterexamples_fixed"] is not None
+                    else "–",
+                    fixed_full=run_m.get("counterexamples_fixed")
+                    if run_m.get("counterexamples_fixed") is not None
+                    else "–",
+                    n=run_m.get("counterexamples", run["n_counterexamples"]),
+                    run=run_id,
+                )
+            )
+        if st.button(
+            t("review_alpha_save", alpha=f"{alpha:.2f}"),
+            key="alpha_save",
+            icon="💾",
+            disabled=alpha_view is None or alpha in (0.0, 1.0),
+            help=t("review_alpha_save_help"),
+        ):
+            try:
+                with st.spinner(t("review_alpha_saving")):
+                    new_id = interpolation.save_as_run(store, run_id, alpha, actor)
+                st.session_state["review_picked"] = new_id
+                st.session_state["review_msg"] = (
+                    "alpha",
+                    "success",
+                    t("review_alpha_saved", run=new_id, from_run=run_id, alpha=f"{alpha:.2f}"),
+                )
+                st.rerun()
+            except UserError as exc:
+                st.error(md(err(exc)))
+        show_message("alpha")
+
+m = alpha_view["metrics"] if alpha_view is not None and alpha < 1.0 else run_m
+v = runs.verdict(m)
+before, after = m["before"], m["after"]
 auto_strength = m.get("strength") if run["config"].get("strength") == "auto" else None
 verdict_words = summary.verdict_text(v, t, auto_strength=auto_strength)
 
@@ -115,7 +180,7 @@ st.plotly_chart(fig_groups, key="old_new")
 st.plotly_chart(fig_trade, key="tradeoff")
 st.caption(t("review_tradeoff_help"))
 
-changed = runs.changed_predictions(store, run_id)
+changed = runs.changed_predictions(store, run_id, after=alpha_view["after"] if alpha < 1.0 else None)
 st.subheader(t("review_changed_title"))
 fixed = [c for c in changed if c["fixed"]]
 broken = [c for c in changed if c["broken"]]
@@ -141,6 +206,8 @@ for side, items, mark, title, key in (
 st.divider()
 st.subheader(t("review_decide"))
 st.markdown(f"**{t('review_decision_now', decision=_decision_words(run))}** {_in_use_line()}")
+if alpha < 1.0:
+    st.info(t("review_alpha_decide_note", run=run_id, alpha=f"{alpha:.2f}"))
 
 a_col, r_col = st.columns(2)
 with a_col, st.form("approve_form"):
@@ -158,7 +225,7 @@ with a_col, st.form("approve_form"):
             st.session_state["review_msg"] = ("approve", "success", t("review_approved", run=run_id))
             st.rerun()
         except UserError as exc:
-            st.error(md(exc))
+            st.error(md(err(exc)))
     show_message("approve")
 with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
@@ -193,20 +260,23 @@ def _report() -> bytes:
             and e["detail"].get("from_model_id") == run["repaired_model_id"]
         )
     ]
+    # The report is of the run itself (α = 1), whatever strength the slider previews.
+    rv = runs.verdict(run_m)
+    words = summary.verdict_text(rv, t, auto_strength=auto_strength)
     html_text = build_report(
         title=t("report_title", run=run_id),
         run=run,
-        metrics=m,
-        verdict_text=verdict_words,
-        summary_html=summary.summary_card_html(m, v, t, verdict=verdict_words),
+        metrics=run_m,
+        verdict_text=words,
+        summary_html=summary.summary_card_html(run_m, rv, t, verdict=words),
         figures=[
-            (t("chart_heatmap_title") + " — " + t("chart_old"), charts.accuracy_heatmap(before, t)),
-            (t("chart_heatmap_title") + " — " + t("chart_new"), charts.accuracy_heatmap(after, t)),
-            (t("chart_old_new_title"), fig_groups),
+            (t("chart_heatmap_title") + " — " + t("chart_old"), charts.accuracy_heatmap(run_m["before"], t)),
+            (t("chart_heatmap_title") + " — " + t("chart_new"), charts.accuracy_heatmap(run_m["after"], t)),
+            (t("chart_old_new_title"), charts.old_new_bars(run_m["before"], run_m["after"], t)),
             (t("chart_tradeoff_title"), fig_trade),
             (t("chart_loss_title"), charts.live_curves(store.progress(run_id), t)),
         ],
-        changed=changed,
+        changed=runs.changed_predictions(store, run_id),
         decision_lines=decision_lines,
         t=t,
         lang=lang,
@@ -249,6 +319,6 @@ if e3.button(
         st.session_state["review_msg"] = ("rollback", "info", t("review_rolled_back"))
         st.rerun()
     except UserError as exc:
-        e3.error(md(exc))
+        e3.error(md(err(exc)))
 with e3:
     show_message("rollback")

@@ -10,11 +10,12 @@ import re
 import streamlit as st
 
 from core.app import budget, charts, pool, projects, runs
-from core.app.i18n import translator
+from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
@@ -22,14 +23,14 @@ actor = st.session_state.get("actor") or "curator"
 st.title(t("tune_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
-    st.page_link("pages/model.py", label=t("nav_model"), icon="🧠")
+    st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
 n_chosen = len(pool.chosen_set(store, pid))
 st.write(t("tune_intro", n=n_chosen))
 if n_chosen == 0:
     st.warning(t("tune_need_labels"))
-    st.page_link("pages/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
+    st.page_link("views/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
 
 methods = runs.method_choices()
 method = st.selectbox(
@@ -119,7 +120,7 @@ if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chose
         st.session_state["watch_run"] = run_id
         st.success(t("tune_queued", run=run_id))
     except UserError as exc:
-        st.error(md(budget.explain(exc, t)))
+        st.error(md(budget.explain(exc, t, err)))
 
 project_runs = store.runs(pid)
 if not project_runs:
@@ -235,7 +236,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":
         st.success(t("tune_done", reason=stop_words(run["stop_reason"])))
-        st.page_link("pages/review.py", label=t("tune_to_review"), icon="➡️")
+        st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ("failed", "interrupted", "cancelled"):
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
 
