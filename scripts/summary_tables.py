@@ -77,7 +77,8 @@ def misses(suite: str, df: pd.DataFrame) -> list[str]:
                 wg=("worst_group", "mean"), sd=("worst_group", "std"), kept=("kept_decisions", "mean")
             )
             stats = stats.drop([m for m in stats.index if m.startswith("cpt@")], errors="ignore")
-            top = stats["wg"].idxmax()
+            kept_enough = stats[stats["kept"] >= MIN_KEPT]  # "best of all methods ... at ≥ 0.95 kept"
+            top = (kept_enough if not kept_enough.empty else stats)["wg"].idxmax()
             ok = [
                 m
                 for m in OURS
