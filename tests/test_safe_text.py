@@ -16,7 +16,7 @@ from core.app.i18n import translator
 from core.app.report import build_report
 from core.app.safe_text import md, plot_text
 from core.formats.meta import BundleMeta
-from tests.test_pages import APP, _navigation_not_pages_folder  # noqa: F401  (the pages' AppTest set-up)
+from tests.test_pages import APP
 
 HOSTILE = [
     "![](http://evil.example/pixel.png)",
