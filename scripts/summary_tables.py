@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from core.bench.benchmark import auto_ratios  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ("standard-resnet18", "standard-mobilenet", "photo", "demo")
 OURS = ("cpt", "cpt_auto")
@@ -105,12 +108,6 @@ def misses(suite: str, df: pd.DataFrame) -> list[str]:
     return out
 
 
-def auto_ratio(df: pd.DataFrame) -> pd.Series:
-    a = df[df["method"] == "cpt_auto"].set_index(["shots", "seed"])["seconds"]
-    c = df[df["method"] == "cpt"].drop_duplicates(["shots", "seed"]).set_index(["shots", "seed"])["seconds"]
-    return (a / c).dropna()
-
-
 def summary() -> str:
     parts = []
     for suite in SUITES:
@@ -126,7 +123,7 @@ def summary() -> str:
         ]
         miss = misses(suite, df)
         parts.append("Target misses: " + ("; ".join(miss) if miss else "none"))
-        r = auto_ratio(df)
+        r = auto_ratios(df)
         if not r.empty:
             verdict = "met" if r.median() <= AUTO_RATIO else "**not met**"
             parts += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -18,6 +19,26 @@ from core.formats.bundle import BundleMeta, save_bundle  # noqa: E402
 from core.formats.datasets import write_manifest_dataset  # noqa: E402
 
 TINY_CLASSES = ["cat", "dog", "fox"]
+TINY_META = {  # a valid model.json for a 3-class small_cnn at 12 px
+    "architecture": "small_cnn",
+    "num_classes": 3,
+    "class_names": TINY_CLASSES,
+    "input_size": [3, 12, 12],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+}
+
+
+def unlearnable(dataset, predictions: list[int], n_classes: int = 10):
+    """The dataset with each image relabelled to a class that is neither its truth, the model's answer
+    nor any other image's new label: no held-out fold can be fixed from the others."""
+    used: set[int] = set()
+    records = []
+    for r, p in zip(dataset.records, predictions):
+        label = next(c for c in range(n_classes) if c not in (r.label, p) and c not in used)
+        used.add(label)
+        records.append(dataclasses.replace(r, label=label))
+    return dataclasses.replace(dataset, records=records)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -12,6 +10,7 @@ from core.engine.configs import SIZE_REFERENCE, make_config
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
 from core.engine.strength import CANDIDATES, NO_CHANGE_CODES, choose_strength
+from tests.conftest import unlearnable
 
 CPU = torch.device("cpu")
 
@@ -177,13 +176,7 @@ def test_auto_change_nothing_has_a_reason_code(demo_dir):
     # fold can be fixed, so auto must keep the old model and say why.
     with torch.no_grad():
         pred = b.model(data.x_ce).argmax(1).tolist()
-    used: set[int] = set()
-    records = []
-    for r, p in zip(ce.records, pred):
-        label = next(c for c in range(10) if c not in (r.label, p) and c not in used)
-        used.add(label)
-        records.append(dataclasses.replace(r, label=label))
-    res = run_repair(b, dataclasses.replace(ce, records=records), ev, config={"strength": "auto", "max_steps": 20})
+    res = run_repair(b, unlearnable(ce, pred), ev, config={"strength": "auto", "max_steps": 20})
     nc = res.metrics["no_change"]
     assert nc is not None and nc["code"] in NO_CHANGE_CODES and nc["reason"]
     assert res.metrics["auto_strength"]["chosen"] is None

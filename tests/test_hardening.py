@@ -24,16 +24,10 @@ from core.formats.bundle import BundleMeta, build_and_validate, load_bundle, loa
 from core.formats.datasets import dataset_from_zip_bytes, load_dataset, open_image
 from core.formats.meta import parse_meta_json, read_bundle_zip
 from core.formats.zipsafety import read_zip_members
+from tests.conftest import TINY_CLASSES, TINY_META
 
-CLASSES = ["cat", "dog", "fox"]
-GOOD_META = {
-    "architecture": "small_cnn",
-    "num_classes": 3,
-    "class_names": CLASSES,
-    "input_size": [3, 12, 12],
-    "mean": [0.5, 0.5, 0.5],
-    "std": [0.25, 0.25, 0.25],
-}
+CLASSES = TINY_CLASSES
+GOOD_META = TINY_META
 
 
 def png_bytes(colour=(255, 0, 0), size=(12, 12), **save) -> bytes:

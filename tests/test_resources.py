@@ -29,16 +29,9 @@ from core.formats.bundle import BundleMeta, load_bundle, save_bundle
 from core.formats.datasets import dataset_from_zip_bytes, load_dataset, write_manifest_dataset
 from core.formats.limits import MAX_CLASSES, setting
 from core.formats.meta import parse_meta_json
-from tests.conftest import TINY_CLASSES, make_images
+from tests.conftest import TINY_CLASSES, TINY_META, make_images
 
-GOOD_META = {
-    "architecture": "small_cnn",
-    "num_classes": 3,
-    "class_names": TINY_CLASSES,
-    "input_size": [3, 12, 12],
-    "mean": [0.5, 0.5, 0.5],
-    "std": [0.25, 0.25, 0.25],
-}
+GOOD_META = TINY_META
 JUNK_BYTES = 64 * 2**20  # zeros: a 64 MB member that deflates to about 64 KB
 
 

@@ -12,6 +12,7 @@ from core.engine.repair import prepare_data, run_repair
 from core.engine.strength import CANDIDATES, choose_strength
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
+from tests.conftest import unlearnable
 
 CFG = {"max_steps": 30, "min_steps": 5}
 
@@ -45,13 +46,7 @@ def test_auto_can_choose_to_change_nothing(demo_dir):
     x, _ = load_tensors(ce, b.meta)
     with torch.no_grad():
         pred = b.model(x).argmax(1).tolist()
-    used: set[int] = set()
-    records = []
-    for r, p in zip(ce.records, pred):
-        label = next(c for c in range(10) if c not in (r.label, p) and c not in used)
-        used.add(label)
-        records.append(dataclasses.replace(r, label=label))
-    result = run_repair(b, dataclasses.replace(ce, records=records), ev, config={**CFG, "strength": "auto"})
+    result = run_repair(b, unlearnable(ce, pred), ev, config={**CFG, "strength": "auto"})
     assert result.metrics["auto_strength"]["chosen"] is None
     assert result.stop_reason == "auto_no_change"
     assert result.metrics["kept_decisions"] == 1.0 and result.metrics["changed_predictions"] == 0

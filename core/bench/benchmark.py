@@ -233,13 +233,18 @@ def auto_gap_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def auto_time_table(df: pd.DataFrame) -> str:
-    """Per shots: auto's seconds ÷ default CPT's seconds on the same draw (median over draws)."""
+def auto_ratios(df: pd.DataFrame) -> pd.Series:
+    """Auto's seconds ÷ default CPT's seconds on the same draw, indexed by (shots, seed)."""
     a = df[df["method"] == AUTO].set_index(["shots", "seed"])["seconds"]
     c = df[df["method"] == "cpt"].drop_duplicates(["shots", "seed"]).set_index(["shots", "seed"])["seconds"]
-    if a.empty or c.empty:
+    return (a / c).dropna()
+
+
+def auto_time_table(df: pd.DataFrame) -> str:
+    """Per shots: auto's seconds ÷ default CPT's seconds on the same draw (median over draws)."""
+    r = auto_ratios(df)
+    if r.empty:
         return ""
-    r = (a / c).dropna()
     lines = ["| shots | " + " | ".join(str(s) for s in sorted(r.index.get_level_values(0).unique())) + " |"]
     lines.append("|---" * (len(lines[0].split("|")) - 2) + "|")
     lines.append(
