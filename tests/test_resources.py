@@ -6,6 +6,7 @@ store's disk budget refuses an upload before it writes anything. Memory is measu
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import tracemalloc
@@ -243,6 +244,29 @@ def test_cli_zip_run_that_fails_later_leaves_no_temporary_folder(
     assert main([*argv, "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "extra.png" in capsys.readouterr().err
     assert list(temp_root.iterdir()) == []
+
+
+def test_library_zip_load_cleans_up_on_close_and_on_collection(tiny_dataset_dir, tmp_path, temp_root):
+    data = tmp_path / "data.zip"
+    data.write_bytes(dataset_zip(tiny_dataset_dir))
+    with load_dataset(data, TINY_CLASSES) as ds:  # a context manager: removed when the block ends
+        assert len(ds) == 12 and ds.image_path(0).is_file()
+        assert len(list(temp_root.iterdir())) == 1
+    assert list(temp_root.iterdir()) == []
+
+    ds = load_dataset(data, TINY_CLASSES)  # no block: removed once nothing refers to it any more
+    part = ds.subset([0, 1])
+    del ds
+    gc.collect()
+    assert part.image_path(1).is_file()  # a subset keeps the unpacked folder alive
+    del part
+    gc.collect()
+    assert list(temp_root.iterdir()) == []
+
+    ds = load_dataset(data, TINY_CLASSES)
+    ds.close()
+    assert list(temp_root.iterdir()) == []
+    ds.close()  # twice is harmless
 
 
 def test_failed_model_upload_leaves_no_staging_folder(tmp_path, tiny_bundle_dir, monkeypatch):
