@@ -23,11 +23,12 @@ from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
 from core.engine.discovery import embed
-from core.engine.inference import evaluate_bundle
+from core.engine.inference import DiskImages, evaluate_bundle, normalize, predict_logits
+from core.engine.repair import run_repair
 from core.errors import UserError
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, load_bundle, save_bundle
-from core.formats.datasets import dataset_from_zip_bytes, load_dataset, write_manifest_dataset
+from core.formats.datasets import dataset_from_zip_bytes, load_dataset, load_pixels, write_manifest_dataset
 from core.formats.limits import MAX_CLASSES, setting
 from core.formats.meta import parse_meta_json
 from tests.conftest import TINY_CLASSES, TINY_META, make_images
@@ -187,6 +188,61 @@ def test_streaming_memory_does_not_grow_with_the_set(wide_bundle, tmp_path, monk
     whole_set = 4 * n * 3 * 96 * 96  # the decoded uint8 pixels of the larger set, held at once
     assert peaks[4 * n] < whole_set / 2, peaks
     assert peaks[4 * n] / peaks[n] < 2.0, peaks  # 4× the images, well under 4× the memory
+
+
+def _repair_peak(bundle, folders: dict[str, Path]) -> tuple[int, object]:
+    """Peak traced memory of a whole repair run as the worker runs it: every set decoded, the
+    validation rows checked during the loop, the anchor and the kept rule on the reference images,
+    before and after measured on the reported rows."""
+    ce = load_dataset(folders["ce"], TINY_CLASSES)
+    ev = load_dataset(folders["eval"], TINY_CLASSES)
+    ref = load_dataset(folders["ref"], TINY_CLASSES)
+    config = {"max_steps": 4, "min_steps": 4, "eval_every": 2, "stop_rule": "kept", "anchor": 1.0, "anchor_batch": 8}
+    tracemalloc.start()
+    try:
+        res = run_repair(bundle, ce, ev, method="cpt", config=config, device="cpu", reference=ref)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, res
+
+
+def test_repair_run_memory_does_not_grow_with_the_sets(wide_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIASREPAIR_EVAL_BATCH", "16")
+    n = 64
+    peaks = {}
+    for count in (n, 4 * n):
+        labels = [TINY_CLASSES[i % 3] for i in range(count)]
+        splits = ["val" if i % 4 == 0 else "" for i in range(count)]  # a quarter steer the run
+        folders = {
+            "ce": write_manifest_dataset(tmp_path / f"ce{count}", make_images(6, seed=1), labels[:6], ["a"] * 6),
+            "eval": write_manifest_dataset(
+                tmp_path / f"e{count}", make_images(count), labels, ["a", "b"] * (count // 2), splits
+            ),
+            "ref": write_manifest_dataset(tmp_path / f"r{count}", make_images(count, seed=2), labels),
+        }
+        _repair_peak(wide_bundle, folders)  # warm-up: first-call caches are not the sets' memory
+        peaks[count], res = _repair_peak(wide_bundle, folders)
+        assert len(res.after_pred) == count - count // 4 and res.history[-1]["heldout_worst_group"] is not None
+        assert res.history[-1]["reference_agreement"] is not None
+    whole_set = 4 * n * 3 * 96 * 96  # the decoded uint8 pixels of the larger evaluation set, held at once
+    assert peaks[4 * n] < whole_set / 2, peaks
+    assert peaks[4 * n] / peaks[n] < 2.0, peaks  # 4× the images in each set, well under 4× the memory
+
+
+def test_disk_images_read_what_a_tensor_would(wide_bundle, tiny_dataset_dir):
+    """The on-disk image sets give exactly the normalised tensors the whole-set tensor gave."""
+    ds = load_dataset(tiny_dataset_dir, TINY_CLASSES)
+    meta = wide_bundle.meta
+    whole = normalize(load_pixels(ds, meta.input_size), meta.mean, meta.std)
+    x = DiskImages.decode(ds, meta, batch=5)
+    assert len(x) == 12 and torch.equal(x[2:9], whole[2:9])
+    idx = torch.tensor([7, 0, 11, 7])
+    assert torch.equal(x[idx], whole[idx]) and torch.equal(x[np.array([3])], whole[[3]])
+    part = x.subset([10, 4, 6]).subset([2, 0])
+    assert len(part) == 2 and torch.equal(part[0:2], whole[[6, 10]])
+    model = wide_bundle.model
+    assert torch.equal(predict_logits(model, x, torch.device("cpu")), predict_logits(model, whole, torch.device("cpu")))
 
 
 def test_cli_evaluate_shows_a_progress_bar(tiny_bundle_dir, tiny_dataset_dir, tmp_path, capsys):
