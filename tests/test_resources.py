@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.app import budget, compute, uploads
+from core.app import budget, compute, pool, uploads
 from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
@@ -386,6 +386,44 @@ def test_disk_budget_refuses_an_evaluation_zip_before_unpacking(tmp_path, tiny_d
             before_extract=lambda size: budget.check_budget(store, size, "eval.zip"),
         )
     assert not target.exists()
+
+
+def _pool_zip(count: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(count):
+            zf.writestr(f"img/n{i:03d}.png", noise_png(120, seed=i))  # ~43 KB of incompressible pixels
+        zf.writestr("manifest.csv", "path,attribute\n" + "".join(f"img/n{i:03d}.png,a{i % 2}\n" for i in range(count)))
+    return buf.getvalue()
+
+
+def test_pool_zip_is_unpacked_to_disk_a_chunk_at_a_time(tmp_path):
+    """Pool and reference zips are never read whole into memory: the upload is read from the file
+    it arrives in, each member is unpacked to the staging folder in chunks and checked from disk."""
+    store = Store(tmp_path / "home")
+    pid = store.create_project("p", "alice")
+    uploads.upload_pool_zip(store, pid, io.BytesIO(_pool_zip(4)), "warm.zip", "alice")  # first-call caches
+    peaks = {}
+    for count, upload in ((20, uploads.upload_pool_zip), (80, uploads.upload_reference_zip)):
+        raw = io.BytesIO(_pool_zip(count))  # the uploaded file itself, not a copy of its bytes
+        tracemalloc.start()
+        try:
+            did = upload(store, pid, raw, f"pool{count}.zip", "alice")
+            _, peaks[count] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        items = pool.read_items(pool.items_file(store, did))
+        assert len(items) == count and items[3] == {"path": "img/n003.png", "attribute": "a1"}
+        assert (Path(store.dataset(did)["path"]) / "img" / "n079.png").is_file() == (count == 80)
+    contents = 80 * len(noise_png(120))  # what the larger zip's members hold
+    assert peaks[80] < contents / 4, peaks
+    assert peaks[80] / peaks[20] < 2.0, peaks  # 4× the images, well under 4× the memory
+    assert list((store.artifacts / "incoming").iterdir()) == []
+
+
+def test_an_evaluation_zip_is_read_from_an_open_file(tiny_dataset_dir, tmp_path):
+    ds = dataset_from_zip_bytes(io.BytesIO(dataset_zip(tiny_dataset_dir)), "eval.zip", TINY_CLASSES, tmp_path / "x")
+    assert len(ds) == 12 and ds.image_path(11).is_file()
 
 
 def test_budget_refusal_is_translated_on_the_pages(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
 from core.formats.limits import max_image_pixels, max_images, max_unzipped_bytes
-from core.formats.zipsafety import ZipReader
+from core.formats.zipsafety import ZipReader, ZipSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}
@@ -411,7 +411,7 @@ def _listed_paths(manifest: bytes, prefix: str) -> set[str]:
 
 
 def dataset_from_zip_bytes(
-    raw: bytes | Path,
+    raw: ZipSource,
     name: str,
     class_names: list[str],
     extract_to: str | Path,
