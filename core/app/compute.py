@@ -205,7 +205,9 @@ def discover(store: Store, payload: dict, actor: str) -> dict:
     out = discovery_dir(store, model_id, dataset_id)
     if (out / GROUPS_FILE).is_file():
         return {"path": str(out)}
-    bundle = load_bundle(store.model(model_id)["path"])
+    model = store.model(model_id)
+    check_stored_model(model)
+    bundle = load_bundle(model["path"])
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
     found = analyse(bundle, ds, device="auto")
     groups = []
@@ -261,7 +263,9 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
     pools = [(int(d), int(n)) for d, n in payload["pools"]]
     discover(store, {"model_id": model_id, "dataset_id": dataset_id}, actor)
     found = _saved_discovery(store, model_id, dataset_id)
-    bundle = load_bundle(store.model(model_id)["path"])
+    model = store.model(model_id)
+    check_stored_model(model)
+    bundle = load_bundle(model["path"])
     where, feats, probs = [], [], []
     for did, n in pools:
         items = read_items(items_file(store, did))[:n]
