@@ -85,7 +85,7 @@ class DiskImages:
         if isinstance(key, slice) and self.indices is None:
             part = np.array(self.pixels[key])
         else:
-            rows = np.arange(len(self))[key] if self.indices is None else self.indices[key]
+            rows = np.asarray(key) if self.indices is None else self.indices[key]
             part = self.pixels[np.atleast_1d(rows)]
         return normalize(part, self.mean, self.std)
 
