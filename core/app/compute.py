@@ -309,6 +309,8 @@ def _eval_images(store: Store, ds: ImageDataset, meta) -> DiskImages:
     key = json.dumps([str(ds.root), list(meta.input_size), [r.path for r in ds.records]])
     f = store.artifact_dir(PIXELS_DIR) / f"{sha256_bytes(key.encode())[:24]}.npy"
     shape = (len(ds), *meta.input_size)
+    if not len(ds):
+        return DiskImages.decode(ds, meta)  # nothing to keep (and an empty file cannot be mapped)
     if not f.is_file():
         try:
             check_budget(store, math.prod(shape), "decoded evaluation images")
