@@ -122,7 +122,8 @@ def test_perf_cli_smoke(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "CPT step ÷ plain fine-tuning step" in printed
     sec = json.loads(out.read_text())["sections"][0]
-    for key in ("step_ratio", "evaluate_ratio", "predict_logits_ratio", "memory_ratio"):
+    assert "streamed from disk" in printed
+    for key in ("step_ratio", "evaluate_ratio", "predict_logits_ratio", "streamed_ratio", "memory_ratio"):
         assert sec[key] > 0
     # CPT keeps the frozen θ beside δ (and saves θ + δ for backward): it cannot use less memory.
     assert sec["cpt_peak_bytes"] > sec["plain_peak_bytes"]

@@ -176,6 +176,10 @@ def test_weights_changed_after_approval_are_refused_on_export_and_load(store, ti
         compute.evaluate(store, {"model_id": mid, "dataset_id": did}, "alice")
     with pytest.raises(UserError, match="changed on disk since it was approved"):
         compute.pool_predictions(store, {"model_id": mid, "dataset_id": did}, "alice")
+    with pytest.raises(UserError, match="changed on disk since it was approved"):
+        compute.discover(store, {"model_id": mid, "dataset_id": did}, "alice")
+    with pytest.raises(UserError, match="changed on disk since it was approved"):
+        compute.discover_pool(store, {"model_id": mid, "dataset_id": did, "pools": []}, "alice")
 
 
 def test_history_csv_neutralises_formulas(store):

@@ -6,6 +6,7 @@ store's disk budget refuses an upload before it writes anything. Memory is measu
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import tracemalloc
@@ -17,16 +18,17 @@ import pytest
 import torch
 from PIL import Image
 
-from core.app import budget, compute, uploads
+from core.app import budget, compute, pool, uploads
 from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
 from core.engine.discovery import embed
-from core.engine.inference import evaluate_bundle
+from core.engine.inference import DiskImages, evaluate_bundle, normalize, predict_logits
+from core.engine.repair import run_repair
 from core.errors import UserError
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, load_bundle, save_bundle
-from core.formats.datasets import dataset_from_zip_bytes, load_dataset, write_manifest_dataset
+from core.formats.datasets import dataset_from_zip_bytes, load_dataset, load_pixels, write_manifest_dataset
 from core.formats.limits import MAX_CLASSES, setting
 from core.formats.meta import parse_meta_json
 from tests.conftest import TINY_CLASSES, TINY_META, make_images
@@ -188,6 +190,61 @@ def test_streaming_memory_does_not_grow_with_the_set(wide_bundle, tmp_path, monk
     assert peaks[4 * n] / peaks[n] < 2.0, peaks  # 4× the images, well under 4× the memory
 
 
+def _repair_peak(bundle, folders: dict[str, Path]) -> tuple[int, object]:
+    """Peak traced memory of a whole repair run as the worker runs it: every set decoded, the
+    validation rows checked during the loop, the anchor and the kept rule on the reference images,
+    before and after measured on the reported rows."""
+    ce = load_dataset(folders["ce"], TINY_CLASSES)
+    ev = load_dataset(folders["eval"], TINY_CLASSES)
+    ref = load_dataset(folders["ref"], TINY_CLASSES)
+    config = {"max_steps": 4, "min_steps": 4, "eval_every": 2, "stop_rule": "kept", "anchor": 1.0, "anchor_batch": 8}
+    tracemalloc.start()
+    try:
+        res = run_repair(bundle, ce, ev, method="cpt", config=config, device="cpu", reference=ref)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, res
+
+
+def test_repair_run_memory_does_not_grow_with_the_sets(wide_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIASREPAIR_EVAL_BATCH", "16")
+    n = 64
+    peaks = {}
+    for count in (n, 4 * n):
+        labels = [TINY_CLASSES[i % 3] for i in range(count)]
+        splits = ["val" if i % 4 == 0 else "" for i in range(count)]  # a quarter steer the run
+        folders = {
+            "ce": write_manifest_dataset(tmp_path / f"ce{count}", make_images(6, seed=1), labels[:6], ["a"] * 6),
+            "eval": write_manifest_dataset(
+                tmp_path / f"e{count}", make_images(count), labels, ["a", "b"] * (count // 2), splits
+            ),
+            "ref": write_manifest_dataset(tmp_path / f"r{count}", make_images(count, seed=2), labels),
+        }
+        _repair_peak(wide_bundle, folders)  # warm-up: first-call caches are not the sets' memory
+        peaks[count], res = _repair_peak(wide_bundle, folders)
+        assert len(res.after_pred) == count - count // 4 and res.history[-1]["heldout_worst_group"] is not None
+        assert res.history[-1]["reference_agreement"] is not None
+    whole_set = 4 * n * 3 * 96 * 96  # the decoded uint8 pixels of the larger evaluation set, held at once
+    assert peaks[4 * n] < whole_set / 2, peaks
+    assert peaks[4 * n] / peaks[n] < 2.0, peaks  # 4× the images in each set, well under 4× the memory
+
+
+def test_disk_images_read_what_a_tensor_would(wide_bundle, tiny_dataset_dir):
+    """The on-disk image sets give exactly the normalised tensors the whole-set tensor gave."""
+    ds = load_dataset(tiny_dataset_dir, TINY_CLASSES)
+    meta = wide_bundle.meta
+    whole = normalize(load_pixels(ds, meta.input_size), meta.mean, meta.std)
+    x = DiskImages.decode(ds, meta, batch=5)
+    assert len(x) == 12 and torch.equal(x[2:9], whole[2:9])
+    idx = torch.tensor([7, 0, 11, 7])
+    assert torch.equal(x[idx], whole[idx]) and torch.equal(x[np.array([3])], whole[[3]])
+    part = x.subset([10, 4, 6]).subset([2, 0])
+    assert len(part) == 2 and torch.equal(part[0:2], whole[[6, 10]])
+    model = wide_bundle.model
+    assert torch.equal(predict_logits(model, x, torch.device("cpu")), predict_logits(model, whole, torch.device("cpu")))
+
+
 def test_cli_evaluate_shows_a_progress_bar(tiny_bundle_dir, tiny_dataset_dir, tmp_path, capsys):
     assert (
         main(
@@ -243,6 +300,29 @@ def test_cli_zip_run_that_fails_later_leaves_no_temporary_folder(
     assert main([*argv, "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "extra.png" in capsys.readouterr().err
     assert list(temp_root.iterdir()) == []
+
+
+def test_library_zip_load_cleans_up_on_close_and_on_collection(tiny_dataset_dir, tmp_path, temp_root):
+    data = tmp_path / "data.zip"
+    data.write_bytes(dataset_zip(tiny_dataset_dir))
+    with load_dataset(data, TINY_CLASSES) as ds:  # a context manager: removed when the block ends
+        assert len(ds) == 12 and ds.image_path(0).is_file()
+        assert len(list(temp_root.iterdir())) == 1
+    assert list(temp_root.iterdir()) == []
+
+    ds = load_dataset(data, TINY_CLASSES)  # no block: removed once nothing refers to it any more
+    part = ds.subset([0, 1])
+    del ds
+    gc.collect()
+    assert part.image_path(1).is_file()  # a subset keeps the unpacked folder alive
+    del part
+    gc.collect()
+    assert list(temp_root.iterdir()) == []
+
+    ds = load_dataset(data, TINY_CLASSES)
+    ds.close()
+    assert list(temp_root.iterdir()) == []
+    ds.close()  # twice is harmless
 
 
 def test_failed_model_upload_leaves_no_staging_folder(tmp_path, tiny_bundle_dir, monkeypatch):
@@ -306,6 +386,44 @@ def test_disk_budget_refuses_an_evaluation_zip_before_unpacking(tmp_path, tiny_d
             before_extract=lambda size: budget.check_budget(store, size, "eval.zip"),
         )
     assert not target.exists()
+
+
+def _pool_zip(count: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(count):
+            zf.writestr(f"img/n{i:03d}.png", noise_png(120, seed=i))  # ~43 KB of incompressible pixels
+        zf.writestr("manifest.csv", "path,attribute\n" + "".join(f"img/n{i:03d}.png,a{i % 2}\n" for i in range(count)))
+    return buf.getvalue()
+
+
+def test_pool_zip_is_unpacked_to_disk_a_chunk_at_a_time(tmp_path):
+    """Pool and reference zips are never read whole into memory: the upload is read from the file
+    it arrives in, each member is unpacked to the staging folder in chunks and checked from disk."""
+    store = Store(tmp_path / "home")
+    pid = store.create_project("p", "alice")
+    uploads.upload_pool_zip(store, pid, io.BytesIO(_pool_zip(4)), "warm.zip", "alice")  # first-call caches
+    peaks = {}
+    for count, upload in ((20, uploads.upload_pool_zip), (80, uploads.upload_reference_zip)):
+        raw = io.BytesIO(_pool_zip(count))  # the uploaded file itself, not a copy of its bytes
+        tracemalloc.start()
+        try:
+            did = upload(store, pid, raw, f"pool{count}.zip", "alice")
+            _, peaks[count] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        items = pool.read_items(pool.items_file(store, did))
+        assert len(items) == count and items[3] == {"path": "img/n003.png", "attribute": "a1"}
+        assert (Path(store.dataset(did)["path"]) / "img" / "n079.png").is_file() == (count == 80)
+    contents = 80 * len(noise_png(120))  # what the larger zip's members hold
+    assert peaks[80] < contents / 4, peaks
+    assert peaks[80] / peaks[20] < 2.0, peaks  # 4× the images, well under 4× the memory
+    assert list((store.artifacts / "incoming").iterdir()) == []
+
+
+def test_an_evaluation_zip_is_read_from_an_open_file(tiny_dataset_dir, tmp_path):
+    ds = dataset_from_zip_bytes(io.BytesIO(dataset_zip(tiny_dataset_dir)), "eval.zip", TINY_CLASSES, tmp_path / "x")
+    assert len(ds) == 12 and ds.image_path(11).is_file()
 
 
 def test_budget_refusal_is_translated_on_the_pages(tmp_path, monkeypatch):

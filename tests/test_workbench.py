@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,9 +28,12 @@ from core.app import (
 )
 from core.app.store import Store
 from core.app.worker import execute_run
+from core.engine.inference import DiskImages, normalize, predict_logits
+from core.engine.interpolation import interpolated_model
 from core.engine.request import RunRequest
 from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
+from core.formats.datasets import ImageDataset, Record, load_pixels
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import FAST_RUN, label_top, make_zip, no_attribute_project, pool_truth, seed_demo_cache
 
@@ -395,3 +399,41 @@ def test_alpha_grid_gives_way_to_other_tasks_then_fills_the_slider(store, demo):
     zero = json.loads(interpolation.preview_file(run, 0.0).read_text())
     half = json.loads(interpolation.preview_file(run, 0.5).read_text())
     assert zero["after"] == half["after"] and half["metrics"]["changed_predictions"] == 0
+
+
+def test_alpha_preview_reads_cached_pixels_and_answers_as_the_whole_set_would(store, demo, monkeypatch):
+    """Issue #9: the α preview streams the evaluation rows from a decoded-pixels cache in the store,
+    so a fresh task worker (or another run of the same rows) does not decode them again, and its
+    answers are those of the interpolated model on the whole set held as one tensor."""
+    jobs.stop_spawned_workers()
+    label_top(store, demo, 6)
+    rid = _run_now(store, demo)
+    run = store.run(rid)
+    compute._PREVIEW_INPUTS.clear()
+    compute.alpha_preview(store, {"run_id": rid, "alpha": 0.5}, "tester")
+    half = json.loads(interpolation.preview_file(run, 0.5).read_text())
+    inp = compute._PREVIEW_INPUTS[(str(store.home), rid)]
+    bundle, rows = inp["bundle"], runs.prediction_rows(store, rid)
+    assert isinstance(inp["x"], DiskImages)  # read a batch at a time, not held as one tensor
+    ds = ImageDataset(runs.eval_root(store, run), [Record(r["path"], r["label"]) for r in rows], [])
+    whole = normalize(load_pixels(ds, bundle.meta.input_size), bundle.meta.mean, bundle.meta.std)
+    model = interpolated_model(bundle.model, inp["repaired"], 0.5)
+    expected = predict_logits(model, whole, torch.device("cpu")).argmax(1).tolist()
+    assert half["after"] == expected and half["after"] != [r["before"] for r in rows]
+    cached = list(store.artifact_dir("pixels").glob("*.npy"))
+    assert len(cached) == 1 and np.load(cached[0], mmap_mode="r").shape == (len(rows), *bundle.meta.input_size)
+
+    def no_decoding(*a, **k):
+        raise AssertionError("the evaluation images were decoded again")
+
+    compute._PREVIEW_INPUTS.clear()  # as a fresh task worker
+    with monkeypatch.context() as m:
+        m.setattr("core.engine.inference.iter_pixel_batches", no_decoding)
+        compute.alpha_preview(store, {"run_id": rid, "alpha": 0.25}, "tester")
+    assert interpolation.preview_file(run, 0.25).is_file()
+
+    cached[0].unlink()  # no room in the disk budget: decoded into a temporary file, nothing kept
+    compute._PREVIEW_INPUTS.clear()
+    monkeypatch.setenv("BIASREPAIR_STORE_BUDGET_MB", "1")
+    compute.alpha_preview(store, {"run_id": rid, "alpha": 0.75}, "tester")
+    assert interpolation.preview_file(run, 0.75).is_file() and not list(store.artifact_dir("pixels").iterdir())

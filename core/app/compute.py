@@ -12,6 +12,8 @@ import csv
 import dataclasses
 import fcntl
 import json
+import math
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import save_file
 
+from core.app.budget import BudgetError, check_budget
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import check_stored_model, stored_model_sha256
@@ -37,7 +40,7 @@ from core.app.suspects import (
 from core.app.uploads import register_eval, register_pool
 from core.engine.devices import select_device
 from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, representatives, suggest_from_arrays
-from core.engine.inference import evaluate_bundle, normalize, predict_dataset, predict_logits
+from core.engine.inference import DiskImages, evaluate_bundle, normalize, predict_dataset, predict_logits
 from core.engine.interpolation import check_alpha, interpolate_state, interpolated_model, scaled_delta
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.repair import layer_changes
@@ -202,7 +205,9 @@ def discover(store: Store, payload: dict, actor: str) -> dict:
     out = discovery_dir(store, model_id, dataset_id)
     if (out / GROUPS_FILE).is_file():
         return {"path": str(out)}
-    bundle = load_bundle(store.model(model_id)["path"])
+    model = store.model(model_id)
+    check_stored_model(model)
+    bundle = load_bundle(model["path"])
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
     found = analyse(bundle, ds, device="auto")
     groups = []
@@ -258,7 +263,9 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
     pools = [(int(d), int(n)) for d, n in payload["pools"]]
     discover(store, {"model_id": model_id, "dataset_id": dataset_id}, actor)
     found = _saved_discovery(store, model_id, dataset_id)
-    bundle = load_bundle(store.model(model_id)["path"])
+    model = store.model(model_id)
+    check_stored_model(model)
+    bundle = load_bundle(model["path"])
     where, feats, probs = [], [], []
     for did, n in pools:
         items = read_items(items_file(store, did))[:n]
@@ -288,12 +295,39 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
     return {"path": str(out)}
 
 
-# The last run previewed: its weights and decoded images, so each further α is one forward pass.
+# The last run previewed: its weights and image sets, so each further α is one forward pass.
 _PREVIEW_INPUTS: dict[tuple[str, int], dict] = {}  # (store home, run id) → inputs
+PIXELS_DIR = "pixels"
+
+
+def _eval_images(store: Store, ds: ImageDataset, meta) -> DiskImages:
+    """A run's evaluation rows, decoded: read from the store's ``pixels/`` cache, a memory-mapped .npy
+    of uint8 pixels per (rows, input size), written the first time any run of these rows is
+    previewed, so that a fresh task worker and every other run of the project skip the decoding. It
+    is read a batch at a time, so memory does not grow with the set. When the store's disk budget
+    has no room for it, the images are decoded into an anonymous temporary file instead."""
+    key = json.dumps([str(ds.root), list(meta.input_size), [r.path for r in ds.records]])
+    f = store.artifact_dir(PIXELS_DIR) / f"{sha256_bytes(key.encode())[:24]}.npy"
+    shape = (len(ds), *meta.input_size)
+    if not len(ds):
+        return DiskImages.decode(ds, meta)  # nothing to keep (and an empty file cannot be mapped)
+    if not f.is_file():
+        try:
+            check_budget(store, math.prod(shape), "decoded evaluation images")
+        except BudgetError:
+            return DiskImages.decode(ds, meta)
+        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy")
+        try:
+            DiskImages.decode(ds, meta, into=np.lib.format.open_memmap(tmp, "w+", np.uint8, shape))
+            tmp.replace(f)  # whole or not at all
+        finally:
+            tmp.unlink(missing_ok=True)
+    return DiskImages(np.load(f, mmap_mode="r"), meta.mean, meta.std)
 
 
 def _preview_inputs(store: Store, run_id: int) -> dict:
-    """The old model, the repaired weights, the run's evaluation rows and counterexamples as tensors."""
+    """The old model, the repaired weights, the run's evaluation rows (on disk, see
+    :func:`_eval_images`) and its counterexamples (a tensor: they are few)."""
     key = (str(store.home), run_id)
     if key in _PREVIEW_INPUTS:
         return _PREVIEW_INPUTS[key]
@@ -312,7 +346,7 @@ def _preview_inputs(store: Store, run_id: int) -> dict:
     inputs = {
         "bundle": bundle,
         "repaired": repaired,
-        "x": normalize(load_pixels(ds, meta.input_size), meta.mean, meta.std),
+        "x": _eval_images(store, ds, meta),
         "y": np.array([r["label"] for r in rows], dtype=np.int64),
         "attributes": [r["attribute"] for r in rows],
         "before": np.array([r["before"] for r in rows], dtype=np.int64),

@@ -23,10 +23,16 @@ from core.app.pool import items_file, read_items, write_items
 from core.app.projects import project_summary
 from core.app.store import Store
 from core.errors import UserError
-from core.formats.datasets import IMAGE_SUFFIXES, ImageDataset, dataset_from_zip_bytes, open_image
+from core.formats.datasets import (
+    IMAGE_SUFFIXES,
+    MAX_MANIFEST_BYTES,
+    ImageDataset,
+    dataset_from_zip_bytes,
+    open_image,
+)
 from core.formats.limits import max_images
 from core.formats.meta import BundleMeta, check_refused_name, parse_meta_json, read_bundle_zip, sha256_bytes
-from core.formats.zipsafety import read_zip_members
+from core.formats.zipsafety import ZipReader, ZipSource, source_sha256
 
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
 
@@ -168,12 +174,13 @@ def upload_model_weights(
     return _register_staged(store, files, filename, weights, actor)
 
 
-def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
-    """Attach a labelled evaluation set (zip) to a project and evaluate the active model on it."""
+def upload_eval_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str) -> int:
+    """Attach a labelled evaluation set (zip: its bytes, or better the uploaded file itself, which is
+    then read in chunks) to a project and evaluate the active model on it."""
     summary = project_summary(store, project_id)
     if not summary["active_model"]:
         raise UserError("upload a model first, then its evaluation set", "eval_needs_model")
-    staging = store.artifact_dir("incoming") / f"eval_{sha256_bytes(raw)[:16]}"
+    staging = store.artifact_dir("incoming") / f"eval_{source_sha256(raw)[:16]}"
     try:
         if staging.exists():
             shutil.rmtree(staging)
@@ -194,71 +201,74 @@ def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
     return did
 
 
-def upload_pool_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
+def upload_pool_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str) -> int:
     """Attach a pool of candidate images (a zip of PNG/JPEG; an optional manifest.csv may give each
     image an ``attribute``; labels in it are ignored). Every image is checked before saving."""
     return _upload_images_zip(store, project_id, raw, filename, actor, "pool")
 
 
-def upload_reference_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str) -> int:
+def upload_reference_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str) -> int:
     """Attach reference images: typical images as the model meets them in use, without labels (same
     zip format as a pool). The repair keeps the old model's answers on them (the function-space
     anchor) and estimates kept decisions from them; they are never part of the reported numbers."""
     return _upload_images_zip(store, project_id, raw, filename, actor, "reference")
 
 
-def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str, role: str) -> int:
-    members = read_zip_members(raw, filename, max_total=MAX_POOL_ZIP_BYTES)
-    attrs: dict[str, str] = {}
-    manifests = [m for m in members if m.rsplit("/", 1)[-1] == "manifest.csv"]
-    if manifests:
-        prefix = manifests[0][: -len("manifest.csv")]
-        text = members[manifests[0]].decode("utf-8-sig", errors="replace")
-        try:
-            for r in csv.DictReader(io.StringIO(text)):
-                r.pop(None, None)  # fields beyond the header
-                attrs[prefix + (r.get("path") or "").strip()] = (r.get("attribute") or "").strip()
-        except csv.Error as exc:
+def _upload_images_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str, role: str) -> int:
+    """Members are unpacked one at a time, in chunks, from the upload straight to a staging folder,
+    and each image is checked from disk: memory holds one chunk and one image, not the whole zip's
+    contents."""
+    with ZipReader(raw, filename) as zf:
+        members = list(zf.members)
+        attrs: dict[str, str] = {}
+        manifests = [m for m in members if m.rsplit("/", 1)[-1] == "manifest.csv"]
+        if manifests:
+            prefix = manifests[0][: -len("manifest.csv")]
+            text = zf.read(manifests[0], MAX_MANIFEST_BYTES).decode("utf-8-sig", errors="replace")
+            try:
+                for r in csv.DictReader(io.StringIO(text)):
+                    r.pop(None, None)  # fields beyond the header
+                    attrs[prefix + (r.get("path") or "").strip()] = (r.get("attribute") or "").strip()
+            except csv.Error as exc:
+                raise UserError(
+                    f"{filename}: manifest.csv cannot be read as CSV ({exc})", "manifest_csv", name=filename
+                ) from None
+        images = [m for m in members if Path(m).suffix.lower() in IMAGE_SUFFIXES]
+        others = [m for m in members if m not in images and not m.endswith(("manifest.csv", ".txt", ".md"))]
+        if others:
             raise UserError(
-                f"{filename}: manifest.csv cannot be read as CSV ({exc})", "manifest_csv", name=filename
+                f"{filename} holds files that are not PNG/JPEG images: {', '.join(others[:5])}",
+                "not_images",
+                name=filename,
+                files=", ".join(others[:5]),
+            )
+        if not images:
+            raise UserError(f"{filename} holds no PNG or JPEG images", "no_images", name=filename)
+        if len(images) > max_images():
+            raise UserError(
+                f"{filename} holds {len(images)} images, more than the limit of {max_images()} (BIASREPAIR_MAX_IMAGES)"
+            )
+        # Staged, then copied into the store: both count until the staging folder is removed.
+        check_budget(store, 2 * zf.declared(images, MAX_POOL_ZIP_BYTES), filename)
+        dest = store.artifact_dir("incoming") / f"{role}_{source_sha256(raw)[:16]}"
+        try:
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.mkdir(parents=True)
+            zf.extract(images, dest, MAX_POOL_ZIP_BYTES)
+            for m in images:
+                open_image(dest / m, m).close()
+            items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
+            return register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
+        except OSError as exc:
+            raise UserError(
+                f"{filename} cannot be unpacked ({exc.strerror or exc})",
+                "cannot_unpack",
+                name=filename,
+                reason=str(exc.strerror or exc),
             ) from None
-    images = {m: d for m, d in members.items() if Path(m).suffix.lower() in IMAGE_SUFFIXES}
-    others = [m for m in members if m not in images and not m.endswith(("manifest.csv", ".txt", ".md"))]
-    if others:
-        raise UserError(
-            f"{filename} holds files that are not PNG/JPEG images: {', '.join(others[:5])}",
-            "not_images",
-            name=filename,
-            files=", ".join(others[:5]),
-        )
-    if not images:
-        raise UserError(f"{filename} holds no PNG or JPEG images", "no_images", name=filename)
-    if len(images) > max_images():
-        raise UserError(
-            f"{filename} holds {len(images)} images, more than the limit of {max_images()} (BIASREPAIR_MAX_IMAGES)"
-        )
-    for m, d in images.items():
-        open_image(d, m)
-    # Staged, then copied into the store: both count until the staging folder is removed.
-    check_budget(store, 2 * sum(len(d) for d in images.values()), filename)
-    dest = store.artifact_dir("incoming") / f"{role}_{sha256_bytes(raw)[:16]}"
-    try:
-        if dest.exists():
-            shutil.rmtree(dest)
-        for m, d in images.items():
-            (dest / m).parent.mkdir(parents=True, exist_ok=True)
-            (dest / m).write_bytes(d)
-        items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
-        return register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
-    except OSError as exc:
-        raise UserError(
-            f"{filename} cannot be unpacked ({exc.strerror or exc})",
-            "cannot_unpack",
-            name=filename,
-            reason=str(exc.strerror or exc),
-        ) from None
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
 
 
 def upload_single_images(

@@ -40,11 +40,12 @@ class Reference:
     def __init__(self, x: torch.Tensor, base: nn.Module, device: torch.device, seed: int = 0):
         self.x = x
         self.device = device
+        self.step = min(512, getattr(x, "batch", 512))  # images read at once (DiskImages: its batch)
         self.gen = torch.Generator().manual_seed(10_007 + seed)
         with torch.no_grad():
             logps = [
-                nn.functional.log_softmax(base(x[i : i + 512].to(device)).float(), 1).cpu()
-                for i in range(0, len(x), 512)
+                nn.functional.log_softmax(base(x[i : i + self.step].to(device)).float(), 1).cpu()
+                for i in range(0, len(x), self.step)
             ]
         self.old_log_probs = torch.cat(logps)
         self.old_pred = self.old_log_probs.argmax(1)
@@ -59,6 +60,11 @@ class Reference:
     @torch.no_grad()
     def agreement(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """Share of the fixed check subset whose predicted class equals the frozen model's."""
-        x = self.x[self.check_idx].to(self.device)
-        pred = torch.cat([predict(x[i : i + 512]).argmax(1).cpu() for i in range(0, len(x), 512)])
+        idx = self.check_idx
+        pred = torch.cat(
+            [
+                predict(self.x[idx[i : i + self.step]].to(self.device)).argmax(1).cpu()
+                for i in range(0, len(idx), self.step)
+            ]
+        )
         return float((pred == self.old_pred[self.check_idx]).float().mean())

@@ -7,6 +7,7 @@ without loading torch.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,68 @@ def normalize(pixels: np.ndarray | torch.Tensor, mean: list[float], std: list[fl
     return (x - m) / s
 
 
+class DiskImages:
+    """A set of images for a run, decoded once into an unnamed file on disk and read back in batches.
+
+    It stands where a normalised float tensor [N,C,H,W] of the whole set used to: ``len(x)``,
+    ``x[a:b]``, ``x[indices]`` (numpy or torch) give normalised float tensors of just those images,
+    so a run's memory holds one batch of the evaluation, validation and reference images at a time,
+    however many there are. The decoded uint8 pixels live in an anonymous temporary file (already
+    unlinked, so nothing is left behind even if the process is killed); the operating system keeps
+    the parts in use in its page cache. Decoding happens once, so the loop's repeated validation
+    checks and reference minibatches do not decode PNGs again.
+
+    :meth:`subset` views some rows of the same file (the reported and the validation rows of one
+    evaluation set). ``batch`` is how many images :func:`predict_logits` takes at a time
+    (``BIASREPAIR_EVAL_BATCH``)."""
+
+    def __init__(self, pixels: np.ndarray, mean, std, indices: np.ndarray | None = None, batch: int | None = None):
+        self.pixels = pixels
+        self.mean, self.std = list(mean), list(std)
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
+        self.batch = batch or eval_batch_size()
+
+    @classmethod
+    def decode(
+        cls, dataset: ImageDataset, meta, batch: int | None = None, into: np.ndarray | None = None
+    ) -> DiskImages:
+        """Decode a dataset's images ``batch`` at a time into a new anonymous file, or into ``into``
+        (a uint8 [N,C,H,W] array the caller made, e.g. a memory-mapped .npy file it keeps)."""
+        size = batch or eval_batch_size()
+        shape = (len(dataset), *meta.input_size)
+        if into is not None:
+            pixels = into
+        elif not len(dataset):
+            pixels = np.empty(shape, dtype=np.uint8)
+        else:
+            with tempfile.TemporaryFile(prefix="biasrepair-pixels-") as fh:  # the mapping outlives the name
+                pixels = np.memmap(fh, dtype=np.uint8, mode="w+", shape=shape)
+        start = 0
+        for part in iter_pixel_batches(dataset, meta.input_size, size):
+            pixels[start : start + len(part)] = part
+            start += len(part)
+        return cls(pixels, meta.mean, meta.std, batch=size)
+
+    def subset(self, indices) -> DiskImages:
+        rows = np.asarray(indices, dtype=np.int64)
+        return DiskImages(
+            self.pixels, self.mean, self.std, rows if self.indices is None else self.indices[rows], self.batch
+        )
+
+    def __len__(self) -> int:
+        return len(self.pixels) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, torch.Tensor):
+            key = key.cpu().numpy()
+        if isinstance(key, slice) and self.indices is None:
+            part = np.array(self.pixels[key])
+        else:
+            rows = np.asarray(key) if self.indices is None else self.indices[key]
+            part = self.pixels[np.atleast_1d(rows)]
+        return normalize(part, self.mean, self.std)
+
+
 def load_tensors(dataset: ImageDataset, meta) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as a normalised float tensor and labels as a long tensor, for a bundle's metadata."""
     pixels = load_pixels(dataset, meta.input_size)
@@ -35,8 +98,11 @@ def load_tensors(dataset: ImageDataset, meta) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1024):
-    """Logits for a preloaded tensor, in batches, on ``device``; returned as float32 on the CPU."""
+    """Logits for a preloaded tensor (or :class:`DiskImages`, read its own ``batch`` at a time), in
+    batches, on ``device``; returned as float32 on the CPU."""
     model.eval()
+    if isinstance(x, DiskImages):
+        batch_size = min(batch_size, x.batch)
     outs = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device, non_blocking=True)

@@ -44,7 +44,10 @@ Progress = Callable[[dict], None]
 
 @dataclass
 class PreparedData:
-    """Tensors for one run: counterexamples, the reported evaluation part and the validation part."""
+    """Tensors for one run: counterexamples, the reported evaluation part and the validation part.
+
+    The image sets other than the counterexamples may also be :class:`core.engine.inference.DiskImages`
+    (indexed like a tensor, read from disk a batch at a time)."""
 
     x_ce: torch.Tensor
     y_ce: torch.Tensor
@@ -83,7 +86,9 @@ def train_method(
     config = method.config
     gen = torch.Generator().manual_seed(seed)
     x_ce, y_ce = data.x_ce.to(device), data.y_ce.to(device)
-    x_val = data.x_val.to(device) if data.x_val is not None else None
+    x_val = data.x_val  # a tensor, or DiskImages read a batch at a time (see core.engine.repair.prepare_data)
+    if isinstance(x_val, torch.Tensor):
+        x_val = x_val.to(device)
     n = len(y_ce)
     history: list[dict] = []
     best = (-1.0, None, 0)  # (score, snapshot, step) for the held-out rule

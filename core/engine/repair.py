@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from core.engine.devices import describe_device, select_device
-from core.engine.inference import normalize, predict_logits
+from core.engine.inference import DiskImages, normalize, predict_logits
 from core.engine.loop import PredictAdapter, PreparedData, Progress, train_method
 from core.engine.methods import get_method
 from core.engine.metrics import compare_predictions, group_metrics
@@ -59,7 +59,13 @@ def prepare_data(
     eval_pixels: np.ndarray | None = None,
     reference: ImageDataset | None = None,
 ) -> PreparedData:
-    """Decode and normalise every image once, up front, so the loop touches only tensors.
+    """Decode every image once, up front, so the loop never decodes an image again.
+
+    The counterexamples (few, used at every step) become a tensor. The evaluation, validation,
+    unlabelled and reference images become :class:`core.engine.inference.DiskImages`: decoded once,
+    in batches, into an anonymous file and read back a batch at a time, so that the memory a run
+    holds does not grow with the number of images (``eval_pixels``, already decoded in memory by the
+    benchmark's cache, are used as they are).
 
     Reference images (see :mod:`core.engine.anchor`): ``reference`` if given, else the ``unlabeled``
     images, else none (the anchor and the kept floor are then off). Not the validation rows: they
@@ -69,25 +75,26 @@ def prepare_data(
     if len(counterexamples) == 0:
         raise UserError("there are no counterexamples to tune on; label at least one")
 
-    def tensors(ds: ImageDataset, pixels=None) -> torch.Tensor:
-        return normalize(load_pixels(ds, meta.input_size) if pixels is None else pixels, meta.mean, meta.std)
+    def on_disk(ds: ImageDataset) -> DiskImages:
+        return DiskImages.decode(ds, meta)
 
-    data = PreparedData(tensors(counterexamples), torch.as_tensor(counterexamples.labels))
+    x_ce = normalize(load_pixels(counterexamples, meta.input_size), meta.mean, meta.std)
+    data = PreparedData(x_ce, torch.as_tensor(counterexamples.labels))
     if eval_set is not None:
-        x_all = tensors(eval_set, eval_pixels)
+        x_all = on_disk(eval_set) if eval_pixels is None else DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
         rep, val = split_eval(eval_set)
-        data.x_eval, data.eval_indices = x_all[rep], rep
+        data.x_eval, data.eval_indices = x_all.subset(rep), rep
         data.y_eval = eval_set.labels[rep]
         data.attr_eval = [eval_set.attributes[i] for i in rep]
         if validation is None and len(val):
-            data.x_val, data.y_val = x_all[val], eval_set.labels[val]
+            data.x_val, data.y_val = x_all.subset(val), eval_set.labels[val]
             data.attr_val = [eval_set.attributes[i] for i in val]
     if validation is not None:
-        data.x_val, data.y_val, data.attr_val = tensors(validation), validation.labels, validation.attributes
+        data.x_val, data.y_val, data.attr_val = on_disk(validation), validation.labels, validation.attributes
     if unlabeled is not None:
-        data.unlabeled = tensors(unlabeled)
+        data.unlabeled = on_disk(unlabeled)
     if reference is not None:
-        data.reference = tensors(reference)
+        data.reference = on_disk(reference)
     elif data.unlabeled is not None:
         data.reference = data.unlabeled
     return data

@@ -17,6 +17,7 @@ import csv
 import io
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
 from core.formats.limits import max_image_pixels, max_images, max_unzipped_bytes
-from core.formats.zipsafety import ZipReader
+from core.formats.zipsafety import ZipReader, ZipSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}
@@ -48,17 +49,45 @@ class Record:
     split: str | None = None
 
 
+class UnpackedFolder:
+    """A temporary folder a dataset zip was unpacked into, removed when :meth:`remove` is called or,
+    failing that, when no dataset refers to it any more (or the interpreter exits)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), ignore_errors=True)
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
 @dataclass
 class ImageDataset:
-    """A validated list of records under ``root``, plus every row that was rejected and why."""
+    """A validated list of records under ``root``, plus every row that was rejected and why.
+
+    A dataset loaded from a zip owns the temporary folder it was unpacked into (``unpacked``): the
+    folder is removed by :meth:`close` (or leaving a ``with`` block), else once neither the dataset
+    nor any :meth:`subset` of it is referenced any more."""
 
     root: Path
     records: list[Record]
     class_names: list[str]
     rejected: list[str] = field(default_factory=list)
+    unpacked: UnpackedFolder | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def __enter__(self) -> ImageDataset:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the temporary folder of a dataset loaded from a zip (nothing for a folder)."""
+        if self.unpacked is not None:
+            self.unpacked.remove()
 
     @property
     def labels(self) -> np.ndarray:
@@ -69,7 +98,7 @@ class ImageDataset:
         return [r.attribute for r in self.records]
 
     def subset(self, indices) -> ImageDataset:
-        return ImageDataset(self.root, [self.records[i] for i in indices], self.class_names, [])
+        return ImageDataset(self.root, [self.records[i] for i in indices], self.class_names, [], self.unpacked)
 
     def image_path(self, i: int) -> Path:
         return self.root / self.records[i].path
@@ -279,8 +308,11 @@ def unpacked_zips() -> Iterator[Path]:
 def load_dataset(
     path: str | Path, class_names: list[str], *, keep_good_rows: bool = False, verify_images: bool = True
 ) -> ImageDataset:
-    """Load a dataset folder (or a .zip, unpacked safely into a fresh temporary folder: inside the
-    :func:`unpacked_zips` block when one is open, so that it is removed with the block).
+    """Load a dataset folder (or a .zip, unpacked safely into a fresh temporary folder).
+
+    A zip's folder is removed always: by ``ds.close()`` or ``with load_dataset(...) as ds:``, else
+    when the dataset is no longer referenced (or the interpreter exits), and at the latest with the
+    :func:`unpacked_zips` block when one is open. A refused zip leaves nothing behind.
 
     With ``verify_images`` every image is opened and checked (PNG/JPEG, readable); bad files are
     reported like bad rows. Raises :class:`UserError` listing all problems unless
@@ -293,12 +325,14 @@ def load_dataset(
         if path.suffix.lower() != ".zip":
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip", "dataset_not_zip", name=path.name)
         scratch = _scratch.get()
-        target = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=scratch)
+        folder = UnpackedFolder(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=scratch))
         try:
-            return dataset_from_zip_bytes(path, path.name, class_names, target, keep_good_rows=keep_good_rows)
+            ds = dataset_from_zip_bytes(path, path.name, class_names, folder.path, keep_good_rows=keep_good_rows)
         except BaseException:
-            shutil.rmtree(target, ignore_errors=True)  # a refused zip leaves nothing behind
+            folder.remove()  # a refused zip leaves nothing behind
             raise
+        ds.unpacked = folder
+        return ds
     return _load_folder(path, class_names, keep_good_rows=keep_good_rows, verify_images=verify_images)
 
 
@@ -377,7 +411,7 @@ def _listed_paths(manifest: bytes, prefix: str) -> set[str]:
 
 
 def dataset_from_zip_bytes(
-    raw: bytes | Path,
+    raw: ZipSource,
     name: str,
     class_names: list[str],
     extract_to: str | Path,

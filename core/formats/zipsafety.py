@@ -8,6 +8,8 @@ header can lie). A zip bomb or a path-traversal member raises :class:`UserError`
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import lzma
 import stat
@@ -15,6 +17,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from core.errors import UserError
 
@@ -99,7 +102,25 @@ def _check_layout(names: list[str], archive: str) -> None:
         )
 
 
-def _open_zip(source: bytes | Path, archive: str) -> zipfile.ZipFile:
+ZipSource = bytes | Path | BinaryIO  # a zip in memory, a file, or an open binary file (e.g. an upload)
+
+
+def source_sha256(source: ZipSource) -> str:
+    """SHA-256 of a zip as uploaded, read in chunks (never a second copy in memory)."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    h = hashlib.sha256()
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(open(source, "rb")) if isinstance(source, (str, Path)) else source
+        fh.seek(0)
+        while chunk := fh.read(1 << 16):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _open_zip(source: ZipSource, archive: str) -> zipfile.ZipFile:
+    if not isinstance(source, (bytes, str, Path)):
+        source.seek(0)  # an open file is read from its start, however often it is opened
     try:
         return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, struct.error, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
@@ -173,7 +194,7 @@ def _damaged(archive: str, name: str, exc: BaseException) -> UserError:
 
 
 def read_zip_members(
-    raw: bytes | Path,
+    raw: ZipSource,
     archive: str,
     *,
     max_total: int = DEFAULT_MAX_TOTAL,
@@ -216,7 +237,7 @@ class ZipReader:
 
     CHUNK = 1 << 20
 
-    def __init__(self, source: bytes | Path, archive: str, *, max_files: int = DEFAULT_MAX_FILES):
+    def __init__(self, source: ZipSource, archive: str, *, max_files: int = DEFAULT_MAX_FILES):
         self.archive = archive
         self._zf = _open_zip(source, archive)
         try:
