@@ -7,9 +7,23 @@ from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 
-PAGE_SIZE = 12
-COLUMNS = 4
+PAGE_SIZE = 18
+COLUMNS = 6
 TILE_PX = 112
+TARGET_PX = 80
+# The label bar (the image the keys act on, the label buttons, the bulk bar) stays in view while the
+# grid scrolls under it (sticky on the wrapper Streamlit puts around a keyed container, which is as
+# tall as the container itself); the image the keys act on is outlined on the grid too.
+STYLE = """<style>
+[data-testid="stLayoutWrapper"]:has(> .st-key-ce_labelbar){position:sticky;top:3.75rem;z-index:20}
+.st-key-ce_labelbar{background:#fff;box-shadow:0 2px 6px rgba(0,0,0,.08)}
+.st-key-ce_tile_focus{outline:3px solid #6a3d9a;outline-offset:-1px;background:#f3eef9}
+.st-key-ce_labelbar button{min-height:2rem;padding:0.1rem 0.55rem}
+.st-key-bulk_apply{flex-shrink:0}
+[class*="st-key-ce_tile_"]{padding:0.4rem;gap:0.2rem}
+[class*="st-key-ce_tile_"] [data-testid="stCaptionContainer"]{font-size:0.8rem;line-height:1.25}
+[class*="st-key-ce_tile_"] button{min-height:1.7rem;padding:0 0.35rem}
+</style>"""
 
 t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
@@ -18,6 +32,7 @@ pid = st.session_state.get("project_id")
 actor = st.session_state.get("actor") or "curator"
 
 st.title(t("ce_title"))
+st.html(STYLE)
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.info(t("need_model"))
     st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
@@ -33,14 +48,6 @@ def _label(key: str, label: str) -> None:
         pool.set_label(store, pid, key, label, actor)
     except UserError as exc:
         st.session_state["flash"] = ("error", md(err(exc)))
-
-
-def _on_pill(key: str, widget: str) -> None:
-    value = st.session_state.get(widget)
-    if value:
-        _label(key, value)
-    else:
-        pool.remove_label(store, pid, key, actor)
 
 
 def _on_relabel(key: str, widget: str) -> None:
@@ -89,7 +96,7 @@ gallery, chosen_col = st.columns([3, 1], gap="large")
 
 with chosen_col:
     chosen = pool.chosen_set(store, pid)
-    st.subheader(t("ce_chosen_title", n=len(chosen)))
+    st.markdown(f"##### {t('ce_chosen_title', n=len(chosen))}")
     per_class, per_attr = pool.chosen_counts(store, pid)
     if chosen:
         st.caption(t("ce_per_class"))
@@ -134,35 +141,56 @@ with gallery:
     unlabelled = [c for c in cands if c["label"] is None]
     skipped = st.session_state.setdefault("skipped", [])
     queue = [c for c in unlabelled if c["key"] not in skipped] or unlabelled
-    if queue:
-        top = queue[0]
-        with st.container(border=True):
-            st.markdown(f"**{t('ce_quick_title')}**")
-            st.caption(t("ce_quick_help"))
-            q1, q2 = st.columns([1, 3])
-            q1.image(evaluation.thumbnail(top["file"], 160))
-            q2.write(t("ce_model_says", label=md(top["predicted"]), pct=round(100 * top["confidence"])))
-            if top["attribute"]:
-                q2.caption(t("ce_attribute_is", attribute=md(top["attribute"])))
-            elif top["group_label"]:
-                q2.caption(t("ce_near_group", label=md(top["group_label"])))
-            bcols = q2.columns(min(len(class_names), 5))
-            for i, name in enumerate(class_names):
-                shortcut = str(i) if i < 10 else None
-                bcols[i % len(bcols)].button(
-                    md(name),
-                    key=f"quick_{i}",
-                    on_click=_label,
-                    args=(top["key"], name),
-                    shortcut=shortcut,
-                    width="stretch",
-                )
-            q2.button(
-                t("ce_skip"),
-                key="quick_skip",
-                on_click=lambda k=top["key"]: skipped.append(k),
-                shortcut="s",
+    by_key = {c["key"]: c for c in cands}
+    # The image the label buttons and digit keys act on: the one picked on the grid ("Label this"),
+    # else the next unlabelled one. It is drawn in the label bar, which stays in view, and outlined
+    # on the grid, so a key press never labels an image the user cannot see.
+    target = by_key.get(st.session_state.get("ce_focus")) or (queue[0] if queue else None)
+
+    def _label_target(key: str, label: str) -> None:
+        _label(key, label)
+        st.session_state.pop("ce_focus", None)
+
+    def _focus(key: str) -> None:
+        st.session_state["ce_focus"] = key
+
+    def _skip(key: str) -> None:
+        skipped.append(key)
+        st.session_state.pop("ce_focus", None)
+
+    with st.container(border=True, key="ce_labelbar"):
+        if target is not None:
+            q1, q2 = st.columns([1, 6], vertical_alignment="top")
+            q1.image(evaluation.thumbnail(target["file"], TARGET_PX))
+            facts = [t("ce_model_says", label=md(target["predicted"]), pct=round(100 * target["confidence"]))]
+            if target["attribute"]:
+                facts.append(t("ce_attribute_is", attribute=md(target["attribute"])))
+            elif target["group_label"]:
+                facts.append(t("ce_near_group", label=md(target["group_label"])))
+            if target["label"]:
+                facts.append(t("ce_labelled_as", label=md(target["label"])))
+            q2.markdown(f"**{t('ce_quick_title')}** · " + " · ".join(facts), help=t("ce_quick_help"))
+            with q2.container(horizontal=True, gap="small", key="ce_quick_buttons"):
+                for i, name in enumerate(class_names):
+                    st.button(
+                        md(name),
+                        key=f"quick_{i}",
+                        on_click=_label_target,
+                        args=(target["key"], name),
+                        shortcut=str(i) if i < 10 else None,
+                        type="primary" if name == target["label"] else "secondary",
+                    )
+                st.button(t("ce_skip"), key="quick_skip", on_click=_skip, args=(target["key"],), shortcut="s")
+        n_selected = sum(1 for k, v in st.session_state.items() if k.startswith("sel_") and v)
+        with st.container(horizontal=True, gap="small", vertical_alignment="center", key="ce_bulk_bar"):
+            st.button(
+                t("ce_bulk_apply", n=n_selected),
+                key="bulk_apply",
+                on_click=_label_selected,
+                disabled=n_selected == 0,
+                type="primary",
             )
+            st.selectbox(t("ce_bulk_label"), class_names, key="bulk_label", label_visibility="collapsed", width=160)
 
     show = st.segmented_control(
         t("ce_show"),
@@ -170,6 +198,7 @@ with gallery:
         format_func=lambda v: t(f"ce_show_{v}"),
         default="all",
         key="ce_filter",
+        label_visibility="collapsed",
     )
     items = {"all": cands, "todo": unlabelled, "done": [c for c in cands if c["label"]]}[show or "all"]
     n_pages = max(1, (len(items) + PAGE_SIZE - 1) // PAGE_SIZE)
@@ -177,38 +206,30 @@ with gallery:
     if cands[0]["ranking"] == "discovery":
         st.caption(t("ce_ranked_by_discovery"))
 
-    b1, b2, b3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-    n_selected = sum(1 for k, v in st.session_state.items() if k.startswith("sel_") and v)
-    b1.selectbox(t("ce_bulk_label"), class_names, key="bulk_label")
-    b2.button(
-        t("ce_bulk_apply", n=n_selected),
-        key="bulk_apply",
-        on_click=_label_selected,
-        disabled=n_selected == 0,
-        type="primary",
-    )
-
     page = st.session_state.get("ce_page", 1)
     page = min(page, n_pages)
     start = (page - 1) * PAGE_SIZE
-    cols = st.columns(COLUMNS)
-    for i, c in enumerate(items[start : start + PAGE_SIZE]):
-        with cols[i % COLUMNS].container(border=True):
-            st.image(evaluation.thumbnail(c["file"], TILE_PX))
-            st.caption(t("ce_model_says", label=md(c["predicted"]), pct=round(100 * c["confidence"])))
-            if c["attribute"]:
-                st.caption(t("ce_attribute_is", attribute=md(c["attribute"])))
-            elif c["group_label"]:
-                st.caption(t("ce_near_group", label=md(c["group_label"])))
-            st.checkbox(t("ce_select"), key=f"sel_{c['key']}")
-            widget = f"pill_{c['key']}_{c['label']}"
-            st.pills(
-                t("ce_this_is"),
-                class_names,
-                format_func=md,
-                default=c["label"],
-                key=widget,
-                on_change=_on_pill,
-                args=(c["key"], widget),
-            )
+    shown = items[start : start + PAGE_SIZE]
+    for i, c in enumerate(shown):
+        if i % COLUMNS == 0:  # one row of columns per row of tiles, so the rows line up
+            cols = st.columns(COLUMNS, gap="small")
+        focused = target is not None and c["key"] == target["key"]
+        with cols[i % COLUMNS].container(border=True, key="ce_tile_focus" if focused else f"ce_tile_{i}"):
+            st.image(evaluation.thumbnail(c["file"], TILE_PX), width="stretch")
+            line = t("ce_tile_says", label=md(c["predicted"]), pct=round(100 * c["confidence"]))
+            if c["attribute"] or c["group_label"]:
+                line += f" · {md(c['attribute'] or c['group_label'])}"
+            if c["label"]:
+                line += "  \n" + t("ce_tile_is", label=md(c["label"]))
+            st.caption(line)
+            with st.container(horizontal=True, gap=None, vertical_alignment="center"):
+                st.checkbox(t("ce_select"), key=f"sel_{c['key']}", label_visibility="collapsed")
+                st.button(
+                    t("ce_focus"),
+                    key=f"focus_{c['key']}",
+                    on_click=_focus,
+                    args=(c["key"],),
+                    help=t("ce_focus_help"),
+                    disabled=focused,
+                )
     st.pagination(n_pages, default=page, key="ce_page")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import history, projects
+from core.app import display, history, projects
 from core.app.i18n import translator
 
 t = translator(st.session_state.get("lang", "en"))
@@ -26,14 +26,19 @@ if frame.empty:
     st.stop()
 
 frame["what"] = [t(f"action_{a}") for a in frame["action"]]
+tz = st.context.timezone
+frame["shown_when"] = [display.local_time(w, tz, with_zone=False, seconds=True) for w in frame["when"]]
 f1, f2, f3 = st.columns(3)
 actions = f1.multiselect(
     t("history_filter_action"),
     sorted(frame["action"].unique()),
     format_func=lambda a: t(f"action_{a}"),
     key="history_actions",
+    placeholder=t("history_filter_any"),
 )
-who = f2.multiselect(t("history_filter_who"), sorted(frame["who"].unique()), key="history_who")
+who = f2.multiselect(
+    t("history_filter_who"), sorted(frame["who"].unique()), key="history_who", placeholder=t("history_filter_any")
+)
 text = f3.text_input(t("history_filter_text"), key="history_text")
 shown = frame
 if actions:
@@ -45,9 +50,9 @@ if text:
 
 st.caption(t("history_count", n=len(shown), total=len(frame)))
 st.dataframe(
-    shown[["id", "when", "who", "what", "details"]].rename(
+    shown[["id", "shown_when", "who", "what", "details"]].rename(
         columns={
-            "when": t("history_col_when"),
+            "shown_when": t("history_col_when", zone=display.zone_name(tz)),
             "who": t("history_col_who"),
             "what": t("history_col_what"),
             "details": t("history_col_details"),
@@ -59,7 +64,7 @@ st.dataframe(
 )
 st.download_button(
     t("history_download"),
-    data=history.history_csv(shown.drop(columns=["what"])),
+    data=history.history_csv(shown.drop(columns=["what", "shown_when"])),
     file_name="audit_log.csv",
     mime="text/csv",
     key="history_csv",

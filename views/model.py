@@ -105,6 +105,15 @@ with right:
             weights_file = st.file_uploader(
                 t("model_weights_label"), type=["safetensors", "pt", "pth"], key="up_weights"
             )
+            if weights_file is not None and st.session_state.get("w_arch_for") != weights_file.file_id:
+                # Start the form on the architecture the file's keys match (read without loading it).
+                st.session_state["w_arch_for"] = weights_file.file_id
+                guess = uploads.guess_weights_architecture(weights_file.getvalue(), weights_file.name)
+                if guess:
+                    st.session_state["w_arch"] = guess
+                    st.session_state["w_arch_guess"] = guess
+            if weights_file is not None and st.session_state.get("w_arch_guess"):
+                st.caption(t("model_arch_guessed", architecture=md(st.session_state["w_arch_guess"])))
             with st.form("weights_form"):
                 arch = st.selectbox(t("model_architecture"), evaluation.architecture_names(), key="w_arch")
                 classes = st.text_area(t("model_class_names"), key="w_classes", help=t("model_class_names_help"))

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import charts, decisions, evaluation, interpolation, projects, runs, summary
+from core.app import charts, decisions, display, evaluation, interpolation, projects, runs, summary
 from core.app.i18n import error_translator, translator
 from core.app.report import build_report
 from core.app.safe_text import md
@@ -38,7 +38,7 @@ def _decision_words(r: dict) -> str:
 
 def _run_name(i: int) -> str:
     r = by_id[i]
-    return t("review_run_item", run=i, strength=r["strength_label"], decision=_decision_words(r))
+    return t("review_run_item", run=i, strength=display.number(r["strength_label"]), decision=_decision_words(r))
 
 
 def _in_use_line() -> str:
@@ -247,7 +247,7 @@ def _report() -> bytes:
     decision_lines = [
         t(
             "report_decision_line",
-            when=e["ts"],
+            when=display.local_time(e["ts"], st.context.timezone),
             who=e["actor"],
             action=t(f"action_{e['action']}"),
             detail=e["detail"].get("comment", ""),
@@ -280,6 +280,7 @@ def _report() -> bytes:
         decision_lines=decision_lines,
         t=t,
         lang=lang,
+        tz=st.context.timezone,
     )
     data = html_text.encode("utf-8")
     decisions.record_report(store, run_id, data, actor)

@@ -9,7 +9,7 @@ import re
 
 import streamlit as st
 
-from core.app import budget, charts, pool, projects, runs
+from core.app import budget, charts, display, pool, projects, runs
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -142,10 +142,10 @@ def draw_runs_table() -> None:
                 "#": r["id"],
                 t("tune_col_status"): t(f"status_{r['status']}"),
                 t("tune_col_decision"): t(f"decision_{runs.decision_state(r, project)}"),
-                t("tune_col_strength"): r["strength_label"],
+                t("tune_col_strength"): display.number(r["strength_label"]),
                 t("tune_col_examples"): r["n_counterexamples"],
                 t("tune_col_device"): r["device"] or "",
-                t("tune_col_started"): r["started_at"] or "",
+                t("tune_col_started"): display.local_time(r["started_at"], st.context.timezone),
                 t("tune_col_by"): r["created_by"],
                 t("tune_col_note"): r["error"] or "",
             }
@@ -215,7 +215,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
         a = p["auto"]
         text = t(
             "tune_auto_progress",
-            strength=f"{a['strength']:g}",
+            strength=display.number(a["strength"]),
             candidate=a.get("candidate", "?"),
             candidates=a.get("candidates", "?"),
             fold=a.get("fold", "?"),

@@ -3,7 +3,7 @@
 Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``suspects``, ``naming``, ``pool``, ``runs``,
 ``decisions``, ``history``, ``interpolation`` (one per section of the workbench), ``store``, ``budget`` (the
 store's disk budget), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work), ``charts``,
-``report`` and ``i18n``. Worker-side modules, which load models:
+``report``, ``display`` (local times, readable numbers) and ``i18n``. Worker-side modules, which load models:
 ``worker`` (the process that runs repairs and tasks), ``compute`` (the tasks) and ``demo`` (builds the
 built-in example).
 

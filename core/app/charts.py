@@ -12,6 +12,7 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.app import display
 from core.app.safe_text import plot_text
 from core.app.summary import group_name
 
@@ -275,7 +276,7 @@ def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = 
                 x=[100 * p["kept"] for p in sel],
                 y=[100 * p["worst_group"] if p["worst_group"] is not None else None for p in sel],
                 mode="markers+text",
-                text=[t("chart_run_point", run=p["run_id"], strength=p["strength"]) for p in sel],
+                text=[t("chart_run_point", run=p["run_id"], strength=display.number(p["strength"])) for p in sel],
                 textposition="top center",
                 textfont={"size": 14},
                 marker={

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.offline import get_plotlyjs
 
+from core.app import display
 from core.app.staticchart import figure_svg
 from core.app.summary import group_name, varied_sample
 
@@ -54,11 +55,13 @@ def build_report(
     t: Callable[..., str],
     lang: str,
     summary_html: str = "",
+    tz: str | None = None,
 ) -> str:
     """The report as one HTML string (UTF-8), charts interactive and inlined, with static fallbacks.
 
     ``summary_html`` is the before/after card (:func:`core.app.summary.summary_card_html`, with the
-    verdict in it); without it the verdict is shown on its own."""
+    verdict in it); without it the verdict is shown on its own. Times are written in the zone ``tz``
+    (the reader's browser zone; UTC when None), with the zone named."""
     e = html.escape
     before, after = metrics["before"], metrics["after"]
     rows = [
@@ -73,7 +76,7 @@ def build_report(
         (t("metric_errors_corrected"), _pct(metrics["errors_corrected"])),
         (t("metric_errors_introduced"), _pct(metrics["errors_introduced"])),
         (t("report_method"), str(metrics.get("method"))),
-        (t("report_strength"), str(metrics.get("strength"))),
+        (t("report_strength"), display.number(metrics.get("strength"))),
         (t("report_steps"), str(metrics.get("steps"))),
         (t("report_device"), str(metrics.get("device"))),
         (t("report_smallest_group"), str(min((g["count"] for g in before.get("groups", [])), default="–"))),
@@ -132,7 +135,7 @@ figure img{{width:96px;height:96px;image-rendering:pixelated}}
 <script>if (!window.Plotly) document.documentElement.classList.add("noplotly");</script>
 </head><body>
 <h1>{e(title)}</h1>
-<p>{e(t("report_run_line", run=run["id"], when=run.get("finished_at") or "", who=run.get("created_by") or ""))}</p>
+<p>{e(t("report_run_line", run=run["id"], when=display.local_time(run.get("finished_at"), tz), who=run.get("created_by") or ""))}</p>
 {top}
 <h2>{e(t("report_summary"))}</h2>
 <table><tr><th></th><th>{e(t("chart_old"))}</th><th>{e(t("chart_new"))}</th></tr>{table}</table>

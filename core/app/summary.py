@@ -15,6 +15,8 @@ import math
 import random
 from collections.abc import Callable
 
+from core.app import display
+
 MAX_NAMED_GROUPS = 3  # the verdict names at most this many worse groups, then "and N more"
 
 
@@ -169,7 +171,7 @@ def verdict_text(v: dict, t: Callable[..., str], auto_strength=None) -> str:
             )
         )
     if auto_strength is not None:
-        parts.append(t("verdict_auto_chose", strength=auto_strength))
+        parts.append(t("verdict_auto_chose", strength=display.number(auto_strength)))
     return " ".join(parts)
 
 

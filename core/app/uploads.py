@@ -32,6 +32,7 @@ from core.formats.datasets import (
 )
 from core.formats.limits import max_images
 from core.formats.meta import BundleMeta, check_refused_name, parse_meta_json, read_bundle_zip, sha256_bytes
+from core.formats.weightkeys import guess_architecture
 from core.formats.zipsafety import ZipReader, ZipSource, source_sha256
 
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
@@ -139,6 +140,12 @@ def upload_model_zip(store: Store, raw: bytes, filename: str, actor: str) -> int
     files = read_bundle_zip(raw, filename)
     parse_meta_json(files["model.json"])  # a bad model.json is refused here, before anything is staged
     return _register_staged(store, files, filename, "model.safetensors", actor)
+
+
+def guess_weights_architecture(raw: bytes, filename: str) -> str | None:
+    """The allowed architecture whose keys a weights file's tensor names match best (read without
+    loading it), so the form can start on it; None when its keys cannot be read or match none."""
+    return guess_architecture(raw, filename)
 
 
 def upload_model_weights(

@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save_bytes
 from torch import nn
 
 from core.errors import UserError
+from core.formats import weightkeys
 from core.formats.architectures import build_model, classifier_out_features
 from core.formats.meta import (
     MAX_MODEL_BYTES,
@@ -140,6 +141,46 @@ def check_weight_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> lis
     return []
 
 
+def check_keys(meta: BundleMeta, want: set[str], have: set[str]) -> None:
+    """Refuse weights whose tensor names are not the architecture's with a summary an engineer can act
+    on: how many keys are missing and unexpected, a few of each, and which allowed architecture the
+    keys match best (usually the one the form should have said), instead of a wall of keys."""
+    if want == have:
+        return
+    mine = weightkeys.compare(have, meta.architecture, frozenset(want))
+    arch, n_missing, n_unexpected = meta.architecture, len(mine.missing), len(mine.unexpected)
+    missing = weightkeys.examples(mine.missing) or "—"
+    unexpected = weightkeys.examples(mine.unexpected) or "—"
+    summary = (
+        f"the weights do not fit architecture {arch}: {n_missing} of its keys are missing ({missing}) "
+        f"and {n_unexpected} keys are unexpected ({unexpected})"
+    )
+    best = weightkeys.best_match(have)
+    if best is None or best.architecture == arch or best.score <= mine.score:
+        raise UserError(
+            summary,
+            "weights_wrong_keys",
+            architecture=arch,
+            missing=n_missing,
+            unexpected=n_unexpected,
+            missing_examples=missing,
+            unexpected_examples=unexpected,
+        )
+    guess, total = best.architecture, best.matched + len(best.missing)
+    raise UserError(
+        f"{summary}. The keys match {guess} best ({best.matched} of {total} keys): choose {guess} as the architecture",
+        "weights_wrong_architecture",
+        architecture=arch,
+        missing=n_missing,
+        unexpected=n_unexpected,
+        missing_examples=missing,
+        unexpected_examples=unexpected,
+        guess=guess,
+        matched=best.matched,
+        total=total,
+    )
+
+
 def build_and_validate(
     meta: BundleMeta, state: dict[str, torch.Tensor], *, source: str, sha256: dict[str, str]
 ) -> ModelBundle:
@@ -154,6 +195,7 @@ def build_and_validate(
             n=meta.num_classes,
         )
     notes = check_weight_dtypes(model, state)
+    check_keys(meta, set(model.state_dict()), set(state))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

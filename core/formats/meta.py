@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.formats.limits import MAX_CLASSES, MAX_INPUT_PIXELS, MAX_INPUT_SIDE
-from core.formats.zipsafety import read_zip_members
+from core.formats.zipsafety import read_zip_members, zip_names
 
 # The allow-list of architectures a bundle may name (built by core.formats.architectures).
 ARCHITECTURE_NAMES = (
@@ -174,8 +174,32 @@ def check_refused_name(name: str) -> None:
         )
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_not_dataset(names: list[str], archive: str) -> None:
+    """Refuse a dataset zip (images, a manifest.csv, no model.json or model.safetensors) given as a model."""
+    bases = {n.rsplit("/", 1)[-1] for n in names}
+    if bases & {"model.json", "model.safetensors"}:
+        return
+    images = sum(1 for n in names if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith("__MACOSX/"))
+    if images or "manifest.csv" in bases:
+        raise UserError(
+            f"{archive} looks like a dataset ({images} images), not a model: a model bundle is a "
+            "zip with model.json and model.safetensors. Upload the model first; an evaluation set or "
+            "candidate images go in their own upload boxes",
+            "bundle_is_dataset",
+            name=archive,
+            images=images,
+        )
+
+
 def read_bundle_zip(raw: bytes, name: str = "bundle.zip") -> dict[str, bytes]:
-    """Pull model.json and model.safetensors out of a zip, at its root or in one top folder."""
+    """Pull model.json and model.safetensors out of a zip, at its root or in one top folder.
+
+    A zip with no model files but images or a manifest.csv is an evaluation set or a pool uploaded in
+    the wrong place, and is refused saying so (not by the 64-entry limit a bundle has)."""
+    check_not_dataset(zip_names(raw, name), name)
     members = read_zip_members(raw, name, max_total=MAX_MODEL_BYTES + 2**20, max_files=64)
     found: dict[str, bytes] = {}
     for member, data in members.items():

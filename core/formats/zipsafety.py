@@ -193,6 +193,13 @@ def _damaged(archive: str, name: str, exc: BaseException) -> UserError:
     )
 
 
+def zip_names(raw: bytes | Path, archive: str) -> list[str]:
+    """The member names of a zip's central directory, nothing decompressed; for telling what kind of
+    upload it is before the limits of the kind it was uploaded as are applied."""
+    with _open_zip(raw, archive) as zf:
+        return zf.namelist()
+
+
 def read_zip_members(
     raw: ZipSource,
     archive: str,

@@ -38,6 +38,11 @@ def _next_top(store, pid):
     return next(c for c in pool.candidates(store, pid) if c["label"] is None)
 
 
+def _css_key(key: str) -> str:
+    """A widget key as Streamlit writes it in its ``st-key-…`` class (other characters become ``-``)."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "-", key.strip())
+
+
 def _label_in_gallery(page, store, pid, n: int) -> None:
     """Label n images the way a curator would: a class button under a grid image, the keyboard
     shortcut, and the quick-labelling buttons. The right answer comes from the demo's truth."""
@@ -46,8 +51,13 @@ def _label_in_gallery(page, store, pid, n: int) -> None:
     for i in range(n):
         top = _next_top(store, pid)
         label = truth[top["path"]]
-        if i == 0:  # the class button (pill) under the first image of the grid
-            page.locator("[class*='st-key-pill_']").first.get_by_text(label, exact=True).click()
+        if i == 0:  # "Label this" under an image further down, then its label button
+            top = next(c for c in pool.candidates(store, pid) if c["label"] is None and c["key"] != top["key"])
+            label = truth[top["path"]]
+            page.locator(f".st-key-focus_{_css_key(top['key'])} button:visible").click()
+            page.locator(".st-key-ce_tile_focus").wait_for()
+            settle(page)
+            page.locator(f".st-key-quick_{names.index(label)} button").click()
         elif i == 1:  # keyboard shortcut: the digit of the class
             page.get_by_text("Quick labelling").click()
             page.keyboard.press(str(names.index(label)))

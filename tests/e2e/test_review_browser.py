@@ -52,6 +52,20 @@ def _below(message, button) -> None:
     assert m and b and 0 <= m["y"] - b["y"] < 250 and abs(m["x"] - b["x"]) < 400, (m, b)
 
 
+# Tick labels, axis titles, legends and value labels of every plotly chart on the page.
+_CHART_TEXT = "[data-testid=stPlotlyChart] svg text, .plot-container svg text"
+
+
+def _small_chart_text(pg, min_px: float = 14.0) -> list[str]:
+    """Chart texts drawn smaller than ``min_px`` (what a meeting room cannot read), as 'text: size'."""
+    return pg.evaluate(
+        """([sel, min]) => Array.from(document.querySelectorAll(sel))
+            .filter(e => e.textContent.trim() && parseFloat(getComputedStyle(e).fontSize) < min)
+            .map(e => e.textContent.trim() + ': ' + getComputedStyle(e).fontSize)""",
+        [_CHART_TEXT, min_px],
+    )
+
+
 @pytest.fixture()
 def small_page(browser):
     ctx = browser.new_context(viewport=VIEW, accept_downloads=True)
@@ -110,6 +124,7 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     pg.locator("[data-testid=stPlotlyChart]").nth(1).scroll_into_view_if_needed()
     settle(pg)
     _shot(pg, f"page_4_review_tradeoff_{lang}")
+    assert _small_chart_text(pg) == [], "chart text under 14 px"
     pg.locator(".st-key-gallery_broken").scroll_into_view_if_needed()
     settle(pg)
     assert pg.locator(".st-key-gallery_broken img").count() > 0
@@ -135,6 +150,7 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     assert rp.locator(".gallery.broken figure").count() > 0 and rp.locator(".gallery.fixed figure").count() > 0
     assert rp.locator(".chart .static").first.is_hidden()  # plotly ran: the static copies stay hidden
     rp.screenshot(path=str(ARTIFACTS / f"report_offline_{lang}.png"))
+    assert _small_chart_text(rp) == [], "report chart text under 14 px"
     rp.locator(".chart").first.scroll_into_view_if_needed()
     rp.screenshot(path=str(ARTIFACTS / f"report_offline_heatmap_{lang}.png"))
     rp.locator(".galleries").scroll_into_view_if_needed()
@@ -194,16 +210,21 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     _shot(pg, f"page_5_history_{lang}")
 
 
-def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server, small_page):
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server, small_page, lang):
     """Strength after the fact in the browser: moving α recomputes the card and the galleries (each
     α evaluated once by the task worker), and "save" makes a new run that the picker selects."""
-    t = translator("en")
+    t = translator(lang)
     pg = small_page
     pg.goto(server.url)
     settle(pg)
     pg.get_by_role("button", name="Open the demo").click()
     pg.get_by_text("Where the model goes wrong").first.wait_for()
     settle(pg)
+    if lang == "ja":
+        pg.get_by_text("日本語").click()
+        pg.get_by_text(t("model_bias_header")).first.wait_for()
+        settle(pg)
     store = Store(server.home)
     pid = store.projects()[0]["id"]
     label_top(store, pid, 8)
@@ -213,23 +234,23 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server,
     _nav(pg, t("nav_review"), t("review_changed_title"))
     card = pg.locator(".summary-card")
     assert summary.pct(full["after"]["accuracy"]) in card.inner_text()
-    _shot(pg, "page_4_review_alpha_full_en")
+    _shot(pg, f"page_4_review_alpha_full_{lang}")
 
     thumb = pg.locator(".st-key-alpha_box input[type=range]")
     thumb.focus()
     for _ in range(10):  # ten steps of 0.05 down: α = 0.5
         pg.keyboard.press("ArrowLeft")
-    pg.get_by_text("Preview at α = 0.50").wait_for()
+    pg.get_by_text({"en": "Preview at α = 0.50", "ja": "α = 0.50 のプレビュー"}[lang]).wait_for()
     settle(pg)
     half = json.loads((Path(store.run(rid)["out_dir"]) / "alpha" / "a0500.json").read_text())["metrics"]
     assert half["changed_predictions"] < full["changed_predictions"]
     text = card.inner_text()
     assert summary.pct(half["after"]["accuracy"]) in text and summary.pct(half["kept_decisions"]) in text
     assert summary.pct(full["after"]["accuracy"]) not in text.split("\n")[1:3]
-    _shot(pg, "page_4_review_alpha_half_en")
+    _shot(pg, f"page_4_review_alpha_half_{lang}")
     pg.locator(".st-key-gallery_fixed").scroll_into_view_if_needed()
     settle(pg)
-    _shot(pg, "page_4_review_alpha_half_galleries_en")
+    _shot(pg, f"page_4_review_alpha_half_galleries_{lang}")
 
     pg.locator(".st-key-alpha_box").scroll_into_view_if_needed()
     pg.get_by_role("button", name=t("review_alpha_save", alpha="0.50")).click()
@@ -239,4 +260,4 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server,
     settle(pg)
     assert store.run(new)["status"] == "done" and f"#{new}" in _picked(pg)
     assert pg.get_by_text(t("review_alpha_origin", run=rid, alpha="0.50")).count() == 1
-    _shot(pg, "page_4_review_alpha_saved_en")
+    _shot(pg, f"page_4_review_alpha_saved_{lang}")
