@@ -40,7 +40,8 @@ class Reference:
     def __init__(self, x: torch.Tensor, base: nn.Module, device: torch.device, seed: int = 0):
         self.x = x
         self.device = device
-        self.gen = torch.Generator().manual_seed(10_007 + seed)
+        self.seed = seed
+        self.restart()
         with torch.no_grad():
             logps = [
                 nn.functional.log_softmax(base(x[i : i + 512].to(device)).float(), 1).cpu()
@@ -50,6 +51,11 @@ class Reference:
         self.old_pred = self.old_log_probs.argmax(1)
         pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(99))[:AGREEMENT_IMAGES]
         self.check_idx = pick.sort().values
+
+    def restart(self) -> None:
+        """Start the minibatch stream again: automatic strength gives every trial run the same stream, so a
+        trial's result does not depend on which trials ran before it (or in which process)."""
+        self.gen = torch.Generator().manual_seed(10_007 + self.seed)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A random minibatch of reference images and the frozen model's log-probabilities on them."""
