@@ -62,6 +62,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--min-group-count", type=int, default=10)
+    add_backend_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -89,7 +90,11 @@ def run_evaluate(args) -> int:
             print(f"\revaluating {progress_bar(done, total)}", end="", file=sys.stderr, flush=True)
 
     # Images are decoded batch by batch from disk (BIASREPAIR_EVAL_BATCH), never all at once.
-    res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count, on_batch=progress)
+    # With --backend ray the set is predicted in shards on the Ray workers (core.engine.inference.predict_sharded).
+    res = evaluate_bundle(
+        bundle, ds, device=args.device, min_group_count=args.min_group_count, on_batch=progress,
+        backend=get_backend(args.backend),
+    )  # fmt: skip
     if not args.quiet:
         print(file=sys.stderr)
     out = Path(args.out)

@@ -6,6 +6,8 @@ One local Ray instance with 2 CPUs for the whole file (``ray.init(num_cpus=2)``)
 from __future__ import annotations
 
 import operator
+import os
+import threading
 
 import pytest
 import ray
@@ -109,3 +111,80 @@ def test_a_workbench_repair_on_ray_is_cancelled(cluster, tmp_path, demo_dir, mon
         assert any(e["action"] == "run_cancelled" for e in store.audit_events(pid))
     finally:
         jobs.stop_spawned_workers()
+
+
+def test_sharded_evaluation_on_ray_keeps_the_order(cluster, demo_dir):
+    from core.engine.inference import predict_dataset, predict_sharded
+
+    b = load_bundle(demo_dir / "model")
+    ds = load_dataset(demo_dir / "eval", b.meta.class_names)
+    assert len(ds) > 3 * 64  # several shards, the last one short
+    local = predict_dataset(b.model, ds, b.meta, torch.device("cpu"))
+    on_ray = predict_sharded(b.model, ds, b.meta, cluster, "cpu", shard_images=64)
+    assert on_ray.shape == local.shape
+    assert (on_ray.argmax(1) == local.argmax(1)).all() and on_ray == pytest.approx(local, abs=1e-5)
+
+
+def test_sweep_on_ray_writes_the_local_table(cluster, demo_dir, tmp_path):
+    import csv
+
+    from core.cli import main
+
+    def sweep(backend: str) -> list[dict]:
+        out = tmp_path / backend
+        args = ["sweep", "--model", str(demo_dir / "model"), "--counterexamples", str(demo_dir / "counterexamples"),
+                "--eval", str(demo_dir / "eval"), "--strengths", "100", "10000", "--max-steps", "8",
+                "--min-steps", "2", "--device", "cpu", "--backend", backend, "--out", str(out)]  # fmt: skip
+        assert main(args) == 0
+        assert (out / "strength_100" / "metrics.json").exists() and (out / "strength_10000" / "metrics.json").exists()
+        with open(out / "sweep.csv", encoding="utf-8") as fh:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+    local, on_ray = sweep("local"), sweep("ray")
+    assert [r["strength"] for r in on_ray] == ["100.0", "10000.0"]
+    assert [r["steps"] for r in on_ray] == [r["steps"] for r in local]
+    for r, q in zip(on_ray, local, strict=True):
+        for key in ("accuracy", "worst_group_accuracy", "kept_decisions"):
+            assert float(r[key]) == pytest.approx(float(q[key])), key
+
+
+def _queued_run(tmp_path, demo_dir, monkeypatch) -> tuple[Store, int]:
+    """A store with one queued repair and no worker to take it (the test serves it itself)."""
+    home = tmp_path / "home"
+    seed_demo_cache(home, demo_dir)
+    store = Store(home)
+    pid = projects.open_demo(store, "alice")
+    label_top(store, pid, 8)
+    jobs.stop_spawned_workers()
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: None)
+    return store, runs.submit_run(store, pid, "cpt", dict(LONG_RUN), "alice")
+
+
+def test_a_ray_task_whose_worker_dies_fails_its_run(cluster, tmp_path, demo_dir, monkeypatch):
+    from core.app.rayruns import RayRuns
+    from tests.ray_helpers import die_in_worker
+
+    store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
+    RayRuns(store, os.getpid(), die_in_worker).serve(threading.Event(), idle_exit=0.5)
+    run = store.run(rid)
+    assert run["status"] == "failed"
+    assert "the Ray task running it ended without a result" in run["error"]
+    assert any(e["action"] == "run_failed" for e in store.audit_events(run["project_id"]))
+
+
+def test_a_ray_task_that_ignores_its_cancel_flag_is_cancelled_by_ray(cluster, tmp_path, demo_dir, monkeypatch):
+    from core.app.rayruns import RayRuns
+    from tests.ray_helpers import ignore_cancel
+
+    store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
+    stop = threading.Event()
+    serving = threading.Thread(target=RayRuns(store, os.getpid(), ignore_cancel).serve, args=(stop, 60.0))
+    serving.start()
+    try:
+        wait_for(lambda: store.run(rid)["status"] == "running", timeout=120)
+        runs.cancel_run(store, rid, "alice")
+        wait_for(lambda: store.run(rid)["status"] != "running", timeout=120)
+    finally:
+        stop.set()
+        serving.join()
+    assert store.run(rid)["status"] == "cancelled"

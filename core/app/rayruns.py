@@ -11,8 +11,9 @@ a shared file system; SQLite over NFS needs working locks).
 What this module adds around the tasks:
 
 * **cancel**: a run whose cancel flag has been set for :data:`CANCEL_GRACE_S` and whose task has not
-  ended by itself is ``ray.cancel``-ed (a task still queued on the cluster is dropped at once); it is
-  then marked cancelled here;
+  ended by itself is ``ray.cancel``-ed (a task still queued on the cluster is dropped at once), and its
+  worker process killed when that has not ended it :data:`FORCE_AFTER_S` later (a task stuck in one
+  long call); it is then marked cancelled here;
 * **crash**: a task whose Ray worker died (out of memory, a node lost) or that raised past
   ``execute_run`` ends its run as failed with the cause, like the local worker's dead-worker reaping;
 * **interrupted**: when this worker is stopped (SIGTERM, the server gone), its tasks are cancelled and
@@ -34,6 +35,7 @@ from core.app.store import Store
 from core.engine.backends import RayBackend
 
 CANCEL_GRACE_S = 2.0  # the task's own cancel check runs every 0.1 s; after this it is interrupted
+FORCE_AFTER_S = 10.0  # an interrupted task still running after this (stuck in one long call) is killed
 POLL_S = 0.3
 
 
@@ -43,6 +45,7 @@ class _InFlight:
     ref: object
     cancel_seen: float | None = None
     cancelled: bool = field(default=False)
+    forced: bool = field(default=False)
 
 
 def _remote_run(_, task) -> str:
@@ -102,6 +105,9 @@ class RayRuns:
             elif item.cancel_seen is not None and not item.cancelled and now - item.cancel_seen >= CANCEL_GRACE_S:
                 self.backend.cancel(item.ref)
                 item.cancelled = True
+            elif item.cancelled and not item.forced and now - item.cancel_seen >= CANCEL_GRACE_S + FORCE_AFTER_S:
+                self.backend.cancel(item.ref, force=True)
+                item.forced = True
 
     def _settle(self, run_id: int, item: _InFlight) -> None:
         """A task has ended: it recorded its own outcome, or it was cancelled, or it died."""

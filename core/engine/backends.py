@@ -80,6 +80,9 @@ class LocalBackend:
 
         return Pending(get, lambda: None)
 
+    def cluster_gpus(self) -> float:
+        return 0.0  # tasks run in this process, on its own device choice
+
     def describe(self) -> str:
         return "local (this process)"
 
@@ -158,9 +161,10 @@ class RayBackend:
         """The task's return value; raises what it raised, or why it died or was cancelled."""
         return _ray().get(ref)
 
-    def cancel(self, ref) -> None:
-        """Interrupt a task (KeyboardInterrupt in it), or drop it from the queue when it has not started."""
-        _ray().cancel(ref)
+    def cancel(self, ref, force: bool = False) -> None:
+        """Interrupt a task (KeyboardInterrupt in it; ``force``: kill its worker process), or drop it from
+        the queue when it has not started."""
+        _ray().cancel(ref, force=force)
 
 
 class Pending:

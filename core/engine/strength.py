@@ -29,6 +29,7 @@ import torch
 from core.engine.anchor import Reference
 from core.engine.backends import LocalBackend
 from core.engine.configs import has_strength
+from core.engine.devices import select_device
 from core.engine.inference import predict_logits
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
@@ -117,7 +118,8 @@ def choose_strength(
     # the same results, so the report is the same.
     keys = [(ci, fi) for ci in range(len(CANDIDATES)) for fi in range(len(folds))]
     if backend is not None and backend.parallel:
-        pending = backend.start(_run_trial, keys, trials)
+        gpus = 1 if backend.cluster_gpus() >= 1 else 0  # a worker then picks its own device
+        pending = backend.start(_run_trial, keys, replace(trials, device=None), gpus)
     else:
         pending = LocalBackend().start(partial(_run_trial, should_stop=should_stop), keys, trials)
     try:
@@ -212,7 +214,7 @@ class _Trials:
     y_ce: torch.Tensor
     method: str
     config: object
-    device: torch.device
+    device: torch.device | None
     seed: int
     ref: Reference | None
     folds: list
@@ -224,6 +226,9 @@ def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> dict:
     reference images: ``{"cancelled", "own_all", "fixes_new", "right", "agreement"}``."""
     ci, fi = key
     n, k = len(t.y_ce), len(t.folds)
+    device = t.device or select_device("auto")  # None: a backend's worker, with or without a GPU
+    if t.ref is not None:
+        t.ref.device = device
     cfg = _paper_rule(replace(t.config, strength=CANDIDATES[ci]))
     if cfg.stop_rule == "kept" and t.ref is not None:
         # Under the kept rule a run ends on the earliest step that fixed the most counterexamples,
@@ -234,15 +239,15 @@ def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> dict:
     sub = PreparedData(t.x_ce[train_idx], t.y_ce[train_idx])
     if t.ref is not None:
         t.ref.restart()
-    impl = get_method(t.method)(t.model, cfg, t.device)
+    impl = get_method(t.method)(t.model, cfg, device)
     impl.reference = t.ref
     _, _, cancelled = train_method(
-        impl, sub, t.device, t.class_names, seed=t.seed, should_stop=should_stop, stall_steps=STALL_STEPS
+        impl, sub, device, t.class_names, seed=t.seed, should_stop=should_stop, stall_steps=STALL_STEPS
     )
     if cancelled:
         return {"cancelled": True}
-    own = _predict(impl, sub.x_ce, t.device) == sub.y_ce
-    right = int((_predict(impl, t.x_ce[f], t.device) == t.y_ce[f]).sum()) if len(f) else 0
+    own = _predict(impl, sub.x_ce, device) == sub.y_ce
+    right = int((_predict(impl, t.x_ce[f], device) == t.y_ce[f]).sum()) if len(f) else 0
     return {
         "cancelled": False,
         "own_all": bool(own.all()),
