@@ -14,7 +14,9 @@ import ray
 import torch
 
 from core.app import jobs, projects, runs
+from core.app.rayruns import RayRuns
 from core.app.store import Store
+from core.app.worker import execute_run
 from core.engine.backends import LocalBackend, RayBackend, backend_name, get_backend, start_local_ray
 from core.engine.configs import make_config
 from core.engine.repair import prepare_data
@@ -161,7 +163,6 @@ def _queued_run(tmp_path, demo_dir, monkeypatch) -> tuple[Store, int]:
 
 
 def test_a_ray_task_whose_worker_dies_fails_its_run(cluster, tmp_path, demo_dir, monkeypatch):
-    from core.app.rayruns import RayRuns
     from tests.ray_helpers import die_in_worker
 
     store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
@@ -173,7 +174,6 @@ def test_a_ray_task_whose_worker_dies_fails_its_run(cluster, tmp_path, demo_dir,
 
 
 def test_a_ray_task_that_ignores_its_cancel_flag_is_cancelled_by_ray(cluster, tmp_path, demo_dir, monkeypatch):
-    from core.app.rayruns import RayRuns
     from tests.ray_helpers import ignore_cancel
 
     store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
@@ -188,3 +188,16 @@ def test_a_ray_task_that_ignores_its_cancel_flag_is_cancelled_by_ray(cluster, tm
         stop.set()
         serving.join()
     assert store.run(rid)["status"] == "cancelled"
+
+
+def test_a_stopped_server_marks_its_ray_runs_interrupted(cluster, tmp_path, demo_dir, monkeypatch):
+    store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
+    stop = threading.Event()
+    serving = threading.Thread(target=RayRuns(store, os.getpid(), execute_run).serve, args=(stop, 60.0))
+    serving.start()
+    try:
+        wait_for(lambda: len(store.progress(rid)) >= 1, timeout=300)  # the repair is stepping on Ray
+    finally:
+        stop.set()  # what SIGTERM or the server going away does to the runs worker
+        serving.join()
+    assert store.run(rid)["status"] == "interrupted"
