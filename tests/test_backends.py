@@ -201,3 +201,18 @@ def test_a_stopped_server_marks_its_ray_runs_interrupted(cluster, tmp_path, demo
         stop.set()  # what SIGTERM or the server going away does to the runs worker
         serving.join()
     assert store.run(rid)["status"] == "interrupted"
+
+
+def test_perf_scale_section_reports_ratios_and_equal_results(cluster, tmp_path):
+    import argparse
+
+    from core.bench.scale import scale_figures
+
+    args = argparse.Namespace(scale_cpus=2, scale_seeds=1, scale_shots=[2])
+    section, lines = scale_figures(args, tmp_path)
+    assert section["ray_cpus"] == 2 and section["grid_tasks"] == 2  # 1 draw × 1 size × (cpt, auto)
+    for key in ("auto_efficiency", "auto_full_efficiency", "grid_efficiency"):
+        assert section[key] > 0
+    assert section["auto_same_choice"] and section["grid_same_rows"]
+    assert section["max_metric_difference"] == pytest.approx(0.0, abs=1e-9)
+    assert any("overhead per task" in line for line in lines)
