@@ -11,9 +11,11 @@ import csv
 import importlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.app.demo import build_demo
+from core.engine.backends import add_backend_argument, get_backend
 from core.engine.configs import PENALTIES
 from core.engine.inference import evaluate_bundle
 from core.engine.methods import METHODS, get_method
@@ -60,6 +62,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--min-group-count", type=int, default=10)
+    add_backend_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -87,7 +90,11 @@ def run_evaluate(args) -> int:
             print(f"\revaluating {progress_bar(done, total)}", end="", file=sys.stderr, flush=True)
 
     # Images are decoded batch by batch from disk (BIASREPAIR_EVAL_BATCH), never all at once.
-    res = evaluate_bundle(bundle, ds, device=args.device, min_group_count=args.min_group_count, on_batch=progress)
+    # With --backend ray the set is predicted in shards on the Ray workers (core.engine.inference.predict_sharded).
+    res = evaluate_bundle(
+        bundle, ds, device=args.device, min_group_count=args.min_group_count, on_batch=progress,
+        backend=get_backend(args.backend),
+    )  # fmt: skip
     if not args.quiet:
         print(file=sys.stderr)
     out = Path(args.out)
@@ -126,6 +133,7 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other method setting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_backend_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -197,6 +205,7 @@ def run_tune(args) -> int:
         progress=progress,
         unlabeled=unl,
         reference=ref,
+        backend=get_backend(args.backend),  # with strength auto: its (λ, fold) trials as tasks
     )
     if not args.quiet:
         print(file=sys.stderr)
@@ -237,11 +246,14 @@ def run_sweep(args) -> int:
     data = prepare_data(bundle, ce, ev, unlabeled=unl, reference=ref)  # decode images once for every strength
     out = Path(args.out)
     rows = []
-    for lam in args.strengths:
-        over = {**tune_overrides(args), "strength": lam}
-        result = run_repair(
-            bundle, ce, ev, method=args.method, config=over, device=args.device, seed=args.seed, data=data
-        )
+    sweep = _Sweep(bundle, ce, ev, data, args.method, tune_overrides(args), args.device, args.seed)
+    backend = get_backend(args.backend)  # ray: one task per strength, the data sent once
+    gpus = 1 if backend.parallel and backend.cluster_gpus() >= 1 else 0
+    if backend.parallel:
+        results = iter(backend.map(_sweep_run, args.strengths, sweep, gpus))
+    else:  # one at a time, so each line is printed as its run ends
+        results = (_sweep_run(sweep, lam) for lam in args.strengths)
+    for lam, result in zip(args.strengths, results, strict=True):
         write_run(result, bundle.meta, out / f"strength_{lam:g}", ev)
         m = result.metrics
         row = {"strength": lam, "steps": m["steps"], "stop_reason": m["stop_reason"], "seconds": round(m["seconds"], 2)}
@@ -260,6 +272,28 @@ def run_sweep(args) -> int:
         w.writerows(rows)
     print(f"→ {out / 'sweep.csv'}")
     return 0
+
+
+@dataclass
+class _Sweep:
+    """What every strength of a sweep needs; sent once to a parallel backend's workers."""
+
+    bundle: object
+    counterexamples: object
+    eval_set: object
+    data: object
+    method: str
+    overrides: dict
+    device: str
+    seed: int
+
+
+def _sweep_run(sweep: _Sweep, lam: float):
+    over = {**sweep.overrides, "strength": lam}
+    return run_repair(
+        sweep.bundle, sweep.counterexamples, sweep.eval_set, method=sweep.method, config=over, device=sweep.device,
+        seed=sweep.seed, data=sweep.data,
+    )  # fmt: skip
 
 
 # -- export -------------------------------------------------------------------------------------

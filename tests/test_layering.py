@@ -24,6 +24,7 @@ LAZY_ALLOWED = {
     "torchvision.models",  # only when a torchvision architecture is built (the demo's CNN needs none)
     "plotly.graph_objects",  # only when the benchmark writes its interactive figure
     "plotly.subplots",
+    "ray",  # only with the ray backend (core.engine.backends); the local backend needs no Ray
 }
 
 

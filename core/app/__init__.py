@@ -4,8 +4,8 @@ Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``susp
 ``decisions``, ``history``, ``interpolation`` (one per section of the workbench), ``store``, ``budget`` (the
 store's disk budget), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work), ``charts``,
 ``report``, ``display`` (local times, readable numbers) and ``i18n``. Worker-side modules, which load models:
-``worker`` (the process that runs repairs and tasks), ``compute`` (the tasks) and ``demo`` (builds the
-built-in example).
+``worker`` (the process that runs repairs and tasks), ``rayruns`` (its repairs as Ray tasks, with
+``BIASREPAIR_BACKEND=ray``), ``compute`` (the tasks) and ``demo`` (builds the built-in example).
 
 It may import ``core.errors``, ``core.formats`` and ``core.engine``; it never imports ``core.bench``.
 Page-side modules never import torch, directly or through another module (tests/test_layering.py).

@@ -3,7 +3,8 @@
 Started by :func:`core.app.jobs.ensure_worker`, never imported by a page. It claims work from the
 store one item at a time (oldest first):
 
-* **runs**: calls :func:`core.engine.repair.run_repair` with a ``progress`` callback that writes rows
+* **runs** (with ``BIASREPAIR_BACKEND=ray``, each run goes to a Ray task instead: :mod:`core.app.rayruns`):
+  calls :func:`core.engine.repair.run_repair` with a ``progress`` callback that writes rows
   to the store and a ``should_stop`` callback that reads the run's cancel flag, then writes the
   results with :func:`core.engine.repair.write_run` into the run's artifacts folder.
 * **tasks**: the short model computations of :mod:`core.app.compute`, each recorded as done with its
@@ -27,7 +28,9 @@ from core.app import compute
 from core.app.integrity import check_stored_model
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, reap_dead_workers
 from core.app.pool import unlabeled_images
+from core.app.rayruns import RayRuns
 from core.app.store import QUEUES, Store
+from core.engine.backends import backend_name
 from core.engine.repair import prepare_data, repair, write_run
 from core.engine.request import RunRequest
 from core.errors import UserError
@@ -67,6 +70,9 @@ class _Worker:
         reap_dead_workers(self.store, restart=False)
         idle_since = time.monotonic()
         try:
+            if self.queue == "runs" and backend_name() == "ray":  # each run a Ray task: core.app.rayruns
+                RayRuns(self.store, self.pid, execute_run).serve(self.stop, idle_exit)
+                return
             while not self.stop.is_set():
                 if self.queue == "runs":
                     item = self.store.claim_next_run(self.pid)

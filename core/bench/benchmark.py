@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ import pandas as pd
 
 from core.bench.discovery import discovery_table
 from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite, prepare_suite_data
+from core.engine.backends import LocalBackend, add_backend_argument, get_backend
 from core.engine.configs import PAPER_FORM
 from core.engine.devices import select_device
 from core.engine.methods import METHODS, get_method
@@ -69,6 +71,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--max-steps", type=int, help="override every method's max_steps (for smoke runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_backend_argument(p)
     p.add_argument("--workdir", help="where to build the suite's files (default: a temporary folder)")
     p.add_argument("--out", required=True, help="folder for runs.csv, table.md and figure.html")
     p.add_argument(
@@ -137,8 +140,14 @@ def run_benchmark(
     sweep: bool = True,
     paper: bool = True,
     checkpoint: Path | None = None,
+    backend=None,
 ) -> pd.DataFrame:
-    """Every (method, shots, seed) run as one DataFrame row."""
+    """Every (method, shots, seed) run as one DataFrame row.
+
+    Each run is one task of ``backend`` (:mod:`core.engine.backends`; default: this process, a draw at a
+    time, writing ``checkpoint`` after each). A parallel backend gets the whole grid at once, the suite
+    sent to its workers once; the rows come back in the same order either way."""
+    backend = backend or LocalBackend()
     base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
 
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
@@ -148,24 +157,51 @@ def run_benchmark(
         jobs += [(fixed_name(s), "cpt", {**base_cfg, "strength": s}) for s in CANDIDATES if s != DEFAULT_STRENGTH]
     if auto:
         jobs.append((AUTO, "cpt", {**base_cfg, "strength": "auto"}))
+    draws = [(seed, k) for seed in range(seeds) for k in shots]
+    grid = _Grid(suite, jobs, device)
+    groups = [[(d, j) for d in draws for j in jobs]] if backend.parallel else [[(d, j) for j in jobs] for d in draws]
+    gpus = 1 if backend.parallel and backend.cluster_gpus() >= 1 else 0
     rows = []
     t_start = time.perf_counter()
-    for seed in range(seeds):
-        for k in shots:
-            idx = draw_counterexamples(suite, k, seed)
-            data = prepare_suite_data(suite, idx)
-            for name, method, cfg in jobs:
-                res = run_repair(
-                    suite.bundle, suite.pool.subset(idx), method=method, config=cfg, device=device, seed=seed, data=data
-                )
-                row = _row(suite.name, name, k, seed, res.metrics)
-                if name == "cpt" and auto and sweep:
-                    rows.append({**row, "method": fixed_name(DEFAULT_STRENGTH)})
-                rows.append(row)
-            log(f"[{time.perf_counter() - t_start:7.1f} s] seed {seed} shots {k}: {len(jobs)} runs done")
-            if checkpoint is not None:  # partial results survive an interrupted run
-                pd.DataFrame(rows).to_csv(checkpoint, index=False)
+    for group in groups:
+        for ((_, _), (name, _, _)), row in zip(group, backend.map(_grid_cell, group, grid, gpus), strict=True):
+            if name == "cpt" and auto and sweep:
+                rows.append({**row, "method": fixed_name(DEFAULT_STRENGTH)})
+            rows.append(row)
+        (seed, k), _ = group[-1]
+        what = f"seed {seed} shots {k}: {len(jobs)} runs" if len(group) == len(jobs) else f"{len(group)} runs"
+        log(f"[{time.perf_counter() - t_start:7.1f} s] {what} done on {backend.describe()}")
+        if checkpoint is not None:  # partial results survive an interrupted run
+            pd.DataFrame(rows).to_csv(checkpoint, index=False)
     return pd.DataFrame(rows)
+
+
+@dataclass
+class _Grid:
+    """What every cell of the benchmark grid needs; sent once to a parallel backend's workers."""
+
+    suite: Suite
+    jobs: list
+    device: str
+    prepared: tuple | None = None  # ((seed, shots), PreparedData) of the last draw, reused by the next cell
+
+
+def _grid_cell(grid: _Grid, cell) -> dict:
+    """One run of the grid: method ``job`` on draw ``(seed, shots)``, as a runs.csv row."""
+    (seed, k), (name, method, cfg) = cell
+    idx = draw_counterexamples(grid.suite, k, seed)
+    if grid.prepared is None or grid.prepared[0] != (seed, k):
+        grid.prepared = ((seed, k), prepare_suite_data(grid.suite, idx))
+    res = run_repair(
+        grid.suite.bundle,
+        grid.suite.pool.subset(idx),
+        method=method,
+        config=cfg,
+        device=grid.device,
+        seed=seed,
+        data=grid.prepared[1],
+    )
+    return _row(grid.suite.name, name, k, seed, res.metrics)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -351,6 +387,7 @@ def run(args) -> int:
     if args.from_runs:
         return _from_runs(args)
     device = select_device(args.device).type
+    backend = get_backend(args.backend)
     names = SUITE_GROUPS.get(args.suite, [args.suite])
     for name in names:
         out = Path(args.out) / name if len(names) > 1 else Path(args.out)
@@ -364,12 +401,13 @@ def run(args) -> int:
                 args.seeds,
                 args.methods,
                 auto=not args.no_auto,
-                device=device,
+                device=args.device if backend.parallel else device,  # a Ray worker picks its own device
                 max_steps=args.max_steps,
                 log=lambda s: print(s, file=sys.stderr, flush=True),
                 sweep=not args.no_sweep,
                 paper=not args.no_paper,
                 checkpoint=out / "runs.partial.csv",
+                backend=backend,
             )
             discovery = ""
             if args.discovery:

@@ -35,6 +35,8 @@ shared with other jobs, multi-threaded kernels wait on descheduled threads and t
 work differed by 4× in our measurements. On CPU the step and evaluation ratios use the demo's small CNN; on a CUDA machine the same command
 adds ResNet-50 at 224 px under bf16 autocast. Timing inputs are random tensors of the right
 shape (the work does not depend on pixel values); the suite ratios use the suites' real images.
+
+* **scale** (``--scale``): the Ray backend against the local one, :mod:`core.bench.scale`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.bench import scale
 from core.bench.benchmark import draw_counterexamples
 from core.bench.suites import load_suite, prepare_suite_data
 from core.engine.configs import make_config
@@ -82,6 +85,7 @@ def add_arguments(p) -> None:
         "descheduled threads and the ratios become noise; 0 = torch's own choice)",
     )
     p.add_argument("--out", help="also write the figures as JSON here")
+    scale.add_arguments(p)
 
 
 def _sync(device: torch.device) -> None:
@@ -404,6 +408,11 @@ def run(args) -> int:
                     f"{sf['repair_steps']} | {sf['tuning_loop_s']:.2f} s ({sf['tuning_loop_ratio']:.3f}) | "
                     f"{sf['decode_s']:.1f} s |"
                 )
+    if args.scale:
+        with tempfile.TemporaryDirectory() as tmp:
+            section, more = scale.scale_figures(args, Path(tmp))
+        report["sections"].append(section)
+        lines += more
     print("\n".join(lines))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

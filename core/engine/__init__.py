@@ -4,8 +4,8 @@ Holds the repair methods (``methods/``, one file each), their settings (``config
 change penalties, the typed run request (``request``), the training loop and stopping rules
 (``loop``), a whole repair from data to results (``repair``), the automatic strength (``strength``),
 a repair weakened after the fact (``interpolation``, θ + α·δ), metrics (``metrics``, numpy only) and
-model inference (``inference``), the from-scratch training of benchmark base models (``training``)
-and device selection (``devices``).
+model inference (``inference``), the from-scratch training of benchmark base models (``training``),
+device selection (``devices``) and where independent work runs, this process or Ray (``backends``).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,
 and never streamlit.

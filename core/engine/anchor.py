@@ -41,7 +41,8 @@ class Reference:
         self.x = x
         self.device = device
         self.step = min(512, getattr(x, "batch", 512))  # images read at once (DiskImages: its batch)
-        self.gen = torch.Generator().manual_seed(10_007 + seed)
+        self.seed = seed
+        self.restart()
         with torch.no_grad():
             logps = [
                 nn.functional.log_softmax(base(x[i : i + self.step].to(device)).float(), 1).cpu()
@@ -51,6 +52,11 @@ class Reference:
         self.old_pred = self.old_log_probs.argmax(1)
         pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(99))[:AGREEMENT_IMAGES]
         self.check_idx = pick.sort().values
+
+    def restart(self) -> None:
+        """Start the minibatch stream again: automatic strength gives every trial run the same stream, so a
+        trial's result does not depend on which trials ran before it (or in which process)."""
+        self.gen = torch.Generator().manual_seed(10_007 + self.seed)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A random minibatch of reference images and the frozen model's log-probabilities on them."""

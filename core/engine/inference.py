@@ -19,6 +19,8 @@ from core.engine.metrics import DEFAULT_MIN_GROUP_COUNT, group_metrics
 from core.formats.datasets import ImageDataset, iter_pixel_batches, load_pixels
 from core.formats.limits import eval_batch_size
 
+SHARD_IMAGES = 2048  # images per task when a parallel backend evaluates a set in shards
+
 
 def normalize(pixels: np.ndarray | torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """uint8 [N,C,H,W] → float32 normalised tensor, as the model expects."""
@@ -158,6 +160,35 @@ def predict_dataset(
     return np.concatenate(parts) if parts else np.zeros((0, len(meta.class_names)), dtype=np.float32)
 
 
+@dataclass
+class _Shards:
+    """What every shard of a sharded prediction needs; sent once to the backend's workers."""
+
+    model: torch.nn.Module
+    meta: object
+    device: str
+    batch_size: int | None
+
+
+def _predict_shard(shared: _Shards, shard: ImageDataset) -> np.ndarray:
+    return predict_dataset(shared.model, shard, shared.meta, select_device(shared.device), shared.batch_size)
+
+
+def predict_sharded(
+    model: torch.nn.Module, dataset: ImageDataset, meta, backend, device: str = "auto",
+    shard_images: int = SHARD_IMAGES, batch_size: int | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Class probabilities [N,K] of a dataset, its rows split into shards of ``shard_images``, each a task of
+    ``backend`` (:mod:`core.engine.backends`), gathered in the dataset's order. The model goes to the
+    workers once; each worker reads its shard's image files itself, so they must be at the same path on
+    every node (a shared folder). ``device`` is resolved on each worker (a GPU task picks its GPU)."""
+    n = len(dataset)
+    shards = [dataset.subset(range(i, min(i + shard_images, n))) for i in range(0, n, shard_images)]
+    gpus = 1 if backend.cluster_gpus() >= 1 else 0
+    parts = backend.map(_predict_shard, shards, _Shards(model, meta, device, batch_size), gpus)
+    return np.concatenate(parts) if parts else np.zeros((0, len(meta.class_names)), dtype=np.float32)
+
+
 def evaluate_bundle(
     bundle,
     dataset: ImageDataset,
@@ -166,13 +197,23 @@ def evaluate_bundle(
     min_group_count=None,
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    backend=None,
 ) -> EvalResult:
     """Evaluate a loaded bundle on a dataset. Images are streamed from disk in batches (see
     :func:`predict_dataset`) unless ``pixels`` are passed in, already decoded (the benchmark's cache).
-    ``on_batch(done, total)`` reports progress."""
+    ``on_batch(done, total)`` reports progress. A parallel ``backend`` predicts the set in shards on its
+    workers (:func:`predict_sharded`); the metrics are computed here on the gathered predictions."""
     dev = select_device(device) if isinstance(device, str) else device
     count = DEFAULT_MIN_GROUP_COUNT if min_group_count is None else min_group_count
     try:
+        if pixels is None and backend is not None and backend.parallel:
+            name = device if isinstance(device, str) else device.type
+            probs = predict_sharded(bundle.model, dataset, bundle.meta, backend, name, batch_size=batch_size)
+            if on_batch is not None:
+                on_batch(len(dataset), len(dataset))
+            preds = probs.argmax(axis=1)
+            m = group_metrics(dataset.labels, preds, dataset.attributes, bundle.meta.class_names, count)
+            return EvalResult(m, preds, probs.max(axis=1), probs)
         if pixels is not None:
             x = normalize(pixels, bundle.meta.mean, bundle.meta.std)
             return evaluate_model(

@@ -130,6 +130,7 @@ def repair(
     *,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    backend=None,
 ) -> RepairResult:
     """Run one typed request on prepared tensors; evaluate before/after on ``data``'s evaluation part.
 
@@ -151,7 +152,15 @@ def repair(
     cfg = request.config
     if request.is_auto:
         auto_info = choose_strength(
-            bundle, data, method, request.config, dev, seed=seed, progress=progress, should_stop=should_stop
+            bundle,
+            data,
+            method,
+            request.config,
+            dev,
+            seed=seed,
+            progress=progress,
+            should_stop=should_stop,
+            backend=backend,
         )
         cfg = replace(request.config, strength=auto_info["chosen"]) if auto_info["chosen"] is not None else None
     if (auto_info is not None and auto_info.get("cancelled")) or (should_stop is not None and should_stop()):
@@ -288,6 +297,7 @@ def run_repair(
     eval_pixels: np.ndarray | None = None,
     data: PreparedData | None = None,
     reference: ImageDataset | None = None,
+    backend=None,
 ) -> RepairResult:
     """Repair ``bundle`` on ``counterexamples`` with ``method``; evaluate before/after on ``eval_set``.
 
@@ -295,12 +305,13 @@ def run_repair(
     may be ``"auto"``. They are checked once, into a :class:`RunRequest`. ``reference``: typical
     unlabelled images for CPT's function-space anchor, the ``kept`` stopping rule and auto's kept
     estimate (:mod:`core.engine.anchor`); defaults as in :func:`prepare_data`. ``data`` skips the
-    decoding when the tensors are already prepared (the benchmark, sweeps).
+    decoding when the tensors are already prepared (the benchmark, sweeps). ``backend``
+    (:mod:`core.engine.backends`) is where automatic strength runs its trials.
     """
     request = RunRequest.build(method, config or {}, DataRefs(counterexamples=""), seed=seed, device=device)
     if data is None:
         data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference)
-    return repair(bundle, request, data, progress=progress, should_stop=should_stop)
+    return repair(bundle, request, data, progress=progress, should_stop=should_stop, backend=backend)
 
 
 def write_run(result: RepairResult, meta, out_dir: str | Path, eval_set: ImageDataset | None = None) -> Path:

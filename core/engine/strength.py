@@ -20,13 +20,16 @@ pass, and usually fewer (see :func:`choose_strength` for the early exits).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
 
 from core.engine.anchor import Reference
+from core.engine.backends import LocalBackend
 from core.engine.configs import has_strength
+from core.engine.devices import select_device
 from core.engine.inference import predict_logits
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
@@ -55,6 +58,7 @@ def choose_strength(
     progress=None,
     early_exit: bool = True,
     should_stop=None,
+    backend=None,
 ) -> dict:
     """Pick λ for ``method`` on ``data`` (a :class:`core.engine.repair.PreparedData`). Returns a report:
     ``{"chosen": λ or None, "code": reason code or None, "rule": English text, "folds": k,
@@ -86,8 +90,14 @@ def choose_strength(
 
     ``should_stop()`` is asked before each fold's run and at every step inside it (as in the loop);
     when it says yes the sweep ends at once and the report has ``cancelled: True`` and no choice.
+
+    ``backend`` (:mod:`core.engine.backends`): a parallel one gets every (λ, fold) trial as a task at once,
+    the strongest λ's first; the sweep reads their results in its own order and cancels the ones it no
+    longer needs at an early exit, so the report is the same as the local one. Each trial is independent
+    of the others (the same seed, the reference stream restarted), which is what makes that true.
+    ``should_stop`` is then asked only between the sweep's steps, not inside the trials.
     """
-    cls = get_method(method)
+    get_method(method)  # an unknown name fails here, listing the valid ones
     if not has_strength(method):
         raise UserError(f"strength 'auto' needs a method with a penalty strength; {method!r} has none")
     n = len(data.y_ce)
@@ -100,16 +110,36 @@ def choose_strength(
     bundle.model.to("cpu")
     base_right = base_ce == data.y_ce
     base_cv = float(base_right.float().mean()) if k >= 2 else 0.0
+    trials = _Trials(bundle.model, bundle.meta.class_names, data.x_ce, data.y_ce, method, config, device, seed,
+                     ref, folds, base_right)  # fmt: skip
+    # Every (λ, fold) trial is one task of the backend, in the sweep's order. Local: each runs when the sweep
+    # below first asks for it, as a plain loop would. Parallel: all are submitted at once (the strongest λ's
+    # folds first) and those the sweep never reads are cancelled at its early exit. Either way the sweep reads
+    # the same results, so the report is the same.
+    keys = [(ci, fi) for ci in range(len(CANDIDATES)) for fi in range(len(folds))]
+    if backend is not None and backend.parallel:
+        gpus = 1 if backend.cluster_gpus() >= 1 else 0  # a worker then picks its own device
+        pending = backend.start(_run_trial, keys, replace(trials, device=None), gpus)
+    else:
+        pending = LocalBackend().start(partial(_run_trial, should_stop=should_stop), keys, trials)
+    try:
+        return _sweep(pending, trials, progress, early_exit, should_stop, k, base_cv)
+    finally:
+        pending.cancel()
+
+
+def _sweep(pending, t: _Trials, progress, early_exit: bool, should_stop, k: int, base_cv: float) -> dict:
+    """The sweep over candidates and folds, reading trial ``(ci, fi)`` as ``pending.get(ci * folds + fi)``."""
+    folds, ref, n = t.folds, t.ref, len(t.y_ce)
+
+    def trial(ci: int, fi: int) -> dict:
+        return pending.get(ci * len(folds) + fi)
+
     rows = []
     total, done, runs = len(CANDIDATES) * len(folds), 0, 0
     for ci, lam in enumerate(CANDIDATES):
-        cfg = _paper_rule(replace(config, strength=lam))
-        if cfg.stop_rule == "kept" and ref is not None:
-            # Under the kept rule a run ends on the earliest step that fixed the most counterexamples,
-            # so the steps ε would add after they are all fixed change nothing: a trial skips them.
-            cfg = replace(cfg, min_steps=0)
         right, agree, fixes_own, stopped = 0, [], False, False
-        for fi, f in enumerate(folds):
+        for fi in range(len(folds)):
             if should_stop is not None and should_stop():
                 return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": k}
             if progress is not None:
@@ -117,31 +147,17 @@ def choose_strength(
                     {"phase": "auto", "candidate": ci + 1, "candidates": len(CANDIDATES), "strength": lam,
                      "fold": fi + 1, "folds": len(folds), "done": done, "total": total}
                 )  # fmt: skip
-            train_idx = np.setdiff1d(np.arange(n), f) if k >= 2 else np.arange(n)
-            sub = PreparedData(data.x_ce[train_idx], data.y_ce[train_idx])
-            impl = cls(bundle.model, cfg, device)
-            impl.reference = ref
-            _, _, cancelled = train_method(
-                impl,
-                sub,
-                device,
-                bundle.meta.class_names,
-                seed=seed,
-                should_stop=should_stop,
-                stall_steps=STALL_STEPS,
-            )
-            if cancelled:
+            result = trial(ci, fi)
+            if result["cancelled"]:
                 return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": k}
             done, runs = done + 1, runs + 1
-            own = _predict(impl, sub.x_ce, device) == sub.y_ce
             if k < 2:
-                fixes_own = bool(own.all())
-            if len(f):
-                right += int((_predict(impl, data.x_ce[f], device) == data.y_ce[f]).sum())
-            if ref is not None:
-                agree.append(ref.agreement(impl.predict))
+                fixes_own = result["own_all"]
+            right += result["right"]
+            if result["agreement"] is not None:
+                agree.append(result["agreement"])
             last = fi == len(folds) - 1
-            hopeless = (ref is not None and agree[-1] < KEEP_TARGET) or not bool((own & ~base_right[train_idx]).any())
+            hopeless = (ref is not None and agree[-1] < KEEP_TARGET) or not result["fixes_new"]
             if hopeless and not last:
                 stopped = True  # it cannot be chosen: it broke the kept target, or fixed nothing new
                 done += len(folds) - fi - 1
@@ -185,6 +201,59 @@ def choose_strength(
         **report,
         "chosen": chosen,
         "rule": "largest safe strength within one counterexample of the best held-out-fold accuracy",
+    }
+
+
+@dataclass
+class _Trials:
+    """What every trial run needs; sent once to a parallel backend's workers."""
+
+    model: torch.nn.Module
+    class_names: list
+    x_ce: torch.Tensor
+    y_ce: torch.Tensor
+    method: str
+    config: object
+    device: torch.device | None
+    seed: int
+    ref: Reference | None
+    folds: list
+    base_right: torch.Tensor
+
+
+def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> dict:
+    """Candidate ``key[0]`` tuned on every fold but ``key[1]`` and scored on that fold and on the
+    reference images: ``{"cancelled", "own_all", "fixes_new", "right", "agreement"}``."""
+    ci, fi = key
+    n, k = len(t.y_ce), len(t.folds)
+    device = t.device or select_device("auto")  # None: a backend's worker, with or without a GPU
+    if t.ref is not None:
+        t.ref.device = device
+    cfg = _paper_rule(replace(t.config, strength=CANDIDATES[ci]))
+    if cfg.stop_rule == "kept" and t.ref is not None:
+        # Under the kept rule a run ends on the earliest step that fixed the most counterexamples,
+        # so the steps ε would add after they are all fixed change nothing: a trial skips them.
+        cfg = replace(cfg, min_steps=0)
+    f = t.folds[fi]
+    train_idx = np.setdiff1d(np.arange(n), f) if k >= 2 else np.arange(n)
+    sub = PreparedData(t.x_ce[train_idx], t.y_ce[train_idx])
+    if t.ref is not None:
+        t.ref.restart()
+    impl = get_method(t.method)(t.model, cfg, device)
+    impl.reference = t.ref
+    _, _, cancelled = train_method(
+        impl, sub, device, t.class_names, seed=t.seed, should_stop=should_stop, stall_steps=STALL_STEPS
+    )
+    if cancelled:
+        return {"cancelled": True}
+    own = _predict(impl, sub.x_ce, device) == sub.y_ce
+    right = int((_predict(impl, t.x_ce[f], device) == t.y_ce[f]).sum()) if len(f) else 0
+    return {
+        "cancelled": False,
+        "own_all": bool(own.all()),
+        "fixes_new": bool((own & ~t.base_right[train_idx]).any()),
+        "right": right,
+        "agreement": t.ref.agreement(impl.predict) if t.ref is not None else None,
     }
 
 
