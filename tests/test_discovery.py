@@ -66,6 +66,32 @@ def test_tiny_all_wrong_cluster_does_not_outrank_a_large_bad_one():
         assert g.score <= groups[0].score
 
 
+def test_two_distinct_failing_groups_of_one_class_are_reported_apart():
+    # Class 0 holds two planted groups (like two colour casts of one class) that fail about as
+    # often (80 % and 70 %); a coarser cluster holds both. Each must be its own suspected group, not
+    # one merged group of precision 0.5 (what an earlier "report halves whole" step did).
+    rng = np.random.default_rng(4)
+    n = 300
+    labels = np.repeat([0, 1], n)
+    feats = rng.normal(size=(2 * n, 8))
+    feats[labels == 1, 0] += 8.0
+    a, b = np.arange(60), np.arange(60, 120)
+    feats[a, 1] += 7.0
+    feats[b, 1] += 7.0
+    feats[a, 2] += 4.0
+    feats[b, 2] -= 4.0
+    wrong = rng.random(2 * n) < 0.05
+    wrong[a] = rng.permutation(60) < 48
+    wrong[b] = rng.permutation(60) < 42
+    groups = [g for g in D.find_groups(feats, labels, _probs(labels, wrong, 2)) if g.label == 0]
+    for planted_group in (a, b):
+        assert any(
+            len(np.intersect1d(g.members, planted_group)) >= 0.6 * g.size
+            and len(np.intersect1d(g.members, planted_group)) >= 0.5 * len(planted_group)
+            for g in groups
+        ), [(g.size, len(np.intersect1d(g.members, a)), len(np.intersect1d(g.members, b))) for g in groups]
+
+
 def test_wilson_interval_covers_the_truth():
     rng = np.random.default_rng(0)
     for n, p in [(5, 0.8), (20, 0.3), (200, 0.05)]:
