@@ -66,6 +66,32 @@ def test_tiny_all_wrong_cluster_does_not_outrank_a_large_bad_one():
         assert g.score <= groups[0].score
 
 
+def test_two_distinct_failing_groups_of_one_class_are_reported_apart():
+    # Class 0 holds two planted groups (like two colour casts of one class) that fail about as
+    # often (80 % and 70 %); a coarser cluster holds both. Each must be its own suspected group, not
+    # one merged group of precision 0.5 (what an earlier "report halves whole" step did).
+    rng = np.random.default_rng(4)
+    n = 300
+    labels = np.repeat([0, 1], n)
+    feats = rng.normal(size=(2 * n, 8))
+    feats[labels == 1, 0] += 8.0
+    a, b = np.arange(60), np.arange(60, 120)
+    feats[a, 1] += 7.0
+    feats[b, 1] += 7.0
+    feats[a, 2] += 4.0
+    feats[b, 2] -= 4.0
+    wrong = rng.random(2 * n) < 0.05
+    wrong[a] = rng.permutation(60) < 48
+    wrong[b] = rng.permutation(60) < 42
+    groups = [g for g in D.find_groups(feats, labels, _probs(labels, wrong, 2)) if g.label == 0]
+    for planted_group in (a, b):
+        assert any(
+            len(np.intersect1d(g.members, planted_group)) >= 0.6 * g.size
+            and len(np.intersect1d(g.members, planted_group)) >= 0.5 * len(planted_group)
+            for g in groups
+        ), [(g.size, len(np.intersect1d(g.members, a)), len(np.intersect1d(g.members, b))) for g in groups]
+
+
 def test_wilson_interval_covers_the_truth():
     rng = np.random.default_rng(0)
     for n, p in [(5, 0.8), (20, 0.3), (200, 0.05)]:
@@ -121,20 +147,74 @@ def test_recovery_metric_counts_cells():
     assert r["recovery"] == 1.0 and len(r["cells"]) == 1 and r["cells"][0]["recovered"]
 
 
+STAGES = {  # for a 32×32 input: the shallowest module at each spatial size above one pixel
+    "small_cnn": ["features.0", "features.1", "features"],  # its 3×3 pool is the classifier input
+    "resnet18": ["relu", "layer1", "layer2", "layer3"],
+    "mobilenet_v3_small": ["features.0", "features.1", "features.3", "features.8"],
+}
+
+
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "mobilenet_v3_small"])
-def test_embed_reads_the_classifier_input(arch):
+def test_embed_reads_the_stages_and_the_classifier_input(arch):
     from core.formats.architectures import build_model
 
     torch.manual_seed(0)
-    model = build_model(arch, 3, 3)
+    model = build_model(arch, 3, 3).eval()
     x = torch.randn(4, 3, 32, 32)
-    feats, probs = D.embed_tensor(model, x, "cpu")
     head = D.classifier_layer(model)
-    assert feats.shape == (4, head.in_features) and probs.shape == (4, 3)
+    assert [name for name, _ in D._stage_modules(model, x, head)] == STAGES[arch]
+    feats, probs, widths = D.embed_blocks(model, x, "cpu")
+    assert feats.shape == (4, sum(widths)) and probs.shape == (4, 3) and widths[-1] == head.in_features
+    assert len(widths) == len(STAGES[arch]) + 1
+    # The last block is the classifier's input: the head turns it into the same probabilities.
     with torch.no_grad():
-        again = torch.softmax(head(torch.from_numpy(feats)), 1).numpy()
+        again = torch.softmax(head(torch.from_numpy(feats[:, -head.in_features :])), 1).numpy()
     np.testing.assert_allclose(again, probs, atol=1e-5)
-    assert not head._forward_hooks  # the hook is removed
+    # The first block is the first stage's per-channel mean and spatial std, computed by hand.
+    first = dict(model.named_modules())[STAGES[arch][0]]
+    out = []
+    hook = first.register_forward_hook(lambda _m, _i, o: out.append(o.detach().flatten(2)))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    by_hand = torch.cat([out[-1].mean(2), out[-1].std(2)], 1).numpy()
+    np.testing.assert_allclose(feats[:, : widths[0]], by_hand, rtol=1e-4, atol=1e-5)
+    assert D.embed_tensor(model, x, "cpu")[0].shape == feats.shape
+    assert not any(m._forward_hooks for m in model.modules())  # every hook is removed
+    # Penultimate features only, as before the stages were added.
+    pen, _, w = D.embed_blocks(model, x, "cpu", depth=False)
+    assert w == (head.in_features,) and np.allclose(pen, feats[:, -head.in_features :])
+
+
+def test_blocks_weigh_the_same_whatever_their_scale():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(200, 3)) * 100 + 5, rng.normal(size=(200, 7)) * 0.01], 1)
+    z = D.balance_blocks(x, (3, 7))
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-9)
+    for cols in (slice(0, 3), slice(3, 10)):
+        assert (z[:, cols] ** 2).sum(axis=1).mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        D.balance_blocks(x, (3, 6))
+
+
+def test_a_group_seen_only_at_an_early_stage_is_found_through_its_block():
+    # Class 0's planted group differs only in a narrow low-variance block (like a colour cast that
+    # the last layer no longer shows); the wide penultimate block is noise. Unbalanced, the wide
+    # block swamps it; balanced, the group is found.
+    feats, labels, probs, group, _ = planted(tiny=0)
+    rng = np.random.default_rng(3)
+    early = rng.normal(size=(len(labels), 2)) * 0.05
+    early[group, 0] += 0.6
+    wide = rng.normal(size=(len(labels), 64)) * 5.0
+    wide[labels == 1, 0] += 30.0
+    x = np.concatenate([early, wide], 1)
+
+    def best(blocks):
+        g = [g for g in D.find_groups(x, labels, probs, blocks=blocks) if g.label == 0]
+        return max((len(np.intersect1d(h.members, group)) / max(h.size, len(group)) for h in g), default=0.0)
+
+    assert best((2, 64)) >= 0.8
+    assert best(None) < 0.6
 
 
 def _strip_attributes(src, dst) -> None:

@@ -3,8 +3,10 @@
 An evaluation set with labels only (no ``attribute`` column) shows per-class accuracy and nothing
 else. This module looks for the groups a model fails on by itself:
 
-1. **Embed** every image with the model's own penultimate layer: the input of its last
-   ``nn.Linear`` (the classifier), caught with a forward hook. No extra model, nothing downloaded.
+1. **Embed** every image with the model's own layers: the per-channel mean and spatial standard
+   deviation of each stage's output (early stages keep the colour and texture a shortcut is often
+   made of) and the penultimate features (the input of the last ``nn.Linear``), caught with
+   forward hooks. No extra model, nothing downloaded. Each depth is weighted the same.
 2. **Cluster** within each class (k-means++ for a few small k) and across classes (one clustering
    of all images, intersected with each class, so a shortcut that cuts through several classes,
    like the demo's corner tag, is found as the same region in each of them). Every cluster is a
@@ -14,8 +16,7 @@ else. This module looks for the groups a model fails on by itself:
    cluster's error rate, so that three wrong images never outrank sixty images of which eighty
    percent are wrong. (Against "the rest of the class" a second failing group in the same class
    would hide the first: on the photo suite, recovery fell from 100 % to 42 % that way.)
-   Near-duplicates are dropped, two halves of one group are reported whole, and the best
-   ``top_k`` per class are kept.
+   Near-duplicates are dropped and the best ``top_k`` per class are kept.
 
 :func:`suggest` ranks pool images (no labels) that fall in a suspected group and that the model
 probably gets wrong, for the counterexample gallery. :func:`recovery` measures how well the groups
@@ -70,41 +71,115 @@ def classifier_layer(model: torch.nn.Module) -> torch.nn.Linear:
     return last
 
 
+def _stage_modules(model: torch.nn.Module, x: torch.Tensor, head: torch.nn.Linear) -> list[tuple[str, tuple]]:
+    """The modules whose outputs are the model's *stages*, found from one probe image: for each
+    spatial size a 4-D output takes, the shallowest module (fewest dots in its name) that produces
+    it, the last one to finish if several do (a ResNet's ``layer1``, a MobileNet's ``features.3``,
+    the SmallCNN's ``features.1``). Sizes of one pixel (already pooled) and a stage whose output is
+    the classifier's input itself (the SmallCNN's 3×3 pool) are left out: the penultimate features
+    are added separately."""
+    calls: list[tuple[str, tuple, torch.Tensor]] = []
+    head_in: list[torch.Tensor] = []
+
+    def record(name: str):
+        def hook(_m, _i, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                calls.append((name, tuple(out.shape[1:]), out.detach().flatten().clone()))
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in model.named_modules() if name]
+    hooks.append(head.register_forward_hook(lambda _m, inp, _o: head_in.append(inp[0].detach().flatten().clone())))
+    try:
+        model(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    best: dict[tuple, tuple[int, str, tuple, torch.Tensor]] = {}
+    for name, shape, value in calls:
+        depth = name.count(".")
+        if shape[1:] not in best or depth <= best[shape[1:]][0]:
+            best[shape[1:]] = (depth, name, shape, value)
+    order = {name: i for i, (name, _, _) in enumerate(calls)}
+
+    def is_head_input(value: torch.Tensor) -> bool:
+        return bool(head_in) and value.numel() == head_in[-1].numel() and torch.equal(value, head_in[-1])
+
+    stages = [
+        (name, shape) for _, name, shape, value in best.values() if shape[1] * shape[2] > 1 and not is_head_input(value)
+    ]
+    return sorted(stages, key=lambda s: order[s[0]])
+
+
 @torch.inference_mode()
-def embed_tensor(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256):
-    """Penultimate features (the classifier's input) and softmax probabilities for a normalised
-    tensor, as float32 numpy arrays ``[N, D]`` and ``[N, C]``."""
+def embed_blocks(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256, depth: bool = True):
+    """Discovery features, softmax probabilities and the widths of the feature blocks.
+
+    The features are, per image: for every stage of the network (:func:`_stage_modules`, shallow
+    to deep) the mean and the standard deviation over space of each channel, then the penultimate
+    features (the classifier's input, caught with a forward hook). Earlier stages keep colour and
+    texture that the last layer may have folded into the class evidence; that is what a shortcut
+    is often made of. ``depth=False``: the penultimate features only. Returns float32 numpy arrays
+    ``[N, D]`` and ``[N, C]`` and a tuple of block widths summing to ``D`` (one block per stage,
+    the penultimate features last)."""
     dev = select_device(device) if isinstance(device, str) else device
     head = classifier_layer(model)
-    caught: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inp, _out: caught.append(inp[0].detach().float().flatten(1).cpu()))
-    feats, probs = [], []
     model.eval().to(dev)
+    stages = _stage_modules(model, x[:1].to(dev), head) if depth and len(x) else []
+    modules = dict(model.named_modules())
+    caught: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, shape: tuple):
+        def hook(_m, _i, out):
+            if isinstance(out, torch.Tensor) and tuple(out.shape[1:]) == shape:
+                o = out.detach().float().flatten(2)
+                mean = o.mean(2)
+                # the spatial (sample) standard deviation; two passes: faster than Tensor.std on CPU
+                d = o - mean.unsqueeze(2)
+                std = (d * d).sum(2).div_(max(o.shape[2] - 1, 1)).sqrt_()
+                caught[name] = torch.cat([mean, std], 1).cpu()
+
+        return hook
+
+    hooks = [modules[name].register_forward_hook(keep(name, shape)) for name, shape in stages]
+    hooks.append(
+        head.register_forward_hook(
+            lambda _m, inp, _out: caught.__setitem__("", inp[0].detach().float().flatten(1).cpu())
+        )
+    )
+    widths = tuple(2 * shape[0] for _, shape in stages) + (head.in_features,)
+    feats, probs = [], []
     try:
         for start in range(0, len(x), batch_size):
             caught.clear()
             logits = model(x[start : start + batch_size].to(dev)).float().cpu()
-            feats.append(caught[-1])
+            feats.append(torch.cat([caught[name] for name, _ in stages] + [caught[""]], 1))
             probs.append(torch.softmax(logits, dim=1))
     finally:
-        hook.remove()
+        for h in hooks:
+            h.remove()
         model.to("cpu")
     if not feats:
-        return np.zeros((0, head.in_features), np.float32), np.zeros((0, head.out_features), np.float32)
-    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+        return np.zeros((0, sum(widths)), np.float32), np.zeros((0, head.out_features), np.float32), widths
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy(), widths
 
 
-def embed(bundle, data, device="cpu", pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Features and probabilities of ``bundle`` for an :class:`ImageDataset` (or uint8 pixels
-    ``[N,C,H,W]``, or an already normalised float tensor). A dataset without ``pixels`` is streamed
-    from disk a batch at a time (``BIASREPAIR_EVAL_BATCH``), so only its features stay in memory."""
+def embed_tensor(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256):
+    """Discovery features (:func:`embed_blocks`) and softmax probabilities for a normalised tensor,
+    as float32 numpy arrays ``[N, D]`` and ``[N, C]``."""
+    feats, probs, _ = embed_blocks(model, x, device, batch_size)
+    return feats, probs
+
+
+def embed_with_blocks(bundle, data, device="cpu", pixels: np.ndarray | None = None):
+    """:func:`embed` plus the feature blocks' widths (see :func:`embed_blocks`)."""
     meta = bundle.meta
     if isinstance(data, ImageDataset) and pixels is None and len(data):
         parts = [
-            embed_tensor(bundle.model, normalize(batch, meta.mean, meta.std), device)
+            embed_blocks(bundle.model, normalize(batch, meta.mean, meta.std), device)
             for batch in iter_pixel_batches(data, meta.input_size, eval_batch_size())
         ]
-        return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+        return np.concatenate([f for f, _, _ in parts]), np.concatenate([p for _, p, _ in parts]), parts[0][2]
     if isinstance(data, ImageDataset):
         if pixels is None:
             pixels = np.zeros((0, *meta.input_size), np.uint8)
@@ -113,7 +188,16 @@ def embed(bundle, data, device="cpu", pixels: np.ndarray | None = None) -> tuple
         x = normalize(data, meta.mean, meta.std)
     else:
         x = data
-    return embed_tensor(bundle.model, x, device)
+    return embed_blocks(bundle.model, x, device)
+
+
+def embed(bundle, data, device="cpu", pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Discovery features and probabilities of ``bundle`` for an :class:`ImageDataset` (or uint8
+    pixels ``[N,C,H,W]``, or an already normalised float tensor). A dataset without ``pixels`` is
+    streamed from disk a batch at a time (``BIASREPAIR_EVAL_BATCH``), so only its features stay in
+    memory."""
+    feats, probs, _ = embed_with_blocks(bundle, data, device, pixels)
+    return feats, probs
 
 
 # -- clustering ---------------------------------------------------------------------------------
@@ -126,6 +210,20 @@ def pca(x: np.ndarray, dims: int) -> np.ndarray:
     vt = vt[:dims]
     signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
     return xc @ (vt * signs[:, None]).T
+
+
+def balance_blocks(x: np.ndarray, blocks: tuple[int, ...] | None) -> np.ndarray:
+    """Centre each block of columns and scale it to a mean squared row norm of one."""
+    widths = tuple(blocks) if blocks else (x.shape[1],)
+    if sum(widths) != x.shape[1]:
+        raise ValueError(f"feature blocks {widths} do not add up to {x.shape[1]} columns")
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    out, start = [], 0
+    for w in widths:
+        b = x[:, start : start + w] - x[:, start : start + w].mean(axis=0, keepdims=True)
+        out.append(b / (math.sqrt(float((b * b).sum(axis=1).mean())) + 1e-12))
+        start += w
+    return np.concatenate(out, axis=1)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 4, iters: int = 50) -> np.ndarray:
@@ -270,55 +368,23 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return len(np.intersect1d(a, b, assume_unique=True)) / min(len(a), len(b))
 
 
-def _greedy(cands: list[dict], top_k: int, forced: list[dict], banned: set[int]) -> list[dict]:
-    kept = list(forced)
+def _select(cands: list[dict], top_k: int) -> list[dict]:
+    """Best first (``cands`` is sorted), skipping a candidate that shares more than
+    :data:`MAX_OVERLAP` of the smaller group with a kept one; at most ``top_k``.
+
+    An earlier version then replaced two kept groups by one coarser candidate covering both when
+    their error rates were not clearly different ("a group split in halves is reported whole").
+    With features from every depth that step merged *distinct* failing cells (two colour casts of
+    one class, each failing as often) and cost ResNet-18 recovery (10 of 12 cells instead of 12),
+    while it changed nothing on the other suites; it was removed (docs/DISCOVERY.md)."""
+    kept: list[dict] = []
     for cand in cands:
         if len(kept) >= top_k:
             break
-        if id(cand) in banned or any(cand is k for k in kept):
-            continue
         if any(_overlap(cand["members"], k["members"]) > MAX_OVERLAP for k in kept):
             continue
         kept.append(cand)
     return kept
-
-
-def _mergeable(a: dict, b: dict, c: dict) -> bool:
-    """``c`` is (within 10 %) the union of ``a`` and ``b``, whose error intervals overlap."""
-    if a["error_low"] > b["error_high"] or b["error_low"] > a["error_high"]:
-        return False
-    union = np.union1d(a["members"], b["members"])
-    inter = len(np.intersect1d(union, c["members"], assume_unique=True))
-    return inter >= 0.9 * len(union) and inter >= 0.9 * len(c["members"])
-
-
-def _select(cands: list[dict], top_k: int) -> list[dict]:
-    """Best first without near-duplicates; then two kept groups that one coarser candidate covers
-    and whose error rates are not clearly different are replaced by that candidate (a group split
-    in halves by a finer clustering is reported whole), and the freed place is refilled."""
-    forced: list[dict] = []
-    banned: set[int] = set()
-    kept = _greedy(cands, top_k, forced, banned)
-    for _ in range(top_k):
-        merged = False
-        for i, a in enumerate(kept):
-            for b in kept[i + 1 :]:
-                if any(a is f for f in forced) and any(b is f for f in forced):
-                    continue
-                for c in cands:
-                    if c is not a and c is not b and _mergeable(a, b, c):
-                        forced = [k for k in forced if k is not a and k is not b] + [c]
-                        banned |= {id(a), id(b)}
-                        merged = True
-                        break
-                if merged:
-                    break
-            if merged:
-                break
-        if not merged:
-            break
-        kept = _greedy(cands, top_k, forced, banned)
-    return sorted(kept, key=lambda d: (-d["score"], -len(d["members"]), int(d["members"][0])))
 
 
 def _class_clusters(z: np.ndarray, labels: np.ndarray, n_classes: int, seed: int, cross_class: bool):
@@ -351,6 +417,7 @@ def find_groups(
     top_k: int = DEFAULT_TOP_K,
     seed: int = 0,
     cross_class: bool = True,
+    blocks: tuple[int, ...] | None = None,
 ) -> list[SuspectedGroup]:
     """Suspected groups from arrays: features ``[N,D]``, true labels ``[N]``, probabilities ``[N,C]``.
 
@@ -362,6 +429,11 @@ def find_groups(
     images cannot outrank a large group that is clearly worse. Candidates are taken best first,
     skipping any that shares more than :data:`MAX_OVERLAP` of the smaller one with a kept group;
     at most ``top_k`` per class, score > 0 only. Deterministic for a given ``seed``.
+
+    ``blocks``: the widths of the feature blocks (:func:`embed_blocks`: one per network stage, the
+    penultimate features last). Each block is centred and scaled to a mean squared norm of one
+    before the clustering, so every depth weighs the same whatever its width or scale. ``None``:
+    one block.
     """
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -372,7 +444,7 @@ def find_groups(
     names = list(class_names) if class_names else [str(c) for c in range(n_classes)]
     correct = probabilities.argmax(axis=1) == labels
     p_true = probabilities[np.arange(len(labels)), labels]
-    z = pca(features, PCA_DIMS)
+    z = pca(balance_blocks(features, blocks), PCA_DIMS)
     z = z / (z.std() + 1e-12)
 
     per_class: dict[int, list[dict]] = {}
@@ -430,9 +502,9 @@ def analyse(
     ``attribute`` column of the dataset is ignored."""
     if len(dataset) == 0:
         raise UserError("the dataset holds no images to look for groups in")
-    feats, probs = embed(bundle, dataset, device, pixels=pixels)
+    feats, probs, blocks = embed_with_blocks(bundle, dataset, device, pixels=pixels)
     labels = dataset.labels
-    groups = find_groups(feats, labels, probs, bundle.meta.class_names, top_k=top_k, seed=seed)
+    groups = find_groups(feats, labels, probs, bundle.meta.class_names, top_k=top_k, seed=seed, blocks=blocks)
     return Discovery(groups, feats, labels, probs.argmax(axis=1), probs, list(bundle.meta.class_names))
 
 
