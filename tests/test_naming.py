@@ -108,3 +108,13 @@ def test_naming_twice_keeps_the_first_name(project):
     with pytest.raises(UserError, match="already has an attribute"):
         naming.name_group(store, pid, 3, "blue corner", "bob")
     assert [r["name"] for r in store.named_groups(pid)] == ["red corner"]
+
+
+def test_a_discovery_saved_with_older_features_is_computed_again(project):
+    """Pool suggestions embed pool images with today's features; a discovery saved with an older
+    feature set (another width) must not be read, or they would fail with a shape error."""
+    store, pid, did, _ = project
+    assert suspects.project_groups(store, pid, compute=False)
+    current = suspects.discovery_dir(store, store.project(pid)["base_model_id"], did)
+    current.rename(current.with_name(current.name.rsplit("_f", 1)[0]))  # the name before versioning
+    assert suspects.project_groups(store, pid, compute=False) is None

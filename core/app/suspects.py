@@ -30,11 +30,15 @@ from core.formats.datasets import dataset_root
 STRIP_SIZE = 12  # representative thumbnails kept per group
 GROUPS_FILE = "groups.json"
 ARRAYS_FILE = "arrays.npz"
+# Which features core.engine.discovery clusters. Bump it when they change: a discovery saved with other
+# features is then computed again, instead of pool images (embedded the new way) meeting saved
+# features of another width. 2: every stage's channel means and spreads, plus the penultimate layer.
+FEATURES_VERSION = 2
 
 
 def discovery_dir(store: Store, model_id: int, dataset_id: int) -> Path:
     """Where the discovery of a model on an evaluation set is kept (not created here)."""
-    return store.artifacts / "discovery" / f"m{model_id}_d{dataset_id}"
+    return store.artifacts / "discovery" / f"m{model_id}_d{dataset_id}_f{FEATURES_VERSION}"
 
 
 def pool_signature(pools: list[tuple[int, int]]) -> str:
