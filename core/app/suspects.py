@@ -2,9 +2,10 @@
 
 When the evaluation set has no ``attribute`` column, the bias views can only show per-class
 accuracy. The task worker (:func:`core.app.compute.discover`, with
-:func:`core.engine.discovery.analyse`) clusters the base model's own penultimate features on the
+:func:`core.engine.discovery.analyse`) clusters the base model's own features (every stage's channel statistics and the
+penultimate layer) on the
 reported evaluation rows and keeps the clusters where it does clearly worse than on the rest of the
-class. It writes plain files under ``artifacts/discovery/m<model>_d<dataset>/``:
+class. It writes plain files under ``artifacts/discovery/m<model>_d<dataset>_f<FEATURES_VERSION>/``:
 
 * ``groups.json``: every suspected group with its numbers, its members' manifest paths and up to
   :data:`STRIP_SIZE` representative paths (nearest the group's centroid first);
