@@ -15,7 +15,7 @@ t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
-actor = st.session_state.get("actor") or "curator"
+actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
 
 st.title(t("ce_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
@@ -40,7 +40,10 @@ def _on_pill(key: str, widget: str) -> None:
     if value:
         _label(key, value)
     else:
-        pool.remove_label(store, pid, key, actor)
+        try:
+            pool.remove_label(store, pid, key, actor)
+        except UserError as exc:
+            st.session_state["flash"] = ("error", md(err(exc)))
 
 
 def _on_relabel(key: str, widget: str) -> None:
@@ -52,7 +55,11 @@ def _label_selected() -> None:
     label = st.session_state.get("bulk_label")
     if not keys or not label:
         return
-    pool.set_labels(store, pid, keys, label, actor)
+    try:
+        pool.set_labels(store, pid, keys, label, actor)
+    except UserError as exc:
+        st.session_state["flash"] = ("error", md(err(exc)))
+        return
     for k in keys:
         st.session_state[f"sel_{k}"] = False
     st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=md(label)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.evaluation import evaluate_model_on, reported_rows
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -218,8 +219,9 @@ def _item_attribute(store: Store, dataset_id: int, path: str) -> str:
     raise UserError(f"image {path} is not in the pool")
 
 
-def set_label(store: Store, project_id: int, key: str, label: str, actor: str) -> None:
+def set_label(store: Store, project_id: int, key: str, label: str, actor: User) -> None:
     """Choose a pool image as a counterexample with ``label`` (or relabel it). Saved at once."""
+    require(store, actor, "curator", "label", project_id)
     s = project_summary(store, project_id)
     if label not in s["class_names"]:
         raise UserError(f"unknown label {label!r} (classes: {', '.join(s['class_names'])})")
@@ -232,14 +234,15 @@ def set_label(store: Store, project_id: int, key: str, label: str, actor: str) -
     store.audit(actor, action, project_id, image=path, dataset_id=did, label=label, previous=prev)
 
 
-def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor: str) -> int:
+def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor: User) -> int:
     """Label several images at once; returns how many."""
     for k in keys:
         set_label(store, project_id, k, label, actor)
     return len(keys)
 
 
-def remove_label(store: Store, project_id: int, key: str, actor: str) -> None:
+def remove_label(store: Store, project_id: int, key: str, actor: User) -> None:
+    require(store, actor, "curator", "label", project_id)
     did, path = _split_key(key)
     prev = store.remove_label(project_id, did, path)
     if prev is not None:

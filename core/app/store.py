@@ -167,6 +167,30 @@ CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit
 WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE INDEX IF NOT EXISTS audit_project ON audit(project_id, id);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    demo INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS label_versions (
+    project_id INTEGER NOT NULL,
+    dataset_id INTEGER NOT NULL,
+    item_path TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    changed_by TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, dataset_id, item_path)
+);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
 """
 

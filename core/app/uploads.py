@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.budget import check_budget
 from core.app.evaluation import evaluate_active
 from core.app.pool import items_file, read_items, write_items
@@ -111,6 +112,7 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
     """Write an upload's files into a fresh staging folder, have the task worker check and register
     them, and remove the staging folder however that ends (the worker removes it too, but a worker
     that dies, or a write that fails half-way, must not leave it behind)."""
+    require(store, actor, "curator", "upload")
     check_budget(store, sum(len(d) for d in raw_files.values()), filename)
     digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in raw_files.values())).hexdigest()
     staging = store.artifact_dir("incoming") / f"model_{digest[:16]}"
@@ -128,7 +130,7 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def upload_model_zip(store: Store, raw: bytes, filename: str, actor: str) -> int:
+def upload_model_zip(store: Store, raw: bytes, filename: str, actor: User) -> int:
     """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
     files = read_bundle_zip(raw, filename)
     parse_meta_json(files["model.json"])  # a bad model.json is refused here, before anything is staged
@@ -173,6 +175,7 @@ def upload_eval_zip(store: Store, project_id: int, raw: bytes, filename: str, ac
     summary = project_summary(store, project_id)
     if not summary["active_model"]:
         raise UserError("upload a model first, then its evaluation set", "eval_needs_model")
+    require(store, actor, "curator", "upload", project_id)
     staging = store.artifact_dir("incoming") / f"eval_{sha256_bytes(raw)[:16]}"
     try:
         if staging.exists():
@@ -207,7 +210,8 @@ def upload_reference_zip(store: Store, project_id: int, raw: bytes, filename: st
     return _upload_images_zip(store, project_id, raw, filename, actor, "reference")
 
 
-def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: str, role: str) -> int:
+def _upload_images_zip(store: Store, project_id: int, raw: bytes, filename: str, actor: User, role: str) -> int:
+    require(store, actor, "curator", "upload", project_id)
     members = read_zip_members(raw, filename, max_total=MAX_POOL_ZIP_BYTES)
     attrs: dict[str, str] = {}
     manifests = [m for m in members if m.rsplit("/", 1)[-1] == "manifest.csv"]
@@ -266,6 +270,7 @@ def upload_single_images(
 ) -> int:
     """Add single images to the project's 'my uploads' pool. All are checked first; none is saved if
     one is bad. Returns how many were added."""
+    require(store, actor, "curator", "upload", project_id)
     if not files:
         return 0
     for name, data in files:

@@ -22,7 +22,7 @@ from core.app.store import Store
 from core.app.worker import execute_run
 from tests.e2e.conftest import ARTIFACTS, settle
 from tests.run_fixtures import make_tradeoff_run
-from tests.wb_helpers import FAST_RUN, label_top
+from tests.wb_helpers import ALICE, FAST_RUN, label_top
 
 VIEW = {"width": 1280, "height": 720}
 
@@ -207,7 +207,7 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server,
     store = Store(server.home)
     pid = store.projects()[0]["id"]
     label_top(store, pid, 8)
-    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     assert execute_run(store, store.claim_next_run(os.getpid())) == "done"
     full = runs.run_metrics(store, rid)
     _nav(pg, t("nav_review"), t("review_changed_title"))
