@@ -410,3 +410,58 @@ def test_passwords_never_reach_the_store_the_audit_or_the_logs(store, caplog):
         for f in files:
             assert pw.encode() not in f.read_bytes(), (pw, f)
         assert pw not in audit and pw not in logs
+
+
+# ---- concurrent labels -------------------------------------------------------------------------------
+def test_label_versions_refuse_a_stale_save_and_say_who(store):
+    from core.app.store import LabelConflict
+
+    pid = projects.open_demo(store, ALICE)
+    key = pool.candidates(store, pid)[0]["key"]
+    count = store.label_change_count(pid)
+    pool.set_label(store, pid, key, "one", ALICE, expected_version=0)
+    assert store.label_change_count(pid) > count
+    seen = next(c for c in pool.candidates(store, pid) if c["key"] == key)["version"]
+    assert seen == 1
+    with pytest.raises(LabelConflict) as exc:  # bob's page still shows the image unlabelled
+        pool.set_label(store, pid, key, "zero", BOB, expected_version=0)
+    assert (exc.value.current, exc.value.changed_by, exc.value.version) == ("one", "alice", 1)
+    assert pool.chosen_set(store, pid)[0]["label"] == "one"
+    pool.set_label(store, pid, key, "zero", BOB, expected_version=exc.value.version)  # overwrite, knowingly
+    assert pool.chosen_set(store, pid)[0]["label"] == "zero"
+    with pytest.raises(LabelConflict, match="bob labelled it zero"):
+        pool.remove_label(store, pid, key, ALICE, expected_version=1)
+    pool.remove_label(store, pid, key, ALICE, expected_version=2)
+    with pytest.raises(LabelConflict, match="alice removed its label"):  # removal is a change too
+        pool.set_label(store, pid, key, "two", BOB, expected_version=2)
+    changed = [(e["actor"], e["action"]) for e in store.audit_events(pid) if e["action"].startswith("label")]
+    assert changed == [("alice", "label_added"), ("bob", "label_changed"), ("alice", "label_removed")]
+
+
+def test_two_curators_on_the_page_get_the_conflict_prompt(store, monkeypatch):
+    monkeypatch.setenv("BIASREPAIR_LABEL_REFRESH", "0")
+    pid = projects.open_demo(store, ALICE)
+    pages = {}
+    for name in ("alice", "bob"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        sign_in_app(at, store, name)
+        at.run()
+        at.switch_page("views/counterexamples.py")
+        at.run()
+        pages[name] = at
+    top = pool.candidates(store, pid)[0]
+    pages["alice"].button(key="quick_1").click().run()
+    assert pool.chosen_set(store, pid)[0]["label"] == "one"
+    pages["bob"].button(key="quick_0").click().run()  # bob's page has not seen alice's label
+    text = _texts(pages["bob"])
+    assert "alice labelled this image “one”" in text and "You chose “zero”" in text
+    assert [(c["key"], c["label"]) for c in pool.chosen_set(store, pid)] == [(top["key"], "one")]
+    pages["bob"].button(key="conflict_overwrite").click().run()
+    assert [(c["key"], c["label"], c["by"]) for c in pool.chosen_set(store, pid)] == [(top["key"], "zero", "bob")]
+    assert "labelled this image" not in _texts(pages["bob"])  # the question is gone
+    # Alice's page is stale now: her relabel asks too, and "keep theirs" writes nothing.
+    pages["alice"].selectbox(key=f"relabel_{top['key']}_one").set_value("two").run()
+    assert "bob labelled this image “zero”" in _texts(pages["alice"])
+    pages["alice"].button(key="conflict_keep").click().run()
+    assert pool.chosen_set(store, pid)[0]["label"] == "zero"
+    assert "Your counterexamples (1)" in _texts(pages["alice"])

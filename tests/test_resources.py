@@ -330,7 +330,8 @@ def test_single_uploads_are_capped_in_number(tmp_path, monkeypatch):
     pid = store.create_project("p", ALICE)
     monkeypatch.setenv("BIASREPAIR_MAX_IMAGES", "2")
     assert (
-        uploads.upload_single_images(store, pid, [("a.png", noise_png(8, 1)), ("b.png", noise_png(8, 2))], "", "a") == 2
+        uploads.upload_single_images(store, pid, [("a.png", noise_png(8, 1)), ("b.png", noise_png(8, 2))], "", ALICE)
+        == 2
     )
     with pytest.raises(UserError, match="3 images, more than the limit of 2"):
         uploads.upload_single_images(store, pid, [("c.png", noise_png(8, 3))], "", ALICE)
