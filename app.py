@@ -61,7 +61,10 @@ with st.sidebar:
             accounts.sign_out(store, st.session_state.pop("auth_token", None))
             st.session_state["user"] = None
             st.rerun()
-    all_projects = store.projects() if user is not None else []
+    # A demo session sees the demo project only.
+    all_projects = [p for p in store.projects() if p["is_demo"] or not user.demo] if user is not None else []
+    if user is not None and user.demo and st.session_state["project_id"] not in {p["id"] for p in all_projects}:
+        st.session_state["project_id"] = all_projects[0]["id"] if all_projects else None
     if user is not None and all_projects:
         ids = [p["id"] for p in all_projects]
         names = {p["id"]: p["name"] for p in all_projects}

@@ -334,6 +334,7 @@ def test_starter_cannot_approve_own_run_on_the_page_another_approver_can(store):
     pid = projects.open_demo(store, MIA)
     rid = _run(store, pid, starter=MIA, labellers={ALICE: 4})
     at = _review(store, "mia")
+    assert "You started this repair or labelled most of its counterexamples" in _texts(at)  # said before she tries
     _click_approve(at)
     assert "mia started repair" in _texts(at) and "another approver must approve it" in _texts(at)
     assert store.run(rid)["decision"] is None

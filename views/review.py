@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import charts, decisions, evaluation, interpolation, projects, runs, summary
+from core.app import accounts, charts, decisions, evaluation, interpolation, projects, runs, summary
 from core.app.i18n import error_translator, translator
 from core.app.report import build_report
 from core.app.safe_text import md
@@ -214,6 +214,10 @@ a_col, r_col = st.columns(2)
 with a_col, st.form("approve_form"):
     st.markdown(f"**{t('review_approve_title')}**")
     st.caption(t("review_approve_as", name=actor))
+    behind = decisions.responsible(store, run)
+    if actor in behind["started"] + behind["labelled"]:
+        relaxed_now = accounts.four_eyes_relaxed(store)
+        st.caption(t("review_four_eyes_relaxed_you" if relaxed_now else "review_four_eyes_you"))
     comment = st.text_area(t("review_comment"), key="approve_comment")
     override, reason = False, ""
     if v["kind"] == "flagged":

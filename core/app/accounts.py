@@ -22,6 +22,7 @@ or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server st
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -47,6 +48,12 @@ RELAX_FOUR_EYES = "relax_four_eyes"
 DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
 
 _hasher = PasswordHasher()
+
+
+@functools.cache
+def _nobody_hash() -> str:
+    """A hash no password matches, checked for an unknown name so that it takes as long as a known one."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class User(str):
@@ -228,9 +235,9 @@ def sign_in(store: Store, name: str, password: str) -> str:
     name = (name or "").strip()
     row = store.one("SELECT * FROM users WHERE name = ?", (name,))
     try:
+        _hasher.verify(row["password_hash"] if row else _nobody_hash(), password or "")
         if row is None:
             raise VerificationError("no such user")
-        _hasher.verify(row["password_hash"], password or "")
     except (VerificationError, InvalidHashError):
         store.audit(name or "anonymous", "sign_in_failed", None)
         raise UserError("wrong name or password", "sign_in_failed") from None

@@ -8,7 +8,7 @@ import pytest
 from core.app import pool
 from core.app.store import Store
 from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
-from tests.wb_helpers import make_accounts, seed_demo_cache, wait_for
+from tests.wb_helpers import PASSWORDS, make_accounts, seed_demo_cache, wait_for
 
 VIEW = {"width": 1280, "height": 900}
 
@@ -80,6 +80,11 @@ def test_two_curators_labelling_the_same_image_get_asked(no_refresh_server, brow
     assert events == [("alice", "label_added"), ("bob", "label_changed")]
     a_ctx.close()
     b_ctx.close()
+    # The passwords typed into the sign-in form reach neither the server's log nor the store.
+    logs = b"".join(f.read_bytes() for f in srv.log_dir.glob("server*.log"))
+    stored = b"".join(f.read_bytes() for f in srv.home.glob("store.db*"))
+    for name in ("alice", "bob"):
+        assert PASSWORDS[name].encode() not in logs and PASSWORDS[name].encode() not in stored
 
 
 def test_a_page_redraws_when_another_curator_labels(refresh_server, browser):
