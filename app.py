@@ -15,6 +15,7 @@ import streamlit as st
 
 from core.app import accounts, projects, runs
 from core.app.i18n import LANGUAGES, translator
+from core.app.safe_text import md
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
@@ -56,7 +57,7 @@ with st.sidebar:
     st.query_params["lang"] = st.session_state["lang"]
     if user is not None:
         roles = ", ".join(t(f"role_{r}") for r in accounts.ROLES if r in user.roles)
-        st.markdown(t("sidebar_demo_user") if user.demo else t("sidebar_signed_in", name=user, roles=roles))
+        st.markdown(t("sidebar_demo_user") if user.demo else t("sidebar_signed_in", name=md(user), roles=roles))
         if st.button(t("sidebar_sign_out"), key="sign_out", icon="🚪"):
             accounts.sign_out(store, st.session_state.pop("auth_token", None))
             st.session_state["user"] = None

@@ -84,6 +84,8 @@ def test_first_account_is_the_admin_and_only_an_admin_makes_more(home):
         accounts.create_user(store, ALICE, "eve", "long-enough-2", ["admin"])
     with pytest.raises(UserError, match="at least 8"):
         accounts.create_user(store, root, "eve", "short", ["curator"])
+    with pytest.raises(UserError, match="letters, digits"):  # a name is shown in markdown: no link syntax
+        accounts.create_user(store, root, "[x](javascript:alert(1))", "long-enough-2", ["curator"])
     with pytest.raises(UserError, match="kept for the demo"):
         accounts.create_user(store, root, "Demo", "long-enough-2", ["curator"])
     accounts.create_user(store, root, "eve", "long-enough-2", ["curator"])

@@ -213,7 +213,7 @@ if alpha < 1.0:
 a_col, r_col = st.columns(2)
 with a_col, st.form("approve_form"):
     st.markdown(f"**{t('review_approve_title')}**")
-    st.caption(t("review_approve_as", name=actor))
+    st.caption(t("review_approve_as", name=md(actor)))
     behind = decisions.responsible(store, run)
     if actor in behind["started"] + behind["labelled"]:
         relaxed_now = accounts.four_eyes_relaxed(store)
@@ -314,7 +314,7 @@ if actor.demo or not actor.can("approver"):
     e1.caption(t("review_export_needs_approver_demo" if actor.demo else "review_export_needs_approver"))
 elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):
     relaxed = a["detail"].get("four_eyes") == "relaxed"
-    e1.caption(t("review_approved_by_relaxed" if relaxed else "review_approved_by", name=a["actor"], when=a["ts"]))
+    e1.caption(t("review_approved_by_relaxed" if relaxed else "review_approved_by", name=md(a["actor"]), when=a["ts"]))
 e2.download_button(
     t("review_report"),
     data=_report,

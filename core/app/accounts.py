@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -111,8 +112,8 @@ def require(store: Store, user: object, role: str | None, action: str, project_i
 # ---- passwords and accounts -----------------------------------------------------------------
 def _check_name(name: str) -> str:
     name = (name or "").strip()
-    if not name or len(name) > 64 or any(ch.isspace() for ch in name) or not name.isprintable():
-        raise UserError("a user name is 1–64 characters without spaces", "user_name")
+    if not re.fullmatch(r"[\w.@-]{1,64}", name):
+        raise UserError("a user name is 1–64 letters, digits or . _ @ -", "user_name")
     if name.lower() == DEMO_NAME:
         raise UserError(f"the name {DEMO_NAME!r} is kept for the demo session", "user_name_reserved", name=name)
     return name
