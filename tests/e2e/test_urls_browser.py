@@ -38,6 +38,8 @@ def test_typed_and_reloaded_page_urls_and_japanese_on_the_empty_start_page(serve
     # Japanese at the first click, without waiting for the page to settle.
     language.click()
     pg.get_by_role("heading", name=ja("signin_title")).wait_for()
+    settle(pg)
+    pg.screenshot(path=str(ARTIFACTS / "signin_page_ja.png"))
     sign_in(pg, "alice")
     pg.get_by_role("heading", name=ja("model_title")).wait_for()
     settle(pg)
