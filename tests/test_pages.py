@@ -385,6 +385,12 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     assert event["detail"]["run_id"] == new and event["detail"]["from_run"] == rid
     assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
     assert f"#{new}" in at.success[-1].value and "0.50" in at.success[-1].value
+    # mia saved it, so she started this run: the four-eyes rule leaves its approval to another approver.
+    next(b for b in at.button if b.label == translator(lang)("review_approve")).click().run()
+    assert store.run(new)["decision"] is None
+    assert any(e["action"] == "forbidden" and e["detail"].get("run_id") == new for e in store.audit_events())
+    at = _app("views/review.py", lang=lang, user="ann")
+    assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
     v = runs.verdict(runs.run_metrics(store, new))
     if v["kind"] == "flagged":
         at.checkbox(key="override").check()
