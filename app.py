@@ -1,24 +1,36 @@
 """The bias-repair workbench: ``streamlit run app.py``.
 
-This entry script sets up the sidebar (language, the user's name, the current project) and
-registers the five pages with ``st.navigation``. The pages are in ``views/`` (widgets only; they
+This entry script signs the person in (core/app/accounts.py; views/signin.py draws the form), sets
+up the sidebar (language, who is signed in, the current project) and registers the pages with
+``st.navigation``; the Admin page only for admins. The pages are in ``views/`` (widgets only; they
 call ``core.*``), not ``pages/``: Streamlit runs a ``pages/`` folder beside the entry script as an
 old-style multipage app until ``st.navigation`` first runs, so after a server start a typed or
 reloaded page URL would have run the page file without this script.
-Anything that must survive a refresh lives in the store; the session keeps only view choices.
+Anything that must survive a refresh lives in the store; the session keeps only view choices and
+the session token, which never leaves the server (so a refresh asks for the password again).
+Signed out, every page URL shows the sign-in form and, once signed in, the page that was asked for.
 """
 
 import streamlit as st
 
-from core.app import projects, runs
+from core.app import accounts, projects, runs
 from core.app.i18n import LANGUAGES, translator
+from core.app.safe_text import md
+from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
 
 store = projects.get_store()
 runs.resume_queued(store)  # queued repairs continue after a server restart
+accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
-# Language and project survive a refresh through the URL; the user's name through the session.
+# Who is signed in: the token's session in the store decides (it may have expired or been ended).
+user = accounts.user_for(store, st.session_state.get("auth_token"))
+if user is None and st.session_state.pop("auth_token", None):
+    st.session_state["flash"] = ("warning", "expired")
+st.session_state["user"] = user
+
+# Language and project survive a refresh through the URL.
 if "lang" not in st.session_state:
     q = st.query_params.get("lang", "en")
     st.session_state["lang"] = q if q in LANGUAGES else "en"
@@ -43,9 +55,18 @@ with st.sidebar:
     )
     t = translator(st.session_state["lang"])
     st.query_params["lang"] = st.session_state["lang"]
-    st.text_input(t("sidebar_your_name"), value="curator", key="actor", help=t("sidebar_your_name_help"))
-    all_projects = store.projects()
-    if all_projects:
+    if user is not None:
+        roles = ", ".join(t(f"role_{r}") for r in accounts.ROLES if r in user.roles)
+        st.markdown(t("sidebar_demo_user") if user.demo else t("sidebar_signed_in", name=md(user), roles=roles))
+        if st.button(t("sidebar_sign_out"), key="sign_out", icon="🚪"):
+            accounts.sign_out(store, st.session_state.pop("auth_token", None))
+            st.session_state["user"] = None
+            st.rerun()
+    # A demo session sees the demo project only.
+    all_projects = [p for p in store.projects() if p["is_demo"] or not user.demo] if user is not None else []
+    if user is not None and user.demo and st.session_state["project_id"] not in {p["id"] for p in all_projects}:
+        st.session_state["project_id"] = all_projects[0]["id"] if all_projects else None
+    if user is not None and all_projects:
         ids = [p["id"] for p in all_projects]
         names = {p["id"]: p["name"] for p in all_projects}
         if st.session_state["project_id"] not in ids:
@@ -57,12 +78,14 @@ with st.sidebar:
             key="project_id",
         )
         st.query_params["project"] = str(st.session_state["project_id"])
-    else:
+    elif user is not None:
         st.caption(t("sidebar_no_project"))
 
 flash = st.session_state.pop("flash", None)  # a message from the run before an st.rerun()
 if flash:
-    getattr(st, flash[0])(flash[1])
+    getattr(st, flash[0])(t("signin_expired") if flash[1] == "expired" else flash[1])
+if user is not None and user.demo:
+    st.warning(t("demo_banner"), icon="🧪")
 
 model_page = st.Page("views/model.py", title=t("nav_model"), icon="🧠", url_path="model")
 
@@ -83,4 +106,11 @@ pages = [
     st.Page("views/review.py", title=t("nav_review"), icon="⚖️", url_path="review"),
     st.Page("views/history.py", title=t("nav_history"), icon="📜", url_path="history"),
 ]
+if user is not None and user.can("admin"):
+    pages.append(st.Page("views/admin.py", title=t("nav_admin"), icon="🔑", url_path="admin"))
+if user is None:
+    # Every page stays registered (hidden), so the address asked for is kept and shown after sign-in.
+    st.navigation(pages, position="hidden")
+    sign_in_page(store, st.session_state["lang"])
+    st.stop()
 st.navigation(pages).run()

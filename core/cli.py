@@ -2,16 +2,25 @@
 
 Exit status 0 on success; 2 with a one-line reason on bad input (a :class:`UserError`), never a
 traceback for a user's mistake.
+
+The commands that write something a person answers for (``tune``, ``sweep``, ``export``) act as a
+named local user: ``--user``, else ``$BIASREPAIR_USER``, else the operating-system login. The name
+and the time go into ``made_by.json`` in the run folder (beside the zip for ``export``:
+``<name>.made_by.json``). The workbench's own accounts (core/app/accounts.py) are separate: the
+command line does not touch the workbench store.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import importlib
 import json
+import os
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.app.demo import build_demo
@@ -36,6 +45,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "perf": ("core.bench.perf", "Measure speed and memory ratios side by side."),
     "discover": ("core.bench.discovery", "Find suspected groups the model fails on, without attribute labels."),
 }
+
+
+USER_ENV = "BIASREPAIR_USER"
+
+
+def add_user(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", help=f"who is doing this (default: ${USER_ENV}, else your login name)")
+
+
+def local_user(args) -> str:
+    """The named local user this command acts as (see the module docstring)."""
+    name = (getattr(args, "user", None) or os.environ.get(USER_ENV, "")).strip()
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no login name for this uid (a bare container)
+            name = ""
+    if not name:
+        raise UserError(f"say who you are: --user NAME or ${USER_ENV}")
+    return name
+
+
+def write_made_by(path: Path, args, command: str) -> None:
+    """Record who made ``path``'s contents, with which command, and when (UTC)."""
+    made = {"user": local_user(args), "command": command, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    path.write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -135,6 +170,7 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     add_backend_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_user(p)
 
 
 def tune_overrides(args) -> dict:
@@ -160,6 +196,7 @@ def tune_overrides(args) -> dict:
 
 
 def run_tune(args) -> int:
+    local_user(args)  # refused before any work if nobody can be named
 
     get_method(args.method)
     bundle = load_model_noting(args.model, args.meta)
@@ -210,6 +247,7 @@ def run_tune(args) -> int:
     if not args.quiet:
         print(file=sys.stderr)
     out = write_run(result, bundle.meta, args.out, ev)
+    write_made_by(Path(out) / "made_by.json", args, "tune")
     m = result.metrics
     print(f"method {m['method']}  strength {m['strength']}  steps {m['steps']}  stop: {m['stop_reason']}")
     if m["method"] == "cpt" and m["reference_agreement"] is None and m["config"].get("anchor", 0) > 0:
@@ -237,6 +275,7 @@ def run_sweep(args) -> int:
 
     if args.strength is not None:
         raise UserError("sweep takes --strengths (several values), not --strength")
+    local_user(args)
     bundle = load_model_noting(args.model, args.meta)
     names = bundle.meta.class_names
     ce = load_dataset(args.counterexamples, names)
@@ -255,6 +294,7 @@ def run_sweep(args) -> int:
         results = (_sweep_run(sweep, lam) for lam in args.strengths)
     for lam, result in zip(args.strengths, results, strict=True):
         write_run(result, bundle.meta, out / f"strength_{lam:g}", ev)
+        write_made_by(out / f"strength_{lam:g}" / "made_by.json", args, "sweep")
         m = result.metrics
         row = {"strength": lam, "steps": m["steps"], "stop_reason": m["stop_reason"], "seconds": round(m["seconds"], 2)}
         if "before" in m:
@@ -300,6 +340,7 @@ def _sweep_run(sweep: _Sweep, lam: float):
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a run folder (its model/ is exported) or a bundle folder")
     p.add_argument("--out", required=True, help="the .zip to write")
+    add_user(p)
 
 
 def run_export(args) -> int:
@@ -311,7 +352,9 @@ def run_export(args) -> int:
     load_bundle(bundle_dir)  # validate before handing it on
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    local_user(args)
     out.write_bytes(bundle_zip_bytes(bundle_dir))
+    write_made_by(out.with_name(out.name + ".made_by.json"), args, "export")
     print(f"{bundle_dir} → {out}")
     return 0
 

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
-exec python3 -m streamlit run app.py --server.headless true "$@"
+# Listens on 127.0.0.1 only (.streamlit/config.toml); pass --server.address to change that (README,
+# "Serving on a network").
+exec python3 -m streamlit run app.py --server.headless true --server.address "${BIASREPAIR_ADDRESS:-127.0.0.1}" "$@"

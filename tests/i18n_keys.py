@@ -61,7 +61,19 @@ DYNAMIC = {
         "rolled_back",
         "exported",
         "report",
+        "forbidden",
+        "user_created",
+        "roles_changed",
+        "password_reset",
+        "signed_in",
+        "signed_out",
+        "sign_in_failed",
+        "four_eyes_relaxed",
+        "four_eyes_restored",
     ],
+    "role": ["curator", "approver", "admin"],
+    "admin_four_eyes": ["relax", "restore", "relaxed", "kept", "now_relaxed", "restored"],
+    "review_export_needs_approver": ["demo"],
 }
 
 

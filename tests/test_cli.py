@@ -292,7 +292,8 @@ def test_bad_tune_flags(demo_dir, tmp_path, capsys, flag):
     assert code == 2 and "Traceback" not in out.err
 
 
-def test_sweep_and_export(demo_dir, tmp_path, capsys):
+def test_sweep_and_export(demo_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BIASREPAIR_USER", raising=False)
     out = tmp_path / "sweep"
     code, _ = cli(
         "sweep",
@@ -313,7 +314,13 @@ def test_sweep_and_export(demo_dir, tmp_path, capsys):
     assert [float(r["strength"]) for r in rows] == [10.0, 10000.0]
     # a stronger penalty keeps more of the old decisions
     assert float(rows[1]["kept_decisions"]) > float(rows[0]["kept_decisions"])
-    code, _ = cli("export", "--run", out / "strength_10", "--out", tmp_path / "m.zip", capsys=capsys)
+    import getpass
+    import json
+
+    assert json.loads((out / "strength_10" / "made_by.json").read_text())["user"] == getpass.getuser()
+    code, _ = cli("export", "--run", out / "strength_10", "--out", tmp_path / "m.zip", "--user", "mia", capsys=capsys)
     assert code == 0 and load_bundle(tmp_path / "m.zip").meta.architecture == "small_cnn"
+    made = json.loads((tmp_path / "m.zip.made_by.json").read_text())
+    assert made["user"] == "mia" and made["command"] == "export" and made["at"].endswith("Z")
     code, out_err = cli("export", "--run", tmp_path, "--out", tmp_path / "n.zip", capsys=capsys)
     assert code == 2 and "no model bundle" in out_err.err

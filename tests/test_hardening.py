@@ -25,6 +25,7 @@ from core.formats.datasets import dataset_from_zip_bytes, load_dataset, open_ima
 from core.formats.meta import parse_meta_json, read_bundle_zip
 from core.formats.zipsafety import read_zip_members
 from tests.conftest import TINY_CLASSES, TINY_META
+from tests.wb_helpers import ALICE
 
 CLASSES = TINY_CLASSES
 GOOD_META = TINY_META
@@ -109,7 +110,7 @@ def test_bundle_zip_with_deep_model_json_refused_in_workbench_leaving_nothing(tm
         zf.writestr("model.json", DEEP)
         zf.writestr("model.safetensors", (tiny_bundle_dir / "model.safetensors").read_bytes())
     with pytest.raises(UserError, match="nested too deeply"):
-        uploads.upload_model_zip(store, buf.getvalue(), "m.zip", "alice")
+        uploads.upload_model_zip(store, buf.getvalue(), "m.zip", ALICE)
     assert not (store.artifacts / "incoming").exists() or not any((store.artifacts / "incoming").iterdir())
     assert store.projects() == []
 
@@ -166,7 +167,7 @@ def test_non_float_weights_refused_in_workbench_leaving_nothing(tmp_path, tiny_b
     save_file(state, str(staged / "model.safetensors"))
     payload = {"staged": str(staged), "filename": "m.zip", "weights": "model.safetensors"}
     with pytest.raises(UserError, match="bool"):
-        compute.register_model(store, payload, "alice")
+        compute.register_model(store, payload, ALICE)
     assert not staged.exists() and store.projects() == []
 
 
@@ -275,11 +276,11 @@ def test_png_with_huge_compressed_chunk_refused(make, tmp_path, tiny_bundle_dir,
 
 def test_png_with_huge_chunk_refused_in_pool_upload(tmp_path):
     store = Store(tmp_path / "home")
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     with pytest.raises(UserError, match="a.png"):
-        uploads.upload_pool_zip(store, pid, _zip({"a.png": _ztxt_png()}), "pool.zip", "alice")
+        uploads.upload_pool_zip(store, pid, _zip({"a.png": _ztxt_png()}), "pool.zip", ALICE)
     with pytest.raises(UserError, match="a.png"):
-        uploads.upload_single_images(store, pid, [("a.png", _iccp_png())], "", "alice")
+        uploads.upload_single_images(store, pid, [("a.png", _iccp_png())], "", ALICE)
     assert store.datasets(pid) == []
     assert not (store.artifacts / "incoming").exists() or not any((store.artifacts / "incoming").iterdir())
 
@@ -320,11 +321,11 @@ def test_bad_manifest_in_eval_upload_leaves_nothing(tmp_path, tiny_bundle_dir):
     for name in ("model.json", "model.safetensors"):
         (staged / name).write_bytes((tiny_bundle_dir / name).read_bytes())
     pid = compute.register_model(
-        store, {"staged": str(staged), "filename": "m.zip", "weights": "model.safetensors"}, "alice"
+        store, {"staged": str(staged), "filename": "m.zip", "weights": "model.safetensors"}, ALICE
     )["project_id"]
     raw = _zip({"manifest.csv": b"path,label\na.png,cat,1,2\n", "a.png": png_bytes()})
     with pytest.raises(UserError, match="more field"):
-        uploads.upload_eval_zip(store, pid, raw, "eval.zip", "alice")
+        uploads.upload_eval_zip(store, pid, raw, "eval.zip", ALICE)
     assert store.datasets(pid) == []
     assert not any((store.artifacts / "incoming").iterdir())
 

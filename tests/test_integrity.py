@@ -19,6 +19,7 @@ from core.app.integrity import file_sha256
 from core.app.store import Store
 from core.errors import UserError
 from core.formats.meta import sha256_bytes
+from tests.wb_helpers import ALICE, BOB, MIA
 
 METRICS = {
     "before": {"accuracy": 0.80, "worst_group_accuracy": 0.20, "bias_gap": 0.6, "min_group_count": 1},
@@ -46,13 +47,13 @@ def _project_with_model(store: Store, tiny_bundle_dir: Path, compact_json: bool 
     (staged / "model.json").write_text(json.dumps(meta, separators=(",", ":")) if compact_json else json.dumps(meta))
     (staged / "model.safetensors").write_bytes((tiny_bundle_dir / "model.safetensors").read_bytes())
     payload = {"staged": str(staged), "filename": "m.zip", "weights": "model.safetensors"}
-    return compute.register_model(store, payload, "alice")["project_id"]
+    return compute.register_model(store, payload, ALICE)["project_id"]
 
 
 def _finished_run(store: Store, pid: int, tiny_bundle_dir: Path) -> int:
     """A run that ended 'done' with a repaired model in its folder (no training needed)."""
     base = store.project(pid)["base_model_id"]
-    rid = store.create_run(pid, base, "cpt", {}, "10", 1, store.home, "alice")
+    rid = store.create_run(pid, base, "cpt", {}, "10", 1, store.home, ALICE)
     out = store.artifact_dir("runs", str(rid))
     (out / "model").mkdir()
     for name in ("model.json", "model.safetensors"):
@@ -69,10 +70,10 @@ def test_single_upload_never_writes_outside_the_store(store, tmp_path, monkeypat
     cwd = tmp_path / "server_cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     # The row an older version left after a failed first upload: its path is "."
     store.add_dataset(pid, "uploads", "my uploads", Path("."), "", 0)
-    assert uploads.upload_single_images(store, pid, [("a.png", png_bytes())], "", "alice") == 1
+    assert uploads.upload_single_images(store, pid, [("a.png", png_bytes())], "", ALICE) == 1
     assert list(cwd.iterdir()) == []
     row = store.datasets(pid, "uploads")[0]
     assert store.inside_home(row["path"]) and Path(row["path"]).resolve() != store.home.resolve()
@@ -80,14 +81,14 @@ def test_single_upload_never_writes_outside_the_store(store, tmp_path, monkeypat
 
 
 def test_first_single_upload_row_points_into_the_store_from_the_start(store, monkeypatch):
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(uploads, "write_items", boom)
     with pytest.raises(OSError):
-        uploads.upload_single_images(store, pid, [("a.png", png_bytes())], "", "alice")
+        uploads.upload_single_images(store, pid, [("a.png", png_bytes())], "", ALICE)
     rows = store.datasets(pid, "uploads")
     assert all(store.inside_home(r["path"]) and r["path"] not in ("", ".") for r in rows)
 
@@ -95,9 +96,9 @@ def test_first_single_upload_row_points_into_the_store_from_the_start(store, mon
 def test_failed_submit_ends_the_run_as_failed_with_its_reason(store, tiny_bundle_dir):
     pid = _project_with_model(store, tiny_bundle_dir)
     did = store.add_dataset(pid, "pool", "pool", store.home / "gone", "x", 1)
-    store.set_label(pid, did, "missing.png", "cat", None, "alice")  # its file does not exist
+    store.set_label(pid, did, "missing.png", "cat", None, ALICE)  # its file does not exist
     with pytest.raises(UserError, match="missing.png"):
-        runs.submit_run(store, pid, "cpt", {"strength": 10.0}, "alice", start_worker=False)
+        runs.submit_run(store, pid, "cpt", {"strength": 10.0}, ALICE, start_worker=False)
     (run,) = store.runs(pid)
     assert run["status"] == "failed" and "missing.png" in run["error"]
     assert runs.active_runs(store, pid) == []
@@ -107,16 +108,16 @@ def test_failed_submit_ends_the_run_as_failed_with_its_reason(store, tiny_bundle
 def test_rejecting_an_approved_run_makes_the_original_active_again(store, tiny_bundle_dir):
     pid = _project_with_model(store, tiny_bundle_dir)
     rid = _finished_run(store, pid, tiny_bundle_dir)
-    mid = decisions.approve_run(store, rid, "Mia", "ok", "alice")
+    mid = decisions.approve_run(store, rid, "ok", MIA)
     assert store.project(pid)["active_model_id"] == mid
-    decisions.reject_run(store, rid, "changed my mind", "alice")
+    decisions.reject_run(store, rid, "changed my mind", MIA)
     p = store.project(pid)
     assert p["active_model_id"] == p["base_model_id"] != mid
     assert [e["action"] for e in store.audit_events(pid)][-2:] == ["rejected", "rolled_back"]
 
 
 def test_insert_or_replace_cannot_rewrite_an_audit_row(store):
-    aid = store.audit("alice", "approved", None, run_id=1)
+    aid = store.audit(ALICE, "approved", None, run_id=1)
     con = sqlite3.connect(store.db_path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         con.execute(
@@ -131,7 +132,7 @@ def test_insert_or_replace_cannot_rewrite_an_audit_row(store):
     con.execute("INSERT INTO audit (ts, actor, action, detail_json) VALUES ('t', 'bob', 'x', '{}')")  # appending works
     con.commit()
     con.close()
-    assert [(e["actor"], e["action"]) for e in store.audit_events()] == [("alice", "approved"), ("bob", "x")]
+    assert [(e["actor"], e["action"]) for e in store.audit_events()] == [(ALICE, "approved"), (BOB, "x")]
 
 
 def test_recorded_model_hashes_are_those_of_the_stored_files(store, tiny_bundle_dir):
@@ -147,12 +148,12 @@ def test_recorded_model_hashes_are_those_of_the_stored_files(store, tiny_bundle_
 
 
 def test_recorded_pool_hash_is_that_of_the_stored_pool(store):
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("a.png", png_bytes())
         zf.writestr("b.png", png_bytes((0, 255, 0)))
-    did = uploads.upload_pool_zip(store, pid, buf.getvalue(), "pool.zip", "alice")
+    did = uploads.upload_pool_zip(store, pid, buf.getvalue(), "pool.zip", ALICE)
     ds = store.dataset(did)
     assert (Path(ds["path"]) / "items.csv").is_file()
     assert ds["sha256"] == uploads.tree_sha256(Path(ds["path"]), cache=False)
@@ -163,23 +164,23 @@ def test_recorded_pool_hash_is_that_of_the_stored_pool(store):
 def test_weights_changed_after_approval_are_refused_on_export_and_load(store, tiny_bundle_dir):
     pid = _project_with_model(store, tiny_bundle_dir)
     rid = _finished_run(store, pid, tiny_bundle_dir)
-    mid = decisions.approve_run(store, rid, "Mia", "ok", "alice")
-    assert decisions.export_bytes(store, rid)  # unchanged: exported
+    mid = decisions.approve_run(store, rid, "ok", MIA)
+    assert decisions.export_bytes(store, rid, MIA)  # unchanged: exported
     weights = Path(store.model(mid)["path"]) / "model.safetensors"
     raw = bytearray(weights.read_bytes())
     raw[-1] ^= 0xFF
     weights.write_bytes(bytes(raw))
     with pytest.raises(UserError, match="changed on disk since it was approved"):
-        decisions.export_bytes(store, rid)
+        decisions.export_bytes(store, rid, MIA)
     did = store.add_dataset(pid, "eval", "e", store.home, "x", 1)
     with pytest.raises(UserError, match="changed on disk since it was approved"):
-        compute.evaluate(store, {"model_id": mid, "dataset_id": did}, "alice")
+        compute.evaluate(store, {"model_id": mid, "dataset_id": did}, ALICE)
     with pytest.raises(UserError, match="changed on disk since it was approved"):
-        compute.pool_predictions(store, {"model_id": mid, "dataset_id": did}, "alice")
+        compute.pool_predictions(store, {"model_id": mid, "dataset_id": did}, ALICE)
     with pytest.raises(UserError, match="changed on disk since it was approved"):
-        compute.discover(store, {"model_id": mid, "dataset_id": did}, "alice")
+        compute.discover(store, {"model_id": mid, "dataset_id": did}, ALICE)
     with pytest.raises(UserError, match="changed on disk since it was approved"):
-        compute.discover_pool(store, {"model_id": mid, "dataset_id": did, "pools": []}, "alice")
+        compute.discover_pool(store, {"model_id": mid, "dataset_id": did, "pools": []}, ALICE)
 
 
 def test_history_csv_neutralises_formulas(store):

@@ -16,7 +16,7 @@ from core.app import budget, jobs, projects, runs
 from core.app.i18n import error_text
 from core.app.store import Store
 from core.errors import UserError
-from tests.wb_helpers import FAST_RUN, label_top, seed_demo_cache, wait_for
+from tests.wb_helpers import ALICE, BOB, FAST_RUN, label_top, seed_demo_cache, wait_for
 
 LONG_RUN = {"strength": 1000.0, "max_steps": 5000, "min_steps": 5000, "stop_rule": "none"}
 
@@ -32,7 +32,7 @@ def store(tmp_path, demo_dir):
 
 @pytest.fixture()
 def demo(store) -> int:
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 8)
     return pid
 
@@ -42,8 +42,8 @@ def _status(store, rid):
 
 
 def test_worker_runs_queued_jobs_in_order_with_progress(store, demo):
-    first = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice")
-    second = runs.submit_run(store, demo, "cpt", {**FAST_RUN, "strength": 10000.0}, "bob")
+    first = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE)
+    second = runs.submit_run(store, demo, "cpt", {**FAST_RUN, "strength": 10000.0}, BOB)
     wait_for(lambda: _status(store, second) in ("done", "failed"), timeout=300)
     for rid in (first, second):
         run = store.run(rid)
@@ -53,14 +53,14 @@ def test_worker_runs_queued_jobs_in_order_with_progress(store, demo):
     assert store.run(first)["started_at"] <= store.run(second)["started_at"]
     done = [e for e in store.audit_events(demo) if e["action"] == "run_done"]
     assert [e["detail"]["run_id"] for e in done] == [first, second]
-    assert done[1]["actor"] == "bob" and "kept_decisions" in done[1]["detail"]
+    assert done[1]["actor"] == BOB and "kept_decisions" in done[1]["detail"]
     assert len(store.live_workers(queue="runs")) == 1  # one repair worker served both runs
 
 
 def test_cancel_stops_a_running_job(store, demo):
-    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), ALICE)
     wait_for(lambda: len(store.progress(rid)) >= 3, timeout=180)
-    runs.cancel_run(store, rid, "alice")
+    runs.cancel_run(store, rid, ALICE)
     wait_for(lambda: _status(store, rid) != "running", timeout=60)
     assert _status(store, rid) == "cancelled"
     steps = [p["step"] for p in store.progress(rid)]
@@ -80,9 +80,9 @@ def poll_until(predicate, polls: int = 3000, every: float = 0.2):
 
 
 def test_killed_worker_fails_its_run_with_the_cause_and_the_queue_moves_on(store, demo):
-    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), ALICE)
     poll_until(lambda: len(store.progress(rid)) >= 1)
-    after = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "bob")  # waits behind the long run
+    after = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), BOB)  # waits behind the long run
     worker_pid = store.run(rid)["worker_pid"]
     os.kill(worker_pid, signal.SIGKILL)
     # The page polls the run once a second; a handful of polls must notice the dead worker.
@@ -109,7 +109,7 @@ def test_killed_worker_fails_its_run_with_the_cause_and_the_queue_moves_on(store
 
 
 def test_a_dead_workers_run_found_at_store_start_is_failed_with_a_reason(store, demo):
-    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), ALICE)
     poll_until(lambda: len(store.progress(rid)) >= 1)
     os.kill(store.run(rid)["worker_pid"], signal.SIGKILL)
     jobs._spawned.clear()  # as after a server restart: this process did not start that worker
@@ -123,7 +123,7 @@ def test_a_dead_workers_run_found_at_store_start_is_failed_with_a_reason(store, 
 def test_a_dead_workers_task_fails_with_the_cause_and_the_last_log_lines(store):
     proc = subprocess.Popen([sys.executable, "-c", "print('computing the pool predictions')"], stdout=subprocess.PIPE)
     jobs.worker_log(store, "tasks").write_bytes(proc.communicate()[0])  # the log a dead worker left
-    task_id = store.submit_task("evaluate", {}, "alice")
+    task_id = store.submit_task("evaluate", {}, ALICE)
     store.heartbeat(proc.pid, "tasks")
     assert store.claim_next_task(proc.pid)["id"] == task_id  # claimed by a process that is now gone
     assert jobs.reap_dead_workers(store, restart=False) == []  # no run ended, but the task is
@@ -135,7 +135,7 @@ def test_a_dead_workers_task_fails_with_the_cause_and_the_last_log_lines(store):
 
 
 def test_terminated_worker_marks_its_run_interrupted_itself(store, demo):
-    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), ALICE)
     wait_for(lambda: len(store.progress(rid)) >= 1, timeout=180)
     os.kill(store.run(rid)["worker_pid"], signal.SIGTERM)
     wait_for(lambda: _status(store, rid) != "running", timeout=60)
@@ -151,18 +151,18 @@ def test_disk_budget_refuses_a_run_before_writing_anything(store, demo, monkeypa
     monkeypatch.setattr(budget, "store_usage", lambda store: {"used": used, "budget": limit["budget"]})
     before = sorted(p.relative_to(store.home) for p in store.home.rglob("*") if p.is_file())
     with pytest.raises(UserError, match="this repair needs about .*disk budget"):
-        runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+        runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     assert store.runs(demo) == []
     assert not (store.artifacts / "runs").exists()
     after = sorted(p.relative_to(store.home) for p in store.home.rglob("*") if p.is_file())
     assert after == before  # nothing new on disk (the database files may grow in place)
     limit["budget"] = used + 2 * model_bytes + 2**20  # the counterexamples are a few KB
-    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     assert store.run(rid)["status"] == "queued"
 
 
 def test_queued_runs_resume_when_no_worker_is_alive(store, demo):
-    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     assert store.live_workers(queue="runs") == []
     assert runs.resume_queued(store) is True
     wait_for(lambda: _status(store, rid) == "done", timeout=300)
@@ -173,7 +173,7 @@ def test_a_task_error_keeps_its_message_key_across_the_worker(store):
     """A UserError raised in the task worker reaches the page with its English text, its message key
     and its parameters, so the page can show it in Japanese."""
     with pytest.raises(UserError) as caught:
-        jobs.compute(store, "alpha_preview", {"run_id": 0, "alpha": 2.0}, "alice")
+        jobs.compute(store, "alpha_preview", {"run_id": 0, "alpha": 2.0}, ALICE)
     assert "between 0 and 1" in str(caught.value)
     assert caught.value.key == "alpha_range" and caught.value.params == {"alpha": "2.0"}
     assert error_text(caught.value, "ja") == "強さ α は 0 から 1 の間にしてください（2.0 は範囲外です）"

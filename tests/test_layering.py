@@ -77,12 +77,20 @@ def test_no_pages_folder_beside_app_py():
     old-style multipage app until st.navigation has run once, so the first page URL typed or reloaded
     after a server start ran the page file alone, without app.py (no sidebar, no language)."""
     assert not (ROOT / "pages").exists()
-    assert len(list((ROOT / "views").glob("*.py"))) == 5
+    assert {f.stem for f in (ROOT / "views").glob("*.py")} == {
+        "model",
+        "counterexamples",
+        "tune",
+        "review",
+        "history",
+        "admin",
+        "signin",  # the sign-in form app.py draws while nobody is signed in
+    }
 
 
 def test_pages_and_app_never_import_torch():
     files = [ROOT / "app.py", *sorted((ROOT / "views").glob("*.py"))]
-    assert len(files) == 6
+    assert len(files) == 8
     heavy = {"torch", "torchvision", "safetensors"}
     offenders = [str(f.relative_to(ROOT)) for f in files if _roots(_imports(f)) & heavy]
     assert offenders == []
@@ -174,15 +182,18 @@ def test_no_imports_inside_functions():
 PAGE_PROCESS = """
 import json, sys
 from streamlit.testing.v1 import AppTest
-from core.app import projects
+from core.app import accounts, projects
 
 store = projects.get_store()
-pid = projects.open_demo(store, "layering-test")
+admin = accounts.create_user(store, None, "layering-admin", "layering-Secret-1", accounts.ROLES)
+pid = projects.open_demo(store, admin)
 seen = {}
 at = AppTest.from_file("app.py", default_timeout=600)
 at.session_state["lang"] = "en"
+at.session_state["auth_token"] = accounts.sign_in(store, "layering-admin", "layering-Secret-1")
 at.run()
-for page in [None, "views/model.py", "views/counterexamples.py", "views/tune.py", "views/review.py", "views/history.py"]:
+pages = ["model", "counterexamples", "tune", "review", "history", "admin"]
+for page in [None, *(f"views/{p}.py" for p in pages)]:
     if page:
         at.switch_page(page)
     at.run()
@@ -205,7 +216,7 @@ def test_page_process_never_loads_torch(tmp_path):
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(seen) == {
         "app.py",
-        *(f"views/{p}.py" for p in ("model", "counterexamples", "tune", "review", "history")),
+        *(f"views/{p}.py" for p in ("model", "counterexamples", "tune", "review", "history", "admin")),
     }
     for page, info in seen.items():
         assert info["exceptions"] == [], page

@@ -13,6 +13,7 @@ from core.app.store import Store
 from core.errors import UserError
 from core.formats.datasets import load_dataset, write_manifest_dataset
 from tests.conftest import TINY_CLASSES, make_images
+from tests.wb_helpers import ALICE, BOB
 
 
 @pytest.fixture()
@@ -25,7 +26,7 @@ def project(tmp_path):
     attrs[4] = "blue"
     splits = ["val" if i >= 10 else None for i in range(12)]
     root = write_manifest_dataset(tmp_path / "eval", make_images(12), labels, attrs, splits)
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     mid = store.add_model(pid, "base", "m", tmp_path, {"class_names": TINY_CLASSES}, {})
     did = store.add_dataset(pid, "eval", "plain", root, "sha", 12)
     store.set_project(pid, base_model_id=mid, active_model_id=mid, eval_dataset_id=did)
@@ -60,7 +61,7 @@ def _manifest(path) -> list[dict]:
 def test_naming_makes_a_new_version_records_and_audits_it(project):
     store, pid, old, root = project
     before = (root / "manifest.csv").read_bytes()
-    done = naming.name_group(store, pid, 3, "  red \n corner ", "bob")
+    done = naming.name_group(store, pid, 3, "  red \n corner ", BOB)
     assert done["name"] == "red corner" and (done["named"], done["kept"]) == (2, 1)
     new = store.project(pid)["eval_dataset_id"]
     assert new == done["dataset_id"] != old
@@ -79,11 +80,11 @@ def test_naming_makes_a_new_version_records_and_audits_it(project):
     assert len(ds) == 12 and store.dataset(new)["n_items"] == 12 and len(store.dataset(new)["sha256"]) == 64
     # recorded, audited, and shown as named from now on
     (row,) = store.named_groups(pid)
-    assert (row["name"], row["group_id"], row["label"], row["created_by"]) == ("red corner", 3, "dog", "bob")
+    assert (row["name"], row["group_id"], row["label"], row["created_by"]) == ("red corner", 3, "dog", BOB)
     assert (row["dataset_id"], row["new_dataset_id"], row["n_named"], row["n_kept"]) == (old, new, 2, 1)
     assert row["paths"] == [f"images/img_{i:05d}.png" for i in (1, 4, 7)]
     event = store.audit_events(pid)[-1]
-    assert event["action"] == "group_named" and event["actor"] == "bob"
+    assert event["action"] == "group_named" and event["actor"] == BOB
     assert event["detail"]["name"] == "red corner" and event["detail"]["kept_attribute"] == 1
     assert (event["detail"]["from_dataset_id"], event["detail"]["dataset_id"]) == (old, new)
     (g,) = suspects.project_groups(store, pid, compute=False)  # discovery carried over to the new version
@@ -95,18 +96,18 @@ def test_naming_makes_a_new_version_records_and_audits_it(project):
 def test_bad_names_change_nothing(project, name, message):
     store, pid, old, _ = project
     with pytest.raises(UserError, match=message):
-        naming.name_group(store, pid, 3, name, "bob")
+        naming.name_group(store, pid, 3, name, BOB)
     with pytest.raises(UserError, match="no suspected group 9"):
-        naming.name_group(store, pid, 9, "x", "bob")
+        naming.name_group(store, pid, 9, "x", BOB)
     assert store.project(pid)["eval_dataset_id"] == old and store.named_groups(pid) == []
     assert store.audit_events(pid) == []
 
 
 def test_naming_twice_keeps_the_first_name(project):
     store, pid, _, _ = project
-    naming.name_group(store, pid, 3, "red corner", "bob")
+    naming.name_group(store, pid, 3, "red corner", BOB)
     with pytest.raises(UserError, match="already has an attribute"):
-        naming.name_group(store, pid, 3, "blue corner", "bob")
+        naming.name_group(store, pid, 3, "blue corner", BOB)
     assert [r["name"] for r in store.named_groups(pid)] == ["red corner"]
 
 

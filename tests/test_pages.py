@@ -15,10 +15,12 @@ from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import (
+    ALICE,
     FAST_RUN,
     label_top,
     no_attribute_project,
     seed_demo_cache,
+    sign_in_app,
     wait_for,
     zip_folder_bytes,
 )
@@ -40,9 +42,12 @@ def store(home):
     return projects.get_store(home)
 
 
-def _app(page: str | None = None, lang: str = "en") -> AppTest:
+def _app(page: str | None = None, lang: str = "en", user: str | None = "mia") -> AppTest:
+    """The app as ``user`` (signed in with their password; None: signed out) on ``page``."""
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["lang"] = lang
+    if user:
+        sign_in_app(at, projects.get_store(), user)
     at.run()
     if page:
         at.switch_page(page)
@@ -71,7 +76,7 @@ def test_model_page_opens_the_demo_and_shows_the_bias(home, store):
 
 
 def test_model_page_in_japanese(home, store):
-    projects.open_demo(store, "alice")
+    projects.open_demo(store, ALICE)
     at = _app(lang="ja")
     text = _texts(at)
     assert "モデル：どこに偏りがあるか" in text and "の画像では" in text
@@ -144,7 +149,7 @@ def test_a_core_upload_error_reads_in_japanese(home, store):
 
 
 def test_eval_upload_through_the_page(home, store, demo_dir):
-    pid = uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "mine.zip", "alice")
+    pid = uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "mine.zip", ALICE)
     at = _app()
     assert "Upload an evaluation set" in _texts(at)
     at.file_uploader(key="up_eval").set_value(("bad.zip", b"PK\x03\x04broken", "application/zip")).run()
@@ -174,7 +179,7 @@ def test_weights_file_and_form_make_a_project(home, store, demo_dir):
 
 
 def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     at = _app("views/counterexamples.py")
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
     at.file_uploader(key="up_single").set_value([("mine.png", png, "image/png")]).run()
@@ -190,7 +195,7 @@ def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
 
 
 def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     at = _app("views/counterexamples.py")
     assert "Quick labelling" in _texts(at)
     top = pool.candidates(store, pid)[0]
@@ -215,7 +220,7 @@ def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
 
 
 def test_tune_page_starts_watches_and_cancels(home, store):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 4)
     at = _app("views/tune.py")
     assert at.toggle(key="tune_auto").value is False
@@ -236,7 +241,7 @@ def test_tune_page_starts_watches_and_cancels(home, store):
 
 
 def test_tune_page_builds_settings_for_every_method(home, store):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 2)
     at = _app("views/tune.py")
     for name, _ in runs.method_choices():
@@ -251,13 +256,13 @@ def test_tune_page_builds_settings_for_every_method(home, store):
 
 def _finished_run(store, pid) -> int:
     label_top(store, pid, 8)
-    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     execute_run(store, store.claim_next_run(os.getpid()))
     return rid
 
 
 def test_review_page_verdict_approve_and_roll_back(home, store):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     rid = _finished_run(store, pid)
     at = _app("views/review.py")
     assert not at.exception
@@ -280,7 +285,7 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
 
 
 def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatch):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     rid = _finished_run(store, pid)
     monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
     at = _app("views/review.py")
@@ -292,7 +297,7 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
 def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, store, lang):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     v = runs.verdict(runs.run_metrics(store, rid))
     assert v["kind"] == "mixed" and v["worse_groups"][0]["name"] == "two · red"
@@ -308,7 +313,7 @@ def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, st
 
 
 def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     at = _app("views/review.py")
     assert "In use now: the original model." in _texts(at)
@@ -335,7 +340,7 @@ def _card(at) -> str:
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
 def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store, lang):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     rid = _finished_run(store, pid)
     full = runs.run_metrics(store, rid)
     assert full["changed_predictions"] > 0
@@ -348,7 +353,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     # α = 0 is the old model: nothing changed, the card's new numbers are the old ones.
     slider.set_value(0.0).run()
     assert not at.exception, [e.value for e in at.exception]
-    zero = interpolation.preview(store, rid, 0.0, "alice")
+    zero = interpolation.preview(store, rid, 0.0, ALICE)
     assert zero["metrics"]["changed_predictions"] == 0 and zero["metrics"]["kept_decisions"] == 1.0
     assert zero["metrics"]["after"]["accuracy"] == full["before"]["accuracy"]
     assert at.get_by_key("alpha_save").proto.disabled
@@ -356,7 +361,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
 
     # α = 0.5: recomputed numbers in the card and the galleries, and a preview line.
     at.slider(key=f"alpha_{rid}").set_value(0.5).run()
-    half = interpolation.preview(store, rid, 0.5, "alice")["metrics"]
+    half = interpolation.preview(store, rid, 0.5, ALICE)["metrics"]
     assert 0 < half["changed_predictions"] < full["changed_predictions"]
     card_half = _card(at)
     assert card_half != card_full and summary.pct(half["after"]["accuracy"]) in card_half
@@ -380,6 +385,12 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     assert event["detail"]["run_id"] == new and event["detail"]["from_run"] == rid
     assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
     assert f"#{new}" in at.success[-1].value and "0.50" in at.success[-1].value
+    # mia saved it, so she started this run: the four-eyes rule leaves its approval to another approver.
+    next(b for b in at.button if b.label == translator(lang)("review_approve")).click().run()
+    assert store.run(new)["decision"] is None
+    assert any(e["action"] == "forbidden" and e["detail"].get("run_id") == new for e in store.audit_events())
+    at = _app("views/review.py", lang=lang, user="ann")
+    assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
     v = runs.verdict(runs.run_metrics(store, new))
     if v["kind"] == "flagged":
         at.checkbox(key="override").check()
@@ -390,7 +401,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
 
 
 def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store):
-    projects.open_demo(store, "alice")
+    projects.open_demo(store, ALICE)
     at = _app()
     smallest = next(m for m in at.metric if m.label == "Smallest group")
     assert int(smallest.value) > 10
@@ -398,7 +409,7 @@ def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store
 
 
 def test_history_page_lists_and_filters(home, store):
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 2)
     at = _app("views/history.py", lang="ja")
     assert "履歴" in _texts(at)
@@ -413,5 +424,7 @@ def test_pages_without_a_project_point_to_the_model_page(home):
     for page in ("views/counterexamples.py", "views/tune.py", "views/review.py"):
         at = _app(page)
         assert "Open the demo or upload a model first" in _texts(at)
-    at = _app("views/history.py")
-    assert "Nothing has happened yet." in _texts(at)
+    at = _app("views/history.py")  # no project yet: only the accounts' rows (made, signed in) are there
+    en = translator("en")
+    assert set(at.dataframe[0].value[en("history_col_what")]) == {en("action_user_created"), en("action_signed_in")}
+    assert "Nothing has happened yet." not in _texts(at)

@@ -32,6 +32,7 @@ from core.formats.datasets import dataset_from_zip_bytes, load_dataset, load_pix
 from core.formats.limits import MAX_CLASSES, setting
 from core.formats.meta import parse_meta_json
 from tests.conftest import TINY_CLASSES, TINY_META, make_images
+from tests.wb_helpers import ALICE
 
 GOOD_META = TINY_META
 JUNK_BYTES = 64 * 2**20  # zeros: a 64 MB member that deflates to about 64 KB
@@ -338,7 +339,7 @@ def test_failed_model_upload_leaves_no_staging_folder(tmp_path, tiny_bundle_dir,
         for name, data in files.items():
             zf.writestr(name, data)
     with pytest.raises(UserError, match="worker stopped"):
-        uploads.upload_model_zip(store, buf.getvalue(), "m.zip", "alice")
+        uploads.upload_model_zip(store, buf.getvalue(), "m.zip", ALICE)
     assert files_under(store.artifacts / "incoming") == {}
     assert list((store.artifacts / "incoming").iterdir()) == []
 
@@ -353,18 +354,18 @@ def noise_png(side: int, seed: int = 0) -> bytes:
 
 def test_disk_budget_refuses_an_upload_before_writing_anything(tmp_path, monkeypatch):
     store = Store(tmp_path / "home")
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     used = budget.store_usage(store)["used"]
     big = noise_png(700)  # ~1.4 MB of incompressible pixels
     monkeypatch.setenv("BIASREPAIR_STORE_BUDGET_MB", str(used // 2**20 + 1))
     before = files_under(store.home)
     with pytest.raises(UserError, match=r"photo\.png needs about 1\.\d MB.*disk budget \(BIASREPAIR_STORE_BUDGET_MB\)"):
-        uploads.upload_single_images(store, pid, [("photo.png", big)], "", "alice")
+        uploads.upload_single_images(store, pid, [("photo.png", big)], "", ALICE)
     assert store.datasets(pid) == []
     assert set(files_under(store.home)) == set(before)  # nothing new on disk (the database may grow)
     assert not [a for a in store.audit_events(pid) if a["action"] == "upload_images"]
     # A small image still fits.
-    assert uploads.upload_single_images(store, pid, [("small.png", noise_png(8))], "", "alice") == 1
+    assert uploads.upload_single_images(store, pid, [("small.png", noise_png(8))], "", ALICE) == 1
 
 
 def test_disk_budget_refuses_an_evaluation_zip_before_unpacking(tmp_path, tiny_dataset_dir, monkeypatch):
@@ -428,10 +429,10 @@ def test_an_evaluation_zip_is_read_from_an_open_file(tiny_dataset_dir, tmp_path)
 
 def test_budget_refusal_is_translated_on_the_pages(tmp_path, monkeypatch):
     store = Store(tmp_path / "home")
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     monkeypatch.setenv("BIASREPAIR_STORE_BUDGET_MB", "1")
     with pytest.raises(budget.BudgetError) as refused:
-        uploads.upload_single_images(store, pid, [("写真.png", noise_png(700))], "", "alice")
+        uploads.upload_single_images(store, pid, [("写真.png", noise_png(700))], "", ALICE)
     ja = budget.explain(refused.value, translator("ja"))
     assert "写真.png" in ja and "ディスク予算 1.0 MB" in ja and "BIASREPAIR_STORE_BUDGET_MB" in ja
     assert budget.explain(refused.value, translator("en")) == str(refused.value).replace(
@@ -444,13 +445,14 @@ def test_budget_refusal_is_translated_on_the_pages(tmp_path, monkeypatch):
 
 def test_single_uploads_are_capped_in_number(tmp_path, monkeypatch):
     store = Store(tmp_path / "home")
-    pid = store.create_project("p", "alice")
+    pid = store.create_project("p", ALICE)
     monkeypatch.setenv("BIASREPAIR_MAX_IMAGES", "2")
     assert (
-        uploads.upload_single_images(store, pid, [("a.png", noise_png(8, 1)), ("b.png", noise_png(8, 2))], "", "a") == 2
+        uploads.upload_single_images(store, pid, [("a.png", noise_png(8, 1)), ("b.png", noise_png(8, 2))], "", ALICE)
+        == 2
     )
     with pytest.raises(UserError, match="3 images, more than the limit of 2"):
-        uploads.upload_single_images(store, pid, [("c.png", noise_png(8, 3))], "", "alice")
+        uploads.upload_single_images(store, pid, [("c.png", noise_png(8, 3))], "", ALICE)
     assert store.datasets(pid, "uploads")[0]["n_items"] == 2
 
 
@@ -468,5 +470,5 @@ def test_a_model_that_cannot_be_saved_leaves_no_staging_folder(tmp_path, tiny_bu
     monkeypatch.setattr(compute, "save_bundle", disk_full)
     payload = {"staged": str(staged), "filename": "m.zip", "weights": "model.safetensors"}
     with pytest.raises(OSError, match="No space"):
-        compute.register_model(store, payload, "alice")
+        compute.register_model(store, payload, ALICE)
     assert files_under(store.artifacts) == {}  # neither the upload's nor the model's staging folder

@@ -17,6 +17,7 @@ from core.app.report import build_report
 from core.app.safe_text import md, plot_text
 from core.formats.meta import BundleMeta
 from tests.test_pages import APP
+from tests.wb_helpers import ALICE, sign_in_app
 
 HOSTILE = [
     "![](http://evil.example/pixel.png)",
@@ -135,14 +136,14 @@ def hostile_project(tmp_path, monkeypatch, tiny_bundle_dir):
     (staged / "model.json").write_text(json.dumps(meta.to_dict()))
     (staged / "model.safetensors").write_bytes((tiny_bundle_dir / "model.safetensors").read_bytes())
     payload = {"staged": str(staged), "filename": "[p](javascript:alert(1)).zip", "weights": "model.safetensors"}
-    pid = compute.register_model(store, payload, "alice")["project_id"]
+    pid = compute.register_model(store, payload, ALICE)["project_id"]
     yield store, pid
     jobs.stop_spawned_workers()
 
 
 def test_model_page_shows_hostile_names_as_plain_text(hostile_project, monkeypatch):
     store, pid = hostile_project
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = sign_in_app(AppTest.from_file(APP, default_timeout=120), store)
     at.session_state["project_id"] = pid
     at.run()
     assert not at.exception, [e.value for e in at.exception]

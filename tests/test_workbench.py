@@ -35,7 +35,17 @@ from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
 from core.formats.datasets import ImageDataset, Record, load_pixels
 from tests.run_fixtures import make_tradeoff_run
-from tests.wb_helpers import FAST_RUN, label_top, make_zip, no_attribute_project, pool_truth, seed_demo_cache
+from tests.wb_helpers import (
+    ALICE,
+    BOB,
+    FAST_RUN,
+    MIA,
+    label_top,
+    make_zip,
+    no_attribute_project,
+    pool_truth,
+    seed_demo_cache,
+)
 
 
 @pytest.fixture()
@@ -47,12 +57,12 @@ def store(tmp_path, demo_dir) -> Store:
 
 @pytest.fixture()
 def demo(store) -> int:
-    return projects.open_demo(store, "alice")
+    return projects.open_demo(store, ALICE)
 
 
 def _run_now(store, project_id, config=FAST_RUN) -> int:
     """Queue a run and execute it in this process (the worker process is tested in test_jobs)."""
-    rid = runs.submit_run(store, project_id, "cpt", dict(config), "alice", start_worker=False)
+    rid = runs.submit_run(store, project_id, "cpt", dict(config), ALICE, start_worker=False)
     claimed = store.claim_next_run(os.getpid())
     assert claimed["id"] == rid
     assert execute_run(store, claimed) == "done", store.run(rid)["error"]
@@ -66,7 +76,7 @@ def test_open_demo_evaluates_and_finds_the_bias(store, demo):
     assert 0 <= m["worst_group_accuracy"] < m["accuracy"]
     f = evaluation.finding(m)
     assert f["accuracy_pct"] < f["other_pct"]
-    assert projects.open_demo(store, "bob") == demo  # reused, labels and runs stay
+    assert projects.open_demo(store, BOB) == demo  # reused, labels and runs stay
     actions = [e["action"] for e in store.audit_events(demo)]
     assert actions[:4] == ["open_demo", "upload_model", "upload_eval", "upload_pool"]
     model_event = store.audit_events(demo)[1]["detail"]
@@ -93,25 +103,25 @@ def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
 def test_labels_relabel_remove_and_audit(store, demo):
     keys = label_top(store, demo, 3)
     names = projects.project_summary(store, demo)["class_names"]
-    pool.set_label(store, demo, keys[0], names[0], "bob")
-    pool.set_labels(store, demo, keys[1:], names[1], "bob")
-    pool.remove_label(store, demo, keys[2], "bob")
+    pool.set_label(store, demo, keys[0], names[0], BOB)
+    pool.set_labels(store, demo, keys[1:], names[1], BOB)
+    pool.remove_label(store, demo, keys[2], BOB)
     chosen = pool.chosen_set(store, demo)
     assert [(c["key"], c["label"]) for c in chosen] == [(keys[0], names[0]), (keys[1], names[1])]
     per_class, per_attr = pool.chosen_counts(store, demo)
     assert sum(per_class.values()) == sum(per_attr.values()) == 2
     with pytest.raises(UserError, match="unknown label"):
-        pool.set_label(store, demo, keys[0], "banana", "bob")
+        pool.set_label(store, demo, keys[0], "banana", BOB)
     actions = [e["action"] for e in store.audit_events(demo)]
     assert actions.count("label_added") == 3 and "label_changed" in actions and "label_removed" in actions
 
 
 def test_single_image_uploads_join_the_gallery(store, demo, demo_dir):
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
-    assert uploads.upload_single_images(store, demo, [("mine.png", png)], "red", "alice") == 1
+    assert uploads.upload_single_images(store, demo, [("mine.png", png)], "red", ALICE) == 1
     mine = [c for c in pool.candidates(store, demo) if c["source"] == "uploads"]
     assert len(mine) == 1 and mine[0]["attribute"] == "red"
-    pool.set_label(store, demo, mine[0]["key"], "seven", "alice")
+    pool.set_label(store, demo, mine[0]["key"], "seven", ALICE)
     assert pool.chosen_set(store, demo)[0]["label"] == "seven"
 
 
@@ -158,11 +168,11 @@ def test_bad_uploads_are_refused_clearly_and_keep_what_was_saved(store, demo, de
     kind, spec, message = BAD_UPLOADS[case]
     with pytest.raises(UserError, match=message):
         if kind == "model":
-            uploads.upload_model_zip(store, _bad_model_zip(demo_dir, spec), "bad.zip", "alice")
+            uploads.upload_model_zip(store, _bad_model_zip(demo_dir, spec), "bad.zip", ALICE)
         elif kind == "eval":
-            uploads.upload_eval_zip(store, demo, _eval_zip(demo_dir, spec), "bad.zip", "alice")
+            uploads.upload_eval_zip(store, demo, _eval_zip(demo_dir, spec), "bad.zip", ALICE)
         else:
-            uploads.upload_pool_zip(store, demo, make_zip(spec), "bad.zip", "alice")
+            uploads.upload_pool_zip(store, demo, make_zip(spec), "bad.zip", ALICE)
     after = (store.projects(), store.datasets(demo), pool.chosen_set(store, demo), store.project(demo))
     assert after == before
 
@@ -172,16 +182,16 @@ def test_pickled_module_and_oversized_zip_are_refused(store, demo, monkeypatch):
     torch.save(torch.nn.Linear(2, 2), buf)
     with pytest.raises(UserError, match="pickled objects"):
         uploads.upload_model_weights(
-            store, buf.getvalue(), "model.pt", "small_cnn", ["a", "b"], [3, 28, 28], [0, 0, 0], [1, 1, 1], "alice"
+            store, buf.getvalue(), "model.pt", "small_cnn", ["a", "b"], [3, 28, 28], [0, 0, 0], [1, 1, 1], ALICE
         )
     monkeypatch.setattr(uploads, "MAX_POOL_ZIP_BYTES", 1000)
     with pytest.raises(UserError, match="limit"):
-        uploads.upload_pool_zip(store, demo, make_zip({"a.png": b"\x00" * 5000}), "big.zip", "alice")
+        uploads.upload_pool_zip(store, demo, make_zip({"a.png": b"\x00" * 5000}), "big.zip", ALICE)
     assert len(store.projects()) == 1
 
 
 def test_uploading_a_bundle_and_an_eval_zip(store, demo_dir):
-    pid = uploads.upload_model_zip(store, make_zip(_bundle_files(demo_dir)), "mine.zip", "alice")
+    pid = uploads.upload_model_zip(store, make_zip(_bundle_files(demo_dir)), "mine.zip", ALICE)
     all_lines = (demo_dir / "eval" / "manifest.csv").read_text().splitlines()
     lines = all_lines[:1] + all_lines[1::12]  # a slice of about 330 images, both splits
     files = {"manifest.csv": "\n".join(lines).encode()}
@@ -189,7 +199,7 @@ def test_uploading_a_bundle_and_an_eval_zip(store, demo_dir):
         rel = line.split(",")[0]
         files[rel] = (demo_dir / "eval" / rel).read_bytes()
     eval_zip = make_zip(files)
-    uploads.upload_eval_zip(store, pid, eval_zip, "eval.zip", "alice")
+    uploads.upload_eval_zip(store, pid, eval_zip, "eval.zip", ALICE)
     m = evaluation.evaluate_active(store, pid)
     assert m["accuracy"] > 0 and m["groups"]
     events = store.audit_events(pid)
@@ -238,22 +248,22 @@ def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch)
     # A flagged run needs the override and a reason; force the verdict to flag it.
     monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)
     with pytest.raises(UserError, match="override"):
-        decisions.approve_run(store, rid, "Mia", "looks fine", "alice")
+        decisions.approve_run(store, rid, "looks fine", MIA)
     with pytest.raises(UserError, match="override"):
-        decisions.approve_run(store, rid, "Mia", "looks fine", "alice", override=True, reason=" ")
-    mid = decisions.approve_run(store, rid, "Mia", "ok for pilot", "alice", override=True, reason="pilot only")
+        decisions.approve_run(store, rid, "looks fine", MIA, override=True, reason=" ")
+    mid = decisions.approve_run(store, rid, "ok for pilot", MIA, override=True, reason="pilot only")
     project = store.project(demo)
     assert project["active_model_id"] == mid != project["base_model_id"]
 
-    data = decisions.export_bytes(store, rid)
-    decisions.record_export(store, rid, data, "alice")
+    data = decisions.export_bytes(store, rid, MIA)
+    decisions.record_export(store, rid, data, MIA)
     bundle = bundle_from_files(read_bundle_zip(data, "x.zip"), "x.zip")
     assert bundle.meta.class_names == projects.project_summary(store, demo)["class_names"]
 
-    decisions.rollback(store, demo, "alice")
+    decisions.rollback(store, demo, MIA)
     assert store.project(demo)["active_model_id"] == project["base_model_id"]
     with pytest.raises(UserError):
-        decisions.rollback(store, demo, "alice")
+        decisions.rollback(store, demo, MIA)
 
     pts = runs.tradeoff_points(store, demo)
     assert [p["run_id"] for p in pts] == [rid] and pts[0]["decision"] == "approved"
@@ -298,11 +308,11 @@ def test_report_is_self_contained(store, demo):
 
 def test_reject_and_cancel_queued(store, demo):
     label_top(store, demo, 2)
-    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), "alice", start_worker=False)
-    runs.cancel_run(store, rid, "alice")
+    rid = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    runs.cancel_run(store, rid, ALICE)
     assert store.run(rid)["status"] == "cancelled"
     assert store.claim_next_run(os.getpid()) is None
-    decisions.reject_run(store, rid, "not needed", "alice")
+    decisions.reject_run(store, rid, "not needed", MIA)
     assert store.run(rid)["decision"] == "rejected"
 
 
@@ -310,7 +320,7 @@ def test_methods_that_need_typical_images_get_the_pool(store, demo):
     label_top(store, demo, 4)
     unl = pool.unlabeled_pool(store, demo, limit=100)
     assert len(unl) == 100 and all(r.label == 0 for r in unl.records)
-    rid = runs.submit_run(store, demo, "last_layer", {"max_steps": 10, "min_steps": 2}, "alice", start_worker=False)
+    rid = runs.submit_run(store, demo, "last_layer", {"max_steps": 10, "min_steps": 2}, ALICE, start_worker=False)
     assert execute_run(store, store.claim_next_run(os.getpid())) == "done", store.run(rid)["error"]
     assert runs.run_metrics(store, rid)["method"] == "last_layer"
 
@@ -365,7 +375,7 @@ def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     old_eval = store.project(pid)["eval_dataset_id"]
     before = evaluation.evaluate_active(store, pid)
     assert {g["attribute"] for g in before["groups"]} == {"(none)"} and evaluation.finding(before) is None
-    naming.name_group(store, pid, top["id"], "red corner", "alice")
+    naming.name_group(store, pid, top["id"], "red corner", ALICE)
     m = evaluation.evaluate_active(store, pid)
     cell = next(g for g in m["groups"] if g["attribute"] == "red corner")
     assert (cell["label"], cell["count"]) == (top["label_name"], top["size"])
@@ -374,7 +384,7 @@ def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     assert store.evaluation(store.project(pid)["base_model_id"], old_eval)  # the old numbers stay
     truth = _demo_pool_truth(demo_dir)
     for c in pool.candidates(store, pid)[:8]:
-        pool.set_label(store, pid, c["key"], truth[c["path"]], "alice")
+        pool.set_label(store, pid, c["key"], truth[c["path"]], ALICE)
     rid = _run_now(store, pid)
     metrics = runs.run_metrics(store, rid)
     assert any(g["attribute"] == "red corner" for g in metrics["before"]["groups"])

@@ -14,7 +14,43 @@ import time
 import zipfile
 from pathlib import Path
 
+from core.app import accounts
+from core.app.accounts import User
+
 PARTS = ("model", "eval", "pool", "counterexamples", "reference")
+# The people the service-layer tests act as (core functions take a signed-in User, not a name).
+ALICE = User("alice", ["curator"])
+BOB = User("bob", ["curator"])
+MIA = User("mia", ["curator", "approver"])
+ANN = User("ann", ["approver"])
+ROOT_ADMIN = User("root", ["admin"])
+# Their accounts for the page and browser tests. Each password is distinctive, so a test can grep
+# the store, the logs and the audit rows for it (tests/test_accounts.py).
+PASSWORDS = {
+    "root": "root-Secret-7d41",
+    "alice": "alice-Secret-93fa",
+    "bob": "bob-Secret-0c5e",
+    "mia": "mia-Secret-b827",
+    "ann": "ann-Secret-4e19",
+}
+
+
+def make_accounts(store) -> None:
+    """The test accounts (root first, as the first-run admin; then the others, made by root)."""
+    if accounts.has_users(store):
+        return
+    accounts.create_user(store, None, "root", PASSWORDS["root"], ROOT_ADMIN.roles)
+    for u in (ALICE, BOB, MIA, ANN):
+        accounts.create_user(store, ROOT_ADMIN, u, PASSWORDS[u], u.roles)
+
+
+def sign_in_app(at, store, name: str = "mia"):
+    """Sign an AppTest in as ``name`` the way the sign-in form does: a session token for the password."""
+    make_accounts(store)
+    at.session_state["auth_token"] = accounts.sign_in(store, name, PASSWORDS[name])
+    return at
+
+
 FAST_RUN = {"strength": 1000.0, "max_steps": 30, "min_steps": 5}
 
 
@@ -33,7 +69,7 @@ def pool_truth(store, project_id: int) -> dict[str, str]:
         return {r["path"]: r["label"] for r in csv.DictReader(fh)}
 
 
-def label_top(store, project_id: int, n: int, actor: str = "tester") -> list[str]:
+def label_top(store, project_id: int, n: int, actor: User = ALICE) -> list[str]:
     """Label the n top-ranked candidates with their true labels; returns their keys."""
     from core.app import pool
 
@@ -86,7 +122,7 @@ def strip_attributes(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def no_attribute_project(store, demo_dir: Path, actor: str = "alice") -> int:
+def no_attribute_project(store, demo_dir: Path, actor: User = ALICE) -> int:
     """A project made through the upload services from the demo's model, its evaluation set and its
     pool with every attribute column stripped. Returns its id."""
     from core.app import uploads

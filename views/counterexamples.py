@@ -1,10 +1,19 @@
-"""Step 2, Counterexamples: find images the model gets wrong and label them. Every click is saved."""
+"""Step 2, Counterexamples: find images the model gets wrong and label them. Every click is saved.
+
+Several curators may label at once: each save says which label version this page showed, and a
+label someone changed since is not overwritten; the page shows who changed it and asks (keep theirs
+or overwrite). A fragment polls the store's label change count and redraws the page when someone
+else labels.
+"""
+
+import os
 
 import streamlit as st
 
 from core.app import budget, evaluation, pool, projects, uploads
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
+from core.app.store import LabelConflict
 from core.errors import UserError
 
 PAGE_SIZE = 18
@@ -29,7 +38,7 @@ t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
-actor = st.session_state.get("actor") or "curator"
+actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
 
 st.title(t("ce_title"))
 st.html(STYLE)
@@ -43,11 +52,40 @@ class_names = summary["class_names"]
 st.write(t("ce_intro"))
 
 
-def _label(key: str, label: str) -> None:
+# How often the page looks for other curators' labels, in seconds ($BIASREPAIR_LABEL_REFRESH; 0: never).
+REFRESH_SECONDS = float(os.environ.get("BIASREPAIR_LABEL_REFRESH", "") or 3)
+
+
+def _seen(key: str) -> int:
+    """The label version of ``key`` this page last drew (0: unlabelled)."""
+    return st.session_state.get("label_seen", {}).get(key, 0)
+
+
+def _conflict(key: str, mine: str | None, exc: LabelConflict) -> None:
+    st.session_state.setdefault("label_conflicts", {})[key] = {
+        "mine": mine,
+        "theirs": exc.current,
+        "who": exc.changed_by,
+        "when": exc.changed_at,
+        "version": exc.version,
+    }
+
+
+def _save(key: str, label: str | None, version: int) -> None:
+    """Save ``label`` (None: remove it) over label version ``version``; a conflict is kept to ask about."""
     try:
-        pool.set_label(store, pid, key, label, actor)
+        if label is None:
+            pool.remove_label(store, pid, key, actor, expected_version=version)
+        else:
+            pool.set_label(store, pid, key, label, actor, expected_version=version)
+    except LabelConflict as exc:
+        _conflict(key, label, exc)
     except UserError as exc:
         st.session_state["flash"] = ("error", md(err(exc)))
+
+
+def _label(key: str, label: str) -> None:
+    _save(key, label, _seen(key))
 
 
 def _on_relabel(key: str, widget: str) -> None:
@@ -59,7 +97,11 @@ def _label_selected() -> None:
     label = st.session_state.get("bulk_label")
     if not keys or not label:
         return
-    pool.set_labels(store, pid, keys, label, actor)
+    before = len(st.session_state.get("label_conflicts", {}))
+    for k in keys:
+        _save(k, label, _seen(k))
+    if len(st.session_state.get("label_conflicts", {})) > before or "flash" in st.session_state:
+        return
     for k in keys:
         st.session_state[f"sel_{k}"] = False
     st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=md(label)))
@@ -86,8 +128,48 @@ with st.expander(t("ce_add_images")):
         except UserError as exc:
             st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
 
+changes_now = store.label_change_count(pid)
 with st.spinner(t("ce_ranking")):
     cands = pool.candidates(store, pid)
+# What this page shows now: the versions its saves are checked against.
+st.session_state["label_seen"] = {c["key"]: c["version"] for c in cands}
+
+
+@st.fragment(run_every=REFRESH_SECONDS or None)
+def _watch_labels() -> None:
+    """Redraw the page when the project's labels changed since it was drawn (another curator)."""
+    if store.label_change_count(pid) != changes_now:
+        st.rerun(scope="app")
+
+
+_watch_labels()
+conflicts = st.session_state.get("label_conflicts", {})
+if conflicts:
+    with st.container(border=True, key="label_conflict"):
+        files = {c["key"]: c["file"] for c in cands}
+        for key, c in conflicts.items():
+            pic, words = st.columns([1, 8], vertical_alignment="center")
+            if key in files:
+                pic.image(evaluation.thumbnail(files[key], 64))
+            words.warning(
+                t(
+                    "ce_conflict" if c["theirs"] else "ce_conflict_removed",
+                    who=md(c["who"]),
+                    theirs=md(c["theirs"] or ""),
+                    when=c["when"],
+                    mine=md(c["mine"] or t("ce_conflict_no_label")),
+                ),
+                icon="👥",
+            )
+        k1, k2 = st.columns(2)
+        if k1.button(t("ce_conflict_keep"), key="conflict_keep", icon="🤝"):
+            st.session_state["label_conflicts"] = {}
+            st.rerun()
+        if k2.button(t("ce_conflict_overwrite"), key="conflict_overwrite", icon="✍️"):
+            st.session_state["label_conflicts"] = {}
+            for key, c in conflicts.items():
+                _save(key, c["mine"], c["version"])
+            st.rerun()
 if not cands:
     st.info(t("ce_no_pool"))
     st.stop()
@@ -129,8 +211,7 @@ with chosen_col:
                 b.button(
                     t("ce_remove"),
                     key=f"rm_{c['key']}",
-                    on_click=pool.remove_label,
-                    args=(store, pid, c["key"], actor),
+                    on_click=lambda k=c["key"]: _save(k, None, _seen(k)),
                     icon="🗑️",
                 )
         st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")

@@ -18,8 +18,10 @@ scope = st.radio(
     format_func=lambda v: t(f"history_scope_{v}"),
     horizontal=True,
     key="history_scope",
-    disabled=pid is None,
+    disabled=pid is None or st.session_state["user"].demo,  # a demo session sees the demo's rows only
 )
+if st.session_state["user"].demo:
+    scope = "project"
 frame = history.history_frame(store, pid if scope == "project" and pid is not None else None)
 if frame.empty:
     st.info(t("history_empty"))

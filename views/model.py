@@ -11,7 +11,7 @@ t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
-actor = st.session_state.get("actor") or "curator"
+actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
 
 
 def _parse_numbers(text: str, kind=float) -> list:

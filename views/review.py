@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from core.app import charts, decisions, display, evaluation, interpolation, projects, runs, summary
+from core.app import accounts, charts, decisions, display, evaluation, interpolation, projects, runs, summary
 from core.app.i18n import error_translator, translator
 from core.app.report import build_report
 from core.app.safe_text import md
+from core.app.store import now_iso
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -13,7 +14,7 @@ err = error_translator(st.session_state.get("lang", "en"))
 lang = st.session_state.get("lang", "en")
 store = projects.get_store()
 pid = st.session_state.get("project_id")
-actor = st.session_state.get("actor") or "curator"
+actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
 
 st.title(t("review_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
@@ -212,7 +213,11 @@ if alpha < 1.0:
 a_col, r_col = st.columns(2)
 with a_col, st.form("approve_form"):
     st.markdown(f"**{t('review_approve_title')}**")
-    approver = st.text_input(t("review_approver"), value=actor, key="approver")
+    st.caption(t("review_approve_as", name=md(actor)))
+    behind = decisions.responsible(store, run)
+    if actor in behind["started"] + behind["labelled"]:
+        relaxed_now = accounts.four_eyes_relaxed(store)
+        st.caption(t("review_four_eyes_relaxed_you" if relaxed_now else "review_four_eyes_you"))
     comment = st.text_area(t("review_comment"), key="approve_comment")
     override, reason = False, ""
     if v["kind"] == "flagged":
@@ -221,7 +226,7 @@ with a_col, st.form("approve_form"):
         reason = st.text_area(t("review_override_reason"), key="override_reason")
     if st.form_submit_button(t("review_approve"), type="primary", icon="✅"):
         try:
-            decisions.approve_run(store, run_id, approver, comment, actor, override=override, reason=reason)
+            decisions.approve_run(store, run_id, comment, actor, override=override, reason=reason)
             st.session_state["review_msg"] = ("approve", "success", t("review_approved", run=run_id))
             st.rerun()
         except UserError as exc:
@@ -231,14 +236,17 @@ with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
     reject_comment = st.text_area(t("review_comment"), key="reject_comment")
     if st.form_submit_button(t("review_reject"), icon="✋"):
-        decisions.reject_run(store, run_id, reject_comment, actor)
-        st.session_state["review_msg"] = ("reject", "info", t("review_rejected", run=run_id))
-        st.rerun()
+        try:
+            decisions.reject_run(store, run_id, reject_comment, actor)
+            st.session_state["review_msg"] = ("reject", "info", t("review_rejected", run=run_id))
+            st.rerun()
+        except UserError as exc:
+            st.error(md(err(exc)))
     show_message("reject")
 
 
 def _export() -> bytes:
-    data = decisions.export_bytes(store, run_id)
+    data = decisions.export_bytes(store, run_id, actor)
     decisions.record_export(store, run_id, data, actor)
     return data
 
@@ -250,7 +258,10 @@ def _report() -> bytes:
             when=display.local_time(e["ts"], st.context.timezone),
             who=e["actor"],
             action=t(f"action_{e['action']}"),
-            detail=e["detail"].get("comment", ""),
+            detail=" ".join(
+                [e["detail"].get("comment", "")]
+                + ([t("report_four_eyes_relaxed")] if e["detail"].get("four_eyes") == "relaxed" else [])
+            ).strip(),
         )
         for e in store.audit_events(pid)
         if (e["detail"].get("run_id") == run_id and e["action"] in ("approved", "rejected", "exported"))
@@ -260,6 +271,7 @@ def _report() -> bytes:
             and e["detail"].get("from_model_id") == run["repaired_model_id"]
         )
     ]
+    decision_lines.append(t("report_made_by", who=actor, when=now_iso()))
     # The report is of the run itself (α = 1), whatever strength the slider previews.
     rv = runs.verdict(run_m)
     words = summary.verdict_text(rv, t, auto_strength=auto_strength)
@@ -296,9 +308,14 @@ e1.download_button(
     key="export",
     on_click="ignore",  # the audit row is written when the file is produced; no rerun needed
     icon="📦",
-    disabled=run["decision"] != "approved",
+    disabled=run["decision"] != "approved" or actor.demo or not actor.can("approver"),
     help=t("review_export_help"),
 )
+if actor.demo or not actor.can("approver"):
+    e1.caption(t("review_export_needs_approver_demo" if actor.demo else "review_export_needs_approver"))
+elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):
+    relaxed = a["detail"].get("four_eyes") == "relaxed"
+    e1.caption(t("review_approved_by_relaxed" if relaxed else "review_approved_by", name=md(a["actor"]), when=a["ts"]))
 e2.download_button(
     t("review_report"),
     data=_report,

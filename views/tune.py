@@ -18,7 +18,7 @@ t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
 pid = st.session_state.get("project_id")
-actor = st.session_state.get("actor") or "curator"
+actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
 
 st.title(t("tune_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
@@ -231,7 +231,13 @@ def live_panel(run_id: int, was_active: bool) -> None:
     if p["history"]:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
     if status in ("queued", "running", "preparing"):
-        st.button(t("tune_cancel"), key=f"cancel_{run_id}", on_click=runs.cancel_run, args=(store, run_id, actor))
+        st.button(
+            t("tune_cancel"),
+            key=f"cancel_{run_id}",
+            on_click=runs.cancel_run,
+            args=(store, run_id, actor),
+            disabled=not actor.can("curator"),
+        )
     if was_active and not runs.active_runs(store, pid):
         st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":

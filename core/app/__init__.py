@@ -1,7 +1,8 @@
 """The workbench's services: everything a page does, over the SQLite store and the artifacts folder.
 
 Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``suspects``, ``naming``, ``pool``, ``runs``,
-``decisions``, ``history``, ``interpolation`` (one per section of the workbench), ``store``, ``budget`` (the
+``decisions``, ``history``, ``interpolation`` (one per section of the workbench), ``accounts`` (who is
+signed in, roles, the four-eyes setting), ``store``, ``budget`` (the
 store's disk budget), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work), ``charts``,
 ``report``, ``display`` (local times, readable numbers) and ``i18n``. Worker-side modules, which load models:
 ``worker`` (the process that runs repairs and tasks), ``rayruns`` (its repairs as Ray tasks, with

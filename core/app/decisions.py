@@ -2,34 +2,77 @@
 
 Approving makes the run's repaired model the project's active model; a run the verdict flags needs
 an explicit override and a written reason. Rolling back makes the original model active again.
-Every decision is an audit row.
+Every decision is an audit row, made by the signed-in approver (:class:`core.app.accounts.User`).
+
+The four-eyes rule: whoever started a repair, or labelled most of its counterexamples, cannot approve
+it. An admin may relax the rule for a single-person pilot; an approval that needed the relaxation
+says so in its audit row (``four_eyes: "relaxed"``), and so in the history, the export's audit row
+and the report.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from core.app.accounts import User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
+from core.app.interpolation import interpolation_of
 from core.app.runs import run_metrics, verdict
 from core.app.store import Store
 from core.errors import UserError
 from core.formats.meta import bundle_zip_bytes, parse_meta_json, sha256_bytes
 
 
-def approve_run(
-    store: Store, run_id: int, approver: str, comment: str, actor: str, override: bool = False, reason: str = ""
-) -> int:
-    """Approve a finished run: its repaired model becomes the project's active model.
+def responsible(store: Store, run: dict) -> dict[str, list[str]]:
+    """Who is behind a run, for the four-eyes rule: ``started`` (who started it, and for a run saved
+    at a weaker strength also who started the run it came from) and ``labelled`` (whoever labelled
+    the most of its counterexamples, ties included; from the ``run_queued`` audit row)."""
+    started, labelled = [run["created_by"]], []
+    seen = set()
+    while run is not None and run["id"] not in seen:
+        seen.add(run["id"])
+        queued = store.one(
+            "SELECT detail_json FROM audit WHERE action = 'run_queued' AND project_id = ?"
+            " AND json_extract(detail_json, '$.run_id') = ?",
+            (run["project_id"], run["id"]),
+        )
+        if queued is not None:
+            counts = json.loads(queued["detail_json"]).get("labelled_by") or {}
+            top = max(counts.values(), default=0)
+            labelled = sorted(n for n, c in counts.items() if c == top and top > 0)
+            break
+        origin = interpolation_of(run)
+        run = store.run(origin["from_run"]) if origin else None
+        if run is not None and run["created_by"] not in started:
+            started.append(run["created_by"])
+    return {"started": started, "labelled": labelled}
 
-    A run the verdict flags can only be approved with ``override`` and a written ``reason``.
-    Returns the id of the repaired model.
+
+def approve_run(store: Store, run_id: int, comment: str, user: User, override: bool = False, reason: str = "") -> int:
+    """Approve a finished run as ``user`` (an approver): its repaired model becomes the project's
+    active model.
+
+    A run the verdict flags can only be approved with ``override`` and a written ``reason``. The
+    four-eyes rule applies unless an admin relaxed it. Returns the id of the repaired model.
     """
     run = store.run(run_id)
+    require(store, user, "approver", "approve", run["project_id"] if run else None)
     m = run_metrics(store, run_id)
     if run is None or m is None:
         raise UserError("only a finished run can be approved", "approve_unfinished")
-    if not approver.strip():
-        raise UserError("write the approver's name", "approver_name")
+    who = responsible(store, run)
+    conflict = str(user) in who["started"] or str(user) in who["labelled"]
+    relaxed = conflict and four_eyes_relaxed(store)
+    if conflict and not relaxed:
+        part = "started" if str(user) in who["started"] else "labelled most of the counterexamples of"
+        store.audit(user, "forbidden", run["project_id"], attempted="approve", run_id=run_id, four_eyes=part)
+        raise UserError(
+            f"{user} {part} repair #{run_id}, so another approver must approve it (four-eyes rule)",
+            "four_eyes",
+            user=str(user),
+            run=run_id,
+        )
     v = verdict(m)
     if v["kind"] == "flagged" and not (override and reason.strip()):
         raise UserError(
@@ -53,11 +96,14 @@ def approve_run(
     store.set_run(run_id, decision="approved", repaired_model_id=mid)
     store.set_project(run["project_id"], active_model_id=mid)
     store.audit(
-        actor,
+        user,
         "approved",
         run["project_id"],
         run_id=run_id,
-        approver=approver.strip(),
+        approver=str(user),
+        four_eyes="relaxed" if relaxed else "kept",
+        started_by=who["started"],
+        labelled_by=who["labelled"],
         comment=comment.strip(),
         verdict=v["kind"],
         override=bool(override and v["kind"] == "flagged"),
@@ -67,12 +113,13 @@ def approve_run(
     return mid
 
 
-def reject_run(store: Store, run_id: int, comment: str, actor: str) -> None:
+def reject_run(store: Store, run_id: int, comment: str, actor: User) -> None:
     """Reject a run. If it had been approved and its repair is the active model, the original model
     becomes active again (a rejected repair is never the model in use)."""
     run = store.run(run_id)
     if run is None:
         raise UserError(f"run {run_id} does not exist")
+    require(store, actor, "approver", "reject", run["project_id"])
     store.set_run(run_id, decision="rejected")
     store.audit(actor, "rejected", run["project_id"], run_id=run_id, comment=comment.strip())
     p = store.project(run["project_id"])
@@ -88,8 +135,9 @@ def reject_run(store: Store, run_id: int, comment: str, actor: str) -> None:
         )
 
 
-def rollback(store: Store, project_id: int, actor: str) -> None:
+def rollback(store: Store, project_id: int, actor: User) -> None:
     """Make the base model active again (the repair stays on record and can be approved again)."""
+    require(store, actor, "approver", "roll_back", project_id)
     p = store.project(project_id)
     if p["active_model_id"] == p["base_model_id"]:
         raise UserError("the original model is already the active one", "already_original")
@@ -97,9 +145,10 @@ def rollback(store: Store, project_id: int, actor: str) -> None:
     store.audit(actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"])
 
 
-def export_bytes(store: Store, run_id: int) -> bytes:
-    """The repaired (merged) model of a run as a bundle zip."""
+def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
+    """The repaired (merged) model of a run as a bundle zip, for an approver."""
     run = store.run(run_id)
+    require(store, actor, "approver", "export", run["project_id"] if run else None)
     model_dir = Path(run["out_dir"]) / "model"
     if not (model_dir / "model.safetensors").is_file():
         raise UserError("this run has no merged model to export", "no_export")
@@ -108,11 +157,37 @@ def export_bytes(store: Store, run_id: int) -> bytes:
     return bundle_zip_bytes(model_dir)
 
 
-def record_export(store: Store, run_id: int, data: bytes, actor: str) -> None:
+def approval(store: Store, run_id: int) -> dict | None:
+    """The audit row of the run's latest approval (who approved, when, and whether the four-eyes
+    rule was relaxed for it), or None if it was never approved."""
     run = store.run(run_id)
-    store.audit(actor, "exported", run["project_id"], run_id=run_id, sha256=sha256_bytes(data), bytes=len(data))
+    rows = [
+        e
+        for e in store.audit_events(run["project_id"])
+        if e["action"] == "approved" and e["detail"].get("run_id") == run_id
+    ]
+    return rows[-1] if rows else None
 
 
-def record_report(store: Store, run_id: int, data: bytes, actor: str) -> None:
+def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
+    """The audit row of an export, naming who exported and who approved the model and when."""
     run = store.run(run_id)
+    require(store, actor, "approver", "export", run["project_id"])
+    a = approval(store, run_id)
+    store.audit(
+        actor,
+        "exported",
+        run["project_id"],
+        run_id=run_id,
+        sha256=sha256_bytes(data),
+        bytes=len(data),
+        approved_by=a["actor"] if a else None,
+        approved_at=a["ts"] if a else None,
+        four_eyes=a["detail"].get("four_eyes") if a else None,
+    )
+
+
+def record_report(store: Store, run_id: int, data: bytes, actor: User) -> None:
+    run = store.run(run_id)
+    require(store, actor, None, "report", run["project_id"])
     store.audit(actor, "report", run["project_id"], run_id=run_id, sha256=sha256_bytes(data))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.runs import run_metrics
 from core.app.store import Store
 from core.errors import UserError
@@ -95,8 +96,9 @@ def prefetch(store: Store, run_id: int, actor: str) -> bool:
     return True
 
 
-def save_as_run(store: Store, run_id: int, alpha: float, actor: str) -> int:
-    """Save the run at strength α as a new finished run; returns its id."""
+def save_as_run(store: Store, run_id: int, alpha: float, actor: User) -> int:
+    """Save the run at strength α as a new finished run (a curator's action); returns its id."""
+    require(store, actor, "curator", "save_alpha", store.run(run_id)["project_id"])
     a = snap(alpha)
     if a in (0.0, 1.0):
         raise UserError(

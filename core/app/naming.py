@@ -27,6 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
+from core.app.accounts import User, require
 from core.app.evaluation import dataset_at
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -84,10 +85,11 @@ def _write_version(dest: Path, root: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def name_group(store: Store, project_id: int, group_id: int, name: str, actor: str) -> dict:
+def name_group(store: Store, project_id: int, group_id: int, name: str, actor: User) -> dict:
     """Name suspected group ``group_id`` of the project's current discovery: a new evaluation set
     version where its images without an attribute have ``name`` as their attribute (see the module
     docstring). Returns ``{"dataset_id", "named", "kept", "name"}``."""
+    require(store, actor, "curator", "name_group", project_id)
     name = clean_name(name)
     s = project_summary(store, project_id)
     p = s["project"]

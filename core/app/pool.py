@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.evaluation import evaluate_model_on, reported_rows
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -103,14 +104,16 @@ def candidates(store: Store, project_id: int, actor: str = "curator") -> list[di
     unreliable the model's answer is on evaluation images with the same attribute
     (:func:`_attribute_ranking`). Without them, it follows the discovery suggestions
     (:func:`_discovery_ranking`): pool images near a suspected group that the model probably gets
-    wrong first. Each entry says which ranking placed it (``ranking``). Pool labels, if the upload
-    had any, are never used here.
+    wrong first. Each entry says which ranking placed it (``ranking``) and carries its label's
+    ``version`` (0: never labelled), which a page passes back to :func:`set_label` so that it never
+    saves over a label it has not seen. Pool labels, if the upload had any, are never used here.
     """
     s = project_summary(store, project_id)
     if not s["active_model"]:
         return []
     base = store.model(s["base_model_id"])
     chosen = {(c["dataset_id"], c["item_path"]): c["label"] for c in store.labels(project_id)}
+    versions = store.label_versions(project_id)
     pools = pool_datasets(store, project_id)
     items_of = {d["id"]: read_items(items_file(store, d["id"])) for d in pools}
     out = []
@@ -127,6 +130,7 @@ def candidates(store: Store, project_id: int, actor: str = "curator") -> list[di
                     "predicted": s["class_names"][int(pred[i])],
                     "confidence": float(conf[i]),
                     "label": chosen.get((d["id"], it["path"])),
+                    "version": versions.get((d["id"], it["path"]), 0),
                     "source": d["role"],
                     "group": None,
                     "group_label": None,
@@ -218,30 +222,39 @@ def _item_attribute(store: Store, dataset_id: int, path: str) -> str:
     raise UserError(f"image {path} is not in the pool")
 
 
-def set_label(store: Store, project_id: int, key: str, label: str, actor: str) -> None:
-    """Choose a pool image as a counterexample with ``label`` (or relabel it). Saved at once."""
+def set_label(
+    store: Store, project_id: int, key: str, label: str, actor: User, expected_version: int | None = None
+) -> None:
+    """Choose a pool image as a counterexample with ``label`` (or relabel it). Saved at once.
+
+    ``expected_version`` is the label version the caller's page showed (a candidate's ``version``);
+    if someone changed the label since, :class:`core.app.store.LabelConflict` says who, to what and
+    when, and nothing is written. Saving over it deliberately passes the conflict's ``version``."""
+    require(store, actor, "curator", "label", project_id)
     s = project_summary(store, project_id)
     if label not in s["class_names"]:
         raise UserError(f"unknown label {label!r} (classes: {', '.join(s['class_names'])})")
     did, path = _split_key(key)
     attr = _item_attribute(store, did, path)
-    prev = store.set_label(project_id, did, path, label, attr or None, actor)
+    prev = store.set_label(project_id, did, path, label, attr or None, actor, expected_version)
     if prev == label:
         return
     action = "label_added" if prev is None else "label_changed"
     store.audit(actor, action, project_id, image=path, dataset_id=did, label=label, previous=prev)
 
 
-def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor: str) -> int:
+def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor: User) -> int:
     """Label several images at once; returns how many."""
     for k in keys:
         set_label(store, project_id, k, label, actor)
     return len(keys)
 
 
-def remove_label(store: Store, project_id: int, key: str, actor: str) -> None:
+def remove_label(store: Store, project_id: int, key: str, actor: User, expected_version: int | None = None) -> None:
+    """Take an image out of the counterexamples (``expected_version`` as in :func:`set_label`)."""
+    require(store, actor, "curator", "label", project_id)
     did, path = _split_key(key)
-    prev = store.remove_label(project_id, did, path)
+    prev = store.remove_label(project_id, did, path, actor, expected_version)
     if prev is not None:
         store.audit(actor, "label_removed", project_id, image=path, dataset_id=did, label=prev)
 

@@ -11,6 +11,7 @@ import functools
 from pathlib import Path
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.store import Store, home_dir
 from core.errors import UserError
 
@@ -51,8 +52,10 @@ def project_summary(store: Store, project_id: int) -> dict:
     }
 
 
-def open_demo(store: Store, actor: str) -> int:
+def open_demo(store: Store, actor: User) -> int:
     """The demo project, built and evaluated the first time (by the task worker) and reused after,
     so labels and runs made on it stay. Two tabs pressing the button at once get the same project:
-    the task worker handles one task at a time and reuses the project the first one made."""
+    the task worker handles one task at a time and reuses the project the first one made. Anyone
+    signed in may open it, the demo session included."""
+    require(store, actor, None, "open_demo")
     return int(jobs.compute(store, "open_demo", {}, actor)["project_id"])

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
@@ -45,11 +46,13 @@ def method_schema(method: str) -> list[dict]:
     return config_schema(method)
 
 
-def submit_run(store: Store, project_id: int, method: str, config: dict, actor: str, start_worker: bool = True) -> int:
+def submit_run(store: Store, project_id: int, method: str, config: dict, actor: User, start_worker: bool = True) -> int:
     """Queue a repair of the project's base model on the chosen counterexamples. ``config`` is the
     method's settings (``strength`` may be ``"auto"``); they are checked into a typed run request here,
     before anything is saved. The counterexamples are copied into the run's folder, so later label
-    edits do not change a queued run."""
+    edits do not change a queued run. The audit row records who labelled how many of them, for the
+    four-eyes rule (:func:`core.app.decisions.responsible`)."""
+    require(store, actor, "curator", "start_run", project_id)
     s = project_summary(store, project_id)
     if not s["active_model"]:
         raise UserError("open the demo or upload a model first", "need_model")
@@ -110,10 +113,18 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         method=method,
         config=request.settings(),
         counterexamples=len(chosen),
+        labelled_by=_labelled_by(chosen),
     )
     if start_worker:
         jobs.ensure_worker(store)
     return run_id
+
+
+def _labelled_by(chosen: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in chosen:
+        counts[c["by"]] = counts.get(c["by"], 0) + 1
+    return counts
 
 
 def _file_bytes(path: str) -> int:
@@ -134,9 +145,10 @@ def resume_queued(store: Store) -> bool:
     return True
 
 
-def cancel_run(store: Store, run_id: int, actor: str) -> None:
+def cancel_run(store: Store, run_id: int, actor: User) -> None:
     """Ask a run to stop. A queued run is cancelled at once; a running one within about a second."""
     run = store.run(run_id)
+    require(store, actor, "curator", "cancel_run", run["project_id"] if run else None)
     if run is None or run["status"] not in ("queued", "running"):
         return
     store.set_run(run_id, cancel_requested=1)

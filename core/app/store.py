@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.errors import UserError
+
 HOME_ENV = "BIASREPAIR_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO_ROOT / ".workbench"
@@ -167,8 +169,48 @@ CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit
 WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE INDEX IF NOT EXISTS audit_project ON audit(project_id, id);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    demo INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS label_versions (
+    project_id INTEGER NOT NULL,
+    dataset_id INTEGER NOT NULL,
+    item_path TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    changed_by TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, dataset_id, item_path)
+);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
 """
+
+
+class LabelConflict(UserError):
+    """A label changed since the page that saves over it loaded it: who changed it, to what (None:
+    removed), when, and its version now (pass that version to save over it deliberately)."""
+
+    def __init__(self, current: str | None, changed_by: str, changed_at: str, version: int):
+        what = f"labelled it {current}" if current is not None else "removed its label"
+        super().__init__(
+            f"{changed_by} {what} at {changed_at}, after this page loaded it",
+            "label_conflict",
+            who=changed_by,
+            label=current if current is not None else "—",
+            when=changed_at,
+        )
+        self.current, self.changed_by, self.changed_at, self.version = current, changed_by, changed_at, version
 
 
 def now_iso() -> str:
@@ -419,15 +461,50 @@ class Store:
         return rows
 
     # ---- counterexamples -------------------------------------------------------------------
+    # Every label write (set or remove) raises the image's version in label_versions, which outlives a
+    # removed label; a writer that says which version it saw is refused when it is not the current one.
+    @staticmethod
+    def _label_state(con: sqlite3.Connection, key: tuple, expected_version: int | None) -> tuple[str | None, int]:
+        prev = con.execute(
+            "SELECT label FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?", key
+        ).fetchone()
+        ver = con.execute(
+            "SELECT version, changed_by, changed_at FROM label_versions WHERE project_id=? AND dataset_id=?"
+            " AND item_path=?",
+            key,
+        ).fetchone()
+        version = ver["version"] if ver else 0
+        if expected_version is not None and expected_version != version:
+            raise LabelConflict(prev["label"] if prev else None, ver["changed_by"], ver["changed_at"], version)
+        return (prev["label"] if prev else None), version
+
+    @staticmethod
+    def _bump_label_version(con: sqlite3.Connection, key: tuple, version: int, actor: str) -> None:
+        con.execute(
+            "INSERT INTO label_versions (project_id, dataset_id, item_path, version, changed_by, changed_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (project_id, dataset_id, item_path) DO UPDATE SET"
+            " version = excluded.version, changed_by = excluded.changed_by, changed_at = excluded.changed_at",
+            (*key, version + 1, actor, now_iso()),
+        )
+
     def set_label(
-        self, project_id: int, dataset_id: int, item_path: str, label: str, attribute: str | None, actor: str
+        self,
+        project_id: int,
+        dataset_id: int,
+        item_path: str,
+        label: str,
+        attribute: str | None,
+        actor: str,
+        expected_version: int | None = None,
     ) -> str | None:
-        """Label one pool image; returns the previous label (None if it was not chosen yet)."""
+        """Label one pool image; returns the previous label (None if it was not chosen yet). With
+        ``expected_version`` (the version the caller saw; 0: never labelled), raises
+        :class:`LabelConflict` instead of writing if the label changed since."""
+        key = (project_id, dataset_id, item_path)
         with self.connect() as con:
-            prev = con.execute(
-                "SELECT label FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?",
-                (project_id, dataset_id, item_path),
-            ).fetchone()
+            prev, version = self._label_state(con, key, expected_version)
+            if prev != label:
+                self._bump_label_version(con, key, version, actor)
             con.execute(
                 "INSERT INTO counterexamples (project_id, dataset_id, item_path, label, attribute, created_at,"
                 " created_by) VALUES (?,?,?,?,?,?,?) ON CONFLICT (project_id, dataset_id, item_path)"
@@ -435,19 +512,32 @@ class Store:
                 " created_by = excluded.created_by",
                 (project_id, dataset_id, item_path, label, attribute, now_iso(), actor),
             )
-        return prev["label"] if prev else None
+        return prev
 
-    def remove_label(self, project_id: int, dataset_id: int, item_path: str) -> str | None:
+    def remove_label(
+        self, project_id: int, dataset_id: int, item_path: str, actor: str = "", expected_version: int | None = None
+    ) -> str | None:
+        """Remove one image's label; returns it (None: it had none). ``expected_version`` as in set_label."""
+        key = (project_id, dataset_id, item_path)
         with self.connect() as con:
-            prev = con.execute(
-                "SELECT label FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?",
-                (project_id, dataset_id, item_path),
-            ).fetchone()
-            con.execute(
-                "DELETE FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?",
-                (project_id, dataset_id, item_path),
-            )
-        return prev["label"] if prev else None
+            prev, version = self._label_state(con, key, expected_version)
+            if prev is not None:
+                self._bump_label_version(con, key, version, actor or "unknown")
+            con.execute("DELETE FROM counterexamples WHERE project_id=? AND dataset_id=? AND item_path=?", key)
+        return prev
+
+    def label_versions(self, project_id: int) -> dict[tuple[int, str], int]:
+        """The current version of every image label of the project ever written, by (dataset id, path)."""
+        rows = self.query(
+            "SELECT dataset_id, item_path, version FROM label_versions WHERE project_id = ?", (project_id,)
+        )
+        return {(r["dataset_id"], r["item_path"]): r["version"] for r in rows}
+
+    def label_change_count(self, project_id: int) -> int:
+        """A number that grows with every label change of the project: cheap to poll for "has someone
+        else labelled something?"."""
+        row = self.one("SELECT COALESCE(SUM(version), 0) AS n FROM label_versions WHERE project_id = ?", (project_id,))
+        return int(row["n"])
 
     def labels(self, project_id: int) -> list[dict]:
         return self.query(

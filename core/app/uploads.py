@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
+from core.app.accounts import User, require
 from core.app.budget import check_budget
 from core.app.evaluation import evaluate_active
 from core.app.pool import items_file, read_items, write_items
@@ -118,6 +119,7 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
     """Write an upload's files into a fresh staging folder, have the task worker check and register
     them, and remove the staging folder however that ends (the worker removes it too, but a worker
     that dies, or a write that fails half-way, must not leave it behind)."""
+    require(store, actor, "curator", "upload")
     check_budget(store, sum(len(d) for d in raw_files.values()), filename)
     digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in raw_files.values())).hexdigest()
     staging = store.artifact_dir("incoming") / f"model_{digest[:16]}"
@@ -135,7 +137,7 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def upload_model_zip(store: Store, raw: bytes, filename: str, actor: str) -> int:
+def upload_model_zip(store: Store, raw: bytes, filename: str, actor: User) -> int:
     """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
     files = read_bundle_zip(raw, filename)
     parse_meta_json(files["model.json"])  # a bad model.json is refused here, before anything is staged
@@ -181,12 +183,13 @@ def upload_model_weights(
     return _register_staged(store, files, filename, weights, actor)
 
 
-def upload_eval_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str) -> int:
+def upload_eval_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: User) -> int:
     """Attach a labelled evaluation set (zip: its bytes, or better the uploaded file itself, which is
     then read in chunks) to a project and evaluate the active model on it."""
     summary = project_summary(store, project_id)
     if not summary["active_model"]:
         raise UserError("upload a model first, then its evaluation set", "eval_needs_model")
+    require(store, actor, "curator", "upload", project_id)
     staging = store.artifact_dir("incoming") / f"eval_{source_sha256(raw)[:16]}"
     try:
         if staging.exists():
@@ -208,23 +211,24 @@ def upload_eval_zip(store: Store, project_id: int, raw: ZipSource, filename: str
     return did
 
 
-def upload_pool_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str) -> int:
+def upload_pool_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: User) -> int:
     """Attach a pool of candidate images (a zip of PNG/JPEG; an optional manifest.csv may give each
     image an ``attribute``; labels in it are ignored). Every image is checked before saving."""
     return _upload_images_zip(store, project_id, raw, filename, actor, "pool")
 
 
-def upload_reference_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str) -> int:
+def upload_reference_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: User) -> int:
     """Attach reference images: typical images as the model meets them in use, without labels (same
     zip format as a pool). The repair keeps the old model's answers on them (the function-space
     anchor) and estimates kept decisions from them; they are never part of the reported numbers."""
     return _upload_images_zip(store, project_id, raw, filename, actor, "reference")
 
 
-def _upload_images_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: str, role: str) -> int:
+def _upload_images_zip(store: Store, project_id: int, raw: ZipSource, filename: str, actor: User, role: str) -> int:
     """Members are unpacked one at a time, in chunks, from the upload straight to a staging folder,
     and each image is checked from disk: memory holds one chunk and one image, not the whole zip's
     contents."""
+    require(store, actor, "curator", "upload", project_id)
     with ZipReader(raw, filename) as zf:
         members = list(zf.members)
         attrs: dict[str, str] = {}
@@ -283,6 +287,7 @@ def upload_single_images(
 ) -> int:
     """Add single images to the project's 'my uploads' pool. All are checked first; none is saved if
     one is bad. Returns how many were added."""
+    require(store, actor, "curator", "upload", project_id)
     if not files:
         return 0
     for name, data in files:

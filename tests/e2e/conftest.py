@@ -1,7 +1,8 @@
 """Browser end-to-end fixtures: a real ``streamlit run app.py`` server and Debian's chromium.
 
 The server runs on a free port with its own temporary ``BIASREPAIR_HOME`` (its demo cache seeded
-from the session's demo build), and is stopped afterwards. Chromium is driven by playwright with
+from the session's demo build, the test accounts of tests/wb_helpers.py made), and is stopped
+afterwards. ``sign_in`` fills the sign-in form as a person would. Chromium is driven by playwright with
 the system binary; nothing is downloaded. Screenshots go to ``tests/artifacts/``.
 """
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.wb_helpers import seed_demo_cache
+from core.app.store import Store
+from tests.wb_helpers import PASSWORDS, make_accounts, seed_demo_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -42,8 +44,9 @@ def free_port() -> int:
 class Server:
     """One ``streamlit run app.py`` process; can be stopped and started again on the same home."""
 
-    def __init__(self, home: Path, log_dir: Path):
+    def __init__(self, home: Path, log_dir: Path, env: dict[str, str] | None = None):
         self.home = home
+        self.env = env or {}
         self.log_dir = log_dir
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -54,7 +57,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> None:
-        env = dict(os.environ, BIASREPAIR_HOME=str(self.home), PYTHONPATH=str(ROOT))
+        env = dict(os.environ, BIASREPAIR_HOME=str(self.home), PYTHONPATH=str(ROOT), **self.env)
         self.starts += 1
         log = open(self.log_dir / f"server{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
@@ -105,6 +108,7 @@ class Server:
 def server(tmp_path, demo_dir):
     home = tmp_path / "home"
     seed_demo_cache(home, demo_dir)
+    make_accounts(Store(home))
     srv = Server(home, tmp_path)
     srv.start()
     yield srv
@@ -129,6 +133,22 @@ def page(browser):
     pg.set_default_timeout(60_000)
     yield pg
     ctx.close()
+
+
+def sign_in(page, name: str, password: str | None = None) -> None:
+    """Sign in through the form (shown on any page while signed out); waits for the signed-in page."""
+    settle(page)
+    page.locator(".st-key-signin_name input").fill(name)
+    page.locator(".st-key-signin_password input").fill(password or PASSWORDS[name])
+    page.locator(".st-key-signin_password input").press("Enter")
+    page.locator(".st-key-sign_out").wait_for()
+    settle(page)
+
+
+def sign_out(page) -> None:
+    page.locator(".st-key-sign_out button").click()
+    page.locator(".st-key-signin_name").wait_for()
+    settle(page)
 
 
 def shot(page, name: str) -> Path:

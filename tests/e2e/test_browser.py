@@ -11,7 +11,7 @@ from core.app import pool, projects, runs
 from core.app.store import Store
 from core.formats.bundle import bundle_from_files
 from core.formats.meta import read_bundle_zip, sha256_bytes
-from tests.e2e.conftest import ARTIFACTS, settle, shot
+from tests.e2e.conftest import ARTIFACTS, settle, shot, sign_in, sign_out
 from tests.wb_helpers import make_zip, pool_truth, wait_for, zip_folder_bytes
 
 PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
@@ -25,11 +25,13 @@ def _nav(page, name: str, wait_text: str) -> None:
 
 
 def _open_demo(page, server) -> tuple[Store, int]:
+    """Open the demo from the sign-in page, in demo mode (no account)."""
     page.goto(server.url)
     settle(page)
     page.get_by_role("button", name="Open the demo").click()
     page.get_by_text("On images marked").wait_for()
     settle(page)
+    assert page.get_by_text("Demo mode: you can label and start repairs").count() == 1
     store = Store(server.home)
     return store, store.projects()[0]["id"]
 
@@ -97,6 +99,15 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     _nav(page, "4 · Review", "Rules used:")
     m = runs.run_metrics(store, run["id"])
     shot(page, "4_review_en")
+    # The demo session cannot approve; an approver signs in (the demo session started the run, so
+    # the four-eyes rule lets any approver approve it).
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("the demo session cannot do this").wait_for()
+    settle(page)
+    assert store.run(run["id"])["decision"] is None
+    sign_out(page)
+    sign_in(page, "mia")
+    page.get_by_text("Rules used:").wait_for()
     page.locator(".st-key-approve_comment textarea").fill("Fixes the tag shortcut; fine for the pilot.")
     if runs.verdict(m)["kind"] == "flagged":
         page.get_by_text("I understand the risk and approve anyway").click()
@@ -105,6 +116,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     page.get_by_text("Repair #1 approved").wait_for()
     settle(page)
     assert store.run(run["id"])["decision"] == "approved"
+    page.get_by_text("Approved by mia at ").wait_for()
 
     with page.expect_download() as dl:
         page.get_by_role("button", name="Export the repaired model").click()
@@ -126,9 +138,12 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     offline.close()
 
     _nav(page, "5 · History", "Download as CSV")
-    actions = [e["action"] for e in store.audit_events(pid)]
+    events = store.audit_events(pid)
+    actions = [e["action"] for e in events]
     for needed in ("open_demo", "upload_model", "upload_eval", "upload_pool", "run_queued", "run_done"):
         assert needed in actions
+    who = {e["action"]: e["actor"] for e in events}
+    assert (who["label_added"], who["run_queued"], who["approved"], who["exported"]) == ("demo", "demo", "mia", "mia")
     assert actions.count("label_added") == 8
     assert {"approved", "exported", "report"} <= set(actions)
     page.get_by_text(f"{len(actions)} of {len(actions)} entries").wait_for()
@@ -187,7 +202,7 @@ def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp
     eval_zip.write_bytes(make_zip(files))
 
     page.goto(server.url)
-    settle(page)
+    sign_in(page, "alice")
     _upload(page, "up_bundle", bundle_zip, "Load this model")
     page.get_by_text("Model my_model.zip loaded and checked.").wait_for()
     settle(page)
@@ -197,8 +212,8 @@ def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp
     settle(page)
     shot(page, "upload_model_and_eval")
     store = Store(server.home)
-    events = store.audit_events()
-    assert [e["action"] for e in events] == ["upload_model", "upload_eval"]
+    events = [e for e in store.audit_events() if e["project_id"] is not None]  # not the sign-in rows
+    assert [(e["actor"], e["action"]) for e in events] == [("alice", "upload_model"), ("alice", "upload_eval")]
     assert events[0]["detail"]["sha256"]["model.safetensors"] == sha256_bytes(
         (demo_dir / "model" / "model.safetensors").read_bytes()
     )
@@ -212,7 +227,7 @@ def test_a_bad_upload_shows_a_readable_error(server, page, demo_dir, tmp_path):
     bad = tmp_path / "wrong_architecture.zip"
     bad.write_bytes(make_zip(files))
     page.goto(server.url)
-    settle(page)
+    sign_in(page, "alice")
     _upload(page, "up_bundle", bad, "Load this model")
     alert = page.get_by_text("That upload was not accepted: unknown architecture 'resnet9000'")
     alert.wait_for()
@@ -242,7 +257,10 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
     server.start()
     page.goto(server.url)
     settle(page)
+    # The browser's session ended with the server: the demo is opened again (the same project).
+    page.get_by_role("button", name="Open the demo").click()
     page.get_by_text("Where the model goes wrong").wait_for()
+    assert [p["id"] for p in store.projects()] == [pid]
     _nav(page, "2 · Counterexamples", "Your counterexamples (3)")
     _nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_text("This repair was interrupted because the server stopped").wait_for()

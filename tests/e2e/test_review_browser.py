@@ -20,9 +20,9 @@ from core.app import runs, summary
 from core.app.i18n import translator
 from core.app.store import Store
 from core.app.worker import execute_run
-from tests.e2e.conftest import ARTIFACTS, settle
+from tests.e2e.conftest import ARTIFACTS, settle, sign_in
 from tests.run_fixtures import make_tradeoff_run
-from tests.wb_helpers import FAST_RUN, label_top
+from tests.wb_helpers import ALICE, FAST_RUN, label_top
 
 VIEW = {"width": 1280, "height": 720}
 
@@ -80,7 +80,7 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     t = translator(lang)
     pg = small_page
     pg.goto(server.url)
-    settle(pg)
+    sign_in(pg, "mia")  # an approver (and curator): she approves below
     pg.get_by_role("button", name="Open the demo").click()
     pg.get_by_text("Where the model goes wrong").first.wait_for()
     settle(pg)
@@ -96,7 +96,7 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     worse = v["worse_groups"][0]
     assert worse["name"] == "two · red"
     pg.reload()
-    settle(pg)
+    sign_in(pg, "mia")  # a refresh asks for the password again (the token stays on the server)
     pg.get_by_text(t("metric_smallest_group")).first.wait_for()
     _shot(pg, f"page_1_model_{lang}")
     pg.get_by_text(t("metric_smallest_group")).first.scroll_into_view_if_needed()
@@ -228,7 +228,7 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server,
     store = Store(server.home)
     pid = store.projects()[0]["id"]
     label_top(store, pid, 8)
-    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), "alice", start_worker=False)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     assert execute_run(store, store.claim_next_run(os.getpid())) == "done"
     full = runs.run_metrics(store, rid)
     _nav(pg, t("nav_review"), t("review_changed_title"))

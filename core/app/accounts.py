@@ -1,0 +1,298 @@
+"""Accounts, roles, sessions and the four-eyes setting (docs/WORKBENCH.md, "Accounts and roles").
+
+Who is who: local accounts in the store's ``users`` table with argon2id password hashes
+(``argon2-cffi``: salted, slow, parameters stored in the hash). A person signs in with name and
+password and gets a session token; only the token's SHA-256 is stored, with an expiry
+(``$BIASREPAIR_SESSION_HOURS``, default 12 hours). The token stays on the server, in the Streamlit
+session, so a page refresh asks for the password again.
+
+Roles: ``curator`` uploads data, labels and starts repairs; ``approver`` reviews, approves,
+rejects, exports and rolls back; ``admin`` manages accounts and settings and may do everything.
+A :class:`User` is what the state-changing core functions take as ``actor``: it is the person's
+name (a ``str``, so audit rows and ``created_by`` columns record exactly that name) carrying its
+roles. :func:`require` is the one check: a missing role raises :class:`Forbidden` and writes a
+``forbidden`` audit row. A plain string is nobody: it holds no role.
+
+Demo mode: "Open the demo" without an account signs in a demo session (name ``demo``). It may
+label, start repairs and name groups on the demo project only; it can never approve or export.
+
+First run: with no account yet, the first account made is an admin, from the sign-in page's form
+or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server start.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from core.app.store import Store, now_iso
+from core.errors import UserError
+
+ROLES = ("curator", "approver", "admin")
+DEMO_NAME = "demo"
+MIN_PASSWORD = 8
+SESSION_HOURS_ENV = "BIASREPAIR_SESSION_HOURS"
+DEFAULT_SESSION_HOURS = 12.0
+ADMIN_USER_ENV = "BIASREPAIR_ADMIN_USER"
+ADMIN_PASSWORD_ENV = "BIASREPAIR_ADMIN_PASSWORD"
+RELAX_FOUR_EYES = "relax_four_eyes"
+
+# What a demo session may do, and only on the demo project.
+DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
+
+_hasher = PasswordHasher()
+
+
+@functools.cache
+def _nobody_hash() -> str:
+    """A hash no password matches, checked for an unknown name so that it takes as long as a known one."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+class User(str):
+    """A signed-in person: their name (what every audit row records) with their roles.
+
+    ``demo`` marks the demo session. Equal to, and hashable as, the plain name."""
+
+    roles: frozenset[str]
+    demo: bool
+
+    def __new__(cls, name: str, roles: Iterable[str] = (), demo: bool = False) -> User:
+        obj = super().__new__(cls, name)
+        obj.roles = frozenset(roles)
+        obj.demo = demo
+        return obj
+
+    def can(self, role: str) -> bool:
+        """Whether this person holds ``role`` (an admin holds every role)."""
+        return role in self.roles or "admin" in self.roles
+
+
+class Forbidden(UserError):
+    """An action the signed-in person's role does not allow."""
+
+
+def require(store: Store, user: object, role: str | None, action: str, project_id: int | None = None) -> User:
+    """Return ``user`` if they may do ``action`` (which needs ``role``; None: any signed-in person) on
+    ``project_id``; otherwise
+    write a ``forbidden`` audit row and raise :class:`Forbidden`. A demo session may only do
+    :data:`DEMO_ACTIONS`, and only on the demo project."""
+    ok = isinstance(user, User) and (role is None or user.can(role))
+    demo_refused = False
+    if isinstance(user, User) and user.demo:
+        p = store.project(project_id) if project_id is not None else None
+        on_demo = project_id is None if action == "open_demo" else bool(p and p["is_demo"])
+        ok = ok and action in DEMO_ACTIONS and on_demo
+        demo_refused = not ok
+    if ok:
+        return user
+    name = str(user) if isinstance(user, str) and user else "anonymous"
+    store.audit(name, "forbidden", project_id, attempted=action, needs=role, demo=demo_refused)
+    if demo_refused:
+        raise Forbidden(
+            f"the demo session cannot {action.replace('_', ' ')}: sign in with an account that may",
+            "forbidden_demo",
+            action=action,
+        )
+    if role is None:
+        raise Forbidden(f"sign in to {action.replace('_', ' ')}", "sign_in_needed", action=action)
+    raise Forbidden(
+        f"{name} may not {action.replace('_', ' ')}: that needs the {role} role", "forbidden", action=action, role=role
+    )
+
+
+# ---- passwords and accounts -----------------------------------------------------------------
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not re.fullmatch(r"[\w.@-]{1,64}", name):
+        raise UserError("a user name is 1–64 letters, digits or . _ @ -", "user_name")
+    if name.lower() == DEMO_NAME:
+        raise UserError(f"the name {DEMO_NAME!r} is kept for the demo session", "user_name_reserved", name=name)
+    return name
+
+
+def _check_password(password: str) -> str:
+    if len(password or "") < MIN_PASSWORD:
+        raise UserError(f"a password needs at least {MIN_PASSWORD} characters", "password_short", n=MIN_PASSWORD)
+    return password
+
+
+def _check_roles(roles: Iterable[str]) -> list[str]:
+    roles = [r for r in ROLES if r in set(roles)]
+    if not roles:
+        raise UserError(f"choose at least one role ({', '.join(ROLES)})", "roles_empty")
+    return roles
+
+
+def has_users(store: Store) -> bool:
+    return store.one("SELECT name FROM users LIMIT 1") is not None
+
+
+def users(store: Store) -> list[dict]:
+    """Every account: name, roles (a list), created_at, created_by. Never the hash."""
+    rows = store.query("SELECT name, roles, created_at, created_by FROM users ORDER BY name")
+    for r in rows:
+        r["roles"] = r["roles"].split(",")
+    return rows
+
+
+def create_user(store: Store, admin: User | None, name: str, password: str, roles: Iterable[str]) -> User:
+    """Make an account. The very first account needs no admin and must be an admin itself."""
+    name, roles = _check_name(name), _check_roles(roles)
+    _check_password(password)
+    first = not has_users(store)
+    if first:
+        if "admin" not in roles:
+            raise UserError("the first account must be an admin", "first_admin")
+        creator = name
+    else:
+        creator = require(store, admin, "admin", "manage_users")
+    if store.one("SELECT name FROM users WHERE name = ?", (name,)):
+        raise UserError(f"there is already an account named {name}", "user_exists", name=name)
+    store.execute(
+        "INSERT INTO users (name, password_hash, roles, created_at, created_by) VALUES (?,?,?,?,?)",
+        (name, _hasher.hash(password), ",".join(roles), now_iso(), str(creator)),
+    )
+    store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
+    return User(name, roles)
+
+
+def set_roles(store: Store, admin: User, name: str, roles: Iterable[str]) -> None:
+    require(store, admin, "admin", "manage_users")
+    roles = _check_roles(roles)
+    row = _user_row(store, name)
+    if "admin" not in roles and "admin" in row["roles"].split(",") and _admin_count(store) == 1:
+        raise UserError("keep at least one admin account", "last_admin")
+    store.execute("UPDATE users SET roles = ? WHERE name = ?", (",".join(roles), name))
+    store.audit(admin, "roles_changed", None, user=name, roles=roles, previous=row["roles"].split(","))
+
+
+def reset_password(store: Store, admin: User, name: str, password: str) -> None:
+    """Set a new password for an account; its open sessions end."""
+    require(store, admin, "admin", "manage_users")
+    _user_row(store, name)
+    _check_password(password)
+    store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
+    store.execute("DELETE FROM sessions WHERE user = ?", (name,))
+    store.audit(admin, "password_reset", None, user=name)
+
+
+def _user_row(store: Store, name: str) -> dict:
+    row = store.one("SELECT * FROM users WHERE name = ?", (name,))
+    if row is None:
+        raise UserError(f"there is no account named {name}", "user_unknown", name=name)
+    return row
+
+
+def _admin_count(store: Store) -> int:
+    return sum("admin" in r["roles"] for r in users(store))
+
+
+def ensure_admin_from_env(store: Store) -> bool:
+    """On a store without accounts, make the admin named by ``$BIASREPAIR_ADMIN_USER`` with
+    ``$BIASREPAIR_ADMIN_PASSWORD``. Returns whether it made one."""
+    name, password = os.environ.get(ADMIN_USER_ENV, "").strip(), os.environ.get(ADMIN_PASSWORD_ENV, "")
+    if not name or not password or has_users(store):
+        return False
+    create_user(store, None, name, password, ["admin", "approver", "curator"])
+    return True
+
+
+# ---- sessions ---------------------------------------------------------------------------------
+def session_hours() -> float:
+    raw = os.environ.get(SESSION_HOURS_ENV, "").strip()
+    try:
+        hours = float(raw) if raw else DEFAULT_SESSION_HOURS
+    except ValueError:
+        hours = DEFAULT_SESSION_HOURS
+    return hours if hours > 0 else DEFAULT_SESSION_HOURS
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_session(store: Store, name: str, demo: bool) -> str:
+    token = secrets.token_urlsafe(32)
+    store.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
+    store.execute(
+        "INSERT INTO sessions (token_sha256, user, demo, created_at, expires_at) VALUES (?,?,?,?,?)",
+        (_digest(token), name, int(demo), now_iso(), time.time() + 3600 * session_hours()),
+    )
+    return token
+
+
+def sign_in(store: Store, name: str, password: str) -> str:
+    """Check a name and password; return a new session token. A failure says nothing about which
+    of the two was wrong and is audited (with the name only)."""
+    name = (name or "").strip()
+    row = store.one("SELECT * FROM users WHERE name = ?", (name,))
+    try:
+        _hasher.verify(row["password_hash"] if row else _nobody_hash(), password or "")
+        if row is None:
+            raise VerificationError("no such user")
+    except (VerificationError, InvalidHashError):
+        store.audit(name or "anonymous", "sign_in_failed", None)
+        raise UserError("wrong name or password", "sign_in_failed") from None
+    if _hasher.check_needs_rehash(row["password_hash"]):
+        store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
+    store.audit(name, "signed_in", None)
+    return _new_session(store, name, demo=False)
+
+
+def demo_session(store: Store) -> str:
+    """A session for the demo mode (no account, curator rights on the demo project only)."""
+    store.audit(DEMO_NAME, "signed_in", None, demo=True)
+    return _new_session(store, DEMO_NAME, demo=True)
+
+
+def user_for(store: Store, token: str | None) -> User | None:
+    """The person a session token belongs to, with their current roles; None when the token is
+    unknown, expired or its account is gone."""
+    if not token:
+        return None
+    row = store.one("SELECT * FROM sessions WHERE token_sha256 = ?", (_digest(token),))
+    if row is None or row["expires_at"] < time.time():
+        return None
+    if row["demo"]:
+        return User(DEMO_NAME, ["curator"], demo=True)
+    account = store.one("SELECT roles FROM users WHERE name = ?", (row["user"],))
+    return User(row["user"], account["roles"].split(",")) if account else None
+
+
+def sign_out(store: Store, token: str | None) -> None:
+    user = user_for(store, token)
+    if token:
+        store.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_digest(token),))
+    if user is not None:
+        store.audit(user, "signed_out", None)
+
+
+# ---- settings ---------------------------------------------------------------------------------
+def setting(store: Store, key: str, default: str = "") -> str:
+    row = store.one("SELECT value FROM settings WHERE key = ?", (key,))
+    return row["value"] if row else default
+
+
+def four_eyes_relaxed(store: Store) -> bool:
+    """Whether an admin has relaxed the four-eyes rule (for a single-person pilot)."""
+    return setting(store, RELAX_FOUR_EYES) == "1"
+
+
+def set_four_eyes_relaxed(store: Store, admin: User, relaxed: bool) -> None:
+    require(store, admin, "admin", "change_settings")
+    if four_eyes_relaxed(store) == relaxed:
+        return
+    store.execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (RELAX_FOUR_EYES, "1" if relaxed else "0"),
+    )
+    store.audit(admin, "four_eyes_relaxed" if relaxed else "four_eyes_restored", None)

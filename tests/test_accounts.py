@@ -1,0 +1,470 @@
+"""Accounts, roles, sessions, demo mode and the four-eyes rule (core/app/accounts.py, decisions.py).
+
+The core functions are called as each role; the pages through AppTest with a real sign-in; the
+store file, the audit rows and the logs are searched for every password used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.app import accounts, decisions, jobs, naming, pool, projects, runs, uploads
+from core.app.accounts import Forbidden, User
+from core.app.i18n import translator
+from core.app.worker import execute_run
+from core.errors import UserError
+from tests.wb_helpers import (
+    ALICE,
+    ANN,
+    BOB,
+    FAST_RUN,
+    MIA,
+    PASSWORDS,
+    ROOT_ADMIN,
+    make_accounts,
+    pool_truth,
+    seed_demo_cache,
+    sign_in_app,
+    zip_folder_bytes,
+)
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture()
+def home(tmp_path, demo_dir, monkeypatch) -> Path:
+    h = tmp_path / "home"
+    seed_demo_cache(h, demo_dir)
+    monkeypatch.setenv("BIASREPAIR_HOME", str(h))
+    yield h
+    jobs.stop_spawned_workers()
+
+
+@pytest.fixture()
+def store(home):
+    s = projects.get_store(home)
+    make_accounts(s)
+    return s
+
+
+def _forbidden_rows(store) -> list[dict]:
+    return [e for e in store.audit_events() if e["action"] == "forbidden"]
+
+
+def _run(store, pid, starter: User, labellers: dict[User, int]) -> int:
+    """A finished repair started by ``starter`` on counterexamples labelled by ``labellers``
+    (how many each, in the gallery's order)."""
+    truth = pool_truth(store, pid)
+    top = [c for c in pool.candidates(store, pid) if c["label"] is None]
+    for who, n in labellers.items():
+        for c in top[:n]:
+            pool.set_label(store, pid, c["key"], truth[c["path"]], who)
+        top = top[n:]
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), starter, start_worker=False)
+    assert execute_run(store, store.claim_next_run(os.getpid())) == "done"
+    return rid
+
+
+# ---- accounts and sessions ------------------------------------------------------------------------
+def test_first_account_is_the_admin_and_only_an_admin_makes_more(home):
+    store = projects.get_store(home)
+    assert not accounts.has_users(store)
+    with pytest.raises(UserError, match="first account must be an admin"):
+        accounts.create_user(store, None, "ann", "long-enough-1", ["approver"])
+    root = accounts.create_user(store, None, "root", "long-enough-1", ["admin"])
+    assert root.can("approver") and root.can("curator")  # an admin may do everything
+    with pytest.raises(Forbidden):
+        accounts.create_user(store, None, "eve", "long-enough-2", ["admin"])  # not the first any more
+    with pytest.raises(Forbidden, match="needs the admin role"):
+        accounts.create_user(store, ALICE, "eve", "long-enough-2", ["admin"])
+    with pytest.raises(UserError, match="at least 8"):
+        accounts.create_user(store, root, "eve", "short", ["curator"])
+    with pytest.raises(UserError, match="letters, digits"):  # a name is shown in markdown: no link syntax
+        accounts.create_user(store, root, "[x](javascript:alert(1))", "long-enough-2", ["curator"])
+    with pytest.raises(UserError, match="kept for the demo"):
+        accounts.create_user(store, root, "Demo", "long-enough-2", ["curator"])
+    accounts.create_user(store, root, "eve", "long-enough-2", ["curator"])
+    with pytest.raises(UserError, match="already an account"):
+        accounts.create_user(store, root, "eve", "long-enough-3", ["curator"])
+    with pytest.raises(UserError, match="at least one admin"):
+        accounts.set_roles(store, root, "root", ["approver"])
+    accounts.set_roles(store, root, "eve", ["curator", "approver"])
+    assert {u["name"]: u["roles"] for u in accounts.users(store)} == {
+        "eve": ["curator", "approver"],
+        "root": ["admin"],
+    }
+    refused = _forbidden_rows(store)
+    assert [(e["actor"], e["detail"]["attempted"]) for e in refused] == [
+        ("anonymous", "manage_users"),
+        ("alice", "manage_users"),
+    ]
+
+
+def test_sign_in_sessions_expire_and_end(store, monkeypatch):
+    with pytest.raises(UserError, match="wrong name or password"):
+        accounts.sign_in(store, "alice", "not-her-password")
+    with pytest.raises(UserError, match="wrong name or password"):
+        accounts.sign_in(store, "nobody", "whatever-it-is")
+    token = accounts.sign_in(store, "alice", PASSWORDS["alice"])
+    user = accounts.user_for(store, token)
+    assert user == "alice" and user.roles == {"curator"} and not user.demo
+    # The store keeps only the token's hash.
+    assert store.one("SELECT * FROM sessions WHERE token_sha256 = ?", (token,)) is None
+    # A role change takes effect in the open session.
+    accounts.set_roles(store, ROOT_ADMIN, "alice", ["curator", "approver"])
+    assert accounts.user_for(store, token).can("approver")
+    # Expiry: the session lasts $BIASREPAIR_SESSION_HOURS.
+    monkeypatch.setenv(accounts.SESSION_HOURS_ENV, "0.5")
+    short = accounts.sign_in(store, "bob", PASSWORDS["bob"])
+    now = accounts.time.time()
+    monkeypatch.setattr(accounts.time, "time", lambda: now + 0.49 * 3600)
+    assert accounts.user_for(store, short) == "bob"
+    monkeypatch.setattr(accounts.time, "time", lambda: now + 0.51 * 3600)
+    assert accounts.user_for(store, short) is None
+    monkeypatch.undo()
+    accounts.sign_out(store, token)
+    assert accounts.user_for(store, token) is None
+    # A password reset ends the account's sessions.
+    again = accounts.sign_in(store, "mia", PASSWORDS["mia"])
+    accounts.reset_password(store, ROOT_ADMIN, "mia", "a-new-Secret-55")
+    assert accounts.user_for(store, again) is None
+    with pytest.raises(UserError):
+        accounts.sign_in(store, "mia", PASSWORDS["mia"])
+    assert accounts.user_for(store, accounts.sign_in(store, "mia", "a-new-Secret-55")) == "mia"
+    actions = [e["action"] for e in store.audit_events()]
+    assert actions.count("sign_in_failed") == 3 and "signed_out" in actions and "password_reset" in actions
+
+
+def test_admin_from_the_environment(home, monkeypatch):
+    store = projects.get_store(home)
+    monkeypatch.setenv(accounts.ADMIN_USER_ENV, "boss")
+    monkeypatch.setenv(accounts.ADMIN_PASSWORD_ENV, "boss-Secret-2024")
+    assert accounts.ensure_admin_from_env(store)
+    assert not accounts.ensure_admin_from_env(store)  # once only
+    assert accounts.user_for(store, accounts.sign_in(store, "boss", "boss-Secret-2024")).can("admin")
+
+
+# ---- roles in the core functions --------------------------------------------------------------------
+def test_every_state_change_checks_the_role(store, demo_dir):
+    pid = projects.open_demo(store, ALICE)
+    key = pool.candidates(store, pid)[0]["key"]
+    curator_only = [
+        lambda u: pool.set_label(store, pid, key, "seven", u),
+        lambda u: pool.remove_label(store, pid, key, u),
+        lambda u: runs.submit_run(store, pid, "cpt", dict(FAST_RUN), u, start_worker=False),
+        lambda u: naming.name_group(store, pid, 0, "red corner", u),
+        lambda u: uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "m.zip", u),
+        lambda u: uploads.upload_single_images(store, pid, [("a.png", b"x")], "", u),
+    ]
+    for call in curator_only:
+        with pytest.raises(Forbidden, match="needs the curator role"):
+            call(ANN)
+        with pytest.raises(Forbidden):
+            call("alice")  # a typed name is nobody
+    n = len(_forbidden_rows(store))
+    assert n == 2 * len(curator_only)
+    pool.set_label(store, pid, key, "seven", ALICE)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    assert execute_run(store, store.claim_next_run(os.getpid())) == "done"
+    approver_only = [
+        lambda u: decisions.approve_run(store, rid, "ok", u),
+        lambda u: decisions.reject_run(store, rid, "no", u),
+        lambda u: decisions.export_bytes(store, rid, u),
+        lambda u: decisions.record_export(store, rid, b"zip", u),
+        lambda u: decisions.rollback(store, pid, u),
+    ]
+    for call in approver_only:
+        with pytest.raises(Forbidden, match="needs the approver role"):
+            call(BOB)
+    assert store.run(rid)["decision"] is None
+    rows = _forbidden_rows(store)[n:]
+    assert [(e["actor"], e["detail"]["needs"]) for e in rows] == [("bob", "approver")] * len(approver_only)
+    for call in (
+        lambda u: accounts.set_roles(store, u, "bob", ["approver"]),
+        lambda u: accounts.reset_password(store, u, "bob", "long-enough-9"),
+        lambda u: accounts.set_four_eyes_relaxed(store, u, True),
+    ):
+        with pytest.raises(Forbidden, match="needs the admin role"):
+            call(MIA)
+    # The admin holds every role.
+    decisions.approve_run(store, rid, "admin approves", ROOT_ADMIN)
+    assert store.run(rid)["decision"] == "approved"
+
+
+# ---- the four-eyes rule -------------------------------------------------------------------------------
+def test_four_eyes_starter_and_main_labeller_cannot_approve_another_approver_can(store):
+    pid = projects.open_demo(store, MIA)
+    alice = User("alice", ["curator", "approver"])  # an approver too, to show the rule (not the role) stops her
+    bob = User("bob", ["curator", "approver"])
+    rid = _run(store, pid, starter=alice, labellers={bob: 5, alice: 3})
+    assert decisions.responsible(store, store.run(rid)) == {"started": ["alice"], "labelled": ["bob"]}
+    for who, what in ((alice, "started"), (bob, "labelled most")):
+        with pytest.raises(UserError, match="four-eyes") as exc:
+            decisions.approve_run(store, rid, "mine", who)
+        assert exc.value.key == "four_eyes"
+        row = _forbidden_rows(store)[-1]
+        assert row["actor"] == who and row["detail"]["four_eyes"].startswith(what)
+    assert store.run(rid)["decision"] is None
+    decisions.approve_run(store, rid, "checked by a second person", ANN)
+    approved = next(e for e in store.audit_events(pid) if e["action"] == "approved")
+    assert approved["actor"] == "ann" and approved["detail"]["four_eyes"] == "kept"
+    assert approved["detail"]["started_by"] == ["alice"] and approved["detail"]["labelled_by"] == ["bob"]
+    data = decisions.export_bytes(store, rid, ANN)
+    decisions.record_export(store, rid, data, ANN)
+    exported = store.audit_events(pid)[-1]
+    assert exported["action"] == "exported" and exported["actor"] == "ann"
+    assert exported["detail"]["approved_by"] == "ann" and exported["detail"]["approved_at"] == approved["ts"]
+
+
+def test_relaxed_four_eyes_is_audited_on_the_setting_and_the_approval(store):
+    pid = projects.open_demo(store, MIA)
+    rid = _run(store, pid, starter=MIA, labellers={MIA: 4})
+    with pytest.raises(UserError, match="four-eyes"):
+        decisions.approve_run(store, rid, "pilot", MIA)
+    accounts.set_four_eyes_relaxed(store, ROOT_ADMIN, True)
+    assert accounts.four_eyes_relaxed(store)
+    decisions.approve_run(store, rid, "single-person pilot", MIA)
+    approved = decisions.approval(store, rid)
+    assert approved["actor"] == "mia" and approved["detail"]["four_eyes"] == "relaxed"
+    decisions.record_export(store, rid, decisions.export_bytes(store, rid, MIA), MIA)
+    assert store.audit_events(pid)[-1]["detail"]["four_eyes"] == "relaxed"
+    accounts.set_four_eyes_relaxed(store, ROOT_ADMIN, False)
+    actions = [(e["actor"], e["action"]) for e in store.audit_events() if e["action"].startswith("four_eyes")]
+    assert actions == [("root", "four_eyes_relaxed"), ("root", "four_eyes_restored")]
+    # Relaxation never marks an approval that did not need it.
+    rid2 = _run(store, pid, starter=ALICE, labellers={ALICE: 2})
+    decisions.approve_run(store, rid2, "second person", ANN)
+    assert decisions.approval(store, rid2)["detail"]["four_eyes"] == "kept"
+
+
+# ---- demo mode ----------------------------------------------------------------------------------------
+def test_demo_session_labels_and_repairs_the_demo_only_and_never_approves(store, demo_dir):
+    demo_user = accounts.user_for(store, accounts.demo_session(store))
+    assert demo_user == "demo" and demo_user.demo
+    pid = projects.open_demo(store, demo_user)
+    rid = _run(store, pid, starter=demo_user, labellers={demo_user: 4})
+    assert store.run(rid)["created_by"] == "demo"
+    for call in (
+        lambda: decisions.approve_run(store, rid, "demo", demo_user),
+        lambda: decisions.export_bytes(store, rid, demo_user),
+        lambda: uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "m.zip", demo_user),
+    ):
+        with pytest.raises(Forbidden) as exc:
+            call()
+        assert exc.value.key in ("forbidden_demo", "forbidden")
+    other = uploads.upload_model_zip(store, zip_folder_bytes(demo_dir / "model"), "own.zip", ALICE)
+    with pytest.raises(Forbidden, match="demo session"):
+        runs.submit_run(store, other, "cpt", dict(FAST_RUN), demo_user, start_worker=False)
+    refused = [e for e in _forbidden_rows(store) if e["actor"] == "demo"]
+    assert [e["detail"]["attempted"] for e in refused] == ["approve", "export", "upload", "start_run"]
+    assert store.run(rid)["decision"] is None
+
+
+# ---- pages ---------------------------------------------------------------------------------------------
+def _texts(at) -> str:
+    parts = []
+    for kind in ("title", "markdown", "caption", "info", "warning", "error", "success", "subheader"):
+        parts += [str(e.value) for e in at.get(kind)]
+    return "\n".join(parts)
+
+
+def _review(store, user: str | None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["lang"] = "en"
+    if user:
+        sign_in_app(at, store, user)
+    at.run()
+    at.switch_page("views/review.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _click_approve(at) -> None:
+    next(b for b in at.button if b.label == "Approve").click().run()
+
+
+def test_first_run_form_makes_the_admin(home):
+    store = projects.get_store(home)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert "No account exists yet" in _texts(at) and not at.get("plotly_chart")
+    at.text_input(key="first_name").input("boss")
+    at.text_input(key="first_password").input("boss-Secret-2024")
+    at.text_input(key="first_password_again").input("boss-Secret-2024x")
+    at.button[0].click().run()
+    assert "the two passwords differ" in _texts(at) and not accounts.has_users(store)
+    at.text_input(key="first_password_again").input("boss-Secret-2024")
+    at.button[0].click().run()
+    assert "Signed in as **boss**" in _texts(at) and "No account exists yet" not in _texts(at)
+    assert accounts.users(store)[0]["roles"] == ["curator", "approver", "admin"]
+
+
+def test_every_page_needs_sign_in_and_a_wrong_password_is_refused(store):
+    projects.open_demo(store, ALICE)
+    review_title = translator("en")("review_title")
+    at = _review(store, None)
+    assert [t.value for t in at.title] == ["Sign in"]
+    at.text_input(key="signin_name").input("mia")
+    at.text_input(key="signin_password").input("wrong-password")
+    at.button[0].click().run()
+    assert "wrong name or password" in _texts(at)
+    at.text_input(key="signin_password").input(PASSWORDS["mia"])
+    at.button[0].click().run()
+    assert "Signed in as **mia**" in _texts(at)
+    assert [t.value for t in at.title] == [review_title]  # the page that was asked for
+    at.button(key="sign_out").click().run()
+    assert [t.value for t in at.title] == ["Sign in"] and "Signed in as" not in _texts(at)
+
+
+def test_curator_cannot_approve_on_the_page(store):
+    pid = projects.open_demo(store, ALICE)
+    rid = _run(store, pid, starter=BOB, labellers={BOB: 4})
+    at = _review(store, "alice")
+    _click_approve(at)
+    assert "needs the approver role" in _texts(at)
+    assert store.run(rid)["decision"] is None
+    assert _forbidden_rows(store)[-1]["actor"] == "alice"
+
+
+def test_starter_cannot_approve_own_run_on_the_page_another_approver_can(store):
+    pid = projects.open_demo(store, MIA)
+    rid = _run(store, pid, starter=MIA, labellers={ALICE: 4})
+    at = _review(store, "mia")
+    assert "You started this repair or labelled most of its counterexamples" in _texts(at)  # said before she tries
+    _click_approve(at)
+    assert "mia started repair" in _texts(at) and "another approver must approve it" in _texts(at)
+    assert store.run(rid)["decision"] is None
+    at = _review(store, "ann")
+    assert "You approve as ann." in _texts(at)
+    _click_approve(at)
+    assert store.run(rid)["decision"] == "approved" and "Repair #1 approved" in _texts(at)
+    assert decisions.approval(store, rid)["actor"] == "ann"
+    at.run()
+    assert any(c.startswith("Approved by ann at ") for c in (str(c.value) for c in at.caption))
+
+
+def test_demo_mode_is_marked_and_cannot_approve_or_export(store):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.button(key="open_demo").click().run()
+    assert not at.exception
+    assert "Demo mode" in _texts(at) and "On images marked" in _texts(at)
+    pid = store.projects()[0]["id"]
+    demo_user = accounts.user_for(store, at.session_state["auth_token"])
+    rid = _run(store, pid, starter=demo_user, labellers={demo_user: 4})
+    at.switch_page("views/review.py")
+    at.run()
+    _click_approve(at)
+    assert "the demo session cannot do this" in _texts(at)
+    assert store.run(rid)["decision"] is None
+    decisions.approve_run(store, rid, "approved by a real approver", ANN)
+    at.run()
+    assert at.get_by_key("export").proto.disabled  # Export stays off for the demo session
+    assert "Demo mode cannot export a model" in _texts(at)
+    assert [e["detail"]["attempted"] for e in _forbidden_rows(store) if e["actor"] == "demo"] == ["approve"]
+
+
+def test_admin_page_adds_an_account_and_relaxes_four_eyes(store):
+    at = AppTest.from_file(APP, default_timeout=120)
+    sign_in_app(at, store, "root")
+    at.run()
+    at.switch_page("views/admin.py")
+    at.run()
+    assert not at.exception
+    at.text_input(key="new_name").input("zoe")
+    at.text_input(key="new_password").input("zoe-Secret-3141")
+    at.multiselect(key="new_roles").set_value(["approver"])
+    next(b for b in at.button if b.label == "Add").click().run()
+    assert "Account zoe added." in _texts(at)
+    assert accounts.user_for(store, accounts.sign_in(store, "zoe", "zoe-Secret-3141")).roles == {"approver"}
+    at.button(key="four_eyes_toggle").click().run()
+    assert accounts.four_eyes_relaxed(store) and "now relaxed" in _texts(at)
+    events = [(e["actor"], e["action"]) for e in store.audit_events()]
+    assert ("root", "user_created") in events and ("root", "four_eyes_relaxed") in events
+
+
+# ---- passwords never written ---------------------------------------------------------------------------
+def test_passwords_never_reach_the_store_the_audit_or_the_logs(store, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(UserError):
+        accounts.sign_in(store, "alice", PASSWORDS["bob"])  # someone else's password, typed wrongly
+    accounts.sign_in(store, "mia", PASSWORDS["mia"])
+    accounts.reset_password(store, ROOT_ADMIN, "bob", "bob-Reset-77aa")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.text_input(key="signin_name").input("ann")
+    at.text_input(key="signin_password").input(PASSWORDS["ann"])
+    at.button[0].click().run()
+    assert "Signed in as **ann**" in _texts(at)
+    hashes = [r["password_hash"] for r in store.query("SELECT password_hash FROM users")]
+    assert hashes and all(h.startswith("$argon2id$") for h in hashes)
+    secrets = [*PASSWORDS.values(), "bob-Reset-77aa"]
+    files = [f for f in Path(store.home).rglob("*") if f.is_file() and f.suffix in ("", ".db", ".db-wal", ".log")]
+    files += [f for f in Path(store.home).glob("store.db*")]
+    audit = repr(store.audit_events())
+    logs = caplog.text
+    for pw in secrets:
+        for f in files:
+            assert pw.encode() not in f.read_bytes(), (pw, f)
+        assert pw not in audit and pw not in logs
+
+
+# ---- concurrent labels -------------------------------------------------------------------------------
+def test_label_versions_refuse_a_stale_save_and_say_who(store):
+    from core.app.store import LabelConflict
+
+    pid = projects.open_demo(store, ALICE)
+    key = pool.candidates(store, pid)[0]["key"]
+    count = store.label_change_count(pid)
+    pool.set_label(store, pid, key, "one", ALICE, expected_version=0)
+    assert store.label_change_count(pid) > count
+    seen = next(c for c in pool.candidates(store, pid) if c["key"] == key)["version"]
+    assert seen == 1
+    with pytest.raises(LabelConflict) as exc:  # bob's page still shows the image unlabelled
+        pool.set_label(store, pid, key, "zero", BOB, expected_version=0)
+    assert (exc.value.current, exc.value.changed_by, exc.value.version) == ("one", "alice", 1)
+    assert pool.chosen_set(store, pid)[0]["label"] == "one"
+    pool.set_label(store, pid, key, "zero", BOB, expected_version=exc.value.version)  # overwrite, knowingly
+    assert pool.chosen_set(store, pid)[0]["label"] == "zero"
+    with pytest.raises(LabelConflict, match="bob labelled it zero"):
+        pool.remove_label(store, pid, key, ALICE, expected_version=1)
+    pool.remove_label(store, pid, key, ALICE, expected_version=2)
+    with pytest.raises(LabelConflict, match="alice removed its label"):  # removal is a change too
+        pool.set_label(store, pid, key, "two", BOB, expected_version=2)
+    changed = [(e["actor"], e["action"]) for e in store.audit_events(pid) if e["action"].startswith("label")]
+    assert changed == [("alice", "label_added"), ("bob", "label_changed"), ("alice", "label_removed")]
+
+
+def test_two_curators_on_the_page_get_the_conflict_prompt(store, monkeypatch):
+    monkeypatch.setenv("BIASREPAIR_LABEL_REFRESH", "0")
+    pid = projects.open_demo(store, ALICE)
+    pages = {}
+    for name in ("alice", "bob"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        sign_in_app(at, store, name)
+        at.run()
+        at.switch_page("views/counterexamples.py")
+        at.run()
+        pages[name] = at
+    top = pool.candidates(store, pid)[0]
+    pages["alice"].button(key="quick_1").click().run()
+    assert pool.chosen_set(store, pid)[0]["label"] == "one"
+    pages["bob"].button(key="quick_0").click().run()  # bob's page has not seen alice's label
+    text = _texts(pages["bob"])
+    assert "alice labelled this image “one”" in text and "You chose “zero”" in text
+    assert [(c["key"], c["label"]) for c in pool.chosen_set(store, pid)] == [(top["key"], "one")]
+    pages["bob"].button(key="conflict_overwrite").click().run()
+    assert [(c["key"], c["label"], c["by"]) for c in pool.chosen_set(store, pid)] == [(top["key"], "zero", "bob")]
+    assert "labelled this image" not in _texts(pages["bob"])  # the question is gone
+    # Alice's page is stale now: her relabel asks too, and "keep theirs" writes nothing.
+    pages["alice"].selectbox(key=f"relabel_{top['key']}_one").set_value("two").run()
+    assert "bob labelled this image “zero”" in _texts(pages["alice"])
+    pages["alice"].button(key="conflict_keep").click().run()
+    assert pool.chosen_set(store, pid)[0]["label"] == "zero"
+    assert "Your counterexamples (1)" in _texts(pages["alice"])

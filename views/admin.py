@@ -1,0 +1,97 @@
+"""Admin: accounts (add, roles, password reset) and the four-eyes setting. Only admins see this page;
+core/app/accounts.py checks the role again for every change and audits it."""
+
+import pandas as pd
+import streamlit as st
+
+from core.app import accounts, projects
+from core.app.i18n import error_translator, translator
+from core.app.safe_text import md
+from core.errors import UserError
+
+t = translator(st.session_state.get("lang", "en"))
+err = error_translator(st.session_state.get("lang", "en"))
+store = projects.get_store()
+user = st.session_state["user"]
+
+st.title(t("admin_title"))
+if not user.can("admin"):  # app.py lists this page for admins only; core checks again on every change
+    st.error(t("admin_only"))
+    st.stop()
+message = st.session_state.pop("admin_msg", None)
+if message:
+    st.success(message)
+
+
+def _done(text: str) -> None:
+    st.session_state["admin_msg"] = text
+    st.rerun()
+
+
+def _role_words(roles: list[str]) -> str:
+    return ", ".join(t(f"role_{r}") for r in roles)
+
+
+people = accounts.users(store)
+st.subheader(t("admin_users"))
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                t("admin_col_name"): u["name"],
+                t("admin_col_roles"): _role_words(u["roles"]),
+                t("admin_col_since"): u["created_at"],
+            }
+            for u in people
+        ]
+    ),
+    hide_index=True,
+)
+st.caption(t("admin_roles_help"))
+
+add, change, reset = st.columns(3)
+with add, st.form("add_user"):
+    st.markdown(f"**{t('admin_add')}**")
+    name = st.text_input(t("signin_name"), key="new_name")
+    password = st.text_input(t("signin_password"), type="password", key="new_password")
+    roles = st.multiselect(
+        t("admin_col_roles"), accounts.ROLES, default=["curator"], format_func=lambda r: t(f"role_{r}"), key="new_roles"
+    )
+    if st.form_submit_button(t("admin_add_button"), type="primary"):
+        try:
+            accounts.create_user(store, user, name, password, roles)
+            _done(t("admin_added", name=name.strip()))
+        except UserError as exc:
+            st.error(md(err(exc)))
+names = [u["name"] for u in people]
+with change, st.form("set_roles"):
+    st.markdown(f"**{t('admin_change_roles')}**")
+    who = st.selectbox(t("admin_col_name"), names, key="roles_user")
+    current = next((u["roles"] for u in people if u["name"] == who), [])
+    new_roles = st.multiselect(
+        t("admin_col_roles"), accounts.ROLES, default=current, format_func=lambda r: t(f"role_{r}"), key="roles_new"
+    )
+    if st.form_submit_button(t("admin_change_roles_button")):
+        try:
+            accounts.set_roles(store, user, who, new_roles)
+            _done(t("admin_roles_changed", name=who))
+        except UserError as exc:
+            st.error(md(err(exc)))
+with reset, st.form("reset_password"):
+    st.markdown(f"**{t('admin_reset')}**")
+    who_pw = st.selectbox(t("admin_col_name"), names, key="reset_user")
+    new_password = st.text_input(t("admin_new_password"), type="password", key="reset_password_value")
+    if st.form_submit_button(t("admin_reset_button")):
+        try:
+            accounts.reset_password(store, user, who_pw, new_password)
+            _done(t("admin_password_reset", name=who_pw))
+        except UserError as exc:
+            st.error(md(err(exc)))
+
+st.subheader(t("admin_four_eyes"))
+st.write(t("admin_four_eyes_help"))
+relaxed = accounts.four_eyes_relaxed(store)
+(st.warning if relaxed else st.info)(t("admin_four_eyes_relaxed" if relaxed else "admin_four_eyes_kept"))
+if st.button(t("admin_four_eyes_restore" if relaxed else "admin_four_eyes_relax"), key="four_eyes_toggle"):
+    accounts.set_four_eyes_relaxed(store, user, not relaxed)
+    _done(t("admin_four_eyes_restored" if relaxed else "admin_four_eyes_now_relaxed"))
