@@ -24,7 +24,7 @@ from core.engine.strength import CANDIDATES, choose_strength
 from core.errors import UserError
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
-from tests.wb_helpers import label_top, seed_demo_cache, wait_for
+from tests.wb_helpers import ALICE, label_top, seed_demo_cache, wait_for
 
 CFG = {"max_steps": 30, "min_steps": 5}
 LONG_RUN = {"strength": 1000.0, "max_steps": 5000, "min_steps": 5000, "stop_rule": "none"}
@@ -99,12 +99,12 @@ def test_a_workbench_repair_on_ray_is_cancelled(cluster, tmp_path, demo_dir, mon
     monkeypatch.setenv("BIASREPAIR_BACKEND", "ray")
     monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     try:
-        pid = projects.open_demo(store, "alice")
+        pid = projects.open_demo(store, ALICE)
         label_top(store, pid, 8)
-        rid = runs.submit_run(store, pid, "cpt", dict(LONG_RUN), "alice")
+        rid = runs.submit_run(store, pid, "cpt", dict(LONG_RUN), ALICE)
         wait_for(lambda: len(store.progress(rid)) >= 3, timeout=300)
         assert store.run(rid)["status"] == "running"
-        runs.cancel_run(store, rid, "alice")
+        runs.cancel_run(store, rid, ALICE)
         wait_for(lambda: store.run(rid)["status"] != "running", timeout=120)
         assert store.run(rid)["status"] == "cancelled"
         assert max(p["step"] for p in store.progress(rid)) < LONG_RUN["max_steps"]
@@ -155,11 +155,11 @@ def _queued_run(tmp_path, demo_dir, monkeypatch) -> tuple[Store, int]:
     home = tmp_path / "home"
     seed_demo_cache(home, demo_dir)
     store = Store(home)
-    pid = projects.open_demo(store, "alice")
+    pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 8)
     jobs.stop_spawned_workers()
     monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: None)
-    return store, runs.submit_run(store, pid, "cpt", dict(LONG_RUN), "alice")
+    return store, runs.submit_run(store, pid, "cpt", dict(LONG_RUN), ALICE)
 
 
 def test_a_ray_task_whose_worker_dies_fails_its_run(cluster, tmp_path, demo_dir, monkeypatch):
@@ -182,7 +182,7 @@ def test_a_ray_task_that_ignores_its_cancel_flag_is_cancelled_by_ray(cluster, tm
     serving.start()
     try:
         wait_for(lambda: store.run(rid)["status"] == "running", timeout=120)
-        runs.cancel_run(store, rid, "alice")
+        runs.cancel_run(store, rid, ALICE)
         wait_for(lambda: store.run(rid)["status"] != "running", timeout=120)
     finally:
         stop.set()

@@ -403,13 +403,13 @@ def test_pool_zip_is_unpacked_to_disk_a_chunk_at_a_time(tmp_path):
     it arrives in, each member is unpacked to the staging folder in chunks and checked from disk."""
     store = Store(tmp_path / "home")
     pid = store.create_project("p", "alice")
-    uploads.upload_pool_zip(store, pid, io.BytesIO(_pool_zip(4)), "warm.zip", "alice")  # first-call caches
+    uploads.upload_pool_zip(store, pid, io.BytesIO(_pool_zip(4)), "warm.zip", ALICE)  # first-call caches
     peaks = {}
     for count, upload in ((20, uploads.upload_pool_zip), (80, uploads.upload_reference_zip)):
         raw = io.BytesIO(_pool_zip(count))  # the uploaded file itself, not a copy of its bytes
         tracemalloc.start()
         try:
-            did = upload(store, pid, raw, f"pool{count}.zip", "alice")
+            did = upload(store, pid, raw, f"pool{count}.zip", ALICE)
             _, peaks[count] = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

@@ -111,7 +111,7 @@ with st.expander(t("ce_add_images")):
     pool_file = st.file_uploader(t("ce_pool_label"), type=["zip"], key="up_pool", help=t("ce_pool_help"))
     if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None):
         try:
-            uploads.upload_pool_zip(store, pid, pool_file.getvalue(), pool_file.name, actor)
+            uploads.upload_pool_zip(store, pid, pool_file, pool_file.name, actor)
             st.session_state["flash"] = ("success", t("ce_pool_loaded", name=md(pool_file.name)))
             st.rerun()
         except UserError as exc:

@@ -170,7 +170,7 @@ with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None
     if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None):
         try:
             with st.spinner(t("model_evaluating")):
-                uploads.upload_eval_zip(store, pid, eval_file.getvalue(), eval_file.name, actor)
+                uploads.upload_eval_zip(store, pid, eval_file, eval_file.name, actor)
             st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
             st.rerun()
         except UserError as exc:
@@ -186,7 +186,7 @@ with st.expander(t("model_ref_header"), expanded=False):
     ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
     if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None):
         try:
-            uploads.upload_reference_zip(store, pid, ref_file.getvalue(), ref_file.name, actor)
+            uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)
             st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
             st.rerun()
         except UserError as exc:

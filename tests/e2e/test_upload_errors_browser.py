@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from core.app.i18n import translator
 from core.app.store import Store
-from tests.e2e.conftest import ARTIFACTS, settle
+from tests.e2e.conftest import ARTIFACTS, settle, sign_in
 from tests.e2e.test_browser import _upload
 from tests.wb_helpers import zip_folder_bytes
 
@@ -19,7 +19,7 @@ def test_dataset_as_model_and_weights_of_another_architecture_in_japanese(server
     pg = ctx.new_page()
     pg.set_default_timeout(60_000)
     pg.goto(server.url + "/?lang=ja")
-    settle(pg)
+    sign_in(pg, "alice")  # uploading needs a curator's account (a demo session may not upload)
     pg.get_by_text(t("model_upload_header")).first.wait_for()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
