@@ -51,6 +51,20 @@ def demo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
+def home(tmp_path, demo_dir, monkeypatch) -> Path:
+    """A workbench home (BIASREPAIR_HOME) with the demo cache seeded, for the page tests; the
+    workers it starts are stopped afterwards."""
+    from core.app import jobs
+    from tests.wb_helpers import seed_demo_cache
+
+    h = tmp_path / "home"
+    seed_demo_cache(h, demo_dir)
+    monkeypatch.setenv("BIASREPAIR_HOME", str(h))
+    yield h
+    jobs.stop_spawned_workers()
+
+
+@pytest.fixture()
 def tiny_meta() -> BundleMeta:
     return BundleMeta("small_cnn", 3, list(TINY_CLASSES), [3, 12, 12], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
 

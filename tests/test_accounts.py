@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import accounts, decisions, jobs, naming, pool, projects, runs, uploads
+from core.app import accounts, decisions, naming, pool, projects, runs, uploads
 from core.app.accounts import Forbidden, User
 from core.app.i18n import translator
 from core.app.worker import execute_run
@@ -21,6 +21,7 @@ from core.errors import UserError
 from tests.wb_helpers import (
     ALICE,
     ANN,
+    APP,
     BOB,
     FAST_RUN,
     MIA,
@@ -28,21 +29,9 @@ from tests.wb_helpers import (
     ROOT_ADMIN,
     make_accounts,
     pool_truth,
-    seed_demo_cache,
     sign_in_app,
     zip_folder_bytes,
 )
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture()
-def home(tmp_path, demo_dir, monkeypatch) -> Path:
-    h = tmp_path / "home"
-    seed_demo_cache(h, demo_dir)
-    monkeypatch.setenv("BIASREPAIR_HOME", str(h))
-    yield h
-    jobs.stop_spawned_workers()
 
 
 @pytest.fixture()

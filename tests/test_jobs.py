@@ -177,3 +177,21 @@ def test_a_task_error_keeps_its_message_key_across_the_worker(store):
     assert "between 0 and 1" in str(caught.value)
     assert caught.value.key == "alpha_range" and caught.value.params == {"alpha": "2.0"}
     assert error_text(caught.value, "ja") == "強さ α は 0 から 1 の間にしてください（2.0 は範囲外です）"
+
+
+def test_a_task_stopped_by_sigterm_is_recorded_as_interrupted(store, monkeypatch):
+    """A stopping server does not wait for a task worker's computation: SIGTERM raises ``Stopped`` in
+    it; the task is recorded as failed ("interrupted") and the worker leaves."""
+    from core.app import compute, worker
+
+    def stopped_midway(store, payload, actor):
+        raise worker.Stopped  # what the SIGTERM handler raises in the worker's main thread
+
+    monkeypatch.setitem(compute.TASKS, "slow", stopped_midway)
+    tid = store.submit_task("slow", {}, ALICE, None)
+    task = store.claim_next_task(os.getpid())
+    assert task["id"] == tid
+    with pytest.raises(worker.Stopped):
+        worker.execute_task(store, task)
+    row = store.task(tid)
+    assert row["status"] == "failed" and row["error"].startswith("interrupted")

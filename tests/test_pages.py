@@ -10,31 +10,20 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import interpolation, jobs, pool, projects, runs, summary, suspects, uploads
+from core.app import interpolation, pool, projects, runs, summary, suspects, uploads
 from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import (
     ALICE,
+    APP,
     FAST_RUN,
     label_top,
     no_attribute_project,
-    seed_demo_cache,
     sign_in_app,
     wait_for,
     zip_folder_bytes,
 )
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture()
-def home(tmp_path, demo_dir, monkeypatch) -> Path:
-    h = tmp_path / "home"
-    seed_demo_cache(h, demo_dir)
-    monkeypatch.setenv("BIASREPAIR_HOME", str(h))
-    yield h
-    jobs.stop_spawned_workers()
 
 
 @pytest.fixture()

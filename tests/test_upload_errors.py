@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 
 import pytest
 import torch
@@ -21,15 +20,7 @@ from core.formats.meta import ARCHITECTURE_NAMES, read_bundle_zip
 from core.formats.zipsafety import zip_names
 from tests.conftest import TINY_META
 from tests.test_pages import _app
-from tests.wb_helpers import seed_demo_cache
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+from tests.wb_helpers import make_zip, seed_demo_cache
 
 
 def _meta(architecture: str, n: int = 3, size: int = 32) -> BundleMeta:
@@ -53,7 +44,7 @@ def test_a_dataset_zip_given_as_the_model_is_called_a_dataset_not_too_many_entri
     # 100 images and a manifest: more entries than a bundle may hold, so the old message was the limit.
     files = {f"data/img_{i}.png": b"\x89PNG" for i in range(100)}
     files["data/manifest.csv"] = b"path,label\n"
-    raw = _zip(files)
+    raw = make_zip(files)
     assert len(zip_names(raw, "eval.zip")) > 64
     with pytest.raises(UserError) as info:
         read_bundle_zip(raw, "eval.zip")
@@ -66,16 +57,17 @@ def test_a_dataset_zip_given_as_the_model_is_called_a_dataset_not_too_many_entri
 
 def test_a_small_pool_zip_without_a_manifest_is_a_dataset_too_and_a_bundle_is_not():
     with pytest.raises(UserError) as info:
-        read_bundle_zip(_zip({"a.jpg": b"x", "b.JPEG": b"y"}), "pool.zip")
+        read_bundle_zip(make_zip({"a.jpg": b"x", "b.JPEG": b"y"}), "pool.zip")
     assert info.value.key == "bundle_is_dataset" and info.value.params["images"] == 2
     # A bundle that happens to carry a preview image is still read as a bundle.
     files = read_bundle_zip(
-        _zip({"model.json": json.dumps(TINY_META).encode(), "model.safetensors": b"0", "preview.png": b"p"}), "m.zip"
+        make_zip({"model.json": json.dumps(TINY_META).encode(), "model.safetensors": b"0", "preview.png": b"p"}),
+        "m.zip",
     )
     assert sorted(files) == ["model.json", "model.safetensors"]
     # A zip with neither images nor model files keeps the "has no model.json" message.
     with pytest.raises(UserError) as info:
-        read_bundle_zip(_zip({"notes.txt": b"hello"}), "m.zip")
+        read_bundle_zip(make_zip({"notes.txt": b"hello"}), "m.zip")
     assert info.value.key == "bundle_missing"
 
 
@@ -176,7 +168,7 @@ def test_the_model_page_starts_the_form_on_the_matching_architecture_and_names_a
     assert any("resnet18" in c.value for c in at.caption)
 
     files = {f"eval/{i}.png": b"png" for i in range(80)}
-    at.file_uploader(key="up_bundle").set_value(("eval.zip", _zip(files), "application/zip")).run()
+    at.file_uploader(key="up_bundle").set_value(("eval.zip", make_zip(files), "application/zip")).run()
     at.button(key="load_bundle").click().run()
     errors = [e.value for e in at.error]
     assert any("eval.zip はモデルではなくデータセット（画像 80 枚）" in e for e in errors), errors

@@ -18,6 +18,8 @@ from core.app import accounts
 from core.app.accounts import User
 
 PARTS = ("model", "eval", "pool", "counterexamples", "reference")
+APP = str(Path(__file__).resolve().parent.parent / "app.py")  # the workbench, for AppTest
+
 # The people the service-layer tests act as (core functions take a signed-in User, not a name).
 ALICE = User("alice", ["curator"])
 BOB = User("bob", ["curator"])

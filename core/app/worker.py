@@ -95,6 +95,12 @@ class _Worker:
             self.store.remove_worker(self.pid)
 
 
+class Stopped(BaseException):
+    """Raised in a task worker's main thread by SIGTERM: a task is only a computation a page waits
+    for (nothing half-done is kept: its files are written whole or not at all), so a stopping server
+    need not wait for it to end, as it does for a repair's step."""
+
+
 def execute_task(store: Store, task: dict) -> str:
     """Run one claimed task and record its result or its error; returns the final status."""
     try:
@@ -102,6 +108,9 @@ def execute_task(store: Store, task: dict) -> str:
         result = handler(store, task["payload"], task["created_by"])
         store.finish_task(task["id"], "done", result=result)
         return "done"
+    except Stopped:
+        store.finish_task(task["id"], "failed", error="interrupted: the workbench was stopped")
+        raise
     except UserError as exc:
         # The message key and parameters travel with the English text, so the page can translate it.
         why = {"error_key": exc.key, "error_params": exc.params} if exc.key else None
@@ -230,8 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")
     args = parser.parse_args(argv)
     worker = _Worker(Store(args.home), args.queue, args.parent)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
-    worker.serve(args.idle_exit)
+    if args.queue == "tasks":
+
+        def _stopped(*_) -> None:
+            worker.stop.set()
+            raise Stopped
+
+        signal.signal(signal.SIGTERM, _stopped)
+    else:  # a repair is interrupted between steps, and records how far it got
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    try:
+        worker.serve(args.idle_exit)
+    except Stopped:
+        pass
     return 0
 
 
