@@ -10,7 +10,7 @@ import os
 
 import streamlit as st
 
-from core.app import budget, evaluation, pool, projects, uploads
+from core.app import budget, display, evaluation, pool, projects, uploads
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.app.store import LabelConflict
@@ -156,7 +156,7 @@ if conflicts:
                     "ce_conflict" if c["theirs"] else "ce_conflict_removed",
                     who=md(c["who"]),
                     theirs=md(c["theirs"] or ""),
-                    when=c["when"],
+                    when=display.local_time(c["when"], st.context.timezone),
                     mine=md(c["mine"] or t("ce_conflict_no_label")),
                 ),
                 icon="👥",

@@ -271,7 +271,7 @@ def _report() -> bytes:
             and e["detail"].get("from_model_id") == run["repaired_model_id"]
         )
     ]
-    decision_lines.append(t("report_made_by", who=actor, when=now_iso()))
+    decision_lines.append(t("report_made_by", who=actor, when=display.local_time(now_iso(), st.context.timezone)))
     # The report is of the run itself (α = 1), whatever strength the slider previews.
     rv = runs.verdict(run_m)
     words = summary.verdict_text(rv, t, auto_strength=auto_strength)
@@ -315,7 +315,13 @@ if actor.demo or not actor.can("approver"):
     e1.caption(t("review_export_needs_approver_demo" if actor.demo else "review_export_needs_approver"))
 elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):
     relaxed = a["detail"].get("four_eyes") == "relaxed"
-    e1.caption(t("review_approved_by_relaxed" if relaxed else "review_approved_by", name=md(a["actor"]), when=a["ts"]))
+    e1.caption(
+        t(
+            "review_approved_by_relaxed" if relaxed else "review_approved_by",
+            name=md(a["actor"]),
+            when=display.local_time(a["ts"], st.context.timezone),
+        )
+    )
 e2.download_button(
     t("review_report"),
     data=_report,
