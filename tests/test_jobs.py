@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,17 @@ def test_a_task_stopped_by_sigterm_is_recorded_as_interrupted(store, monkeypatch
         worker.execute_task(store, task)
     row = store.task(tid)
     assert row["status"] == "failed" and row["error"].startswith("interrupted")
+
+
+def test_a_run_whose_preparation_fails_ends_failed_with_its_reason(store, demo):
+    """A missing pool image (or a full disk, a read-only folder) while a run is prepared: the run is
+    failed with the reason, never left 'preparing', and the page gets a message."""
+    from core.app import pool
+
+    chosen = pool.chosen_set(store, demo)
+    Path(chosen[0]["file"]).unlink()
+    with pytest.raises(UserError, match="preparing the run failed"):
+        runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    (run,) = store.runs(demo)
+    assert run["status"] == "failed" and "FileNotFoundError" in run["error"]
+    assert [e["action"] for e in store.audit_events(demo)][-1] == "run_failed"
