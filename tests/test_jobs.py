@@ -203,10 +203,28 @@ def test_a_run_whose_preparation_fails_ends_failed_with_its_reason(store, demo):
     failed with the reason, never left 'preparing', and the page gets a message."""
     from core.app import pool
 
-    chosen = pool.chosen_set(store, demo)
-    Path(chosen[0]["file"]).unlink()
-    with pytest.raises(UserError, match="preparing the run failed"):
-        runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    image = Path(pool.chosen_set(store, demo)[0]["file"])
+    aside = image.with_name(image.name + ".aside")
+    image.rename(aside)  # gone while the run is prepared (put back after: the demo's files are shared)
+    try:
+        with pytest.raises(UserError, match="preparing the run failed"):
+            runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    finally:
+        aside.rename(image)
     (run,) = store.runs(demo)
     assert run["status"] == "failed" and "FileNotFoundError" in run["error"]
     assert [e["action"] for e in store.audit_events(demo)][-1] == "run_failed"
+
+
+def test_a_run_left_preparing_by_a_stopped_page_process_is_failed(store, demo):
+    """The page process stopped in the middle of preparing a run (killed, restarted): the run does
+    not stay 'preparing' for ever; the next look at the runs fails it with the reason."""
+    pid_ = store.project(demo)
+    rid = store.create_run(demo, pid_["base_model_id"], "cpt", {}, "1000", 8, store.home, ALICE)
+    assert jobs.reap_dead_workers(store, restart=False) == []  # a run being prepared right now is left alone
+    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - jobs.PREPARE_STALE_S - 60))
+    store.execute("UPDATE runs SET created_at = ? WHERE id = ?", (old, rid))
+    assert jobs.reap_dead_workers(store, restart=False) == [rid]
+    run = store.run(rid)
+    assert run["status"] == "failed" and "being prepared" in run["error"]
+    assert store.audit_events(demo)[-1]["action"] == "run_failed"

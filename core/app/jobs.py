@@ -36,6 +36,7 @@ from core.errors import UserError
 
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 10.0
+PREPARE_STALE_S = 600.0  # a run 'preparing' this long was left by a page process that stopped
 IDLE_EXIT_S = 60.0
 TASK_POLL_S = 0.05
 TASK_TIMEOUT_S = 1800.0
@@ -104,11 +105,18 @@ def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
     lines of the worker's log, and is audited as ``run_failed``; a worker this process started that
     is alive but silent is stopped first, so it cannot come back to a run that has been ended.
     With ``restart``, a worker is started for the runs still queued (a worker calling this itself
-    passes False). Returns the ids of the runs ended here. Cheap when every worker is alive: three
-    small queries."""
+    passes False). A run still 'preparing' after ``PREPARE_STALE_S`` was left by a page process that
+    stopped while preparing it (across a restart, say): it is failed too. Returns the ids of the runs
+    ended here. Cheap when every worker is alive: four small queries."""
+    ended = []
+    for run in store.stale_preparing(PREPARE_STALE_S):  # its page process stopped mid-preparation
+        reason = "the workbench stopped while this run was being prepared; start it again"
+        if store.finish_run(run["id"], "failed", error=reason):
+            store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run["id"], error=reason)
+            ended.append(run["id"])
     orphans = store.orphaned(STALE_AFTER_S)
     if not orphans["runs"] and not orphans["tasks"]:
-        return []
+        return ended
     workers = store.workers()
     pids = {r["worker_pid"] for rows in orphans.values() for r in rows}
     causes = {pid: _exit_cause(store, pid, workers) for pid in pids}
@@ -117,7 +125,6 @@ def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
         if proc is not None and proc.poll() is None:  # alive but its heartbeat stopped: hung
             proc.kill()
             proc.wait()
-    ended = []
     for queue in QUEUES:
         table = queue  # the runs queue is the runs table, the tasks queue the tasks table
         tail = log_tail(worker_log(store, queue))

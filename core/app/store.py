@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.errors import UserError
@@ -698,6 +698,16 @@ class Store:
             ]
             for table in ("runs", "tasks")
         }
+
+    def stale_preparing(self, older_than: float) -> list[dict]:
+        """Runs still 'preparing' that were created more than ``older_than`` seconds ago: the page
+        process that was preparing them stopped (preparing copies a few counterexample files and
+        ends in seconds, or fails the run itself)."""
+        cutoff = (datetime.now(UTC) - timedelta(seconds=older_than)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self.query(
+            "SELECT id, project_id, created_by FROM runs WHERE status = 'preparing' AND created_at < ? ORDER BY id",
+            (cutoff,),
+        )
 
     # ---- tasks: short model computations a page waits for (evaluate, predict, register) ------
     def submit_task(self, kind: str, payload: dict, actor: str, project_id: int | None = None) -> int:
