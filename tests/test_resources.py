@@ -472,3 +472,24 @@ def test_a_model_that_cannot_be_saved_leaves_no_staging_folder(tmp_path, tiny_bu
     with pytest.raises(OSError, match="No space"):
         compute.register_model(store, payload, ALICE)
     assert files_under(store.artifacts) == {}  # neither the upload's nor the model's staging folder
+
+
+def test_preparing_a_run_reads_the_sets_labels_once_not_once_per_row(wide_bundle, tiny_dataset_dir, monkeypatch):
+    """`labels` and `attributes` build a whole-set list on each access: taken once per row, preparing a run was
+    quadratic in the evaluation set (a 100k-image set: about 10^10 steps before training began)."""
+    from core.engine.repair import prepare_data
+    from core.formats.datasets import ImageDataset
+
+    ds = load_dataset(tiny_dataset_dir, TINY_CLASSES)
+    builds = {"labels": 0, "attributes": 0}
+    for name in builds:
+        whole = getattr(ImageDataset, name).fget
+
+        def counted(self, whole=whole, name=name):
+            builds[name] += 1
+            return whole(self)
+
+        monkeypatch.setattr(ImageDataset, name, property(counted))
+    data = prepare_data(wide_bundle, ds.subset([0, 1]), eval_set=ds)
+    assert len(data.attr_eval) + len(data.attr_val or []) == len(ds) == 12
+    assert builds["attributes"] <= 2 and builds["labels"] <= 3, builds  # a constant, whatever the set's size

@@ -155,12 +155,13 @@ def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = Tru
     meta = suite.bundle.meta
     rep, _ = split_eval(suite.eval_set)
     x_eval = normalize(suite.eval_pixels[rep], meta.mean, meta.std)
+    attributes = suite.eval_set.attributes  # the whole set's list, built once (not once per row)
     return PreparedData(
         x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
         y_ce=torch.as_tensor(suite.pool.labels[idx]),
         x_eval=x_eval,
         y_eval=suite.eval_set.labels[rep],
-        attr_eval=[suite.eval_set.attributes[i] for i in rep],
+        attr_eval=[attributes[i] for i in rep],
         eval_indices=rep,
         unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
         reference=normalize(suite.reference_pixels, meta.mean, meta.std)

@@ -84,11 +84,12 @@ def prepare_data(
         x_all = on_disk(eval_set) if eval_pixels is None else DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
         rep, val = split_eval(eval_set)
         data.x_eval, data.eval_indices = x_all.subset(rep), rep
-        data.y_eval = eval_set.labels[rep]
-        data.attr_eval = [eval_set.attributes[i] for i in rep]
+        labels, attributes = eval_set.labels, eval_set.attributes  # each a whole-set list: built once, not per row
+        data.y_eval = labels[rep]
+        data.attr_eval = [attributes[i] for i in rep]
         if validation is None and len(val):
-            data.x_val, data.y_val = x_all.subset(val), eval_set.labels[val]
-            data.attr_val = [eval_set.attributes[i] for i in val]
+            data.x_val, data.y_val = x_all.subset(val), labels[val]
+            data.attr_val = [attributes[i] for i in val]
     if validation is not None:
         data.x_val, data.y_val, data.attr_val = on_disk(validation), validation.labels, validation.attributes
     if unlabeled is not None:
