@@ -493,3 +493,13 @@ def test_preparing_a_run_reads_the_sets_labels_once_not_once_per_row(wide_bundle
     data = prepare_data(wide_bundle, ds.subset([0, 1]), eval_set=ds)
     assert len(data.attr_eval) + len(data.attr_val or []) == len(ds) == 12
     assert builds["attributes"] <= 2 and builds["labels"] <= 3, builds  # a constant, whatever the set's size
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh's machine)")
+def test_disk_images_normalised_on_the_gpu_equal_the_cpu_ones(wide_bundle, tiny_dataset_dir):
+    """To a GPU the uint8 pixels travel and are normalised there; the values are the CPU's, bit for bit."""
+    ds = load_dataset(tiny_dataset_dir, TINY_CLASSES)
+    x = DiskImages.decode(ds, wide_bundle.meta, batch=5)
+    cuda = torch.device("cuda")
+    assert torch.equal(x.read(slice(2, 9), cuda).cpu(), x[2:9])
+    assert torch.equal(x.read(np.array([7, 0, 11]), cuda).cpu(), x[np.array([7, 0, 11])])

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from core.engine.inference import rows_on
+
 AGREEMENT_IMAGES = 256  # images in the fixed subset the kept estimate is measured on
 
 
@@ -45,7 +47,7 @@ class Reference:
         self.restart()
         with torch.no_grad():
             logps = [
-                nn.functional.log_softmax(base(x[i : i + self.step].to(device)).float(), 1).cpu()
+                nn.functional.log_softmax(base(rows_on(x, slice(i, i + self.step), device)).float(), 1).cpu()
                 for i in range(0, len(x), self.step)
             ]
         self.old_log_probs = torch.cat(logps)
@@ -61,7 +63,7 @@ class Reference:
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A random minibatch of reference images and the frozen model's log-probabilities on them."""
         idx = torch.randperm(len(self.x), generator=self.gen)[:size]
-        return self.x[idx].to(self.device), self.old_log_probs[idx].to(self.device)
+        return rows_on(self.x, idx, self.device), self.old_log_probs[idx].to(self.device)
 
     @torch.no_grad()
     def agreement(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
@@ -69,7 +71,7 @@ class Reference:
         idx = self.check_idx
         pred = torch.cat(
             [
-                predict(self.x[idx[i : i + self.step]].to(self.device)).argmax(1).cpu()
+                predict(rows_on(self.x, idx[i : i + self.step], self.device)).argmax(1).cpu()
                 for i in range(0, len(idx), self.step)
             ]
         )

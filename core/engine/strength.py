@@ -30,7 +30,7 @@ from core.engine.anchor import Reference
 from core.engine.backends import LocalBackend
 from core.engine.configs import has_strength
 from core.engine.devices import select_device
-from core.engine.inference import predict_logits
+from core.engine.inference import predict_logits, rows_on
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
 from core.errors import UserError
@@ -263,5 +263,5 @@ def _paper_rule(cfg):
 
 @torch.no_grad()
 def _predict(impl, x: torch.Tensor, device) -> torch.Tensor:
-    outs = [impl.predict(x[i : i + 1024].to(device)).argmax(1).cpu() for i in range(0, len(x), 1024)]
+    outs = [impl.predict(rows_on(x, slice(i, i + 1024), device)).argmax(1).cpu() for i in range(0, len(x), 1024)]
     return torch.cat(outs)
