@@ -41,7 +41,9 @@ class DeltaModel(nn.Module):
         self.deltas = nn.ParameterList([nn.Parameter(torch.zeros_like(params[n])) for n in self.names])
 
     def effective_parameters(self) -> dict[str, torch.Tensor]:
-        return {n: a + d for n, a, d in zip(self.names, self.anchors, self.deltas)}
+        # One fused add over every tensor (one kernel launch and one autograd node on a GPU, where a
+        # separate a + d per tensor was hundreds of small launches a step); the same float sums.
+        return dict(zip(self.names, torch._foreach_add(self.anchors, list(self.deltas))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, self.effective_parameters(), (x,), strict=False)
