@@ -68,6 +68,7 @@ DYNAMIC = {
         "signed_in",
         "signed_out",
         "sign_in_failed",
+        "sign_in_locked",
         "four_eyes_relaxed",
         "four_eyes_restored",
     ],

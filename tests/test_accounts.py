@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.app import accounts, decisions, naming, pool, projects, runs, uploads
 from core.app.accounts import Forbidden, User
-from core.app.i18n import translator
+from core.app.i18n import error_text, translator
 from core.app.worker import execute_run
 from core.errors import UserError
 from tests.wb_helpers import (
@@ -127,6 +127,53 @@ def test_sign_in_sessions_expire_and_end(store, monkeypatch):
     assert accounts.user_for(store, accounts.sign_in(store, "mia", "a-new-Secret-55")) == "mia"
     actions = [e["action"] for e in store.audit_events()]
     assert actions.count("sign_in_failed") == 3 and "signed_out" in actions and "password_reset" in actions
+
+
+def test_repeated_wrong_passwords_lock_the_name_for_a_while(store, monkeypatch):
+    """Five failures within 15 minutes lock a name: even the right password is refused, unchecked, until the
+    window passes or an admin sets a new password. Unknown names lock alike; a success clears the count."""
+    now = accounts.time.time()
+    monkeypatch.setattr(accounts.time, "time", lambda: now)
+    # A success before the fifth failure starts the count again.
+    for _ in range(4):
+        with pytest.raises(UserError, match="wrong name or password"):
+            accounts.sign_in(store, "bob", "not-his-password")
+    accounts.sign_in(store, "bob", PASSWORDS["bob"])
+    for _ in range(4):
+        with pytest.raises(UserError, match="wrong name or password"):
+            accounts.sign_in(store, "bob", "not-his-password")
+    assert accounts.locked_minutes(store, "bob") == 0
+    with pytest.raises(UserError, match="wrong name or password"):
+        accounts.sign_in(store, "bob", "not-his-password")
+    with pytest.raises(UserError) as locked:
+        accounts.sign_in(store, "bob", PASSWORDS["bob"])
+    assert locked.value.key == "sign_in_locked" and locked.value.params["minutes"] == 15
+    assert "15 分後" in error_text(locked.value, "ja")
+    assert accounts.sign_in(store, "mia", PASSWORDS["mia"])  # other names are not affected
+    # 14 minutes later: still locked (1 minute left); after the window: the right password works.
+    monkeypatch.setattr(accounts.time, "time", lambda: now + 14 * 60)
+    with pytest.raises(UserError, match="try again in 1 minute"):
+        accounts.sign_in(store, "bob", PASSWORDS["bob"])
+    monkeypatch.setattr(accounts.time, "time", lambda: now + 15 * 60 + 1)
+    assert accounts.user_for(store, accounts.sign_in(store, "bob", PASSWORDS["bob"])) == "bob"
+    # An unknown name locks exactly like a real one.
+    for _ in range(5):
+        with pytest.raises(UserError, match="wrong name or password"):
+            accounts.sign_in(store, "nobody-here", "guess")
+    with pytest.raises(UserError, match="too many failed sign-ins as nobody-here"):
+        accounts.sign_in(store, "nobody-here", "guess")
+    # An admin's new password lifts a lock at once; the settings come from the environment.
+    monkeypatch.setenv(accounts.SIGNIN_ATTEMPTS_ENV, "2")
+    monkeypatch.setenv(accounts.SIGNIN_LOCK_MINUTES_ENV, "60")
+    for _ in range(2):
+        with pytest.raises(UserError, match="wrong name or password"):
+            accounts.sign_in(store, "mia", "wrong-again")
+    with pytest.raises(UserError, match="try again in 60 minute"):
+        accounts.sign_in(store, "mia", PASSWORDS["mia"])
+    accounts.reset_password(store, ROOT_ADMIN, "mia", "a-new-Secret-77")
+    assert accounts.user_for(store, accounts.sign_in(store, "mia", "a-new-Secret-77")) == "mia"
+    actions = [e["action"] for e in store.audit_events()]
+    assert actions.count("sign_in_locked") == 4 and actions.count("sign_in_failed") == 4 + 5 + 5 + 2
 
 
 def test_admin_from_the_environment(home, monkeypatch):
@@ -309,6 +356,16 @@ def test_every_page_needs_sign_in_and_a_wrong_password_is_refused(store):
     assert [t.value for t in at.title] == [review_title]  # the page that was asked for
     at.button(key="sign_out").click().run()
     assert [t.value for t in at.title] == ["Sign in"] and "Signed in as" not in _texts(at)
+    # Five wrong passwords lock the name: the page then refuses even the right one, and says for how long.
+    for _ in range(5):
+        at.text_input(key="signin_name").input("mia")
+        at.text_input(key="signin_password").input("wrong-password")
+        at.button[0].click().run()
+        assert "wrong name or password" in _texts(at)
+    at.text_input(key="signin_password").input(PASSWORDS["mia"])
+    at.button[0].click().run()
+    assert "too many failed sign-ins as mia" in _texts(at) and "try again in 15 minute" in _texts(at)
+    assert "Signed in as" not in _texts(at)
 
 
 def test_curator_cannot_approve_on_the_page(store):

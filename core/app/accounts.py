@@ -16,6 +16,12 @@ roles. :func:`require` is the one check: a missing role raises :class:`Forbidden
 Demo mode: "Open the demo" without an account signs in a demo session (name ``demo``). It may
 label, start repairs and name groups on the demo project only; it can never approve or export.
 
+Failed sign-ins: after ``$BIASREPAIR_SIGNIN_ATTEMPTS`` (5) failures for one name within
+``$BIASREPAIR_SIGNIN_LOCK_MINUTES`` (15), that name cannot sign in until the window has passed or an
+admin sets a new password; the password is not even checked meanwhile. Unknown names are counted
+and locked the same way, so the lock tells nothing about which names exist. (Anyone who knows a name
+can thereby keep it locked out for a while: the price of stopping password guessing.)
+
 First run: with no account yet, the first account made is an admin, from the sign-in page's form
 or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server start.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import re
 import secrets
@@ -44,6 +51,10 @@ DEFAULT_SESSION_HOURS = 12.0
 ADMIN_USER_ENV = "BIASREPAIR_ADMIN_USER"
 ADMIN_PASSWORD_ENV = "BIASREPAIR_ADMIN_PASSWORD"
 RELAX_FOUR_EYES = "relax_four_eyes"
+SIGNIN_ATTEMPTS_ENV = "BIASREPAIR_SIGNIN_ATTEMPTS"
+SIGNIN_LOCK_MINUTES_ENV = "BIASREPAIR_SIGNIN_LOCK_MINUTES"
+DEFAULT_SIGNIN_ATTEMPTS = 5
+DEFAULT_SIGNIN_LOCK_MINUTES = 15.0
 
 # What a demo session may do, and only on the demo project.
 DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
@@ -182,6 +193,7 @@ def reset_password(store: Store, admin: User, name: str, password: str) -> None:
     _check_password(password)
     store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
     store.execute("DELETE FROM sessions WHERE user = ?", (name,))
+    store.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))  # a new password lifts a lock
     store.audit(admin, "password_reset", None, user=name)
 
 
@@ -208,12 +220,7 @@ def ensure_admin_from_env(store: Store) -> bool:
 
 # ---- sessions ---------------------------------------------------------------------------------
 def session_hours() -> float:
-    raw = os.environ.get(SESSION_HOURS_ENV, "").strip()
-    try:
-        hours = float(raw) if raw else DEFAULT_SESSION_HOURS
-    except ValueError:
-        hours = DEFAULT_SESSION_HOURS
-    return hours if hours > 0 else DEFAULT_SESSION_HOURS
+    return _positive_setting(SESSION_HOURS_ENV, DEFAULT_SESSION_HOURS)
 
 
 def _digest(token: str) -> str:
@@ -230,18 +237,52 @@ def _new_session(store: Store, name: str, demo: bool) -> str:
     return token
 
 
+def _positive_setting(env: str, default: float) -> float:
+    raw = os.environ.get(env, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = default
+    return value if value > 0 else default
+
+
+def locked_minutes(store: Store, name: str) -> int:
+    """Whole minutes until ``name`` may try to sign in again; 0 when it may now. Locked while there
+    are ``$BIASREPAIR_SIGNIN_ATTEMPTS`` failures within the last ``$BIASREPAIR_SIGNIN_LOCK_MINUTES``."""
+    attempts = int(_positive_setting(SIGNIN_ATTEMPTS_ENV, DEFAULT_SIGNIN_ATTEMPTS))
+    window = 60 * _positive_setting(SIGNIN_LOCK_MINUTES_ENV, DEFAULT_SIGNIN_LOCK_MINUTES)
+    now = time.time()
+    store.execute("DELETE FROM sign_in_failures WHERE at < ?", (now - window,))
+    recent = store.query("SELECT at FROM sign_in_failures WHERE name = ? ORDER BY at DESC LIMIT ?", (name, attempts))
+    if len(recent) < attempts:
+        return 0
+    return max(1, math.ceil((recent[-1]["at"] + window - now) / 60))
+
+
 def sign_in(store: Store, name: str, password: str) -> str:
     """Check a name and password; return a new session token. A failure says nothing about which
-    of the two was wrong and is audited (with the name only)."""
+    of the two was wrong and is audited (with the name only); too many failures lock the name for a
+    while (see the module's text)."""
     name = (name or "").strip()
+    minutes = locked_minutes(store, name)
+    if minutes:
+        store.audit(name or "anonymous", "sign_in_locked", None, minutes=minutes)
+        raise UserError(
+            f"too many failed sign-ins as {name}: try again in {minutes} minute(s), or ask an admin for a new password",
+            "sign_in_locked",
+            name=name,
+            minutes=minutes,
+        )
     row = store.one("SELECT * FROM users WHERE name = ?", (name,))
     try:
         _hasher.verify(row["password_hash"] if row else _nobody_hash(), password or "")
         if row is None:
             raise VerificationError("no such user")
     except (VerificationError, InvalidHashError):
+        store.execute("INSERT INTO sign_in_failures (name, at) VALUES (?, ?)", (name, time.time()))
         store.audit(name or "anonymous", "sign_in_failed", None)
         raise UserError("wrong name or password", "sign_in_failed") from None
+    store.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))
     if _hasher.check_needs_rehash(row["password_hash"]):
         store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
     store.audit(name, "signed_in", None)

@@ -184,6 +184,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sign_in_failures (name TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sign_in_failures_name ON sign_in_failures(name, at);
 CREATE TABLE IF NOT EXISTS label_versions (
     project_id INTEGER NOT NULL,
     dataset_id INTEGER NOT NULL,
