@@ -435,6 +435,62 @@ def test_admin_page_adds_an_account_and_relaxes_four_eyes(store):
     assert ("root", "user_created") in events and ("root", "four_eyes_relaxed") in events
 
 
+def test_a_disabled_account_cannot_sign_in_and_its_sessions_end(store):
+    """Disabling ends the account's sessions at once and refuses its sign-in (said only with the right password);
+    what it did stays; an admin cannot disable themselves or the last admin; enabling restores it."""
+    token = accounts.sign_in(store, "bob", PASSWORDS["bob"])
+    with pytest.raises(Forbidden):
+        accounts.set_disabled(store, ALICE, "bob", True)  # a curator may not
+    accounts.set_disabled(store, ROOT_ADMIN, "bob", True)
+    assert accounts.user_for(store, token) is None
+    assert next(u for u in accounts.users(store) if u["name"] == "bob")["disabled"]
+    with pytest.raises(UserError, match="wrong name or password"):
+        accounts.sign_in(store, "bob", "not-his-password")  # a guesser learns nothing new
+    with pytest.raises(UserError, match="the account bob is disabled") as refused:
+        accounts.sign_in(store, "bob", PASSWORDS["bob"])
+    assert "無効" in error_text(refused.value, "ja")
+    with pytest.raises(UserError, match="your own account"):
+        accounts.set_disabled(store, ROOT_ADMIN, "root", True)
+    admins = [u["name"] for u in accounts.users(store) if "admin" in u["roles"] and u["name"] != "root"]
+    for name in admins:
+        accounts.set_disabled(store, ROOT_ADMIN, name, True)
+    other = accounts.create_user(store, ROOT_ADMIN, "second-admin", "second-Secret-1", ["admin"])
+    accounts.set_disabled(store, other, "root", True)  # two admins: one may go
+    with pytest.raises(UserError, match="keep at least one admin"):
+        accounts.set_roles(store, other, "second-admin", ["curator"])
+    accounts.set_disabled(store, other, "root", False)
+    accounts.set_disabled(store, ROOT_ADMIN, "bob", False)
+    assert accounts.user_for(store, accounts.sign_in(store, "bob", PASSWORDS["bob"])) == "bob"
+    actions = [(e["actor"], e["action"], e["detail"].get("user")) for e in store.audit_events()]
+    assert ("root", "account_disabled", "bob") in actions and ("root", "account_enabled", "bob") in actions
+    assert ("bob", "sign_in_refused_disabled", None) in actions
+
+
+def test_admin_page_disables_and_enables_an_account(store):
+    token = accounts.sign_in(store, "mia", PASSWORDS["mia"])
+    at = AppTest.from_file(APP, default_timeout=120)
+    sign_in_app(at, store, "root")
+    at.run()
+    at.switch_page("views/admin.py")
+    at.run()
+    assert not at.exception
+    at.selectbox(key="disable_user").set_value("mia").run()
+    assert at.button(key="disable_toggle").label == "Disable"
+    at.button(key="disable_toggle").click().run()
+    assert "Account mia disabled; its open sessions ended." in _texts(at)
+    assert accounts.user_for(store, token) is None
+    table = at.dataframe[0].value
+    assert table.loc[table["Name"] == "mia", "Status"].item() == "disabled"
+    at.selectbox(key="disable_user").set_value("root").run()
+    at.button(key="disable_toggle").click().run()
+    assert "you cannot disable your own account" in _texts(at)
+    at.selectbox(key="disable_user").set_value("mia").run()
+    assert at.button(key="disable_toggle").label == "Enable"
+    at.button(key="disable_toggle").click().run()
+    assert "Account mia enabled again." in _texts(at)
+    assert accounts.user_for(store, accounts.sign_in(store, "mia", PASSWORDS["mia"])) == "mia"
+
+
 # ---- passwords never written ---------------------------------------------------------------------------
 def test_passwords_never_reach_the_store_the_audit_or_the_logs(store, caplog):
     caplog.set_level(logging.DEBUG)

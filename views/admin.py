@@ -1,4 +1,4 @@
-"""Admin: accounts (add, roles, password reset) and the four-eyes setting. Only admins see this page;
+"""Admin: accounts (add, roles, password reset, disable) and the four-eyes setting. Only admins see this page;
 core/app/accounts.py checks the role again for every change and audits it."""
 
 import pandas as pd
@@ -41,6 +41,7 @@ st.dataframe(
                 t("admin_col_name"): u["name"],
                 t("admin_col_roles"): _role_words(u["roles"]),
                 t("admin_col_since"): u["created_at"],
+                t("admin_col_status"): t("admin_status_disabled" if u["disabled"] else "admin_status_active"),
             }
             for u in people
         ]
@@ -87,6 +88,18 @@ with reset, st.form("reset_password"):
             _done(t("admin_password_reset", name=who_pw))
         except UserError as exc:
             st.error(md(err(exc)))
+
+st.markdown(f"**{t('admin_disable')}**")
+st.caption(t("admin_disable_help"))
+pick, toggle = st.columns([2, 1], vertical_alignment="bottom")
+who_off = pick.selectbox(t("admin_col_name"), names, key="disable_user")
+is_off = next((u["disabled"] for u in people if u["name"] == who_off), False)
+if toggle.button(t("admin_enable_button" if is_off else "admin_disable_button"), key="disable_toggle"):
+    try:
+        accounts.set_disabled(store, user, who_off, not is_off)
+        _done(t("admin_enabled" if is_off else "admin_disabled", name=who_off))
+    except UserError as exc:
+        st.error(md(err(exc)))
 
 st.subheader(t("admin_four_eyes"))
 st.write(t("admin_four_eyes_help"))

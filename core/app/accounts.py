@@ -148,10 +148,10 @@ def has_users(store: Store) -> bool:
 
 
 def users(store: Store) -> list[dict]:
-    """Every account: name, roles (a list), created_at, created_by. Never the hash."""
-    rows = store.query("SELECT name, roles, created_at, created_by FROM users ORDER BY name")
+    """Every account: name, roles (a list), created_at, created_by, disabled (a bool). Never the hash."""
+    rows = store.query("SELECT name, roles, created_at, created_by, disabled FROM users ORDER BY name")
     for r in rows:
-        r["roles"] = r["roles"].split(",")
+        r["roles"], r["disabled"] = r["roles"].split(","), bool(r["disabled"])
     return rows
 
 
@@ -205,7 +205,26 @@ def _user_row(store: Store, name: str) -> dict:
 
 
 def _admin_count(store: Store) -> int:
-    return sum("admin" in r["roles"] for r in users(store))
+    """Admin accounts that can sign in (not disabled)."""
+    return sum("admin" in r["roles"] and not r["disabled"] for r in users(store))
+
+
+def set_disabled(store: Store, admin: User, name: str, disabled: bool) -> None:
+    """Disable an account (it cannot sign in, and its open sessions end at once) or enable it again.
+    Nothing it did is removed: its labels, runs and audit rows keep its name. An admin cannot disable
+    their own account, nor the last admin account that can sign in."""
+    require(store, admin, "admin", "manage_users")
+    row = _user_row(store, name)
+    if bool(row["disabled"]) == disabled:
+        return
+    if disabled and name == str(admin):
+        raise UserError("you cannot disable your own account", "disable_self")
+    if disabled and "admin" in row["roles"].split(",") and _admin_count(store) == 1:
+        raise UserError("keep at least one admin account", "last_admin")
+    store.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
+    if disabled:
+        store.execute("DELETE FROM sessions WHERE user = ?", (name,))
+    store.audit(admin, "account_disabled" if disabled else "account_enabled", None, user=name)
 
 
 def ensure_admin_from_env(store: Store) -> bool:
@@ -283,6 +302,9 @@ def sign_in(store: Store, name: str, password: str) -> str:
         store.audit(name or "anonymous", "sign_in_failed", None)
         raise UserError("wrong name or password", "sign_in_failed") from None
     store.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))
+    if row["disabled"]:  # said only to someone who knows the password
+        store.audit(name, "sign_in_refused_disabled", None)
+        raise UserError(f"the account {name} is disabled: ask an admin", "account_disabled", name=name)
     if _hasher.check_needs_rehash(row["password_hash"]):
         store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
     store.audit(name, "signed_in", None)
@@ -297,7 +319,7 @@ def demo_session(store: Store) -> str:
 
 def user_for(store: Store, token: str | None) -> User | None:
     """The person a session token belongs to, with their current roles; None when the token is
-    unknown, expired or its account is gone."""
+    unknown, expired or its account is gone or disabled."""
     if not token:
         return None
     row = store.one("SELECT * FROM sessions WHERE token_sha256 = ?", (_digest(token),))
@@ -305,8 +327,8 @@ def user_for(store: Store, token: str | None) -> User | None:
         return None
     if row["demo"]:
         return User(DEMO_NAME, ["curator"], demo=True)
-    account = store.one("SELECT roles FROM users WHERE name = ?", (row["user"],))
-    return User(row["user"], account["roles"].split(",")) if account else None
+    account = store.one("SELECT roles, disabled FROM users WHERE name = ?", (row["user"],))
+    return User(row["user"], account["roles"].split(",")) if account and not account["disabled"] else None
 
 
 def sign_out(store: Store, token: str | None) -> None:

@@ -174,7 +174,8 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     roles TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL
+    created_by TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_sha256 TEXT PRIMARY KEY,
@@ -246,6 +247,8 @@ class Store:
                 con.execute("ALTER TABLE runs ADD COLUMN request_json TEXT")
             if "reference_dataset_id" not in {r[1] for r in con.execute("PRAGMA table_info(projects)")}:
                 con.execute("ALTER TABLE projects ADD COLUMN reference_dataset_id INTEGER")
+            if "disabled" not in {r[1] for r in con.execute("PRAGMA table_info(users)")}:
+                con.execute("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
             _allow_reference_role(con)
         finally:
             con.close()
