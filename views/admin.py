@@ -4,7 +4,7 @@ core/app/accounts.py checks the role again for every change and audits it."""
 import pandas as pd
 import streamlit as st
 
-from core.app import accounts, projects
+from core.app import accounts, display, projects
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -40,7 +40,7 @@ st.dataframe(
             {
                 t("admin_col_name"): u["name"],
                 t("admin_col_roles"): _role_words(u["roles"]),
-                t("admin_col_since"): u["created_at"],
+                t("admin_col_since"): display.local_time(u["created_at"], st.context.timezone),
                 t("admin_col_status"): t("admin_status_disabled" if u["disabled"] else "admin_status_active"),
             }
             for u in people
