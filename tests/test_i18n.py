@@ -95,3 +95,15 @@ def test_a_core_error_reads_in_the_page_language_and_stays_english_for_the_cli()
     with pytest.raises(UserError) as caught:
         read_zip_members(b"not a zip", "bad.zip")
     assert caught.value.key == "zip_invalid" and error_text(caught.value, "ja").startswith("bad.zip は")
+
+
+def test_counts_in_error_messages_get_thousands_separators_in_both_languages_names_do_not():
+    big = UserError("a.png is 20000×15000 pixels", "image_too_big", name="a.png", w=20000, h=15000)
+    assert error_text(big, "ja") == "a.png は 20,000×15,000 ピクセルで、上限を超えています"
+    assert error_text(big, "en") == "a.png is 20,000×15,000 pixels, more than the limit"
+    assert str(big) == "a.png is 20000×15000 pixels"  # the CLI's English sentence is unchanged
+    run = UserError("x", "four_eyes", user="bob", run=12345)  # a run number names a run: never "#12,345"
+    assert error_text(run, "en").startswith("bob started repair #12345 or")
+    assert error_text(UserError("x", "image_too_big", name="b.png", w=True, h=640), "en").startswith(
+        "b.png is True×640"
+    )

@@ -46,10 +46,22 @@ def error_text(exc: BaseException, lang: str = DEFAULT_LANGUAGE) -> str:
     key = getattr(exc, "key", None) if isinstance(exc, UserError) else None
     if key and f"err_{key}" in catalog(DEFAULT_LANGUAGE):
         try:
-            return t(f"err_{key}", lang, **exc.params)
+            return t(f"err_{key}", lang, **{k: _readable(k, v) for k, v in exc.params.items()})
         except (KeyError, IndexError):  # a placeholder without its value: the English sentence is still right
             return str(exc)
     return str(exc)
+
+
+# Error parameters that name something (a run, a line of a file) rather than count it: shown as they are.
+_IDENTIFIERS = frozenset({"run", "run_id", "from_run", "id", "line", "row", "version", "port"})
+
+
+def _readable(key: str, value):
+    """A count or size in an error message with thousands separators (12,345), in both languages; a
+    number that names something (a run, a line) as it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and key not in _IDENTIFIERS:
+        return f"{value:,}"
+    return value
 
 
 def error_translator(lang: str) -> Callable[[BaseException], str]:
