@@ -54,7 +54,7 @@ if "strength" in schema:
         t("tune_strength"),
         options=options,
         value=default,
-        format_func=lambda v: f"{v:g}",
+        format_func=display.number,  # 1,000 and 1e6, as every other strength on the pages
         key="tune_strength",
         disabled=auto,
         help=t("tune_strength_help"),
