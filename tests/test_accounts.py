@@ -341,29 +341,29 @@ def test_first_run_form_makes_the_admin(home):
     assert accounts.users(store)[0]["roles"] == ["curator", "approver", "admin"]
 
 
+def _submit_sign_in(at: AppTest, name: str, password: str) -> None:
+    at.text_input(key="signin_name").input(name)
+    at.text_input(key="signin_password").input(password)
+    at.button[0].click().run()
+
+
 def test_every_page_needs_sign_in_and_a_wrong_password_is_refused(store):
     projects.open_demo(store, ALICE)
     review_title = translator("en")("review_title")
     at = _review(store, None)
     assert [t.value for t in at.title] == ["Sign in"]
-    at.text_input(key="signin_name").input("mia")
-    at.text_input(key="signin_password").input("wrong-password")
-    at.button[0].click().run()
+    _submit_sign_in(at, "mia", "wrong-password")
     assert "wrong name or password" in _texts(at)
-    at.text_input(key="signin_password").input(PASSWORDS["mia"])
-    at.button[0].click().run()
+    _submit_sign_in(at, "mia", PASSWORDS["mia"])
     assert "Signed in as **mia**" in _texts(at)
     assert [t.value for t in at.title] == [review_title]  # the page that was asked for
     at.button(key="sign_out").click().run()
     assert [t.value for t in at.title] == ["Sign in"] and "Signed in as" not in _texts(at)
     # Five wrong passwords lock the name: the page then refuses even the right one, and says for how long.
     for _ in range(5):
-        at.text_input(key="signin_name").input("mia")
-        at.text_input(key="signin_password").input("wrong-password")
-        at.button[0].click().run()
+        _submit_sign_in(at, "mia", "wrong-password")
         assert "wrong name or password" in _texts(at)
-    at.text_input(key="signin_password").input(PASSWORDS["mia"])
-    at.button[0].click().run()
+    _submit_sign_in(at, "mia", PASSWORDS["mia"])
     assert "too many failed sign-ins as mia" in _texts(at) and "try again in 15 minute" in _texts(at)
     assert "Signed in as" not in _texts(at)
 
@@ -416,13 +416,18 @@ def test_demo_mode_is_marked_and_cannot_approve_or_export(store):
     assert [e["detail"]["attempted"] for e in _forbidden_rows(store) if e["actor"] == "demo"] == ["approve"]
 
 
-def test_admin_page_adds_an_account_and_relaxes_four_eyes(store):
+def _admin_page(store) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     sign_in_app(at, store, "root")
     at.run()
     at.switch_page("views/admin.py")
     at.run()
     assert not at.exception
+    return at
+
+
+def test_admin_page_adds_an_account_and_relaxes_four_eyes(store):
+    at = _admin_page(store)
     at.text_input(key="new_name").input("zoe")
     at.text_input(key="new_password").input("zoe-Secret-3141")
     at.multiselect(key="new_roles").set_value(["approver"])
@@ -468,12 +473,7 @@ def test_a_disabled_account_cannot_sign_in_and_its_sessions_end(store):
 
 def test_admin_page_disables_and_enables_an_account(store):
     token = accounts.sign_in(store, "mia", PASSWORDS["mia"])
-    at = AppTest.from_file(APP, default_timeout=120)
-    sign_in_app(at, store, "root")
-    at.run()
-    at.switch_page("views/admin.py")
-    at.run()
-    assert not at.exception
+    at = _admin_page(store)
     at.selectbox(key="disable_user").set_value("mia").run()
     assert at.button(key="disable_toggle").label == "Disable"
     at.button(key="disable_toggle").click().run()
