@@ -127,6 +127,48 @@ def test_sharded_evaluation_on_ray_keeps_the_order(cluster, demo_dir):
     assert (on_ray.argmax(1) == local.argmax(1)).all() and on_ray == pytest.approx(local, abs=1e-5)
 
 
+def test_workbench_evaluations_are_sharded_on_an_existing_cluster(cluster, tmp_path, demo_dir, monkeypatch):
+    """With BIASREPAIR_BACKEND=ray and RAY_ADDRESS, the task worker's evaluation and pool predictions go to the
+    cluster in shards and give the local answers; without RAY_ADDRESS they stay in the process."""
+    import numpy as np
+
+    from core.app import compute
+    from core.engine import inference
+
+    home = tmp_path / "home"
+    seed_demo_cache(home, demo_dir)
+    store = Store(home)
+    try:
+        pid = projects.open_demo(store, ALICE)
+    finally:
+        jobs.stop_spawned_workers()
+    project = store.project(pid)
+    mid, did = project["base_model_id"], project["eval_dataset_id"]
+    local = np.load(store.evaluation(mid, did)["predictions_path"])["predictions"]
+    local_metrics = store.evaluation(mid, did)["metrics"]
+    pool_id = store.datasets(pid, role="pool")[0]["id"]
+    local_pool = np.load(compute.pool_predictions(store, {"model_id": mid, "dataset_id": pool_id}, ALICE)["path"])
+
+    maps = []
+    real_map = RayBackend.map
+    monkeypatch.setattr(
+        RayBackend, "map", lambda self, fn, tasks, *a: maps.append(len(tasks)) or real_map(self, fn, tasks, *a)
+    )
+    monkeypatch.setattr(inference, "SHARD_IMAGES", 256)
+    monkeypatch.setenv("BIASREPAIR_BACKEND", "ray")
+    assert compute.sharding_backend(10_000) is None  # no existing cluster named: no Ray instance for a task
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    assert compute.sharding_backend(511) is None  # under two shards: not worth the trip
+    store.execute("DELETE FROM evaluations WHERE model_id = ? AND dataset_id = ?", (mid, did))
+    compute.evaluate(store, {"model_id": mid, "dataset_id": did}, ALICE)
+    on_ray = np.load(store.evaluation(mid, did)["predictions_path"])["predictions"]
+    assert (on_ray == local).all() and store.evaluation(mid, did)["metrics"] == pytest.approx(local_metrics)
+    pool = np.load(compute.pool_predictions(store, {"model_id": mid, "dataset_id": pool_id}, ALICE)["path"])
+    assert (pool["predictions"] == local_pool["predictions"]).all()
+    assert pool["confidences"] == pytest.approx(local_pool["confidences"], abs=1e-5)
+    assert len(maps) == 2 and all(n >= 2 for n in maps), maps  # both went to the cluster, in shards
+
+
 def test_sweep_on_ray_writes_the_local_table(cluster, demo_dir, tmp_path):
     import csv
 

@@ -38,9 +38,18 @@ from core.app.suspects import (
     read_discovery,
 )
 from core.app.uploads import register_eval, register_pool
+from core.engine import inference
+from core.engine.backends import backend_name, get_backend
 from core.engine.devices import select_device
 from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, representatives, suggest_from_arrays
-from core.engine.inference import DiskImages, evaluate_bundle, normalize, predict_dataset, predict_logits
+from core.engine.inference import (
+    DiskImages,
+    evaluate_bundle,
+    normalize,
+    predict_dataset,
+    predict_logits,
+    predict_sharded,
+)
 from core.engine.interpolation import check_alpha, interpolate_state, interpolated_model, scaled_delta
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.repair import layer_changes
@@ -163,6 +172,15 @@ def open_demo(store: Store, payload: dict, actor: str) -> dict:
     return {"project_id": pid}
 
 
+def sharding_backend(images: int):
+    """The Ray backend, for a set of ``images`` that spans two shards or more, when the workbench runs on an
+    existing Ray cluster (``BIASREPAIR_BACKEND=ray`` with ``RAY_ADDRESS``): its workers predict the shards.
+    Otherwise None: this process predicts the set (no private Ray instance is started for a task)."""
+    if backend_name() != "ray" or not os.environ.get("RAY_ADDRESS") or images < 2 * inference.SHARD_IMAGES:
+        return None
+    return get_backend("ray")
+
+
 def evaluate(store: Store, payload: dict, actor: str) -> dict:
     """Evaluate a stored model on the reported rows of a stored dataset; keep metrics and predictions."""
     model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
@@ -172,7 +190,7 @@ def evaluate(store: Store, payload: dict, actor: str) -> dict:
     check_stored_model(model)
     bundle = load_bundle(model["path"])
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
-    res = evaluate_bundle(bundle, ds)
+    res = evaluate_bundle(bundle, ds, backend=sharding_backend(len(ds)))
     out = store.artifact_dir("evaluations") / f"m{model_id}_d{dataset_id}.npz"
     np.savez(out, predictions=res.predictions, confidences=res.confidences)
     store.save_evaluation(model_id, dataset_id, res.metrics, out)
@@ -189,7 +207,11 @@ def pool_predictions(store: Store, payload: dict, actor: str) -> dict:
     out = pool_predictions_path(store, model_id, dataset_id, len(items))
     root = Path(store.dataset(dataset_id)["path"])
     ds = ImageDataset(root, [Record(i["path"], 0, i["attribute"] or None) for i in items], [])
-    probs = predict_dataset(bundle.model, ds, bundle.meta, select_device("auto"))  # streamed, bounded memory
+    backend = sharding_backend(len(ds))
+    if backend is not None:  # shards on the cluster's workers, gathered in order
+        probs = predict_sharded(bundle.model, ds, bundle.meta, backend, "auto")
+    else:
+        probs = predict_dataset(bundle.model, ds, bundle.meta, select_device("auto"))  # streamed, bounded memory
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, predictions=probs.argmax(axis=1), confidences=probs.max(axis=1))
     tmp.replace(out)  # readers never see a half-written file

@@ -193,14 +193,15 @@ def _predict_shard(shared: _Shards, shard: ImageDataset) -> np.ndarray:
 
 def predict_sharded(
     model: torch.nn.Module, dataset: ImageDataset, meta, backend, device: str = "auto",
-    shard_images: int = SHARD_IMAGES, batch_size: int | None = None,
+    shard_images: int | None = None, batch_size: int | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Class probabilities [N,K] of a dataset, its rows split into shards of ``shard_images``, each a task of
+    """Class probabilities [N,K] of a dataset, its rows split into shards of ``shard_images`` (default
+    :data:`SHARD_IMAGES`), each a task of
     ``backend`` (:mod:`core.engine.backends`), gathered in the dataset's order. The model goes to the
     workers once; each worker reads its shard's image files itself, so they must be at the same path on
     every node (a shared folder). ``device`` is resolved on each worker (a GPU task picks its GPU)."""
-    n = len(dataset)
-    shards = [dataset.subset(range(i, min(i + shard_images, n))) for i in range(0, n, shard_images)]
+    n, size = len(dataset), shard_images or SHARD_IMAGES
+    shards = [dataset.subset(range(i, min(i + size, n))) for i in range(0, n, size)]
     gpus = 1 if backend.cluster_gpus() >= 1 else 0
     parts = backend.map(_predict_shard, shards, _Shards(model, meta, device, batch_size), gpus)
     return np.concatenate(parts) if parts else np.zeros((0, len(meta.class_names)), dtype=np.float32)
