@@ -5,6 +5,7 @@ One local Ray instance with 2 CPUs for the whole file (``ray.init(num_cpus=2)``)
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import threading
@@ -204,6 +205,19 @@ def _queued_run(tmp_path, demo_dir, monkeypatch) -> tuple[Store, int]:
     return store, runs.submit_run(store, pid, "cpt", dict(LONG_RUN), ALICE)
 
 
+@contextlib.contextmanager
+def _serving(store, execute):
+    """The Ray runs worker serving in a thread; leaving stops it as SIGTERM or the server going away would."""
+    stop = threading.Event()
+    serving = threading.Thread(target=RayRuns(store, os.getpid(), execute).serve, args=(stop, 60.0))
+    serving.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        serving.join()
+
+
 def test_a_ray_task_whose_worker_dies_fails_its_run(cluster, tmp_path, demo_dir, monkeypatch):
     from tests.ray_helpers import die_in_worker
 
@@ -219,29 +233,17 @@ def test_a_ray_task_that_ignores_its_cancel_flag_is_cancelled_by_ray(cluster, tm
     from tests.ray_helpers import ignore_cancel
 
     store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
-    stop = threading.Event()
-    serving = threading.Thread(target=RayRuns(store, os.getpid(), ignore_cancel).serve, args=(stop, 60.0))
-    serving.start()
-    try:
+    with _serving(store, ignore_cancel):
         wait_for(lambda: store.run(rid)["status"] == "running", timeout=120)
         runs.cancel_run(store, rid, ALICE)
         wait_for(lambda: store.run(rid)["status"] != "running", timeout=120)
-    finally:
-        stop.set()
-        serving.join()
     assert store.run(rid)["status"] == "cancelled"
 
 
 def test_a_stopped_server_marks_its_ray_runs_interrupted(cluster, tmp_path, demo_dir, monkeypatch):
     store, rid = _queued_run(tmp_path, demo_dir, monkeypatch)
-    stop = threading.Event()
-    serving = threading.Thread(target=RayRuns(store, os.getpid(), execute_run).serve, args=(stop, 60.0))
-    serving.start()
-    try:
+    with _serving(store, execute_run):
         wait_for(lambda: len(store.progress(rid)) >= 1, timeout=300)  # the repair is stepping on Ray
-    finally:
-        stop.set()  # what SIGTERM or the server going away does to the runs worker
-        serving.join()
     assert store.run(rid)["status"] == "interrupted"
 
 

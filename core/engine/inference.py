@@ -121,10 +121,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device
         batch_size = min(batch_size, x.batch)
     outs = []
     for start in range(0, len(x), batch_size):
-        if isinstance(x, DiskImages):
-            xb = x.read(slice(start, start + batch_size), device)
-        else:
-            xb = x[start : start + batch_size].to(device, non_blocking=True)
+        xb = rows_on(x, slice(start, start + batch_size), device)
         with autocast(device):
             outs.append(model(xb).float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
