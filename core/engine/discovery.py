@@ -40,6 +40,7 @@ from PIL import Image
 from core.engine.devices import select_device
 from core.engine.inference import normalize
 from core.errors import UserError
+from core.formats.architectures import last_linear
 from core.formats.datasets import ImageDataset, iter_pixel_batches, open_image
 from core.formats.limits import eval_batch_size
 
@@ -62,13 +63,10 @@ Z = 1.96  # 95 % Wilson interval
 def classifier_layer(model: torch.nn.Module) -> torch.nn.Linear:
     """The model's last ``nn.Linear``: its classifier head (SmallCNN and every torchvision model
     on the allow-list end in one)."""
-    last = None
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            last = module
-    if last is None:
+    found = last_linear(model)
+    if found is None:
         raise UserError("the model has no linear classifier layer, so its features cannot be read")
-    return last
+    return found[1]
 
 
 def _stage_modules(model: torch.nn.Module, x: torch.Tensor, head: torch.nn.Linear) -> list[tuple[str, tuple]]:

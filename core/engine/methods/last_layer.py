@@ -29,16 +29,7 @@ from torch import nn
 from core.engine.configs import LastLayerConfig
 from core.engine.methods.base import Method, merged_with
 from core.errors import UserError
-
-
-def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    found = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            found = (name, module)
-    if found is None:
-        raise UserError("last-layer retraining needs a model whose classifier is a linear layer")
-    return found
+from core.formats.architectures import last_linear
 
 
 class LastLayer(Method):
@@ -50,7 +41,10 @@ class LastLayer(Method):
             raise UserError(
                 "last-layer retraining needs typical unlabelled images (pass --unlabeled, e.g. the candidate pool)"
             )
-        self.layer_name, base_head = last_linear(self.base)
+        found = last_linear(self.base)
+        if found is None:
+            raise UserError("last-layer retraining needs a model whose classifier is a linear layer")
+        self.layer_name, base_head = found
         self.head = copy.deepcopy(base_head).to(device)
         for p in self.head.parameters():
             p.requires_grad_(True)
