@@ -3,7 +3,8 @@
 Exit status 0 on success; 2 with a one-line reason on bad input (a :class:`UserError`), never a
 traceback for a user's mistake.
 
-The commands that write something a person answers for (``tune``, ``sweep``, ``export``) act as a
+``repair`` repairs a model (``tune`` is its old name and still works, with the same options and
+output). The commands that write something a person answers for (``repair``, ``sweep``, ``export``) act as a
 named local user: ``--user``, else ``$BIASREPAIR_USER``, else the operating-system login. The name
 and the time go into ``made_by.json`` in the run folder (beside the zip for ``export``:
 ``<name>.made_by.json``). The workbench's own accounts (core/app/accounts.py) are separate: the
@@ -26,9 +27,12 @@ from pathlib import Path
 from core.app.demo import build_demo
 from core.engine.backends import add_backend_argument, get_backend
 from core.engine.configs import PENALTIES
+from core.engine.events import AutoTrialStarted, ProgressEvent, StepEvent
 from core.engine.inference import evaluate_bundle
 from core.engine.methods import METHODS, get_method
 from core.engine.repair import prepare_data, run_repair, write_run
+from core.engine.results import RunMetrics
+from core.engine.runfolder import BUNDLE_META, RunFolder
 from core.errors import UserError
 from core.formats.bundle import load_bundle, load_model_file
 from core.formats.datasets import load_dataset, unpacked_zips
@@ -38,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module with add_arguments(parser) and run(args), one-line help)
     "demo": ("core.cli", "Write the built-in demo (model, eval, pool, counterexamples) to a folder."),
     "evaluate": ("core.cli", "Evaluate a model bundle on a dataset; write metrics.json."),
-    "tune": ("core.cli", "Repair a model on counterexamples; write a run folder."),
+    "repair": ("core.cli", "Repair a model on counterexamples; write a run folder."),
     "sweep": ("core.cli", "Repair with several penalty strengths; write one run each and a trade-off table."),
     "export": ("core.cli", "Zip a run's repaired model (or any bundle folder) for hand-off."),
     "benchmark": ("core.bench.benchmark", "Run every method over counterexample sets of several sizes."),
@@ -47,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+ALIASES = {"tune": "repair"}  # an old command name → the command it runs
 USER_ENV = "BIASREPAIR_USER"
 
 
@@ -143,8 +148,8 @@ def run_evaluate(args) -> int:
     return 0
 
 
-# -- tune ---------------------------------------------------------------------------------------
-def add_tune(p: argparse.ArgumentParser) -> None:
+# -- repair -------------------------------------------------------------------------------------
+def add_repair(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True, help="bundle folder or .zip (or weights file with --meta)")
     p.add_argument("--meta", help="model.json for a bare .pt/.pth/.safetensors weights file")
@@ -173,7 +178,8 @@ def add_tune(p: argparse.ArgumentParser) -> None:
     add_user(p)
 
 
-def tune_overrides(args) -> dict:
+def repair_overrides(args) -> dict:
+    """The method settings a repair or sweep command line gives: ``--set`` pairs and the named options."""
     over: dict = {}
     for kv in args.set:
         if "=" not in kv:
@@ -195,7 +201,24 @@ def tune_overrides(args) -> dict:
     return over
 
 
-def run_tune(args) -> int:
+def progress_line(e: ProgressEvent) -> str | None:
+    """The terminal's progress line for an event (None: the event shows nothing)."""
+    if isinstance(e, AutoTrialStarted):
+        return f"\rauto: strength {e.strength:g} ({e.candidate}/{e.candidates}), fold {e.fold}/{e.folds}   "
+    if not isinstance(e, StepEvent):
+        return None
+    line = (
+        f"\rstep {e.step:4d}/{e.max_steps}  loss {e.stats.loss:.4f}  penalty {e.stats.penalty:.4f}  "
+        f"fixed {e.fixed}/{e.total}"
+    )
+    if e.heldout_worst_group is not None:
+        line += f"  held-out worst-group {e.heldout_worst_group:.3f}"
+    if e.backtracked:
+        line += f"  undone: reference answers kept {e.reference_agreement:.1%} < floor; retrying with half the step"
+    return line
+
+
+def run_repair_command(args) -> int:
     local_user(args)  # refused before any work if nobody can be named
 
     get_method(args.method)
@@ -206,37 +229,17 @@ def run_tune(args) -> int:
     unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
     ref = load_dataset(args.reference, names, keep_good_rows=True) if args.reference else None
 
-    def progress(e: dict) -> None:
-        if args.quiet:
-            return
-        if e.get("phase") == "auto":
-            if "fold" in e:
-                print(
-                    f"\rauto: strength {e['strength']:g} ({e['candidate']}/{e['candidates']}), fold "
-                    f"{e['fold']}/{e['folds']}   ",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            return
-        line = (
-            f"\rstep {e['step']:4d}/{e['max_steps']}  loss {e['loss']:.4f}  penalty {e['penalty']:.4f}  "
-            f"fixed {e['fixed']}/{e['total']}"
-        )
-        if e.get("heldout_worst_group") is not None:
-            line += f"  held-out worst-group {e['heldout_worst_group']:.3f}"
-        if e.get("backtracked"):
-            line += (
-                f"  undone: reference answers kept {e['reference_agreement']:.1%} < floor; retrying with half the step"
-            )
-        print(line, end="", file=sys.stderr, flush=True)
+    def progress(e: ProgressEvent) -> None:
+        line = None if args.quiet else progress_line(e)
+        if line is not None:
+            print(line, end="", file=sys.stderr, flush=True)
 
     result = run_repair(
         bundle,
         ce,
         ev,
         method=args.method,
-        config=tune_overrides(args),
+        config=repair_overrides(args),
         device=args.device,
         seed=args.seed,
         progress=progress,
@@ -247,27 +250,31 @@ def run_tune(args) -> int:
     if not args.quiet:
         print(file=sys.stderr)
     out = write_run(result, bundle.meta, args.out, ev)
-    write_made_by(Path(out) / "made_by.json", args, "tune")
-    m = result.metrics
-    print(f"method {m['method']}  strength {m['strength']}  steps {m['steps']}  stop: {m['stop_reason']}")
-    if m["method"] == "cpt" and m["reference_agreement"] is None and m["config"].get("anchor", 0) > 0:
-        print("note: no reference images (--reference or --unlabeled): the anchor and the kept floor were off")
-    if m.get("no_change"):
-        print(f"no change ({m['no_change']['code']}): {m['no_change']['reason']}")
-    if "before" in m:
-        b, a = m["before"], m["after"]
-        print(
-            f"accuracy {b['accuracy']:.3f} → {a['accuracy']:.3f}   worst-group {b['worst_group_accuracy']:.3f} → "
-            f"{a['worst_group_accuracy']:.3f}   kept decisions {m['kept_decisions']:.3f}   "
-            f"changed {m['changed_predictions']}"
-        )
-    print(f"{m['seconds']:.1f} s on {m['device']}  → {out}")
+    write_made_by(RunFolder(out).made_by_file, args, args.command)
+    print_summary(result.metrics, out)
     return 0
+
+
+def print_summary(m: RunMetrics, out: Path) -> None:
+    """What a repair did, in a few lines on stdout."""
+    print(f"method {m.method}  strength {m.strength}  steps {m.steps}  stop: {m.stop_reason}")
+    if m.method == "cpt" and m.reference_agreement is None and m.config.get("anchor", 0) > 0:
+        print("note: no reference images (--reference or --unlabeled): the anchor and the kept floor were off")
+    if m.no_change is not None:
+        print(f"no change ({m.no_change.code}): {m.no_change.reason}")
+    if m.before is not None:
+        b, a = m.before, m.after
+        print(
+            f"accuracy {b.accuracy:.3f} → {a.accuracy:.3f}   worst-group {b.worst_group_accuracy:.3f} → "
+            f"{a.worst_group_accuracy:.3f}   kept decisions {m.comparison.kept_decisions:.3f}   "
+            f"changed {m.comparison.changed_predictions}"
+        )
+    print(f"{m.seconds:.1f} s on {m.device}  → {out}")
 
 
 # -- sweep --------------------------------------------------------------------------------------
 def add_sweep(p: argparse.ArgumentParser) -> None:
-    add_tune(p)
+    add_repair(p)
     p.add_argument("--strengths", nargs="+", type=float, default=[10.0, 100.0, 1000.0, 10000.0], help="λ values to try")
 
 
@@ -285,7 +292,7 @@ def run_sweep(args) -> int:
     data = prepare_data(bundle, ce, ev, unlabeled=unl, reference=ref)  # decode images once for every strength
     out = Path(args.out)
     rows = []
-    sweep = _Sweep(bundle, ce, ev, data, args.method, tune_overrides(args), args.device, args.seed)
+    sweep = _Sweep(bundle, ce, ev, data, args.method, repair_overrides(args), args.device, args.seed)
     backend = get_backend(args.backend)  # ray: one task per strength, the data sent once
     gpus = 1 if backend.parallel and backend.cluster_gpus() >= 1 else 0
     if backend.parallel:
@@ -293,17 +300,9 @@ def run_sweep(args) -> int:
     else:  # one at a time, so each line is printed as its run ends
         results = (_sweep_run(sweep, lam) for lam in args.strengths)
     for lam, result in zip(args.strengths, results, strict=True):
-        write_run(result, bundle.meta, out / f"strength_{lam:g}", ev)
-        write_made_by(out / f"strength_{lam:g}" / "made_by.json", args, "sweep")
-        m = result.metrics
-        row = {"strength": lam, "steps": m["steps"], "stop_reason": m["stop_reason"], "seconds": round(m["seconds"], 2)}
-        if "before" in m:
-            row.update(
-                accuracy=m["after"]["accuracy"],
-                worst_group_accuracy=m["after"]["worst_group_accuracy"],
-                kept_decisions=m["kept_decisions"],
-                changed_predictions=m["changed_predictions"],
-            )
+        folder = RunFolder(write_run(result, bundle.meta, out / f"strength_{lam:g}", ev))
+        write_made_by(folder.made_by_file, args, "sweep")
+        row = _sweep_row(lam, result.metrics)
         rows.append(row)
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     with open(out / "sweep.csv", "w", newline="", encoding="utf-8") as fh:
@@ -312,6 +311,19 @@ def run_sweep(args) -> int:
         w.writerows(rows)
     print(f"→ {out / 'sweep.csv'}")
     return 0
+
+
+def _sweep_row(lam: float, m: RunMetrics) -> dict:
+    """One line of sweep.csv."""
+    row = {"strength": lam, "steps": m.steps, "stop_reason": m.stop_reason, "seconds": round(m.seconds, 2)}
+    if m.before is not None:
+        row.update(
+            accuracy=m.after.accuracy,
+            worst_group_accuracy=m.after.worst_group_accuracy,
+            kept_decisions=m.comparison.kept_decisions,
+            changed_predictions=m.comparison.changed_predictions,
+        )
+    return row
 
 
 @dataclass
@@ -346,9 +358,10 @@ def add_export(p: argparse.ArgumentParser) -> None:
 def run_export(args) -> int:
 
     src = Path(args.run)
-    bundle_dir = src / "model" if (src / "model" / "model.json").is_file() else src
-    if not (bundle_dir / "model.json").is_file():
-        raise UserError(f"{src} holds no model bundle (model.json); was the run's method mergeable?")
+    run = RunFolder(src)
+    bundle_dir = run.model_dir if run.has_model_meta() else src
+    if not (bundle_dir / BUNDLE_META).is_file():
+        raise UserError(f"{src} holds no model bundle ({BUNDLE_META}); was the run's method mergeable?")
     load_bundle(bundle_dir)  # validate before handing it on
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +377,7 @@ LOCAL = {
     "export": (add_export, run_export),
     "demo": (add_demo, run_demo),
     "evaluate": (add_evaluate, run_evaluate),
-    "tune": (add_tune, run_tune),
+    "repair": (add_repair, run_repair_command),
 }
 
 
@@ -375,7 +388,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         if only is not None and name != only:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        aliases = [old for old, new in ALIASES.items() if new == name]
+        p = sub.add_parser(name, aliases=aliases, help=help_text, description=help_text)
         if name in LOCAL:
             LOCAL[name][0](p)
             p.set_defaults(_run=LOCAL[name][1])
@@ -389,7 +403,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Build only the chosen sub-command's parser, so one command never imports another's module.
-    chosen = next((a for a in argv if a in COMMANDS), None)
+    chosen = next((ALIASES.get(a, a) for a in argv if a in COMMANDS or a in ALIASES), None)
     parser = build_parser(chosen)
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,8 @@ from core.engine.anchor import Reference, anchor_kl
 from core.engine.configs import SIZE_REFERENCE, make_config
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
-from core.engine.strength import CANDIDATES, NO_CHANGE_CODES, choose_strength
+from core.engine.results import NoChangeCode, StopReason
+from core.engine.strength import CANDIDATES, choose_strength
 from tests.conftest import unlearnable
 
 CPU = torch.device("cpu")
@@ -58,7 +59,7 @@ def test_anchor_uses_no_labels_of_reference_images(tiny_model):
         impl, _ = _cpt(tiny_model, x_ref.clone(), anchor=5.0)
         for _ in range(3):
             stats = impl.update(x, y)
-        assert "anchor" in stats and stats["anchor"] > 0
+        assert stats.anchor is not None and stats.anchor > 0
         deltas.append([d.detach().clone() for d in impl.model.deltas])
     assert all(torch.equal(a, b) for a, b in zip(*deltas))
     import inspect
@@ -84,10 +85,10 @@ def test_kept_rule_restores_the_best_step_above_the_floor(tiny_model):
     x_ref = torch.randn(64, 3, 12, 12)
     x, y = torch.randn(6, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2])
     impl, cfg = _cpt(tiny_model, x_ref, anchor=0.0, lr=5e-2, strength=1.0, keep_floor=0.999, max_steps=30, backtracks=0)
-    history, reason, _ = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
-    agreements = [h["reference_agreement"] for h in history]
+    result = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
+    agreements = [h.reference_agreement for h in result.history]
     assert all(a is not None for a in agreements)
-    assert reason.startswith("kept_floor")
+    assert result.reason is StopReason.KEPT_FLOOR
     assert agreements[-1] < 0.999
     # The result is a state from before the floor was crossed: its estimate is above the floor.
     assert impl.reference.agreement(impl.predict) >= 0.999
@@ -101,15 +102,16 @@ def test_backtracking_undoes_a_step_under_the_floor_and_halves_the_step(tiny_mod
     states = []
     snapshot = impl.snapshot
     impl.snapshot = lambda: states.append(snapshot()) or states[-1]  # the state before each step
-    history, reason, _ = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
-    undone = [i for i, h in enumerate(history) if h.get("backtracked")]
+    result = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
+    history, reason = result.history, result.reason
+    undone = [i for i, h in enumerate(history) if h.backtracked]
     assert undone, "the floor was never crossed: the test proves nothing"
-    assert all(history[i]["reference_agreement"] < 0.999 for i in undone)
-    assert len(undone) <= 3 and (reason.startswith("kept_floor") == (len(undone) == 3 and len(history) < 40))
+    assert all(history[i].reference_agreement < 0.999 for i in undone)
+    assert len(undone) <= 3 and ((reason is StopReason.KEPT_FLOOR) == (len(undone) == 3 and len(history) < 40))
     assert impl.optimizer.param_groups[0]["lr"] == 5e-2 * 0.5 ** len(undone)
     assert impl.reference.agreement(impl.predict) >= 0.999  # whatever was kept is above the floor
     if undone[0] + 1 < len(history):  # after an undo the run went on from the state before that step
-        assert history[undone[0] + 1]["step"] == history[undone[0]]["step"] + 1
+        assert history[undone[0] + 1].step == history[undone[0]].step + 1
 
 
 def test_size_scaled_step_and_normalised_gradient_step(tiny_model):
@@ -135,9 +137,10 @@ def test_kept_rule_without_reference_is_the_paper_rule(tiny_model):
         "cpt", {"max_steps": 200, "min_steps": 5, "stop_rule": "kept", "lr": 1e-2, "lr_scale": "none", "strength": 1.0}
     )
     impl = get_method("cpt")(tiny_model, cfg, CPU)
-    history, reason, _ = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
-    assert reason == "all_fixed" and history[-1]["fixed"] == 3 and len(history) >= 5
-    assert all(h["reference_agreement"] is None for h in history)
+    result = train_method(impl, PreparedData(x, y), CPU, ["a", "b", "c"])
+    history = result.history
+    assert result.reason is StopReason.ALL_FIXED and history[-1].fixed == 3 and len(history) >= 5
+    assert all(h.reference_agreement is None for h in history)
 
 
 def _demo(demo_dir, n):
@@ -154,10 +157,11 @@ def _demo(demo_dir, n):
 
 def test_auto_reports_progress_per_candidate_and_fold(demo_dir):
     b, _, _, data = _demo(demo_dir, 8)
-    events: list[dict] = []
+    typed: list = []
     report = choose_strength(
-        b, data, "cpt", make_config("cpt", {"max_steps": 20, "min_steps": 5}), CPU, progress=events.append
-    )
+        b, data, "cpt", make_config("cpt", {"max_steps": 20, "min_steps": 5}), CPU, progress=typed.append
+    ).to_json()
+    events = [e.to_json() for e in typed]  # as the workbench stores them
     runs = [e for e in events if "fold" in e]
     assert runs, "no progress events"
     assert {e["phase"] for e in events} == {"auto"}
@@ -177,10 +181,10 @@ def test_auto_change_nothing_has_a_reason_code(demo_dir):
     with torch.no_grad():
         pred = b.model(data.x_ce).argmax(1).tolist()
     res = run_repair(b, unlearnable(ce, pred), ev, config={"strength": "auto", "max_steps": 20})
-    nc = res.metrics["no_change"]
-    assert nc is not None and nc["code"] in NO_CHANGE_CODES and nc["reason"]
-    assert res.metrics["auto_strength"]["chosen"] is None
-    assert res.metrics["changed_predictions"] == 0 and res.metrics["kept_decisions"] == 1.0
+    nc = res.metrics.no_change
+    assert nc is not None and nc.code in set(NoChangeCode) and nc.reason
+    assert res.metrics.auto_strength.chosen is None
+    assert res.metrics.comparison.changed_predictions == 0 and res.metrics.comparison.kept_decisions == 1.0
     assert res.delta is None
 
 
@@ -192,7 +196,7 @@ def test_auto_refuses_settings_that_break_reference_answers(demo_dir, monkeypatc
     b, _, _, data = _demo(demo_dir, 8)
     data.reference = normalize(reference_pixels("demo", 128), b.meta.mean, b.meta.std)
     monkeypatch.setattr(st, "KEEP_TARGET", 1.01)  # nothing can keep more than every answer
-    report = st.choose_strength(b, data, "cpt", make_config("cpt", {"max_steps": 20, "min_steps": 5}), CPU)
+    report = st.choose_strength(b, data, "cpt", make_config("cpt", {"max_steps": 20, "min_steps": 5}), CPU).to_json()
     assert report["chosen"] is None and report["code"] in ("no_safe_setting", "no_heldout_fix")
     assert not any(r["safe"] for r in report["candidates"])
     assert all(r["stopped_early"] for r in report["candidates"])  # one fold was enough to rule each out

@@ -119,5 +119,5 @@ def test_closed_form_l2_gradient_matches_autograd(tiny_model):
         runs.append(([d.detach().clone() for d in m.model.deltas], stats))
     for a, b in zip(runs[0][0], runs[1][0]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    assert runs[0][1]["penalty"] > 0
-    assert runs[0][1]["penalty"] == pytest.approx(runs[1][1]["penalty"], rel=1e-5)
+    assert runs[0][1].penalty > 0
+    assert runs[0][1].penalty == pytest.approx(runs[1][1].penalty, rel=1e-5)

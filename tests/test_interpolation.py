@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from core.engine.inference import predict_logits
-from core.engine.interpolation import interpolate_state, interpolated_model, scaled_delta
 from core.engine.repair import PreparedData, run_repair
+from core.engine.weight_interpolation import interpolate_state, interpolated_model, scaled_delta
 from core.errors import UserError
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, ModelBundle

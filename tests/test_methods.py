@@ -101,8 +101,8 @@ def test_three_updates_leave_base_untouched(name, batch):
     start = method.predict(x)
     for _ in range(3):
         stats = method.update(x, y)
-        assert set(stats) == {"loss", "task_loss", "penalty"}
-        assert all(isinstance(v, float) for v in stats.values())
+        assert set(stats.to_json()) == {"loss", "task_loss", "penalty"}
+        assert all(isinstance(v, float) for v in stats.to_json().values())
     after = method.predict(x)
     assert not torch.allclose(after, start), "three updates did not change the model at all"
     for k, v in state_copy(base).items():
@@ -182,15 +182,18 @@ def test_lora_change_is_low_rank(batch):
         assert rank <= 2, (name, rank)
 
 
-def test_side_tuning_alpha_schedule(batch):
+def test_side_tuning_base_weight_schedule(batch):
     x, y, unl = batch
-    method = build("side_tuning", make_base(), unl, anneal_steps=4, alpha_end=0.25)
-    assert method.alpha() == 1.0
+    method = build("side_tuning", make_base(), unl, anneal_steps=4, base_weight=0.25)
+    assert method.base_weight() == 1.0
     for _ in range(5):
         method.update(x, y)
-    assert method.alpha() == pytest.approx(0.25)
-    fixed = build("side_tuning", make_base(), unl, alpha_mode="fixed", alpha_end=0.5)
-    assert fixed.alpha() == 0.5
+    assert method.base_weight() == pytest.approx(0.25)
+    fixed = build("side_tuning", make_base(), unl, blend="fixed", base_weight=0.5)
+    assert fixed.base_weight() == 0.5
+    # the settings' old names (alpha_mode, alpha_end) still work
+    old = build("side_tuning", make_base(), unl, alpha_mode="fixed", alpha_end=0.5)
+    assert old.config == fixed.config
 
 
 def test_last_layer_needs_typical_images():
@@ -216,7 +219,7 @@ def test_run_repair_and_write_run(name, batch, tmp_path):
         unlabeled=unl,
     )
     res = run_repair(bundle, None, method=name, config={"max_steps": 4, "min_steps": 1}, data=data)
-    assert res.metrics["steps"] >= 1 and res.metrics["method"] == name
+    assert res.metrics.steps >= 1 and res.metrics.method == name
     out = write_run(res, meta, tmp_path / "run")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == name and "kept_decisions" in metrics

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import interpolation, pool, projects, runs, summary, suspects, uploads
+from core.app import interpolated_runs, pool, projects, runs, summary, suspects, uploads
 from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
@@ -342,7 +342,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     # α = 0 is the old model: nothing changed, the card's new numbers are the old ones.
     slider.set_value(0.0).run()
     assert not at.exception, [e.value for e in at.exception]
-    zero = interpolation.preview(store, rid, 0.0, ALICE)
+    zero = interpolated_runs.preview(store, rid, 0.0, ALICE)
     assert zero["metrics"]["changed_predictions"] == 0 and zero["metrics"]["kept_decisions"] == 1.0
     assert zero["metrics"]["after"]["accuracy"] == full["before"]["accuracy"]
     assert at.get_by_key("alpha_save").proto.disabled
@@ -350,7 +350,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
 
     # α = 0.5: recomputed numbers in the card and the galleries, and a preview line.
     at.slider(key=f"alpha_{rid}").set_value(0.5).run()
-    half = interpolation.preview(store, rid, 0.5, ALICE)["metrics"]
+    half = interpolated_runs.preview(store, rid, 0.5, ALICE)["metrics"]
     assert 0 < half["changed_predictions"] < full["changed_predictions"]
     card_half = _card(at)
     assert card_half != card_full and summary.pct(half["after"]["accuracy"]) in card_half

@@ -5,8 +5,10 @@ import numpy as np
 import torch
 
 from core.engine.configs import make_config
+from core.engine.events import StepStats
 from core.engine.loop import PreparedData, train_method
 from core.engine.repair import run_repair
+from core.engine.results import StopReason
 from core.engine.strength import choose_strength
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, ModelBundle
@@ -15,7 +17,10 @@ DEV = torch.device("cpu")
 
 
 class Scripted:
-    """A stand-in method whose predictions become right after a chosen number of updates."""
+    """A stand-in method (a core.engine.methods.base.RepairMethod) whose predictions become right after a
+    chosen number of updates."""
+
+    reference = None  # no reference images: the kept rule is the paper's rule
 
     def __init__(self, n, right_after, n_classes=3):
         self.steps, self.n, self.right_after, self.nc = 0, n, right_after, n_classes
@@ -24,7 +29,10 @@ class Scripted:
     def update(self, x, y):
         self.steps += 1
         self.y = y
-        return {"loss": 1.0, "task_loss": 1.0, "penalty": 0.0}
+        return StepStats(1.0, 1.0, 0.0)
+
+    def halve_step(self):
+        return False
 
     def predict(self, x):
         y = self.y if self.steps >= self.right_after else (self.y + 1) % self.nc
@@ -48,8 +56,8 @@ def data(n=4):
 def run(right_after, **cfg):
     m = Scripted(4, right_after)
     m.config = make_config("cpt", cfg)
-    history, reason, cancelled = train_method(m, data(), DEV, ["a", "b", "c"])
-    return m, history, reason
+    result = train_method(m, data(), DEV, ["a", "b", "c"])
+    return m, result.history, result.reason
 
 
 def test_stops_once_all_right_after_min_steps():
@@ -81,8 +89,8 @@ def test_cancel_is_polled_every_step():
         return calls["n"] > 3
 
     m.config = make_config("cpt", {"max_steps": 100})
-    history, reason, cancelled = train_method(m, data(), DEV, ["a", "b", "c"], should_stop=should_stop)
-    assert cancelled and reason == "cancelled" and len(history) == 3
+    result = train_method(m, data(), DEV, ["a", "b", "c"], should_stop=should_stop)
+    assert result.cancelled and result.reason is StopReason.CANCELLED and len(result.history) == 3
 
 
 def test_heldout_rule_keeps_best_step():
@@ -93,9 +101,11 @@ def test_heldout_rule_keeps_best_step():
     d.attr_val = ["a", "a", "b", "b"]
     cfg = make_config("cpt", {"stop_rule": "heldout", "eval_every": 1, "patience": 3, "min_steps": 0, "max_steps": 40})
     m.config = cfg
-    history, reason, _ = train_method(m, d, DEV, ["a", "b", "c"])
+    result = train_method(m, d, DEV, ["a", "b", "c"])
+    history, reason = result.history, result.reason
     # validation predictions never change (all zeros → class 0), so the first check is the best
-    assert reason.startswith("heldout_patience") and m.restored == 1 and len(history) == 4
+    assert reason is StopReason.HELDOUT_PATIENCE and m.restored == 1 and len(history) == 4
+    assert result.restored_step == 1 and result.stop.describe() == "heldout_patience; restored best held-out step 1"
 
 
 def _small_repair_inputs():
@@ -130,7 +140,7 @@ def test_cancel_ends_the_automatic_strength_sweep_at_once():
     report = choose_strength(
         bundle, d, "cpt", make_config("cpt", {"max_steps": 50, "min_steps": 50}), DEV, should_stop=should_stop
     )
-    assert report["cancelled"] and report["chosen"] is None
+    assert report.cancelled and report.chosen is None
     assert calls["n"] == 6  # asked once more after the first yes, then nothing else ran
 
 
@@ -141,5 +151,5 @@ def test_a_cancelled_repair_stops_without_evaluating_or_merging():
         res = run_repair(
             bundle, None, method="cpt", config={"strength": strength, "max_steps": 50}, data=d, should_stop=should_stop
         )
-        assert res.cancelled and res.stop_reason == "cancelled", strength
-        assert res.merged_state is None and len(res.after_pred) == 0 and res.metrics["steps"] <= 3
+        assert res.cancelled and res.stop.reason is StopReason.CANCELLED, strength
+        assert res.merged_state is None and len(res.after_pred) == 0 and res.metrics.steps <= 3

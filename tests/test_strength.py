@@ -9,6 +9,7 @@ import torch
 
 from core.engine.configs import make_config
 from core.engine.repair import prepare_data, run_repair
+from core.engine.results import StopReason
 from core.engine.strength import CANDIDATES, choose_strength
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
@@ -32,8 +33,8 @@ def test_choice_does_not_depend_on_eval_labels(demo_dir):
     scrambled = dataclasses.replace(data, y_eval=np.random.default_rng(1).permutation(data.y_eval))
     second = choose_strength(b, scrambled, "cpt", make_config("cpt", CFG), torch.device("cpu"))
     assert first == second
-    assert first["chosen"] in CANDIDATES
-    assert [r["strength"] for r in first["candidates"]] == list(CANDIDATES)
+    assert first.chosen in CANDIDATES
+    assert [r.strength for r in first.candidates] == list(CANDIDATES)
 
 
 def test_auto_can_choose_to_change_nothing(demo_dir):
@@ -47,26 +48,26 @@ def test_auto_can_choose_to_change_nothing(demo_dir):
     with torch.no_grad():
         pred = b.model(x).argmax(1).tolist()
     result = run_repair(b, unlearnable(ce, pred), ev, config={**CFG, "strength": "auto"})
-    assert result.metrics["auto_strength"]["chosen"] is None
-    assert result.stop_reason == "auto_no_change"
-    assert result.metrics["kept_decisions"] == 1.0 and result.metrics["changed_predictions"] == 0
+    assert result.metrics.auto_strength.chosen is None
+    assert result.stop.reason is StopReason.AUTO_NO_CHANGE
+    assert result.metrics.comparison.kept_decisions == 1.0 and result.metrics.comparison.changed_predictions == 0
 
 
 def test_auto_repairs_the_demo(demo_dir):
     b, ce, ev = load(demo_dir, n=16)
     result = run_repair(b, ce, ev, config={**CFG, "strength": "auto"})
     m = result.metrics
-    assert m["auto_strength"]["chosen"] is not None
-    assert m["after"]["accuracy"] > m["before"]["accuracy"]
-    assert m["strength"] == m["auto_strength"]["chosen"]
+    assert m.auto_strength.chosen is not None
+    assert m.after.accuracy > m.before.accuracy
+    assert m.strength == m.auto_strength.chosen
 
 
 def test_early_exit_gives_the_full_sweeps_answer(demo_dir):
     b, ce, ev = load(demo_dir, n=16)
     data = prepare_data(b, ce, ev)
     cfg = make_config("cpt", CFG)
-    quick = choose_strength(b, data, "cpt", cfg, torch.device("cpu"))
-    full = choose_strength(b, data, "cpt", cfg, torch.device("cpu"), early_exit=False)
+    quick = choose_strength(b, data, "cpt", cfg, torch.device("cpu")).to_json()
+    full = choose_strength(b, data, "cpt", cfg, torch.device("cpu"), early_exit=False).to_json()
     assert [r["strength"] for r in full["candidates"]] == list(CANDIDATES)
     assert full["skipped"] == [] and full["runs"] >= quick["runs"]
     assert quick["chosen"] == full["chosen"] and quick["code"] == full["code"]
@@ -85,9 +86,9 @@ def test_strongest_candidate_first_and_a_stalled_trial_stops(demo_dir):
     # λ = 10⁶ barely moves the model: with a stall limit the trial ends long before max_steps
     cfg = make_config("cpt", {"max_steps": 300, "min_steps": 5, "strength": 1e6, "stop_rule": "paper"})
     impl = get_method("cpt")(b.model, cfg, torch.device("cpu"))
-    history, reason, _ = train_method(
+    result = train_method(
         impl, PreparedData(data.x_ce, data.y_ce), torch.device("cpu"), b.meta.class_names, stall_steps=10
     )
-    assert reason == "stalled" and len(history) < 300
-    fixed = [h["fixed"] for h in history]
+    assert result.reason is StopReason.STALLED and len(result.history) < 300
+    fixed = [h.fixed for h in result.history]
     assert max(fixed[-10:]) <= max(fixed[:-10])  # nothing new was fixed in the last 10 steps

@@ -17,7 +17,7 @@ from core.app import (
     decisions,
     evaluation,
     history,
-    interpolation,
+    interpolated_runs,
     jobs,
     naming,
     pool,
@@ -29,8 +29,8 @@ from core.app import (
 from core.app.store import Store
 from core.app.worker import execute_run
 from core.engine.inference import DiskImages, normalize, predict_logits
-from core.engine.interpolation import interpolated_model
 from core.engine.request import RunRequest
+from core.engine.weight_interpolation import interpolated_model
 from core.errors import UserError
 from core.formats.bundle import bundle_from_files, read_bundle_zip
 from core.formats.datasets import ImageDataset, Record, load_pixels
@@ -398,16 +398,16 @@ def test_alpha_grid_gives_way_to_other_tasks_then_fills_the_slider(store, demo):
     jobs.stop_spawned_workers()  # no worker may claim the waiting task below
     rid = make_tradeoff_run(store, demo)
     run = store.run(rid)
-    assert interpolation.missing(run) == interpolation.GRID and len(interpolation.GRID) == 20
+    assert interpolated_runs.missing(run) == interpolated_runs.GRID and len(interpolated_runs.GRID) == 20
     other = store.submit_task("evaluate", {"model_id": 1, "dataset_id": 1}, "tester", demo)
     assert compute.alpha_grid(store, {"run_id": rid}, "tester") == {"complete": False}
-    assert interpolation.missing(run) == interpolation.GRID
+    assert interpolated_runs.missing(run) == interpolated_runs.GRID
     store.finish_task(other, "failed", error="not served in this test")
     assert compute.alpha_grid(store, {"run_id": rid}, "tester") == {"complete": True}
-    assert interpolation.missing(run) == []
+    assert interpolated_runs.missing(run) == []
     # make_tradeoff_run's model/ is the base model, so every α gives the old model's answers.
-    zero = json.loads(interpolation.preview_file(run, 0.0).read_text())
-    half = json.loads(interpolation.preview_file(run, 0.5).read_text())
+    zero = json.loads(interpolated_runs.preview_file(run, 0.0).read_text())
+    half = json.loads(interpolated_runs.preview_file(run, 0.5).read_text())
     assert zero["after"] == half["after"] and half["metrics"]["changed_predictions"] == 0
 
 
@@ -421,7 +421,7 @@ def test_alpha_preview_reads_cached_pixels_and_answers_as_the_whole_set_would(st
     run = store.run(rid)
     compute._PREVIEW_INPUTS.clear()
     compute.alpha_preview(store, {"run_id": rid, "alpha": 0.5}, "tester")
-    half = json.loads(interpolation.preview_file(run, 0.5).read_text())
+    half = json.loads(interpolated_runs.preview_file(run, 0.5).read_text())
     inp = compute._PREVIEW_INPUTS[(str(store.home), rid)]
     bundle, rows = inp["bundle"], runs.prediction_rows(store, rid)
     assert isinstance(inp["x"], DiskImages)  # read a batch at a time, not held as one tensor
@@ -440,10 +440,10 @@ def test_alpha_preview_reads_cached_pixels_and_answers_as_the_whole_set_would(st
     with monkeypatch.context() as m:
         m.setattr("core.engine.inference.iter_pixel_batches", no_decoding)
         compute.alpha_preview(store, {"run_id": rid, "alpha": 0.25}, "tester")
-    assert interpolation.preview_file(run, 0.25).is_file()
+    assert interpolated_runs.preview_file(run, 0.25).is_file()
 
     cached[0].unlink()  # no room in the disk budget: decoded into a temporary file, nothing kept
     compute._PREVIEW_INPUTS.clear()
     monkeypatch.setenv("BIASREPAIR_STORE_BUDGET_MB", "1")
     compute.alpha_preview(store, {"run_id": rid, "alpha": 0.75}, "tester")
-    assert interpolation.preview_file(run, 0.75).is_file() and not list(store.artifact_dir("pixels").iterdir())
+    assert interpolated_runs.preview_file(run, 0.75).is_file() and not list(store.artifact_dir("pixels").iterdir())

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import accounts, charts, decisions, display, evaluation, interpolation, projects, runs, summary
+from core.app import accounts, charts, decisions, display, evaluation, interpolated_runs, projects, runs, summary
 from core.app.i18n import error_translator, translator
 from core.app.report import build_report
 from core.app.safe_text import md
@@ -63,7 +63,7 @@ st.session_state["review_picked"] = run_id
 run = store.run(run_id)
 run_m = runs.run_metrics(store, run_id)
 st.caption(_in_use_line())
-origin = interpolation.interpolation_of(run)
+origin = interpolated_runs.interpolation_of(run)
 if origin:
     st.caption(t("review_alpha_origin", run=origin["from_run"], alpha=f"{origin['alpha']:.2f}"))
 # A message from the run before an st.rerun(), shown next to the button that caused it.
@@ -80,9 +80,9 @@ def pct(x: float | None) -> str:
 
 
 # Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
-# θ + α·δ; the task worker evaluates each α once (core/app/interpolation.py).
+# θ + α·δ; the task worker evaluates each α once (core/app/interpolated_runs.py).
 alpha, alpha_view = 1.0, None
-if interpolation.can_interpolate(run):
+if interpolated_runs.can_interpolate(run):
     with st.container(border=True, key="alpha_box"):
         st.markdown(f"**{t('review_alpha_title')}**")
         alpha = st.slider(
@@ -90,15 +90,15 @@ if interpolation.can_interpolate(run):
             0.0,
             1.0,
             1.0,
-            step=interpolation.ALPHA_STEP,
+            step=interpolated_runs.ALPHA_STEP,
             format="%.2f",
             key=f"alpha_{run_id}",
             help=t("review_alpha_help"),
         )
-        interpolation.prefetch(store, run_id, actor)
+        interpolated_runs.prefetch(store, run_id, actor)
         try:
             with st.spinner(t("review_alpha_computing", alpha=f"{alpha:.2f}")):
-                alpha_view = interpolation.preview(store, run_id, alpha, actor)
+                alpha_view = interpolated_runs.preview(store, run_id, alpha, actor)
         except UserError as exc:
             st.error(md(err(exc)))
             alpha = 1.0
@@ -127,7 +127,7 @@ if interpolation.can_interpolate(run):
         ):
             try:
                 with st.spinner(t("review_alpha_saving")):
-                    new_id = interpolation.save_as_run(store, run_id, alpha, actor)
+                    new_id = interpolated_runs.save_as_run(store, run_id, alpha, actor)
                 st.session_state["review_picked"] = new_id
                 st.session_state["review_msg"] = (
                     "alpha",

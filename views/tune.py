@@ -5,7 +5,6 @@ fragment that reruns every second while a run is queued or running.
 """
 
 import math
-import re
 
 import streamlit as st
 
@@ -32,13 +31,8 @@ if n_chosen == 0:
     st.warning(t("tune_need_labels"))
     st.page_link("views/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
 
-methods = runs.method_choices()
-method = st.selectbox(
-    t("tune_method"),
-    [m for m, _ in methods],
-    format_func=lambda m: t(f"method_{m}") if t(f"method_{m}") != f"method_{m}" else dict(methods)[m],
-    key="tune_method",
-)
+methods = dict(runs.method_choices())  # name → the translation key of its title
+method = st.selectbox(t("tune_method"), list(methods), format_func=lambda m: t(methods[m]), key="tune_method")
 schema = {s["name"]: s for s in runs.method_schema(method)}
 
 config: dict = {}
@@ -72,8 +66,7 @@ with st.expander(t("tune_advanced")):
     for name, spec in schema.items():
         if name == "strength":
             continue
-        label = t(f"cfg_{name}") if t(f"cfg_{name}") != f"cfg_{name}" else name
-        helptext = t(f"cfg_{name}_help") if t(f"cfg_{name}_help") != f"cfg_{name}_help" else spec["help"]
+        label, helptext = t(spec["label_key"]), t(spec["help_key"])
         key = f"cfg_{method}_{name}"
         if spec["choices"]:
             choices = list(spec["choices"])
@@ -177,16 +170,13 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def stop_words(reason: str | None) -> str:
-    """The run's stop reason (a code from core.engine.repair) in plain words."""
-    if not reason:
-        return ""
-    head, _, rest = reason.partition(";")
-    words = t(f"stop_{head.strip()}")
-    if words == f"stop_{head.strip()}":
-        return reason
-    found = re.search(r"step (\d+)", rest)
-    return words + (" · " + t("stop_restored", step=found.group(1)) if found else "")
+def stop_words(run: dict) -> str:
+    """How the run stopped, in plain words: its reason and the step it went back to (core.app.runs.run_stop)."""
+    stop = runs.run_stop(run)
+    if stop is None:
+        return run["stop_reason"] or ""
+    words = t(stop.reason.key)
+    return words + (" · " + t("stop_restored", step=stop.restored_step) if stop.restored is not None else "")
 
 
 def live_panel(run_id: int, was_active: bool) -> None:
@@ -241,7 +231,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
     if was_active and not runs.active_runs(store, pid):
         st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":
-        st.success(t("tune_done", reason=stop_words(run["stop_reason"])))
+        st.success(t("tune_done", reason=stop_words(run)))
         st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ("failed", "interrupted", "cancelled"):
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))

@@ -19,16 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import save_file
 
 from core.app.budget import BudgetError, check_budget
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
-from core.app.integrity import check_stored_model, stored_model_sha256
-from core.app.interpolation import missing, preview_file
+from core.app.integrity import stored_model_sha256
+from core.app.interpolated_runs import missing, preview_file
 from core.app.pool import items_file, pool_predictions_path, read_items
-from core.app.runs import eval_root, prediction_rows, run_metrics
+from core.app.runs import eval_root, prediction_rows
 from core.app.store import Store
+from core.app.stored_models import stored_bundle
 from core.app.suspects import (
     ARRAYS_FILE,
     GROUPS_FILE,
@@ -50,9 +50,11 @@ from core.engine.inference import (
     predict_logits,
     predict_sharded,
 )
-from core.engine.interpolation import check_alpha, interpolate_state, interpolated_model, scaled_delta
 from core.engine.metrics import compare_predictions, group_metrics
-from core.engine.repair import layer_changes
+from core.engine.repair import layer_changes, write_weights
+from core.engine.results import Comparison, GroupMetrics, Interpolation, RunMetrics, Stop, StopReason
+from core.engine.runfolder import BUNDLE_META, BUNDLE_WEIGHTS, PredictionRow, RunFolder
+from core.engine.weight_interpolation import check_alpha, interpolate_state, interpolated_model, scaled_delta
 from core.formats.bundle import ModelBundle, bundle_from_files, bundle_from_state_file, load_bundle, save_bundle
 from core.formats.datasets import ImageDataset, Record, load_dataset, load_pixels
 from core.formats.meta import parse_meta_json, sha256_bytes
@@ -98,11 +100,11 @@ def register_model(store: Store, payload: dict, actor: str) -> dict:
     staged, filename, weights = Path(payload["staged"]), payload["filename"], payload["weights"]
     try:
         raw = (staged / weights).read_bytes()
-        if weights == "model.safetensors":
-            meta_raw = (staged / "model.json").read_bytes()
-            bundle = bundle_from_files({"model.json": meta_raw, "model.safetensors": raw}, source=filename)
+        if weights == BUNDLE_WEIGHTS:
+            meta_raw = (staged / BUNDLE_META).read_bytes()
+            bundle = bundle_from_files({BUNDLE_META: meta_raw, BUNDLE_WEIGHTS: raw}, source=filename)
         else:
-            meta = parse_meta_json((staged / "model.json").read_bytes())
+            meta = parse_meta_json((staged / BUNDLE_META).read_bytes())
             bundle = bundle_from_state_file(raw, filename, meta)
         pid = store.create_project(Path(filename).stem, actor)
         _register_model(store, pid, bundle, filename, actor)
@@ -186,9 +188,7 @@ def evaluate(store: Store, payload: dict, actor: str) -> dict:
     model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
     if store.evaluation(model_id, dataset_id):
         return {}
-    model = store.model(model_id)
-    check_stored_model(model)
-    bundle = load_bundle(model["path"])
+    bundle = stored_bundle(store, model_id)
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
     res = evaluate_bundle(bundle, ds, backend=sharding_backend(len(ds)))
     out = store.artifact_dir("evaluations") / f"m{model_id}_d{dataset_id}.npz"
@@ -200,9 +200,7 @@ def evaluate(store: Store, payload: dict, actor: str) -> dict:
 def pool_predictions(store: Store, payload: dict, actor: str) -> dict:
     """Predicted class and confidence of a model for every pool item, saved as an .npz."""
     model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
-    model = store.model(model_id)
-    check_stored_model(model)
-    bundle = load_bundle(model["path"])
+    bundle = stored_bundle(store, model_id)
     items = read_items(items_file(store, dataset_id))
     out = pool_predictions_path(store, model_id, dataset_id, len(items))
     root = Path(store.dataset(dataset_id)["path"])
@@ -227,9 +225,7 @@ def discover(store: Store, payload: dict, actor: str) -> dict:
     out = discovery_dir(store, model_id, dataset_id)
     if (out / GROUPS_FILE).is_file():
         return {"path": str(out)}
-    model = store.model(model_id)
-    check_stored_model(model)
-    bundle = load_bundle(model["path"])
+    bundle = stored_bundle(store, model_id)
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
     found = analyse(bundle, ds, device="auto")
     groups = []
@@ -285,9 +281,7 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
     pools = [(int(d), int(n)) for d, n in payload["pools"]]
     discover(store, {"model_id": model_id, "dataset_id": dataset_id}, actor)
     found = _saved_discovery(store, model_id, dataset_id)
-    model = store.model(model_id)
-    check_stored_model(model)
-    bundle = load_bundle(model["path"])
+    bundle = stored_bundle(store, model_id)
     where, feats, probs = [], [], []
     for did, n in pools:
         items = read_items(items_file(store, did))[:n]
@@ -354,16 +348,15 @@ def _preview_inputs(store: Store, run_id: int) -> dict:
     if key in _PREVIEW_INPUTS:
         return _PREVIEW_INPUTS[key]
     run = store.run(run_id)
-    base = store.model(run["model_id"])
-    check_stored_model(base)
-    bundle = load_bundle(base["path"])
-    repaired = load_bundle(Path(run["out_dir"]) / "model").state_dict()
+    folder = RunFolder(run["out_dir"])
+    bundle = stored_bundle(store, run["model_id"])
+    repaired = load_bundle(folder.model_dir).state_dict()
     meta, names = bundle.meta, bundle.meta.class_names
     rows = prediction_rows(store, run_id)
     ds = ImageDataset(
         eval_root(store, run), [Record(r["path"], r["label"], r["attribute"] or None) for r in rows], list(names)
     )
-    ce_dir = Path(run["out_dir"]) / "counterexamples"
+    ce_dir = folder.counterexamples_dir
     ce = load_dataset(ce_dir, names) if (ce_dir / "manifest.csv").is_file() else None
     inputs = {
         "bundle": bundle,
@@ -381,9 +374,9 @@ def _preview_inputs(store: Store, run_id: int) -> dict:
 
 
 def alpha_preview(store: Store, payload: dict, actor: str) -> dict:
-    """Evaluate a finished run at strength α (θ + α·δ, :mod:`core.engine.interpolation`) on its
+    """Evaluate a finished run at strength α (θ + α·δ, :mod:`core.engine.weight_interpolation`) on its
     evaluation rows and counterexamples; write the run's metrics recomputed for α and the answers to
-    :func:`core.app.interpolation.preview_file`, once per (run, α)."""
+    :func:`core.app.interpolated_runs.preview_file`, once per (run, α)."""
     run_id, alpha = int(payload["run_id"]), check_alpha(payload["alpha"])
     run = store.run(run_id)
     out = preview_file(run, alpha)
@@ -397,14 +390,14 @@ def alpha_preview(store: Store, payload: dict, actor: str) -> dict:
     ce_fixed = None
     if inp["x_ce"] is not None:
         ce_fixed = int((predict_logits(model, inp["x_ce"], dev).argmax(1).numpy() == inp["y_ce"]).sum())
-    metrics = {
-        **run_metrics(store, run_id),
-        "after": group_metrics(inp["y"], after, inp["attributes"], names),
-        **compare_predictions(inp["y"], inp["before"], after),
-        "counterexamples_fixed": ce_fixed,
-        "interpolation": {"from_run": run_id, "alpha": alpha},
-    }
-    result = {"alpha": alpha, "metrics": metrics, "after": after.tolist(), "counterexamples_fixed": ce_fixed}
+    metrics = dataclasses.replace(
+        RunFolder(run["out_dir"]).metrics(),
+        after=GroupMetrics.from_json(group_metrics(inp["y"], after, inp["attributes"], names)),
+        comparison=Comparison.from_json(compare_predictions(inp["y"], inp["before"], after)),
+        counterexamples_fixed=ce_fixed,
+        interpolation=Interpolation(run_id, alpha),
+    )
+    result = {"alpha": alpha, "metrics": metrics.to_json(), "after": after.tolist(), "counterexamples_fixed": ce_fixed}
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")
@@ -434,8 +427,6 @@ def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
     alpha_preview(store, payload, actor)
     shown = json.loads(preview_file(parent, alpha).read_text(encoding="utf-8"))
     inp = _preview_inputs(store, run_id)
-    bundle = inp["bundle"]
-    base_state = bundle.state_dict()
     origin = {"from_run": run_id, "alpha": alpha}
     new_id = store.create_run(
         parent["project_id"],
@@ -447,30 +438,17 @@ def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
         store.artifact_dir("runs", "incoming"),
         actor,
     )
+    stop = Stop(StopReason.INTERPOLATED)
+    metrics = dataclasses.replace(RunMetrics.from_json(shown["metrics"]), steps=0, stop=stop, seconds=0.0)
     try:
         store.set_run_request(new_id, json.dumps({"interpolation": origin, "request": parent.get("request_json")}))
-        out = store.artifact_dir("runs", str(new_id))
-        save_bundle(interpolate_state(base_state, inp["repaired"], alpha), bundle.meta, out / "model")
-        delta = scaled_delta(base_state, inp["repaired"], alpha)
-        save_file(delta, str(out / "delta.safetensors"))
-        metrics = {**shown["metrics"], "steps": 0, "stop_reason": "interpolated", "seconds": 0.0}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["index", "path", "label", "attribute", "before", "after"])
-            for k, (r, a) in enumerate(zip(prediction_rows(store, run_id), shown["after"])):
-                w.writerow([k, r["path"], r["label"], r["attribute"], r["before"], a])
-        with open(out / "layer_changes.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=["layer", "norm", "relative", "parameters"])
-            w.writeheader()
-            w.writerows(layer_changes(delta, base_state))
-        if (Path(parent["out_dir"]) / "counterexamples").is_dir():
-            shutil.copytree(Path(parent["out_dir"]) / "counterexamples", out / "counterexamples")
+        folder = RunFolder(store.artifact_dir("runs", str(new_id)))
+        _write_alpha_run(store, inp, run_id, alpha, folder, metrics, shown["after"])
     except BaseException as exc:
         store.finish_run(new_id, "failed", error=f"saving the interpolation failed: {type(exc).__name__}: {exc}")
         raise
-    store.finish_run(new_id, "done", out_dir=str(out), stop_reason="interpolated", device="cpu")
-    after, before = metrics["after"], metrics["before"]
+    store.finish_run(new_id, "done", out_dir=str(folder.root), stop_reason=stop.reason.value, device="cpu")
+    after, before = metrics.after, metrics.before
     store.audit(
         actor,
         "run_interpolated",
@@ -478,15 +456,33 @@ def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
         run_id=new_id,
         from_run=run_id,
         alpha=alpha,
-        sha256=stored_model_sha256(out / "model"),
-        accuracy_before=before["accuracy"],
-        accuracy_after=after["accuracy"],
-        worst_group_before=before["worst_group_accuracy"],
-        worst_group_after=after["worst_group_accuracy"],
-        kept_decisions=metrics["kept_decisions"],
-        counterexamples_fixed=metrics["counterexamples_fixed"],
+        sha256=stored_model_sha256(folder.model_dir),
+        accuracy_before=before.accuracy,
+        accuracy_after=after.accuracy,
+        worst_group_before=before.worst_group_accuracy,
+        worst_group_after=after.worst_group_accuracy,
+        kept_decisions=metrics.comparison.kept_decisions,
+        counterexamples_fixed=metrics.counterexamples_fixed,
     )
     return {"run_id": new_id}
+
+
+def _write_alpha_run(store: Store, inp: dict, run_id: int, alpha: float, folder: RunFolder, metrics, after) -> None:
+    """The run folder of run ``run_id`` saved at strength α: θ + α·δ, α·δ, metrics, answers, counterexamples."""
+    bundle = inp["bundle"]
+    base_state = bundle.state_dict()
+    delta = scaled_delta(base_state, inp["repaired"], alpha)
+    write_weights(folder, interpolate_state(base_state, inp["repaired"], alpha), delta, bundle.meta)
+    folder.write_metrics(metrics)
+    rows = prediction_rows(store, run_id)
+    folder.write_predictions(
+        [
+            PredictionRow(k, r["path"], r["label"], r["attribute"], r["before"], a)
+            for k, (r, a) in enumerate(zip(rows, after))
+        ]
+    )
+    folder.write_layer_changes(layer_changes(delta, base_state))
+    folder.copy_counterexamples(RunFolder(store.run(run_id)["out_dir"]))
 
 
 TASKS: dict[str, Callable[[Store, dict, str], dict]] = {

@@ -13,13 +13,13 @@ and the report.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from core.app.accounts import User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
-from core.app.interpolation import interpolation_of
+from core.app.interpolated_runs import interpolation_of
 from core.app.runs import run_metrics, verdict
 from core.app.store import Store
+from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.meta import bundle_zip_bytes, parse_meta_json, sha256_bytes
 
@@ -62,37 +62,13 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
     if run is None or m is None:
         raise UserError("only a finished run can be approved", "approve_unfinished")
     who = responsible(store, run)
-    conflict = str(user) in who["started"] or str(user) in who["labelled"]
-    relaxed = conflict and four_eyes_relaxed(store)
-    if conflict and not relaxed:
-        part = "started" if str(user) in who["started"] else "labelled most of the counterexamples of"
-        store.audit(user, "forbidden", run["project_id"], attempted="approve", run_id=run_id, four_eyes=part)
-        raise UserError(
-            f"{user} {part} repair #{run_id}, so another approver must approve it (four-eyes rule)",
-            "four_eyes",
-            user=str(user),
-            run=run_id,
-        )
+    relaxed = _four_eyes(store, run, user, who)
     v = verdict(m)
     if v["kind"] == "flagged" and not (override and reason.strip()):
         raise UserError(
             "this repair is flagged; tick the override box and write a reason to approve it", "override_needed"
         )
-    model_dir = Path(run["out_dir"]) / "model"
-    if not (model_dir / "model.safetensors").is_file():
-        raise UserError("this method produced no mergeable model, so it cannot be approved", "not_mergeable")
-    meta = parse_meta_json((model_dir / "model.json").read_bytes())
-    if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
-        check_stored_model(store.model(run["repaired_model_id"]))
-    mid = run["repaired_model_id"] or store.add_model(
-        run["project_id"],
-        "repaired",
-        f"repair of run {run_id}",
-        model_dir,
-        meta.to_dict(),
-        stored_model_sha256(model_dir),
-        run_id=run_id,
-    )
+    mid = _repaired_model(store, run)
     store.set_run(run_id, decision="approved", repaired_model_id=mid)
     store.set_project(run["project_id"], active_model_id=mid)
     store.audit(
@@ -111,6 +87,44 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
         model_id=mid,
     )
     return mid
+
+
+def _four_eyes(store: Store, run: dict, user: User, who: dict[str, list[str]]) -> bool:
+    """Refuse an approver who started the run or labelled most of it, unless an admin relaxed the rule;
+    returns whether this approval needs the relaxation."""
+    conflict = str(user) in who["started"] or str(user) in who["labelled"]
+    relaxed = conflict and four_eyes_relaxed(store)
+    if conflict and not relaxed:
+        part = "started" if str(user) in who["started"] else "labelled most of the counterexamples of"
+        store.audit(user, "forbidden", run["project_id"], attempted="approve", run_id=run["id"], four_eyes=part)
+        raise UserError(
+            f"{user} {part} repair #{run['id']}, so another approver must approve it (four-eyes rule)",
+            "four_eyes",
+            user=str(user),
+            run=run["id"],
+        )
+    return relaxed
+
+
+def _repaired_model(store: Store, run: dict) -> int:
+    """The stored model of a run's repaired weights: registered now, or (approved before, then rejected or
+    rolled back) the one registered then, its files checked against their hashes."""
+    folder = RunFolder(run["out_dir"])
+    if not folder.has_model():
+        raise UserError("this method produced no mergeable model, so it cannot be approved", "not_mergeable")
+    meta = parse_meta_json(folder.model_meta.read_bytes())
+    if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
+        check_stored_model(store.model(run["repaired_model_id"]))
+        return run["repaired_model_id"]
+    return store.add_model(
+        run["project_id"],
+        "repaired",
+        f"repair of run {run['id']}",
+        folder.model_dir,
+        meta.to_dict(),
+        stored_model_sha256(folder.model_dir),
+        run_id=run["id"],
+    )
 
 
 def reject_run(store: Store, run_id: int, comment: str, actor: User) -> None:
@@ -149,12 +163,12 @@ def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
     """The repaired (merged) model of a run as a bundle zip, for an approver."""
     run = store.run(run_id)
     require(store, actor, "approver", "export", run["project_id"] if run else None)
-    model_dir = Path(run["out_dir"]) / "model"
-    if not (model_dir / "model.safetensors").is_file():
+    folder = RunFolder(run["out_dir"])
+    if not folder.has_model():
         raise UserError("this run has no merged model to export", "no_export")
     if run["repaired_model_id"]:  # approved once: the files must still be the approved ones
         check_stored_model(store.model(run["repaired_model_id"]))
-    return bundle_zip_bytes(model_dir)
+    return bundle_zip_bytes(folder.model_dir)
 
 
 def approval(store: Store, run_id: int) -> dict | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.engine.runfolder import BUNDLE_FILES
 from core.engine.training import train_classifier
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, load_bundle, save_bundle
@@ -189,7 +190,7 @@ def write_suite(out_dir: str | Path, model_dir: Path, parts: dict[str, dict]) ->
     out.mkdir(parents=True, exist_ok=True)
     model_out = out / "model"
     model_out.mkdir(exist_ok=True)
-    for name in ("model.json", "model.safetensors"):
+    for name in BUNDLE_FILES:
         shutil.copyfile(model_dir / name, model_out / name)
     paths = {"model": model_out}
     for name, part in parts.items():

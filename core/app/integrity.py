@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from core.engine.runfolder import BUNDLE_FILES
 from core.errors import UserError
 
-MODEL_FILES = ("model.json", "model.safetensors")
+MODEL_FILES = BUNDLE_FILES
 
 
 def file_sha256(path: Path) -> str:

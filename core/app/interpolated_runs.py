@@ -1,8 +1,8 @@
 """Strength after the fact on the Review page: preview a finished repair at θ + α·δ, save an α as a run.
 
-α = 0 is the old model, α = 1 the repair (PAINT-style interpolation, :mod:`core.engine.interpolation`).
+α = 0 is the old model, α = 1 the repair (PAINT-style interpolation, :mod:`core.engine.weight_interpolation`).
 The task worker evaluates the interpolated model once per (run, α) on the run's evaluation rows and
-writes the result to ``<run folder>/alpha/a<α·1000>.json``: the run's metrics with ``after`` and the
+writes the result to ``<run folder>/alpha/a<α·1000>.json`` (:meth:`core.engine.runfolder.RunFolder.preview_file`): the run's metrics with ``after`` and the
 comparison counts recomputed, the counterexamples fixed, and the new answers, so moving the slider
 back to a value seen before is a file read. α = 1 is the run itself and needs no computation.
 
@@ -24,6 +24,7 @@ from core.app import jobs
 from core.app.accounts import User, require
 from core.app.runs import run_metrics
 from core.app.store import Store
+from core.engine.runfolder import RunFolder
 from core.errors import UserError
 
 ALPHA_STEP = 0.05  # the slider's step: 21 values, each computed once
@@ -40,17 +41,13 @@ def snap(alpha: float) -> float:
 
 
 def preview_file(run: dict, alpha: float) -> Path:
-    return Path(run["out_dir"]) / "alpha" / f"a{round(1000 * alpha):04d}.json"
+    return RunFolder(run["out_dir"]).preview_file(alpha)
 
 
 def can_interpolate(run: dict) -> bool:
     """A finished run with a mergeable model and its per-image answers (side tuning has no θ')."""
-    out = Path(run["out_dir"])
-    return (
-        run["status"] == "done"
-        and (out / "model" / "model.safetensors").is_file()
-        and (out / "predictions.csv").is_file()
-    )
+    folder = RunFolder(run["out_dir"])
+    return run["status"] == "done" and folder.has_model() and folder.has_predictions()
 
 
 def interpolation_of(run: dict) -> dict | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from core.app.store import Store
 from core.engine.backends import RayBackend
+from core.engine.results import StopReason
 
 CANCEL_GRACE_S = 2.0  # the task's own cancel check runs every 0.1 s; after this it is interrupted
 FORCE_AFTER_S = 10.0  # an interrupted task still running after this (stuck in one long call) is killed
@@ -120,7 +121,7 @@ class RayRuns:
             cause = cause[-1][:300] if cause else type(exc).__name__
         run = item.run
         if item.cancelled or self.store.cancel_requested(run_id):
-            if self.store.finish_run(run_id, "cancelled", stop_reason="cancelled"):
+            if self.store.finish_run(run_id, "cancelled", stop_reason=StopReason.CANCELLED.value):
                 self.store.audit(run["created_by"], "run_cancelled", run["project_id"], run_id=run_id,
                                  method=run["method"], config=run["config"], stop_reason="cancelled")  # fmt: skip
             print(f"run {run_id}: cancelled on Ray", flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -20,8 +19,11 @@ from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import Store
 from core.app.summary import both_sides
-from core.engine.configs import SPECS, config_schema
+from core.engine.configs import SPECS, config_schema, setting_help_key, setting_key
+from core.engine.events import AutoTrialStarted, StepEvent, event_from_json
 from core.engine.request import DataRefs, RunRequest
+from core.engine.results import NoChange, Restored, RestoreRule, RunMetrics, Stop, StopReason
+from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.datasets import dataset_root
 
@@ -39,11 +41,15 @@ MIN_ACCURACY_GAIN = 0.01  # "better overall" needs at least one point, not noise
 
 
 def method_choices() -> list[tuple[str, str]]:
-    return [(name, spec.title) for name, spec in SPECS.items()]
+    """Every method as (name, the translation key of its title)."""
+    return [(name, spec.title_key) for name, spec in SPECS.items()]
 
 
 def method_schema(method: str) -> list[dict]:
-    return config_schema(method)
+    """A method's settings (:func:`core.engine.configs.config_schema`), each with the translation keys of
+    its label (``label_key``) and help (``help_key``)."""
+    return [{**f, "label_key": setting_key(f["name"]), "help_key": setting_help_key(f["name"])}
+            for f in config_schema(method)]  # fmt: skip
 
 
 def submit_run(store: Store, project_id: int, method: str, config: dict, actor: User, start_worker: bool = True) -> int:
@@ -74,29 +80,10 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
     )
     try:
         # Materialise the counterexample set before the worker can see the run.
-        out = store.artifact_dir("runs", str(run_id))
-        ce = out / "counterexamples"
-        (ce / "images").mkdir(parents=True, exist_ok=True)
-        rows = []
-        for i, c in enumerate(chosen):
-            rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
-            shutil.copyfile(c["file"], ce / rel)
-            rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
-        with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
-            w.writeheader()
-            w.writerows(rows)
-        pool, reference = s["pool"], s["reference"]
-        data = DataRefs(
-            counterexamples=str(ce),
-            evaluation=s["eval"]["path"] if s["eval"] else None,
-            unlabeled_root=pool["path"] if pool else None,
-            unlabeled_items=str(items_file(store, pool["id"])) if pool else None,
-            reference_root=reference["path"] if reference else None,
-            reference_items=str(items_file(store, reference["id"])) if reference else None,
-        )
+        folder = RunFolder(store.artifact_dir("runs", str(run_id)))
+        data = _run_data(store, s, _copy_counterexamples(chosen, folder))
         store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
-        store.queue_run(run_id, out)
+        store.queue_run(run_id, folder.root)
     except BaseException as exc:
         # Whatever went wrong while preparing, the run ends as failed with its reason; none stays 'preparing'.
         reason = str(exc) if isinstance(exc, UserError) else f"preparing the run failed: {type(exc).__name__}: {exc}"
@@ -105,19 +92,40 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         if isinstance(exc, OSError):  # a counterexample file gone or a full disk: say so on the page
             raise UserError(reason) from None
         raise
-    store.audit(
-        actor,
-        "run_queued",
-        project_id,
-        run_id=run_id,
-        method=method,
-        config=request.settings(),
-        counterexamples=len(chosen),
-        labelled_by=_labelled_by(chosen),
-    )
+    store.audit(actor, "run_queued", project_id, run_id=run_id, method=method, config=request.settings(),
+                counterexamples=len(chosen), labelled_by=_labelled_by(chosen))  # fmt: skip
     if start_worker:
         jobs.ensure_worker(store)
     return run_id
+
+
+def _copy_counterexamples(chosen: list[dict], folder: RunFolder) -> Path:
+    """The chosen counterexamples copied into the run's folder as a manifest dataset; returns its folder."""
+    ce = folder.counterexamples_dir
+    (ce / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, c in enumerate(chosen):
+        rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
+        shutil.copyfile(c["file"], ce / rel)
+        rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
+    with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    return ce
+
+
+def _run_data(store: Store, summary: dict, counterexamples: Path) -> DataRefs:
+    """Where a run's images are: its own counterexamples, the project's evaluation set, pool and reference images."""
+    pool, reference = summary["pool"], summary["reference"]
+    return DataRefs(
+        counterexamples=str(counterexamples),
+        evaluation=summary["eval"]["path"] if summary["eval"] else None,
+        unlabeled_root=pool["path"] if pool else None,
+        unlabeled_items=str(items_file(store, pool["id"])) if pool else None,
+        reference_root=reference["path"] if reference else None,
+        reference_items=str(items_file(store, reference["id"])) if reference else None,
+    )
 
 
 def _labelled_by(chosen: list[dict]) -> dict[str, int]:
@@ -153,7 +161,7 @@ def cancel_run(store: Store, run_id: int, actor: User) -> None:
         return
     store.set_run(run_id, cancel_requested=1)
     if run["status"] == "queued":
-        store.finish_run(run_id, "cancelled", stop_reason="cancelled before it started")
+        store.finish_run(run_id, "cancelled", stop_reason=StopReason.CANCELLED.value)
     store.audit(actor, "run_cancel_requested", run["project_id"], run_id=run_id)
 
 
@@ -171,17 +179,19 @@ def run_progress(store: Store, run_id: int) -> dict:
         if run["status"] == "queued":
             jobs.ensure_worker(store)  # waiting with no worker alive (it died between runs): start one
         run = store.run(run_id)
-    rows = store.progress(run_id)
-    auto_rows = [e for e in rows if e.get("phase") == "auto"]
-    steps = [e for e in rows if e.get("phase") != "auto"]
-    last = steps[-1] if steps else None
+    events = [event_from_json(row) for row in store.progress(run_id)]
+    auto_events = [e for e in events if not isinstance(e, StepEvent)]
+    steps = [e for e in events if isinstance(e, StepEvent)]
     # A step the kept rule undid (it changed too many reference answers) is not part of the curve: the
     # run went on from the state before it, with half the step size.
-    hist = [e for e in steps if not e.get("backtracked")]
-    if last and last.get("backtracked"):  # the run holds the state before that step
-        last = {**last, "fixed": hist[-1]["fixed"] if hist else None}
-    running = [e for e in auto_rows if "fold" in e]  # "about to run strength i, fold j" events
-    auto = {**running[-1], "done": auto_rows[-1]["done"], "total": auto_rows[-1]["total"]} if running else None
+    hist = [e for e in steps if not e.backtracked]
+    last = steps[-1].to_json() if steps else None
+    if steps and steps[-1].backtracked:  # the run holds the state before that step
+        last = {**last, "fixed": hist[-1].fixed if hist else None}
+    running = [e for e in auto_events if isinstance(e, AutoTrialStarted)]  # "about to run strength i, fold j"
+    auto = None
+    if running:
+        auto = {**running[-1].to_json(), "done": auto_events[-1].done, "total": auto_events[-1].total}
     frac, eta = 0.0, None
     if last and last.get("max_steps"):
         frac = min(1.0, last["step"] / last["max_steps"])
@@ -191,8 +201,9 @@ def run_progress(store: Store, run_id: int) -> dict:
         frac = min(1.0, auto["done"] / auto["total"])
     if run and run["status"] == "done":
         frac, eta = 1.0, 0.0
-    undone = len(steps) - len(hist)
-    return {"run": run, "history": hist, "last": last, "auto": auto, "fraction": frac, "eta_s": eta, "undone": undone}
+    history = [e.to_json() for e in hist]
+    return {"run": run, "history": history, "last": last, "auto": auto, "fraction": frac, "eta_s": eta,
+            "undone": len(steps) - len(hist)}  # fmt: skip
 
 
 def active_runs(store: Store, project_id: int) -> list[dict]:
@@ -200,11 +211,34 @@ def active_runs(store: Store, project_id: int) -> list[dict]:
 
 
 def run_metrics(store: Store, run_id: int) -> dict | None:
+    """A finished run's ``metrics.json`` as a dict (:meth:`core.engine.results.RunMetrics.to_json`), or None."""
+    m = run_result(store, run_id)
+    return None if m is None else m.to_json()
+
+
+def run_result(store: Store, run_id: int) -> RunMetrics | None:
+    """A finished run's metrics, or None while it is not done (or wrote none)."""
     run = store.run(run_id)
     if not run or run["status"] != "done":
         return None
-    f = Path(run["out_dir"]) / "metrics.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    return RunFolder(run["out_dir"]).metrics()
+
+
+def run_stop(run: dict) -> Stop | None:
+    """How a run stopped, from its row: the reason and the step it went back to (rows of earlier
+    versions hold the English line of :meth:`core.engine.results.Stop.describe`). None when it has
+    no known reason (it never ran, or it failed)."""
+    text = run.get("stop_reason")
+    if not text:
+        return None
+    try:
+        stop = Stop.from_text(text)
+    except ValueError:
+        return None
+    if stop.restored is None and run.get("restored_step") is not None:
+        rule = RestoreRule.HELDOUT if run["config"].get("stop_rule") == "heldout" else RestoreRule.KEPT
+        return Stop(stop.reason, Restored(rule, run["restored_step"]))
+    return stop
 
 
 def verdict(metrics: dict) -> dict:
@@ -212,7 +246,8 @@ def verdict(metrics: dict) -> dict:
 
     ``flagged`` when held-out accuracy drops by more than MAX_ACCURACY_DROP or kept decisions fall
     below MIN_KEPT_DECISIONS; ``unchanged`` when no prediction changed at all (e.g. "auto" chose to
-    change nothing; ``metrics["no_change"]["reason"]`` says why when the repair recorded it);
+    change nothing; ``no_change``, a :class:`core.engine.results.NoChange`, says why when the repair
+    recorded it);
     ``improved`` when worst-group accuracy went up and no group got worse beyond its interval;
     ``mixed`` when worst-group accuracy (or overall accuracy) went up but some group got worse beyond
     its interval; ``partial`` when overall accuracy rose by at least MIN_ACCURACY_GAIN but the worst
@@ -224,7 +259,8 @@ def verdict(metrics: dict) -> dict:
     drop = before["accuracy"] - after["accuracy"]
     wg_b, wg_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
     sides = both_sides(metrics)
-    no_change = metrics.get("no_change") or None
+    floor = (metrics.get("config") or {}).get("keep_floor")  # the kept rule's floor names a share of answers
+    no_change = NoChange.from_json(metrics["no_change"], floor) if metrics.get("no_change") else None
     reasons = []
     if drop > MAX_ACCURACY_DROP:
         reasons.append("accuracy_drop")
@@ -249,7 +285,7 @@ def verdict(metrics: dict) -> dict:
         "kept": metrics["kept_decisions"],
         "max_drop": MAX_ACCURACY_DROP,
         "min_kept": MIN_KEPT_DECISIONS,
-        "no_change": no_change.get("reason") if isinstance(no_change, dict) else no_change,
+        "no_change": no_change,  # a core.engine.results.NoChange: its words in each language
         **sides,
     }
 
@@ -283,28 +319,27 @@ def eval_root(store: Store, run: dict) -> Path:
 def prediction_rows(store: Store, run_id: int) -> list[dict]:
     """The rows of a run's ``predictions.csv`` with class indices: path, label, attribute, before, after."""
     run = store.run(run_id)
-    f = Path(run["out_dir"]) / "predictions.csv"
-    if not f.is_file():
+    rows = RunFolder(run["out_dir"]).predictions()
+    if not rows:
         return []
     names = store.model(run["model_id"])["meta"]["class_names"]
-    with open(f, encoding="utf-8", newline="") as fh:
-        return [
-            {
-                "path": r["path"],
-                "label": _label_index(r["label"], names),
-                "attribute": r.get("attribute") or "",
-                "before": int(r["before"]),
-                "after": int(r["after"]),
-            }
-            for r in csv.DictReader(fh)
-        ]
+    return [
+        {
+            "path": r.path,
+            "label": _label_index(r.label, names),
+            "attribute": r.attribute,
+            "before": r.before,
+            "after": r.after,
+        }  # fmt: skip
+        for r in rows
+    ]
 
 
 def changed_predictions(store: Store, run_id: int, after: list[int] | None = None) -> list[dict]:
     """Evaluation images whose prediction changed: fixed (now right) or broken (now wrong).
 
     ``after``: other new answers for the same rows (a preview of the run at a lower strength,
-    :mod:`core.app.interpolation`) instead of the run's own."""
+    :mod:`core.app.interpolated_runs`) instead of the run's own."""
     run = store.run(run_id)
     rows = prediction_rows(store, run_id)
     if not rows:
@@ -341,17 +376,17 @@ def tradeoff_points(store: Store, project_id: int) -> list[dict]:
     """One point per finished run: worst-group accuracy vs kept decisions, labelled by strength."""
     pts = []
     for r in store.runs(project_id):
-        m = run_metrics(store, r["id"])
+        m = run_result(store, r["id"])
         if not m:
             continue
         pts.append(
             {
                 "run_id": r["id"],
                 "strength": r["strength_label"],
-                "chosen_strength": m.get("strength"),
-                "worst_group": m["after"]["worst_group_accuracy"],
-                "kept": m["kept_decisions"],
-                "accuracy": m["after"]["accuracy"],
+                "chosen_strength": m.strength,
+                "worst_group": m.after.worst_group_accuracy,
+                "kept": m.comparison.kept_decisions,
+                "accuracy": m.after.accuracy,
                 "decision": r["decision"],
             }
         )

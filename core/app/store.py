@@ -245,6 +245,8 @@ class Store:
                 con.execute("ALTER TABLE workers ADD COLUMN queue TEXT NOT NULL DEFAULT 'runs'")
             if "request_json" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
                 con.execute("ALTER TABLE runs ADD COLUMN request_json TEXT")
+            if "restored_step" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
+                con.execute("ALTER TABLE runs ADD COLUMN restored_step INTEGER")  # beside stop_reason
             if "reference_dataset_id" not in {r[1] for r in con.execute("PRAGMA table_info(projects)")}:
                 con.execute("ALTER TABLE projects ADD COLUMN reference_dataset_id INTEGER")
             if "disabled" not in {r[1] for r in con.execute("PRAGMA table_info(users)")}:
@@ -630,7 +632,9 @@ class Store:
         whether this call ended it."""
         if status not in FINISHED_STATES:
             raise ValueError(f"not a final state: {status}")
-        allowed = {"error", "stop_reason", "device", "out_dir"}  # out_dir: a run made whole (an interpolation)
+        # stop_reason: a core.engine.results.StopReason value; restored_step: the step the run went back to.
+        # out_dir: a run made whole (an interpolation).
+        allowed = {"error", "stop_reason", "restored_step", "device", "out_dir"}
         cols = "".join(f", {k} = ?" for k in fields if k in allowed)
         vals = tuple(v for k, v in fields.items() if k in allowed)
         changed = self.execute(

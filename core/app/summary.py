@@ -148,7 +148,7 @@ def verdict_text(v: dict, t: Callable[..., str], auto_strength=None) -> str:
     }
     parts = [t(f"verdict_{v['kind']}", **fields)]
     if v.get("no_change"):
-        parts.append(t("verdict_no_change_reason", reason=v["no_change"]))
+        parts.append(t("verdict_no_change_reason", reason=v["no_change"].words(t)))
     if v["kind"] != "unchanged":
         worse = v.get("worse_groups") or []
         if worse:

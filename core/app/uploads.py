@@ -23,6 +23,7 @@ from core.app.evaluation import evaluate_active
 from core.app.pool import items_file, read_items, write_items
 from core.app.projects import project_summary
 from core.app.store import Store
+from core.engine.runfolder import BUNDLE_META, BUNDLE_WEIGHTS
 from core.errors import UserError
 from core.formats.datasets import (
     IMAGE_SUFFIXES,
@@ -140,8 +141,8 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
 def upload_model_zip(store: Store, raw: bytes, filename: str, actor: User) -> int:
     """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
     files = read_bundle_zip(raw, filename)
-    parse_meta_json(files["model.json"])  # a bad model.json is refused here, before anything is staged
-    return _register_staged(store, files, filename, "model.safetensors", actor)
+    parse_meta_json(files[BUNDLE_META])  # a bad model.json is refused here, before anything is staged
+    return _register_staged(store, files, filename, BUNDLE_WEIGHTS, actor)
 
 
 def guess_weights_architecture(raw: bytes, filename: str) -> str | None:
@@ -179,7 +180,7 @@ def upload_model_weights(
             f"{filename}: weights must be a .pt, .pth or .safetensors file", "weights_suffix", name=filename
         )
     weights = f"weights{suffix}"
-    files = {weights: raw, "model.json": json.dumps(meta.to_dict()).encode()}
+    files = {weights: raw, BUNDLE_META: json.dumps(meta.to_dict()).encode()}
     return _register_staged(store, files, filename, weights, actor)
 
 

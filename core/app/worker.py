@@ -4,9 +4,9 @@ Started by :func:`core.app.jobs.ensure_worker`, never imported by a page. It cla
 store one item at a time (oldest first):
 
 * **runs** (with ``BIASREPAIR_BACKEND=ray``, each run goes to a Ray task instead: :mod:`core.app.rayruns`):
-  calls :func:`core.engine.repair.run_repair` with a ``progress`` callback that writes rows
+  calls :func:`core.engine.repair.repair` with a ``progress`` callback that writes rows
   to the store and a ``should_stop`` callback that reads the run's cancel flag, then writes the
-  results with :func:`core.engine.repair.write_run` into the run's artifacts folder.
+  results with :func:`core.engine.repair.write_run` into the run's folder.
 * **tasks**: the short model computations of :mod:`core.app.compute`, each recorded as done with its
   result or failed with a message a page can show.
 
@@ -22,20 +22,21 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 
 from core.app import compute
-from core.app.integrity import check_stored_model
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, reap_dead_workers
 from core.app.pool import unlabeled_images
 from core.app.rayruns import RayRuns
 from core.app.store import QUEUES, Store
+from core.app.stored_models import stored_bundle
 from core.engine.backends import backend_name
+from core.engine.events import ProgressEvent, StepEvent
+from core.engine.loop import PreparedData
 from core.engine.repair import prepare_data, repair, write_run
-from core.engine.request import RunRequest
+from core.engine.request import DataRefs, RunRequest
+from core.engine.results import RunMetrics
 from core.errors import UserError
-from core.formats.bundle import load_bundle
-from core.formats.datasets import load_dataset
+from core.formats.datasets import ImageDataset, load_dataset
 
 CANCEL_POLL_S = 0.1
 AUTO_STEP_BASE = -1_000_000  # progress rows of auto's sweep (see core.app.runs.run_progress)
@@ -123,112 +124,121 @@ def execute_task(store: Store, task: dict) -> str:
         return "failed"
 
 
+class _RunReporter:
+    """A running repair's link to the store: progress rows written in batches, the cancel flag polled."""
+
+    def __init__(self, store: Store, run_id: int, interrupt: threading.Event):
+        self.store, self.run_id, self.interrupt = store, run_id, interrupt
+        self.buffer: list[dict] = []
+        self.flushed, self.polled, self.stop, self.device, self.auto_seq = time.monotonic(), 0.0, False, None, 0
+
+    def flush(self) -> None:
+        self.store.add_progress(self.run_id, self.buffer)
+        self.buffer.clear()
+        self.flushed = time.monotonic()
+
+    def progress(self, event: ProgressEvent) -> None:
+        row = event.to_json()
+        if not isinstance(event, StepEvent):
+            # Auto's events come before step 1: stored at negative steps, in order, so that the
+            # training steps keep their own numbers.
+            self.auto_seq += 1
+            row["step"] = AUTO_STEP_BASE + self.auto_seq
+        self.buffer.append(row)
+        if self.device is None and isinstance(event, StepEvent) and event.device:
+            self.device = event.device
+            self.store.set_run(self.run_id, device=event.device)
+        if time.monotonic() - self.flushed >= PROGRESS_FLUSH_S:
+            self.flush()
+
+    def should_stop(self) -> bool:
+        if self.interrupt.is_set():
+            return True
+        now = time.monotonic()
+        if now - self.polled >= CANCEL_POLL_S:
+            self.polled = now
+            self.stop = self.store.cancel_requested(self.run_id)
+        return self.stop
+
+
 def execute_run(store: Store, run: dict, interrupt: threading.Event | None = None) -> str:
     """Run one claimed repair to its end and record how it ended; returns the final status."""
 
     interrupt = interrupt or threading.Event()
     run_id = run["id"]
-    out_dir = Path(run["out_dir"])
-    buffer: list[dict] = []
-    state = {"flushed": time.monotonic(), "polled": 0.0, "stop": False, "device": None, "auto_seq": 0}
-
-    def flush() -> None:
-        store.add_progress(run_id, buffer)
-        buffer.clear()
-        state["flushed"] = time.monotonic()
-
-    def progress(event: dict) -> None:
-        event = dict(event)
-        if event.get("phase") == "auto":
-            # Auto's events come before step 1: stored at negative steps, in order, so that the
-            # training steps keep their own numbers.
-            state["auto_seq"] += 1
-            event["step"] = AUTO_STEP_BASE + state["auto_seq"]
-        buffer.append(event)
-        if state["device"] is None and event.get("device"):
-            state["device"] = event["device"]
-            store.set_run(run_id, device=event["device"])
-        if time.monotonic() - state["flushed"] >= PROGRESS_FLUSH_S:
-            flush()
-
-    def should_stop() -> bool:
-        if interrupt.is_set():
-            return True
-        now = time.monotonic()
-        if now - state["polled"] >= CANCEL_POLL_S:
-            state["polled"] = now
-            state["stop"] = store.cancel_requested(run_id)
-        return state["stop"]
-
+    reporter = _RunReporter(store, run_id, interrupt)
     try:
         if not run.get("request_json"):
             raise UserError("this run was queued by an earlier version of the workbench; start it again")
         request = RunRequest.from_json(run["request_json"])
-        model = store.model(run["model_id"])
-        check_stored_model(model)
-        bundle = load_bundle(model["path"])
-        names = bundle.meta.class_names
-        refs = request.data
-        counterexamples = load_dataset(refs.counterexamples, names)
-        eval_set = load_dataset(refs.evaluation, names) if refs.evaluation else None
-        unlabeled = reference = None
-        if refs.unlabeled_root and refs.unlabeled_items:
-            unlabeled = unlabeled_images(refs.unlabeled_root, refs.unlabeled_items, names)
-        if refs.reference_root and refs.reference_items:
-            reference = unlabeled_images(refs.reference_root, refs.reference_items, names)
-        data = prepare_data(bundle, counterexamples, eval_set, unlabeled=unlabeled, reference=reference)
-        if reference is None:
-            # prepare_data falls back to the unlabelled images, which suits the CLI's typical images;
-            # here they are the candidate pool, full of images whose answer should change: no anchor.
-            data.reference = None
-        result = repair(bundle, request, data, progress=progress, should_stop=should_stop)
-        flush()
-        if interrupt.is_set():
-            status = "interrupted"
-            store.finish_run(run_id, status, error="the server stopped while this run was in progress")
-        elif result.cancelled:
-            status = "cancelled"
-            store.finish_run(run_id, status, stop_reason=result.stop_reason)
-        else:
-            write_run(result, bundle.meta, out_dir, eval_set=eval_set)
-            status = "done"
-            store.finish_run(run_id, status, stop_reason=result.stop_reason, device=result.metrics.get("device"))
-        summary = {}
-        if status == "done":
-            m = result.metrics
-            summary = {
-                "accuracy_before": m["before"]["accuracy"],
-                "accuracy_after": m["after"]["accuracy"],
-                "worst_group_before": m["before"]["worst_group_accuracy"],
-                "worst_group_after": m["after"]["worst_group_accuracy"],
-                "kept_decisions": m["kept_decisions"],
-                "strength": m.get("strength"),
-                "steps": m.get("steps"),
-                "device": m.get("device"),
-            }
-        store.audit(
-            run["created_by"],
-            f"run_{status}",
-            run["project_id"],
-            run_id=run_id,
-            method=run["method"],
-            config=run["config"],
-            stop_reason=result.stop_reason,
-            **summary,
-        )
+        bundle = stored_bundle(store, run["model_id"])
+        data, eval_set = _prepared(bundle, request.data)
+        result = repair(bundle, request, data, progress=reporter.progress, should_stop=reporter.should_stop)
+        reporter.flush()
+        status = _record_end(store, run, result, bundle.meta, eval_set, interrupt)
+        summary = _summary(result.metrics) if status == "done" else {}
+        store.audit(run["created_by"], f"run_{status}", run["project_id"], run_id=run_id, method=run["method"],
+                    config=run["config"], stop_reason=result.stop.describe(), **summary)  # fmt: skip
         return status
     except UserError as exc:
-        flush()
+        reporter.flush()
         store.finish_run(run_id, "failed", error=str(exc))
         store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=str(exc))
         return "failed"
     except Exception as exc:
-        flush()
+        reporter.flush()
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         traceback.print_exc()
         store.finish_run(run_id, "failed", error=f"internal error: {detail}")
         store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=detail)
         return "failed"
+
+
+def _prepared(bundle, refs: DataRefs) -> tuple[PreparedData, ImageDataset | None]:
+    """A queued run's images, decoded once (and its evaluation set, for the predictions file)."""
+    names = bundle.meta.class_names
+    counterexamples = load_dataset(refs.counterexamples, names)
+    eval_set = load_dataset(refs.evaluation, names) if refs.evaluation else None
+    unlabeled = reference = None
+    if refs.unlabeled_root and refs.unlabeled_items:
+        unlabeled = unlabeled_images(refs.unlabeled_root, refs.unlabeled_items, names)
+    if refs.reference_root and refs.reference_items:
+        reference = unlabeled_images(refs.reference_root, refs.reference_items, names)
+    data = prepare_data(bundle, counterexamples, eval_set, unlabeled=unlabeled, reference=reference)
+    if reference is None:
+        # prepare_data falls back to the unlabelled images, which suits the CLI's typical images;
+        # here they are the candidate pool, full of images whose answer should change: no anchor.
+        data.reference = None
+    return data, eval_set
+
+
+def _record_end(store: Store, run: dict, result, meta, eval_set, interrupt: threading.Event) -> str:
+    """How the run ended, in the store (and its folder written when it is done); returns the status."""
+    run_id = run["id"]
+    if interrupt.is_set():
+        store.finish_run(run_id, "interrupted", error="the server stopped while this run was in progress")
+        return "interrupted"
+    stop = {"stop_reason": result.stop.reason.value, "restored_step": result.stop.restored_step}
+    if result.cancelled:
+        store.finish_run(run_id, "cancelled", **stop)
+        return "cancelled"
+    write_run(result, meta, run["out_dir"], eval_set=eval_set)
+    store.finish_run(run_id, "done", device=result.metrics.device, **stop)
+    return "done"
+
+
+def _summary(m: RunMetrics) -> dict:
+    """A finished run's numbers for its audit row."""
+    return {
+        "accuracy_before": m.before.accuracy,
+        "accuracy_after": m.after.accuracy,
+        "worst_group_before": m.before.worst_group_accuracy,
+        "worst_group_after": m.after.worst_group_accuracy,
+        "kept_decisions": m.comparison.kept_decisions,
+        "strength": m.strength,
+        "steps": m.steps,
+        "device": m.device,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from core.engine.configs import PAPER_FORM
 from core.engine.devices import select_device
 from core.engine.methods import METHODS, get_method
 from core.engine.repair import run_repair
+from core.engine.results import RunMetrics
 from core.engine.strength import CANDIDATES
 from core.errors import UserError
 
@@ -107,23 +108,23 @@ def draw_counterexamples(suite: Suite, shots: int, seed: int) -> np.ndarray:
     return order[:shots]
 
 
-def _row(suite: str, name: str, shots: int, seed: int, m: dict) -> dict:
+def _row(suite: str, name: str, shots: int, seed: int, m: RunMetrics) -> dict:
     return {
         "suite": suite,
         "method": name,
         "shots": shots,
         "seed": seed,
-        "strength": m.get("strength"),
-        "accuracy_before": m["before"]["accuracy"],
-        "accuracy": m["after"]["accuracy"],
-        "worst_group_before": m["before"]["worst_group_accuracy"],
-        "worst_group": m["after"]["worst_group_accuracy"],
-        "kept_decisions": m["kept_decisions"],
-        "errors_corrected": m["errors_corrected"],
-        "changed_predictions": m["changed_predictions"],
-        "steps": m["steps"],
-        "seconds": m["seconds"],
-        "stop_reason": m["stop_reason"],
+        "strength": m.strength,
+        "accuracy_before": m.before.accuracy,
+        "accuracy": m.after.accuracy,
+        "worst_group_before": m.before.worst_group_accuracy,
+        "worst_group": m.after.worst_group_accuracy,
+        "kept_decisions": m.comparison.kept_decisions,
+        "errors_corrected": m.comparison.errors_corrected,
+        "changed_predictions": m.comparison.changed_predictions,
+        "steps": m.steps,
+        "seconds": m.seconds,
+        "stop_reason": m.stop_reason,
     }
 
 

@@ -28,6 +28,7 @@ from core.engine.discovery import (
     write_discovery,
 )
 from core.engine.repair import run_repair
+from core.engine.results import RunMetrics
 from core.errors import UserError
 from core.formats.bundle import load_model_file
 from core.formats.datasets import load_dataset, split_eval
@@ -72,7 +73,7 @@ def attribute_ranking(suite, eval_pred: np.ndarray, pool_probs: np.ndarray) -> n
     return np.array([i for _, i in sorted(keyed)], dtype=np.int64)
 
 
-def _repair(suite, idx: np.ndarray, seed: int, device: str, config: dict | None = None) -> dict:
+def _repair(suite, idx: np.ndarray, seed: int, device: str, config: dict | None = None) -> RunMetrics:
     data = prepare_suite_data(suite, idx)  # the same tensors the benchmark's repairs get
     res = run_repair(
         suite.bundle, suite.pool.subset(idx), method="cpt", config=config, device=device, seed=seed, data=data
@@ -111,15 +112,15 @@ def discovery_rows(
                     "seed": seed,
                     "conflicting": int(suite.pool_conflicting[idx].sum()),
                     "model_wrong": int(pool_wrong[idx].sum()),
-                    "accuracy_before": m["before"]["accuracy"],
-                    "accuracy": m["after"]["accuracy"],
-                    "worst_group_before": m["before"]["worst_group_accuracy"],
-                    "worst_group": m["after"]["worst_group_accuracy"],
-                    "kept_decisions": m["kept_decisions"],
+                    "accuracy_before": m.before.accuracy,
+                    "accuracy": m.after.accuracy,
+                    "worst_group_before": m.before.worst_group_accuracy,
+                    "worst_group": m.after.worst_group_accuracy,
+                    "kept_decisions": m.comparison.kept_decisions,
                 }
             )
             if log:
-                log(f"{suite.name} {name} seed {seed}: accuracy {m['after']['accuracy']:.3f}")
+                log(f"{suite.name} {name} seed {seed}: accuracy {m.after.accuracy:.3f}")
     return {"recovery": rec["recovery"], "cells": rec["cells"], "groups": found.groups, "repairs": rows}
 
 

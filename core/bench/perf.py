@@ -315,13 +315,13 @@ def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
     return {
         "suite": name,
         "repair_s": repair_s,
-        "repair_steps": res.metrics["steps"],
-        "tuning_loop_s": res.history[-1]["elapsed_s"] if res.history else 0.0,
+        "repair_steps": res.metrics.steps,
+        "tuning_loop_s": res.history[-1].elapsed_s if res.history else 0.0,
         "decode_s": decode_s,
         "retrain_s": retrain_s,
         "retrain_info": info,
         "repair_ratio": repair_s / retrain_s,
-        "tuning_loop_ratio": (res.history[-1]["elapsed_s"] if res.history else 0.0) / retrain_s,
+        "tuning_loop_ratio": (res.history[-1].elapsed_s if res.history else 0.0) / retrain_s,
     }
 
 

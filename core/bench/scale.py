@@ -119,11 +119,11 @@ def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
         "load_average_1min": [load_before, load_after],
         "auto_local_s": auto_local_s,
         "auto_ray_s": auto_ray_s,
-        "auto_runs": auto_local["runs"],
+        "auto_runs": auto_local.runs,
         "auto_efficiency": eff(auto_local_s, auto_ray_s),
         "auto_full_local_s": full_local_s,
         "auto_full_ray_s": full_ray_s,
-        "auto_full_tasks": full_local["runs"],
+        "auto_full_tasks": full_local.runs,
         "auto_full_efficiency": eff(full_local_s, full_ray_s),
         "grid_tasks": grid_tasks,
         "grid_local_s": grid_local_s,
@@ -131,7 +131,7 @@ def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
         "grid_efficiency": eff(grid_local_s, grid_ray_s),
         "overhead_per_task_s": (trivial_ray_s - trivial_local_s) / TRIVIAL_TASKS,
         "max_metric_difference": max(diffs),
-        "auto_same_choice": auto_local["chosen"] == auto_ray["chosen"] and full_local["chosen"] == full_ray["chosen"],
+        "auto_same_choice": auto_local.chosen == auto_ray.chosen and full_local.chosen == full_ray.chosen,
         "grid_same_rows": list(grid_local["method"]) == list(grid_ray["method"])
         and list(grid_local["steps"]) == list(grid_ray["steps"]),
     }

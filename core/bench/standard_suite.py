@@ -37,6 +37,7 @@ import torch
 from core.app import demo
 from core.bench import photo_suite as ps
 from core.engine.inference import normalize
+from core.engine.runfolder import BUNDLE_WEIGHTS
 from core.engine.training import random_hflip
 from core.formats.architectures import build_model
 from core.formats.bundle import BundleMeta, save_bundle
@@ -145,7 +146,7 @@ def train_standard_model(part: str, out_dir: str | Path, seed: int = 0, log=_log
 def base_model_dir(part: str, log=_log) -> Path:
     """The cached base model of ``part``, trained on first use (a few minutes, progress on stderr)."""
     out = cache_dir() / part
-    if not (out / "model.safetensors").is_file():
+    if not (out / BUNDLE_WEIGHTS).is_file():
         log(f"building the {part} base model (once; cached in {out}) …")
         tmp = out.with_name(out.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)

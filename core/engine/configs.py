@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from core.errors import UserError
 
@@ -33,6 +33,21 @@ LR_SCALE_DEFAULT = "size"
 SIZE_REFERENCE = 10_000_000  # lr_scale "size": lr is the step for a model with this many tuned weights
 PAPER_FORM = {"lr": 1e-3, "lr_scale": "none", "anchor": 0.0, "stop_rule": "paper", "max_steps": 100, "backtracks": 0}
 STOP_RULES = ("paper", "heldout", "none", "kept")
+KEEP_TARGET = 0.97  # automatic strength: the least share of reference answers a chosen λ must keep (estimated)
+
+STOP_RULE_HELP = (
+    "kept (default): like paper, but also stop before the old answers on the reference images change more than "
+    "allowed, keeping the best step. paper: once every counterexample is right (after the fewest steps). heldout: "
+    "keep the best step on the held-out check images. none: run all steps."
+)
+KEEP_FLOOR_HELP = (
+    "For “kept”: the least share of reference images that must keep the old answer. The repair stops before it "
+    "changes more, and keeps the best step above it."
+)
+BACKTRACKS_HELP = (
+    "For “kept”: when a step would change more of the answers on reference images than allowed, it is undone and "
+    "retried with half the step, up to this many times, before the repair stops. 0: stop at once."
+)
 
 
 def hp(default, help: str, **hints):
@@ -42,91 +57,63 @@ def hp(default, help: str, **hints):
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Settings shared by every method: optimiser, step budget, stopping rule, tuned parameters."""
+    """Settings shared by every method: optimiser, step budget, stopping rule, tuned parameters.
 
-    lr: float = hp(1e-3, "Adam step size.", min=1e-5, max=1e-1, log=True)
-    max_steps: int = hp(100, "Upper bound on optimizer steps.", min=1, max=5000)
+    Each field's ``help`` is the one wording of its help text: the English of ``cfg_<name>_help`` in
+    ``assets/i18n`` (a test keeps them equal); what a developer needs beyond it is in the comments."""
+
+    renamed: ClassVar[dict[str, str]] = {}  # an old setting name a user may still type → its name now
+
+    lr: float = hp(1e-3, "How big each learning step is.", min=1e-5, max=1e-1, log=True)  # Adam's step size
+    max_steps: int = hp(100, "The repair stops here at the latest.", min=1, max=5000)
+    # ε of the paper's rule (Penzel et al. 2024, §3.3).
     min_steps: int = hp(
-        10,
-        "ε of the paper's rule: never stop before this many steps, even if every counterexample is already right.",
-        min=0,
-        max=5000,
+        10, "Never stop before this many steps, even if every counterexample is already right.", min=0, max=5000
     )
-    stop_rule: str = hp(
-        "paper",
-        "paper: stop once every counterexample is right and at least min_steps have passed (Penzel et al. "
-        "2024); heldout: keep the step with the best held-out worst-group accuracy, stop after `patience` "
-        "checks without improvement (needs a labelled validation set); none: run max_steps; kept: the paper's "
-        "rule, but also stop as soon as the share of reference images whose answer is unchanged falls below "
-        "keep_floor, and keep the best step above the floor (no reference images: the paper's rule).",
-        choices=STOP_RULES,
-    )
-    keep_floor: float = hp(
-        0.97,
-        "kept rule: the lowest share of reference images (typical, unlabelled) that must keep the old "
-        "model's answer; the run keeps the step with the most counterexamples fixed above it.",
-        min=0.0,
-        max=1.0,
-    )
-    backtracks: int = hp(
-        0,
-        "kept rule: when a step takes the share of unchanged reference answers under keep_floor, undo it and "
-        "halve the step size, up to this many times, before stopping at the floor (0: stop at once).",
-        min=0,
-        max=20,
-    )
-    patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
-    eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)
-    batch_size: int = hp(64, "Counterexamples per step (all of them when there are fewer).", min=1, max=4096)
-    params: str = hp(
-        "all",
-        "Which weights may change: 'all', 'classifier' (the last linear layer), or comma-separated name "
-        "patterns such as 'features.2.*,classifier.*'.",
-    )
+    # paper: stop once every counterexample is right and at least min_steps have passed; heldout: keep the
+    # step with the best held-out worst-group accuracy, stop after `patience` checks without improvement
+    # (needs a labelled validation set); none: run max_steps; kept: the paper's rule, but also stop as soon
+    # as the share of reference images whose answer is unchanged falls below keep_floor, and keep the best
+    # step above the floor (no reference images: the paper's rule). See core.engine.loop.
+    stop_rule: str = hp("paper", STOP_RULE_HELP, choices=STOP_RULES)
+    keep_floor: float = hp(0.97, KEEP_FLOOR_HELP, min=0.0, max=1.0)
+    backtracks: int = hp(0, BACKTRACKS_HELP, min=0, max=20)
+    patience: int = hp(5, "For “heldout”: checks without improvement before stopping.", min=1, max=100)
+    eval_every: int = hp(5, "Steps between held-out checks (also the live curve).", min=1, max=500)
+    batch_size: int = hp(64, "All counterexamples are used when there are fewer.", min=1, max=4096)
+    # 'all', 'classifier' (the last linear layer), or comma-separated fnmatch patterns such as
+    # 'features.2.*,classifier.*' (core.engine.methods.base.select_parameters).
+    params: str = hp("all", "“all”, “classifier” (last layer only) or name patterns.")
 
 
 @dataclass(frozen=True)
 class CPTConfig(MethodConfig):
-    lr: float = hp(
-        LR_DEFAULT,
-        "Adam step size. Adam's first steps move every weight by about this much whatever the penalty, so on "
-        "large models the paper's 1e-3 changes far more than the penalty allows; 3e-5 lets the penalty and the "
-        "anchor act.",
-        min=1e-6,
-        max=1e-1,
-        log=True,
-    )
+    # Adam's first steps move every weight by about lr whatever the penalty, so on large models the paper's
+    # 1e-3 changes far more than the penalty allows; 3e-5 lets the penalty and the anchor act.
+    lr: float = hp(LR_DEFAULT, "How big each learning step is.", min=1e-6, max=1e-1, log=True)
+    # ngd: normalised gradient descent, each step moves δ by the share lr of ‖θ‖ along the gradient.
     optimizer: str = hp(
         "adam",
-        "adam: Adam with step size lr; ngd: normalised gradient descent, each step moves δ by the share lr of "
-        "‖θ‖ along the gradient.",
+        "adam (default): Adam with the step size above. ngd: each step moves the change along the gradient by a "
+        "fixed share (the step size) of the weights' own size.",
         choices=("adam", "ngd"),
     )
+    # size: the Adam step is lr·√(10,000,000 / n) for n tuned weights, so that the first steps change the
+    # weights by the same overall amount (‖step‖ ≈ lr·√10⁷) on a small network as on a large one
+    # (ResNet-18 has 11 M weights). none: lr as given (the paper).
     lr_scale: str = hp(
         LR_SCALE_DEFAULT,
-        "size: the Adam step is lr·√(10,000,000 / n) for a model with n tuned weights, so the first steps "
-        "change the weights by the same overall amount (‖step‖ ≈ lr·√10⁷) on a small network as on a large "
-        "one; lr is the step of a 10-million-weight model (ResNet-18 has 11 M). none: lr as given (the paper).",
+        "size (default): the step is scaled to the number of weights that may change, so a small network and a "
+        "large one change by the same overall amount per step; the step size above is the one for a "
+        "10-million-weight model. none: the step size exactly as given (the paper's form).",
         choices=LR_SCALES,
     )
-    max_steps: int = hp(MAX_STEPS_DEFAULT, "Upper bound on optimizer steps.", min=1, max=5000)
-    stop_rule: str = hp(
-        STOP_DEFAULT,
-        MethodConfig.__dataclass_fields__["stop_rule"].metadata["help"],
-        choices=STOP_RULES,
-    )
-    keep_floor: float = hp(
-        KEEP_FLOOR_DEFAULT,
-        MethodConfig.__dataclass_fields__["keep_floor"].metadata["help"],
-        min=0.0,
-        max=1.0,
-    )
-    backtracks: int = hp(
-        BACKTRACKS_DEFAULT,
-        MethodConfig.__dataclass_fields__["backtracks"].metadata["help"],
-        min=0,
-        max=20,
-    )
+    max_steps: int = hp(MAX_STEPS_DEFAULT, "The repair stops here at the latest.", min=1, max=5000)
+    stop_rule: str = hp(STOP_DEFAULT, STOP_RULE_HELP, choices=STOP_RULES)
+    keep_floor: float = hp(KEEP_FLOOR_DEFAULT, KEEP_FLOOR_HELP, min=0.0, max=1.0)
+    backtracks: int = hp(BACKTRACKS_DEFAULT, BACKTRACKS_HELP, min=0, max=20)
+    # λ of Eq. 1; relative to the model's own weights (core.engine.penalties), so a value means the same
+    # for any model. The Repair page shows it as its slider, with words of its own.
     strength: float = hp(
         1000.0,
         "λ: how strongly any change to the model is penalised. Low = change freely; high = protect current "
@@ -137,33 +124,34 @@ class CPTConfig(MethodConfig):
     )
     penalty: str = hp(
         "l2",
-        "Shape of the change penalty: l2 (small everywhere), l1 (few weights), l1+l2, nuclear (low rank).",
+        "l2: small changes everywhere (default). l1: change few weights. nuclear: simple, low-rank changes.",
         choices=PENALTIES,
     )
+    # μ·KL(old model ‖ repaired model) on a minibatch of unlabelled reference images (core.engine.anchor);
+    # it does nothing without reference images.
     anchor: float = hp(
         ANCHOR_DEFAULT,
-        "μ: weight of the function-space anchor, μ·KL(old model ‖ repaired model) on a minibatch of unlabelled "
-        "reference images (typical inputs). Keeps the answers on ordinary images, not just the weights. "
-        "0 = off (the paper's form); it also does nothing without reference images.",
+        "μ: how strongly the repaired model must give the same answers as the old one on the reference images "
+        "(typical, unlabelled). 0 turns it off (the paper's form). Needs reference images.",
         min=0.0,
         max=1e4,
     )
-    anchor_batch: int = hp(64, "Reference images per step for the anchor.", min=1, max=4096)
+    anchor_batch: int = hp(64, "How many reference images the anchor looks at in each step.", min=1, max=4096)
 
 
 @dataclass(frozen=True)
 class FineTuneConfig(MethodConfig):
     """Plain fine-tuning of θ itself: all layers, a fixed budget (the presets change both)."""
 
-    stop_rule: str = hp("none", **MethodConfig.__dataclass_fields__["stop_rule"].metadata)
+    stop_rule: str = hp("none", STOP_RULE_HELP, choices=STOP_RULES)
 
 
 @dataclass(frozen=True)
 class L2SPConfig(MethodConfig):
+    # λ, the α of Li et al. 2018: the pull back towards the starting weights, relative to their own size.
     strength: float = hp(
         1000.0,
-        "λ (the α of Li et al. 2018): how strongly the weights are pulled back to where they started, "
-        "relative to their own size.",
+        "λ: how strongly the weights are pulled back to where they started, relative to their own size.",
         min=1.0,
         max=1e6,
         log=True,
@@ -172,19 +160,28 @@ class L2SPConfig(MethodConfig):
 
 @dataclass(frozen=True)
 class LastLayerConfig(MethodConfig):
+    # μ of the KL term to the old model's answers on typical images (core.engine.methods.last_layer).
     typical_weight: float = hp(
         1.0,
-        "μ: how much keeping the old decisions on typical images counts against fitting the counterexamples.",
+        "How much keeping the old answers on typical images counts against fitting your counterexamples.",
         min=0.0,
         max=1000.0,
     )
-    typical_images: int = hp(512, "How many unlabelled typical images to keep decisions on.", min=1, max=100000)
+    typical_images: int = hp(
+        512,
+        "How many candidate images are used as typical images whose answers should stay.",
+        min=1,
+        max=100000,
+    )
 
 
 @dataclass(frozen=True)
 class LoRAConfig(MethodConfig):
-    rank: int = hp(4, "r: the rank of each weight change (capped by the layer's size).", min=1, max=256)
-    alpha: float = hp(4.0, "LoRA scale α; the change is (α/r)·B·A.", min=0.01, max=1024.0, log=True)
+    renamed: ClassVar[dict[str, str]] = {"alpha": "scale"}
+
+    rank: int = hp(4, "Lower means a simpler change to each layer.", min=1, max=256)  # r, capped by the layer
+    # The LoRA paper's α: the change is (scale / r)·B·A.
+    scale: float = hp(4.0, "How strongly the low-rank change is applied.", min=0.01, max=1024.0, log=True)
 
 
 @dataclass(frozen=True)
@@ -196,26 +193,34 @@ class MASConfig(MethodConfig):
         max=1e6,
         log=True,
     )
+    # How many unlabelled images estimate each weight's importance Ω (Aljundi et al. 2018, Eq. 2).
     importance_images: int = hp(
-        256, "How many unlabelled images estimate each weight's importance Ω.", min=1, max=100000
+        256, "How many candidate images are used to judge which weights matter.", min=1, max=100000
     )
 
 
 @dataclass(frozen=True)
 class SideTuningConfig(MethodConfig):
+    renamed: ClassVar[dict[str, str]] = {"alpha_mode": "blend", "alpha_end": "base_weight"}
+
     side: str = hp(
-        "small", "Side network: small (a new two-conv net) or copy (a copy of the base).", choices=("small", "copy")
+        "small", "small: a new small network. copy: a copy of the original model.", choices=("small", "copy")
     )
-    alpha_mode: str = hp(
+    # The output is w·base(x) + (1 − w)·side(x) (the α of Zhang et al. 2020). anneal: w falls linearly from 1
+    # to base_weight over anneal_steps; fixed: w = base_weight throughout.
+    blend: str = hp(
         "anneal",
-        "anneal: α falls linearly from 1 to alpha_end over anneal_steps; fixed: α = alpha_end throughout.",
+        "anneal: start with the original only and move to the final mix. fixed: use the final mix throughout.",
         choices=("anneal", "fixed"),
     )
-    alpha_end: float = hp(
-        0.5, "Weight of the base's output once annealed (or throughout when fixed).", min=0.0, max=1.0
+    base_weight: float = hp(
+        0.5,
+        "How much the original model's answer counts at the end (1 = only the original).",
+        min=0.0,
+        max=1.0,
     )
-    anneal_steps: int = hp(20, "Steps over which α falls from 1 to alpha_end.", min=1, max=5000)
-    side_width: int = hp(32, "Channels of the small side network.", min=4, max=512)
+    anneal_steps: int = hp(20, "Over how many steps the mix moves to its final value.", min=1, max=5000)
+    side_width: int = hp(32, "Channels of the small extra network.", min=4, max=512)
 
 
 _TYPE_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool"}
@@ -241,51 +246,74 @@ def describe_schema(config_cls) -> list[dict]:
     return out
 
 
+def setting_key(name: str) -> str:
+    """The translation key of a setting's label (its help: :func:`setting_help_key`)."""
+    return f"cfg_{name}"
+
+
+def setting_help_key(name: str) -> str:
+    return f"cfg_{name}_help"
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method as the CLI and the workbench list it: name, title, settings, and what it needs."""
+    """A method as the CLI and the workbench list it: its one registration.
+
+    ``title`` is the English of its translation key :attr:`title_key` (a test keeps them equal);
+    ``base`` names its implementation in :data:`core.engine.methods.IMPLEMENTATIONS` (a preset names its
+    parent method's)."""
 
     name: str
     title: str
     config: type
-    base: str  # the implementation in core.engine.methods (a preset names its parent method)
+    base: str
     defaults: dict[str, Any] = field(default_factory=dict)  # a preset's own defaults
     mergeable: bool = True  # the result is an ordinary model of the same architecture
+
+    @property
+    def title_key(self) -> str:
+        return f"method_{self.name}"
 
 
 SPECS: dict[str, MethodSpec] = {
     s.name: s
     for s in (
-        MethodSpec("cpt", "Change-penalized tuning", CPTConfig, "cpt"),
-        MethodSpec("finetune", "Fine-tuning (all layers)", FineTuneConfig, "finetune"),
+        MethodSpec("cpt", "Change-penalized tuning (recommended)", CPTConfig, "cpt"),
+        MethodSpec("finetune", "Plain fine-tuning (all layers)", FineTuneConfig, "finetune"),
         MethodSpec(
             "finetune_es",
-            "Fine-tuning (all layers) + early stopping",
+            "Plain fine-tuning (all layers), stopping early",
             FineTuneConfig,
             "finetune",
             {"stop_rule": "paper"},
         ),
         MethodSpec(
             "finetune_head",
-            "Fine-tuning (classifier only)",
+            "Fine-tuning of the last layer only",
             FineTuneConfig,
             "finetune",
             {"params": "classifier"},
         ),
         MethodSpec(
             "finetune_head_es",
-            "Fine-tuning (classifier only) + early stopping",
+            "Fine-tuning of the last layer only, stopping early",
             FineTuneConfig,
             "finetune",
             {"params": "classifier", "stop_rule": "paper"},
         ),
-        MethodSpec("l2sp", "L2-SP (fine-tuning pulled towards the start)", L2SPConfig, "l2sp"),
-        MethodSpec("mas", "MAS (importance-weighted pull towards the start)", MASConfig, "mas"),
+        MethodSpec("l2sp", "L2-SP (fine-tuning pulled back towards the original)", L2SPConfig, "l2sp"),
+        MethodSpec("mas", "MAS (protects the weights that matter most)", MASConfig, "mas"),
         MethodSpec(
-            "side_tuning", "Side-tuning (frozen base + small side network)", SideTuningConfig, "side_tuning", {}, False
+            "side_tuning",
+            "Side-tuning (a small extra network beside the original)",
+            SideTuningConfig,
+            "side_tuning",
+            mergeable=False,
         ),
-        MethodSpec("lora", "LoRA (low-rank change)", LoRAConfig, "lora"),
-        MethodSpec("last_layer", "Last-layer retraining (DFR-style)", LastLayerConfig, "last_layer"),
+        MethodSpec("lora", "LoRA (simple, low-rank change)", LoRAConfig, "lora"),
+        MethodSpec(
+            "last_layer", "Last-layer retraining (keeps decisions on typical images)", LastLayerConfig, "last_layer"
+        ),
     )
 }
 
@@ -305,33 +333,49 @@ def config_schema(name: str) -> list[dict]:
 
 
 def make_config(name: str, overrides: dict | None = None):
-    """Build a method's frozen config from its (preset) defaults plus ``overrides``, checking every value."""
+    """Build a method's frozen config from its (preset) defaults plus ``overrides``, checking every value.
+    A setting's old name (``renamed`` of its config class) is accepted for its new one."""
     spec = method_spec(name)
     fields = {s["name"]: s for s in describe_schema(spec.config)}
     kwargs = dict(spec.defaults)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        key = spec.config.renamed.get(key, key)
         if key not in fields:
             raise UserError(f"method {name!r} has no setting {key!r}; settings: {', '.join(fields)}")
-        f = fields[key]
-        caster = {"int": int, "float": float, "str": str, "bool": bool}[f["type"]]
-        try:
-            value = caster(value)
-        except (TypeError, ValueError):
-            raise UserError(f"setting {key} must be a {f['type']}, got {value!r}") from None
-        if f["choices"] and value not in f["choices"]:
-            raise UserError(f"setting {key} must be one of {', '.join(f['choices'])}, got {value!r}")
-        if f["min"] is not None and value < f["min"]:
-            raise UserError(f"setting {key} must be at least {f['min']}, got {value}")
-        if f["max"] is not None and value > f["max"]:
-            raise UserError(f"setting {key} must be at most {f['max']}, got {value}")
-        kwargs[key] = value
+        kwargs[key] = _checked(fields[key], value)
     cfg = spec.config(**kwargs)
     if cfg.min_steps > cfg.max_steps:
         raise UserError(f"min_steps ({cfg.min_steps}) cannot exceed max_steps ({cfg.max_steps})")
     return cfg
 
 
+def _checked(f: dict, value):
+    """``value`` cast to the setting's type and checked against its choices and bounds."""
+    key = f["name"]
+    caster = {"int": int, "float": float, "str": str, "bool": bool}[f["type"]]
+    try:
+        value = caster(value)
+    except (TypeError, ValueError):
+        raise UserError(f"setting {key} must be a {f['type']}, got {value!r}") from None
+    if f["choices"] and value not in f["choices"]:
+        raise UserError(f"setting {key} must be one of {', '.join(f['choices'])}, got {value!r}")
+    if f["min"] is not None and value < f["min"]:
+        raise UserError(f"setting {key} must be at least {f['min']}, got {value}")
+    if f["max"] is not None and value > f["max"]:
+        raise UserError(f"setting {key} must be at most {f['max']}, got {value}")
+    return value
+
+
 def has_strength(name: str) -> bool:
-    return any(f.name == "strength" for f in dataclasses.fields(method_spec(name).config))
+    return _has_strength_field(method_spec(name).config)
+
+
+def _has_strength_field(config_cls) -> bool:
+    return any(f.name == "strength" for f in dataclasses.fields(config_cls))
+
+
+def strength_of(config) -> float | None:
+    """λ of a method's config, or None for a method without a penalty strength."""
+    return config.strength if _has_strength_field(type(config)) else None

@@ -26,7 +26,7 @@ number shown to the user was used to steer the run.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,11 +35,12 @@ import numpy as np
 import torch
 
 from core.engine.devices import describe_device
+from core.engine.events import Progress, StepEvent
 from core.engine.inference import predict_logits
+from core.engine.methods.base import RepairMethod
 from core.engine.metrics import group_metrics
+from core.engine.results import LoopResult, Restored, RestoreRule, Stop, StopReason
 from core.errors import UserError
-
-Progress = Callable[[dict], None]
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _worst_group(preds, y, attrs, class_names) -> float:
 
 
 def train_method(
-    method,
+    method: RepairMethod,
     data: PreparedData,
     device: torch.device,
     class_names: list[str],
@@ -76,106 +77,138 @@ def train_method(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     stall_steps: int | None = None,
-) -> tuple[list[dict], str, bool]:
-    """The shared loop, run with the method's own config. Returns (history, stop_reason, cancelled);
-    the method holds the result.
+) -> LoopResult:
+    """The shared loop, run with the method's own config; the method holds the result.
 
     ``stall_steps`` (used by automatic strength, in its trial runs and in the repair it then runs): stop with reason
     ``stalled`` once ``min_steps`` have passed and the most counterexamples fixed so far has not grown
     for this many steps (a strength that cannot fix them would otherwise run to ``max_steps``)."""
     config = method.config
-    gen = torch.Generator().manual_seed(seed)
-    x_ce, y_ce = data.x_ce.to(device), data.y_ce.to(device)
-    x_val = data.x_val  # a tensor, or DiskImages read a batch at a time (see core.engine.repair.prepare_data)
-    if isinstance(x_val, torch.Tensor):
-        x_val = x_val.to(device)
-    n = len(y_ce)
-    history: list[dict] = []
-    best = (-1.0, None, 0)  # (score, snapshot, step) for the held-out rule
-    since_best = 0
-    if config.stop_rule == "heldout" and x_val is None:
+    if config.stop_rule == "heldout" and data.x_val is None:
         raise UserError("stop_rule 'heldout' needs a labelled validation set (rows with split=val)")
-    stop_reason, cancelled = "max_steps", False
-    ref = getattr(method, "reference", None)
-    kept_rule = config.stop_rule == "kept" and ref is not None
-    floor = getattr(config, "keep_floor", 0.97)
-    if kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
-        kept_best = (int((method.predict(x_ce).argmax(1) == y_ce).sum()), method.snapshot(), 0)
-    most_fixed, improved_at = -1, 0
-    backtracks = getattr(config, "backtracks", 0) if kept_rule else 0
-    before = None
-    start = time.perf_counter()
+    loop = _Loop(method, data, device, class_names, seed, stall_steps)
+    reason = StopReason.MAX_STEPS
     for step in range(1, config.max_steps + 1):
         if should_stop is not None and should_stop():
-            stop_reason, cancelled = "cancelled", True
-            break
-        if backtracks:
-            before = method.snapshot()
-        if n > config.batch_size:
-            idx = torch.randperm(n, generator=gen)[: config.batch_size].to(device)
-            stats = method.update(x_ce[idx], y_ce[idx])
-        else:
-            stats = method.update(x_ce, y_ce)
-        fixed = int((method.predict(x_ce).argmax(1) == y_ce).sum())
-        heldout = None
-        if x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
-            val_pred = predict_logits(PredictAdapter(method), x_val, device).argmax(1).numpy()
-            heldout = _worst_group(val_pred, data.y_val, data.attr_val, class_names)
-        event = {
-            "step": step,
-            "max_steps": config.max_steps,
-            **stats,
-            "fixed": fixed,
-            "total": n,
-            "heldout_worst_group": heldout,
-            "reference_agreement": ref.agreement(method.predict) if kept_rule else None,
-            "elapsed_s": time.perf_counter() - start,
-            "device": describe_device(device),
-        }
-        history.append(event)
+            return LoopResult(loop.history, Stop(StopReason.CANCELLED), cancelled=True)
+        event = loop.take_step(step)
         if progress is not None:
             progress(event)
-        if not all(math.isfinite(stats[k]) for k in ("loss", "task_loss", "penalty")):
-            stop_reason = "diverged"
+        ended = loop.rules(event)
+        if ended is not None:
+            reason = ended
             break
-        if kept_rule:
-            if event["reference_agreement"] < floor:
-                if backtracks and method.optimizer is not None:
-                    method.restore(before)  # undo the step and try again with half the step size
-                    for group in method.optimizer.param_groups:
-                        group["lr"] *= 0.5
-                    backtracks -= 1
-                    event["backtracked"] = True
-                    continue
-                stop_reason = "kept_floor"
-                break
-            if fixed > kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
-                kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
-        if config.stop_rule in ("paper", "kept") and fixed == n and step >= config.min_steps:
-            stop_reason = "all_fixed"
-            break
-        if kept_rule and kept_best[2] == step:
-            kept_best = (fixed, method.snapshot(), step)
-        if fixed > most_fixed:
-            most_fixed, improved_at = fixed, step
-        if stall_steps is not None and step >= config.min_steps and step - improved_at >= stall_steps:
-            stop_reason = "stalled"
-            break
-        if config.stop_rule == "heldout" and heldout is not None:
-            if heldout > best[0]:
-                best, since_best = (heldout, method.snapshot(), step), 0
-            else:
-                since_best += 1
-                if since_best >= config.patience and step >= config.min_steps:
-                    stop_reason = "heldout_patience"
-                    break
-    if kept_rule and not cancelled and history and kept_best[2] != history[-1]["step"]:
-        method.restore(kept_best[1])
-        stop_reason = f"{stop_reason}; restored step {kept_best[2]} ({kept_best[0]}/{n} fixed)"
-    if config.stop_rule == "heldout" and best[1] is not None and not cancelled:
-        method.restore(best[1])
-        stop_reason = f"{stop_reason}; restored best held-out step {best[2]}"
-    return history, stop_reason, cancelled
+    return LoopResult(loop.history, Stop(reason, loop.restore_best()))
+
+
+class _Loop:
+    """One run of the loop: its data on the device, its history and the state of its stopping rules."""
+
+    def __init__(self, method: RepairMethod, data: PreparedData, device, class_names, seed: int, stall_steps):
+        self.method, self.config, self.data, self.device = method, method.config, data, device
+        self.class_names, self.stall_steps = class_names, stall_steps
+        self.gen = torch.Generator().manual_seed(seed)
+        self.x_ce, self.y_ce = data.x_ce.to(device), data.y_ce.to(device)
+        self.x_val = data.x_val  # a tensor, or DiskImages read a batch at a time (see core.engine.repair.prepare_data)
+        if isinstance(self.x_val, torch.Tensor):
+            self.x_val = self.x_val.to(device)
+        self.n = len(self.y_ce)
+        self.history: list[StepEvent] = []
+        self.most_fixed, self.improved_at = -1, 0
+        self.heldout_best: tuple[float, list | None, int] = (-1.0, None, 0)  # (score, snapshot, step)
+        self.since_best = 0
+        self.kept_rule = self.config.stop_rule == "kept" and method.reference is not None
+        self.backtracks = self.config.backtracks if self.kept_rule else 0
+        self.before = None  # the state before the current step, while backtracking is possible
+        if self.kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
+            self.kept_best = (self._fixed(), method.snapshot(), 0)  # (fixed, snapshot or None, step)
+        self.start = time.perf_counter()
+
+    def _fixed(self) -> int:
+        return int((self.method.predict(self.x_ce).argmax(1) == self.y_ce).sum())
+
+    def take_step(self, step: int) -> StepEvent:
+        """One update on a batch of counterexamples, measured; the event joins the history."""
+        method, config = self.method, self.config
+        if self.backtracks:
+            self.before = method.snapshot()
+        if self.n > config.batch_size:
+            idx = torch.randperm(self.n, generator=self.gen)[: config.batch_size].to(self.device)
+            stats = method.update(self.x_ce[idx], self.y_ce[idx])
+        else:
+            stats = method.update(self.x_ce, self.y_ce)
+        fixed = self._fixed()
+        heldout = None
+        if self.x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
+            val_pred = predict_logits(PredictAdapter(method), self.x_val, self.device).argmax(1).numpy()
+            heldout = _worst_group(val_pred, self.data.y_val, self.data.attr_val, self.class_names)
+        event = StepEvent(
+            step=step,
+            max_steps=config.max_steps,
+            stats=stats,
+            fixed=fixed,
+            total=self.n,
+            heldout_worst_group=heldout,
+            reference_agreement=method.reference.agreement(method.predict) if self.kept_rule else None,
+            elapsed_s=time.perf_counter() - self.start,
+            device=describe_device(self.device),
+        )
+        self.history.append(event)
+        return event
+
+    def rules(self, event: StepEvent) -> StopReason | None:
+        """The stopping rules after a step, in order: why the loop ends now, or None to go on."""
+        config, step, fixed = self.config, event.step, event.fixed
+        if not event.stats.finite():
+            return StopReason.DIVERGED
+        if self.kept_rule:
+            if event.reference_agreement < config.keep_floor:
+                return self._under_floor(event)
+            if fixed > self.kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
+                self.kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
+        if config.stop_rule in ("paper", "kept") and fixed == self.n and step >= config.min_steps:
+            return StopReason.ALL_FIXED
+        if self.kept_rule and self.kept_best[2] == step:
+            self.kept_best = (fixed, self.method.snapshot(), step)
+        if fixed > self.most_fixed:
+            self.most_fixed, self.improved_at = fixed, step
+        if self.stall_steps is not None and step >= config.min_steps and step - self.improved_at >= self.stall_steps:
+            return StopReason.STALLED
+        if config.stop_rule == "heldout" and event.heldout_worst_group is not None:
+            return self._heldout(event)
+        return None
+
+    def _under_floor(self, event: StepEvent) -> StopReason | None:
+        """The kept rule's floor is crossed: undo the step and halve the step size while backtracks are left
+        (a trust region on the answers), else stop at the floor."""
+        if self.backtracks and self.method.halve_step():
+            self.method.restore(self.before)
+            self.backtracks -= 1
+            # The progress callback has already had this event; the history marks it undone.
+            self.history[-1] = dataclasses.replace(event, backtracked=True)
+            return None
+        return StopReason.KEPT_FLOOR
+
+    def _heldout(self, event: StepEvent) -> StopReason | None:
+        if event.heldout_worst_group > self.heldout_best[0]:
+            self.heldout_best, self.since_best = (event.heldout_worst_group, self.method.snapshot(), event.step), 0
+            return None
+        self.since_best += 1
+        if self.since_best >= self.config.patience and event.step >= self.config.min_steps:
+            return StopReason.HELDOUT_PATIENCE
+        return None
+
+    def restore_best(self) -> Restored | None:
+        """Go back to the step the rule keeps (kept: the most fixed above the floor; heldout: the best
+        held-out check), unless the run ends on it."""
+        if self.kept_rule and self.history and self.kept_best[2] != self.history[-1].step:
+            fixed, snap, step = self.kept_best
+            self.method.restore(snap)
+            return Restored(RestoreRule.KEPT, step, fixed, self.n)
+        if self.config.stop_rule == "heldout" and self.heldout_best[1] is not None:
+            self.method.restore(self.heldout_best[1])
+            return Restored(RestoreRule.HELDOUT, self.heldout_best[2])
+        return None
 
 
 class PredictAdapter(torch.nn.Module):

@@ -9,8 +9,6 @@ use the other rows only, so no number shown to the user was used to steer the ru
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Callable
@@ -21,12 +19,27 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from core.engine.configs import strength_of
 from core.engine.devices import describe_device, select_device
+from core.engine.events import Progress, StepEvent
 from core.engine.inference import DiskImages, normalize, predict_logits
-from core.engine.loop import PredictAdapter, PreparedData, Progress, train_method
+from core.engine.loop import PredictAdapter, PreparedData, train_method
 from core.engine.methods import get_method
+from core.engine.methods.base import RepairMethod
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.request import DataRefs, RunRequest
+from core.engine.results import (
+    AutoReport,
+    Comparison,
+    GroupMetrics,
+    LoopResult,
+    NoChange,
+    NoChangeCode,
+    RunMetrics,
+    Stop,
+    StopReason,
+)
+from core.engine.runfolder import PredictionRow, RunFolder
 from core.engine.strength import STALL_STEPS, choose_strength
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, save_bundle
@@ -37,17 +50,23 @@ from core.formats.datasets import ImageDataset, load_pixels, split_eval
 class RepairResult:
     """Everything a run produced; :func:`write_run` puts it on disk."""
 
-    metrics: dict
-    history: list[dict]
+    metrics: RunMetrics
+    history: list[StepEvent]
     merged_state: dict | None
     delta: dict | None
     layer_changes: list[dict]
     before_pred: np.ndarray
     after_pred: np.ndarray
     eval_indices: np.ndarray
-    cancelled: bool = False
-    stop_reason: str = ""
     config: dict = field(default_factory=dict)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.metrics.cancelled
+
+    @property
+    def stop(self) -> Stop:
+        return self.metrics.stop
 
 
 def prepare_data(
@@ -139,147 +158,132 @@ def repair(
     picks λ from the counterexamples and the reference images only (never evaluation labels) or
     answers "change nothing".
 
-    ``metrics["no_change"]`` is ``None`` when the model was changed, else ``{"code", "reason"}``:
-    why the result is the old model (codes in :data:`core.engine.strength.NO_CHANGE_CODES`).
-    ``progress`` receives the training steps' events and, with auto, its candidates' events
-    (``{"phase": "auto", ...}``, see :func:`core.engine.strength.choose_strength`).
+    ``metrics.no_change`` is None when the model was changed, else a
+    :class:`core.engine.results.NoChange`: why the result is the old model. ``progress`` receives the
+    training steps' events and, with auto, its candidates' events (see
+    :func:`core.engine.strength.choose_strength`).
     """
-    method, seed = request.method, request.seed
     dev = select_device(request.device)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    torch.manual_seed(request.seed)
+    np.random.seed(request.seed)
     t0 = time.perf_counter()
-    auto_info = None
-    cfg = request.config
+    auto, cfg = None, request.config
     if request.is_auto:
-        auto_info = choose_strength(
-            bundle,
-            data,
-            method,
-            request.config,
-            dev,
-            seed=seed,
-            progress=progress,
-            should_stop=should_stop,
-            backend=backend,
-        )
-        cfg = replace(request.config, strength=auto_info["chosen"]) if auto_info["chosen"] is not None else None
-    if (auto_info is not None and auto_info.get("cancelled")) or (should_stop is not None and should_stop()):
-        return _cancelled(request, auto_info, t0)
-    class_names = bundle.meta.class_names
-    base_model = bundle.model
-    before = after = np.zeros(0, dtype=np.int64)
+        auto = choose_strength(bundle, data, request.method, request.config, dev, seed=request.seed,
+                               progress=progress, should_stop=should_stop, backend=backend)  # fmt: skip
+        cfg = replace(request.config, strength=auto.chosen) if auto.chosen is not None else None
+    if (auto is not None and auto.cancelled) or (should_stop is not None and should_stop()):
+        return _cancelled(request, auto, t0)
+    before = np.zeros(0, dtype=np.int64)
     if data.x_eval is not None:
-        before = predict_logits(base_model.to(dev), data.x_eval, dev).argmax(1).numpy()
-        base_model.to("cpu")
-
-    impl = None
+        before = predict_logits(bundle.model.to(dev), data.x_eval, dev).argmax(1).numpy()
+        bundle.model.to("cpu")
     if cfg is None:  # auto chose "change nothing": the repaired model is the old one
-        history, stop_reason, cancelled = [], "auto_no_change", False
-        merged, delta, after = bundle.state_dict(), None, before.copy()
-        cfg = request.config
-        strength = None
+        outcome = _Outcome(None, LoopResult([], Stop(StopReason.AUTO_NO_CHANGE)), bundle.state_dict(), None,
+                           before.copy(), request.config)  # fmt: skip
     else:
-        impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
-        if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule == "kept":
-            impl.use_reference(data.reference, seed)
-        # With auto, the repair runs under the same rules its trials were scored with (they stop once
-        # STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run.
-        history, stop_reason, cancelled = train_method(
-            impl,
-            data,
-            dev,
-            class_names,
-            seed=seed,
-            progress=progress,
-            should_stop=should_stop,
-            stall_steps=STALL_STEPS if auto_info is not None else None,
-        )
-        if cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
-            return _cancelled(request, auto_info, t0, history)
-        merged = impl.merged_state_dict()
-        delta = impl.delta_state_dict()
-        if data.x_eval is not None:
-            after = predict_logits(PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
-        strength = getattr(cfg, "strength", None)
-    ref_agreement = None
-    no_change = None
-    if auto_info is not None and auto_info["chosen"] is None:
-        no_change = {"code": auto_info["code"], "reason": auto_info["rule"]}
-    elif not cancelled and "restored step 0 " in stop_reason:
-        no_change = (
-            {
-                "code": "kept_floor",
-                "reason": f"every step that fixed a counterexample changed more than {1 - cfg.keep_floor:.0%} of "
-                "the answers on the reference images, so the old model is kept",
-            }
-            if stop_reason.startswith("kept_floor")
-            else {
-                "code": "nothing_fixed",
-                "reason": "no step fixed more counterexamples than the old model, so the old model is kept",
-            }
-        )
-    if impl is not None and impl.reference is not None:
-        ref_agreement = impl.reference.agreement(impl.predict)
-    metrics: dict = {"method": method, "strength": strength, "steps": len(history)}
-    if data.x_eval is not None:
-        metrics["before"] = group_metrics(data.y_eval, before, data.attr_eval, class_names)
-        metrics["after"] = group_metrics(data.y_eval, after, data.attr_eval, class_names)
-        metrics.update(compare_predictions(data.y_eval, before, after))
-    metrics.update(
-        {
-            "seconds": time.perf_counter() - t0,
-            "device": describe_device(dev),
-            "stop_reason": stop_reason,
-            "cancelled": cancelled,
-            "counterexamples": int(len(data.y_ce)),
-            "counterexamples_fixed": history[-1]["fixed"] if history else None,
-            "config": asdict(cfg),
-            "auto_strength": auto_info,
-            "seed": seed,
-            "no_change": no_change,
-            "reference_agreement": ref_agreement,
-        }
-    )
+        outcome = _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall=auto is not None)
+        if outcome.loop.cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
+            return _cancelled(request, auto, t0, outcome.loop.history)
+    metrics = _metrics(request, data, bundle.meta.class_names, outcome, auto, before, dev, t0)
     return RepairResult(
         metrics=metrics,
-        history=history,
-        merged_state=merged,
-        delta=delta,
-        layer_changes=layer_changes(delta, bundle.state_dict()),
+        history=outcome.loop.history,
+        merged_state=outcome.merged,
+        delta=outcome.delta,
+        layer_changes=layer_changes(outcome.delta, bundle.state_dict()),
         before_pred=before,
-        after_pred=after,
+        after_pred=outcome.after,
         eval_indices=data.eval_indices if data.eval_indices is not None else np.zeros(0, dtype=np.int64),
-        cancelled=cancelled,
-        stop_reason=stop_reason,
-        config=asdict(cfg),
+        config=asdict(outcome.config),
     )
 
 
-def _cancelled(request: RunRequest, auto_info: dict | None, t0: float, history: list[dict] | None = None):
+@dataclass
+class _Outcome:
+    """What the loop left (or, when auto changed nothing, the old model): the method, the loop's result,
+    the repaired state, δ, the new answers and the config the run used."""
+
+    impl: RepairMethod | None
+    loop: LoopResult
+    merged: dict | None
+    delta: dict | None
+    after: np.ndarray
+    config: object
+
+
+def _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall: bool) -> _Outcome:
+    """The method built and run through the loop, its result merged and its answers on the evaluation part.
+
+    With auto (``stall``), the repair runs under the same rules its trials were scored with (they stop once
+    STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run."""
+    impl = get_method(request.method)(bundle.model, cfg, dev, unlabeled=data.unlabeled)
+    if impl.needs_reference():
+        impl.use_reference(data.reference, request.seed)
+    loop = train_method(impl, data, dev, bundle.meta.class_names, seed=request.seed, progress=progress,
+                        should_stop=should_stop, stall_steps=STALL_STEPS if stall else None)  # fmt: skip
+    if loop.cancelled:
+        return _Outcome(impl, loop, None, None, before, cfg)
+    after = before
+    if data.x_eval is not None:
+        after = predict_logits(PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
+    return _Outcome(impl, loop, impl.merged_state_dict(), impl.delta_state_dict(), after, cfg)
+
+
+def _no_change(auto: AutoReport | None, stop: Stop, cfg) -> NoChange | None:
+    """Why the result is the old model: auto chose nothing, or the kept rule went back to step 0."""
+    if auto is not None and auto.chosen is None:
+        return auto.no_change
+    if stop.kept_old_model:
+        if stop.reason is StopReason.KEPT_FLOOR:
+            return NoChange.of(NoChangeCode.KEPT_FLOOR, 1 - cfg.keep_floor)
+        return NoChange.of(NoChangeCode.NOTHING_FIXED)
+    return None
+
+
+def _metrics(request, data, class_names, outcome: _Outcome, auto, before, dev, t0) -> RunMetrics:
+    impl, loop, after = outcome.impl, outcome.loop, outcome.after
+    evaluated = data.x_eval is not None
+    return RunMetrics(
+        method=request.method,
+        strength=strength_of(outcome.config) if impl is not None else None,
+        steps=len(loop.history),
+        before=GroupMetrics.from_json(group_metrics(data.y_eval, before, data.attr_eval, class_names))
+        if evaluated
+        else None,
+        after=GroupMetrics.from_json(group_metrics(data.y_eval, after, data.attr_eval, class_names))
+        if evaluated
+        else None,
+        comparison=Comparison.from_json(compare_predictions(data.y_eval, before, after)) if evaluated else None,
+        seconds=time.perf_counter() - t0,
+        device=describe_device(dev),
+        stop=loop.stop,
+        cancelled=False,
+        counterexamples=int(len(data.y_ce)),
+        counterexamples_fixed=loop.history[-1].fixed if loop.history else None,
+        config=asdict(outcome.config),
+        auto_strength=auto,
+        seed=request.seed,
+        no_change=_no_change(auto, loop.stop, outcome.config),
+        reference_agreement=impl.reference.agreement(impl.predict)
+        if impl is not None and impl.reference is not None
+        else None,
+    )
+
+
+def _cancelled(request: RunRequest, auto: AutoReport | None, t0: float, history: list[StepEvent] | None = None):
     """The result of a run cancelled in the sweep or the loop: its steps so far and nothing else."""
     history = history or []
-    metrics = {
-        "method": request.method,
-        "steps": len(history),
-        "cancelled": True,
-        "stop_reason": "cancelled",
-        "auto_strength": auto_info,
-        "seconds": time.perf_counter() - t0,
-    }
-    return RepairResult(
-        metrics=metrics,
-        history=history,
-        merged_state=None,
-        delta=None,
-        layer_changes=[],
-        before_pred=np.zeros(0, dtype=np.int64),
-        after_pred=np.zeros(0, dtype=np.int64),
-        eval_indices=np.zeros(0, dtype=np.int64),
+    metrics = RunMetrics(
+        method=request.method,
+        steps=len(history),
+        stop=Stop(StopReason.CANCELLED),
         cancelled=True,
-        stop_reason="cancelled",
-        config=asdict(request.config),
+        auto_strength=auto,
+        seconds=time.perf_counter() - t0,
     )
+    empty = np.zeros(0, dtype=np.int64)
+    return RepairResult(metrics, history, None, None, [], empty, empty, empty, config=asdict(request.config))
 
 
 def run_repair(
@@ -316,54 +320,34 @@ def run_repair(
 
 
 def write_run(result: RepairResult, meta, out_dir: str | Path, eval_set: ImageDataset | None = None) -> Path:
-    """Write a run folder: metrics.json, model/, delta.safetensors, history.csv, predictions.csv,
-    layer_changes.csv."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result.metrics), indent=2), encoding="utf-8")
-    if result.merged_state is not None:
-        save_bundle(result.merged_state, meta, out / "model")
-    if result.delta:
-        save_file({k: v.contiguous() for k, v in result.delta.items()}, str(out / "delta.safetensors"))
-    _write_csv(
-        out / "history.csv",
-        result.history,
-        ["step", "loss", "task_loss", "penalty", "fixed", "total", "heldout_worst_group", "elapsed_s"],
-    )
+    """Write a run folder (:class:`core.engine.runfolder.RunFolder`): metrics.json, model/, delta.safetensors,
+    history.csv, predictions.csv, layer_changes.csv."""
+    folder = RunFolder(out_dir)
+    folder.write_metrics(result.metrics)
+    write_weights(folder, result.merged_state, result.delta or None, meta)  # no δ file for an empty δ
+    folder.write_history(result.history)
     rows = []
     for k, i in enumerate(result.eval_indices.tolist()):
         rec = eval_set.records[i] if eval_set is not None else None
         rows.append(
-            {
-                "index": i,
-                "path": rec.path if rec else "",
-                "label": rec.label if rec else "",
-                "attribute": (rec.attribute or "") if rec else "",
-                "before": int(result.before_pred[k]),
-                "after": int(result.after_pred[k]),
-            }
+            PredictionRow(
+                index=i,
+                path=rec.path if rec else "",
+                label=rec.label if rec else "",
+                attribute=(rec.attribute or "") if rec else "",
+                before=int(result.before_pred[k]),
+                after=int(result.after_pred[k]),
+            )
         )
-    _write_csv(out / "predictions.csv", rows, ["index", "path", "label", "attribute", "before", "after"])
-    _write_csv(out / "layer_changes.csv", result.layer_changes, ["layer", "norm", "relative", "parameters"])
-    return out
+    folder.write_predictions(rows)
+    folder.write_layer_changes(result.layer_changes)
+    return folder.root
 
 
-def _write_csv(path: Path, rows: list[dict], cols: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def write_weights(folder: RunFolder, merged_state: dict | None, delta: dict | None, meta) -> None:
+    """The repaired model (a bundle in ``model/``) and δ of a run, each when it is not None."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    if merged_state is not None:
+        save_bundle(merged_state, meta, folder.model_dir)
+    if delta is not None:
+        save_file({k: v.contiguous() for k, v in delta.items()}, str(folder.delta_file))

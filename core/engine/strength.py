@@ -12,7 +12,7 @@ The rule: a candidate is *safe* when its kept estimate is at least :data:`KEEP_T
 Among safe candidates that beat the unchanged model on the held-out folds, take the largest λ
 (least change) within one counterexample (1/n) of the best. If there is none, the answer is
 "change nothing" (``chosen = None``) with a machine-readable ``code`` and an English ``rule``
-(:data:`NO_CHANGE_CODES`). With a single counterexample, the largest safe λ that fixes it.
+(:class:`core.engine.results.NoChangeCode`). With a single counterexample, the largest safe λ that fixes it.
 
 Cost: at most ``len(CANDIDATES) · k`` short runs on the already-prepared tensors, no evaluation
 pass, and usually fewer (see :func:`choose_strength` for the early exits).
@@ -28,24 +28,19 @@ import torch
 
 from core.engine.anchor import Reference
 from core.engine.backends import LocalBackend
-from core.engine.configs import has_strength
+from core.engine.configs import KEEP_TARGET, has_strength
 from core.engine.devices import select_device
+from core.engine.events import AutoCandidateDone, AutoSweepDone, AutoTrialStarted, CandidateRow, Progress
 from core.engine.inference import predict_logits, rows_on
 from core.engine.loop import PreparedData, train_method
 from core.engine.methods import get_method
+from core.engine.results import AutoReport, NoChange, NoChangeCode
 from core.errors import UserError
 
 CANDIDATES = (1000000.0, 10000.0, 100.0)  # strongest (least change) first: see the early exit
 MAX_FOLDS = 2
-KEEP_TARGET = 0.97  # the least share of reference answers a chosen setting must keep (estimated)
 STALL_STEPS = 20  # a trial run stops once its most-fixed count has not grown for this many steps
-NO_CHANGE_CODES = {
-    "no_heldout_fix": "no strength fixed held-out counterexamples better than the unchanged model",
-    "no_safe_setting": "no strength both fixed held-out counterexamples and kept an estimated {keep:.0%} of the "
-    "old answers on the reference images",
-    "single_not_fixed": "no strength fixed the single counterexample while keeping an estimated {keep:.0%} of "
-    "the old answers on the reference images",
-}
+# KEEP_TARGET (core.engine.configs): the least share of reference answers a chosen setting must keep (estimated).
 
 
 def choose_strength(
@@ -55,21 +50,21 @@ def choose_strength(
     config,
     device,
     seed: int = 0,
-    progress=None,
+    progress: Progress | None = None,
     early_exit: bool = True,
     should_stop=None,
     backend=None,
-) -> dict:
-    """Pick λ for ``method`` on ``data`` (a :class:`core.engine.repair.PreparedData`). Returns a report:
-    ``{"chosen": λ or None, "code": reason code or None, "rule": English text, "folds": k,
-    "candidates": [{"strength", "cv_accuracy", "agreement", "fixes_own", "safe", "stopped_early"}],
-    "runs": trial runs made, "skipped": candidates never run}``.
+) -> AutoReport:
+    """Pick λ for ``method`` on ``data`` (a :class:`core.engine.repair.PreparedData`): an
+    :class:`core.engine.results.AutoReport` with the choice (None: change nothing, with a ``code`` from
+    :data:`core.engine.results.NO_CHANGE_WORDS` and its sentence as ``rule``), the folds, a
+    :class:`core.engine.events.CandidateRow` per candidate run, the trial runs made and the candidates
+    never run.
 
     ``agreement`` is the label-free kept estimate: the share of reference images (``data.reference``)
     whose answer is unchanged, mean over folds. A candidate is *safe* when it is at least
     :data:`KEEP_TARGET` (always, without reference images). The choice: among safe candidates that
-    beat the unchanged model on held-out folds, the largest λ within one counterexample of the best;
-    none → ``chosen = None`` with ``code`` from :data:`NO_CHANGE_CODES`.
+    beat the unchanged model on held-out folds, the largest λ within one counterexample of the best.
 
     What keeps it cheap (each shortcut gives the same answer as the full sweep, or rules out a
     candidate that could not have been chosen):
@@ -84,12 +79,12 @@ def choose_strength(
       and under the kept rule as soon as every counterexample is right (ε, ``min_steps``, cannot
       change which step the kept rule ends on).
 
-    ``progress`` gets ``{"phase": "auto", "candidate": i, "candidates": m, "strength": λ, "fold": j,
-    "folds": k, "done": runs finished, "total": m·k}`` before each fold's run, and
-    ``{"phase": "auto", "event": "candidate_done", ...the candidate's row}`` after each candidate.
+    ``progress`` gets an :class:`core.engine.events.AutoTrialStarted` before each fold's run, an
+    :class:`core.engine.events.AutoCandidateDone` after each candidate and an
+    :class:`core.engine.events.AutoSweepDone` when the sweep ends early.
 
     ``should_stop()`` is asked before each fold's run and at every step inside it (as in the loop);
-    when it says yes the sweep ends at once and the report has ``cancelled: True`` and no choice.
+    when it says yes the sweep ends at once and the report is ``cancelled`` with no choice.
 
     ``backend`` (:mod:`core.engine.backends`): a parallel one gets every (λ, fold) trial as a task at once,
     the strongest λ's first; the sweep reads their results in its own order and cancels the ones it no
@@ -100,6 +95,25 @@ def choose_strength(
     get_method(method)  # an unknown name fails here, listing the valid ones
     if not has_strength(method):
         raise UserError(f"strength 'auto' needs a method with a penalty strength; {method!r} has none")
+    trials = _prepare_trials(bundle, data, method, config, device, seed)
+    # Every (λ, fold) trial is one task of the backend, in the sweep's order. Local: each runs when the sweep
+    # below first asks for it, as a plain loop would. Parallel: all are submitted at once (the strongest λ's
+    # folds first) and those the sweep never reads are cancelled at its early exit. Either way the sweep reads
+    # the same results, so the report is the same.
+    keys = [(ci, fi) for ci in range(len(CANDIDATES)) for fi in range(len(trials.folds))]
+    if backend is not None and backend.parallel:
+        gpus = 1 if backend.cluster_gpus() >= 1 else 0  # a worker then picks its own device
+        pending = backend.start(_run_trial, keys, replace(trials, device=None), gpus)
+    else:
+        pending = LocalBackend().start(partial(_run_trial, should_stop=should_stop), keys, trials)
+    try:
+        return _Sweep(pending, trials, progress, should_stop).run(early_exit)
+    finally:
+        pending.cancel()
+
+
+def _prepare_trials(bundle, data, method: str, config, device, seed: int) -> _Trials:
+    """The folds, the old model's answers on the counterexamples and the reference images' answers."""
     n = len(data.y_ce)
     k = min(MAX_FOLDS, n) if n >= 2 else 1
     rng = np.random.default_rng(seed)
@@ -109,99 +123,97 @@ def choose_strength(
     ref = Reference(data.reference, bundle.model, device, seed) if data.reference is not None else None
     bundle.model.to("cpu")
     base_right = base_ce == data.y_ce
-    base_cv = float(base_right.float().mean()) if k >= 2 else 0.0
-    trials = _Trials(bundle.model, bundle.meta.class_names, data.x_ce, data.y_ce, method, config, device, seed,
-                     ref, folds, base_right)  # fmt: skip
-    # Every (λ, fold) trial is one task of the backend, in the sweep's order. Local: each runs when the sweep
-    # below first asks for it, as a plain loop would. Parallel: all are submitted at once (the strongest λ's
-    # folds first) and those the sweep never reads are cancelled at its early exit. Either way the sweep reads
-    # the same results, so the report is the same.
-    keys = [(ci, fi) for ci in range(len(CANDIDATES)) for fi in range(len(folds))]
-    if backend is not None and backend.parallel:
-        gpus = 1 if backend.cluster_gpus() >= 1 else 0  # a worker then picks its own device
-        pending = backend.start(_run_trial, keys, replace(trials, device=None), gpus)
-    else:
-        pending = LocalBackend().start(partial(_run_trial, should_stop=should_stop), keys, trials)
-    try:
-        return _sweep(pending, trials, progress, early_exit, should_stop, k, base_cv)
-    finally:
-        pending.cancel()
+    return _Trials(bundle.model, bundle.meta.class_names, data.x_ce, data.y_ce, method, config, device, seed,
+                   ref, folds, base_right, k)  # fmt: skip
 
 
-def _sweep(pending, t: _Trials, progress, early_exit: bool, should_stop, k: int, base_cv: float) -> dict:
+class _Sweep:
     """The sweep over candidates and folds, reading trial ``(ci, fi)`` as ``pending.get(ci * folds + fi)``."""
-    folds, ref, n = t.folds, t.ref, len(t.y_ce)
 
-    def trial(ci: int, fi: int) -> dict:
-        return pending.get(ci * len(folds) + fi)
+    def __init__(self, pending, trials: _Trials, progress: Progress | None, should_stop):
+        self.pending, self.t, self.progress, self.should_stop = pending, trials, progress, should_stop
+        self.n = len(trials.y_ce)
+        self.total, self.done, self.runs = len(CANDIDATES) * len(trials.folds), 0, 0
+        self.base_cv = float(trials.base_right.float().mean()) if trials.k >= 2 else 0.0
 
-    rows = []
-    total, done, runs = len(CANDIDATES) * len(folds), 0, 0
-    for ci, lam in enumerate(CANDIDATES):
+    def _emit(self, event) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def run(self, early_exit: bool) -> AutoReport:
+        rows: list[CandidateRow] = []
+        for ci, lam in enumerate(CANDIDATES):
+            row = self._candidate(ci, lam)
+            if row is None:
+                return AutoReport(None, None, None, self.t.k, rows, cancelled=True)
+            rows.append(row)
+            self._emit(AutoCandidateDone(self.done, self.total, row))
+            decided = row.safe and (row.fixes_own if self.t.k < 2 else row.cv_accuracy == 1.0)
+            if decided and early_exit:  # strongest first: no weaker candidate can be chosen over this one
+                if self.done < self.total:
+                    self._emit(AutoSweepDone(self.total, self.total))
+                break
+        return self._decide(rows)
+
+    def _candidate(self, ci: int, lam: float) -> CandidateRow | None:
+        """Candidate ``ci`` over its folds (fewer when it cannot be chosen); None when cancelled."""
+        t, folds = self.t, self.t.folds
         right, agree, fixes_own, stopped = 0, [], False, False
         for fi in range(len(folds)):
-            if should_stop is not None and should_stop():
-                return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": k}
-            if progress is not None:
-                progress(
-                    {"phase": "auto", "candidate": ci + 1, "candidates": len(CANDIDATES), "strength": lam,
-                     "fold": fi + 1, "folds": len(folds), "done": done, "total": total}
-                )  # fmt: skip
-            result = trial(ci, fi)
-            if result["cancelled"]:
-                return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": k}
-            done, runs = done + 1, runs + 1
-            if k < 2:
-                fixes_own = result["own_all"]
-            right += result["right"]
-            if result["agreement"] is not None:
-                agree.append(result["agreement"])
-            last = fi == len(folds) - 1
-            hopeless = (ref is not None and agree[-1] < KEEP_TARGET) or not result["fixes_new"]
-            if hopeless and not last:
+            if self.should_stop is not None and self.should_stop():
+                return None
+            self._emit(AutoTrialStarted(ci + 1, len(CANDIDATES), lam, fi + 1, len(folds), self.done, self.total))
+            result = self.pending.get(ci * len(folds) + fi)
+            if result.cancelled:
+                return None
+            self.done, self.runs = self.done + 1, self.runs + 1
+            if t.k < 2:
+                fixes_own = result.own_all
+            right += result.right
+            if result.agreement is not None:
+                agree.append(result.agreement)
+            hopeless = (t.ref is not None and agree[-1] < KEEP_TARGET) or not result.fixes_new
+            if hopeless and fi < len(folds) - 1:
                 stopped = True  # it cannot be chosen: it broke the kept target, or fixed nothing new
-                done += len(folds) - fi - 1
+                self.done += len(folds) - fi - 1
                 break
         a = float(np.mean(agree)) if agree else None
-        row = {
-            "strength": lam,
-            "cv_accuracy": right / n if k >= 2 and not stopped else None,
-            "agreement": a,
-            "fixes_own": fixes_own,
-            "safe": a is None or (a >= KEEP_TARGET and not stopped),
-            "stopped_early": stopped,
-        }
-        rows.append(row)
-        if progress is not None:
-            progress({"phase": "auto", "event": "candidate_done", "done": done, "total": total, **row})
-        decided = row["safe"] and (row["fixes_own"] if k < 2 else row["cv_accuracy"] == 1.0)
-        if decided and early_exit:  # strongest first: no weaker candidate can be chosen over this one
-            if progress is not None and done < total:
-                progress({"phase": "auto", "event": "sweep_done", "done": total, "total": total})
-            break
-    skipped = [lam for lam in CANDIDATES if lam not in {r["strength"] for r in rows}]
-    report = {"chosen": None, "code": None, "candidates": rows, "folds": k, "base_cv_accuracy": base_cv,
-              "runs": runs, "skipped": skipped}  # fmt: skip
-    keep = {"keep": KEEP_TARGET}
-    if k < 2:
-        fixes = [r for r in rows if r["fixes_own"] and r["safe"]]
-        if not fixes:
-            code = "single_not_fixed"
-            return {**report, "code": code, "rule": NO_CHANGE_CODES[code].format(**keep)}
-        return {**report, "chosen": max(r["strength"] for r in fixes),
-                "rule": "one counterexample: the largest safe strength that fixes it"}  # fmt: skip
-    helpful = [r for r in rows if r["cv_accuracy"] is not None and r["cv_accuracy"] > base_cv]
-    safe = [r for r in helpful if r["safe"]]
-    if not safe:
-        code = "no_safe_setting" if helpful or any(r["stopped_early"] for r in rows) else "no_heldout_fix"
-        return {**report, "code": code, "rule": NO_CHANGE_CODES[code].format(**keep)}
-    best = max(r["cv_accuracy"] for r in safe)
-    chosen = max(r["strength"] for r in safe if r["cv_accuracy"] >= best - 1.0 / n - 1e-9)
-    return {
-        **report,
-        "chosen": chosen,
-        "rule": "largest safe strength within one counterexample of the best held-out-fold accuracy",
-    }
+        return CandidateRow(
+            strength=lam,
+            cv_accuracy=right / self.n if t.k >= 2 and not stopped else None,
+            agreement=a,
+            fixes_own=fixes_own,
+            safe=a is None or (a >= KEEP_TARGET and not stopped),
+            stopped_early=stopped,
+        )
+
+    def _decide(self, rows: list[CandidateRow]) -> AutoReport:
+        """The rule of the module docstring, over the candidates that ran."""
+        skipped = [lam for lam in CANDIDATES if lam not in {r.strength for r in rows}]
+
+        def report(chosen, code, rule) -> AutoReport:
+            return AutoReport(chosen, code, rule, self.t.k, rows, self.base_cv, self.runs, skipped)
+
+        def no_change(code: NoChangeCode) -> AutoReport:
+            return report(None, code.value, NoChange.of(code, KEEP_TARGET).reason)
+
+        if self.t.k < 2:
+            fixes = [r for r in rows if r.fixes_own and r.safe]
+            if not fixes:
+                return no_change(NoChangeCode.SINGLE_NOT_FIXED)
+            return report(
+                max(r.strength for r in fixes), None, "one counterexample: the largest safe strength that fixes it"
+            )
+        helpful = [r for r in rows if r.cv_accuracy is not None and r.cv_accuracy > self.base_cv]
+        safe = [r for r in helpful if r.safe]
+        if not safe:
+            stopped = helpful or any(r.stopped_early for r in rows)
+            return no_change(NoChangeCode.NO_SAFE_SETTING if stopped else NoChangeCode.NO_HELDOUT_FIX)
+        best = max(r.cv_accuracy for r in safe)
+        chosen = max(r.strength for r in safe if r.cv_accuracy >= best - 1.0 / self.n - 1e-9)
+        return report(
+            chosen, None, "largest safe strength within one counterexample of the best held-out-fold accuracy"
+        )
 
 
 @dataclass
@@ -219,11 +231,24 @@ class _Trials:
     ref: Reference | None
     folds: list
     base_right: torch.Tensor
+    k: int  # the number of folds that score (1: one counterexample, scored on itself)
 
 
-def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> dict:
+@dataclass(frozen=True)
+class _TrialResult:
+    """One trial run: whether it fixed all of its own fold (``own_all``) and any the old model got wrong
+    (``fixes_new``), how many of the held-out fold it got right, and the kept estimate."""
+
+    cancelled: bool
+    own_all: bool = False
+    fixes_new: bool = False
+    right: int = 0
+    agreement: float | None = None
+
+
+def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> _TrialResult:
     """Candidate ``key[0]`` tuned on every fold but ``key[1]`` and scored on that fold and on the
-    reference images: ``{"cancelled", "own_all", "fixes_new", "right", "agreement"}``."""
+    reference images."""
     ci, fi = key
     n, k = len(t.y_ce), len(t.folds)
     device = t.device or select_device("auto")  # None: a backend's worker, with or without a GPU
@@ -241,20 +266,18 @@ def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> dict:
         t.ref.restart()
     impl = get_method(t.method)(t.model, cfg, device)
     impl.reference = t.ref
-    _, _, cancelled = train_method(
-        impl, sub, device, t.class_names, seed=t.seed, should_stop=should_stop, stall_steps=STALL_STEPS
-    )
-    if cancelled:
-        return {"cancelled": True}
+    loop = train_method(impl, sub, device, t.class_names, seed=t.seed, should_stop=should_stop, stall_steps=STALL_STEPS)
+    if loop.cancelled:
+        return _TrialResult(cancelled=True)
     own = _predict(impl, sub.x_ce, device) == sub.y_ce
     right = int((_predict(impl, t.x_ce[f], device) == t.y_ce[f]).sum()) if len(f) else 0
-    return {
-        "cancelled": False,
-        "own_all": bool(own.all()),
-        "fixes_new": bool((own & ~t.base_right[train_idx]).any()),
-        "right": right,
-        "agreement": t.ref.agreement(impl.predict) if t.ref is not None else None,
-    }
+    return _TrialResult(
+        cancelled=False,
+        own_all=bool(own.all()),
+        fixes_new=bool((own & ~t.base_right[train_idx]).any()),
+        right=right,
+        agreement=t.ref.agreement(impl.predict) if t.ref is not None else None,
+    )
 
 
 def _paper_rule(cfg):

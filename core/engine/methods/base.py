@@ -1,31 +1,34 @@
 """The interface every repair method shares (DomainBed-style: ``update`` and ``predict``).
 
 A method wraps a frozen base model. ``update(x, y)`` takes one optimizer step on a batch of
-counterexamples and returns plain numbers; ``predict(x)`` returns logits of the *current* repaired
-model. The training loop, early stopping, evaluation and saving live in :mod:`core.engine.repair`, so each
-method file holds only what makes that method different.
+counterexamples and returns its :class:`core.engine.events.StepStats`; ``predict(x)`` returns logits of
+the *current* repaired model. :class:`RepairMethod` is everything the loop (:mod:`core.engine.loop`) and
+a whole repair (:mod:`core.engine.repair`) rely on; :class:`Method` implements it, so each method file
+holds only what makes that method different.
 
 The network always runs in eval mode: BatchNorm running statistics are never updated from a
 handful of images and dropout is off (docs/DESIGN.md §3).
 
-Hyperparameters are declared once, in a frozen dataclass per method whose field ``metadata``
-carries the help text and widget hints (``min``, ``max``, ``log``, ``choices``). The CLI and the
-workbench build their options from it.
+Each method is registered once, in :data:`core.engine.configs.SPECS` (name, title, settings class),
+its implementation class in :data:`core.engine.methods.IMPLEMENTATIONS`.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from core.engine.anchor import Reference
+from core.engine.configs import MethodConfig
 from core.engine.devices import autocast
+from core.engine.events import StepStats
 from core.engine.penalties import l2_norm_sq
 from core.errors import UserError
+from core.formats.architectures import last_linear
 
 
 def select_parameters(model: nn.Module, spec: str) -> list[str]:
@@ -35,13 +38,10 @@ def select_parameters(model: nn.Module, spec: str) -> list[str]:
     if spec in ("all", "*"):
         return names
     if spec == "classifier":
-        last = None
-        for mod_name, module in model.named_modules():
-            if isinstance(module, nn.Linear):
-                last = mod_name
-        if last is None:
+        found = last_linear(model)
+        if found is None:
             raise UserError("params='classifier': this model has no linear layer")
-        return [n for n in names if n.rsplit(".", 1)[0] == last]
+        return [n for n in names if n.rsplit(".", 1)[0] == found[0]]
     patterns = [p.strip() for p in spec.split(",") if p.strip()]
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     if not chosen:
@@ -82,23 +82,65 @@ def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
     return m
 
 
+class RepairMethod(Protocol):
+    """What the loop and a whole repair rely on, and all they rely on."""
+
+    config: MethodConfig
+    reference: Reference | None  # typical unlabelled images: the anchor and the kept estimate
+
+    def needs_reference(self) -> bool:
+        """Whether the method uses reference images (its anchor, or the kept stopping rule)."""
+
+    def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None: ...
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> StepStats:
+        """One optimizer step on a batch of counterexamples."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the current repaired model."""
+
+    def snapshot(self) -> list[torch.Tensor]: ...
+
+    def restore(self, snap: list[torch.Tensor]) -> None: ...
+
+    def halve_step(self) -> bool:
+        """Halve the step size of the steps to come (the kept rule's backtracking); False when it cannot."""
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor] | None: ...
+
+    def delta_state_dict(self) -> dict[str, torch.Tensor] | None: ...
+
+
 class Method:
-    """Base class. Subclasses set ``name``, ``title``, ``Config`` and implement the hooks."""
+    """Base class of every method (a :class:`RepairMethod`). Subclasses set ``name`` and implement the hooks."""
 
-    name: ClassVar[str] = ""  # the implementation's name; its settings are core.engine.configs.SPECS[name]
+    name: ClassVar[str] = ""  # the implementation's name: MethodSpec.base in core.engine.configs.SPECS
 
-    def __init__(self, base_model: nn.Module, config, device: torch.device, unlabeled: torch.Tensor | None = None):
+    def __init__(
+        self, base_model: nn.Module, config: MethodConfig, device: torch.device, unlabeled: torch.Tensor | None = None
+    ):
         self.config = config
         self.device = device
         self.base = frozen_copy(base_model, device)
         self.unlabeled = unlabeled
-        self.reference = None  # core.engine.anchor.Reference, set by use_reference
+        self.reference: Reference | None = None  # set by use_reference
         self.optimizer: torch.optim.Optimizer | None = None
+
+    def needs_reference(self) -> bool:
+        """The kept stopping rule measures the share of reference answers kept."""
+        return self.config.stop_rule == "kept"
 
     def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None:
         """Give the method typical unlabelled images (anchor, kept estimate); see :mod:`core.engine.anchor`."""
 
         self.reference = Reference(x, self.base, self.device, seed) if x is not None and len(x) else None
+
+    def halve_step(self) -> bool:
+        if self.optimizer is None:
+            return False
+        for group in self.optimizer.param_groups:
+            group["lr"] *= 0.5
+        return True
 
     # -- hooks ---------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.Tensor]:
@@ -124,8 +166,8 @@ class Method:
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable_parameters(), lr=self.config.lr)
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One optimizer step on (x, y); returns loss, task_loss and penalty as floats."""
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> StepStats:
+        """One optimizer step on (x, y)."""
         if self.optimizer is None:
             self.optimizer = self.make_optimizer()
 
@@ -137,11 +179,11 @@ class Method:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": float(loss.detach()), "task_loss": float(task.detach()), "penalty": float(pen.detach())}
+        return StepStats(float(loss.detach()), float(task.detach()), float(pen.detach()))
 
     def update_with_l2_pull(
         self, x: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor], diffs, coef: float, scale: float
-    ) -> dict[str, float]:
+    ) -> StepStats:
         """One step on CE + coef·Σ‖d‖²/scale, the penalty's gradient 2·coef·d/scale added in closed form.
 
         ``diffs()`` returns the tensors d (δ for CPT, θ − θ₀ for L2-SP), one per trainable tensor in
@@ -159,7 +201,7 @@ class Method:
         pen = add_l2_pull(params, diffs(), coef, scale)
         self.optimizer.step()
         t, q = float(task.detach()), float(pen)
-        return {"loss": t + q, "task_loss": t, "penalty": q}
+        return StepStats(t + q, t, q)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

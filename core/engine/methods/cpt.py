@@ -25,6 +25,7 @@ from torch.func import functional_call
 from core.engine.anchor import anchor_kl
 from core.engine.configs import SIZE_REFERENCE, CPTConfig
 from core.engine.devices import autocast
+from core.engine.events import StepStats
 from core.engine.methods.base import Method, add_l2_pull, merged_with, select_parameters
 from core.engine.penalties import anchor_scales, penalty_value
 
@@ -87,6 +88,10 @@ class CPT(Method):
     def trainable_parameters(self):
         return list(self.model.deltas)
 
+    def needs_reference(self) -> bool:
+        """The function-space anchor uses reference images too."""
+        return self.config.anchor > 0 or super().needs_reference()
+
     def effective_lr(self) -> float:
         """The Adam step actually used: ``lr``, scaled by the number of tuned weights when
         ``lr_scale`` is "size" (see :class:`core.engine.configs.CPTConfig`)."""
@@ -136,7 +141,7 @@ class CPT(Method):
             pen = add_l2_pull(deltas, deltas, self.config.strength, self.scales["l2"])
         self.optimizer.step()
         t, q, a = float(task.detach()), float(pen.detach()), float(kl.detach())
-        return {"loss": t + q + self.config.anchor * a, "task_loss": t, "penalty": q, "anchor": a}
+        return StepStats(t + q + self.config.anchor * a, t, q, a)
 
     def merged_state_dict(self):
         return self.model.merged_state_dict()

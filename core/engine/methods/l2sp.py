@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from core.engine.events import StepStats
 from core.engine.methods.finetune import FineTune
 from core.engine.penalties import anchor_scales, l2_norm_sq
 
@@ -41,7 +42,7 @@ class L2SP(FineTune):
         diffs = torch._foreach_sub(list(self._params), list(self.anchors))
         return self.config.strength * l2_norm_sq(diffs) / self.scale
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> StepStats:
         """One Adam step on CE + λ·P with P's gradient 2λ(θ − θ₀)/‖θ₀‖² added in closed form."""
         params = list(self._params)
         return self.update_with_l2_pull(

@@ -2,13 +2,13 @@
 
 Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang and Chen, "LoRA: Low-Rank Adaptation of Large Language
 Models", ICLR 2022 (arXiv 2106.09685), Eq. 3: each adapted weight W (out × in) becomes
-W + (α/r)·B·A with A (r × in) random and B (out × r) zero, so at step 0 the model is exactly the
-base. Convolutions are treated as matrices (out, in·k·k), as in the penalties of docs/DESIGN.md §3,
+W + (s/r)·B·A with A (r × in) random and B (out × r) zero, so at step 0 the model is exactly the
+base; s is the setting ``scale`` (the paper's α). Convolutions are treated as matrices (out, in·k·k), as in the penalties of docs/DESIGN.md §3,
 and the product is reshaped back to the kernel's shape.
 
 Only weights of ``nn.Conv2d`` and ``nn.Linear`` layers chosen by ``params`` get a pair (biases and
 norms stay frozen). The change is rank ≤ r by construction, with no penalty. The result merges
-into an ordinary model, θ' = θ + (α/r)·B·A, applied per forward pass with
+into an ordinary model, θ' = θ + (s/r)·B·A, applied per forward pass with
 :func:`torch.func.functional_call` so θ is never touched.
 """
 
@@ -41,7 +41,7 @@ class LoRA(Method):
         if not self.names:
             raise UserError(f"LoRA: params={config.params!r} selects no conv or linear weight")
         self.anchors = [params[n] for n in self.names]
-        self.scale = config.alpha / config.rank
+        self.factor = config.scale / config.rank
         self.A = nn.ParameterList()
         self.B = nn.ParameterList()
         for w in self.anchors:
@@ -56,7 +56,7 @@ class LoRA(Method):
             self.B.append(nn.Parameter(torch.zeros(out_f, r, device=device)))
 
     def _deltas(self) -> list[torch.Tensor]:
-        return [(b @ a).mul(self.scale).reshape(w.shape) for a, b, w in zip(self.A, self.B, self.anchors)]
+        return [(b @ a).mul(self.factor).reshape(w.shape) for a, b, w in zip(self.A, self.B, self.anchors)]
 
     def trainable_parameters(self):
         return [*self.A, *self.B]

@@ -1,10 +1,11 @@
 """Side-tuning: leave the base alone and learn a side network blended into its output.
 
 Zhang, Sax, Zamir, Guibas and Malik, "Side-Tuning: A Baseline for Network Adaptation via Additive
-Side Networks", ECCV 2020, Eq. 1: R(x) = α · B(x) + (1 − α) · S(x), with the base B frozen and
-only the side network S trained. α is either fixed or annealed from 1 towards a floor
-(their curriculum, §3): at α = 1 the output is exactly the base's, so the repair starts from the
-old model; as α falls the side network takes over part of the decision.
+Side Networks", ECCV 2020, Eq. 1: R(x) = w · B(x) + (1 − w) · S(x) (their α), with the base B frozen
+and only the side network S trained. The base's weight w is either fixed or annealed from 1 towards
+``base_weight`` (their curriculum, §3; the setting ``blend``): at w = 1 the output is exactly the
+base's, so the repair starts from the old model; as w falls the side network takes over part of the
+decision.
 
 The blend is taken on logits. ``side`` chooses S:
 
@@ -68,36 +69,33 @@ class SideTuning(Method):
             self.side = small_side_network(_input_channels(self.base), num_classes, config.side_width)
         self.side = self.side.to(device).eval()
         self.steps_done = 0
+        self._training_weight: float | None = None  # the base's weight while a step trains
 
-    def alpha(self, step: int | None = None) -> float:
-        """α after ``step`` updates (the current one by default)."""
+    def base_weight(self, step: int | None = None) -> float:
+        """The base's weight w after ``step`` updates (the current one by default)."""
         t = self.steps_done if step is None else step
         cfg = self.config
-        if cfg.alpha_mode == "fixed":
-            return cfg.alpha_end
-        return cfg.alpha_end + (1.0 - cfg.alpha_end) * max(0.0, 1.0 - t / cfg.anneal_steps)
+        if cfg.blend == "fixed":
+            return cfg.base_weight
+        return cfg.base_weight + (1.0 - cfg.base_weight) * max(0.0, 1.0 - t / cfg.anneal_steps)
 
     def trainable_parameters(self):
         return [p for p in self.side.parameters() if p.requires_grad]
 
     def forward(self, x):
-        a = self._alpha_now
-        if a >= 1.0:
+        w = self._training_weight if self._training_weight is not None else self.base_weight()
+        if w >= 1.0:
             return self.base(x)  # exactly the old model
-        return a * self.base(x) + (1.0 - a) * self.side(x)
-
-    @property
-    def _alpha_now(self) -> float:
-        return self._training_alpha if getattr(self, "_training_alpha", None) is not None else self.alpha()
+        return w * self.base(x) + (1.0 - w) * self.side(x)
 
     def update(self, x, y):
-        # The step trains the model as it will be after this step (α_{t+1}); at α = 1 the side
+        # The step trains the model as it will be after this step (w_{t+1}); at w = 1 the side
         # network would get no gradient at all.
-        self._training_alpha = self.alpha(self.steps_done + 1)
+        self._training_weight = self.base_weight(self.steps_done + 1)
         try:
             stats = super().update(x, y)
         finally:
-            self._training_alpha = None
+            self._training_weight = None
         self.steps_done += 1
         return stats
 
