@@ -24,6 +24,7 @@ from __future__ import annotations
 import operator
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,48 +65,21 @@ def _load() -> float:
 
 def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
     """Run the scale measurements; returns the JSON section and the printed lines."""
-    cpu = torch.device("cpu")
     suite = load_suite("demo", workdir / "suites")
     suite.load_pixels()
-    data = prepare_suite_data(suite, draw_counterexamples(suite, 16, 0))
-    cfg = make_config("cpt", {})
-    local = LocalBackend()
-
     ray_backend, start_s = _timed(lambda: RayBackend(num_cpus=args.scale_cpus))
     cpus = ray_backend.cluster_cpus()
     # One task per CPU whose shared value is a tensor: every worker is up and has imported torch.
     _, warm_s = _timed(lambda: ray_backend.map(operator.add, [1] * int(cpus), torch.zeros(1)))
-
-    def auto(backend, early_exit: bool):
-        return _timed(
-            lambda: choose_strength(suite.bundle, data, "cpt", cfg, cpu, seed=0, early_exit=early_exit, backend=backend)
-        )
-
     load_before = _load()
-    (auto_local, auto_local_s), (auto_ray, auto_ray_s) = auto(local, True), auto(ray_backend, True)
-    (full_local, full_local_s), (full_ray, full_ray_s) = auto(local, False), auto(ray_backend, False)
-
-    def grid(backend):
-        return _timed(
-            lambda: run_benchmark(
-                suite, sorted(set(args.scale_shots)), args.scale_seeds, ["cpt"], auto=True, device="cpu",
-                log=lambda s: None, sweep=False, paper=False, backend=backend,
-            )
-        )  # fmt: skip
-
-    (grid_local, grid_local_s), (grid_ray, grid_ray_s) = grid(local), grid(ray_backend)
-    tasks = list(range(TRIVIAL_TASKS))
-    _, trivial_local_s = _timed(lambda: local.map(operator.sub, tasks, 0))
-    _, trivial_ray_s = _timed(lambda: ray_backend.map(operator.sub, tasks, 0))
+    t = _Timings(**_measure(args, suite, LocalBackend(), ray_backend))
     load_after = _load()
-
     diffs = [
-        float(np.nanmax(np.abs(grid_local[c].astype(float).to_numpy() - grid_ray[c].astype(float).to_numpy())))
-        if grid_local[c].notna().any()
+        float(np.nanmax(np.abs(t.grid_local[c].astype(float).to_numpy() - t.grid_ray[c].astype(float).to_numpy())))
+        if t.grid_local[c].notna().any()
         else 0.0
         for c in METRIC_COLUMNS
     ]
-    grid_tasks = len(grid_local)
 
     def eff(local_s, ray_s):
         return (local_s / ray_s) / cpus
@@ -117,43 +91,102 @@ def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
         "ray_start_s": start_s,
         "ray_warm_s": warm_s,
         "load_average_1min": [load_before, load_after],
-        "auto_local_s": auto_local_s,
-        "auto_ray_s": auto_ray_s,
-        "auto_runs": auto_local.runs,
-        "auto_efficiency": eff(auto_local_s, auto_ray_s),
-        "auto_full_local_s": full_local_s,
-        "auto_full_ray_s": full_ray_s,
-        "auto_full_tasks": full_local.runs,
-        "auto_full_efficiency": eff(full_local_s, full_ray_s),
-        "grid_tasks": grid_tasks,
-        "grid_local_s": grid_local_s,
-        "grid_ray_s": grid_ray_s,
-        "grid_efficiency": eff(grid_local_s, grid_ray_s),
-        "overhead_per_task_s": (trivial_ray_s - trivial_local_s) / TRIVIAL_TASKS,
+        "auto_local_s": t.auto_local_s,
+        "auto_ray_s": t.auto_ray_s,
+        "auto_runs": t.auto_local.runs,
+        "auto_efficiency": eff(t.auto_local_s, t.auto_ray_s),
+        "auto_full_local_s": t.full_local_s,
+        "auto_full_ray_s": t.full_ray_s,
+        "auto_full_tasks": t.full_local.runs,
+        "auto_full_efficiency": eff(t.full_local_s, t.full_ray_s),
+        "grid_tasks": len(t.grid_local),
+        "grid_local_s": t.grid_local_s,
+        "grid_ray_s": t.grid_ray_s,
+        "grid_efficiency": eff(t.grid_local_s, t.grid_ray_s),
+        "overhead_per_task_s": (t.trivial_ray_s - t.trivial_local_s) / TRIVIAL_TASKS,
         "max_metric_difference": max(diffs),
-        "auto_same_choice": auto_local.chosen == auto_ray.chosen and full_local.chosen == full_ray.chosen,
-        "grid_same_rows": list(grid_local["method"]) == list(grid_ray["method"])
-        and list(grid_local["steps"]) == list(grid_ray["steps"]),
+        "auto_same_choice": t.auto_local.chosen == t.auto_ray.chosen and t.full_local.chosen == t.full_ray.chosen,
+        "grid_same_rows": list(t.grid_local["method"]) == list(t.grid_ray["method"])
+        and list(t.grid_local["steps"]) == list(t.grid_ray["steps"]),
     }
-    s = section
-    lines = [
+    return section, _lines(args, section, t)
+
+
+@dataclass
+class _Timings:
+    """What :func:`_measure` ran on each side, and how long it took."""
+
+    auto_local: object
+    auto_local_s: float
+    auto_ray: object
+    auto_ray_s: float
+    full_local: object
+    full_local_s: float
+    full_ray: object
+    full_ray_s: float
+    grid_local: object
+    grid_local_s: float
+    grid_ray: object
+    grid_ray_s: float
+    trivial_local_s: float
+    trivial_ray_s: float
+
+
+def _measure(args, suite, local, ray_backend) -> dict:
+    """Automatic strength (early exit and full sweep), a benchmark grid and trivial tasks, locally and on Ray."""
+    cpu = torch.device("cpu")
+    data = prepare_suite_data(suite, draw_counterexamples(suite, 16, 0))
+    cfg = make_config("cpt", {})
+
+    def auto(backend, early_exit: bool):
+        return _timed(
+            lambda: choose_strength(suite.bundle, data, "cpt", cfg, cpu, seed=0, early_exit=early_exit, backend=backend)
+        )
+
+    def grid(backend):
+        return _timed(
+            lambda: run_benchmark(
+                suite, sorted(set(args.scale_shots)), args.scale_seeds, ["cpt"], auto=True, device="cpu",
+                log=lambda s: None, sweep=False, paper=False, backend=backend,
+            )
+        )  # fmt: skip
+
+    out = {}
+    for name, (value, seconds) in (
+        ("auto_local", auto(local, True)),
+        ("auto_ray", auto(ray_backend, True)),
+        ("full_local", auto(local, False)),
+        ("full_ray", auto(ray_backend, False)),
+        ("grid_local", grid(local)),
+        ("grid_ray", grid(ray_backend)),
+    ):
+        out[name], out[f"{name}_s"] = value, seconds
+    tasks = list(range(TRIVIAL_TASKS))
+    out["trivial_local_s"] = _timed(lambda: local.map(operator.sub, tasks, 0))[1]
+    out["trivial_ray_s"] = _timed(lambda: ray_backend.map(operator.sub, tasks, 0))[1]
+    return out
+
+
+def _lines(args, s: dict, t: _Timings) -> list[str]:
+    """The printed table of the scale section."""
+    load_before, load_after = s["load_average_1min"]
+    return [
         "",
         f"## scale: Ray ({s['ray']}) vs local, demo suite, one thread per task",
-        f"Ray started in {start_s:.1f} s, its workers up with torch imported {warm_s:.1f} s later (once; not in the "
-        f"ratios). 1-min load average {load_before:.2f} before, "
+        f"Ray started in {s['ray_start_s']:.1f} s, its workers up with torch imported {s['ray_warm_s']:.1f} s later "
+        f"(once; not in the ratios). 1-min load average {load_before:.2f} before, "
         f"{load_after:.2f} after: on a shared machine these ratios move with it.",
         "| work | tasks | local | Ray | speed-up | ÷ CPUs (efficiency) | target |",
         "|---|---|---|---|---|---|---|",
-        f"| auto, early exit (as used) | {s['auto_runs']} read | {auto_local_s:.1f} s | {auto_ray_s:.1f} s | "
-        f"{auto_local_s / auto_ray_s:.2f} | {s['auto_efficiency']:.2f} | — |",
-        f"| auto, full sweep | {s['auto_full_tasks']} | {full_local_s:.1f} s | {full_ray_s:.1f} s | "
-        f"{full_local_s / full_ray_s:.2f} | {s['auto_full_efficiency']:.2f} | — |",
+        f"| auto, early exit (as used) | {s['auto_runs']} read | {t.auto_local_s:.1f} s | {t.auto_ray_s:.1f} s | "
+        f"{t.auto_local_s / t.auto_ray_s:.2f} | {s['auto_efficiency']:.2f} | — |",
+        f"| auto, full sweep | {s['auto_full_tasks']} | {t.full_local_s:.1f} s | {t.full_ray_s:.1f} s | "
+        f"{t.full_local_s / t.full_ray_s:.2f} | {s['auto_full_efficiency']:.2f} | — |",
         f"| benchmark grid ({args.scale_seeds} seeds × shots {' '.join(map(str, sorted(set(args.scale_shots))))} × "
-        f"cpt, auto) | {grid_tasks} | {grid_local_s:.1f} s | {grid_ray_s:.1f} s | {grid_local_s / grid_ray_s:.2f} | "
-        f"{s['grid_efficiency']:.2f} | ≥ {TARGET_EFFICIENCY} |",
-        f"| {TRIVIAL_TASKS} trivial tasks: overhead per task | {TRIVIAL_TASKS} | {trivial_local_s * 1e3:.2f} ms | "
-        f"{trivial_ray_s * 1e3:.0f} ms | {s['overhead_per_task_s'] * 1e3:.1f} ms per task | | |",
+        f"cpt, auto) | {s['grid_tasks']} | {t.grid_local_s:.1f} s | {t.grid_ray_s:.1f} s | "
+        f"{t.grid_local_s / t.grid_ray_s:.2f} | {s['grid_efficiency']:.2f} | ≥ {TARGET_EFFICIENCY} |",
+        f"| {TRIVIAL_TASKS} trivial tasks: overhead per task | {TRIVIAL_TASKS} | {t.trivial_local_s * 1e3:.2f} ms | "
+        f"{t.trivial_ray_s * 1e3:.0f} ms | {s['overhead_per_task_s'] * 1e3:.1f} ms per task | | |",
         f"Results equal: auto chose the same λ on both: {s['auto_same_choice']}; grid rows in the same order with the "
         f"same steps: {s['grid_same_rows']}; largest metric difference {s['max_metric_difference']:.2e}.",
     ]
-    return section, lines

@@ -334,7 +334,6 @@ class RunMetrics:
     def stop_reason(self) -> str:
         return self.stop.describe()
 
-    # long function: one line per key of metrics.json, in the order the file has always had them
     def to_json(self) -> dict:
         """The dict ``metrics.json`` holds (numbers may be NaN; :func:`jsonable` makes them null)."""
         auto = self.auto_strength.to_json() if self.auto_strength is not None else None

@@ -15,7 +15,17 @@ Among safe candidates that beat the unchanged model on the held-out folds, take 
 (:class:`core.engine.results.NoChangeCode`). With a single counterexample, the largest safe λ that fixes it.
 
 Cost: at most ``len(CANDIDATES) · k`` short runs on the already-prepared tensors, no evaluation
-pass, and usually fewer (see :func:`choose_strength` for the early exits).
+pass, and usually fewer. What keeps it cheap (each shortcut gives the same answer as the full sweep,
+or rules out a candidate that could not have been chosen):
+
+* candidates run strongest first, and the sweep ends at the first safe candidate that gets every
+  held-out counterexample right (no weaker λ can beat it, and the rule prefers the stronger);
+  with one counterexample, at the first safe candidate that fixes it;
+* a candidate whose estimate falls under the target on one fold, or that fixes none of its own
+  training fold beyond what the old model already got right, is not run on its other folds;
+* trial runs stop once they have fixed no further counterexample for :data:`STALL_STEPS` steps,
+  and under the kept rule as soon as every counterexample is right (ε, ``min_steps``, cannot
+  change which step the kept rule ends on).
 """
 
 from __future__ import annotations
@@ -66,18 +76,7 @@ def choose_strength(
     :data:`KEEP_TARGET` (always, without reference images). The choice: among safe candidates that
     beat the unchanged model on held-out folds, the largest λ within one counterexample of the best.
 
-    What keeps it cheap (each shortcut gives the same answer as the full sweep, or rules out a
-    candidate that could not have been chosen):
-
-    * candidates run strongest first, and the sweep ends at the first safe candidate that gets every
-      held-out counterexample right (no weaker λ can beat it, and the rule prefers the stronger);
-      with one counterexample, at the first safe candidate that fixes it (``early_exit=False``
-      runs them all, for tests and studies);
-    * a candidate whose estimate falls under the target on one fold, or that fixes none of its own
-      training fold beyond what the old model already got right, is not run on its other folds;
-    * trial runs stop once they have fixed no further counterexample for :data:`STALL_STEPS` steps,
-      and under the kept rule as soon as every counterexample is right (ε, ``min_steps``, cannot
-      change which step the kept rule ends on).
+    ``early_exit=False`` runs every candidate (for tests and studies; see the module docstring).
 
     ``progress`` gets an :class:`core.engine.events.AutoTrialStarted` before each fold's run, an
     :class:`core.engine.events.AutoCandidateDone` after each candidate and an
