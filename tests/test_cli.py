@@ -324,3 +324,25 @@ def test_sweep_and_export(demo_dir, tmp_path, capsys, monkeypatch):
     assert made["user"] == "mia" and made["command"] == "export" and made["at"].endswith("Z")
     code, out_err = cli("export", "--run", tmp_path, "--out", tmp_path / "n.zip", capsys=capsys)
     assert code == 2 and "no model bundle" in out_err.err
+
+
+def test_repair_is_the_verb_and_tune_its_old_name(demo_dir, tmp_path, capsys):
+    """The same options and the same output under either name; the help says "repair"."""
+    outputs, metrics = [], []
+    for verb in ("repair", "tune"):
+        run = tmp_path / verb
+        common = [*demo_args(demo_dir), "--max-steps", 12, "--min-steps", 2, "--quiet", "--user", "tester"]
+        code, out = cli(verb, *common, "--out", run, capsys=capsys)
+        assert code == 0, out.err
+        outputs.append([line.split(" s on ")[0] if " s on " in line else line for line in out.out.splitlines()])
+        m = json.loads((run / "metrics.json").read_text())
+        metrics.append({k: v for k, v in m.items() if k != "seconds"})
+        assert json.loads((run / "made_by.json").read_text())["command"] == verb
+    assert metrics[0] == metrics[1]
+    assert [line.replace(str(tmp_path / "repair"), "RUN") for line in outputs[0][:-1]] == [
+        line.replace(str(tmp_path / "tune"), "RUN") for line in outputs[1][:-1]
+    ]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    assert "repair (tune)" in listing and "Repair a model" in listing

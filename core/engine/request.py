@@ -1,6 +1,6 @@
 """One typed run request: what a repair is asked to do, validated once where it enters.
 
-A :class:`RunRequest` is built when a run is submitted (the workbench's Tune page, the CLI), from a
+A :class:`RunRequest` is built when a run is submitted (the workbench's Repair page, the CLI), from a
 method name and the user's settings. Every setting is checked then, by
 :func:`core.engine.configs.make_config`, and the request is frozen. It is stored as JSON with the run
 and rebuilt by :meth:`RunRequest.from_json` alone, in the worker, so the worker runs exactly what was
@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from core.engine.configs import has_strength, make_config
+from core.engine.configs import has_strength, make_config, strength_of
 from core.errors import UserError
 
 AUTO = "auto"
@@ -58,7 +58,7 @@ class RunRequest:
         if not auto and raw_strength is not None:
             settings["strength"] = raw_strength
         config = make_config(method, settings)
-        strength: float | Auto | None = Auto() if auto else getattr(config, "strength", None)
+        strength: float | Auto | None = Auto() if auto else strength_of(config)
         return cls(method, config, strength, data, int(seed), device)
 
     @property

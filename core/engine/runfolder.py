@@ -1,7 +1,7 @@
 """A run folder: every path and file of one repair, in one type.
 
 ``write_run`` (:mod:`core.engine.repair`, the CLI and the workbench's runs worker) and a run saved at a
-lower strength (:func:`core.app.alpha_runs.save_alpha_run`) write them; the Review page, the approval,
+lower strength (:func:`core.app.compute.save_alpha_run`) write them; the Review page, the approval,
 the export and the α previews read them, all through :class:`RunFolder`::
 
     metrics.json          RunMetrics (core.engine.results), its one reader is RunFolder.metrics()

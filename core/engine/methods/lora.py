@@ -3,8 +3,9 @@
 Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang and Chen, "LoRA: Low-Rank Adaptation of Large Language
 Models", ICLR 2022 (arXiv 2106.09685), Eq. 3: each adapted weight W (out × in) becomes
 W + (s/r)·B·A with A (r × in) random and B (out × r) zero, so at step 0 the model is exactly the
-base; s is the setting ``scale`` (the paper's α). Convolutions are treated as matrices (out, in·k·k), as in the penalties of docs/DESIGN.md §3,
-and the product is reshaped back to the kernel's shape.
+base; s is the setting ``scale`` (the paper's α). Convolutions are treated as matrices
+(out, in·k·k), as in the penalties of docs/DESIGN.md §3, and the product is reshaped back to the
+kernel's shape.
 
 Only weights of ``nn.Conv2d`` and ``nn.Linear`` layers chosen by ``params`` get a pair (biases and
 norms stay frozen). The change is rank ≤ r by construction, with no penalty. The result merges
