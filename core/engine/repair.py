@@ -242,19 +242,22 @@ def _no_change(auto: AutoReport | None, stop: Stop, cfg) -> NoChange | None:
 
 
 def _metrics(request, data, class_names, outcome: _Outcome, auto, before, dev, t0) -> RunMetrics:
+    """The run's metrics: before/after on the evaluation part (when there is one), how it stopped and why
+    it changed nothing (when it did not)."""
     impl, loop, after = outcome.impl, outcome.loop, outcome.after
-    evaluated = data.x_eval is not None
+    old = new = comparison = None
+    if data.x_eval is not None:
+        old = GroupMetrics.from_json(group_metrics(data.y_eval, before, data.attr_eval, class_names))
+        new = GroupMetrics.from_json(group_metrics(data.y_eval, after, data.attr_eval, class_names))
+        comparison = Comparison.from_json(compare_predictions(data.y_eval, before, after))
+    reference = impl.reference if impl is not None else None
     return RunMetrics(
         method=request.method,
         strength=strength_of(outcome.config) if impl is not None else None,
         steps=len(loop.history),
-        before=GroupMetrics.from_json(group_metrics(data.y_eval, before, data.attr_eval, class_names))
-        if evaluated
-        else None,
-        after=GroupMetrics.from_json(group_metrics(data.y_eval, after, data.attr_eval, class_names))
-        if evaluated
-        else None,
-        comparison=Comparison.from_json(compare_predictions(data.y_eval, before, after)) if evaluated else None,
+        before=old,
+        after=new,
+        comparison=comparison,
         seconds=time.perf_counter() - t0,
         device=describe_device(dev),
         stop=loop.stop,
@@ -265,9 +268,7 @@ def _metrics(request, data, class_names, outcome: _Outcome, auto, before, dev, t
         auto_strength=auto,
         seed=request.seed,
         no_change=_no_change(auto, loop.stop, outcome.config),
-        reference_agreement=impl.reference.agreement(impl.predict)
-        if impl is not None and impl.reference is not None
-        else None,
+        reference_agreement=reference.agreement(impl.predict) if reference is not None else None,
     )
 
 
