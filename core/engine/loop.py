@@ -22,6 +22,11 @@ of counterexamples, then checks the stopping rule.
 The evaluation set's rows with ``split == "val"`` are the validation set (used for the held-out
 rule and the live curves); the reported before/after numbers use the other rows only, so no
 number shown to the user was used to steer the run.
+
+:func:`train_method` relies only on the :class:`core.engine.methods.base.RepairMethod` protocol and
+returns a :class:`core.engine.results.LoopResult`: the step events, a :class:`core.engine.results.Stop`
+(the :class:`core.engine.results.StopReason` and the step the kept or held-out rule went back to) and
+whether it was cancelled.
 """
 
 from __future__ import annotations
