@@ -206,3 +206,24 @@ def test_effective_keep_floor_and_backtracks_of_every_method():
         assert (cfg.keep_floor, cfg.backtracks) == (floor, backtracks), name
         assert (strength_of(cfg) is None) == (name not in ("cpt", "l2sp", "mas")), name
     assert math.isclose(make_config("cpt").keep_floor, 0.99)
+
+
+def test_the_runs_table_keeps_the_reason_and_the_step_and_old_stores_gain_the_column(tmp_path):
+    import sqlite3
+
+    from core.app.store import Store
+
+    store = Store(tmp_path / "home")
+    pid = store.create_project("p", "alice")
+    mid = store.add_model(pid, "base", "m", store.home, {}, {})
+    rid = store.create_run(pid, mid, "cpt", {"stop_rule": "kept"}, "1000", 4, store.home, "alice")
+    store.queue_run(rid, store.home)
+    stop = Stop(StopReason.KEPT_FLOOR, Restored(RestoreRule.KEPT, 0, 3, 16))
+    assert store.finish_run(rid, "done", stop_reason=stop.reason.value, restored_step=stop.restored_step)
+    row = store.run(rid)
+    assert (row["stop_reason"], row["restored_step"]) == ("kept_floor", 0)
+    assert runs.run_stop(row) == Stop(StopReason.KEPT_FLOOR, Restored(RestoreRule.KEPT, 0))
+    with sqlite3.connect(store.db_path) as con:  # as a store of an earlier version had it
+        con.execute("ALTER TABLE runs DROP COLUMN restored_step")
+    again = Store(store.home)
+    assert again.run(rid)["restored_step"] is None and again.run(rid)["stop_reason"] == "kept_floor"
