@@ -24,6 +24,9 @@ can thereby keep it locked out for a while: the price of stopping password guess
 
 First run: with no account yet, the first account made is an admin, from the sign-in page's form
 or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server start.
+
+The ``BIASREPAIR_*`` settings are parsed by :mod:`core.settings`: a bad value (``BIASREPAIR_SESSION_HOURS=soon``)
+refuses the sign-in with a message naming the variable and the value.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import re
 import secrets
 import time
@@ -40,21 +42,19 @@ from collections.abc import Iterable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from core import settings
 from core.app.store import Store, now_iso
 from core.errors import UserError
 
 ROLES = ("curator", "approver", "admin")
 DEMO_NAME = "demo"
 MIN_PASSWORD = 8
-SESSION_HOURS_ENV = "BIASREPAIR_SESSION_HOURS"
-DEFAULT_SESSION_HOURS = 12.0
-ADMIN_USER_ENV = "BIASREPAIR_ADMIN_USER"
-ADMIN_PASSWORD_ENV = "BIASREPAIR_ADMIN_PASSWORD"
+SESSION_HOURS_ENV = settings.SESSION_HOURS.name
+ADMIN_USER_ENV = settings.ADMIN_USER.name
+ADMIN_PASSWORD_ENV = settings.ADMIN_PASSWORD.name
 RELAX_FOUR_EYES = "relax_four_eyes"
-SIGNIN_ATTEMPTS_ENV = "BIASREPAIR_SIGNIN_ATTEMPTS"
-SIGNIN_LOCK_MINUTES_ENV = "BIASREPAIR_SIGNIN_LOCK_MINUTES"
-DEFAULT_SIGNIN_ATTEMPTS = 5
-DEFAULT_SIGNIN_LOCK_MINUTES = 15.0
+SIGNIN_ATTEMPTS_ENV = settings.SIGNIN_ATTEMPTS.name
+SIGNIN_LOCK_MINUTES_ENV = settings.SIGNIN_LOCK_MINUTES.name
 
 # What a demo session may do, and only on the demo project.
 DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
@@ -230,7 +230,7 @@ def set_disabled(store: Store, admin: User, name: str, disabled: bool) -> None:
 def ensure_admin_from_env(store: Store) -> bool:
     """On a store without accounts, make the admin named by ``$BIASREPAIR_ADMIN_USER`` with
     ``$BIASREPAIR_ADMIN_PASSWORD``. Returns whether it made one."""
-    name, password = os.environ.get(ADMIN_USER_ENV, "").strip(), os.environ.get(ADMIN_PASSWORD_ENV, "")
+    name, password = settings.ADMIN_USER.get(), settings.ADMIN_PASSWORD.get()
     if not name or not password or has_users(store):
         return False
     create_user(store, None, name, password, ["admin", "approver", "curator"])
@@ -239,7 +239,7 @@ def ensure_admin_from_env(store: Store) -> bool:
 
 # ---- sessions ---------------------------------------------------------------------------------
 def session_hours() -> float:
-    return _positive_setting(SESSION_HOURS_ENV, DEFAULT_SESSION_HOURS)
+    return settings.SESSION_HOURS.get()
 
 
 def _digest(token: str) -> str:
@@ -247,29 +247,21 @@ def _digest(token: str) -> str:
 
 
 def _new_session(store: Store, name: str, demo: bool) -> str:
+    lifetime_s = 3600 * session_hours()
     token = secrets.token_urlsafe(32)
     store.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
     store.execute(
         "INSERT INTO sessions (token_sha256, user, demo, created_at, expires_at) VALUES (?,?,?,?,?)",
-        (_digest(token), name, int(demo), now_iso(), time.time() + 3600 * session_hours()),
+        (_digest(token), name, int(demo), now_iso(), time.time() + lifetime_s),
     )
     return token
-
-
-def _positive_setting(env: str, default: float) -> float:
-    raw = os.environ.get(env, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = default
-    return value if value > 0 else default
 
 
 def locked_minutes(store: Store, name: str) -> int:
     """Whole minutes until ``name`` may try to sign in again; 0 when it may now. Locked while there
     are ``$BIASREPAIR_SIGNIN_ATTEMPTS`` failures within the last ``$BIASREPAIR_SIGNIN_LOCK_MINUTES``."""
-    attempts = int(_positive_setting(SIGNIN_ATTEMPTS_ENV, DEFAULT_SIGNIN_ATTEMPTS))
-    window = 60 * _positive_setting(SIGNIN_LOCK_MINUTES_ENV, DEFAULT_SIGNIN_LOCK_MINUTES)
+    attempts = settings.SIGNIN_ATTEMPTS.get()
+    window = 60 * settings.SIGNIN_LOCK_MINUTES.get()
     now = time.time()
     store.execute("DELETE FROM sign_in_failures WHERE at < ?", (now - window,))
     recent = store.query("SELECT at FROM sign_in_failures WHERE name = ? ORDER BY at DESC LIMIT ?", (name, attempts))
@@ -307,14 +299,16 @@ def sign_in(store: Store, name: str, password: str) -> str:
         raise UserError(f"the account {name} is disabled: ask an admin", "account_disabled", name=name)
     if _hasher.check_needs_rehash(row["password_hash"]):
         store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
+    token = _new_session(store, name, demo=False)  # first: a bad session setting refuses the sign-in
     store.audit(name, "signed_in", None)
-    return _new_session(store, name, demo=False)
+    return token
 
 
 def demo_session(store: Store) -> str:
     """A session for the demo mode (no account, curator rights on the demo project only)."""
+    token = _new_session(store, DEMO_NAME, demo=True)
     store.audit(DEMO_NAME, "signed_in", None, demo=True)
-    return _new_session(store, DEMO_NAME, demo=True)
+    return token
 
 
 def user_for(store: Store, token: str | None) -> User | None:
