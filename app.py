@@ -14,13 +14,18 @@ Signed out, every page URL shows the sign-in form and, once signed in, the page 
 import streamlit as st
 
 from core.app import accounts, projects, runs
-from core.app.i18n import LANGUAGES, translator
+from core.app.i18n import LANGUAGES, error_text, translator
 from core.app.safe_text import md
+from core.errors import UserError
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
 
-store = projects.get_store()
+try:
+    store = projects.get_store()
+except UserError as exc:  # a store made by a newer version of the workbench: said, and left as it is
+    st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
+    st.stop()
 runs.resume_queued(store)  # queued repairs continue after a server restart
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 

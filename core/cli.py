@@ -18,12 +18,12 @@ import csv
 import getpass
 import importlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core import settings
 from core.app.demo import build_demo
 from core.engine.backends import add_backend_argument, get_backend
 from core.engine.configs import PENALTIES
@@ -52,7 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 ALIASES = {"tune": "repair"}  # an old command name → the command it runs
-USER_ENV = "BIASREPAIR_USER"
+USER_ENV = settings.USER.name
 
 
 def add_user(p: argparse.ArgumentParser) -> None:
@@ -61,7 +61,7 @@ def add_user(p: argparse.ArgumentParser) -> None:
 
 def local_user(args) -> str:
     """The named local user this command acts as (see the module docstring)."""
-    name = (getattr(args, "user", None) or os.environ.get(USER_ENV, "")).strip()
+    name = (getattr(args, "user", None) or settings.USER.get()).strip()
     if not name:
         try:
             name = getpass.getuser()

@@ -6,6 +6,7 @@ store file, the audit rows and the logs are searched for every password used.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_sign_in_sessions_expire_and_end(store, monkeypatch):
     user = accounts.user_for(store, token)
     assert user == "alice" and user.roles == {"curator"} and not user.demo
     # The store keeps only the token's hash.
-    assert store.one("SELECT * FROM sessions WHERE token_sha256 = ?", (token,)) is None
+    assert store.session_row(token) is None and store.session_row(hashlib.sha256(token.encode()).hexdigest())
     # A role change takes effect in the open session.
     accounts.set_roles(store, ROOT_ADMIN, "alice", ["curator", "approver"])
     assert accounts.user_for(store, token).can("approver")
@@ -504,7 +505,7 @@ def test_passwords_never_reach_the_store_the_audit_or_the_logs(store, caplog):
     at.text_input(key="signin_password").input(PASSWORDS["ann"])
     at.button[0].click().run()
     assert "Signed in as **ann**" in _texts(at)
-    hashes = [r["password_hash"] for r in store.query("SELECT password_hash FROM users")]
+    hashes = [store.user_row(r["name"])["password_hash"] for r in accounts.users(store)]
     assert hashes and all(h.startswith("$argon2id$") for h in hashes)
     secrets = [*PASSWORDS.values(), "bob-Reset-77aa"]
     files = [f for f in Path(store.home).rglob("*") if f.is_file() and f.suffix in ("", ".db", ".db-wal", ".log")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import sqlite3
 import threading
 
 import pytest
@@ -160,7 +161,8 @@ def test_workbench_evaluations_are_sharded_on_an_existing_cluster(cluster, tmp_p
     assert compute.sharding_backend(10_000) is None  # no existing cluster named: no Ray instance for a task
     monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     assert compute.sharding_backend(511) is None  # under two shards: not worth the trip
-    store.execute("DELETE FROM evaluations WHERE model_id = ? AND dataset_id = ?", (mid, did))
+    with contextlib.closing(sqlite3.connect(store.db_path)) as con, con:
+        con.execute("DELETE FROM evaluations WHERE model_id = ? AND dataset_id = ?", (mid, did))
     compute.evaluate(store, {"model_id": mid, "dataset_id": did}, ALICE)
     on_ray = np.load(store.evaluation(mid, did)["predictions_path"])["predictions"]
     assert (on_ray == local).all() and store.evaluation(mid, did)["metrics"] == pytest.approx(local_metrics)

@@ -4,8 +4,10 @@ asserts on time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -227,7 +229,8 @@ def test_a_run_left_preparing_by_a_stopped_page_process_is_failed(store, demo):
     rid = store.create_run(demo, pid_["base_model_id"], "cpt", {}, "1000", 8, store.home, ALICE)
     assert jobs.reap_dead_workers(store, restart=False) == []  # a run being prepared right now is left alone
     old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - jobs.PREPARE_STALE_S - 60))
-    store.execute("UPDATE runs SET created_at = ? WHERE id = ?", (old, rid))
+    with contextlib.closing(sqlite3.connect(store.db_path)) as con, con:
+        con.execute("UPDATE runs SET created_at = ? WHERE id = ?", (old, rid))
     assert jobs.reap_dead_workers(store, restart=False) == [rid]
     run = store.run(rid)
     assert run["status"] == "failed" and "being prepared" in run["error"]

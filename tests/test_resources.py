@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core import settings
 from core.app import budget, compute, pool, uploads
 from core.app.i18n import translator
 from core.app.store import Store
@@ -29,7 +30,7 @@ from core.errors import UserError
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, load_bundle, save_bundle
 from core.formats.datasets import dataset_from_zip_bytes, load_dataset, load_pixels, write_manifest_dataset
-from core.formats.limits import MAX_CLASSES, setting
+from core.formats.limits import MAX_CLASSES
 from core.formats.meta import parse_meta_json
 from tests.conftest import TINY_CLASSES, TINY_META, make_images
 from tests.wb_helpers import ALICE
@@ -123,7 +124,7 @@ def test_pixels_per_image_are_capped(tiny_dataset_dir, monkeypatch):
 def test_a_bad_setting_is_refused_naming_it(monkeypatch, raw):
     monkeypatch.setenv("BIASREPAIR_MAX_IMAGES", raw)
     with pytest.raises(UserError, match="BIASREPAIR_MAX_IMAGES"):
-        setting("BIASREPAIR_MAX_IMAGES")
+        settings.MAX_IMAGES.get()
 
 
 # ---- declared model sizes are checked before anything is built -------------------------------

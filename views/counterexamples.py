@@ -6,10 +6,9 @@ or overwrite). A fragment polls the store's label change count and redraws the p
 else labels.
 """
 
-import os
-
 import streamlit as st
 
+from core import settings
 from core.app import budget, display, evaluation, pool, projects, uploads
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
@@ -53,7 +52,11 @@ st.write(t("ce_intro"))
 
 
 # How often the page looks for other curators' labels, in seconds ($BIASREPAIR_LABEL_REFRESH; 0: never).
-REFRESH_SECONDS = float(os.environ.get("BIASREPAIR_LABEL_REFRESH", "") or 3)
+try:
+    REFRESH_SECONDS = settings.LABEL_REFRESH.get()
+except UserError as exc:  # a bad value is said on the page, which keeps the default meanwhile
+    st.error(md(err(exc)))
+    REFRESH_SECONDS = settings.LABEL_REFRESH.default
 
 
 def _seen(key: str) -> int:

@@ -52,7 +52,11 @@ def sign_in_page(store: Store, lang: str) -> None:
     st.subheader(t("model_demo_header"))
     st.caption(t("signin_demo_caption"))
     if st.button(t("model_open_demo"), key="open_demo", icon="▶️"):
-        token = accounts.demo_session(store)
+        try:
+            token = accounts.demo_session(store)
+        except UserError as exc:  # a bad BIASREPAIR_SESSION_HOURS, say
+            st.error(md(err(exc)))
+            return
         with st.spinner(t("model_demo_building")):
             demo_id = projects.open_demo(store, accounts.user_for(store, token))
         st.session_state["flash"] = ("success", t("model_demo_ready"))

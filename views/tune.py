@@ -11,6 +11,7 @@ import streamlit as st
 from core.app import budget, charts, display, pool, projects, runs
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
+from core.app.store import ACTIVE_RUN_STATES, ENDED_WITHOUT_RESULT
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -149,7 +150,7 @@ def draw_runs_table() -> None:
 
 
 ids = [r["id"] for r in project_runs]
-active = [r["id"] for r in project_runs if r["status"] in ("queued", "running", "preparing")]
+active = [r["id"] for r in project_runs if r["status"] in ACTIVE_RUN_STATES]
 default_watch = st.session_state.get("watch_run")
 if default_watch not in ids:
     default_watch = active[-1] if active else ids[0]
@@ -197,11 +198,11 @@ def live_panel(run_id: int, was_active: bool) -> None:
             "fixed": last.get("fixed") or 0,
             "total": last.get("total", 0),
         }
-        if status in ("queued", "running", "preparing"):
+        if status in ACTIVE_RUN_STATES:
             text = t("tune_progress", eta=_fmt_eta(p["eta_s"]), **counts)
         else:
             text = t("tune_progress_ended", **counts)
-    elif p["auto"] and status in ("queued", "running", "preparing"):
+    elif p["auto"] and status in ACTIVE_RUN_STATES:
         a = p["auto"]
         text = t(
             "tune_auto_progress",
@@ -220,7 +221,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.caption(t("tune_undone", n=p["undone"]))
     if p["history"]:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
-    if status in ("queued", "running", "preparing"):
+    if status in ACTIVE_RUN_STATES:
         st.button(
             t("tune_cancel"),
             key=f"cancel_{run_id}",
@@ -233,7 +234,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
     if status == "done":
         st.success(t("tune_done", reason=stop_words(run)))
         st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
-    elif status in ("failed", "interrupted", "cancelled"):
+    elif status in ENDED_WITHOUT_RESULT:
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
 
 

@@ -24,14 +24,17 @@ can thereby keep it locked out for a while: the price of stopping password guess
 
 First run: with no account yet, the first account made is an admin, from the sign-in page's form
 or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server start.
+
+The ``BIASREPAIR_*`` settings are parsed by :mod:`core.settings`: a bad value (``BIASREPAIR_SESSION_HOURS=soon``)
+refuses the sign-in with a message naming the variable and the value.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import math
-import os
 import re
 import secrets
 import time
@@ -40,21 +43,28 @@ from collections.abc import Iterable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core.app.store import Store, now_iso
+from core import settings
+from core.app.store import Store
 from core.errors import UserError
 
-ROLES = ("curator", "approver", "admin")
+
+class Role(enum.StrEnum):
+    """What a person may do; an admin holds every role."""
+
+    CURATOR = "curator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+ROLES = tuple(Role)
 DEMO_NAME = "demo"
 MIN_PASSWORD = 8
-SESSION_HOURS_ENV = "BIASREPAIR_SESSION_HOURS"
-DEFAULT_SESSION_HOURS = 12.0
-ADMIN_USER_ENV = "BIASREPAIR_ADMIN_USER"
-ADMIN_PASSWORD_ENV = "BIASREPAIR_ADMIN_PASSWORD"
+SESSION_HOURS_ENV = settings.SESSION_HOURS.name
+ADMIN_USER_ENV = settings.ADMIN_USER.name
+ADMIN_PASSWORD_ENV = settings.ADMIN_PASSWORD.name
 RELAX_FOUR_EYES = "relax_four_eyes"
-SIGNIN_ATTEMPTS_ENV = "BIASREPAIR_SIGNIN_ATTEMPTS"
-SIGNIN_LOCK_MINUTES_ENV = "BIASREPAIR_SIGNIN_LOCK_MINUTES"
-DEFAULT_SIGNIN_ATTEMPTS = 5
-DEFAULT_SIGNIN_LOCK_MINUTES = 15.0
+SIGNIN_ATTEMPTS_ENV = settings.SIGNIN_ATTEMPTS.name
+SIGNIN_LOCK_MINUTES_ENV = settings.SIGNIN_LOCK_MINUTES.name
 
 # What a demo session may do, and only on the demo project.
 DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
@@ -84,7 +94,7 @@ class User(str):
 
     def can(self, role: str) -> bool:
         """Whether this person holds ``role`` (an admin holds every role)."""
-        return role in self.roles or "admin" in self.roles
+        return role in self.roles or Role.ADMIN in self.roles
 
 
 class Forbidden(UserError):
@@ -144,12 +154,12 @@ def _check_roles(roles: Iterable[str]) -> list[str]:
 
 
 def has_users(store: Store) -> bool:
-    return store.one("SELECT name FROM users LIMIT 1") is not None
+    return store.has_users()
 
 
 def users(store: Store) -> list[dict]:
     """Every account: name, roles (a list), created_at, created_by, disabled (a bool). Never the hash."""
-    rows = store.query("SELECT name, roles, created_at, created_by, disabled FROM users ORDER BY name")
+    rows = store.user_rows()
     for r in rows:
         r["roles"], r["disabled"] = r["roles"].split(","), bool(r["disabled"])
     return rows
@@ -161,44 +171,39 @@ def create_user(store: Store, admin: User | None, name: str, password: str, role
     _check_password(password)
     first = not has_users(store)
     if first:
-        if "admin" not in roles:
+        if Role.ADMIN not in roles:
             raise UserError("the first account must be an admin", "first_admin")
         creator = name
     else:
-        creator = require(store, admin, "admin", "manage_users")
-    if store.one("SELECT name FROM users WHERE name = ?", (name,)):
+        creator = require(store, admin, Role.ADMIN, "manage_users")
+    if store.user_row(name):
         raise UserError(f"there is already an account named {name}", "user_exists", name=name)
-    store.execute(
-        "INSERT INTO users (name, password_hash, roles, created_at, created_by) VALUES (?,?,?,?,?)",
-        (name, _hasher.hash(password), ",".join(roles), now_iso(), str(creator)),
-    )
+    store.add_user(name, _hasher.hash(password), roles, str(creator))
     store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
     return User(name, roles)
 
 
 def set_roles(store: Store, admin: User, name: str, roles: Iterable[str]) -> None:
-    require(store, admin, "admin", "manage_users")
+    require(store, admin, Role.ADMIN, "manage_users")
     roles = _check_roles(roles)
     row = _user_row(store, name)
-    if "admin" not in roles and "admin" in row["roles"].split(",") and _admin_count(store) == 1:
+    if Role.ADMIN not in roles and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
         raise UserError("keep at least one admin account", "last_admin")
-    store.execute("UPDATE users SET roles = ? WHERE name = ?", (",".join(roles), name))
+    store.set_user_roles(name, roles)
     store.audit(admin, "roles_changed", None, user=name, roles=roles, previous=row["roles"].split(","))
 
 
 def reset_password(store: Store, admin: User, name: str, password: str) -> None:
     """Set a new password for an account; its open sessions end."""
-    require(store, admin, "admin", "manage_users")
+    require(store, admin, Role.ADMIN, "manage_users")
     _user_row(store, name)
     _check_password(password)
-    store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
-    store.execute("DELETE FROM sessions WHERE user = ?", (name,))
-    store.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))  # a new password lifts a lock
+    store.reset_password_hash(name, _hasher.hash(password))  # also ends its sessions and lifts a lock
     store.audit(admin, "password_reset", None, user=name)
 
 
 def _user_row(store: Store, name: str) -> dict:
-    row = store.one("SELECT * FROM users WHERE name = ?", (name,))
+    row = store.user_row(name)
     if row is None:
         raise UserError(f"there is no account named {name}", "user_unknown", name=name)
     return row
@@ -206,40 +211,38 @@ def _user_row(store: Store, name: str) -> dict:
 
 def _admin_count(store: Store) -> int:
     """Admin accounts that can sign in (not disabled)."""
-    return sum("admin" in r["roles"] and not r["disabled"] for r in users(store))
+    return sum(Role.ADMIN in r["roles"] and not r["disabled"] for r in users(store))
 
 
 def set_disabled(store: Store, admin: User, name: str, disabled: bool) -> None:
     """Disable an account (it cannot sign in, and its open sessions end at once) or enable it again.
     Nothing it did is removed: its labels, runs and audit rows keep its name. An admin cannot disable
     their own account, nor the last admin account that can sign in."""
-    require(store, admin, "admin", "manage_users")
+    require(store, admin, Role.ADMIN, "manage_users")
     row = _user_row(store, name)
     if bool(row["disabled"]) == disabled:
         return
     if disabled and name == str(admin):
         raise UserError("you cannot disable your own account", "disable_self")
-    if disabled and "admin" in row["roles"].split(",") and _admin_count(store) == 1:
+    if disabled and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
         raise UserError("keep at least one admin account", "last_admin")
-    store.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
-    if disabled:
-        store.execute("DELETE FROM sessions WHERE user = ?", (name,))
+    store.set_user_disabled(name, disabled)
     store.audit(admin, "account_disabled" if disabled else "account_enabled", None, user=name)
 
 
 def ensure_admin_from_env(store: Store) -> bool:
     """On a store without accounts, make the admin named by ``$BIASREPAIR_ADMIN_USER`` with
     ``$BIASREPAIR_ADMIN_PASSWORD``. Returns whether it made one."""
-    name, password = os.environ.get(ADMIN_USER_ENV, "").strip(), os.environ.get(ADMIN_PASSWORD_ENV, "")
+    name, password = settings.ADMIN_USER.get(), settings.ADMIN_PASSWORD.get()
     if not name or not password or has_users(store):
         return False
-    create_user(store, None, name, password, ["admin", "approver", "curator"])
+    create_user(store, None, name, password, [Role.ADMIN, Role.APPROVER, Role.CURATOR])
     return True
 
 
 # ---- sessions ---------------------------------------------------------------------------------
 def session_hours() -> float:
-    return _positive_setting(SESSION_HOURS_ENV, DEFAULT_SESSION_HOURS)
+    return settings.SESSION_HOURS.get()
 
 
 def _digest(token: str) -> str:
@@ -247,35 +250,21 @@ def _digest(token: str) -> str:
 
 
 def _new_session(store: Store, name: str, demo: bool) -> str:
+    lifetime_s = 3600 * session_hours()
     token = secrets.token_urlsafe(32)
-    store.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
-    store.execute(
-        "INSERT INTO sessions (token_sha256, user, demo, created_at, expires_at) VALUES (?,?,?,?,?)",
-        (_digest(token), name, int(demo), now_iso(), time.time() + 3600 * session_hours()),
-    )
+    store.add_session(_digest(token), name, demo, lifetime_s)
     return token
-
-
-def _positive_setting(env: str, default: float) -> float:
-    raw = os.environ.get(env, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = default
-    return value if value > 0 else default
 
 
 def locked_minutes(store: Store, name: str) -> int:
     """Whole minutes until ``name`` may try to sign in again; 0 when it may now. Locked while there
     are ``$BIASREPAIR_SIGNIN_ATTEMPTS`` failures within the last ``$BIASREPAIR_SIGNIN_LOCK_MINUTES``."""
-    attempts = int(_positive_setting(SIGNIN_ATTEMPTS_ENV, DEFAULT_SIGNIN_ATTEMPTS))
-    window = 60 * _positive_setting(SIGNIN_LOCK_MINUTES_ENV, DEFAULT_SIGNIN_LOCK_MINUTES)
-    now = time.time()
-    store.execute("DELETE FROM sign_in_failures WHERE at < ?", (now - window,))
-    recent = store.query("SELECT at FROM sign_in_failures WHERE name = ? ORDER BY at DESC LIMIT ?", (name, attempts))
+    attempts = settings.SIGNIN_ATTEMPTS.get()
+    window = 60 * settings.SIGNIN_LOCK_MINUTES.get()
+    recent = store.recent_sign_in_failures(name, window, attempts)
     if len(recent) < attempts:
         return 0
-    return max(1, math.ceil((recent[-1]["at"] + window - now) / 60))
+    return max(1, math.ceil((recent[-1] + window - time.time()) / 60))
 
 
 def sign_in(store: Store, name: str, password: str) -> str:
@@ -292,29 +281,31 @@ def sign_in(store: Store, name: str, password: str) -> str:
             name=name,
             minutes=minutes,
         )
-    row = store.one("SELECT * FROM users WHERE name = ?", (name,))
+    row = store.user_row(name)
     try:
         _hasher.verify(row["password_hash"] if row else _nobody_hash(), password or "")
         if row is None:
             raise VerificationError("no such user")
     except (VerificationError, InvalidHashError):
-        store.execute("INSERT INTO sign_in_failures (name, at) VALUES (?, ?)", (name, time.time()))
+        store.add_sign_in_failure(name)
         store.audit(name or "anonymous", "sign_in_failed", None)
         raise UserError("wrong name or password", "sign_in_failed") from None
-    store.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))
+    store.clear_sign_in_failures(name)
     if row["disabled"]:  # said only to someone who knows the password
         store.audit(name, "sign_in_refused_disabled", None)
         raise UserError(f"the account {name} is disabled: ask an admin", "account_disabled", name=name)
     if _hasher.check_needs_rehash(row["password_hash"]):
-        store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))
+        store.set_password_hash(name, _hasher.hash(password))
+    token = _new_session(store, name, demo=False)  # first: a bad session setting refuses the sign-in
     store.audit(name, "signed_in", None)
-    return _new_session(store, name, demo=False)
+    return token
 
 
 def demo_session(store: Store) -> str:
     """A session for the demo mode (no account, curator rights on the demo project only)."""
+    token = _new_session(store, DEMO_NAME, demo=True)
     store.audit(DEMO_NAME, "signed_in", None, demo=True)
-    return _new_session(store, DEMO_NAME, demo=True)
+    return token
 
 
 def user_for(store: Store, token: str | None) -> User | None:
@@ -322,27 +313,27 @@ def user_for(store: Store, token: str | None) -> User | None:
     unknown, expired or its account is gone or disabled."""
     if not token:
         return None
-    row = store.one("SELECT * FROM sessions WHERE token_sha256 = ?", (_digest(token),))
+    row = store.session_row(_digest(token))
     if row is None or row["expires_at"] < time.time():
         return None
     if row["demo"]:
-        return User(DEMO_NAME, ["curator"], demo=True)
-    account = store.one("SELECT roles, disabled FROM users WHERE name = ?", (row["user"],))
+        return User(DEMO_NAME, [Role.CURATOR], demo=True)
+    account = store.user_row(row["user"])
     return User(row["user"], account["roles"].split(",")) if account and not account["disabled"] else None
 
 
 def sign_out(store: Store, token: str | None) -> None:
     user = user_for(store, token)
     if token:
-        store.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_digest(token),))
+        store.end_session(_digest(token))
     if user is not None:
         store.audit(user, "signed_out", None)
 
 
 # ---- settings ---------------------------------------------------------------------------------
 def setting(store: Store, key: str, default: str = "") -> str:
-    row = store.one("SELECT value FROM settings WHERE key = ?", (key,))
-    return row["value"] if row else default
+    value = store.setting(key)
+    return default if value is None else value
 
 
 def four_eyes_relaxed(store: Store) -> bool:
@@ -351,11 +342,8 @@ def four_eyes_relaxed(store: Store) -> bool:
 
 
 def set_four_eyes_relaxed(store: Store, admin: User, relaxed: bool) -> None:
-    require(store, admin, "admin", "change_settings")
+    require(store, admin, Role.ADMIN, "change_settings")
     if four_eyes_relaxed(store) == relaxed:
         return
-    store.execute(
-        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (RELAX_FOUR_EYES, "1" if relaxed else "0"),
-    )
+    store.set_setting(RELAX_FOUR_EYES, "1" if relaxed else "0")
     store.audit(admin, "four_eyes_relaxed" if relaxed else "four_eyes_restored", None)

@@ -12,9 +12,8 @@ and the report.
 
 from __future__ import annotations
 
-import json
 
-from core.app.accounts import User, four_eyes_relaxed, require
+from core.app.accounts import Role, User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolated_runs import interpolation_of
 from core.app.runs import run_metrics, verdict
@@ -32,13 +31,9 @@ def responsible(store: Store, run: dict) -> dict[str, list[str]]:
     seen = set()
     while run is not None and run["id"] not in seen:
         seen.add(run["id"])
-        queued = store.one(
-            "SELECT detail_json FROM audit WHERE action = 'run_queued' AND project_id = ?"
-            " AND json_extract(detail_json, '$.run_id') = ?",
-            (run["project_id"], run["id"]),
-        )
+        queued = store.run_queued_detail(run["project_id"], run["id"])
         if queued is not None:
-            counts = json.loads(queued["detail_json"]).get("labelled_by") or {}
+            counts = queued.get("labelled_by") or {}
             top = max(counts.values(), default=0)
             labelled = sorted(n for n, c in counts.items() if c == top and top > 0)
             break
@@ -49,6 +44,25 @@ def responsible(store: Store, run: dict) -> dict[str, list[str]]:
     return {"started": started, "labelled": labelled}
 
 
+def check_four_eyes(store: Store, run: dict, user: User) -> tuple[dict[str, list[str]], bool]:
+    """Who is behind ``run`` (see :func:`responsible`), and whether ``user`` may approve it only
+    because an admin relaxed the four-eyes rule. Someone behind it is refused (and the refusal
+    audited) while the rule holds."""
+    who = responsible(store, run)
+    conflict = str(user) in who["started"] or str(user) in who["labelled"]
+    relaxed = conflict and four_eyes_relaxed(store)
+    if conflict and not relaxed:
+        part = "started" if str(user) in who["started"] else "labelled most of the counterexamples of"
+        store.audit(user, "forbidden", run["project_id"], attempted="approve", run_id=run["id"], four_eyes=part)
+        raise UserError(
+            f"{user} {part} repair #{run['id']}, so another approver must approve it (four-eyes rule)",
+            "four_eyes",
+            user=str(user),
+            run=run["id"],
+        )
+    return who, relaxed
+
+
 def approve_run(store: Store, run_id: int, comment: str, user: User, override: bool = False, reason: str = "") -> int:
     """Approve a finished run as ``user`` (an approver): its repaired model becomes the project's
     active model.
@@ -57,12 +71,11 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
     four-eyes rule applies unless an admin relaxed it. Returns the id of the repaired model.
     """
     run = store.run(run_id)
-    require(store, user, "approver", "approve", run["project_id"] if run else None)
+    require(store, user, Role.APPROVER, "approve", run["project_id"] if run else None)
     m = run_metrics(store, run_id)
     if run is None or m is None:
         raise UserError("only a finished run can be approved", "approve_unfinished")
-    who = responsible(store, run)
-    relaxed = _four_eyes(store, run, user, who)
+    who, relaxed = check_four_eyes(store, run, user)
     v = verdict(m)
     if v["kind"] == "flagged" and not (override and reason.strip()):
         raise UserError(
@@ -88,22 +101,6 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
     )
     return mid
 
-
-def _four_eyes(store: Store, run: dict, user: User, who: dict[str, list[str]]) -> bool:
-    """Refuse an approver who started the run or labelled most of it, unless an admin relaxed the rule;
-    returns whether this approval needs the relaxation."""
-    conflict = str(user) in who["started"] or str(user) in who["labelled"]
-    relaxed = conflict and four_eyes_relaxed(store)
-    if conflict and not relaxed:
-        part = "started" if str(user) in who["started"] else "labelled most of the counterexamples of"
-        store.audit(user, "forbidden", run["project_id"], attempted="approve", run_id=run["id"], four_eyes=part)
-        raise UserError(
-            f"{user} {part} repair #{run['id']}, so another approver must approve it (four-eyes rule)",
-            "four_eyes",
-            user=str(user),
-            run=run["id"],
-        )
-    return relaxed
 
 
 def _repaired_model(store: Store, run: dict) -> int:
@@ -133,7 +130,7 @@ def reject_run(store: Store, run_id: int, comment: str, actor: User) -> None:
     run = store.run(run_id)
     if run is None:
         raise UserError(f"run {run_id} does not exist")
-    require(store, actor, "approver", "reject", run["project_id"])
+    require(store, actor, Role.APPROVER, "reject", run["project_id"])
     store.set_run(run_id, decision="rejected")
     store.audit(actor, "rejected", run["project_id"], run_id=run_id, comment=comment.strip())
     p = store.project(run["project_id"])
@@ -151,7 +148,7 @@ def reject_run(store: Store, run_id: int, comment: str, actor: User) -> None:
 
 def rollback(store: Store, project_id: int, actor: User) -> None:
     """Make the base model active again (the repair stays on record and can be approved again)."""
-    require(store, actor, "approver", "roll_back", project_id)
+    require(store, actor, Role.APPROVER, "roll_back", project_id)
     p = store.project(project_id)
     if p["active_model_id"] == p["base_model_id"]:
         raise UserError("the original model is already the active one", "already_original")
@@ -162,7 +159,7 @@ def rollback(store: Store, project_id: int, actor: User) -> None:
 def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
     """The repaired (merged) model of a run as a bundle zip, for an approver."""
     run = store.run(run_id)
-    require(store, actor, "approver", "export", run["project_id"] if run else None)
+    require(store, actor, Role.APPROVER, "export", run["project_id"] if run else None)
     folder = RunFolder(run["out_dir"])
     if not folder.has_model():
         raise UserError("this run has no merged model to export", "no_export")
@@ -186,7 +183,7 @@ def approval(store: Store, run_id: int) -> dict | None:
 def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
     """The audit row of an export, naming who exported and who approved the model and when."""
     run = store.run(run_id)
-    require(store, actor, "approver", "export", run["project_id"])
+    require(store, actor, Role.APPROVER, "export", run["project_id"])
     a = approval(store, run_id)
     store.audit(
         actor,

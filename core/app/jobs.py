@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.app.store import QUEUES, REPO_ROOT, Store, pid_alive
+from core.app.store import REPO_ROOT, Queue, RunStatus, Store, TaskStatus, pid_alive
 from core.errors import UserError
 
 HEARTBEAT_S = 1.0
@@ -111,11 +111,11 @@ def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
     ended = []
     for run in store.stale_preparing(PREPARE_STALE_S):  # its page process stopped mid-preparation
         reason = "the workbench stopped while this run was being prepared; start it again"
-        if store.finish_run(run["id"], "failed", error=reason):
+        if store.finish_run(run["id"], RunStatus.FAILED, error=reason):
             store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run["id"], error=reason)
             ended.append(run["id"])
     orphans = store.orphaned(STALE_AFTER_S)
-    if not orphans["runs"] and not orphans["tasks"]:
+    if not orphans[Queue.RUNS] and not orphans[Queue.TASKS]:
         return ended
     workers = store.workers()
     pids = {r["worker_pid"] for rows in orphans.values() for r in rows}
@@ -125,20 +125,19 @@ def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
         if proc is not None and proc.poll() is None:  # alive but its heartbeat stopped: hung
             proc.kill()
             proc.wait()
-    for queue in QUEUES:
-        table = queue  # the runs queue is the runs table, the tasks queue the tasks table
+    for queue in Queue:  # the runs queue is the runs table, the tasks queue the tasks table
         tail = log_tail(worker_log(store, queue))
-        for row in orphans[table]:
+        for row in orphans[queue]:
             pid = row["worker_pid"]
             cause = causes[pid]
             where = (
                 f"last lines of {worker_log(store, queue).name}: " + " | ".join(tail) if tail else "its log is empty"
             )
             reason = f"the worker process (pid {pid}) died while this was in progress: {cause}; {where}"
-            if table == "tasks":
-                store.finish_task(row["id"], "failed", error=reason)
+            if queue is Queue.TASKS:
+                store.finish_task(row["id"], TaskStatus.FAILED, error=reason)
                 continue
-            if store.finish_run(row["id"], "failed", error=reason):
+            if store.finish_run(row["id"], RunStatus.FAILED, error=reason):
                 run = store.run(row["id"])
                 store.audit(
                     run["created_by"], "run_failed", run["project_id"], run_id=row["id"], error=reason, log_tail=tail
@@ -148,15 +147,15 @@ def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
         if pid is not None and not pid_alive(pid):
             store.remove_worker(pid)
     if restart and store.has_queued_runs():
-        ensure_worker(store, "runs")
+        ensure_worker(store, Queue.RUNS)
     return ended
 
 
-def ensure_worker(store: Store, queue: str = "runs") -> None:
+def ensure_worker(store: Store, queue: str = Queue.RUNS) -> None:
     """Start a worker process for this store's ``queue`` unless one is alive (or was just started by us)."""
-    if queue not in QUEUES:
+    if queue not in tuple(Queue):
         raise ValueError(f"unknown queue {queue!r}")
-    key = (str(store.home), queue)
+    key = (str(store.home), str(queue))
     with _spawn_lock:
         proc = _spawned.get(key)
         if proc is not None and proc.poll() is None:
@@ -205,14 +204,14 @@ def compute(
     message. ``on_wait(seconds)`` is called while waiting, for a spinner or a progress line.
     """
     task_id = store.submit_task(kind, payload, actor, project_id)
-    ensure_worker(store, "tasks")
+    ensure_worker(store, Queue.TASKS)
     start = time.monotonic()
     last_check = start
     while True:
         task = store.task(task_id)
-        if task["status"] == "done":
+        if task["status"] == TaskStatus.DONE:
             return task["result"] or {}
-        if task["status"] == "failed":
+        if task["status"] == TaskStatus.FAILED:
             why = task["result"] or {}
             raise UserError(task["error"] or f"{kind} failed", key=why.get("error_key"), **why.get("error_params", {}))
         now = time.monotonic()
@@ -222,9 +221,9 @@ def compute(
             # A worker that died is noticed here (its task fails with the cause); a new one is
             # started for a task still queued.
             reap_dead_workers(store)
-            ensure_worker(store, "tasks")
+            ensure_worker(store, Queue.TASKS)
             last_check = now
         if now - start > TASK_TIMEOUT_S:
-            store.finish_task(task_id, "failed", error="timed out")
+            store.finish_task(task_id, TaskStatus.FAILED, error="timed out")
             raise UserError(f"{kind} took longer than {TASK_TIMEOUT_S:.0f} s and was given up")
         time.sleep(TASK_POLL_S)

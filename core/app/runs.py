@@ -17,7 +17,7 @@ from core.app.accounts import User, require
 from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
-from core.app.store import Store
+from core.app.store import ACTIVE_RUN_STATES, IN_QUEUE_RUN_STATES, Store
 from core.app.summary import both_sides
 from core.engine.configs import SPECS, config_schema, setting_help_key, setting_key
 from core.engine.events import AutoTrialStarted, StepEvent, event_from_json
@@ -157,7 +157,7 @@ def cancel_run(store: Store, run_id: int, actor: User) -> None:
     """Ask a run to stop. A queued run is cancelled at once; a running one within about a second."""
     run = store.run(run_id)
     require(store, actor, "curator", "cancel_run", run["project_id"] if run else None)
-    if run is None or run["status"] not in ("queued", "running"):
+    if run is None or run["status"] not in IN_QUEUE_RUN_STATES:
         return
     store.set_run(run_id, cancel_requested=1)
     if run["status"] == "queued":
@@ -174,7 +174,7 @@ def run_progress(store: Store, run_id: int) -> dict:
     While the run waits or runs, each call also checks that its worker is alive: a dead worker's run
     is marked failed with the cause, and the queue moves on (:func:`core.app.jobs.reap_dead_workers`)."""
     run = store.run(run_id)
-    if run and run["status"] in ("queued", "running"):
+    if run and run["status"] in IN_QUEUE_RUN_STATES:
         jobs.reap_dead_workers(store)
         if run["status"] == "queued":
             jobs.ensure_worker(store)  # waiting with no worker alive (it died between runs): start one
@@ -207,7 +207,7 @@ def run_progress(store: Store, run_id: int) -> dict:
 
 
 def active_runs(store: Store, project_id: int) -> list[dict]:
-    return [r for r in store.runs(project_id) if r["status"] in ("preparing", "queued", "running")]
+    return [r for r in store.runs(project_id) if r["status"] in ACTIVE_RUN_STATES]
 
 
 def run_metrics(store: Store, run_id: int) -> dict | None:

@@ -26,7 +26,6 @@ reported number is computed on an image the repair was anchored on.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import settings
 from core.app import demo
 from core.bench import photo_suite as ps
 from core.engine.inference import normalize
@@ -55,7 +55,7 @@ PARTS = {
 
 def cache_dir() -> Path:
     """Where built base models are cached: ``$BIASREPAIR_CACHE`` or ``.cache/`` in the repository."""
-    env = os.environ.get("BIASREPAIR_CACHE")
+    env = settings.CACHE.get()
     root = Path(env) if env else Path(__file__).resolve().parents[2] / ".cache"
     return root / f"standard_suite_v{CACHE_VERSION}"
 

@@ -22,10 +22,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core import settings
 from core.errors import UserError
 
 BACKENDS = ("local", "ray")
-ENV_BACKEND = "BIASREPAIR_BACKEND"
+ENV_BACKEND = settings.BACKEND.name
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _KEEP_SHARED = 2  # shared values a Ray worker keeps (two maps may alternate on one worker)
 _shared_cache: dict[str, object] = {}  # in a Ray worker process: map key → its shared value
@@ -33,7 +34,7 @@ _shared_cache: dict[str, object] = {}  # in a Ray worker process: map key → it
 
 def backend_name(name: str | None = None) -> str:
     """The backend asked for: ``name`` (a CLI flag), else ``$BIASREPAIR_BACKEND``, else ``local``."""
-    chosen = (name or os.environ.get(ENV_BACKEND) or "local").strip().lower()
+    chosen = (name or settings.BACKEND.get() or "local").strip().lower()
     if chosen not in BACKENDS:
         raise UserError(
             f"unknown backend {chosen!r}; choose one of {', '.join(BACKENDS)}",

@@ -5,5 +5,5 @@ class, images, read in batches), ``zipsafety``, ``limits`` (the ``BIASREPAIR_*``
 (which allowed architecture a weights file's tensor names match, with ``architecture_keys.json``) need no
 torch, so the workbench's page process can check uploads with them; ``bundle`` loads and saves weights with safetensors and ``architectures`` builds the allowed models.
 
-It may import ``core.errors`` only; it never imports ``core.engine``, ``core.app`` or ``core.bench``.
+It may import ``core.errors`` and ``core.settings`` only; it never imports ``core.engine``, ``core.app`` or ``core.bench``.
 """

@@ -1,8 +1,9 @@
 """Resource caps on what a user may hand in, each a ``BIASREPAIR_*`` environment variable.
 
 Read at the moment they are checked (not at import), so a server or a test can change them without a
-restart. The README's "Limits" table lists them; an unset or empty variable means the default, and a
-value that is not a positive integer is refused with a :class:`UserError` naming the variable.
+restart. The README's "Limits" table lists them; they are declared and parsed in :mod:`core.settings`:
+an unset or empty variable means the default, and a value that is not a positive integer is refused
+with a :class:`~core.errors.UserError` naming the variable.
 
 | variable | default | what it caps |
 |---|---|---|
@@ -18,48 +19,28 @@ Model descriptions have fixed caps (:data:`MAX_CLASSES`, :data:`MAX_INPUT_SIDE`,
 
 from __future__ import annotations
 
-import os
-
-from core.errors import UserError
+from core import settings
 
 MAX_CLASSES = 10_000  # ImageNet has 1,000; a head with more is refused before it is built
 MAX_INPUT_SIDE = 1024  # pixels per side of a model's input
 MAX_INPUT_PIXELS = 1024 * 1024  # height × width of a model's input
 
-DEFAULTS = {
-    "BIASREPAIR_MAX_UNZIPPED_MB": 1024,
-    "BIASREPAIR_MAX_IMAGES": 100_000,
-    "BIASREPAIR_MAX_IMAGE_PIXELS": 40_000_000,
-    "BIASREPAIR_STORE_BUDGET_MB": 20 * 1024,
-    "BIASREPAIR_EVAL_BATCH": 64,
-}
-
-
-def setting(name: str) -> int:
-    """The positive integer value of one ``BIASREPAIR_*`` cap, or its default."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return DEFAULTS[name]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0 or len(raw) > 15:
-        raise UserError(f"{name} must be a positive whole number, got {raw[:40]!r}")
-    return int(raw)
-
 
 def max_unzipped_bytes() -> int:
-    return setting("BIASREPAIR_MAX_UNZIPPED_MB") * 1024 * 1024
+    return settings.MAX_UNZIPPED_MB.get() * 1024 * 1024
 
 
 def max_images() -> int:
-    return setting("BIASREPAIR_MAX_IMAGES")
+    return settings.MAX_IMAGES.get()
 
 
 def max_image_pixels() -> int:
-    return setting("BIASREPAIR_MAX_IMAGE_PIXELS")
+    return settings.MAX_IMAGE_PIXELS.get()
 
 
 def store_budget_bytes() -> int:
-    return setting("BIASREPAIR_STORE_BUDGET_MB") * 1024 * 1024
+    return settings.STORE_BUDGET_MB.get() * 1024 * 1024
 
 
 def eval_batch_size() -> int:
-    return setting("BIASREPAIR_EVAL_BATCH")
+    return settings.EVAL_BATCH.get()

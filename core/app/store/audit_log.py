@@ -1,0 +1,37 @@
+"""The store's audit log: append one event, read them back. There is deliberately no way to change or
+remove one (and triggers refuse it, see :mod:`core.app.store.schema`)."""
+
+from __future__ import annotations
+
+import json
+
+from core.app.store.base import StoreBase, now_iso
+
+
+class AuditLog(StoreBase):
+    def audit(self, actor: str, action: str, project_id: int | None = None, **detail) -> int:
+        """Append one audit event. There is deliberately no way to change or remove one."""
+        return self._execute(
+            "INSERT INTO audit (ts, actor, project_id, action, detail_json) VALUES (?,?,?,?,?)",
+            (now_iso(), actor or "unknown", project_id, action, json.dumps(detail, default=str)),
+        )
+
+    def audit_events(self, project_id: int | None = None) -> list[dict]:
+        """Audit rows, oldest first, with ``detail`` decoded."""
+        if project_id is None:
+            rows = self._query("SELECT * FROM audit ORDER BY id")
+        else:
+            rows = self._query("SELECT * FROM audit WHERE project_id = ? ORDER BY id", (project_id,))
+        for r in rows:
+            r["detail"] = json.loads(r.pop("detail_json"))
+        return rows
+
+    def run_queued_detail(self, project_id: int, run_id: int) -> dict | None:
+        """The detail of the ``run_queued`` event of run ``run_id`` (who labelled its counterexamples,
+        among others), or None when the run was never queued (a run saved at a weaker strength)."""
+        row = self._one(
+            "SELECT detail_json FROM audit WHERE action = 'run_queued' AND project_id = ?"
+            " AND json_extract(detail_json, '$.run_id') = ?",
+            (project_id, run_id),
+        )
+        return json.loads(row["detail_json"]) if row is not None else None
