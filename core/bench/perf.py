@@ -325,6 +325,83 @@ def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
     }
 
 
+def _device_configs(args, device) -> list[tuple]:
+    """(device, label, model, input shape, batch size) for each device measured: the CPU, and the GPU if any."""
+    cpu_model = SmallCNN(10, 3).eval() if args.cpu_arch == "small_cnn" else build_model(args.cpu_arch, 1000)
+    cpu_label = f"{args.cpu_arch} @ {args.cpu_size}px" + (" (the demo's CNN)" if args.cpu_arch == "small_cnn" else "")
+    configs = [("cpu", cpu_label, cpu_model, (3, args.cpu_size, args.cpu_size), args.batch_size)]
+    if device.type == "cuda":
+        configs.append(
+            (
+                "cuda",
+                f"{args.gpu_arch} @ {args.gpu_size}px, bf16 autocast",
+                build_model(args.gpu_arch, 1000),
+                (3, args.gpu_size, args.gpu_size),
+                args.gpu_batch_size,
+            )
+        )
+    return configs
+
+
+def _ratio_section(args, dev_name: str, label: str, model, shape: tuple, bs: int) -> tuple[dict, list[str]]:
+    """One device's step, evaluation and memory ratios: (report section, markdown lines)."""
+    dev = torch.device(dev_name)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(bs, *shape, generator=g).to(dev)
+    y = torch.randint(0, 10, (bs,), generator=g).to(dev)
+    st = step_figures(model, x, y, dev, args.repeats, args.steps)
+    n_eval = args.eval_images if dev_name == "cpu" else min(args.eval_images, 2048)
+    ev = eval_figures(model, torch.randn(n_eval, *shape, generator=g), dev, args.repeats)
+    lines = [
+        "",
+        f"## {dev_name}: {label}, batch {bs}",
+        "| ratio | wall clock | CPU time | target | sides (wall clock) |",
+        "|---|---|---|---|---|",
+        f"| CPT step ÷ plain fine-tuning step | {st['step_ratio']:.3f} | {st['step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
+        f"{st['cpt_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms "
+        f"(our finetune method: {st['finetune_method_step_s'] * 1e3:.2f} ms) |",
+        f"| L2-SP step (CPT's l2 objective on θ, closed-form penalty gradient) ÷ plain step | "
+        f"{st['l2sp_step_ratio']:.3f} | {st['l2sp_step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
+        f"{st['l2sp_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms |",
+        f"| evaluate throughput ÷ bare inference loop | {ev['evaluate_ratio']:.3f} | "
+        f"{ev['evaluate_ratio_cpu_time']:.3f} | ≥ 0.90 | "
+        f"{ev['evaluate_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
+        f"| predict_logits throughput ÷ bare inference loop | {ev['predict_logits_ratio']:.3f} | "
+        f"{ev['predict_logits_ratio_cpu_time']:.3f} | ≥ 0.90 | "
+        f"{ev['predict_logits_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
+        f"| streamed from disk (batch {ev['streamed_batch']}) ÷ bare loop on preloaded tensors (batch 1024) | "
+        f"{ev['streamed_ratio']:.3f} | {ev['streamed_ratio_cpu_time']:.3f} | ≥ 0.90 | "
+        f"{ev['streamed_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
+        f"| CPT peak memory ÷ plain fine-tuning | {st['memory_ratio']:.3f} | | — | "
+        f"{st['cpt_peak_bytes'] / 2**20:.2f} MiB vs {st['plain_peak_bytes'] / 2**20:.2f} MiB "
+        f"({st['memory_measure']}) |",
+    ]
+    return {"device": dev_name, "model": label, "batch_size": bs, **st, **ev}, lines
+
+
+def _suites_section(suites: list[str]) -> tuple[list[dict], list[str]]:
+    """Repair ÷ retraining from scratch for each suite: (report sections, markdown lines)."""
+    # The suites' retraining functions run on the CPU, so the repair does too: same device both sides.
+    sections = []
+    lines = [
+        "",
+        "## repair vs retraining from scratch (CPU, both sides)",
+        "| suite | repair ÷ retrain | repair | retrain | steps | tuning loop alone (÷ retrain) | "
+        "image decoding (not in repair) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in suites:
+            sf = suite_figures(name, torch.device("cpu"), Path(tmp))
+            sections.append({"device": "cpu", **sf})
+            lines.append(
+                f"| {name} | {sf['repair_ratio']:.3f} | {sf['repair_s']:.1f} s | {sf['retrain_s']:.1f} s | "
+                f"{sf['repair_steps']} | {sf['tuning_loop_s']:.2f} s ({sf['tuning_loop_ratio']:.3f}) | "
+                f"{sf['decode_s']:.1f} s |"
+            )
+    return sections, lines
+
+
 def run(args) -> int:
     device = select_device(args.device)
     if args.threads and args.threads > 0:
@@ -342,72 +419,15 @@ def run(args) -> int:
         f"# perf on {describe_device(device)} (torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} CPUs, 1-min load average at start {load:.2f})"
     ]
-
-    cpu_model = SmallCNN(10, 3).eval() if args.cpu_arch == "small_cnn" else build_model(args.cpu_arch, 1000)
-    cpu_label = f"{args.cpu_arch} @ {args.cpu_size}px" + (" (the demo's CNN)" if args.cpu_arch == "small_cnn" else "")
-    configs = [("cpu", cpu_label, cpu_model, (3, args.cpu_size, args.cpu_size), args.batch_size)]
-    if device.type == "cuda":
-        configs.append(
-            (
-                "cuda",
-                f"{args.gpu_arch} @ {args.gpu_size}px, bf16 autocast",
-                build_model(args.gpu_arch, 1000),
-                (3, args.gpu_size, args.gpu_size),
-                args.gpu_batch_size,
-            )
-        )
-    for dev_name, label, model, shape, bs in configs:
-        dev = torch.device(dev_name)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(bs, *shape, generator=g).to(dev)
-        y = torch.randint(0, 10, (bs,), generator=g).to(dev)
-        st = step_figures(model, x, y, dev, args.repeats, args.steps)
-        n_eval = args.eval_images if dev_name == "cpu" else min(args.eval_images, 2048)
-        ev = eval_figures(model, torch.randn(n_eval, *shape, generator=g), dev, args.repeats)
-        report["sections"].append({"device": dev_name, "model": label, "batch_size": bs, **st, **ev})
-        lines += [
-            "",
-            f"## {dev_name}: {label}, batch {bs}",
-            "| ratio | wall clock | CPU time | target | sides (wall clock) |",
-            "|---|---|---|---|---|",
-            f"| CPT step ÷ plain fine-tuning step | {st['step_ratio']:.3f} | {st['step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
-            f"{st['cpt_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms "
-            f"(our finetune method: {st['finetune_method_step_s'] * 1e3:.2f} ms) |",
-            f"| L2-SP step (CPT's l2 objective on θ, closed-form penalty gradient) ÷ plain step | "
-            f"{st['l2sp_step_ratio']:.3f} | {st['l2sp_step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
-            f"{st['l2sp_step_s'] * 1e3:.2f} ms vs {st['plain_step_s'] * 1e3:.2f} ms |",
-            f"| evaluate throughput ÷ bare inference loop | {ev['evaluate_ratio']:.3f} | "
-            f"{ev['evaluate_ratio_cpu_time']:.3f} | ≥ 0.90 | "
-            f"{ev['evaluate_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
-            f"| predict_logits throughput ÷ bare inference loop | {ev['predict_logits_ratio']:.3f} | "
-            f"{ev['predict_logits_ratio_cpu_time']:.3f} | ≥ 0.90 | "
-            f"{ev['predict_logits_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
-            f"| streamed from disk (batch {ev['streamed_batch']}) ÷ bare loop on preloaded tensors (batch 1024) | "
-            f"{ev['streamed_ratio']:.3f} | {ev['streamed_ratio_cpu_time']:.3f} | ≥ 0.90 | "
-            f"{ev['streamed_images_per_s']:.0f} vs {ev['bare_images_per_s']:.0f} images/s |",
-            f"| CPT peak memory ÷ plain fine-tuning | {st['memory_ratio']:.3f} | | — | "
-            f"{st['cpt_peak_bytes'] / 2**20:.2f} MiB vs {st['plain_peak_bytes'] / 2**20:.2f} MiB "
-            f"({st['memory_measure']}) |",
-        ]
+    for dev_name, label, model, shape, bs in _device_configs(args, device):
+        section, more = _ratio_section(args, dev_name, label, model, shape, bs)
+        report["sections"].append(section)
+        lines += more
     suites = [s for s in (args.suites or []) if s != "none"]
     if suites:
-        # The suites' retraining functions run on the CPU, so the repair does too: same device both sides.
-        lines += [
-            "",
-            "## repair vs retraining from scratch (CPU, both sides)",
-            "| suite | repair ÷ retrain | repair | retrain | steps | tuning loop alone (÷ retrain) | "
-            "image decoding (not in repair) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in suites:
-                sf = suite_figures(name, torch.device("cpu"), Path(tmp))
-                report["sections"].append({"device": "cpu", **sf})
-                lines.append(
-                    f"| {name} | {sf['repair_ratio']:.3f} | {sf['repair_s']:.1f} s | {sf['retrain_s']:.1f} s | "
-                    f"{sf['repair_steps']} | {sf['tuning_loop_s']:.2f} s ({sf['tuning_loop_ratio']:.3f}) | "
-                    f"{sf['decode_s']:.1f} s |"
-                )
+        sections, more = _suites_section(suites)
+        report["sections"] += sections
+        lines += more
     if args.scale:
         with tempfile.TemporaryDirectory() as tmp:
             section, more = scale.scale_figures(args, Path(tmp))

@@ -64,6 +64,13 @@ def _load() -> float:
 
 def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
     """Run the scale measurements; returns the JSON section and the printed lines."""
+    m = _measure(args, workdir)
+    section = _section(m)
+    return section, _lines(args, m, section)
+
+
+def _measure(args, workdir: Path) -> dict:
+    """Every timing and result of the scale section, each side timed once (see the module docstring)."""
     cpu = torch.device("cpu")
     suite = load_suite("demo", workdir / "suites")
     suite.load_pixels()
@@ -81,9 +88,12 @@ def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
             lambda: choose_strength(suite.bundle, data, "cpt", cfg, cpu, seed=0, early_exit=early_exit, backend=backend)
         )
 
-    load_before = _load()
-    (auto_local, auto_local_s), (auto_ray, auto_ray_s) = auto(local, True), auto(ray_backend, True)
-    (full_local, full_local_s), (full_ray, full_ray_s) = auto(local, False), auto(ray_backend, False)
+    m = {"ray": ray_backend, "cpus": cpus, "start_s": start_s, "warm_s": warm_s, "load_before": _load()}
+    (m["auto_local"], m["auto_local_s"]), (m["auto_ray"], m["auto_ray_s"]) = auto(local, True), auto(ray_backend, True)
+    (m["full_local"], m["full_local_s"]), (m["full_ray"], m["full_ray_s"]) = (
+        auto(local, False),
+        auto(ray_backend, False),
+    )
 
     def grid(backend):
         return _timed(
@@ -93,55 +103,67 @@ def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
             )
         )  # fmt: skip
 
-    (grid_local, grid_local_s), (grid_ray, grid_ray_s) = grid(local), grid(ray_backend)
+    (m["grid_local"], m["grid_local_s"]), (m["grid_ray"], m["grid_ray_s"]) = grid(local), grid(ray_backend)
     tasks = list(range(TRIVIAL_TASKS))
-    _, trivial_local_s = _timed(lambda: local.map(operator.sub, tasks, 0))
-    _, trivial_ray_s = _timed(lambda: ray_backend.map(operator.sub, tasks, 0))
-    load_after = _load()
+    _, m["trivial_local_s"] = _timed(lambda: local.map(operator.sub, tasks, 0))
+    _, m["trivial_ray_s"] = _timed(lambda: ray_backend.map(operator.sub, tasks, 0))
+    m["load_after"] = _load()
+    return m
 
+
+def _section(m: dict) -> dict:
+    """The JSON section of the measurements: efficiencies, overhead and whether the answers are equal."""
+    grid_local, grid_ray, cpus = m["grid_local"], m["grid_ray"], m["cpus"]
     diffs = [
         float(np.nanmax(np.abs(grid_local[c].astype(float).to_numpy() - grid_ray[c].astype(float).to_numpy())))
         if grid_local[c].notna().any()
         else 0.0
         for c in METRIC_COLUMNS
     ]
-    grid_tasks = len(grid_local)
 
     def eff(local_s, ray_s):
         return (local_s / ray_s) / cpus
 
-    section = {
+    auto_local, auto_ray, full_local, full_ray = m["auto_local"], m["auto_ray"], m["full_local"], m["full_ray"]
+    return {
         "section": "scale",
-        "ray": ray_backend.describe(),
+        "ray": m["ray"].describe(),
         "ray_cpus": cpus,
-        "ray_start_s": start_s,
-        "ray_warm_s": warm_s,
-        "load_average_1min": [load_before, load_after],
-        "auto_local_s": auto_local_s,
-        "auto_ray_s": auto_ray_s,
+        "ray_start_s": m["start_s"],
+        "ray_warm_s": m["warm_s"],
+        "load_average_1min": [m["load_before"], m["load_after"]],
+        "auto_local_s": m["auto_local_s"],
+        "auto_ray_s": m["auto_ray_s"],
         "auto_runs": auto_local["runs"],
-        "auto_efficiency": eff(auto_local_s, auto_ray_s),
-        "auto_full_local_s": full_local_s,
-        "auto_full_ray_s": full_ray_s,
+        "auto_efficiency": eff(m["auto_local_s"], m["auto_ray_s"]),
+        "auto_full_local_s": m["full_local_s"],
+        "auto_full_ray_s": m["full_ray_s"],
         "auto_full_tasks": full_local["runs"],
-        "auto_full_efficiency": eff(full_local_s, full_ray_s),
-        "grid_tasks": grid_tasks,
-        "grid_local_s": grid_local_s,
-        "grid_ray_s": grid_ray_s,
-        "grid_efficiency": eff(grid_local_s, grid_ray_s),
-        "overhead_per_task_s": (trivial_ray_s - trivial_local_s) / TRIVIAL_TASKS,
+        "auto_full_efficiency": eff(m["full_local_s"], m["full_ray_s"]),
+        "grid_tasks": len(grid_local),
+        "grid_local_s": m["grid_local_s"],
+        "grid_ray_s": m["grid_ray_s"],
+        "grid_efficiency": eff(m["grid_local_s"], m["grid_ray_s"]),
+        "overhead_per_task_s": (m["trivial_ray_s"] - m["trivial_local_s"]) / TRIVIAL_TASKS,
         "max_metric_difference": max(diffs),
         "auto_same_choice": auto_local["chosen"] == auto_ray["chosen"] and full_local["chosen"] == full_ray["chosen"],
         "grid_same_rows": list(grid_local["method"]) == list(grid_ray["method"])
         and list(grid_local["steps"]) == list(grid_ray["steps"]),
     }
-    s = section
-    lines = [
+
+
+def _lines(args, m: dict, s: dict) -> list[str]:
+    """The printed table of the scale section."""
+    auto_local_s, auto_ray_s, full_local_s, full_ray_s = (
+        m["auto_local_s"], m["auto_ray_s"], m["full_local_s"], m["full_ray_s"],
+    )  # fmt: skip
+    grid_local_s, grid_ray_s = m["grid_local_s"], m["grid_ray_s"]
+    return [
         "",
         f"## scale: Ray ({s['ray']}) vs local, demo suite, one thread per task",
-        f"Ray started in {start_s:.1f} s, its workers up with torch imported {warm_s:.1f} s later (once; not in the "
-        f"ratios). 1-min load average {load_before:.2f} before, "
-        f"{load_after:.2f} after: on a shared machine these ratios move with it.",
+        f"Ray started in {m['start_s']:.1f} s, its workers up with torch imported {m['warm_s']:.1f} s later (once; "
+        f"not in the ratios). 1-min load average {m['load_before']:.2f} before, "
+        f"{m['load_after']:.2f} after: on a shared machine these ratios move with it.",
         "| work | tasks | local | Ray | speed-up | ÷ CPUs (efficiency) | target |",
         "|---|---|---|---|---|---|---|",
         f"| auto, early exit (as used) | {s['auto_runs']} read | {auto_local_s:.1f} s | {auto_ray_s:.1f} s | "
@@ -149,11 +171,10 @@ def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
         f"| auto, full sweep | {s['auto_full_tasks']} | {full_local_s:.1f} s | {full_ray_s:.1f} s | "
         f"{full_local_s / full_ray_s:.2f} | {s['auto_full_efficiency']:.2f} | — |",
         f"| benchmark grid ({args.scale_seeds} seeds × shots {' '.join(map(str, sorted(set(args.scale_shots))))} × "
-        f"cpt, auto) | {grid_tasks} | {grid_local_s:.1f} s | {grid_ray_s:.1f} s | {grid_local_s / grid_ray_s:.2f} | "
-        f"{s['grid_efficiency']:.2f} | ≥ {TARGET_EFFICIENCY} |",
-        f"| {TRIVIAL_TASKS} trivial tasks: overhead per task | {TRIVIAL_TASKS} | {trivial_local_s * 1e3:.2f} ms | "
-        f"{trivial_ray_s * 1e3:.0f} ms | {s['overhead_per_task_s'] * 1e3:.1f} ms per task | | |",
+        f"cpt, auto) | {s['grid_tasks']} | {grid_local_s:.1f} s | {grid_ray_s:.1f} s | "
+        f"{grid_local_s / grid_ray_s:.2f} | {s['grid_efficiency']:.2f} | ≥ {TARGET_EFFICIENCY} |",
+        f"| {TRIVIAL_TASKS} trivial tasks: overhead per task | {TRIVIAL_TASKS} | {m['trivial_local_s'] * 1e3:.2f} ms | "
+        f"{m['trivial_ray_s'] * 1e3:.0f} ms | {s['overhead_per_task_s'] * 1e3:.1f} ms per task | | |",
         f"Results equal: auto chose the same λ on both: {s['auto_same_choice']}; grid rows in the same order with the "
         f"same steps: {s['grid_same_rows']}; largest metric difference {s['max_metric_difference']:.2e}.",
     ]
-    return section, lines
