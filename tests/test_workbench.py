@@ -23,7 +23,7 @@ from core.app import (
     pool,
     projects,
     runs,
-    suspects,
+    suspected_groups,
     uploads,
 )
 from core.app.store import Store
@@ -356,7 +356,7 @@ def _demo_pool_truth(demo_dir) -> dict[str, str]:
 
 def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir):
     pid = no_attribute_project(store, demo_dir)
-    assert not suspects.has_attributes(store, pid)
+    assert not suspected_groups.has_attributes(store, pid)
     cands = pool.candidates(store, pid)
     assert len(cands) == store.dataset(store.project(pid)["pool_dataset_id"])["n_items"]
     assert {c["ranking"] for c in cands} == {"discovery"} and all(c["label"] is None for c in cands)
@@ -371,7 +371,7 @@ def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir
 
 def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     pid = no_attribute_project(store, demo_dir)
-    top = suspects.project_groups(store, pid)[0]
+    top = suspected_groups.project_groups(store, pid)[0]
     old_eval = store.project(pid)["eval_dataset_id"]
     before = evaluation.evaluate_active(store, pid)
     assert {g["attribute"] for g in before["groups"]} == {"(none)"} and evaluation.finding(before) is None
@@ -412,7 +412,7 @@ def test_alpha_grid_gives_way_to_other_tasks_then_fills_the_slider(store, demo):
 
 
 def test_alpha_preview_reads_cached_pixels_and_answers_as_the_whole_set_would(store, demo, monkeypatch):
-    """Issue #9: the α preview streams the evaluation rows from a decoded-pixels cache in the store,
+    """The α preview streams the evaluation rows from a decoded-pixels cache in the store,
     so a fresh task worker (or another run of the same rows) does not decode them again, and its
     answers are those of the interpolated model on the whole set held as one tensor."""
     jobs.stop_spawned_workers()

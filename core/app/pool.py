@@ -17,7 +17,7 @@ from core.app.accounts import User, require
 from core.app.evaluation import evaluate_model_on, reported_rows
 from core.app.projects import project_summary
 from core.app.store import Store
-from core.app.suspects import has_attributes, suggestions
+from core.app.suspected_groups import has_attributes, suggestions
 from core.errors import UserError
 from core.formats.datasets import ImageDataset, Record
 
@@ -170,7 +170,7 @@ def _attribute_ranking(store: Store, project_id: int, out: list[dict], actor: st
 
 
 def _discovery_ranking(out: list[dict], order: list[dict]) -> list[dict]:
-    """The gallery in discovery-suggestion order (:func:`core.app.suspects.suggestions`): images near
+    """The gallery in discovery-suggestion order (:func:`core.app.suspected_groups.suggestions`): images near
     a suspected group that the model probably gets wrong first, round-robin over the groups' classes.
     ``score`` is the suggestion's score, ``group`` the suspected group it is near (None: none) and
     ``group_label`` that group's class,
