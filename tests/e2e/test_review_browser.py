@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from plotly.offline import get_plotlyjs
 from core.app import jobs, projects, runs, summary
 from core.app.accounts import DEMO_NAME, User
 from core.app.i18n import translator
-from core.app.store import Store
+from core.app.store import Store, pid_alive
 from core.app.worker import execute_run
 from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
 from tests.optional import need
@@ -238,6 +240,23 @@ def repaired_snapshot(tmp_path_factory, demo_dir) -> tuple[Path, Path, int]:
     return home, snapshot, rid
 
 
+def _wait_for_workers(home: Path, timeout: float = 60.0) -> None:
+    """Wait until no worker process serves ``home``. Its server is gone, so each stops once its current
+    task is done; one still busy after ``timeout`` is sent SIGTERM (it is this test's own process)."""
+    store = Store(home)
+
+    def alive_after(seconds: float) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while (pids := [p for p in store.workers() if pid_alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return pids
+
+    if pids := alive_after(timeout):
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        assert not alive_after(timeout), f"workers {pids} of {home} did not stop"
+
+
 @pytest.fixture()
 def repaired_server(repaired_snapshot, tmp_path):
     home, snapshot, rid = repaired_snapshot
@@ -248,6 +267,7 @@ def repaired_server(repaired_snapshot, tmp_path):
     srv.start()
     yield srv, rid
     srv.stop()
+    _wait_for_workers(home)  # nothing may write to the home while the next test lays a fresh copy there
 
 
 @pytest.mark.xdist_group("alpha_slider")  # both languages in one xdist worker: one repair for both
