@@ -28,6 +28,7 @@ from core.app import (
 )
 from core.app.store import Store
 from core.app.worker import execute_run
+from core.engine.gallery_ranking import REPEAT_PENALTY
 from core.engine.inference import DiskImages, normalize, predict_logits
 from core.engine.interpolation import interpolated_model
 from core.engine.request import RunRequest
@@ -87,7 +88,7 @@ def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
     cands = pool.candidates(store, demo)
     assert len(cands) == store.dataset(store.project(demo)["pool_dataset_id"])["n_items"]
     assert all(c["label"] is None for c in cands)
-    order = [c["score"] - pool.REPEAT_PENALTY * c["round"] for c in cands]
+    order = [c["score"] - REPEAT_PENALTY * c["round"] for c in cands]
     assert order == sorted(order, reverse=True)
     # Likely counterexamples first: the first pages of the gallery (50 images) are nearly all real
     # mistakes of the model, far more than the pool as a whole ...

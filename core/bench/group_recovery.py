@@ -23,9 +23,9 @@ import pandas as pd
 from PIL import Image
 
 from core.bench.suites import load_suite, prepare_suite_data
+from core.engine.gallery_ranking import answer_reliability, mistake_score, spread_order
 from core.engine.group_discovery import (
     DEFAULT_TOP_K,
-    SUGGEST_REPEAT_PENALTY,
     Discovery,
     SuspectedGroup,
     analyse,
@@ -133,30 +133,19 @@ def write_discovery(found: Discovery, dataset: ImageDataset, out_dir: str | Path
 
 # -- benchmark: recovery and an 8-counterexample repair -----------------------------------------
 def attribute_ranking(suite, eval_pred: np.ndarray, pool_probs: np.ndarray) -> np.ndarray:
-    """Pool images ranked as the workbench gallery ranks them when the attribute is known: how
-    unreliable the model's answer is on evaluation images with the same attribute, plus half of
-    (1 − confidence), with 0.05 off for each earlier image of the same (attribute, answer) cell."""
+    """Pool images ranked as the workbench gallery ranks them when the attribute is known
+    (:mod:`core.engine.gallery_ranking`), from the reported evaluation rows' answers."""
     rep, _ = split_eval(suite.eval_set)
-    table: dict[tuple[str, int], list[int]] = {}
-    for i in rep:
-        rec = suite.eval_set.records[i]
-        cell = table.setdefault((rec.attribute or "", int(eval_pred[i])), [0, 0])
-        cell[0] += int(rec.label == int(eval_pred[i]))
-        cell[1] += 1
+    records = [suite.eval_set.records[i] for i in rep]
+    reliability = answer_reliability(
+        [(rec.attribute or "", int(eval_pred[i])) for i, rec in zip(rep, records, strict=True)],
+        [rec.label == int(eval_pred[i]) for i, rec in zip(rep, records, strict=True)],
+    )
     pred, conf = pool_probs.argmax(axis=1), pool_probs.max(axis=1)
-    scores = []
-    for i, rec in enumerate(suite.pool.records):
-        right, total = table.get((rec.attribute or "", int(pred[i])), (0, 0))
-        scores.append((1 - (right + 1) / (total + 2)) + 0.5 * (1 - float(conf[i])))
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    seen: dict[tuple[str, int], int] = {}
-    keyed = []
-    for i in order:
-        cell = (suite.pool.records[i].attribute or "", int(pred[i]))
-        r = seen.get(cell, 0)
-        seen[cell] = r + 1
-        keyed.append((-(scores[i] - SUGGEST_REPEAT_PENALTY * r), i))
-    return np.array([i for _, i in sorted(keyed)], dtype=np.int64)
+    cells = [(rec.attribute or "", int(pred[i])) for i, rec in enumerate(suite.pool.records)]
+    scores = [mistake_score(*reliability.get(cell, (0, 0)), float(conf[i])) for i, cell in enumerate(cells)]
+    order, _ = spread_order(scores, cells, list(range(len(scores))))
+    return np.array(order, dtype=np.int64)
 
 
 def _repair(suite, idx: np.ndarray, seed: int, device: str, config: dict | None = None) -> dict:

@@ -6,7 +6,7 @@ change penalties (``penalties``), the function-space anchor and kept estimate on
 whole repair from data to results (``repair``), the automatic strength (``strength``), a repair
 weakened after the fact (``interpolation``, θ + α·δ), metrics (``metrics``, numpy only) and model
 inference (``inference``), finding groups without labels (``group_discovery``, on the model's own
-features from ``group_features``), the from-scratch training of benchmark base models (``training``),
+features from ``group_features``), the gallery's order when attributes are known (``gallery_ranking``, no torch), the from-scratch training of benchmark base models (``training``),
 device selection (``devices``) and where independent work runs, this process or Ray (``backends``).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,

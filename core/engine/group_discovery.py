@@ -380,7 +380,6 @@ def discover(bundle, dataset: ImageDataset, top_k: int = DEFAULT_TOP_K, seed: in
 
 # -- suggestions --------------------------------------------------------------------------------
 SUGGEST_NEIGHBOURS = 10
-SUGGEST_REPEAT_PENALTY = 0.05  # the attribute-aware gallery ranking's per-cell penalty
 SUGGEST_CONFIDENCE_WEIGHT = 1.0  # tried 0.25, 1 and 3 on both suites (see docs/DISCOVERY.md)
 SUGGEST_MIN_SCORE = 0.5  # below: not clearly in a failing group; ranked after those that are
 
