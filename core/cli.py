@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("core.cli", "Zip a run's repaired model (or any bundle folder) for hand-off."),
     "benchmark": ("core.bench.benchmark", "Run every method over counterexample sets of several sizes."),
     "perf": ("core.bench.perf", "Measure speed and memory ratios side by side."),
-    "discover": ("core.bench.discovery", "Find suspected groups the model fails on, without attribute labels."),
+    "discover": ("core.bench.group_recovery", "Find suspected groups the model fails on, without attribute labels."),
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs, then run it: lint, unit, AppTest and browser tests.
-# Usage: bash scripts/test.sh [extra pytest args]
+# Install everything the test suite needs, then run it: lint, unit, AppTest and browser tests, in parallel.
+# Usage: bash scripts/test.sh [extra pytest args]   (e.g. -m "not e2e": everything but the browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +15,7 @@ python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 
 python3 -m ruff check .
 python3 -m ruff format --check .
-python3 -m pytest "$@"
+# In parallel (pytest-xdist): one worker per CPU core unless BIASREPAIR_TEST_WORKERS says how many (0: in this
+# process). --dist loadgroup keeps each xdist_group in one worker: the Ray tests share one local Ray instance, and the
+# two languages of the strength-slider browser test share one repair.
+python3 -m pytest -n "${BIASREPAIR_TEST_WORKERS:-auto}" --dist loadgroup "$@"

@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny model bundle and the real demo, built once per session."""
+"""Shared fixtures: a tiny model bundle and the real demo, built once per session (once per xdist worker).
+
+Every test under ``tests/e2e/`` gets the ``e2e`` marker here, so ``pytest -m "not e2e"`` is the fast
+loop without a browser.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from core.formats.architectures import SmallCNN  # noqa: E402
 from core.formats.bundle import BundleMeta, save_bundle  # noqa: E402
 from core.formats.datasets import write_manifest_dataset  # noqa: E402
 
+E2E_DIR = ROOT / "tests" / "e2e"
 TINY_CLASSES = ["cat", "dog", "fox"]
 TINY_META = {  # a valid model.json for a 3-class small_cnn at 12 px
     "architecture": "small_cnn",
@@ -27,6 +32,13 @@ TINY_META = {  # a valid model.json for a 3-class small_cnn at 12 px
     "mean": [0.5, 0.5, 0.5],
     "std": [0.25, 0.25, 0.25],
 }
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every browser test (the ``tests/e2e/`` folder) ``e2e``."""
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def unlearnable(dataset, predictions: list[int], n_classes: int = 10):

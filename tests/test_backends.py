@@ -1,6 +1,8 @@
 """The Ray backend gives the local backend's answers, and the workbench's runs go through it.
 
 One local Ray instance with 2 CPUs for the whole file (``ray.init(num_cpus=2)``), shut down at the end.
+Under pytest-xdist the whole file runs in one worker (the ``ray`` group of ``--dist loadgroup``): one
+local Ray instance at a time, started once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import sqlite3
 import threading
 
 import pytest
-import ray
 import torch
 
 from core.app import jobs, projects, runs
@@ -26,7 +27,12 @@ from core.engine.strength import CANDIDATES, choose_strength
 from core.errors import UserError
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
+from tests.optional import need
 from tests.wb_helpers import ALICE, label_top, seed_demo_cache, wait_for
+
+ray = need("ray")  # skips this file where ray is missing, except in CI
+
+pytestmark = pytest.mark.xdist_group("ray")
 
 CFG = {"max_steps": 30, "min_steps": 5}
 LONG_RUN = {"strength": 1000.0, "max_steps": 5000, "min_steps": 5000, "stop_rule": "none"}

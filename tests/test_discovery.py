@@ -1,4 +1,4 @@
-"""Finding suspected groups without attributes (issue #12): synthetic embeddings, the hook, the CLI."""
+"""Finding suspected groups without attributes (docs/DISCOVERY.md): synthetic embeddings, the hook, the CLI."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from core.bench import group_recovery as R
 from core.cli import main
-from core.engine import discovery as D
+from core.engine import group_discovery as D
+from core.engine import group_features as F
 
 
 def _probs(labels: np.ndarray, wrong: np.ndarray, n_classes: int) -> np.ndarray:
@@ -143,7 +145,7 @@ def test_recovery_metric_counts_cells():
         Path("."), [Record(f"{i}.png", int(y), a) for i, (y, a) in enumerate(zip(labels, attrs))], ["a", "b"]
     )
     groups = D.find_groups(feats, labels, probs)
-    r = D.recovery(groups, ds, [(0, "odd"), (1, "odd")])  # (1, odd) is empty: not counted
+    r = R.recovery(groups, ds, [(0, "odd"), (1, "odd")])  # (1, odd) is empty: not counted
     assert r["recovery"] == 1.0 and len(r["cells"]) == 1 and r["cells"][0]["recovered"]
 
 
@@ -161,9 +163,9 @@ def test_embed_reads_the_stages_and_the_classifier_input(arch):
     torch.manual_seed(0)
     model = build_model(arch, 3, 3).eval()
     x = torch.randn(4, 3, 32, 32)
-    head = D.classifier_layer(model)
-    assert [name for name, _ in D._stage_modules(model, x, head)] == STAGES[arch]
-    feats, probs, widths = D.embed_blocks(model, x, "cpu")
+    head = F.classifier_layer(model)
+    assert [name for name, _ in F._stage_modules(model, x, head)] == STAGES[arch]
+    feats, probs, widths = F.embed_blocks(model, x, "cpu")
     assert feats.shape == (4, sum(widths)) and probs.shape == (4, 3) and widths[-1] == head.in_features
     assert len(widths) == len(STAGES[arch]) + 1
     # The last block is the classifier's input: the head turns it into the same probabilities.
@@ -179,10 +181,10 @@ def test_embed_reads_the_stages_and_the_classifier_input(arch):
     hook.remove()
     by_hand = torch.cat([out[-1].mean(2), out[-1].std(2)], 1).numpy()
     np.testing.assert_allclose(feats[:, : widths[0]], by_hand, rtol=1e-4, atol=1e-5)
-    assert D.embed_tensor(model, x, "cpu")[0].shape == feats.shape
+    assert F.embed_tensor(model, x, "cpu")[0].shape == feats.shape
     assert not any(m._forward_hooks for m in model.modules())  # every hook is removed
     # Penultimate features only, as before the stages were added.
-    pen, _, w = D.embed_blocks(model, x, "cpu", depth=False)
+    pen, _, w = F.embed_blocks(model, x, "cpu", depth=False)
     assert w == (head.in_features,) and np.allclose(pen, feats[:, -head.in_features :])
 
 

@@ -1,4 +1,4 @@
-"""Local times and numbers as people read them (issue #8): no raw UTC ISO strings, no ``1000.0``."""
+"""Local times and numbers as people read them (docs/WORKBENCH.md, "Page addresses, times and numbers"): no raw UTC ISO strings, no ``1000.0``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue #9 §1: hostile or malformed inputs are refused with one line (exit 2 on the CLI, a UserError
+"""Hostile or malformed inputs are refused (docs/ARCHITECTURE.md, "Untrusted input") with one line (exit 2 on the CLI, a UserError
 in the workbench), never a traceback, and leave nothing behind. One regression test per case."""
 
 from __future__ import annotations

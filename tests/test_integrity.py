@@ -1,4 +1,4 @@
-"""Issue #9 §3 (part) and §4: writes stay inside the store, a failed submit ends its run, decisions and
+"""Writes stay inside the store (docs/ARCHITECTURE.md, "Untrusted input"), a failed submit ends its run, decisions and
 the audit log keep their integrity. One regression test per case."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _finished_run(store: Store, pid: int, tiny_bundle_dir: Path) -> int:
     return rid
 
 
-# ---- §3: nothing written outside BIASREPAIR_HOME; a failed submit ends the run -----------------
+# ---- nothing written outside BIASREPAIR_HOME; a failed submit ends the run ----------------------
 def test_single_upload_never_writes_outside_the_store(store, tmp_path, monkeypatch):
     cwd = tmp_path / "server_cwd"
     cwd.mkdir()
@@ -104,7 +104,7 @@ def test_failed_submit_ends_the_run_as_failed_with_its_reason(store, tiny_bundle
     assert runs.active_runs(store, pid) == []
 
 
-# ---- §4: decisions and audit integrity ---------------------------------------------------------
+# ---- decisions and audit integrity --------------------------------------------------------------
 def test_rejecting_an_approved_run_makes_the_original_active_again(store, tiny_bundle_dir):
     pid = _project_with_model(store, tiny_bundle_dir)
     rid = _finished_run(store, pid, tiny_bundle_dir)

@@ -1,4 +1,4 @@
-"""Naming a suspected group (issue #12): a new evaluation set version, the named_groups row, the
+"""Naming a suspected group (docs/DISCOVERY.md, docs/WORKBENCH.md): a new evaluation set version, the named_groups row, the
 audit row. Torch-free: the discovery files are written here as the task worker would write them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from core.app import naming, suspects
+from core.app import naming, suspected_groups
 from core.app.store import Store
 from core.errors import UserError
 from core.formats.datasets import load_dataset, write_manifest_dataset
@@ -47,9 +47,9 @@ def project(tmp_path):
         "member_index": [1, 4, 7],
         "representatives": members,
     }
-    out = suspects.discovery_dir(store, mid, did)
+    out = suspected_groups.discovery_dir(store, mid, did)
     out.mkdir(parents=True)
-    (out / suspects.GROUPS_FILE).write_text(json.dumps({"groups": [group]}))
+    (out / suspected_groups.GROUPS_FILE).write_text(json.dumps({"groups": [group]}))
     return store, pid, did, root
 
 
@@ -87,9 +87,9 @@ def test_naming_makes_a_new_version_records_and_audits_it(project):
     assert event["action"] == "group_named" and event["actor"] == BOB
     assert event["detail"]["name"] == "red corner" and event["detail"]["kept_attribute"] == 1
     assert (event["detail"]["from_dataset_id"], event["detail"]["dataset_id"]) == (old, new)
-    (g,) = suspects.project_groups(store, pid, compute=False)  # discovery carried over to the new version
+    (g,) = suspected_groups.project_groups(store, pid, compute=False)  # discovery carried over to the new version
     assert g["named"] == "red corner" and g["files"][0].startswith(path)
-    assert suspects.has_attributes(store, pid)
+    assert suspected_groups.has_attributes(store, pid)
 
 
 @pytest.mark.parametrize(("name", "message"), [("", "give the group a name"), ("(none)", "means 'no attribute'")])
@@ -115,7 +115,7 @@ def test_a_discovery_saved_with_older_features_is_computed_again(project):
     """Pool suggestions embed pool images with today's features; a discovery saved with an older
     feature set (another width) must not be read, or they would fail with a shape error."""
     store, pid, did, _ = project
-    assert suspects.project_groups(store, pid, compute=False)
-    current = suspects.discovery_dir(store, store.project(pid)["base_model_id"], did)
+    assert suspected_groups.project_groups(store, pid, compute=False)
+    current = suspected_groups.discovery_dir(store, store.project(pid)["base_model_id"], did)
     current.rename(current.with_name(current.name.rsplit("_f", 1)[0]))  # the name before versioning
-    assert suspects.project_groups(store, pid, compute=False) is None
+    assert suspected_groups.project_groups(store, pid, compute=False) is None

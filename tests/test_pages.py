@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import interpolated_runs, pool, projects, runs, summary, suspects, uploads
+from core.app import interpolated_runs, pool, projects, runs, summary, suspected_groups, uploads
 from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
@@ -82,7 +82,7 @@ def test_model_page_names_a_suspected_group_and_the_heat_map_uses_it(home, store
     heat = at.get("plotly_chart")[0].proto.spec
     assert "(none)" in heat and "red corner" not in heat  # one column: classes only
     assert not any("On images marked" in w.value for w in at.warning)  # no finding without groups
-    top = suspects.project_groups(store, pid, compute=False)[0]
+    top = suspected_groups.project_groups(store, pid, compute=False)[0]
     assert at.get_by_key(f"suspect_{top['id']}") is not None  # the clearest group is on the page
     strips = [len(e.proto.imgs) for e in at.get("image")]
     assert strips and min(strips) >= 5, strips  # a strip of thumbnails per group

@@ -1,4 +1,4 @@
-"""Issue #9 §2: resources stay bounded. A dataset zip unpacks only what its manifest lists, a model
+"""Resources stay bounded (README "Limits"). A dataset zip unpacks only what its manifest lists, a model
 description beyond the caps is refused before anything is built, evaluation streams from disk with
 memory that does not grow with the set, the CLI and failed uploads leave no folders behind, and the
 store's disk budget refuses an upload before it writes anything. Memory is measured as a ratio."""
@@ -23,7 +23,7 @@ from core.app import budget, compute, pool, uploads
 from core.app.i18n import translator
 from core.app.store import Store
 from core.cli import main, progress_bar
-from core.engine.discovery import embed
+from core.engine.group_features import embed
 from core.engine.inference import DiskImages, evaluate_bundle, normalize, predict_logits
 from core.engine.repair import run_repair
 from core.errors import UserError

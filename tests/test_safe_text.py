@@ -1,4 +1,4 @@
-"""Issue #9 §4: user strings (class names, attributes, file names, comments) render as plain text in
+"""User strings (class names, attributes, file names, comments) render as plain text in
 pages (no Markdown links or images), charts (no plotly HTML) and the report (no HTML)."""
 
 from __future__ import annotations

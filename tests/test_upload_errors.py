@@ -1,5 +1,6 @@
 """Engineer-facing upload errors: a dataset given as the model, weights of another architecture, and
-the weights form starting on the architecture the file's keys match (issue #8)."""
+the weights form starting on the architecture the file's keys match (docs/WORKBENCH.md, "Upload errors an
+engineer can act on")."""
 
 from __future__ import annotations
 

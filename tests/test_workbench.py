@@ -23,11 +23,12 @@ from core.app import (
     pool,
     projects,
     runs,
-    suspects,
+    suspected_groups,
     uploads,
 )
 from core.app.store import Store
 from core.app.worker import execute_run
+from core.engine.gallery_ranking import REPEAT_PENALTY
 from core.engine.inference import DiskImages, normalize, predict_logits
 from core.engine.request import RunRequest
 from core.engine.weight_interpolation import interpolated_model
@@ -87,7 +88,7 @@ def test_candidates_are_ranked_and_never_carry_the_pool_labels(store, demo):
     cands = pool.candidates(store, demo)
     assert len(cands) == store.dataset(store.project(demo)["pool_dataset_id"])["n_items"]
     assert all(c["label"] is None for c in cands)
-    order = [c["score"] - pool.REPEAT_PENALTY * c["round"] for c in cands]
+    order = [c["score"] - REPEAT_PENALTY * c["round"] for c in cands]
     assert order == sorted(order, reverse=True)
     # Likely counterexamples first: the first pages of the gallery (50 images) are nearly all real
     # mistakes of the model, far more than the pool as a whole ...
@@ -356,7 +357,7 @@ def _demo_pool_truth(demo_dir) -> dict[str, str]:
 
 def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir):
     pid = no_attribute_project(store, demo_dir)
-    assert not suspects.has_attributes(store, pid)
+    assert not suspected_groups.has_attributes(store, pid)
     cands = pool.candidates(store, pid)
     assert len(cands) == store.dataset(store.project(pid)["pool_dataset_id"])["n_items"]
     assert {c["ranking"] for c in cands} == {"discovery"} and all(c["label"] is None for c in cands)
@@ -371,7 +372,7 @@ def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir
 
 def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     pid = no_attribute_project(store, demo_dir)
-    top = suspects.project_groups(store, pid)[0]
+    top = suspected_groups.project_groups(store, pid)[0]
     old_eval = store.project(pid)["eval_dataset_id"]
     before = evaluation.evaluate_active(store, pid)
     assert {g["attribute"] for g in before["groups"]} == {"(none)"} and evaluation.finding(before) is None
@@ -412,7 +413,7 @@ def test_alpha_grid_gives_way_to_other_tasks_then_fills_the_slider(store, demo):
 
 
 def test_alpha_preview_reads_cached_pixels_and_answers_as_the_whole_set_would(store, demo, monkeypatch):
-    """Issue #9: the α preview streams the evaluation rows from a decoded-pixels cache in the store,
+    """The α preview streams the evaluation rows from a decoded-pixels cache in the store,
     so a fresh task worker (or another run of the same rows) does not decode them again, and its
     answers are those of the interpolated model on the whole set held as one tensor."""
     jobs.stop_spawned_workers()

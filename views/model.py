@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app import budget, charts, evaluation, naming, projects, suspects, uploads
+from core.app import budget, charts, evaluation, naming, projects, suspected_groups, uploads
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -244,19 +244,19 @@ with st.expander(t("model_group_table")):
     )
     st.dataframe(table, hide_index=True)
 
-# Suspected groups (issue #12): found from the model's own features, so they need no attribute column.
-has_attributes = suspects.has_attributes(store, pid)
-named = suspects.named_groups(store, pid)
+# Suspected groups (docs/DISCOVERY.md): found from the model's own features, so they need no attribute column.
+has_attributes = suspected_groups.has_attributes(store, pid)
+named = suspected_groups.named_groups(store, pid)
 st.subheader(t("suspects_header"))
 if not has_attributes:
     st.info(t("suspects_no_attributes"), icon="🧭")
 with st.expander(t("suspects_expander"), expanded=not has_attributes or bool(named)):
     st.caption(t("suspects_explain"))
-    groups = suspects.project_groups(store, pid, actor, compute=False)
+    groups = suspected_groups.project_groups(store, pid, actor, compute=False)
     if groups is None and (not has_attributes or named or st.session_state.get("suspects_look")):
         try:
             with st.spinner(t("suspects_finding")):
-                groups = suspects.project_groups(store, pid, actor)
+                groups = suspected_groups.project_groups(store, pid, actor)
         except UserError as exc:
             st.error(t("suspects_failed", error=err(exc)))
     if groups is None:

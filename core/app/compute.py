@@ -29,7 +29,7 @@ from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows
 from core.app.store import Store
 from core.app.stored_models import stored_bundle
-from core.app.suspects import (
+from core.app.suspected_groups import (
     ARRAYS_FILE,
     GROUPS_FILE,
     STRIP_SIZE,
@@ -41,7 +41,8 @@ from core.app.uploads import register_eval, register_pool
 from core.engine import inference
 from core.engine.backends import backend_name, get_backend
 from core.engine.devices import select_device
-from core.engine.discovery import Discovery, SuspectedGroup, analyse, embed, representatives, suggest_from_arrays
+from core.engine.group_discovery import Discovery, SuspectedGroup, analyse, representatives, suggest_from_arrays
+from core.engine.group_features import embed
 from core.engine.inference import (
     DiskImages,
     evaluate_bundle,
@@ -274,7 +275,7 @@ def _saved_discovery(store: Store, model_id: int, dataset_id: int) -> Discovery:
 
 
 def discover_pool(store: Store, payload: dict, actor: str) -> dict:
-    """Pool images in suggestion order (:func:`core.engine.discovery.suggest_from_arrays`): near a
+    """Pool images in suggestion order (:func:`core.engine.group_discovery.suggest_from_arrays`): near a
     suspected group and probably wrong first. ``pools`` is a list of (pool dataset id, number of
     items); all of them are ranked together. Saved as JSON next to the discovery."""
     model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])

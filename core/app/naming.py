@@ -1,4 +1,4 @@
-"""Naming a suspected group: its images get the name as their ``attribute`` (issue #12).
+"""Naming a suspected group: its images get the name as their ``attribute`` (docs/DISCOVERY.md).
 
 Everything downstream already groups the evaluation set by (label, attribute): the heat map, the
 per-group bars and table, worst-group accuracy, the plain finding, a repair's before/after numbers
@@ -22,7 +22,6 @@ the discovery files are carried over instead of being computed again.
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from pathlib import Path
@@ -31,10 +30,11 @@ from core.app.accounts import User, require
 from core.app.evaluation import dataset_at
 from core.app.projects import project_summary
 from core.app.store import Store
-from core.app.suspects import discovery_dir, group_by_id
+from core.app.suspected_groups import discovery_dir, group_by_id
 from core.app.uploads import tree_sha256
 from core.engine.metrics import NO_ATTRIBUTE
 from core.errors import UserError
+from core.formats.manifest import COLUMNS, write_manifest
 
 MAX_NAME_CHARS = 60
 
@@ -79,10 +79,7 @@ def _rows(ds, names: dict[str, str]) -> tuple[list[dict], int, int]:
 def _write_version(dest: Path, root: Path, rows: list[dict]) -> None:
     for r in rows:
         _link_or_copy(root / r["path"], dest / r["path"])
-    with open(dest / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "split"])
-        w.writeheader()
-        w.writerows(rows)
+    write_manifest(dest, rows, COLUMNS)
 
 
 def name_group(store: Store, project_id: int, group_id: int, name: str, actor: User) -> dict:

@@ -17,14 +17,12 @@ from core.app.accounts import User, require
 from core.app.evaluation import evaluate_model_on, reported_rows
 from core.app.projects import project_summary
 from core.app.store import Store
-from core.app.suspects import has_attributes, suggestions
+from core.app.suspected_groups import has_attributes, suggestions
+from core.engine.gallery_ranking import answer_reliability, mistake_score, spread_order
 from core.errors import UserError
 from core.formats.datasets import ImageDataset, Record
 
 POOL_COLUMNS = ("path", "attribute")
-
-
-REPEAT_PENALTY = 0.05  # gallery order: each earlier image of the same (attribute, answer) cell costs this
 
 
 MAX_UNLABELED = 4096
@@ -72,12 +70,10 @@ def _answer_reliability(store: Store, project_id: int, actor: str) -> dict[tuple
     base = store.model(p["base_model_id"])
     names = base["meta"]["class_names"]
     ds = reported_rows(store.dataset(p["eval_dataset_id"])["path"], tuple(names))
-    table: dict[tuple[str, str], list[int]] = {}
-    for rec, pred in zip(ds.records, predictions, strict=True):
-        cell = table.setdefault((rec.attribute or "", names[int(pred)]), [0, 0])
-        cell[0] += int(rec.label == int(pred))
-        cell[1] += 1
-    return {k: (v[0], v[1]) for k, v in table.items()}
+    cells = [(rec.attribute or "", names[int(pred)]) for rec, pred in zip(ds.records, predictions, strict=True)]
+    return answer_reliability(
+        cells, [rec.label == int(pred) for rec, pred in zip(ds.records, predictions, strict=True)]
+    )
 
 
 def pool_predictions(store: Store, model_id: int, dataset_id: int, actor: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,32 +141,24 @@ def candidates(store: Store, project_id: int, actor: str = "curator") -> list[di
 
 
 def _attribute_ranking(store: Store, project_id: int, out: list[dict], actor: str) -> list[dict]:
-    """Score = (1 − how often the model's answer is right on evaluation images with the same attribute)
-    + ½ (1 − the model's confidence). The first term asks: when the original model gives this answer
-    on images with this attribute (say "seven" on a red tag), how often is it right? A shortcut
-    answers from the attribute, so its answers are unreliable exactly there (estimated with add-one
-    smoothing; ½ when never seen). Low confidence adds a little. Repeats of the same (attribute,
-    answer) cell are pushed down a little, so the first images cover many groups."""
+    """The gallery ordered by :mod:`core.engine.gallery_ranking`: how often the model's answer is right on
+    evaluation images with the same attribute, its confidence, and repeats of one (attribute, answer) cell
+    pushed down a little, so the first images cover many groups."""
     reliability = _answer_reliability(store, project_id, actor)
     for c in out:
         right, total = reliability.get((c["attribute"] or "", c["predicted"]), (0, 0))
-        c["score"] = (1 - (right + 1) / (total + 2)) + 0.5 * (1 - c["confidence"])
+        c["score"] = mistake_score(right, total, c["confidence"])
         c["ranking"] = "attribute"
-    # Spread the top of the list over (attribute, answer) cells: each image loses REPEAT_PENALTY for
-    # every better-scored image of its cell. A handful of labels then covers many groups instead of
-    # eight copies of one mistake (which a repair over-learns), while likely mistakes still lead.
-    out.sort(key=lambda c: (-c["score"], c["key"]))
-    seen: dict[tuple[str, str], int] = {}
-    for c in out:
-        cell = (c["attribute"], c["predicted"])
-        c["round"] = seen.get(cell, 0)
-        seen[cell] = c["round"] + 1
-    out.sort(key=lambda c: (-(c["score"] - REPEAT_PENALTY * c["round"]), c["key"]))
-    return out
+    order, rounds = spread_order(
+        [c["score"] for c in out], [(c["attribute"], c["predicted"]) for c in out], [c["key"] for c in out]
+    )
+    for c, r in zip(out, rounds, strict=True):
+        c["round"] = r
+    return [out[i] for i in order]
 
 
 def _discovery_ranking(out: list[dict], order: list[dict]) -> list[dict]:
-    """The gallery in discovery-suggestion order (:func:`core.app.suspects.suggestions`): images near
+    """The gallery in discovery-suggestion order (:func:`core.app.suspected_groups.suggestions`): images near
     a suspected group that the model probably gets wrong first, round-robin over the groups' classes.
     ``score`` is the suggestion's score, ``group`` the suspected group it is near (None: none) and
     ``group_label`` that group's class,

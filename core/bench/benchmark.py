@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.bench.discovery import discovery_table
+from core.bench.group_recovery import discovery_table
 from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite, prepare_suite_data
 from core.engine.backends import LocalBackend, add_backend_argument, get_backend
 from core.engine.configs import PAPER_FORM

@@ -1,15 +1,16 @@
 """The method engine: change-penalized tuning, its baselines, the loop that runs them, and metrics.
 
-Holds the repair methods (``methods/``, one file each, the protocol the loop relies on in
-``methods/base``), their settings and registration (``configs``, no torch), the change penalties, the
-function-space anchor (``anchor``), the typed run request (``request``), the training loop and stopping
-rules (``loop``), a whole repair from data to results (``repair``), the automatic strength
-(``strength``), what a repair reports and produces (``events``: progress events; ``results``: stop and
-no-change reasons, metrics, the one reader of metrics.json; ``runfolder``: the files of a run; none of
-them needs torch), the weights between the old model and a repair (``weight_interpolation``, θ + α·δ),
-metrics (``metrics``, numpy only) and model inference (``inference``), bias discovery without group
-labels (``discovery``), the from-scratch training of benchmark base models (``training``), device
-selection (``devices``) and where independent work runs, this process or Ray (``backends``).
+Holds the repair methods (``methods``, one file each, the protocol the loop relies on in ``methods/base``),
+their settings and registration (``configs``, no torch), the change penalties (``penalties``), the function-space
+anchor and kept estimate on reference images (``anchor``), the typed run request (``request``), the training loop
+and stopping rules (``loop``), a whole repair from data to results (``repair``), the automatic strength
+(``strength``), what a repair reports and produces (``events``: progress events; ``results``: stop and no-change
+reasons, metrics, the one reader of metrics.json; ``runfolder``: the files of a run; none of them needs torch),
+the weights between the old model and a repair (``weight_interpolation``, θ + α·δ), metrics (``metrics``, numpy
+only) and model inference (``inference``), finding groups without labels (``group_discovery``, on the model's own
+features from ``group_features``), the gallery's order when attributes are known (``gallery_ranking``, no torch),
+the from-scratch training of benchmark base models (``training``), device selection (``devices``) and where
+independent work runs, this process or Ray (``backends``).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,
 and never streamlit.

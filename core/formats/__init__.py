@@ -1,9 +1,11 @@
 """File formats: model bundles, datasets, safe zip reading and the allow-listed architectures.
 
-``meta`` (model.json, bundle zips, refused file types), ``datasets`` (manifests, folders per
-class, images, read in batches), ``zipsafety``, ``limits`` (the ``BIASREPAIR_*`` caps) and ``weightkeys``
-(which allowed architecture a weights file's tensor names match, with ``architecture_keys.json``) need no
-torch, so the workbench's page process can check uploads with them; ``bundle`` loads and saves weights with safetensors and ``architectures`` builds the allowed models.
+``meta`` (model.json, bundle zips, refused file types), ``datasets`` (datasets from folders or zips,
+images, read in batches), ``manifest`` (manifest.csv, read with a reason for every refused row, and
+written), ``zipsafety``, ``limits`` (the ``BIASREPAIR_*`` caps) and ``weightkeys`` (which allowed
+architecture a weights file's tensor names match, with ``architecture_keys.json``) need no torch, so the
+workbench's page process can check uploads with them; ``bundle`` loads and saves weights with
+safetensors and ``architectures`` builds the allowed models.
 
 It may import ``core.errors`` and ``core.settings`` only; it never imports ``core.engine``, ``core.app`` or ``core.bench``.
 """

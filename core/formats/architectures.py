@@ -83,8 +83,8 @@ def build_model(architecture: str, num_classes: int, in_channels: int = 3) -> nn
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
-    """The model's last ``nn.Linear`` and its name: its classifier head (SmallCNN and every architecture on
-    the allow-list end in one), or None when it has none."""
+    """The model's last ``nn.Linear`` and its name: its classifier head (SmallCNN and every torchvision
+    model on the allow-list end in one); None if it has none."""
     found = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -94,5 +94,5 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
 
 def classifier_out_features(model: nn.Module) -> int | None:
     """Size of the last Linear layer's output: what the model's classifier head produces."""
-    found = last_linear(model)
-    return None if found is None else found[1].out_features
+    head = last_linear(model)
+    return None if head is None else head[1].out_features

@@ -13,7 +13,6 @@ resized to the bundle's input size and normalised with its mean and std.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import shutil
 import tempfile
@@ -21,32 +20,28 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
 from core.formats.limits import max_image_pixels, max_images, max_unzipped_bytes
+from core.formats.manifest import (
+    IMAGE_SUFFIXES,
+    MAX_MANIFEST_BYTES,
+    Record,
+    listed_paths,
+    parse_label,
+    read_manifest,
+    short,
+    write_manifest,
+)
 from core.formats.zipsafety import ZipReader, ZipSource
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ALLOWED_FORMATS = {"PNG", "JPEG"}
-MAX_NAME_PART_BYTES = 255  # longest file or folder name common file systems allow
-MAX_PATH_BYTES = 1024  # longest manifest path accepted
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # ~100,000 rows with long paths and attributes fit in a few MB
 TEMP_PREFIX = "biasrepair-dataset-"
 _scratch: ContextVar[Path | None] = ContextVar("biasrepair_scratch", default=None)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One image of a dataset. ``path`` is relative to the dataset root; ``label`` a class index."""
-
-    path: str
-    label: int
-    attribute: str | None = None
-    split: str | None = None
 
 
 class UnpackedFolder:
@@ -147,110 +142,6 @@ def open_image(data: bytes | Path, name: str) -> Image.Image:
     return img
 
 
-def _short(text: str, n: int = 60) -> str:
-    """A user's string cut to ``n`` characters for an error message."""
-    return text if len(text) <= n else text[:n] + "…"
-
-
-def _parse_label(raw: str, class_names: list[str]) -> int:
-    raw = raw.strip()
-    if raw in class_names:
-        return class_names.index(raw)
-    digits = raw[1:] if raw.startswith("-") else raw
-    if digits.isascii() and digits.isdigit() and len(digits) < 10:  # "²" or "٣" are digits, but not indices
-        idx = int(raw)
-        if 0 <= idx < len(class_names):
-            return idx
-    raise UserError(f"unknown label {_short(raw)!r} (classes: {_short(', '.join(class_names), 200)})")
-
-
-def _check_rel_path(rel: str) -> None:
-    """Refuse a manifest path no file system could hold, before it reaches the file system."""
-    if "\x00" in rel:
-        raise UserError("path contains a NUL character")
-    if len(rel.encode("utf-8")) > MAX_PATH_BYTES:
-        raise UserError(f"path is longer than {MAX_PATH_BYTES} bytes")
-    if any(len(part.encode("utf-8")) > MAX_NAME_PART_BYTES for part in Path(rel).parts):
-        raise UserError(f"a file or folder name in the path is longer than {MAX_NAME_PART_BYTES} bytes")
-
-
-def _manifest_text(root: Path) -> str:
-    try:
-        return (root / "manifest.csv").read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"manifest.csv is not UTF-8 text (byte {exc.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)",
-            "manifest_utf8",
-        ) from None
-    except OSError as exc:
-        raise UserError(f"manifest.csv cannot be read: {exc.strerror or exc}") from None
-
-
-def _read_manifest(root: Path, class_names: list[str]) -> tuple[list[Record], list[str]]:
-    records: list[Record] = []
-    rejected: list[str] = []
-    reader = csv.DictReader(io.StringIO(_manifest_text(root)))
-    try:
-        fieldnames = reader.fieldnames or []
-    except csv.Error as exc:
-        raise UserError(f"manifest.csv line 1 cannot be read as CSV ({exc})", "manifest_header") from None
-    cols = [c.strip() for c in fieldnames]
-    if "path" not in cols or "label" not in cols:
-        raise UserError(
-            f"manifest.csv needs columns path,label; it has: {_short(', '.join(cols), 200) or 'none'}",
-            "manifest_columns",
-            columns=_short(", ".join(cols), 200) or "–",
-        )
-    root_resolved = root.resolve()
-    seen: dict[Path, int] = {}
-    line_no = 1
-    rows = iter(reader)
-    while True:
-        try:
-            raw_row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a field longer than the csv module's limit
-            raise UserError(f"manifest.csv line {reader.line_num + 1} cannot be read as CSV ({exc})") from None
-        line_no = reader.line_num
-        extra = raw_row.pop(None, None)  # DictReader keeps fields beyond the header under None
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
-        rel = row.get("path", "")
-        where = f"manifest.csv line {line_no} ({_short(rel) or 'no path'})"
-        try:
-            if extra:
-                raise UserError(f"{len(extra)} more field(s) than the header has columns")
-            if not rel:
-                raise UserError("empty path")
-            _check_rel_path(rel)
-            if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
-                raise UserError("not a .png/.jpg/.jpeg file")
-            try:
-                target = (root / rel).resolve()
-                if root_resolved not in target.parents:
-                    raise UserError("path points outside the dataset")
-                if not target.is_file():
-                    raise UserError("image file is missing")
-            except OSError as exc:
-                raise UserError(f"path cannot be used ({exc.strerror or exc.__class__.__name__})") from None
-            label = _parse_label(row.get("label", ""), class_names)
-            if target in seen:
-                raise UserError(f"the same image as line {seen[target]}; each image may be listed once")
-        except UserError as exc:
-            rejected.append(f"{where}: {exc}")
-            continue
-        seen[target] = line_no
-        records.append(
-            Record(
-                path=Path(rel).as_posix(),
-                label=label,
-                attribute=row.get("attribute") or None,
-                split=row.get("split") or None,
-            )
-        )
-    return records, rejected
-
-
 def _read_class_folders(root: Path, class_names: list[str]) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     rejected: list[str] = []
@@ -260,17 +151,17 @@ def _read_class_folders(root: Path, class_names: list[str]) -> tuple[list[Record
     root_resolved = root.resolve()
     for d in subdirs:
         try:
-            label = _parse_label(d.name, class_names)
+            label = parse_label(d.name, class_names)
         except UserError as exc:
-            rejected.append(f"folder {_short(d.name)}/: {exc}")
+            rejected.append(f"folder {short(d.name)}/: {exc}")
             continue
         if root_resolved not in d.resolve().parents:
-            rejected.append(f"folder {_short(d.name)}/: a link to a folder outside the dataset; refused")
+            rejected.append(f"folder {short(d.name)}/: a link to a folder outside the dataset; refused")
             continue
         for f in sorted(d.rglob("*")):
             rel = f.relative_to(root).as_posix()
             if f.is_symlink() and root_resolved not in f.resolve().parents:
-                rejected.append(f"{_short(rel)}: a link to a file outside the dataset; refused")
+                rejected.append(f"{short(rel)}: a link to a file outside the dataset; refused")
                 continue
             if not f.is_file():
                 continue
@@ -347,7 +238,7 @@ def _load_folder(
 ) -> ImageDataset:
     root = dataset_root(path)
     if (root / "manifest.csv").is_file():
-        records, rejected = _read_manifest(root, class_names)
+        records, rejected = read_manifest(root, class_names)
     else:
         records, rejected = _read_class_folders(root, class_names)
     rejected = [*also_rejected, *rejected]
@@ -393,23 +284,6 @@ def _zip_top(names: list[str]) -> str:
     return ""
 
 
-def _listed_paths(manifest: bytes, prefix: str) -> set[str]:
-    """The member names a manifest's ``path`` column points at; rows that cannot be read are left
-    to :func:`_read_manifest`, which reports each with its reason."""
-    out: set[str] = set()
-    text = manifest.decode("utf-8-sig", errors="replace")
-    with contextlib.suppress(csv.Error):
-        reader = csv.DictReader(io.StringIO(text))
-        key = next((c for c in (reader.fieldnames or []) if c and c.strip() == "path"), None)
-        if key is None:
-            return out
-        for row in reader:
-            rel = (row.get(key) or "").strip()
-            if rel and "\x00" not in rel:
-                out.add(str(PurePosixPath(prefix + rel)))
-    return out
-
-
 def dataset_from_zip_bytes(
     raw: ZipSource,
     name: str,
@@ -441,7 +315,7 @@ def dataset_from_zip_bytes(
         prefix = _zip_top(names)
         manifest = f"{prefix}manifest.csv"
         if manifest in zf.members:
-            listed = _listed_paths(zf.read(manifest, min(limit, MAX_MANIFEST_BYTES)), prefix)
+            listed = listed_paths(zf.read(manifest, min(limit, MAX_MANIFEST_BYTES)), prefix)
             chosen = [manifest, *(n for n in names if n in listed)]
         else:
             chosen = []
@@ -451,7 +325,7 @@ def dataset_from_zip_bytes(
                 if Path(n).suffix.lower() in IMAGE_SUFFIXES:
                     chosen.append(n)
                 else:
-                    also_rejected.append(f"{_short(n)}: not a .png/.jpg/.jpeg file")
+                    also_rejected.append(f"{short(n)}: not a .png/.jpg/.jpeg file")
         if len(chosen) > n_images + 1:
             raise UserError(
                 f"{name} has {len(chosen) - 1} images, more than the limit of {n_images} (BIASREPAIR_MAX_IMAGES)"
@@ -542,8 +416,5 @@ def write_manifest_dataset(
         + (["attribute"] if attributes is not None else [])
         + (["split"] if splits is not None else [])
     )
-    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    write_manifest(out, rows, cols)
     return out

@@ -58,43 +58,9 @@ class BundleMeta:
         """Validate a parsed model.json, naming the first problem found."""
         if not isinstance(data, dict):
             raise UserError("model.json must hold a JSON object", "meta_not_object")
-        missing = [k for k in META_KEYS if k not in data]
-        if missing:
-            raise UserError(
-                f"model.json is missing key(s): {', '.join(missing)}", "meta_missing", keys=", ".join(missing)
-            )
-        extra = sorted(set(data) - set(META_KEYS))
-        if extra:
-            raise UserError(f"model.json has unknown key(s): {', '.join(extra)}", "meta_unknown", keys=", ".join(extra))
-        num_classes = data["num_classes"]
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise UserError(f"model.json num_classes must be an integer ≥ 2, got {str(num_classes)[:40]!r}")
-        if num_classes > MAX_CLASSES:
-            # Checked before anything is built: a head this wide would not fit in memory.
-            raise UserError(
-                f"model.json declares {str(num_classes)[:20]} classes, more than the limit of {MAX_CLASSES}"
-            )
-        names = data["class_names"]
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise UserError("model.json class_names must be a list of non-empty strings")
-        if len(names) != num_classes:
-            raise UserError(f"model.json lists {len(names)} class_names but num_classes is {num_classes}")
-        if len(set(names)) != len(names):
-            raise UserError("model.json class_names has duplicates")
-        size = data["input_size"]
-        if (
-            not isinstance(size, list)
-            or len(size) != 3
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-        ):
-            raise UserError(f"model.json input_size must be [C, H, W] of positive integers, got {str(size)[:60]}")
-        if max(size[1:]) > MAX_INPUT_SIDE or size[1] * size[2] > MAX_INPUT_PIXELS:
-            raise UserError(
-                f"model.json input_size {str(size[1])[:20]}×{str(size[2])[:20]} is larger than the limit "
-                f"({MAX_INPUT_SIDE} pixels a side, {MAX_INPUT_PIXELS} pixels in all)"
-            )
-        if size[0] not in (1, 3):
-            raise UserError(f"model.json input_size must have 1 or 3 channels, got {size[0]}")
+        _check_keys(data)
+        num_classes, names = _checked_classes(data)
+        size = _checked_input_size(data["input_size"])
         for key in ("mean", "std"):
             vals = data[key]
             if not isinstance(vals, list) or len(vals) != size[0] or not all(_finite_number(v) for v in vals):
@@ -114,6 +80,52 @@ class BundleMeta:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_keys(data: dict) -> None:
+    """model.json has exactly :data:`META_KEYS`."""
+    missing = [k for k in META_KEYS if k not in data]
+    if missing:
+        raise UserError(f"model.json is missing key(s): {', '.join(missing)}", "meta_missing", keys=", ".join(missing))
+    extra = sorted(set(data) - set(META_KEYS))
+    if extra:
+        raise UserError(f"model.json has unknown key(s): {', '.join(extra)}", "meta_unknown", keys=", ".join(extra))
+
+
+def _checked_classes(data: dict) -> tuple[int, list]:
+    """model.json's ``num_classes`` and ``class_names``, checked against each other and the limit."""
+    num_classes = data["num_classes"]
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise UserError(f"model.json num_classes must be an integer ≥ 2, got {str(num_classes)[:40]!r}")
+    if num_classes > MAX_CLASSES:
+        # Checked before anything is built: a head this wide would not fit in memory.
+        raise UserError(f"model.json declares {str(num_classes)[:20]} classes, more than the limit of {MAX_CLASSES}")
+    names = data["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise UserError("model.json class_names must be a list of non-empty strings")
+    if len(names) != num_classes:
+        raise UserError(f"model.json lists {len(names)} class_names but num_classes is {num_classes}")
+    if len(set(names)) != len(names):
+        raise UserError("model.json class_names has duplicates")
+    return num_classes, names
+
+
+def _checked_input_size(size: object) -> list[int]:
+    """model.json's ``input_size``: [C, H, W] of positive integers, 1 or 3 channels, within the limits."""
+    if (
+        not isinstance(size, list)
+        or len(size) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        raise UserError(f"model.json input_size must be [C, H, W] of positive integers, got {str(size)[:60]}")
+    if max(size[1:]) > MAX_INPUT_SIDE or size[1] * size[2] > MAX_INPUT_PIXELS:
+        raise UserError(
+            f"model.json input_size {str(size[1])[:20]}×{str(size[2])[:20]} is larger than the limit "
+            f"({MAX_INPUT_SIDE} pixels a side, {MAX_INPUT_PIXELS} pixels in all)"
+        )
+    if size[0] not in (1, 3):
+        raise UserError(f"model.json input_size must have 1 or 3 channels, got {size[0]}")
+    return size
 
 
 def _finite_number(v: object) -> bool:

@@ -3,7 +3,9 @@
 The server runs on a free port with its own temporary ``BIASREPAIR_HOME`` (its demo cache seeded
 from the session's demo build, the test accounts of tests/wb_helpers.py made), and is stopped
 afterwards. ``sign_in`` fills the sign-in form as a person would. Chromium is driven by playwright with
-the system binary; nothing is downloaded. Screenshots go to ``tests/artifacts/``.
+the system binary; nothing is downloaded. Screenshots go to ``tests/artifacts/``. Every test in this folder
+carries the ``e2e`` marker (tests/conftest.py), so ``pytest -m "not e2e"`` leaves them out, and calls
+``need("playwright")`` first: without playwright they are skipped, except in CI (tests/optional.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from core.app.store import Store
+from tests.optional import need
 from tests.wb_helpers import PASSWORDS, make_accounts, seed_demo_cache
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,9 +60,20 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> None:
+        """Start the server and wait until it answers. Tests run in parallel (pytest-xdist) pick free ports
+        at once: if another process took this one between ``free_port`` and the server's bind, take a new one."""
+        for _ in range(3):
+            if self._start_once(timeout):
+                return
+            self.port = free_port()
+        raise RuntimeError(f"streamlit found no free port; see {self.log_dir}")
+
+    def _start_once(self, timeout: float) -> bool:
+        """True once the server is healthy; False if its port was taken by another process."""
         env = dict(os.environ, BIASREPAIR_HOME=str(self.home), PYTHONPATH=str(ROOT), **self.env)
         self.starts += 1
-        log = open(self.log_dir / f"server{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
+        log_path = self.log_dir / f"server{self.starts}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -83,11 +97,13 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if b"is already in use" in log_path.read_bytes():
+                    return False
                 raise RuntimeError(f"streamlit exited early; see {self.log_dir}")
             try:
                 with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
                     if r.status == 200:
-                        return
+                        return True
             except OSError:
                 pass
             time.sleep(0.3)
@@ -117,7 +133,7 @@ def server(tmp_path, demo_dir):
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    sync_playwright = need("playwright.sync_api").sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -8,7 +8,10 @@ import pytest
 from core.app import pool
 from core.app.store import Store
 from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
+from tests.optional import need
 from tests.wb_helpers import PASSWORDS, make_accounts, seed_demo_cache, wait_for
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 VIEW = {"width": 1280, "height": 900}
 

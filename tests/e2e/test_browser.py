@@ -12,7 +12,10 @@ from core.app.store import Store
 from core.formats.bundle import bundle_from_files
 from core.formats.meta import read_bundle_zip, sha256_bytes
 from tests.e2e.conftest import ARTIFACTS, settle, shot, sign_in, sign_out
+from tests.optional import need
 from tests.wb_helpers import make_zip, pool_truth, wait_for, zip_folder_bytes
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
 

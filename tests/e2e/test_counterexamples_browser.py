@@ -1,4 +1,4 @@
-"""The Counterexamples page at meeting size (1280×720), in English and Japanese (issue #8).
+"""The Counterexamples page at meeting size (1280×720), in English and Japanese (docs/WORKBENCH.md).
 
 Compact tiles (more than one row of images in view under the label bar), label buttons whose words
 are not cut, a bulk-label bar that stays in view when boxes further down are ticked, and digit keys
@@ -13,7 +13,10 @@ from core.app import pool, projects
 from core.app.i18n import translator
 from core.app.store import Store
 from tests.e2e.conftest import ARTIFACTS, settle
+from tests.optional import need
 from tests.wb_helpers import wait_for
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 VIEW = {"width": 1280, "height": 720}
 

@@ -1,4 +1,4 @@
-"""Times in the browser's own zone (issue #8): a browser in Tokyo reads the History in JST with the
+"""Times in the browser's own zone (docs/WORKBENCH.md, "Page addresses, times and numbers"): a browser in Tokyo reads the History in JST with the
 zone named, not raw UTC ISO strings; at 1280×720, in Japanese."""
 
 from __future__ import annotations
@@ -7,6 +7,9 @@ from core.app import display
 from core.app.i18n import translator
 from core.app.store import Store
 from tests.e2e.conftest import ARTIFACTS, settle
+from tests.optional import need
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 
 def test_history_times_are_in_the_browsers_zone(server, browser):

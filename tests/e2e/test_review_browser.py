@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
 
-from core.app import runs, summary
+from core.app import jobs, projects, runs, summary
+from core.app.accounts import DEMO_NAME, User
 from core.app.i18n import translator
-from core.app.store import Store
+from core.app.store import Store, pid_alive
 from core.app.worker import execute_run
-from tests.e2e.conftest import ARTIFACTS, settle, sign_in
+from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
+from tests.optional import need
 from tests.run_fixtures import make_tradeoff_run
-from tests.wb_helpers import ALICE, FAST_RUN, label_top
+from tests.wb_helpers import ALICE, FAST_RUN, label_top, make_accounts, seed_demo_cache
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 VIEW = {"width": 1280, "height": 720}
 
@@ -210,10 +217,66 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     _shot(pg, f"page_5_history_{lang}")
 
 
+@pytest.fixture(scope="module")
+def repaired_snapshot(tmp_path_factory, demo_dir) -> tuple[Path, Path, int]:
+    """A store with the demo project opened (by a demo session, as the button does), its top 8 pool
+    images labelled and one repair done, made once for both languages of the strength-slider test:
+    the repair is the slow part. Returns (home, snapshot, run id): the store was built at ``home`` (it
+    keeps absolute paths) and copied to ``snapshot``; :func:`repaired_server` lays a fresh copy at
+    ``home`` for each test, so neither sees what the other previewed or saved."""
+    base = tmp_path_factory.mktemp("repaired")
+    home, snapshot = base / "home", base / "snapshot"
+    seed_demo_cache(home, demo_dir)
+    store = Store(home)
+    make_accounts(store)
+    try:
+        pid = projects.open_demo(store, User(DEMO_NAME, ["curator"], demo=True))
+        label_top(store, pid, 8)
+        rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+        assert execute_run(store, store.claim_next_run(os.getpid())) == "done", store.run(rid)["error"]
+    finally:
+        jobs.stop_spawned_workers()  # nothing may write to the store while it is copied
+    shutil.copytree(home, snapshot)
+    return home, snapshot, rid
+
+
+def _wait_for_workers(home: Path, timeout: float = 60.0) -> None:
+    """Wait until no worker process serves ``home``. Its server is gone, so each stops once its current
+    task is done; one still busy after ``timeout`` is sent SIGTERM (it is this test's own process)."""
+    store = Store(home)
+
+    def alive_after(seconds: float) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while (pids := [p for p in store.workers() if pid_alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return pids
+
+    if pids := alive_after(timeout):
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        assert not alive_after(timeout), f"workers {pids} of {home} did not stop"
+
+
+@pytest.fixture()
+def repaired_server(repaired_snapshot, tmp_path):
+    home, snapshot, rid = repaired_snapshot
+    if home.exists():
+        shutil.rmtree(home)
+    shutil.copytree(snapshot, home)
+    srv = Server(home, tmp_path)
+    srv.start()
+    yield srv, rid
+    srv.stop()
+    _wait_for_workers(home)  # nothing may write to the home while the next test lays a fresh copy there
+
+
+@pytest.mark.xdist_group("alpha_slider")  # both languages in one xdist worker: one repair for both
 @pytest.mark.parametrize("lang", ["en", "ja"])
-def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server, small_page, lang):
+def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaired_server, small_page, lang):
     """Strength after the fact in the browser: moving α recomputes the card and the galleries (each
-    α evaluated once by the task worker), and "save" makes a new run that the picker selects."""
+    α evaluated once by the task worker), and "save" makes a new run that the picker selects. The
+    repair itself is made once for both languages (:func:`repaired_snapshot`)."""
+    server, rid = repaired_server
     t = translator(lang)
     pg = small_page
     pg.goto(server.url)
@@ -226,10 +289,8 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(server,
         pg.get_by_text(t("model_bias_header")).first.wait_for()
         settle(pg)
     store = Store(server.home)
-    pid = store.projects()[0]["id"]
-    label_top(store, pid, 8)
-    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
-    assert execute_run(store, store.claim_next_run(os.getpid())) == "done"
+    assert [r["id"] for r in store.runs(store.projects()[0]["id"])] == [rid]  # the one repair, not yet previewed
+    assert not (Path(store.run(rid)["out_dir"]) / "alpha").exists()
     full = runs.run_metrics(store, rid)
     _nav(pg, t("nav_review"), t("review_changed_title"))
     card = pg.locator(".summary-card")

@@ -13,6 +13,9 @@ import re
 
 from core.app.i18n import translator
 from tests.e2e.conftest import ARTIFACTS, settle, sign_in
+from tests.optional import need
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 VIEW = {"width": 1280, "height": 720}
 # Streamlit's frontend looks for its server under the page's path first and then under the root

@@ -1,8 +1,10 @@
-"""The explicit registry of repair methods, one implementation per file (see core/engine/methods/base.py).
+"""The explicit registry of repair methods, one implementation per file.
 
-``METHODS`` maps every method name the CLI and the workbench list (:data:`core.engine.configs.SPECS`,
-presets included) to its implementation class. A miss raises :class:`UserError` listing the valid
-names. Settings, titles and presets live in :mod:`core.engine.configs`, which needs no torch.
+``base`` (the shared interface), ``cpt`` (change-penalized tuning), ``finetune``, ``l2sp``, ``mas``,
+``side_tuning``, ``lora`` and ``last_layer``. ``METHODS`` maps every method name the CLI and the
+workbench list (:data:`core.engine.configs.SPECS`, presets included) to its implementation class. A
+miss raises :class:`UserError` listing the valid names. Settings, titles and presets live in
+:mod:`core.engine.configs`, which needs no torch.
 """
 
 from __future__ import annotations

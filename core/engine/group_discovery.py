@@ -1,12 +1,10 @@
-"""Find the bias without group labels: suspected groups from the model's own features (issue #12).
+"""Finding the bias without group labels: the algorithm behind suspected groups (docs/DISCOVERY.md).
 
 An evaluation set with labels only (no ``attribute`` column) shows per-class accuracy and nothing
 else. This module looks for the groups a model fails on by itself:
 
-1. **Embed** every image with the model's own layers: the per-channel mean and spatial standard
-   deviation of each stage's output (early stages keep the colour and texture a shortcut is often
-   made of) and the penultimate features (the input of the last ``nn.Linear``), caught with
-   forward hooks. No extra model, nothing downloaded. Each depth is weighted the same.
+1. **Embed** every image with the model's own layers (:mod:`core.engine.group_features`: every stage's
+   channel statistics and the penultimate features). Each depth is weighted the same.
 2. **Cluster** within each class (k-means++ for a few small k) and across classes (one clustering
    of all images, intersected with each class, so a shortcut that cuts through several classes,
    like the demo's corner tag, is found as the same region in each of them). Every cluster is a
@@ -19,30 +17,26 @@ else. This module looks for the groups a model fails on by itself:
    Near-duplicates are dropped and the best ``top_k`` per class are kept.
 
 :func:`suggest` ranks pool images (no labels) that fall in a suspected group and that the model
-probably gets wrong, for the counterexample gallery. :func:`recovery` measures how well the groups
-match planted (label, attribute) cells.
+probably gets wrong, for the counterexample gallery; :func:`representatives` picks the images a
+group is shown by.
 
-Command line and benchmark table: :mod:`core.bench.discovery` (``python -m core discover``).
+Where else groups are found: the workbench's service (saved discoveries, naming a group) is
+:mod:`core.app.suspected_groups` and :mod:`core.app.naming`, run by the task worker
+(:mod:`core.app.compute`); how well the groups match planted ones, and the ``python -m core discover``
+command, are :mod:`core.bench.group_recovery`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from core.engine.devices import select_device
-from core.engine.inference import normalize
+from core.engine.group_features import embed, embed_with_blocks
 from core.errors import UserError
-from core.formats.architectures import last_linear
-from core.formats.datasets import ImageDataset, iter_pixel_batches, open_image
-from core.formats.limits import eval_batch_size
+from core.formats.datasets import ImageDataset
 
 DEFAULT_TOP_K = 3
 # k-means cluster counts tried within each class, and across all classes. Measured on both suites
@@ -57,145 +51,6 @@ REFERENCE_SHARE = 0.15  # the reference part of a class: its best cluster of at 
 MIN_SCORE = 0.02  # and must be at least two points worse than the reference part
 MAX_OVERLAP = 0.5  # a group may share at most this much of the smaller one with a better group
 Z = 1.96  # 95 % Wilson interval
-
-
-# -- embedding ----------------------------------------------------------------------------------
-def classifier_layer(model: torch.nn.Module) -> torch.nn.Linear:
-    """The model's last ``nn.Linear``: its classifier head (SmallCNN and every torchvision model
-    on the allow-list end in one)."""
-    found = last_linear(model)
-    if found is None:
-        raise UserError("the model has no linear classifier layer, so its features cannot be read")
-    return found[1]
-
-
-def _stage_modules(model: torch.nn.Module, x: torch.Tensor, head: torch.nn.Linear) -> list[tuple[str, tuple]]:
-    """The modules whose outputs are the model's *stages*, found from one probe image: for each
-    spatial size a 4-D output takes, the shallowest module (fewest dots in its name) that produces
-    it, the last one to finish if several do (a ResNet's ``layer1``, a MobileNet's ``features.3``,
-    the SmallCNN's ``features.1``). Sizes of one pixel (already pooled) and a stage whose output is
-    the classifier's input itself (the SmallCNN's 3×3 pool) are left out: the penultimate features
-    are added separately."""
-    calls: list[tuple[str, tuple, torch.Tensor]] = []
-    head_in: list[torch.Tensor] = []
-
-    def record(name: str):
-        def hook(_m, _i, out):
-            if isinstance(out, torch.Tensor) and out.dim() == 4:
-                calls.append((name, tuple(out.shape[1:]), out.detach().flatten().clone()))
-
-        return hook
-
-    hooks = [m.register_forward_hook(record(name)) for name, m in model.named_modules() if name]
-    hooks.append(head.register_forward_hook(lambda _m, inp, _o: head_in.append(inp[0].detach().flatten().clone())))
-    try:
-        model(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    best: dict[tuple, tuple[int, str, tuple, torch.Tensor]] = {}
-    for name, shape, value in calls:
-        depth = name.count(".")
-        if shape[1:] not in best or depth <= best[shape[1:]][0]:
-            best[shape[1:]] = (depth, name, shape, value)
-    order = {name: i for i, (name, _, _) in enumerate(calls)}
-
-    def is_head_input(value: torch.Tensor) -> bool:
-        return bool(head_in) and value.numel() == head_in[-1].numel() and torch.equal(value, head_in[-1])
-
-    stages = [
-        (name, shape) for _, name, shape, value in best.values() if shape[1] * shape[2] > 1 and not is_head_input(value)
-    ]
-    return sorted(stages, key=lambda s: order[s[0]])
-
-
-@torch.inference_mode()
-def embed_blocks(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256, depth: bool = True):
-    """Discovery features, softmax probabilities and the widths of the feature blocks.
-
-    The features are, per image: for every stage of the network (:func:`_stage_modules`, shallow
-    to deep) the mean and the standard deviation over space of each channel, then the penultimate
-    features (the classifier's input, caught with a forward hook). Earlier stages keep colour and
-    texture that the last layer may have folded into the class evidence; that is what a shortcut
-    is often made of. ``depth=False``: the penultimate features only. Returns float32 numpy arrays
-    ``[N, D]`` and ``[N, C]`` and a tuple of block widths summing to ``D`` (one block per stage,
-    the penultimate features last)."""
-    dev = select_device(device) if isinstance(device, str) else device
-    head = classifier_layer(model)
-    model.eval().to(dev)
-    stages = _stage_modules(model, x[:1].to(dev), head) if depth and len(x) else []
-    modules = dict(model.named_modules())
-    caught: dict[str, torch.Tensor] = {}
-
-    def keep(name: str, shape: tuple):
-        def hook(_m, _i, out):
-            if isinstance(out, torch.Tensor) and tuple(out.shape[1:]) == shape:
-                o = out.detach().float().flatten(2)
-                mean = o.mean(2)
-                # the spatial (sample) standard deviation; two passes: faster than Tensor.std on CPU
-                d = o - mean.unsqueeze(2)
-                std = (d * d).sum(2).div_(max(o.shape[2] - 1, 1)).sqrt_()
-                caught[name] = torch.cat([mean, std], 1).cpu()
-
-        return hook
-
-    hooks = [modules[name].register_forward_hook(keep(name, shape)) for name, shape in stages]
-    hooks.append(
-        head.register_forward_hook(
-            lambda _m, inp, _out: caught.__setitem__("", inp[0].detach().float().flatten(1).cpu())
-        )
-    )
-    widths = tuple(2 * shape[0] for _, shape in stages) + (head.in_features,)
-    feats, probs = [], []
-    try:
-        for start in range(0, len(x), batch_size):
-            caught.clear()
-            logits = model(x[start : start + batch_size].to(dev)).float().cpu()
-            feats.append(torch.cat([caught[name] for name, _ in stages] + [caught[""]], 1))
-            probs.append(torch.softmax(logits, dim=1))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.to("cpu")
-    if not feats:
-        return np.zeros((0, sum(widths)), np.float32), np.zeros((0, head.out_features), np.float32), widths
-    return torch.cat(feats).numpy(), torch.cat(probs).numpy(), widths
-
-
-def embed_tensor(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256):
-    """Discovery features (:func:`embed_blocks`) and softmax probabilities for a normalised tensor,
-    as float32 numpy arrays ``[N, D]`` and ``[N, C]``."""
-    feats, probs, _ = embed_blocks(model, x, device, batch_size)
-    return feats, probs
-
-
-def embed_with_blocks(bundle, data, device="cpu", pixels: np.ndarray | None = None):
-    """:func:`embed` plus the feature blocks' widths (see :func:`embed_blocks`)."""
-    meta = bundle.meta
-    if isinstance(data, ImageDataset) and pixels is None and len(data):
-        parts = [
-            embed_blocks(bundle.model, normalize(batch, meta.mean, meta.std), device)
-            for batch in iter_pixel_batches(data, meta.input_size, eval_batch_size())
-        ]
-        return np.concatenate([f for f, _, _ in parts]), np.concatenate([p for _, p, _ in parts]), parts[0][2]
-    if isinstance(data, ImageDataset):
-        if pixels is None:
-            pixels = np.zeros((0, *meta.input_size), np.uint8)
-        x = normalize(pixels, meta.mean, meta.std)
-    elif isinstance(data, np.ndarray) or (isinstance(data, torch.Tensor) and data.dtype == torch.uint8):
-        x = normalize(data, meta.mean, meta.std)
-    else:
-        x = data
-    return embed_blocks(bundle.model, x, device)
-
-
-def embed(bundle, data, device="cpu", pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Discovery features and probabilities of ``bundle`` for an :class:`ImageDataset` (or uint8
-    pixels ``[N,C,H,W]``, or an already normalised float tensor). A dataset without ``pixels`` is
-    streamed from disk a batch at a time (``BIASREPAIR_EVAL_BATCH``), so only its features stay in
-    memory."""
-    feats, probs, _ = embed_with_blocks(bundle, data, device, pixels)
-    return feats, probs
 
 
 # -- clustering ---------------------------------------------------------------------------------
@@ -456,35 +311,47 @@ def find_groups(
         cls_idx = np.flatnonzero(labels == c)
         if not len(cls_idx):
             continue
-        clusters = per_class.get(c, [])
-        big = [d["error"] for d in clusters if len(d["members"]) >= REFERENCE_SHARE * len(cls_idx)]
-        ref_error = min(big) if big else float((~correct[cls_idx]).mean())
-        cands = [d for d in clusters if MIN_SIZE <= len(d["members"]) <= MAX_SHARE * len(cls_idx)]
-        for d in cands:
-            d["score"] = d["error_low"] - ref_error
-        cands.sort(key=lambda d: (-d["score"], -len(d["members"]), int(d["members"][0])))
-        kept = _select([d for d in cands if d["score"] >= MIN_SCORE], top_k)
+        ref_error, kept = _best_candidates(per_class.get(c, []), cls_idx, correct, top_k)
+        class_accuracy = float(correct[cls_idx].mean())
         for rank, cand in enumerate(kept, start=1):
-            g = SuspectedGroup(
-                id=len(groups),
-                label=c,
-                label_name=names[c],
-                members=cand["members"],
-                size=len(cand["members"]),
-                accuracy=1.0 - cand["error"],
-                class_accuracy=float(correct[cls_idx].mean()),
-                rest_accuracy=cand["rest_accuracy"],
-                reference_accuracy=1.0 - ref_error,
-                error_low=cand["error_low"],
-                error_high=cand["error_high"],
-                confidence_gap=cand["confidence_gap"],
-                score=cand["score"],
-                rank=rank,
-                source=cand["source"],
-            )
-            g.sentence = _sentence(g)
-            groups.append(g)
+            groups.append(_group(len(groups), c, names[c], cand, class_accuracy, 1.0 - ref_error, rank))
     return groups
+
+
+def _group(gid: int, label: int, name: str, cand: dict, class_accuracy: float, reference_accuracy: float, rank: int):
+    """A kept candidate as a :class:`SuspectedGroup`, with its sentence."""
+    g = SuspectedGroup(
+        id=gid,
+        label=label,
+        label_name=name,
+        members=cand["members"],
+        size=len(cand["members"]),
+        accuracy=1.0 - cand["error"],
+        class_accuracy=class_accuracy,
+        rest_accuracy=cand["rest_accuracy"],
+        reference_accuracy=reference_accuracy,
+        error_low=cand["error_low"],
+        error_high=cand["error_high"],
+        confidence_gap=cand["confidence_gap"],
+        score=cand["score"],
+        rank=rank,
+        source=cand["source"],
+    )
+    g.sentence = _sentence(g)
+    return g
+
+
+def _best_candidates(
+    clusters: list[dict], cls_idx: np.ndarray, correct: np.ndarray, top_k: int
+) -> tuple[float, list[dict]]:
+    """One class's reference error rate and its best candidates, scored against it (see :func:`find_groups`)."""
+    big = [d["error"] for d in clusters if len(d["members"]) >= REFERENCE_SHARE * len(cls_idx)]
+    ref_error = min(big) if big else float((~correct[cls_idx]).mean())
+    cands = [d for d in clusters if MIN_SIZE <= len(d["members"]) <= MAX_SHARE * len(cls_idx)]
+    for d in cands:
+        d["score"] = d["error_low"] - ref_error
+    cands.sort(key=lambda d: (-d["score"], -len(d["members"]), int(d["members"][0])))
+    return ref_error, _select([d for d in cands if d["score"] >= MIN_SCORE], top_k)
 
 
 def analyse(
@@ -513,7 +380,6 @@ def discover(bundle, dataset: ImageDataset, top_k: int = DEFAULT_TOP_K, seed: in
 
 # -- suggestions --------------------------------------------------------------------------------
 SUGGEST_NEIGHBOURS = 10
-SUGGEST_REPEAT_PENALTY = 0.05  # the attribute-aware gallery ranking's per-cell penalty
 SUGGEST_CONFIDENCE_WEIGHT = 1.0  # tried 0.25, 1 and 3 on both suites (see docs/DISCOVERY.md)
 SUGGEST_MIN_SCORE = 0.5  # below: not clearly in a failing group; ranked after those that are
 
@@ -599,90 +465,10 @@ def suggest(bundle, found: Discovery, pool: ImageDataset, device="cpu", pixels=N
     return suggest_from_arrays(found, feats, probs)
 
 
-# -- measuring against planted groups -----------------------------------------------------------
-def cell_match(groups: list[SuspectedGroup], members_of_cell: np.ndarray, label: int, top: int = 3) -> dict:
-    """Best precision/recall of the label's top ``top`` groups against one cell's members."""
-    best = {"recovered": False, "precision": 0.0, "recall": 0.0, "group": None}
-    cell = set(int(i) for i in members_of_cell)
-    for g in [g for g in groups if g.label == label and g.rank <= top]:
-        inter = len(cell.intersection(int(i) for i in g.members))
-        precision = inter / g.size if g.size else 0.0
-        recall = inter / len(cell) if cell else 0.0
-        ok = precision >= 0.6 and recall >= 0.5
-        if (ok, recall * precision) > (best["recovered"], best["recall"] * best["precision"]):
-            best = {"recovered": ok, "precision": precision, "recall": recall, "group": g.id}
-    return best
-
-
-def recovery(
-    groups: list[SuspectedGroup], dataset: ImageDataset, conflicting_cells: list[tuple[int, str]], top: int = 3
-) -> dict:
-    """Planted-group recovery: the share of the conflicting (label, attribute) cells for which one
-    of the top-``top`` suspected groups of that label has precision ≥ 0.6 and recall ≥ 0.5
-    against the cell. ``dataset`` is the analysed dataset *with* its attributes (scoring only)."""
-    labels = dataset.labels
-    attrs = np.array([a or "" for a in dataset.attributes], dtype=object)
-    cells = []
-    for label, attribute in conflicting_cells:
-        members = np.flatnonzero((labels == label) & (attrs == attribute))
-        if len(members) == 0:
-            continue
-        m = cell_match(groups, members, label, top)
-        cells.append({"label": int(label), "attribute": attribute, "size": int(len(members)), **m})
-    share = sum(c["recovered"] for c in cells) / len(cells) if cells else float("nan")
-    return {"recovery": share, "cells": cells}
-
-
-def group_paths(dataset: ImageDataset, group: SuspectedGroup) -> list[str]:
-    """The manifest paths of a group's members: what naming the group turns into an attribute."""
-    return [dataset.records[int(i)].path for i in group.members]
-
-
-# -- contact sheets -----------------------------------------------------------------------------
+# -- contact sheets and strips ----------------------------------------------------------------
 def representatives(found: Discovery, group: SuspectedGroup, n: int = 24) -> np.ndarray:
     """Up to ``n`` members of a group, those nearest its feature centroid first."""
     members = np.asarray(group.members)
     f = found.features[members].astype(np.float64)
     d = ((f - f.mean(axis=0, keepdims=True)) ** 2).sum(axis=1)
     return members[np.lexsort((members, d))][:n]
-
-
-def contact_sheet(dataset: ImageDataset, indices, out_path: str | Path, thumb: int = 56, cols: int = 8) -> Path:
-    """A PNG grid of thumbnails of ``dataset`` images (in the given order)."""
-    indices = [int(i) for i in indices]
-    rows = max(1, math.ceil(len(indices) / cols))
-    sheet = Image.new("RGB", (cols * (thumb + 2) + 2, rows * (thumb + 2) + 2), (255, 255, 255))
-    for k, i in enumerate(indices):
-        rec = dataset.records[i]
-        img = open_image(dataset.root / rec.path, rec.path).convert("RGB")
-        img = img.resize((thumb, thumb), Image.NEAREST if max(img.size) < thumb else Image.BILINEAR)
-        sheet.paste(img, (2 + (k % cols) * (thumb + 2), 2 + (k // cols) * (thumb + 2)))
-    out = Path(out_path)
-    sheet.save(out, optimize=False, compress_level=3)
-    return out
-
-
-GROUP_COLUMNS = ["group", "label", "size", "accuracy", "class_accuracy", "score"]
-
-
-def write_discovery(found: Discovery, dataset: ImageDataset, out_dir: str | Path, sheet_size: int = 24) -> Path:
-    """``groups.csv`` (GROUP_COLUMNS, best first within each label), ``groups.json`` (every field,
-    with the sentence and interval), ``members.csv`` (group,path as in the manifest) and one
-    ``group_<id>.png`` contact sheet per group."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(found.groups, key=lambda g: (g.label, g.rank))
-    with open(out / "groups.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=GROUP_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(g.to_row() for g in ordered)
-    (out / "groups.json").write_text(json.dumps([g.to_row() for g in ordered], indent=2), encoding="utf-8")
-    with open(out / "members.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["group", "path"])
-        for g in ordered:
-            for path in group_paths(dataset, g):
-                w.writerow([g.id, path])
-    for g in ordered:
-        contact_sheet(dataset, representatives(found, g, sheet_size), out / f"group_{g.id}.png")
-    return out

@@ -1,11 +1,11 @@
-"""Suspected groups without group labels (issue #12), seen from the page process.
+"""Suspected groups in the workbench: the service the pages call (docs/DISCOVERY.md), torch-free.
 
 When the evaluation set has no ``attribute`` column, the bias views can only show per-class
-accuracy. The task worker (:func:`core.app.compute.discover`, with
-:func:`core.engine.discovery.analyse`) clusters the base model's own features (every stage's channel statistics and the
-penultimate layer) on the
-reported evaluation rows and keeps the clusters where it does clearly worse than on the rest of the
-class. It writes plain files under ``artifacts/discovery/m<model>_d<dataset>_f<FEATURES_VERSION>/``:
+accuracy. The task worker (:func:`core.app.compute.discover`, with the algorithm of
+:mod:`core.engine.group_discovery`) clusters the base model's own features (every stage's channel
+statistics and the penultimate layer) on the reported evaluation rows and keeps the clusters where it
+does clearly worse than on the rest of the class. It writes plain files under
+``artifacts/discovery/m<model>_d<dataset>_f<FEATURES_VERSION>/``:
 
 * ``groups.json``: every suspected group with its numbers, its members' manifest paths and up to
   :data:`STRIP_SIZE` representative paths (nearest the group's centroid first);
@@ -13,25 +13,25 @@ class. It writes plain files under ``artifacts/discovery/m<model>_d<dataset>_f<F
 * ``pool_<pools>.json``: the pool images in suggestion order (in a suspected group and probably
   wrong first), written by :func:`core.app.compute.discover_pool`.
 
-This module reads them, asking the worker to compute them first when they are missing, exactly as
-:func:`core.app.evaluation.evaluate_model_on` does for evaluations. Naming a group is in
-:mod:`core.app.naming`. Torch-free.
+This module says where they are and reads them, asking the worker to compute them first when they
+are missing, exactly as :func:`core.app.evaluation.evaluate_model_on` does for evaluations. Naming a
+group (a new version of the evaluation set) is :mod:`core.app.naming`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from core.app import jobs
 from core.app.store import Store
 from core.formats.datasets import dataset_root
+from core.formats.manifest import has_reported_attributes
 
 STRIP_SIZE = 12  # representative thumbnails kept per group
 GROUPS_FILE = "groups.json"
 ARRAYS_FILE = "arrays.npz"
-# Which features core.engine.discovery clusters. Bump it when they change: a discovery saved with other
+# Which features core.engine.group_features gives core.engine.group_discovery to cluster. Bump it when they change: a discovery saved with other
 # features is then computed again, instead of pool images (embedded the new way) meeting saved
 # features of another width. 2: every stage's channel means and spreads, plus the penultimate layer.
 FEATURES_VERSION = 2
@@ -79,15 +79,7 @@ def has_attributes(store: Store, project_id: int) -> bool:
     p = store.project(project_id)
     if not p or not p["eval_dataset_id"]:
         return False
-    manifest = dataset_root(Path(store.dataset(p["eval_dataset_id"])["path"])) / "manifest.csv"
-    if not manifest.is_file():
-        return False
-    with open(manifest, encoding="utf-8-sig", newline="") as fh:
-        for raw in csv.DictReader(fh):
-            row = {(k or "").strip(): v for k, v in raw.items()}
-            if (row.get("attribute") or "").strip() and (row.get("split") or "").strip().lower() != "val":
-                return True
-    return False
+    return has_reported_attributes(dataset_root(Path(store.dataset(p["eval_dataset_id"])["path"])))
 
 
 def named_groups(store: Store, project_id: int) -> list[dict]:
@@ -133,7 +125,7 @@ def group_by_id(store: Store, project_id: int, group_id: int) -> dict:
 
 def suggestions(store: Store, project_id: int, pools: list[dict], n_items: list[int], actor: str) -> list[dict]:
     """Pool images in suggestion order, for the gallery of a project without attributes: those in a
-    suspected group that the model probably gets wrong first (:func:`core.engine.discovery.suggest`).
+    suspected group that the model probably gets wrong first (:func:`core.engine.group_discovery.suggest`).
     ``pools`` are dataset rows, ``n_items`` their sizes. Each entry: dataset_id, path, score, group
     (suspected group id or None), group_label (its class name), wrong_share."""
     p = store.project(project_id)

@@ -1,37 +1,43 @@
-"""Discovery without attributes, measured and on the command line (docs/DISCOVERY.md).
+"""Group discovery measured against planted groups, and on the command line (docs/DISCOVERY.md).
 
 ``python -m core discover --model BUNDLE --data DATASET --out DIR [--top K]`` writes ``groups.csv``,
 ``members.csv`` and one contact sheet ``group_<id>.png`` per suspected group, ignoring any attribute
 column. ``python -m core discover --bench --suite demo`` prints the benchmark's ``discovery`` table:
 planted-group recovery with the attribute hidden, and an 8-counterexample repair from discovery-ranked
 suggestions against the attribute-aware gallery ranking and random pool images. The algorithm is
-:mod:`core.engine.discovery`.
+:mod:`core.engine.group_discovery`; :func:`recovery` measures how well its groups match planted
+(label, attribute) cells.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from core.bench.suites import load_suite, prepare_suite_data
-from core.engine.discovery import (
+from core.engine.gallery_ranking import answer_reliability, mistake_score, spread_order
+from core.engine.group_discovery import (
     DEFAULT_TOP_K,
-    SUGGEST_REPEAT_PENALTY,
+    Discovery,
+    SuspectedGroup,
     analyse,
-    embed,
-    recovery,
+    representatives,
     suggest_from_arrays,
-    write_discovery,
 )
+from core.engine.group_features import embed
 from core.engine.repair import run_repair
 from core.engine.results import RunMetrics
 from core.errors import UserError
 from core.formats.bundle import load_model_file
-from core.formats.datasets import load_dataset, split_eval
+from core.formats.datasets import ImageDataset, load_dataset, open_image, split_eval
 
 
 def conflicting_cells_of(suite) -> list[tuple[int, str]]:
@@ -45,32 +51,102 @@ def conflicting_cells_of(suite) -> list[tuple[int, str]]:
     return [(lab, a) for lab, a in cells if agreeing.get(lab) is not None and a != agreeing[lab]]
 
 
+# -- measuring against planted groups -----------------------------------------------------------
+def cell_match(groups: list[SuspectedGroup], members_of_cell: np.ndarray, label: int, top: int = 3) -> dict:
+    """Best precision/recall of the label's top ``top`` groups against one cell's members."""
+    best = {"recovered": False, "precision": 0.0, "recall": 0.0, "group": None}
+    cell = set(int(i) for i in members_of_cell)
+    for g in [g for g in groups if g.label == label and g.rank <= top]:
+        inter = len(cell.intersection(int(i) for i in g.members))
+        precision = inter / g.size if g.size else 0.0
+        recall = inter / len(cell) if cell else 0.0
+        ok = precision >= 0.6 and recall >= 0.5
+        if (ok, recall * precision) > (best["recovered"], best["recall"] * best["precision"]):
+            best = {"recovered": ok, "precision": precision, "recall": recall, "group": g.id}
+    return best
+
+
+def recovery(
+    groups: list[SuspectedGroup], dataset: ImageDataset, conflicting_cells: list[tuple[int, str]], top: int = 3
+) -> dict:
+    """Planted-group recovery: the share of the conflicting (label, attribute) cells for which one
+    of the top-``top`` suspected groups of that label has precision ≥ 0.6 and recall ≥ 0.5
+    against the cell. ``dataset`` is the analysed dataset *with* its attributes (scoring only)."""
+    labels = dataset.labels
+    attrs = np.array([a or "" for a in dataset.attributes], dtype=object)
+    cells = []
+    for label, attribute in conflicting_cells:
+        members = np.flatnonzero((labels == label) & (attrs == attribute))
+        if len(members) == 0:
+            continue
+        m = cell_match(groups, members, label, top)
+        cells.append({"label": int(label), "attribute": attribute, "size": int(len(members)), **m})
+    share = sum(c["recovered"] for c in cells) / len(cells) if cells else float("nan")
+    return {"recovery": share, "cells": cells}
+
+
+def group_paths(dataset: ImageDataset, group: SuspectedGroup) -> list[str]:
+    """The manifest paths of a group's members: what naming the group turns into an attribute."""
+    return [dataset.records[int(i)].path for i in group.members]
+
+
+# -- contact sheets -----------------------------------------------------------------------------
+def contact_sheet(dataset: ImageDataset, indices, out_path: str | Path, thumb: int = 56, cols: int = 8) -> Path:
+    """A PNG grid of thumbnails of ``dataset`` images (in the given order)."""
+    indices = [int(i) for i in indices]
+    rows = max(1, math.ceil(len(indices) / cols))
+    sheet = Image.new("RGB", (cols * (thumb + 2) + 2, rows * (thumb + 2) + 2), (255, 255, 255))
+    for k, i in enumerate(indices):
+        rec = dataset.records[i]
+        img = open_image(dataset.root / rec.path, rec.path).convert("RGB")
+        img = img.resize((thumb, thumb), Image.NEAREST if max(img.size) < thumb else Image.BILINEAR)
+        sheet.paste(img, (2 + (k % cols) * (thumb + 2), 2 + (k // cols) * (thumb + 2)))
+    out = Path(out_path)
+    sheet.save(out, optimize=False, compress_level=3)
+    return out
+
+
+GROUP_COLUMNS = ["group", "label", "size", "accuracy", "class_accuracy", "score"]
+
+
+def write_discovery(found: Discovery, dataset: ImageDataset, out_dir: str | Path, sheet_size: int = 24) -> Path:
+    """``groups.csv`` (GROUP_COLUMNS, best first within each label), ``groups.json`` (every field,
+    with the sentence and interval), ``members.csv`` (group,path as in the manifest) and one
+    ``group_<id>.png`` contact sheet per group."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(found.groups, key=lambda g: (g.label, g.rank))
+    with open(out / "groups.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=GROUP_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(g.to_row() for g in ordered)
+    (out / "groups.json").write_text(json.dumps([g.to_row() for g in ordered], indent=2), encoding="utf-8")
+    with open(out / "members.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["group", "path"])
+        for g in ordered:
+            for path in group_paths(dataset, g):
+                w.writerow([g.id, path])
+    for g in ordered:
+        contact_sheet(dataset, representatives(found, g, sheet_size), out / f"group_{g.id}.png")
+    return out
+
+
 # -- benchmark: recovery and an 8-counterexample repair -----------------------------------------
 def attribute_ranking(suite, eval_pred: np.ndarray, pool_probs: np.ndarray) -> np.ndarray:
-    """Pool images ranked as the workbench gallery ranks them when the attribute is known: how
-    unreliable the model's answer is on evaluation images with the same attribute, plus half of
-    (1 − confidence), with 0.05 off for each earlier image of the same (attribute, answer) cell."""
+    """Pool images ranked as the workbench gallery ranks them when the attribute is known
+    (:mod:`core.engine.gallery_ranking`), from the reported evaluation rows' answers."""
     rep, _ = split_eval(suite.eval_set)
-    table: dict[tuple[str, int], list[int]] = {}
-    for i in rep:
-        rec = suite.eval_set.records[i]
-        cell = table.setdefault((rec.attribute or "", int(eval_pred[i])), [0, 0])
-        cell[0] += int(rec.label == int(eval_pred[i]))
-        cell[1] += 1
+    records = [suite.eval_set.records[i] for i in rep]
+    reliability = answer_reliability(
+        [(rec.attribute or "", int(eval_pred[i])) for i, rec in zip(rep, records, strict=True)],
+        [rec.label == int(eval_pred[i]) for i, rec in zip(rep, records, strict=True)],
+    )
     pred, conf = pool_probs.argmax(axis=1), pool_probs.max(axis=1)
-    scores = []
-    for i, rec in enumerate(suite.pool.records):
-        right, total = table.get((rec.attribute or "", int(pred[i])), (0, 0))
-        scores.append((1 - (right + 1) / (total + 2)) + 0.5 * (1 - float(conf[i])))
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    seen: dict[tuple[str, int], int] = {}
-    keyed = []
-    for i in order:
-        cell = (suite.pool.records[i].attribute or "", int(pred[i]))
-        r = seen.get(cell, 0)
-        seen[cell] = r + 1
-        keyed.append((-(scores[i] - SUGGEST_REPEAT_PENALTY * r), i))
-    return np.array([i for _, i in sorted(keyed)], dtype=np.int64)
+    cells = [(rec.attribute or "", int(pred[i])) for i, rec in enumerate(suite.pool.records)]
+    scores = [mistake_score(*reliability.get(cell, (0, 0)), float(conf[i])) for i, cell in enumerate(cells)]
+    order, _ = spread_order(scores, cells, list(range(len(scores))))
+    return np.array(order, dtype=np.int64)
 
 
 def _repair(suite, idx: np.ndarray, seed: int, device: str, config: dict | None = None) -> RunMetrics:
