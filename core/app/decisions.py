@@ -12,7 +12,6 @@ and the report.
 
 from __future__ import annotations
 
-
 from core.app.accounts import Role, User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolated_runs import interpolation_of
@@ -100,7 +99,6 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
         model_id=mid,
     )
     return mid
-
 
 
 def _repaired_model(store: Store, run: dict) -> int:
