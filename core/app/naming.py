@@ -82,6 +82,24 @@ def _write_version(dest: Path, root: Path, rows: list[dict]) -> None:
     write_manifest(dest, rows, COLUMNS)
 
 
+def _store_version(store: Store, project_id: int, model_id: int, old: dict, ds, rows: list, title: str) -> tuple:
+    """Write the new evaluation set version ``rows`` of ``ds`` into the store; returns (its dataset id, its
+    SHA-256). The old version's discovery is copied along: discovery ignores attributes, so the same images
+    and model give the same groups."""
+    new_id = store.add_dataset(project_id, "eval", title, Path("."), "", len(ds))
+    dest = store.artifacts / "datasets" / str(new_id)
+    if dest.exists():
+        shutil.rmtree(dest)
+    _write_version(dest, ds.root, rows)
+    sha = tree_sha256(dest, cache=False)
+    store.set_dataset_path(new_id, dest)
+    store.set_dataset_size(new_id, len(ds), sha)
+    src, target = discovery_dir(store, model_id, old["id"]), discovery_dir(store, model_id, new_id)
+    if src.is_dir() and not target.exists():
+        shutil.copytree(src, target)
+    return new_id, sha
+
+
 def name_group(store: Store, project_id: int, group_id: int, name: str, actor: User) -> dict:
     """Name suspected group ``group_id`` of the project's current discovery: a new evaluation set
     version where its images without an attribute have ``name`` as their attribute (see the module
@@ -102,19 +120,7 @@ def name_group(store: Store, project_id: int, group_id: int, name: str, actor: U
     rows, n_named, n_kept = _rows(ds, dict.fromkeys(group["members"], name))
     if not n_named:
         raise UserError("every image of this group already has an attribute; nothing was changed")
-    new_id = store.add_dataset(project_id, "eval", f"{old['name']} + {name}", Path("."), "", len(ds))
-    dest = store.artifacts / "datasets" / str(new_id)
-    if dest.exists():
-        shutil.rmtree(dest)
-    _write_version(dest, ds.root, rows)
-    sha = tree_sha256(dest, cache=False)
-    store.set_dataset_path(new_id, dest)
-    store.set_dataset_size(new_id, len(ds), sha)
-    # Discovery ignores attributes: the same images and model give the same groups.
-    src = discovery_dir(store, p["base_model_id"], old["id"])
-    target = discovery_dir(store, p["base_model_id"], new_id)
-    if src.is_dir() and not target.exists():
-        shutil.copytree(src, target)
+    new_id, sha = _store_version(store, project_id, p["base_model_id"], old, ds, rows, f"{old['name']} + {name}")
     store.add_named_group(
         project_id,
         old["id"],
