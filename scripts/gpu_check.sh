@@ -82,9 +82,9 @@ print(f"suite files in {work}")
 EOF
 S="$WORK"
 SET=(--model "$S/model" --counterexamples "$S/counterexamples" --eval "$S/eval" --reference "$S/reference" --quiet)
-timed repair_default python3 -m core tune "${SET[@]}" "${STEPS[@]}" --device "$DEV" --out "$OUT/repair_default"
+timed repair_default python3 -m core repair "${SET[@]}" "${STEPS[@]}" --device "$DEV" --out "$OUT/repair_default"
 for backend in local ray; do
-  timed "repair_auto_$backend" python3 -m core tune "${SET[@]}" "${STEPS[@]}" --strength auto --device "$DEV" \
+  timed "repair_auto_$backend" python3 -m core repair "${SET[@]}" "${STEPS[@]}" --strength auto --device "$DEV" \
     --backend "$backend" --out "$OUT/repair_auto_$backend"
   timed "evaluate10k_$backend" python3 -m core evaluate --model "$S/model" --data "$S/eval10k" --device "$DEV" \
     --backend "$backend" --quiet --out "$OUT/evaluate10k_$backend.json"
@@ -94,7 +94,7 @@ done
 timed suite_mobilenet python3 -c "import sys; from core.bench.standard_suite import build_standard; \
 build_standard('standard-mobilenet', sys.argv[1])" "$OUT/work_mobilenet"
 M="$OUT/work_mobilenet"
-timed repair_default_mobilenet python3 -m core tune --model "$M/model" --counterexamples "$M/counterexamples" \
+timed repair_default_mobilenet python3 -m core repair --model "$M/model" --counterexamples "$M/counterexamples" \
   --eval "$M/eval" --reference "$M/reference" --quiet "${STEPS[@]}" --device "$DEV" --out "$OUT/repair_default_mobilenet"
 
 python3 scripts/gpu_check_summary.py "$OUT" | tee -a "$OUT/summary.txt" || FAILED+=(summary)

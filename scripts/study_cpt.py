@@ -188,7 +188,7 @@ def main() -> int:
                             suite.bundle, suite.pool.subset(idx), config=cfg, device="cpu", seed=seed, data=data
                         )
                         row = _row(name, vname, k, seed, res.metrics)
-                        row["reference_agreement"] = res.metrics.get("reference_agreement")
+                        row["reference_agreement"] = res.metrics.reference_agreement
                         rows.append(row)
                         print(
                             f"[{time.perf_counter() - t0:6.0f}s] {name} k={k} s={seed} {vname}: "
