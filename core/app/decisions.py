@@ -18,8 +18,9 @@ from pathlib import Path
 from core.app.accounts import User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolation import interpolation_of
-from core.app.runs import run_metrics, verdict
+from core.app.runs import run_metrics
 from core.app.store import Store
+from core.app.verdict import judge
 from core.errors import UserError
 from core.formats.meta import bundle_zip_bytes, parse_meta_json, sha256_bytes
 
@@ -73,8 +74,8 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
             user=str(user),
             run=run_id,
         )
-    v = verdict(m)
-    if v["kind"] == "flagged" and not (override and reason.strip()):
+    v = judge(m)
+    if v.flagged and not (override and reason.strip()):
         raise UserError(
             "this repair is flagged; tick the override box and write a reason to approve it", "override_needed"
         )
@@ -105,8 +106,8 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
         started_by=who["started"],
         labelled_by=who["labelled"],
         comment=comment.strip(),
-        verdict=v["kind"],
-        override=bool(override and v["kind"] == "flagged"),
+        verdict=v.kind.value,
+        override=bool(override and v.flagged),
         reason=reason.strip(),
         model_id=mid,
     )

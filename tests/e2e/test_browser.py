@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from core.app import pool, projects, runs
+from core.app import pool, projects, runs, verdict
 from core.app.store import Store
 from core.formats.bundle import bundle_from_files
 from core.formats.meta import read_bundle_zip, sha256_bytes
@@ -109,7 +109,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     sign_in(page, "mia")
     page.get_by_text("Rules used:").wait_for()
     page.locator(".st-key-approve_comment textarea").fill("Fixes the tag shortcut; fine for the pilot.")
-    if runs.verdict(m)["kind"] == "flagged":
+    if verdict.judge(m).flagged:
         page.get_by_text("I understand the risk and approve anyway").click()
         page.locator(".st-key-override_reason textarea").fill("pilot only, watched weekly")
     page.get_by_role("button", name="Approve").click()
