@@ -300,7 +300,7 @@ def test_report_is_self_contained(store, demo):
         t=t,
         lang="ja",
     )
-    assert "VERDICT-TEXT" in html and "偏り修正レポート" in html
+    assert "VERDICT-TEXT" in html and "偏り修復レポート" in html
     assert "<script src=" not in html  # nothing is fetched: it opens offline
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inlined
     assert "data:image/png;base64," in html

@@ -282,17 +282,17 @@ def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = 
                     "line": {"width": 1, "color": "#222"},
                 },
                 hovertemplate="%{text}<br>"
-                + t("chart_kept")
+                + t("metric_kept")
                 + ": %{x:.1f}%<br>"
-                + t("chart_worst")
+                + t("metric_worst_group")
                 + ": %{y:.1f}%<extra></extra>",
             )
         )
     kept = [100 * p["kept"] for p in points] or [100.0]
     fig.update_layout(
         title=t("chart_tradeoff_title"),
-        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 100.9]},
-        yaxis={"title": t("chart_worst") + " (%)", "range": [-2, 108]},
+        xaxis={"title": t("metric_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 100.9]},
+        yaxis={"title": t("metric_worst_group") + " (%)", "range": [-2, 108]},
         height=440,
         showlegend=True,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},

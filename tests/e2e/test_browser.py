@@ -94,7 +94,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     shot(page, "3_tune_done_en")
     run = store.runs(pid)[0]
     assert run["status"] == "done" and run["device"]
-    assert page.get_by_text(f"Runs on: {run['device']}").count() == 1
+    assert page.get_by_text(f"Device: {run['device']}").count() == 1
 
     _nav(page, "4 · Review", "Rules used:")
     m = runs.run_metrics(store, run["id"])
@@ -162,7 +162,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     for link, text, name in (
         ("1 · モデル", "モデルが間違えるところ", "1_model_ja"),
         ("2 · 反例", "すばやくラベル付け", "2_counterexamples_ja"),
-        ("3 · 修正", "モデルをどれだけ変えてよいか", "3_tune_ja"),
+        ("3 · 修復", "モデルをどれだけ変えてよいか", "3_tune_ja"),
         ("4 · 確認", "判定基準", "4_review_ja"),
     ):
         _nav(page, link, text)
