@@ -25,6 +25,8 @@ lang = st.session_state.get("lang", "en")
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
+# Read now: the report is made in a download callback, where the browser's context is not at hand.
+tz = st.context.timezone
 
 st.title(t("review_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
@@ -215,7 +217,7 @@ def _export() -> bytes:
 
 
 def _report() -> bytes:
-    data = report.report_html(store, run_id, actor, t, lang, st.context.timezone).encode("utf-8")
+    data = report.report_html(store, run_id, actor, t, lang, tz).encode("utf-8")
     decisions.record_report(store, run_id, data, actor)
     return data
 
@@ -240,7 +242,7 @@ elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):
         t(
             "review_approved_by_relaxed" if relaxed else "review_approved_by",
             name=md(a["actor"]),
-            when=display.local_time(a["ts"], st.context.timezone),
+            when=display.local_time(a["ts"], tz),
         )
     )
 e2.download_button(
