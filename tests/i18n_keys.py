@@ -9,21 +9,25 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from core.app.verdict import Kind, Reason
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "app.py",
     *sorted((ROOT / "views").glob("*.py")),
     ROOT / "core" / "app" / "budget.py",
     ROOT / "core" / "app" / "charts.py",
+    ROOT / "core" / "app" / "history.py",
     ROOT / "core" / "app" / "report.py",
+    ROOT / "core" / "app" / "review.py",
     ROOT / "core" / "app" / "summary.py",
 ]
 
 DYNAMIC = {
     "status": ["preparing", "queued", "running", "done", "failed", "cancelled", "interrupted"],
     "decision": ["approved", "rejected", "none", "in_use", "rolled_back"],
-    "verdict": ["improved", "mixed", "partial", "flagged", "no_gain", "unchanged"],
-    "verdict_reason": ["accuracy_drop", "kept_low"],
+    "verdict": [k.value for k in Kind],
+    "verdict_reason": [r.value for r in Reason],
     "tune_ended": ["failed", "interrupted", "cancelled"],
     "ce_show": ["all", "todo", "done"],
     "stop": [

@@ -1,10 +1,13 @@
-"""Local times and numbers as people read them (docs/WORKBENCH.md, "Page addresses, times and numbers"): no raw UTC ISO strings, no ``1000.0``."""
+"""Local times, numbers, shares and durations as people read them (docs/WORKBENCH.md, "Page addresses, times
+and numbers"): no raw UTC ISO strings, no ``1000.0``, one formatter for each."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from core.app import display, summary
+from core.app import display, summary, verdict
 from core.app.i18n import translator
 
 
@@ -54,14 +57,52 @@ def test_strengths_read_without_trailing_zeros(value, shown):
 
 
 def test_the_verdict_names_the_auto_strength_as_a_person_writes_it():
-    v = {
-        "kind": "improved",
-        "worst_before": 0.5,
-        "worst_after": 0.9,
-        "accuracy_change": 0.01,
-        "kept": 0.99,
-        "reasons": [],
-        "worse_groups": [],
-    }
+    v = verdict.Verdict(
+        kind=verdict.Kind.IMPROVED,
+        reasons=(),
+        accuracy_change=0.01,
+        worst_before=0.5,
+        worst_after=0.9,
+        kept=0.99,
+        max_drop=verdict.MAX_ACCURACY_DROP,
+        min_kept=verdict.MIN_KEPT_DECISIONS,
+        no_change=None,
+        n_fixed=0,
+        n_broken=0,
+        worse_groups=(),
+        better_groups=(),
+        biggest_gain=None,
+        biggest_loss=None,
+    )
     text = summary.verdict_text(v, translator("ja"), auto_strength=1000.0)
     assert "1,000" in text and "1000.0" not in text
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "shown"),
+    [(0.1234, 1, "12.3%"), (0.1234, 0, "12%"), (1.0, 1, "100.0%"), (0.0, 0, "0%"), (None, 1, "–"), (math.nan, 1, "–")],
+)
+def test_a_share_reads_as_a_percentage(value, digits, shown):
+    assert display.percent(value, digits) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "shown"),
+    [
+        (0.523, {}, "52.3"),
+        (0.523, {"signed": True}, "+52.3"),
+        (-0.023, {"signed": True}, "-2.3"),
+        (0.02, {"digits": 0}, "2"),
+        (None, {"signed": True}, "–"),
+        (math.nan, {}, "–"),
+    ],
+)
+def test_a_change_reads_in_percentage_points(value, kwargs, shown):
+    assert display.points(value, **kwargs) == shown
+
+
+def test_durations_and_group_names():
+    assert display.duration(None) == "…" and display.duration(125.4) == "2:05" and display.duration(0) == "0:00"
+    assert display.group_name({"label": "two", "attribute": "red"}) == "two · red"
+    assert display.group_name({"label": "two", "attribute": "(none)"}) == "two"
+    assert display.group_name({"label": "two", "attribute": ""}) == "two"

@@ -41,7 +41,7 @@ def test_japanese_is_really_japanese():
 
 
 def test_t_fills_placeholders_and_falls_back():
-    assert t("tune_watch_item", "ja", run=3) == "修正 #3"
+    assert t("tune_watch_item", "ja", run=3) == "修復 #3"
     assert t("no_such_key", "ja") == "no_such_key"
     assert t("nav_model", "xx") == t("nav_model", "en")
 

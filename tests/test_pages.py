@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import interpolated_runs, pool, projects, runs, summary, suspected_groups, uploads
+from core.app import display, interpolated_runs, pool, projects, runs, suspected_groups, uploads, verdict
 from core.app.i18n import translator
 from core.app.worker import execute_run
 from tests.run_fixtures import make_tradeoff_run
@@ -258,8 +258,8 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
     text = _texts(at)
     assert "Rules used: a repair is flagged if overall accuracy falls by more than 2 points" in text
     assert len(at.get("plotly_chart")) == 2
-    v = runs.verdict(runs.run_metrics(store, rid))
-    if v["kind"] == "flagged":
+    v = verdict.judge(runs.run_metrics(store, rid))
+    if v.flagged:
         at.checkbox(key="override").check()
         at.text_area(key="override_reason").input("pilot, watched closely")
     at.text_area(key="approve_comment").input("good for the pilot")
@@ -276,7 +276,7 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
 def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatch):
     pid = projects.open_demo(store, ALICE)
     rid = _finished_run(store, pid)
-    monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
+    monkeypatch.setattr(verdict, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
     at = _app("views/review.py")
     assert at.error and "Careful" in at.error[0].value
     next(b for b in at.button if b.label == "Approve").click().run()
@@ -288,11 +288,11 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
 def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, store, lang):
     pid = projects.open_demo(store, ALICE)
     rid = make_tradeoff_run(store, pid)
-    v = runs.verdict(runs.run_metrics(store, rid))
-    assert v["kind"] == "mixed" and v["worse_groups"][0]["name"] == "two · red"
+    v = verdict.judge(runs.run_metrics(store, rid))
+    assert v.kind == "mixed" and v.worse_groups[0].name == "two · red"
     at = _app("views/review.py", lang=lang)
     box = at.warning[0].value
-    assert "two · red" in box and str(v["n_broken"]) in box and str(v["n_fixed"]) in box
+    assert "two · red" in box and str(v.n_broken) in box and str(v.n_fixed) in box
     assert not any(b.value.startswith("Recommended") for b in at.success)
     card = " ".join(str(h.proto.body) for h in at.get("html"))
     assert "two · red" in card and "font-size:42px" in card
@@ -337,7 +337,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     slider = at.slider(key=f"alpha_{rid}")
     assert slider.value == 1.0
     card_full = _card(at)
-    assert summary.pct(full["after"]["accuracy"]) in card_full
+    assert display.percent(full["after"]["accuracy"]) in card_full
 
     # α = 0 is the old model: nothing changed, the card's new numbers are the old ones.
     slider.set_value(0.0).run()
@@ -353,8 +353,8 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     half = interpolated_runs.preview(store, rid, 0.5, ALICE)["metrics"]
     assert 0 < half["changed_predictions"] < full["changed_predictions"]
     card_half = _card(at)
-    assert card_half != card_full and summary.pct(half["after"]["accuracy"]) in card_half
-    assert summary.pct(half["kept_decisions"]) in card_half
+    assert card_half != card_full and display.percent(half["after"]["accuracy"]) in card_half
+    assert display.percent(half["kept_decisions"]) in card_half
     preview_line = next(i.value for i in at.info if "0.50" in i.value)
     assert str(half["counterexamples_fixed"]) in preview_line
     marks = [c.value[0] for c in at.caption if c.value[:1] in ("✓", "✗")]
@@ -380,8 +380,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     assert any(e["action"] == "forbidden" and e["detail"].get("run_id") == new for e in store.audit_events())
     at = _app("views/review.py", lang=lang, user="ann")
     assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
-    v = runs.verdict(runs.run_metrics(store, new))
-    if v["kind"] == "flagged":
+    if verdict.judge(runs.run_metrics(store, new)).flagged:
         at.checkbox(key="override").check()
         at.text_area(key="override_reason").input("weaker repair")
     next(b for b in at.button if b.label == translator(lang)("review_approve")).click().run()

@@ -440,7 +440,7 @@ def test_budget_refusal_is_translated_on_the_pages(tmp_path, monkeypatch):
         "raise the budget", "ask the administrator to raise the budget"
     )
     run_refusal = budget.BudgetError(budget.REPAIR, 3 * 2**20, 2**20, 2 * 2**20)
-    assert budget.explain(run_refusal, translator("ja")).startswith("この修正 には約 3.0 MB")
+    assert budget.explain(run_refusal, translator("ja")).startswith("この修復 には約 3.0 MB")
     assert budget.explain(UserError("plain"), translator("ja")) == "plain"
 
 

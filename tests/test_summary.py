@@ -1,11 +1,11 @@
-"""Both sides of a repair: groups worse beyond their interval, varied samples, the verdict's words,
-the summary card and the report's static chart fallback."""
+"""Both sides of a repair: the verdict's kinds and rules, groups worse beyond their interval, varied
+samples, the verdict's words, the summary card and the report's static chart fallback."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from core.app import charts, runs, summary
+from core.app import charts, summary, verdict
 from core.app.i18n import translator
 from core.app.staticchart import figure_svg
 
@@ -58,10 +58,10 @@ def _metrics(after_two_red=0.71, kept=0.95, acc_after=0.86):
 
 
 def test_a_group_worse_beyond_its_interval_is_named_with_the_losses():
-    v = runs.verdict(_metrics())
-    assert v["kind"] == "mixed"  # better worst group, but a group got worse: not a green "Recommended"
-    assert [c["name"] for c in v["worse_groups"]] == ["two · red"]  # two · blue moved within its range
-    assert v["biggest_gain"]["name"] == "seven · red" and v["biggest_loss"]["name"] == "two · red"
+    v = verdict.judge(_metrics())
+    assert v.kind == "mixed"  # better worst group, but a group got worse: not a green "Recommended"
+    assert [c.name for c in v.worse_groups] == ["two · red"]  # two · blue moved within its range
+    assert v.biggest_gain.name == "seven · red" and v.biggest_loss.name == "two · red"
     text = summary.verdict_text(v, translator("en"))
     assert "two · red 98% → 71%" in text and "383 answers that were right are now wrong" in text
     assert "512 answers fixed" in text
@@ -70,14 +70,14 @@ def test_a_group_worse_beyond_its_interval_is_named_with_the_losses():
 
 
 def test_no_worse_group_keeps_recommended_and_says_nothing_was_lost_beyond_noise():
-    v = runs.verdict(_metrics(after_two_red=0.97))
-    assert v["kind"] == "improved" and v["worse_groups"] == []
+    v = verdict.judge(_metrics(after_two_red=0.97))
+    assert v.kind == "improved" and v.worse_groups == ()
     assert "no group got worse beyond its 95% range" in summary.verdict_text(v, translator("en"))
 
 
 def test_a_flag_is_explained_by_what_was_lost():
-    v = runs.verdict(_metrics(kept=0.874))
-    assert v["kind"] == "flagged" and v["reasons"] == ["kept_low"]
+    v = verdict.judge(_metrics(kept=0.874))
+    assert v.kind == "flagged" and v.reasons == (verdict.Reason.KEPT_LOW,) and v.flagged
     text = summary.verdict_text(v, translator("en"))
     assert text.startswith("Careful")
     assert "only 87.4% of the answers that were right stay right, under the 90%" in text
@@ -89,8 +89,8 @@ def test_no_change_reason_is_shown_plainly():
     m["after"] = m["before"]
     m.update(changed_predictions=0, n_fixed=0, n_broken=0, kept_decisions=1.0)
     m["no_change"] = {"code": "auto_no_change", "reason": "every strength tried made the held-out worst group worse"}
-    v = runs.verdict(m)
-    assert v["kind"] == "unchanged"
+    v = verdict.judge(m)
+    assert v.kind == "unchanged"
     assert "Why: every strength tried made the held-out worst group worse" in summary.verdict_text(v, translator("en"))
 
 
@@ -114,7 +114,7 @@ def test_varied_sample_spreads_over_groups_and_answers_not_sorted_by_label():
 
 def test_summary_card_has_the_four_numbers_and_the_biggest_gain_and_loss():
     m = _metrics()
-    v = runs.verdict(m)
+    v = verdict.judge(m)
     card = summary.summary_card_html(m, v, translator("en"), verdict="VERDICT")
     for needed in (
         "80.0%",
@@ -162,3 +162,35 @@ def test_static_svg_fallback_draws_names_values_and_titles():
     heat = figure_svg(charts.accuracy_heatmap(m["before"], t))
     assert ">98%<" in heat and ">seven<" in heat
     assert "<svg" in figure_svg(go.Figure(go.Scatter(x=[1, 2], y=[3, 4], mode="lines")))
+
+
+def test_every_kind_of_verdict_has_one_look_and_words_in_both_languages():
+    tones = {"success", "warning", "info", "error"}
+    for kind in verdict.Kind:
+        assert kind.look.tone in tones and kind.look.icon and kind.look.background.startswith("#")
+        for lang in ("en", "ja"):
+            assert translator(lang)(kind.key) != kind.key
+    assert verdict.Kind.FLAGGED.look.tone == "error" and verdict.Kind.IMPROVED.look.tone == "success"
+    assert len({k.look.icon for k in verdict.Kind}) == len(verdict.Kind)  # an icon tells each kind apart
+    for reason in verdict.Reason:
+        assert translator("ja")(reason.key) != reason.key
+
+
+def test_the_card_draws_the_verdict_in_the_colours_of_its_kind_and_the_rules_it_used(monkeypatch):
+    m = _metrics(kept=0.874)
+    v = verdict.judge(m)
+    card = summary.summary_card_html(m, v, translator("en"), verdict="WORDS")
+    look = verdict.Kind.FLAGGED.look
+    assert f"background:{look.background};border-left:8px solid {look.border}" in card and "WORDS" in card
+    assert 'class="verdict"' not in summary.summary_card_html(m, v, translator("en"))
+    rules = summary.rules_text(v, translator("en"))
+    assert "more than 2 points" in rules and "fewer than 90.0% of right decisions" in rules
+    monkeypatch.setattr(verdict, "MIN_KEPT_DECISIONS", 0.8)  # the rules shown are the rules applied
+    v = verdict.judge(m)
+    assert v.kind == "mixed" and "fewer than 80.0%" in summary.rules_text(v, translator("en"))
+
+
+def test_counts_text_says_how_many_answers_changed():
+    text = summary.counts_text(_metrics(), translator("en"))
+    assert text.startswith("900 test images changed their answer: 512 fixed, 383 broken.")
+    assert "Errors corrected: 40.0%" in text and "fewer than 10 images" in text

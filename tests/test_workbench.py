@@ -25,6 +25,7 @@ from core.app import (
     runs,
     suspected_groups,
     uploads,
+    verdict,
 )
 from core.app.store import Store
 from core.app.worker import execute_run
@@ -231,8 +232,8 @@ def _metrics(acc_before, acc_after, wg_before, wg_after, kept, changed=10):
     ],
 )
 def test_verdict_do_no_harm_rule(m, kind, reasons):
-    v = runs.verdict(m)
-    assert (v["kind"], v["reasons"]) == (kind, reasons)
+    v = verdict.judge(m)
+    assert (v.kind, list(v.reasons)) == (kind, reasons)
 
 
 # ---- a whole repair: approve, export, roll back, report, history -------------------------------
@@ -247,7 +248,7 @@ def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch)
     assert sum(c["fixed"] for c in changed) == m["n_fixed"]
 
     # A flagged run needs the override and a reason; force the verdict to flag it.
-    monkeypatch.setattr(runs, "MIN_KEPT_DECISIONS", 1.01)
+    monkeypatch.setattr(verdict, "MIN_KEPT_DECISIONS", 1.01)
     with pytest.raises(UserError, match="override"):
         decisions.approve_run(store, rid, "looks fine", MIA)
     with pytest.raises(UserError, match="override"):
@@ -300,7 +301,7 @@ def test_report_is_self_contained(store, demo):
         t=t,
         lang="ja",
     )
-    assert "VERDICT-TEXT" in html and "偏り修正レポート" in html
+    assert "VERDICT-TEXT" in html and "偏り修復レポート" in html
     assert "<script src=" not in html  # nothing is fetched: it opens offline
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inlined
     assert "data:image/png;base64," in html

@@ -2,11 +2,21 @@
 
 import streamlit as st
 
-from core.app import accounts, charts, decisions, display, evaluation, interpolated_runs, projects, runs, summary
+from core.app import (
+    accounts,
+    charts,
+    decisions,
+    display,
+    evaluation,
+    interpolated_runs,
+    projects,
+    report,
+    review,
+    runs,
+    summary,
+)
 from core.app.i18n import error_translator, translator
-from core.app.report import build_report
 from core.app.safe_text import md
-from core.app.store import now_iso
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -15,6 +25,8 @@ lang = st.session_state.get("lang", "en")
 store = projects.get_store()
 pid = st.session_state.get("project_id")
 actor = st.session_state["user"]  # the signed-in person (app.py); core checks their role
+# Read now: the report is made in a download callback, where the browser's context is not at hand.
+tz = st.context.timezone
 
 st.title(t("review_title"))
 if pid is None or not projects.project_summary(store, pid)["active_model"]:
@@ -22,7 +34,7 @@ if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.page_link("views/model.py", label=t("nav_model"), icon="🧠")
     st.stop()
 
-done = [r for r in store.runs(pid) if r["status"] == "done"]
+done = review.reviewable_runs(store, pid)
 if not done:
     st.info(t("review_no_runs"))
     st.page_link("views/tune.py", label=t("nav_tune"), icon="🎚️")
@@ -31,20 +43,6 @@ if not done:
 ids = [r["id"] for r in done]
 by_id = {r["id"]: r for r in done}
 project = store.project(pid)
-
-
-def _decision_words(r: dict) -> str:
-    return t(f"decision_{runs.decision_state(r, project)}")
-
-
-def _run_name(i: int) -> str:
-    r = by_id[i]
-    return t("review_run_item", run=i, strength=display.number(r["strength_label"]), decision=_decision_words(r))
-
-
-def _in_use_line() -> str:
-    in_use = runs.model_in_use(store, pid)
-    return t("review_in_use_original") if in_use is None else t("review_in_use_repair", run=in_use)
 
 
 # The picker's key includes every run's decision state, so that its labels are redrawn at once after
@@ -56,13 +54,13 @@ run_id = st.selectbox(
     t("review_pick"),
     ids,
     index=ids.index(picked) if picked in ids else 0,
-    format_func=_run_name,
+    format_func=lambda i: review.run_item(by_id[i], project, t),
     key=f"review_run_{len(ids)}_{states}",
 )
 st.session_state["review_picked"] = run_id
 run = store.run(run_id)
 run_m = runs.run_metrics(store, run_id)
-st.caption(_in_use_line())
+st.caption(review.in_use_line(store, pid, t))
 origin = interpolated_runs.interpolation_of(run)
 if origin:
     st.caption(t("review_alpha_origin", run=origin["from_run"], alpha=f"{origin['alpha']:.2f}"))
@@ -73,10 +71,6 @@ message = st.session_state.pop("review_msg", None)
 def show_message(where: str) -> None:
     if message and message[0] == where:
         getattr(st, message[1])(message[2])
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
 
 
 # Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
@@ -139,61 +133,31 @@ if interpolated_runs.can_interpolate(run):
                 st.error(md(err(exc)))
         show_message("alpha")
 
-m = alpha_view["metrics"] if alpha_view is not None and alpha < 1.0 else run_m
-v = runs.verdict(m)
-before, after = m["before"], m["after"]
-auto_strength = m.get("strength") if run["config"].get("strength") == "auto" else None
-verdict_words = summary.verdict_text(v, t, auto_strength=auto_strength)
-
-box = {
-    "improved": st.success,
-    "mixed": st.warning,
-    "partial": st.info,
-    "flagged": st.error,
-    "no_gain": st.warning,
-    "unchanged": st.info,
-}
-icon = {"improved": "✅", "mixed": "⚖️", "partial": "➕", "flagged": "⛔", "no_gain": "⚠️", "unchanged": "ℹ️"}
+content = review.review_content(
+    store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None
+)
+m, v = content.metrics, content.verdict
 with st.container(border=True, key="summary_card"):
     # The verdict in large type, to read from the back of a meeting room.
     st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
-    box[v["kind"]](verdict_words, icon=icon[v["kind"]])
-    st.html(summary.summary_card_html(m, v, t))
-st.caption(
-    t("review_thresholds", max_drop=f"{100 * runs.MAX_ACCURACY_DROP:.0f}", min_kept=pct(runs.MIN_KEPT_DECISIONS))
-)
-st.caption(
-    t(
-        "review_counts",
-        changed=m["changed_predictions"],
-        fixed=m.get("n_fixed", 0),
-        broken=m.get("n_broken", 0),
-        corrected=pct(m["errors_corrected"]),
-        introduced=pct(m["errors_introduced"]),
-        min_group=before["min_group_count"],
-    )
-)
+    getattr(st, v.kind.look.tone)(content.words, icon=v.kind.look.icon)
+    st.html(content.card_html(t))
+st.caption(summary.rules_text(v, t))
+st.caption(summary.counts_text(m, t))
 
-fig_groups = charts.old_new_bars(before, after, t)
-points = runs.tradeoff_points(store, pid)
-fig_trade = charts.tradeoff(points, t, highlight=run_id)
-st.plotly_chart(fig_groups, key="old_new")
-st.plotly_chart(fig_trade, key="tradeoff")
+st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t), key="old_new")
+st.plotly_chart(charts.tradeoff(runs.tradeoff_points(store, pid), t, highlight=run_id), key="tradeoff")
 st.caption(t("review_tradeoff_help"))
 
-changed = runs.changed_predictions(store, run_id, after=alpha_view["after"] if alpha < 1.0 else None)
 st.subheader(t("review_changed_title"))
-fixed = [c for c in changed if c["fixed"]]
-broken = [c for c in changed if c["broken"]]
-GALLERY = 16
 side_fixed, side_broken = st.columns(2, gap="large")
 for side, items, mark, title, key in (
-    (side_fixed, fixed, "✓", "review_tab_fixed", "gallery_fixed"),
-    (side_broken, broken, "✗", "review_tab_broken", "gallery_broken"),
+    (side_fixed, content.fixed, "✓", "review_tab_fixed", "gallery_fixed"),
+    (side_broken, content.broken, "✗", "review_tab_broken", "gallery_broken"),
 ):
     with side, st.container(key=key):
         st.markdown(f"#### {t(title, n=len(items))}")
-        sample = summary.varied_sample(items, GALLERY)
+        sample = summary.varied_sample(items, review.PAGE_SAMPLE)
         if not sample:
             st.caption(t("review_no_changes"))
             continue
@@ -202,11 +166,12 @@ for side, items, mark, title, key in (
         for i, c in enumerate(sample):
             with cols[i % 4]:
                 st.image(evaluation.thumbnail(c["file"], 72))
-                st.caption(f"{mark} {md(c['before'])} → {md(c['after'])}  \n{md(summary.group_name(c))}")
+                st.caption(f"{mark} {md(c['before'])} → {md(c['after'])}  \n{md(display.group_name(c))}")
 
 st.divider()
 st.subheader(t("review_decide"))
-st.markdown(f"**{t('review_decision_now', decision=_decision_words(run))}** {_in_use_line()}")
+decision_now = t(f"decision_{runs.decision_state(run, project)}")
+st.markdown(f"**{t('review_decision_now', decision=decision_now)}** {review.in_use_line(store, pid, t)}")
 if alpha < 1.0:
     st.info(t("review_alpha_decide_note", run=run_id, alpha=f"{alpha:.2f}"))
 
@@ -220,7 +185,7 @@ with a_col, st.form("approve_form"):
         st.caption(t("review_four_eyes_relaxed_you" if relaxed_now else "review_four_eyes_you"))
     comment = st.text_area(t("review_comment"), key="approve_comment")
     override, reason = False, ""
-    if v["kind"] == "flagged":
+    if v.flagged:
         st.warning(t("review_flagged_needs_override"))
         override = st.checkbox(t("review_override"), key="override")
         reason = st.text_area(t("review_override_reason"), key="override_reason")
@@ -252,49 +217,7 @@ def _export() -> bytes:
 
 
 def _report() -> bytes:
-    decision_lines = [
-        t(
-            "report_decision_line",
-            when=display.local_time(e["ts"], st.context.timezone),
-            who=e["actor"],
-            action=t(f"action_{e['action']}"),
-            detail=" ".join(
-                [e["detail"].get("comment", "")]
-                + ([t("report_four_eyes_relaxed")] if e["detail"].get("four_eyes") == "relaxed" else [])
-            ).strip(),
-        )
-        for e in store.audit_events(pid)
-        if (e["detail"].get("run_id") == run_id and e["action"] in ("approved", "rejected", "exported"))
-        or (
-            e["action"] == "rolled_back"
-            and run["repaired_model_id"]
-            and e["detail"].get("from_model_id") == run["repaired_model_id"]
-        )
-    ]
-    decision_lines.append(t("report_made_by", who=actor, when=display.local_time(now_iso(), st.context.timezone)))
-    # The report is of the run itself (α = 1), whatever strength the slider previews.
-    rv = runs.verdict(run_m)
-    words = summary.verdict_text(rv, t, auto_strength=auto_strength)
-    html_text = build_report(
-        title=t("report_title", run=run_id),
-        run=run,
-        metrics=run_m,
-        verdict_text=words,
-        summary_html=summary.summary_card_html(run_m, rv, t, verdict=words),
-        figures=[
-            (t("chart_heatmap_title") + " — " + t("chart_old"), charts.accuracy_heatmap(run_m["before"], t)),
-            (t("chart_heatmap_title") + " — " + t("chart_new"), charts.accuracy_heatmap(run_m["after"], t)),
-            (t("chart_old_new_title"), charts.old_new_bars(run_m["before"], run_m["after"], t)),
-            (t("chart_tradeoff_title"), fig_trade),
-            (t("chart_loss_title"), charts.live_curves(store.progress(run_id), t)),
-        ],
-        changed=runs.changed_predictions(store, run_id),
-        decision_lines=decision_lines,
-        t=t,
-        lang=lang,
-        tz=st.context.timezone,
-    )
-    data = html_text.encode("utf-8")
+    data = report.report_html(store, run_id, actor, t, lang, tz).encode("utf-8")
     decisions.record_report(store, run_id, data, actor)
     return data
 
@@ -319,7 +242,7 @@ elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):
         t(
             "review_approved_by_relaxed" if relaxed else "review_approved_by",
             name=md(a["actor"]),
-            when=display.local_time(a["ts"], st.context.timezone),
+            when=display.local_time(a["ts"], tz),
         )
     )
 e2.download_button(

@@ -4,14 +4,13 @@ The repair runs in a worker process; this page only reads its progress from the 
 fragment that reruns every second while a run is queued or running.
 """
 
-import math
-
 import streamlit as st
 
-from core.app import budget, charts, display, pool, projects, runs
+from core.app import budget, charts, display, pool, projects, review, runs
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.app.store import ACTIVE_RUN_STATES, ENDED_WITHOUT_RESULT
+from core.app.strength_scale import strength_scale
 from core.errors import UserError
 
 t = translator(st.session_state.get("lang", "en"))
@@ -38,17 +37,12 @@ schema = {s["name"]: s for s in runs.method_schema(method)}
 
 config: dict = {}
 if "strength" in schema:
-    spec = schema["strength"]
-    lo, hi = spec["min"] or 1.0, spec["max"] or 1e6
-    steps_per_decade = 4
-    n = int(round(math.log10(hi / lo) * steps_per_decade))
-    options = [float(f"{lo * 10 ** (i / steps_per_decade):.3g}") for i in range(n + 1)]
-    default = min(options, key=lambda v: abs(math.log10(v) - math.log10(spec["default"])))
+    scale = strength_scale(schema["strength"])
     auto = st.toggle(t("tune_auto"), key="tune_auto", help=t("tune_auto_help"))
     strength = st.select_slider(
         t("tune_strength"),
-        options=options,
-        value=default,
+        options=scale.options,
+        value=scale.default,
         format_func=display.number,  # 1,000 and 1e6, as every other strength on the pages
         key="tune_strength",
         disabled=auto,
@@ -127,8 +121,7 @@ st.subheader(t("tune_runs"))
 def draw_runs_table() -> None:
     """The table of all runs of this project, read fresh from the store (inside the live fragment,
     so statuses stay current while it polls), with each run's decision and the model in use now."""
-    in_use = runs.model_in_use(store, pid)
-    st.markdown(f"**{t('review_in_use_original') if in_use is None else t('review_in_use_repair', run=in_use)}**")
+    st.markdown(f"**{review.in_use_line(store, pid, t)}**")
     project = store.project(pid)
     st.dataframe(
         [
@@ -164,13 +157,6 @@ watch = st.selectbox(
 st.session_state["watch_run"] = watch
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "…"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def stop_words(run: dict) -> str:
     """How the run stopped, in plain words: its reason and the step it went back to (core.app.runs.run_stop)."""
     stop = runs.run_stop(run)
@@ -199,7 +185,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
             "total": last.get("total", 0),
         }
         if status in ACTIVE_RUN_STATES:
-            text = t("tune_progress", eta=_fmt_eta(p["eta_s"]), **counts)
+            text = t("tune_progress", eta=display.duration(p["eta_s"]), **counts)
         else:
             text = t("tune_progress_ended", **counts)
     elif p["auto"] and status in ACTIVE_RUN_STATES:

@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.app import display
+from core.app.display import group_name, percent
 from core.app.safe_text import plot_text
-from core.app.summary import group_name
 
 # A colour-blind-safe palette (purple / orange / grey, from ColorBrewer's PuOr) that never uses red,
 # blue or green, so no colour on a chart reads as a group attribute like "red" or "blue"; every
@@ -56,10 +56,6 @@ def _style(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
 def _group_name(g: dict) -> str:
     return plot_text(group_name(g))
 
@@ -79,7 +75,7 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
     for g in groups:
         i, j = labels.index(g["label"]), attrs.index(str(g["attribute"]))
         z[i][j] = 100 * g["accuracy"]
-        text[i][j] = f"{_pct(g['accuracy'])}<br>n={g['count']}"
+        text[i][j] = f"{percent(g['accuracy'], 0)}<br>n={g['count']}"
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -286,17 +282,17 @@ def tradeoff(points: list[dict], t: Callable[..., str], highlight: int | None = 
                     "line": {"width": 1, "color": "#222"},
                 },
                 hovertemplate="%{text}<br>"
-                + t("chart_kept")
+                + t("metric_kept")
                 + ": %{x:.1f}%<br>"
-                + t("chart_worst")
+                + t("metric_worst_group")
                 + ": %{y:.1f}%<extra></extra>",
             )
         )
     kept = [100 * p["kept"] for p in points] or [100.0]
     fig.update_layout(
         title=t("chart_tradeoff_title"),
-        xaxis={"title": t("chart_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 100.9]},
-        yaxis={"title": t("chart_worst") + " (%)", "range": [-2, 108]},
+        xaxis={"title": t("metric_kept") + " (%)", "range": [max(0.0, min(kept) - 5), 100.9]},
+        yaxis={"title": t("metric_worst_group") + " (%)", "range": [-2, 108]},
         height=440,
         showlegend=True,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},

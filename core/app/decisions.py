@@ -15,8 +15,9 @@ from __future__ import annotations
 from core.app.accounts import Role, User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolated_runs import interpolation_of
-from core.app.runs import run_metrics, verdict
+from core.app.runs import run_metrics
 from core.app.store import Store
+from core.app.verdict import judge
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.meta import bundle_zip_bytes, parse_meta_json, sha256_bytes
@@ -75,8 +76,8 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
     if run is None or m is None:
         raise UserError("only a finished run can be approved", "approve_unfinished")
     who, relaxed = check_four_eyes(store, run, user)
-    v = verdict(m)
-    if v["kind"] == "flagged" and not (override and reason.strip()):
+    v = judge(m)
+    if v.flagged and not (override and reason.strip()):
         raise UserError(
             "this repair is flagged; tick the override box and write a reason to approve it", "override_needed"
         )
@@ -93,8 +94,8 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
         started_by=who["started"],
         labelled_by=who["labelled"],
         comment=comment.strip(),
-        verdict=v["kind"],
-        override=bool(override and v["kind"] == "flagged"),
+        verdict=v.kind.value,
+        override=bool(override and v.flagged),
         reason=reason.strip(),
         model_id=mid,
     )

@@ -1,5 +1,7 @@
-"""How times and numbers are written for people: local date and time with the zone named, and
-numbers such as a strength without a trailing ``.0`` or a run of zeros.
+"""How times and numbers are written for people: local date and time with the zone named, numbers
+such as a strength without a trailing ``.0`` or a run of zeros, shares as percentages and changes as
+percentage points (one formatter each, used by the pages, the summary card, the charts and the
+report alike), a duration as ``m:ss``, and a group by its name.
 
 The store keeps UTC ISO strings (``2026-11-30T10:30:01Z``); pages pass the browser's time zone
 (Streamlit's ``st.context.timezone``, an IANA name such as ``Asia/Tokyo``), and when it is unknown
@@ -66,3 +68,39 @@ def number(x: float | int | str | None) -> str:
     mantissa, exponent = f"{x:.3e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
+
+
+def finite(x: float | int | str | None) -> float | None:
+    """``x`` as a float, or None when it is missing or not a number (NaN): what the formatters below
+    show as ``–``."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def percent(share: float | None, digits: int = 1) -> str:
+    """A share (0.123) as a percentage: ``12.3%`` (``12%`` with ``digits=0``); ``–`` for none."""
+    x = finite(share)
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def points(change: float | None, digits: int = 1, signed: bool = False) -> str:
+    """A difference of shares (0.123) in percentage points: ``12.3``, or ``+12.3`` with ``signed``;
+    ``–`` for none."""
+    x = finite(change)
+    return "–" if x is None else f"{100 * x:{'+' if signed else ''}.{digits}f}"
+
+
+def duration(seconds: float | None) -> str:
+    """A time left as minutes and seconds, ``2:05``; ``…`` while it is not known yet."""
+    if seconds is None:
+        return "…"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def group_name(g: dict) -> str:
+    """A group as people read it: ``two · red`` (just the label when there is no attribute)."""
+    a = g.get("attribute")
+    return f"{g['label']} · {a}" if a not in (None, "", "(none)") else str(g["label"])

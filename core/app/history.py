@@ -1,11 +1,15 @@
-"""The audit log as a table and as CSV, for the History page."""
+"""The audit log for the History page: which rows it shows (scope and filters), the table as people
+read it, and the CSV download."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 
+from core.app import display
+from core.app.accounts import User
 from core.app.store import Store
 
 
@@ -23,6 +27,46 @@ def history_frame(store: Store, project_id: int | None = None) -> pd.DataFrame:
         for e in store.audit_events(project_id)
     ]
     return pd.DataFrame(rows, columns=["id", "when", "who", "project", "action", "details"])
+
+
+def scope_project(user: User, project_id: int | None, scope: str) -> int | None:
+    """The project whose rows the History page shows for ``scope`` (``project`` or ``all``), None for
+    every project. A demo session sees its project's rows only, whatever the scope."""
+    if user.demo:
+        scope = "project"
+    return project_id if scope == "project" and project_id is not None else None
+
+
+def filter_frame(
+    frame: pd.DataFrame, actions: Iterable[str] = (), who: Iterable[str] = (), text: str = ""
+) -> pd.DataFrame:
+    """The rows of ``frame`` that match every filter given: one of ``actions``, by one of ``who``, and
+    ``text`` in the details (any case, as plain text). An empty filter matches every row."""
+    actions, who = list(actions), list(who)
+    shown = frame
+    if actions:
+        shown = shown[shown["action"].isin(actions)]
+    if who:
+        shown = shown[shown["who"].isin(who)]
+    if text:
+        shown = shown[shown["details"].str.contains(text, case=False, regex=False)]
+    return shown
+
+
+def table(frame: pd.DataFrame, t: Callable[..., str], tz: str | None) -> pd.DataFrame:
+    """The rows as the page shows them: number, local time (the zone named in the heading), who, what
+    in words, and the details, under translated headings."""
+    return pd.DataFrame(
+        {
+            "id": frame["id"].to_list(),
+            t("history_col_when", zone=display.zone_name(tz)): [
+                display.local_time(w, tz, with_zone=False, seconds=True) for w in frame["when"]
+            ],
+            t("history_col_who"): frame["who"].to_list(),
+            t("history_col_what"): [t(f"action_{a}") for a in frame["action"]],
+            t("history_col_details"): frame["details"].to_list(),
+        }
+    )
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")

@@ -1,11 +1,12 @@
-"""A self-contained HTML report of one repair run, to take to a meeting.
+"""A self-contained HTML report of one repair, to take to a meeting.
 
 Everything is inside the one file: plotly.js is inlined from the installed ``plotly`` package (so
 the charts work offline), every chart also carries a static SVG drawing that is shown instead when
 plotly.js does not run (blocked scripts, a broken copy, printing without scripts), images of changed
 predictions are embedded as base64 PNG data, and the text is in the workbench's current language.
 It opens with the one-screen before/after summary card, and shows fixed and broken images side by
-side, each a varied sample (:func:`core.app.summary.varied_sample`).
+side, each a varied sample (:func:`core.app.summary.varied_sample`). Its content is the Review
+page's (:mod:`core.app.review`) at full strength, with the decisions recorded on the repair.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.offline import get_plotlyjs
 
-from core.app import display
+from core.app import charts, display
+from core.app.accounts import User
+from core.app.display import group_name, percent, points
+from core.app.review import ReviewContent, decision_events, review_content
+from core.app.runs import tradeoff_points
 from core.app.staticchart import figure_svg
-from core.app.summary import group_name, varied_sample
+from core.app.store import Store, now_iso
+from core.app.summary import varied_sample
 
 MAX_GALLERY = 48  # in all: half fixed, half broken
 
@@ -35,12 +41,84 @@ def _img_data_uri(path: str | Path, size: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
+def _numbers(metrics: dict, t: Callable[..., str]) -> str:
+    """The old-vs-new table (accuracy, worst group, bias gap) and the table of facts about the repair."""
+    e = html.escape
+    before, after = metrics["before"], metrics["after"]
+    rows = [
+        (t("metric_accuracy"), percent(before["accuracy"]), percent(after["accuracy"])),
+        (t("metric_worst_group"), percent(before["worst_group_accuracy"]), percent(after["worst_group_accuracy"])),
+        (t("metric_bias_gap"), points(before["bias_gap"]), points(after["bias_gap"])),
+    ]
+    table = "".join(f"<tr><td>{e(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
+    facts = [
+        (t("metric_kept"), percent(metrics["kept_decisions"])),
+        (t("metric_changed"), str(metrics["changed_predictions"])),
+        (t("metric_errors_corrected"), percent(metrics["errors_corrected"])),
+        (t("metric_errors_introduced"), percent(metrics["errors_introduced"])),
+        (t("report_method"), str(metrics.get("method"))),
+        (t("report_strength"), display.number(metrics.get("strength"))),
+        (t("report_steps"), str(metrics.get("steps"))),
+        (t("report_device"), str(metrics.get("device"))),
+        (t("report_smallest_group"), str(min((g["count"] for g in before.get("groups", [])), default="–"))),
+        (t("report_min_group"), str(before.get("min_group_count"))),
+    ]
+    facts_html = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td></tr>" for a, b in facts)
+    return (
+        f"<table><tr><th></th><th>{e(t('chart_old'))}</th><th>{e(t('chart_new'))}</th></tr>{table}</table>\n"
+        f"<table>{facts_html}</table>"
+    )
 
 
-def _points(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
+def _charts(figures: list[tuple[str, go.Figure]]) -> str:
+    """Each chart under its title: interactive, and its static drawing for when plotly.js cannot run."""
+    return "".join(
+        f'<section class="chart"><h2>{html.escape(name)}</h2><div class="live">'
+        + fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+        + f'</div><div class="static">{figure_svg(fig)}</div></section>'
+        for name, fig in figures
+    )
+
+
+def _gallery_side(items: list[dict], cls: str, mark: str, title: str, note: str, t: Callable[..., str]) -> str:
+    e = html.escape
+    tiles = (
+        "".join(
+            f'<figure class="{cls}"><img src="{_img_data_uri(c["file"])}" alt="">'
+            f"<figcaption>{mark} {e(c['before'])} → {e(c['after'])}<br><small>{e(group_name(c))}</small>"
+            "</figcaption></figure>"
+            for c in items
+        )
+        or f"<p>{e(t('review_no_changes'))}</p>"
+    )
+    return (
+        f'<div class="side {cls}-side"><h3>{e(title)}</h3>'
+        f"<p class=note>{e(note)}</p>"
+        f'<div class="gallery {cls}">{tiles}</div></div>'
+    )
+
+
+def _gallery(changed: list[dict], t: Callable[..., str]) -> str:
+    """Fixed and broken images side by side, each a varied sample of at most half of MAX_GALLERY."""
+    sides = []
+    for cls, mark, title in (("fixed", "✓", "review_tab_fixed"), ("broken", "✗", "review_tab_broken")):
+        every = [c for c in changed if c[cls]]
+        sample = varied_sample(every, MAX_GALLERY // 2)
+        note = t("review_sample_note", shown=len(sample), n=len(every))
+        sides.append(_gallery_side(sample, cls, mark, t(title, n=len(every)), note, t))
+    return '<div class="galleries">' + "".join(sides) + "</div>"
+
+
+_STYLE = """body{font-family:system-ui,"Noto Sans CJK JP",sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;
+color:#222;font-size:16px}
+table{border-collapse:collapse;margin:1em 0} td,th{border:1px solid #ccc;padding:.3em .8em;text-align:left}
+.verdict{padding:1em;border-radius:6px;background:#f3f6fa;border-left:6px solid #5e3c99;font-size:1.2em}
+.galleries{display:grid;grid-template-columns:1fr 1fr;gap:24px} .note{color:#444;margin:.2em 0 .6em}
+.gallery{display:flex;flex-wrap:wrap;gap:8px} figure{margin:0;padding:4px;border:3px solid #ccc;border-radius:4px;
+font-size:14px;text-align:center} figure.fixed{border-color:#5e3c99} figure.broken{border-color:#e66101}
+figure img{width:96px;height:96px;image-rendering:pixelated}
+.chart .static{display:none} html.noplotly .chart .static{display:block} html.noplotly .chart .live{display:none}
+@media print{.chart .static{display:block} .chart .live{display:none}}"""
 
 
 def build_report(
@@ -63,86 +141,80 @@ def build_report(
     verdict in it); without it the verdict is shown on its own. Times are written in the zone ``tz``
     (the reader's browser zone; UTC when None), with the zone named."""
     e = html.escape
-    before, after = metrics["before"], metrics["after"]
-    rows = [
-        (t("metric_accuracy"), _pct(before["accuracy"]), _pct(after["accuracy"])),
-        (t("metric_worst_group"), _pct(before["worst_group_accuracy"]), _pct(after["worst_group_accuracy"])),
-        (t("metric_bias_gap"), _points(before["bias_gap"]), _points(after["bias_gap"])),
-    ]
-    table = "".join(f"<tr><td>{e(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
-    facts = [
-        (t("metric_kept"), _pct(metrics["kept_decisions"])),
-        (t("metric_changed"), str(metrics["changed_predictions"])),
-        (t("metric_errors_corrected"), _pct(metrics["errors_corrected"])),
-        (t("metric_errors_introduced"), _pct(metrics["errors_introduced"])),
-        (t("report_method"), str(metrics.get("method"))),
-        (t("report_strength"), display.number(metrics.get("strength"))),
-        (t("report_steps"), str(metrics.get("steps"))),
-        (t("report_device"), str(metrics.get("device"))),
-        (t("report_smallest_group"), str(min((g["count"] for g in before.get("groups", [])), default="–"))),
-        (t("report_min_group"), str(before.get("min_group_count"))),
-    ]
-    facts_html = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td></tr>" for a, b in facts)
-    charts = "".join(
-        f'<section class="chart"><h2>{e(name)}</h2><div class="live">'
-        + fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        + f'</div><div class="static">{figure_svg(fig)}</div></section>'
-        for name, fig in figures
-    )
-    half = MAX_GALLERY // 2
-    fixed = varied_sample([c for c in changed if c["fixed"]], half)
-    broken = varied_sample([c for c in changed if c["broken"]], half)
-    n_fixed = sum(1 for c in changed if c["fixed"])
-    n_broken = sum(1 for c in changed if c["broken"])
-
-    def tiles(items: list[dict], cls: str, mark: str) -> str:
-        out = [
-            f'<figure class="{cls}"><img src="{_img_data_uri(c["file"])}" alt="">'
-            f"<figcaption>{mark} {e(c['before'])} → {e(c['after'])}<br><small>{e(group_name(c))}</small>"
-            "</figcaption></figure>"
-            for c in items
-        ]
-        return "".join(out) or f"<p>{e(t('review_no_changes'))}</p>"
-
-    gallery = (
-        '<div class="galleries">'
-        f'<div class="side fixed-side"><h3>{e(t("review_tab_fixed", n=n_fixed))}</h3>'
-        f"<p class=note>{e(t('review_sample_note', shown=len(fixed), n=n_fixed))}</p>"
-        f'<div class="gallery fixed">{tiles(fixed, "fixed", "✓")}</div></div>'
-        f'<div class="side broken-side"><h3>{e(t("review_tab_broken", n=n_broken))}</h3>'
-        f"<p class=note>{e(t('review_sample_note', shown=len(broken), n=n_broken))}</p>"
-        f'<div class="gallery broken">{tiles(broken, "broken", "✗")}</div></div>'
-        "</div>"
-    )
     top = summary_html or f'<div class="verdict">{e(verdict_text)}</div>'
     decisions = "".join(f"<li>{e(line)}</li>" for line in decision_lines) or f"<li>{e(t('report_no_decision'))}</li>"
+    when = display.local_time(run.get("finished_at"), tz)
     return f"""<!DOCTYPE html>
 <html lang="{e(lang)}"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
-body{{font-family:system-ui,"Noto Sans CJK JP",sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;
-color:#222;font-size:16px}}
-table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}
-.verdict{{padding:1em;border-radius:6px;background:#f3f6fa;border-left:6px solid #5e3c99;font-size:1.2em}}
-.galleries{{display:grid;grid-template-columns:1fr 1fr;gap:24px}} .note{{color:#444;margin:.2em 0 .6em}}
-.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;padding:4px;border:3px solid #ccc;border-radius:4px;
-font-size:14px;text-align:center}} figure.fixed{{border-color:#5e3c99}} figure.broken{{border-color:#e66101}}
-figure img{{width:96px;height:96px;image-rendering:pixelated}}
-.chart .static{{display:none}} html.noplotly .chart .static{{display:block}} html.noplotly .chart .live{{display:none}}
-@media print{{.chart .static{{display:block}} .chart .live{{display:none}}}}
+{_STYLE}
 </style>
 <noscript><style>.chart .static{{display:block}} .chart .live{{display:none}}</style></noscript>
 <script type="text/javascript">{get_plotlyjs()}</script>
 <script>if (!window.Plotly) document.documentElement.classList.add("noplotly");</script>
 </head><body>
 <h1>{e(title)}</h1>
-<p>{e(t("report_run_line", run=run["id"], when=display.local_time(run.get("finished_at"), tz), who=run.get("created_by") or ""))}</p>
+<p>{e(t("report_run_line", run=run["id"], when=when, who=run.get("created_by") or ""))}</p>
 {top}
 <h2>{e(t("report_summary"))}</h2>
-<table><tr><th></th><th>{e(t("chart_old"))}</th><th>{e(t("chart_new"))}</th></tr>{table}</table>
-<table>{facts_html}</table>
+{_numbers(metrics, t)}
 <h2>{e(t("report_decisions"))}</h2><ul>{decisions}</ul>
-{charts}
+{_charts(figures)}
 <h2>{e(t("review_changed_title"))}</h2>
-{gallery}
+{_gallery(changed, t)}
 </body></html>
 """
+
+
+def decision_lines(store: Store, run: dict, actor: User, t: Callable[..., str], tz: str | None) -> list[str]:
+    """The decisions on the repair (:func:`core.app.review.decision_events`), one line each with when,
+    who, what and their comment, and last who made this report and when."""
+    lines = [
+        t(
+            "report_decision_line",
+            when=display.local_time(e["ts"], tz),
+            who=e["actor"],
+            action=t(f"action_{e['action']}"),
+            detail=" ".join(
+                [e["detail"].get("comment", "")]
+                + ([t("report_four_eyes_relaxed")] if e["detail"].get("four_eyes") == "relaxed" else [])
+            ).strip(),
+        )
+        for e in decision_events(store, run)
+    ]
+    lines.append(t("report_made_by", who=actor, when=display.local_time(now_iso(), tz)))
+    return lines
+
+
+def report_figures(store: Store, content: ReviewContent, t: Callable[..., str]) -> list[tuple[str, go.Figure]]:
+    """The report's charts, each with its title: the heat maps of the old and the repaired model, the
+    old-vs-new bars, all of the project's repairs on the trade-off chart, and the training curves."""
+    m = content.metrics
+    run = content.run
+    return [
+        (t("chart_heatmap_title") + " — " + t("chart_old"), charts.accuracy_heatmap(m["before"], t)),
+        (t("chart_heatmap_title") + " — " + t("chart_new"), charts.accuracy_heatmap(m["after"], t)),
+        (t("chart_old_new_title"), charts.old_new_bars(m["before"], m["after"], t)),
+        (t("chart_tradeoff_title"), charts.tradeoff(tradeoff_points(store, run["project_id"]), t, highlight=run["id"])),
+        (t("chart_loss_title"), charts.live_curves(store.progress(run["id"]), t)),
+    ]
+
+
+def report_html(store: Store, run_id: int, actor: User, t: Callable[..., str], lang: str, tz: str | None) -> str:
+    """The report of a repair at full strength (whatever strength the Review page previews), made by
+    ``actor``: the same content the Review page shows (:func:`core.app.review.review_content`), its
+    charts, and the decisions on it, in the language of ``t`` and the time zone ``tz``."""
+    content = review_content(store, run_id, t)
+    return build_report(
+        title=t("report_title", run=run_id),
+        run=content.run,
+        metrics=content.metrics,
+        verdict_text=content.words,
+        summary_html=content.card_html(t, with_verdict=True),
+        figures=report_figures(store, content, t),
+        changed=content.changed,
+        decision_lines=decision_lines(store, content.run, actor, t, tz),
+        t=t,
+        lang=lang,
+        tz=tz,
+    )

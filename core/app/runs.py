@@ -1,4 +1,4 @@
-"""Repair runs: the method catalogue, submitting, progress, results and the verdict.
+"""Repair runs: the method catalogue, submitting, progress and results (the verdict: :mod:`core.app.verdict`).
 
 A run is submitted as a typed :class:`core.engine.request.RunRequest`, checked here and stored with
 the run; the worker (:mod:`core.app.worker`) rebuilds it and runs it. Pages read the run's progress
@@ -18,26 +18,15 @@ from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import ACTIVE_RUN_STATES, IN_QUEUE_RUN_STATES, Store
-from core.app.summary import both_sides
 from core.engine.configs import SPECS, config_schema, setting_help_key, setting_key
 from core.engine.events import AutoTrialStarted, StepEvent, event_from_json
 from core.engine.request import DataRefs, RunRequest
-from core.engine.results import NoChange, Restored, RestoreRule, RunMetrics, Stop, StopReason
+from core.engine.results import Restored, RestoreRule, RunMetrics, Stop, StopReason
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.datasets import dataset_root
 
 DEFAULT_METHOD = "cpt"
-
-
-# "Do no harm" thresholds of the verdict (docs/DESIGN.md §8). Shown on the review page.
-MAX_ACCURACY_DROP = 0.02
-
-
-MIN_KEPT_DECISIONS = 0.90
-
-
-MIN_ACCURACY_GAIN = 0.01  # "better overall" needs at least one point, not noise
 
 
 def method_choices() -> list[tuple[str, str]]:
@@ -239,55 +228,6 @@ def run_stop(run: dict) -> Stop | None:
         rule = RestoreRule.HELDOUT if run["config"].get("stop_rule") == "heldout" else RestoreRule.KEPT
         return Stop(stop.reason, Restored(rule, run["restored_step"]))
     return stop
-
-
-def verdict(metrics: dict) -> dict:
-    """The "do no harm" verdict (docs/DESIGN.md §8), from computed numbers only, with both sides.
-
-    ``flagged`` when held-out accuracy drops by more than MAX_ACCURACY_DROP or kept decisions fall
-    below MIN_KEPT_DECISIONS; ``unchanged`` when no prediction changed at all (e.g. "auto" chose to
-    change nothing; ``no_change``, a :class:`core.engine.results.NoChange`, says why when the repair
-    recorded it);
-    ``improved`` when worst-group accuracy went up and no group got worse beyond its interval;
-    ``mixed`` when worst-group accuracy (or overall accuracy) went up but some group got worse beyond
-    its interval; ``partial`` when overall accuracy rose by at least MIN_ACCURACY_GAIN but the worst
-    group did not; else ``no_gain``. The verdict also carries what was gained and lost
-    (:func:`core.app.summary.both_sides`): answers fixed and broken, the groups that got worse, the
-    biggest gain and the biggest loss by group.
-    """
-    before, after = metrics["before"], metrics["after"]
-    drop = before["accuracy"] - after["accuracy"]
-    wg_b, wg_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
-    sides = both_sides(metrics)
-    floor = (metrics.get("config") or {}).get("keep_floor")  # the kept rule's floor names a share of answers
-    no_change = NoChange.from_json(metrics["no_change"], floor) if metrics.get("no_change") else None
-    reasons = []
-    if drop > MAX_ACCURACY_DROP:
-        reasons.append("accuracy_drop")
-    if metrics["kept_decisions"] < MIN_KEPT_DECISIONS:
-        reasons.append("kept_low")
-    if reasons:
-        kind = "flagged"
-    elif metrics.get("changed_predictions", 0) == 0:
-        kind = "unchanged"
-    elif wg_b is not None and wg_a is not None and wg_a > wg_b:
-        kind = "mixed" if sides["worse_groups"] else "improved"
-    elif -drop >= MIN_ACCURACY_GAIN:
-        kind = "mixed" if sides["worse_groups"] else "partial"
-    else:
-        kind = "no_gain"
-    return {
-        "kind": kind,
-        "reasons": reasons,
-        "accuracy_change": after["accuracy"] - before["accuracy"],
-        "worst_before": wg_b,
-        "worst_after": wg_a,
-        "kept": metrics["kept_decisions"],
-        "max_drop": MAX_ACCURACY_DROP,
-        "min_kept": MIN_KEPT_DECISIONS,
-        "no_change": no_change,  # a core.engine.results.NoChange: its words in each language
-        **sides,
-    }
 
 
 def decision_state(run: dict, project: dict) -> str:

@@ -1,86 +1,22 @@
-"""Both sides of a repair in plain words: what was gained and what was lost.
+"""Both sides of a repair in words: the verdict sentences and the one-screen before/after summary card
+that the Review page and the HTML report both show, the rules and counts under them, and a varied
+sample of changed images (spread over groups and answers, never sorted by label).
 
-From a run's metrics (``before``/``after`` group metrics of :mod:`core.engine.metrics` and the
-comparison counts) this module finds the groups that got better or worse *beyond their interval*
-(the repaired accuracy lies outside the old model's bootstrap 95% range), the biggest gain and the
-biggest loss by group, a varied sample of changed images (spread over groups and answers, never
-sorted by label), the verdict sentences, and the one-screen before/after summary card that the
-Review page and the HTML report both show. Plain data in, strings out; no torch.
+The numbers come from :func:`core.app.verdict.judge` and the run's metrics; this module only words
+and draws them, with the formatters of :mod:`core.app.display`. Plain data in, strings out; no torch.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import random
 from collections.abc import Callable
 
 from core.app import display
+from core.app.display import percent, points
+from core.app.verdict import GroupChange, Kind, Verdict
 
 MAX_NAMED_GROUPS = 3  # the verdict names at most this many worse groups, then "and N more"
-
-
-def group_name(g: dict) -> str:
-    """A group as people read it: ``two · red`` (just the label when there is no attribute)."""
-    a = g.get("attribute")
-    return f"{g['label']} · {a}" if a not in (None, "", "(none)") else str(g["label"])
-
-
-def _num(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def group_changes(before: dict, after: dict) -> list[dict]:
-    """Per group: old and new accuracy, the change, and whether it moved beyond its interval.
-
-    ``worse`` when the repaired accuracy is below the old model's 95% interval for that group,
-    ``better`` when above it. Without an interval (no bootstrap) the point estimate is the interval.
-    """
-    new = {(g["label"], str(g["attribute"])): g for g in after.get("groups", [])}
-    out = []
-    for g in before.get("groups", []):
-        a = new.get((g["label"], str(g["attribute"])))
-        if a is None:
-            continue
-        acc_b, acc_a = g["accuracy"], a["accuracy"]
-        lo = _num(g.get("ci_low"))
-        hi = _num(g.get("ci_high"))
-        lo = acc_b if lo is None else lo
-        hi = acc_b if hi is None else hi
-        out.append(
-            {
-                "name": group_name(g),
-                "label": g["label"],
-                "attribute": g["attribute"],
-                "count": g["count"],
-                "before": acc_b,
-                "after": acc_a,
-                "delta": acc_a - acc_b,
-                "worse": acc_a < lo,
-                "better": acc_a > hi,
-            }
-        )
-    return out
-
-
-def both_sides(metrics: dict) -> dict:
-    """What was gained and what was lost: counts, worse/better groups, biggest gain and loss."""
-    changes = group_changes(metrics.get("before", {}), metrics.get("after", {}))
-    worse = sorted((c for c in changes if c["worse"]), key=lambda c: c["delta"])
-    better = sorted((c for c in changes if c["better"]), key=lambda c: -c["delta"])
-    gains = [c for c in changes if c["delta"] > 0]
-    losses = [c for c in changes if c["delta"] < 0]
-    return {
-        "n_fixed": int(metrics.get("n_fixed", 0) or 0),
-        "n_broken": int(metrics.get("n_broken", 0) or 0),
-        "worse_groups": worse,
-        "better_groups": better,
-        "biggest_gain": max(gains, key=lambda c: c["delta"]) if gains else None,
-        "biggest_loss": min(losses, key=lambda c: c["delta"]) if losses else None,
-    }
 
 
 def varied_sample(items: list[dict], n: int, seed: int = 0) -> list[dict]:
@@ -115,59 +51,50 @@ def varied_sample(items: list[dict], n: int, seed: int = 0) -> list[dict]:
 
 
 # ---- words ---------------------------------------------------------------------------------------
-def pct(x: float | None) -> str:
-    x = _num(x)
-    return "–" if x is None else f"{100 * x:.1f}%"
+def _group_move(c: GroupChange) -> str:
+    return f"{c.name} {percent(c.before, 0)} → {percent(c.after, 0)}"
 
 
-def pct0(x: float | None) -> str:
-    x = _num(x)
-    return "–" if x is None else f"{100 * x:.0f}%"
+def _losses(v: Verdict, t: Callable[..., str]) -> str:
+    """What was lost: the answers broken, and the groups worse beyond their interval (at most
+    MAX_NAMED_GROUPS named, then "and N more")."""
+    if not v.worse_groups:
+        return t("verdict_losses_none", broken=v.n_broken)
+    named = ", ".join(_group_move(c) for c in v.worse_groups[:MAX_NAMED_GROUPS])
+    if len(v.worse_groups) > MAX_NAMED_GROUPS:
+        named = t("verdict_and_more", groups=named, n=len(v.worse_groups) - MAX_NAMED_GROUPS)
+    return t("verdict_losses_groups", broken=v.n_broken, n=len(v.worse_groups), groups=named)
 
 
-def points(x: float | None) -> str:
-    x = _num(x)
-    return "–" if x is None else f"{100 * x:+.1f}"
-
-
-def _group_move(c: dict) -> str:
-    return f"{c['name']} {pct0(c['before'])} → {pct0(c['after'])}"
-
-
-def verdict_text(v: dict, t: Callable[..., str], auto_strength=None) -> str:
+def verdict_text(v: Verdict, t: Callable[..., str], auto_strength=None) -> str:
     """The plain verdict: what was gained, what was lost (groups worse beyond their interval, answers
-    broken), and for a flagged run why, in terms of what was lost. Built only from the numbers in ``v``
-    (:func:`core.app.runs.verdict`)."""
-    fields = {
-        "wb_before": pct(v["worst_before"]),
-        "wb_after": pct(v["worst_after"]),
-        "acc_change": points(v["accuracy_change"]),
-        "kept": pct(v["kept"]),
-        "fixed": v.get("n_fixed", 0),
-        "broken": v.get("n_broken", 0),
-    }
-    parts = [t(f"verdict_{v['kind']}", **fields)]
-    if v.get("no_change"):
-        parts.append(t("verdict_no_change_reason", reason=v["no_change"].words(t)))
-    if v["kind"] != "unchanged":
-        worse = v.get("worse_groups") or []
-        if worse:
-            named = ", ".join(_group_move(c) for c in worse[:MAX_NAMED_GROUPS])
-            if len(worse) > MAX_NAMED_GROUPS:
-                named = t("verdict_and_more", groups=named, n=len(worse) - MAX_NAMED_GROUPS)
-            parts.append(t("verdict_losses_groups", broken=fields["broken"], n=len(worse), groups=named))
-        else:
-            parts.append(t("verdict_losses_none", broken=fields["broken"]))
-    for reason in v["reasons"]:
+    broken), and for a flagged repair why, in terms of what was lost. Built only from the numbers in
+    ``v`` (:func:`core.app.verdict.judge`)."""
+    parts = [
+        t(
+            v.kind.key,
+            wb_before=percent(v.worst_before),
+            wb_after=percent(v.worst_after),
+            acc_change=points(v.accuracy_change, signed=True),
+            kept=percent(v.kept),
+            fixed=v.n_fixed,
+            broken=v.n_broken,
+        )
+    ]
+    if v.no_change:
+        parts.append(t("verdict_no_change_reason", reason=v.no_change.words(t)))
+    if v.kind is not Kind.UNCHANGED:
+        parts.append(_losses(v, t))
+    for reason in v.reasons:
         parts.append(
             t(
-                f"verdict_reason_{reason}",
-                max_drop=f"{100 * v['max_drop']:.0f}",
-                min_kept=pct0(v["min_kept"]),
-                kept=pct(v["kept"]),
-                drop=f"{-100 * v['accuracy_change']:.1f}",
-                broken=fields["broken"],
-                fixed=fields["fixed"],
+                reason.key,
+                max_drop=points(v.max_drop, 0),
+                min_kept=percent(v.min_kept, 0),
+                kept=percent(v.kept),
+                drop=points(-v.accuracy_change),
+                broken=v.n_broken,
+                fixed=v.n_fixed,
             )
         )
     if auto_strength is not None:
@@ -175,90 +102,126 @@ def verdict_text(v: dict, t: Callable[..., str], auto_strength=None) -> str:
     return " ".join(parts)
 
 
-KIND_COLOURS = {  # background, border: the verdict box of the report and the card
-    "improved": ("#e8f5ee", "#1a7f5a"),
-    "mixed": ("#fff6e0", "#b36b00"),
-    "partial": ("#eef3fb", "#3c6fb4"),
-    "flagged": ("#fdecea", "#b3261e"),
-    "no_gain": ("#fff6e0", "#b36b00"),
-    "unchanged": ("#f1f3f5", "#6c757d"),
-}
+def rules_text(v: Verdict, t: Callable[..., str]) -> str:
+    """The rules the verdict ``v`` applied, in a sentence (shown under the card)."""
+    return t("review_thresholds", max_drop=points(v.max_drop, 0), min_kept=percent(v.min_kept))
 
 
-def summary_card_html(metrics: dict, v: dict, t: Callable[..., str], verdict: str | None = None) -> str:
-    """The one-screen before/after card: the four numbers (old → new, in large type), optionally the
-    verdict, and the biggest gain and the biggest loss by group. Inline styles only, so the same
-    HTML works in the page and in the offline report."""
-    e = html.escape
-    before, after = metrics["before"], metrics["after"]
-
-    def tile(name: str, new: str, note: str, change: float | None = None, good: bool | None = None) -> str:
-        """One number: its name, the new value in large type, and under it the old value and the
-        change (the arrow follows the number, the colour says whether that is good)."""
-        colour = "#444" if good is None else ("#1a7f5a" if good else "#b3261e")
-        delta = ""
-        if change is not None and abs(change) >= 0.0005:
-            arrow = "▲" if change > 0 else "▼"
-            delta = (
-                f' <span style="color:{colour};font-weight:700;white-space:nowrap">{arrow} '
-                f"{e(t('card_points', value=f'{100 * change:+.1f}'))}</span>"
-            )
-        return (
-            '<div style="flex:1 1 0;min-width:150px;padding:8px 14px;border:1px solid #d0d4d9;border-radius:8px;'
-            'background:#fff">'
-            f'<div style="font-size:17px;color:#333;font-weight:600;line-height:1.25">{e(name)}</div>'
-            f'<div style="font-size:42px;line-height:1.15;font-weight:700;color:#111">{e(new)}</div>'
-            f'<div style="font-size:16px;color:#333;line-height:1.3">{e(note)}{delta}</div></div>'
-        )
-
-    def diff(a, b) -> float | None:
-        a, b = _num(a), _num(b)
-        return None if a is None or b is None else a - b
-
-    tiles = []
-    d = diff(after["accuracy"], before["accuracy"])
-    tiles.append(
-        tile(t("metric_accuracy"), pct(after["accuracy"]), t("card_was", value=pct(before["accuracy"])), d, _good(d))
-    )
-    wb_b, wb_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
-    d = diff(wb_a, wb_b)
-    tiles.append(tile(t("metric_worst_group"), pct(wb_a), t("card_was", value=pct(wb_b)), d, _good(d)))
-    gap_b, gap_a = _num(before.get("bias_gap")), _num(after.get("bias_gap"))
-    d = diff(gap_a, gap_b)
-    tiles.append(
-        tile(
-            t("metric_bias_gap"),
-            "–" if gap_a is None else f"{100 * gap_a:.1f}",
-            t("card_was", value="–" if gap_b is None else f"{100 * gap_b:.1f}"),
-            d,
-            _good(None if d is None else -d),
-        )
-    )
-    kept = _num(metrics.get("kept_decisions"))
-    tiles.append(tile(t("metric_kept"), pct(kept), t("card_broken", n=v.get("n_broken", 0))))
-    gain, loss = v.get("biggest_gain"), v.get("biggest_loss")
-    gain_txt = e(t("card_gain", group=_group_move(gain), delta=points(gain["delta"])) if gain else t("card_no_gain"))
-    loss_txt = e(t("card_loss", group=_group_move(loss), delta=points(loss["delta"])) if loss else t("card_no_loss"))
-    box = ""
-    if verdict is not None:
-        bg, border = KIND_COLOURS.get(v["kind"], KIND_COLOURS["unchanged"])
-        box = (
-            f'<div class="verdict" style="font-size:20px;line-height:1.4;padding:14px 18px;border-radius:8px;'
-            f'background:{bg};border-left:8px solid {border};color:#111;margin-bottom:12px">{e(verdict)}</div>'
-        )
-    return (
-        '<div class="summary-card" style="font-family:system-ui,\'Noto Sans CJK JP\',sans-serif;margin:4px 0 8px">'
-        f"{box}"
-        f'<div style="display:flex;flex-wrap:wrap;gap:10px">{"".join(tiles)}</div>'
-        '<div style="display:flex;flex-wrap:wrap;gap:12px;margin-top:10px;font-size:19px;line-height:1.3">'
-        f'<div style="flex:1 1 0;min-width:260px;padding:8px 14px;border-left:8px solid #1a7f5a;background:#f3faf6">'
-        f"{gain_txt}</div>"
-        f'<div style="flex:1 1 0;min-width:260px;padding:8px 14px;border-left:8px solid #b3261e;background:#fdf3f2">'
-        f"{loss_txt}</div></div></div>"
+def counts_text(metrics: dict, t: Callable[..., str]) -> str:
+    """How many test answers changed, were fixed and broken, and the smallest group counted."""
+    return t(
+        "review_counts",
+        changed=metrics["changed_predictions"],
+        fixed=metrics.get("n_fixed", 0),
+        broken=metrics.get("n_broken", 0),
+        corrected=percent(metrics["errors_corrected"]),
+        introduced=percent(metrics["errors_introduced"]),
+        min_group=metrics["before"]["min_group_count"],
     )
 
 
+# ---- the card ------------------------------------------------------------------------------------
 def _good(d: float | None) -> bool | None:
     if d is None or abs(d) < 0.0005:
         return None
     return d > 0
+
+
+def _diff(a, b) -> float | None:
+    a, b = display.finite(a), display.finite(b)
+    return None if a is None or b is None else a - b
+
+
+def _tile_html(t: Callable[..., str], name: str, new: str, note: str, change: float | None, good: bool | None) -> str:
+    """One number: its name, the new value in large type, and under it the old value and the change
+    (the arrow follows the number; the colour says whether the change is ``good``)."""
+    e = html.escape
+    colour = "#444" if good is None else ("#1a7f5a" if good else "#b3261e")
+    delta = ""
+    if change is not None and abs(change) >= 0.0005:
+        arrow = "▲" if change > 0 else "▼"
+        delta = (
+            f' <span style="color:{colour};font-weight:700;white-space:nowrap">{arrow} '
+            f"{e(t('card_points', value=points(change, signed=True)))}</span>"
+        )
+    return (
+        '<div style="flex:1 1 0;min-width:150px;padding:8px 14px;border:1px solid #d0d4d9;border-radius:8px;'
+        'background:#fff">'
+        f'<div style="font-size:17px;color:#333;font-weight:600;line-height:1.25">{e(name)}</div>'
+        f'<div style="font-size:42px;line-height:1.15;font-weight:700;color:#111">{e(new)}</div>'
+        f'<div style="font-size:16px;color:#333;line-height:1.3">{e(note)}{delta}</div></div>'
+    )
+
+
+def _tiles(metrics: dict, v: Verdict, t: Callable[..., str]) -> list[str]:
+    """The four numbers: accuracy, worst-group accuracy, bias gap (smaller is better) and kept
+    decisions (with the answers broken)."""
+    before, after = metrics["before"], metrics["after"]
+    acc_d = _diff(after["accuracy"], before["accuracy"])
+    wb_b, wb_a = before.get("worst_group_accuracy"), after.get("worst_group_accuracy")
+    wb_d = _diff(wb_a, wb_b)
+    gap_b, gap_a = before.get("bias_gap"), after.get("bias_gap")
+    gap_d = _diff(gap_a, gap_b)
+    return [
+        _tile_html(
+            t,
+            t("metric_accuracy"),
+            percent(after["accuracy"]),
+            t("card_was", value=percent(before["accuracy"])),
+            acc_d,
+            _good(acc_d),
+        ),
+        _tile_html(t, t("metric_worst_group"), percent(wb_a), t("card_was", value=percent(wb_b)), wb_d, _good(wb_d)),
+        _tile_html(
+            t,
+            t("metric_bias_gap"),
+            points(gap_a),
+            t("card_was", value=points(gap_b)),
+            gap_d,
+            _good(None if gap_d is None else -gap_d),
+        ),
+        _tile_html(
+            t, t("metric_kept"), percent(metrics.get("kept_decisions")), t("card_broken", n=v.n_broken), None, None
+        ),
+    ]
+
+
+def _verdict_box(v: Verdict, words: str) -> str:
+    look = v.kind.look
+    return (
+        f'<div class="verdict" style="font-size:20px;line-height:1.4;padding:14px 18px;border-radius:8px;'
+        f'background:{look.background};border-left:8px solid {look.border};color:#111;margin-bottom:12px">'
+        f"{html.escape(words)}</div>"
+    )
+
+
+def _gain_and_loss(v: Verdict, t: Callable[..., str]) -> str:
+    """The biggest gain and the biggest loss by group, side by side."""
+    e = html.escape
+    gain, loss = v.biggest_gain, v.biggest_loss
+    gain_txt = e(
+        t("card_gain", group=_group_move(gain), delta=points(gain.delta, signed=True)) if gain else t("card_no_gain")
+    )
+    loss_txt = e(
+        t("card_loss", group=_group_move(loss), delta=points(loss.delta, signed=True)) if loss else t("card_no_loss")
+    )
+    return (
+        '<div style="display:flex;flex-wrap:wrap;gap:12px;margin-top:10px;font-size:19px;line-height:1.3">'
+        f'<div style="flex:1 1 0;min-width:260px;padding:8px 14px;border-left:8px solid #1a7f5a;background:#f3faf6">'
+        f"{gain_txt}</div>"
+        f'<div style="flex:1 1 0;min-width:260px;padding:8px 14px;border-left:8px solid #b3261e;background:#fdf3f2">'
+        f"{loss_txt}</div></div>"
+    )
+
+
+def summary_card_html(metrics: dict, v: Verdict, t: Callable[..., str], verdict: str | None = None) -> str:
+    """The one-screen before/after card: the four numbers (old → new, in large type), optionally the
+    verdict's words in the colours of its kind, and the biggest gain and the biggest loss by group.
+    Inline styles only, so the same HTML works in the page and in the offline report."""
+    box = "" if verdict is None else _verdict_box(v, verdict)
+    return (
+        '<div class="summary-card" style="font-family:system-ui,\'Noto Sans CJK JP\',sans-serif;margin:4px 0 8px">'
+        f"{box}"
+        f'<div style="display:flex;flex-wrap:wrap;gap:10px">{"".join(_tiles(metrics, v, t))}</div>'
+        f"{_gain_and_loss(v, t)}</div>"
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from core.app import pool, projects, runs
+from core.app import pool, projects, runs, verdict
 from core.app.store import Store
 from core.formats.bundle import bundle_from_files
 from core.formats.meta import read_bundle_zip, sha256_bytes
@@ -97,7 +97,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     shot(page, "3_tune_done_en")
     run = store.runs(pid)[0]
     assert run["status"] == "done" and run["device"]
-    assert page.get_by_text(f"Runs on: {run['device']}").count() == 1
+    assert page.get_by_text(f"Device: {run['device']}").count() == 1
 
     _nav(page, "4 · Review", "Rules used:")
     m = runs.run_metrics(store, run["id"])
@@ -112,7 +112,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     sign_in(page, "mia")
     page.get_by_text("Rules used:").wait_for()
     page.locator(".st-key-approve_comment textarea").fill("Fixes the tag shortcut; fine for the pilot.")
-    if runs.verdict(m)["kind"] == "flagged":
+    if verdict.judge(m).flagged:
         page.get_by_text("I understand the risk and approve anyway").click()
         page.locator(".st-key-override_reason textarea").fill("pilot only, watched weekly")
     page.get_by_role("button", name="Approve").click()
@@ -165,7 +165,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     for link, text, name in (
         ("1 · モデル", "モデルが間違えるところ", "1_model_ja"),
         ("2 · 反例", "すばやくラベル付け", "2_counterexamples_ja"),
-        ("3 · 修正", "モデルをどれだけ変えてよいか", "3_tune_ja"),
+        ("3 · 修復", "モデルをどれだけ変えてよいか", "3_tune_ja"),
         ("4 · 確認", "判定基準", "4_review_ja"),
     ):
         _nav(page, link, text)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from plotly.offline import get_plotlyjs
 
-from core.app import jobs, projects, runs, summary
+from core.app import display, jobs, projects, runs, verdict
 from core.app.accounts import DEMO_NAME, User
 from core.app.i18n import translator
 from core.app.store import Store, pid_alive
@@ -99,9 +99,9 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     store = Store(server.home)
     pid = store.projects()[0]["id"]
     rid = make_tradeoff_run(store, pid)
-    v = runs.verdict(runs.run_metrics(store, rid))
-    worse = v["worse_groups"][0]
-    assert worse["name"] == "two · red"
+    v = verdict.judge(runs.run_metrics(store, rid))
+    worse = v.worse_groups[0]
+    assert worse.name == "two · red"
     pg.reload()
     sign_in(pg, "mia")  # a refresh asks for the password again (the token stays on the server)
     pg.get_by_text(t("metric_smallest_group")).first.wait_for()
@@ -119,9 +119,9 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
 
     # The verdict names the group that got worse, with its numbers, and the answers that broke.
     _nav(pg, t("nav_review"), t("review_changed_title"))
-    named = f"two · red {summary.pct0(worse['before'])} → {summary.pct0(worse['after'])}"
+    named = f"two · red {display.percent(worse.before, 0)} → {display.percent(worse.after, 0)}"
     alert = pg.locator("[data-testid=stAlert]").first
-    assert named in alert.inner_text() and str(v["n_broken"]) in alert.inner_text()
+    assert named in alert.inner_text() and str(v.n_broken) in alert.inner_text()
     card = pg.locator(".summary-card")
     assert card.is_visible() and card.bounding_box()["y"] < VIEW["height"]  # on the first screen
     _shot(pg, f"page_4_review_{lang}")
@@ -294,7 +294,7 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     full = runs.run_metrics(store, rid)
     _nav(pg, t("nav_review"), t("review_changed_title"))
     card = pg.locator(".summary-card")
-    assert summary.pct(full["after"]["accuracy"]) in card.inner_text()
+    assert display.percent(full["after"]["accuracy"]) in card.inner_text()
     _shot(pg, f"page_4_review_alpha_full_{lang}")
 
     thumb = pg.locator(".st-key-alpha_box input[type=range]")
@@ -306,8 +306,8 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     half = json.loads((Path(store.run(rid)["out_dir"]) / "alpha" / "a0500.json").read_text())["metrics"]
     assert half["changed_predictions"] < full["changed_predictions"]
     text = card.inner_text()
-    assert summary.pct(half["after"]["accuracy"]) in text and summary.pct(half["kept_decisions"]) in text
-    assert summary.pct(full["after"]["accuracy"]) not in text.split("\n")[1:3]
+    assert display.percent(half["after"]["accuracy"]) in text and display.percent(half["kept_decisions"]) in text
+    assert display.percent(full["after"]["accuracy"]) not in text.split("\n")[1:3]
     _shot(pg, f"page_4_review_alpha_half_{lang}")
     pg.locator(".st-key-gallery_fixed").scroll_into_view_if_needed()
     settle(pg)

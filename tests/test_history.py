@@ -1,0 +1,46 @@
+"""Which audit rows the History page shows, and how (core/app/history.py): its scope (a demo session
+sees its own project only), its filters, the table as people read it and the CSV."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from core.app import history
+from core.app.accounts import User
+from core.app.i18n import translator
+
+ROWS = pd.DataFrame(
+    [
+        (1, "2026-11-30T10:30:01Z", "alice", 1, "label_added", '{"label": "two"}'),
+        (2, "2026-11-30T10:31:02Z", "mia", 1, "approved", '{"comment": "Fine for the PILOT", "run_id": 1}'),
+        (3, "2026-11-30T20:00:00Z", "alice", 2, "label_added", '{"label": "seven"}'),
+    ],
+    columns=["id", "when", "who", "project", "action", "details"],
+)
+
+
+def test_a_demo_session_sees_its_project_only_whatever_the_scope():
+    person, demo = User("mia", ["approver"]), User("demo", ["curator"], demo=True)
+    assert history.scope_project(person, 3, "project") == 3
+    assert history.scope_project(person, 3, "all") is None
+    assert history.scope_project(person, None, "project") is None  # no project open: every row
+    assert history.scope_project(demo, 3, "all") == 3
+
+
+def test_filters_match_every_given_filter_and_none_when_empty():
+    assert list(history.filter_frame(ROWS)["id"]) == [1, 2, 3]
+    assert list(history.filter_frame(ROWS, actions=["label_added"])["id"]) == [1, 3]
+    assert list(history.filter_frame(ROWS, actions=["label_added"], who=["alice"], text="TWO")["id"]) == [1]
+    assert list(history.filter_frame(ROWS, text="pilot")["id"]) == [2]
+    assert list(history.filter_frame(ROWS, text="(")["id"]) == []  # plain text, not a pattern
+
+
+def test_the_table_reads_in_local_time_and_words_and_the_csv_keeps_the_stored_rows():
+    shown = history.filter_frame(ROWS, who=["alice"])
+    table = history.table(shown, translator("ja"), "Asia/Tokyo")
+    assert list(table.columns) == ["id", "日時（Asia/Tokyo）", "実行者", "操作", "詳細"]
+    assert list(table["日時（Asia/Tokyo）"]) == ["2026-11-30 19:30:01", "2026-12-01 05:00:00"]
+    assert set(table["操作"]) == {"画像にラベルを付けた"}
+    csv = history.history_csv(shown).decode().splitlines()
+    assert csv[0] == "id,when,who,project,action,details" and len(csv) == 3
+    assert csv[2].startswith("3,2026-11-30T20:00:00Z,alice,2,label_added,")  # stored UTC, as recorded
