@@ -70,9 +70,12 @@ def test_auto_on_ray_gives_the_local_answer(cluster, demo_dir):
     ce = load_dataset(demo_dir / "counterexamples", names).subset(range(16))
     data = prepare_data(b, ce, load_dataset(demo_dir / "eval", names))
     cfg = make_config("cpt", CFG)
-    local = choose_strength(b, data, "cpt", cfg, torch.device("cpu"), seed=3)
-    events = []
-    on_ray = choose_strength(b, data, "cpt", cfg, torch.device("cpu"), seed=3, backend=cluster, progress=events.append)
+    local = choose_strength(b, data, "cpt", cfg, torch.device("cpu"), seed=3).to_json()
+    typed = []
+    on_ray = choose_strength(
+        b, data, "cpt", cfg, torch.device("cpu"), seed=3, backend=cluster, progress=typed.append
+    ).to_json()
+    events = [e.to_json() for e in typed]
     assert on_ray["chosen"] == local["chosen"] and on_ray["code"] == local["code"]
     assert on_ray["runs"] == local["runs"] and on_ray["skipped"] == local["skipped"]
     assert len(on_ray["candidates"]) == len(local["candidates"])

@@ -225,8 +225,8 @@ def test_repair_run_memory_does_not_grow_with_the_sets(wide_bundle, tmp_path, mo
         }
         _repair_peak(wide_bundle, folders)  # warm-up: first-call caches are not the sets' memory
         peaks[count], res = _repair_peak(wide_bundle, folders)
-        assert len(res.after_pred) == count - count // 4 and res.history[-1]["heldout_worst_group"] is not None
-        assert res.history[-1]["reference_agreement"] is not None
+        assert len(res.after_pred) == count - count // 4 and res.history[-1].heldout_worst_group is not None
+        assert res.history[-1].reference_agreement is not None
     whole_set = 4 * n * 3 * 96 * 96  # the decoded uint8 pixels of the larger evaluation set, held at once
     assert peaks[4 * n] < whole_set / 2, peaks
     assert peaks[4 * n] / peaks[n] < 2.0, peaks  # 4× the images in each set, well under 4× the memory
