@@ -32,7 +32,10 @@ LR_SCALES = ("size", "none")
 LR_SCALE_DEFAULT = "size"
 SIZE_REFERENCE = 10_000_000  # lr_scale "size": lr is the step for a model with this many tuned weights
 PAPER_FORM = {"lr": 1e-3, "lr_scale": "none", "anchor": 0.0, "stop_rule": "paper", "max_steps": 100, "backtracks": 0}
-STOP_RULES = ("paper", "heldout", "none", "kept")
+STOP_RULES = ("paper", "heldout", "none", "kept", "check")
+# Augmented copies of the counterexamples (core.engine.augment): torchvision crops, flips and erasing, no colour.
+AUGMENT_POLICIES = ("none", "crop", "flip", "erase", "crop+flip", "crop+erase", "crop+flip+erase")
+CHECK_FLOOR_DEFAULT = 0.97
 
 
 def hp(default, help: str, **hints):
@@ -58,7 +61,10 @@ class MethodConfig:
         "2024); heldout: keep the step with the best held-out worst-group accuracy, stop after `patience` "
         "checks without improvement (needs a labelled validation set); none: run max_steps; kept: the paper's "
         "rule, but also stop as soon as the share of reference images whose answer is unchanged falls below "
-        "keep_floor, and keep the best step above the floor (no reference images: the paper's rule).",
+        "keep_floor, and keep the best step above the floor (no reference images: the paper's rule); check: steer "
+        "by the labelled check split, keeping the step (and the strength after the fact, θ + α·δ) with the best "
+        "worst-group and balanced accuracy there among those that keep check_floor of its right decisions (no check "
+        "split: the kept rule).",
         choices=STOP_RULES,
     )
     keep_floor: float = hp(
@@ -74,6 +80,19 @@ class MethodConfig:
         "halve the step size, up to this many times, before stopping at the floor (0: stop at once).",
         min=0,
         max=20,
+    )
+    check_floor: float = hp(
+        CHECK_FLOOR_DEFAULT,
+        "check rule: the least share of the labelled check split's right decisions a chosen step must keep "
+        "(the check split: the evaluation rows marked split=val, else a share carved automatically).",
+        min=0.0,
+        max=1.0,
+    )
+    augment: str = hp(
+        "none",
+        "Augmented copies of the counterexamples at every step: crop (a random 70–100 % crop, resized back), flip "
+        "(left-right; not for digits or text), erase (a random small rectangle blanked), or combinations; none: off.",
+        choices=AUGMENT_POLICIES,
     )
     patience: int = hp(5, "Held-out rule: checks without improvement before stopping.", min=1, max=100)
     eval_every: int = hp(5, "Held-out rule and live curves: steps between held-out checks.", min=1, max=500)

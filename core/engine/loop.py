@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.engine.augment import augmenter
 from core.engine.devices import describe_device
 from core.engine.inference import predict_logits
 from core.engine.metrics import group_metrics
@@ -60,6 +61,7 @@ class PreparedData:
     attr_val: list | None = None
     unlabeled: torch.Tensor | None = None
     reference: torch.Tensor | None = None  # typical unlabelled images: anchor + kept estimate
+    split: object | None = None  # core.engine.checksplit.SplitCounts: reported and check rows (the val part)
 
 
 def _worst_group(preds, y, attrs, class_names) -> float:
@@ -76,13 +78,18 @@ def train_method(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     stall_steps: int | None = None,
+    guard=None,
 ) -> tuple[list[dict], str, bool]:
     """The shared loop, run with the method's own config. Returns (history, stop_reason, cancelled);
     the method holds the result.
 
     ``stall_steps`` (used by automatic strength, in its trial runs and in the repair it then runs): stop with reason
     ``stalled`` once ``min_steps`` have passed and the most counterexamples fixed so far has not grown
-    for this many steps (a strength that cannot fix them would otherwise run to ``max_steps``)."""
+    for this many steps (a strength that cannot fix them would otherwise run to ``max_steps``).
+
+    ``guard`` (a :class:`core.engine.guard.CheckGuard`, for the ``check`` rule): scores the check split every few
+    steps, stops after its patience, and leaves the method on the step and α it chose; its report is then
+    ``guard.report``."""
     config = method.config
     gen = torch.Generator().manual_seed(seed)
     x_ce, y_ce = data.x_ce.to(device), data.y_ce.to(device)
@@ -104,6 +111,9 @@ def train_method(
     most_fixed, improved_at = -1, 0
     backtracks = getattr(config, "backtracks", 0) if kept_rule else 0
     before = None
+    augment = augmenter(config.augment, seed)  # fresh random copies of the counterexamples each step, or None
+    if guard is not None:
+        guard.start(method)
     start = time.perf_counter()
     for step in range(1, config.max_steps + 1):
         if should_stop is not None and should_stop():
@@ -111,14 +121,16 @@ def train_method(
             break
         if backtracks:
             before = method.snapshot()
+        xb, yb = x_ce, y_ce
         if n > config.batch_size:
             idx = torch.randperm(n, generator=gen)[: config.batch_size].to(device)
-            stats = method.update(x_ce[idx], y_ce[idx])
-        else:
-            stats = method.update(x_ce, y_ce)
+            xb, yb = x_ce[idx], y_ce[idx]
+        stats = method.update(augment(xb) if augment is not None else xb, yb)
         fixed = int((method.predict(x_ce).argmax(1) == y_ce).sum())
-        heldout = None
-        if x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
+        scored = guard.after_step(step, method, last=step == config.max_steps) if guard is not None else None
+        heldout = None if scored is None else scored.worst_group  # the guard's check split is the validation part
+        live = progress is not None or config.stop_rule == "heldout"  # nobody reads the live curve otherwise
+        if guard is None and live and x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
             val_pred = predict_logits(PredictAdapter(method), x_val, device).argmax(1).numpy()
             heldout = _worst_group(val_pred, data.y_val, data.attr_val, class_names)
         event = {
@@ -132,6 +144,8 @@ def train_method(
             "elapsed_s": time.perf_counter() - start,
             "device": describe_device(device),
         }
+        if scored is not None:
+            event["check"] = scored.to_json()
         history.append(event)
         if progress is not None:
             progress(event)
@@ -161,6 +175,9 @@ def train_method(
         if stall_steps is not None and step >= config.min_steps and step - improved_at >= stall_steps:
             stop_reason = "stalled"
             break
+        if guard is not None and guard.should_stop(step, config.min_steps):
+            stop_reason = "check_patience"
+            break
         if config.stop_rule == "heldout" and heldout is not None:
             if heldout > best[0]:
                 best, since_best = (heldout, method.snapshot(), step), 0
@@ -172,6 +189,9 @@ def train_method(
     if kept_rule and not cancelled and history and kept_best[2] != history[-1]["step"]:
         method.restore(kept_best[1])
         stop_reason = f"{stop_reason}; restored step {kept_best[2]} ({kept_best[0]}/{n} fixed)"
+    if guard is not None and not cancelled:
+        guard.report = guard.finish(method)
+        stop_reason = f"{stop_reason}; restored step {guard.report.step} (check split, α {guard.report.alpha:g})"
     if config.stop_rule == "heldout" and best[1] is not None and not cancelled:
         method.restore(best[1])
         stop_reason = f"{stop_reason}; restored best held-out step {best[2]}"

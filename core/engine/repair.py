@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from core.engine import guard as check_guard
+from core.engine.checksplit import split_dataset
 from core.engine.devices import describe_device, select_device
 from core.engine.inference import DiskImages, normalize, predict_logits
 from core.engine.loop import PredictAdapter, PreparedData, Progress, train_method
@@ -30,7 +32,7 @@ from core.engine.request import DataRefs, RunRequest
 from core.engine.strength import STALL_STEPS, choose_strength
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, save_bundle
-from core.formats.datasets import ImageDataset, load_pixels, split_eval
+from core.formats.datasets import ImageDataset, load_pixels
 
 
 @dataclass
@@ -82,7 +84,7 @@ def prepare_data(
     data = PreparedData(x_ce, torch.as_tensor(counterexamples.labels))
     if eval_set is not None:
         x_all = on_disk(eval_set) if eval_pixels is None else DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
-        rep, val = split_eval(eval_set)
+        rep, val, data.split = split_dataset(eval_set)  # the split=val rows, else a carved check split
         data.x_eval, data.eval_indices = x_all.subset(rep), rep
         labels, attributes = eval_set.labels, eval_set.attributes  # each a whole-set list: built once, not per row
         data.y_eval = labels[rep]
@@ -173,7 +175,9 @@ def repair(
         before = predict_logits(base_model.to(dev), data.x_eval, dev).argmax(1).numpy()
         base_model.to("cpu")
 
-    impl = None
+    impl = guard = None
+    if cfg is not None:
+        cfg = check_guard.resolve_rule(cfg, data)  # the check rule needs a check split, else the kept rule
     if cfg is None:  # auto chose "change nothing": the repaired model is the old one
         history, stop_reason, cancelled = [], "auto_no_change", False
         merged, delta, after = bundle.state_dict(), None, before.copy()
@@ -181,8 +185,10 @@ def repair(
         strength = None
     else:
         impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
-        if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule == "kept":
+        if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule in ("kept", "check"):
             impl.use_reference(data.reference, seed)
+        guard = check_guard.build_guard(cfg, data, base_model, dev)
+        base_model.to("cpu")
         # With auto, the repair runs under the same rules its trials were scored with (they stop once
         # STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run.
         history, stop_reason, cancelled = train_method(
@@ -194,6 +200,7 @@ def repair(
             progress=progress,
             should_stop=should_stop,
             stall_steps=STALL_STEPS if auto_info is not None else None,
+            guard=guard,
         )
         if cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
             return _cancelled(request, auto_info, t0, history)
@@ -206,6 +213,8 @@ def repair(
     no_change = None
     if auto_info is not None and auto_info["chosen"] is None:
         no_change = {"code": auto_info["code"], "reason": auto_info["rule"]}
+    elif guard is not None and not cancelled and guard.report.step == 0:
+        no_change = check_guard.no_change(cfg)
     elif not cancelled and "restored step 0 " in stop_reason:
         no_change = (
             {
@@ -239,6 +248,8 @@ def repair(
             "seed": seed,
             "no_change": no_change,
             "reference_agreement": ref_agreement,
+            "split": data.split.to_json() if data.split is not None else None,
+            "check": guard.report.to_json() if guard is not None and not cancelled else None,
         }
     )
     return RepairResult(

@@ -1,0 +1,106 @@
+"""The guard on right answers: the check rule keeps the best step (and α) that keeps enough right decisions
+(docs/REPAIR_GUARD.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.engine.checksplit import CheckSet
+from core.engine.configs import make_config
+from core.engine.guard import CheckGuard, build_guard, objective, resolve_rule
+from core.engine.loop import PreparedData, train_method
+
+DEV = torch.device("cpu")
+
+
+class Threshold:
+    """A stand-in method with one trainable number p, moved +1 by every update: an image with feature x is class 0
+    when x < p, else class 1. Raising p fixes class-0 images (x small) first, then breaks class-1 images."""
+
+    def __init__(self, **cfg):
+        self.p = torch.zeros(1)
+        self.config = make_config("cpt", {"stop_rule": "check", "min_steps": 0, **cfg})
+        self.optimizer = None
+
+    def update(self, x, y):
+        self.p += 1.0
+        return {"loss": 1.0, "task_loss": 1.0, "penalty": 0.0}
+
+    def predict(self, x):
+        x = x.reshape(len(x), -1)[:, :1]
+        return torch.cat([self.p - x, x - self.p], 1)
+
+    def snapshot(self):
+        return [self.p.clone()]
+
+    def restore(self, snap):
+        self.p = snap[0].clone()
+
+
+def _check(broken_from: float) -> CheckSet:
+    """Group (0, a): five class-0 images the old model (p = 0) gets wrong, fixed once p passes 0.5 … 4.5.
+    Group (1, b): ten class-1 images it gets right, broken once p passes broken_from, broken_from + 1, …"""
+    x = np.array([0.5, 1.5, 2.5, 3.5, 4.5] + [broken_from + i for i in range(10)], dtype=np.float32)
+    y = np.array([0] * 5 + [1] * 10)
+    return CheckSet(torch.from_numpy(x).view(-1, 1), y, ["a"] * 5 + ["b"] * 10, np.ones(15, dtype=np.int64), DEV)
+
+
+def _run(method, check, floor, every=1, patience=50, max_steps=12):
+    guard = CheckGuard(check, floor, every=every, patience=patience)
+    method.config = make_config("cpt", {"stop_rule": "check", "min_steps": 0, "max_steps": max_steps})
+    data = PreparedData(torch.zeros(2, 1), torch.tensor([0, 1]))
+    history, reason, _ = train_method(method, data, DEV, ["a", "b"], guard=guard)
+    return guard, history, reason
+
+
+def test_keeps_the_earliest_best_step_that_keeps_enough_right_answers():
+    m = Threshold()
+    guard, history, reason = _run(m, _check(broken_from=5.5), floor=0.9)
+    r = guard.report
+    assert r.step == 5 and r.alpha == 1.0 and float(m.p) == 5.0  # group a all fixed at p = 5, nothing broken yet
+    assert r.score.worst_group == 1.0 and r.score.kept == 1.0 and r.base.worst_group == 0.0
+    assert "restored step 5" in reason and history[4]["check"]["fixed"] == 5
+
+
+def test_a_step_under_the_floor_never_qualifies_and_step_zero_is_the_fallback():
+    m = Threshold()
+    guard, _, _ = _run(m, _check(broken_from=0.7), floor=0.95, max_steps=3)
+    # every step that fixes a class-0 image also breaks a class-1 one (kept 0.9 < 0.95): the old model stays
+    assert guard.report.step == 0 and float(m.p) == 0.0
+
+
+def test_alpha_after_the_fact_recovers_a_run_that_went_too_far():
+    m = Threshold()
+    # checked only at step 10 (p = 10: group a fixed, but 3 of group b broken: kept 0.7 < 0.9); α = 0.5 gives p = 5,
+    # α = 0.75 (p = 7.5) is as good, and the smaller change wins the tie
+    guard, _, _ = _run(m, _check(broken_from=7.5), floor=0.9, every=10, max_steps=10)
+    r = guard.report
+    assert r.step == 10 and r.alpha == 0.5 and float(m.p) == 5.0
+    assert r.score.worst_group == 1.0 and r.score.kept == 1.0
+    assert {(c["step"], c["alpha"]) for c in r.checks} >= {(0, 1.0), (10, 1.0), (10, 0.25), (10, 0.5), (10, 0.75)}
+
+
+def test_patience_ends_the_run_after_checks_without_a_new_best():
+    m = Threshold()
+    guard, history, reason = _run(m, _check(broken_from=5.5), floor=0.9, patience=3, max_steps=40)
+    assert reason.startswith("check_patience") and len(history) == 8  # best at 5, then 6, 7, 8 without a new best
+    assert guard.report.step == 5
+
+
+def test_the_objective_rewards_the_worst_group_and_the_balanced_accuracy():
+    check = _check(5.5)
+    base = check.score_predictions(np.ones(15, dtype=np.int64))
+    fixed = check.score_predictions(np.array([0] * 5 + [1] * 10))
+    assert objective(fixed) > objective(base)
+
+
+def test_the_check_rule_falls_back_to_the_kept_rule_without_a_check_split():
+    cfg = make_config("cpt", {"stop_rule": "check"})
+    data = PreparedData(torch.zeros(2, 1), torch.tensor([0, 1]))
+    assert resolve_rule(cfg, data).stop_rule == "kept"
+    assert build_guard(cfg, data, None, DEV) is None
+    data.x_val, data.y_val, data.attr_val = torch.zeros(3, 1), np.array([0, 1, 0]), ["a"] * 3
+    assert resolve_rule(cfg, data).stop_rule == "check"
+    paper = make_config("cpt", {"stop_rule": "paper"})
+    assert resolve_rule(paper, data) is paper and build_guard(paper, data, None, DEV) is None
