@@ -47,6 +47,15 @@ VARIANTS = {
     "lr1e-4 crop+erase": {"lr": 1e-4, "augment": "crop+erase"},
     "lr1e-4 erase": {"lr": 1e-4, "augment": "erase"},
     "lr3e-4 a1 crop": {"lr": 3e-4, "anchor": 1.0, "augment": "crop"},
+    "lr3e-5 hint-colour": {"lr": 3e-5, "invariance": "colour"},
+    "lr1e-4 hint-colour": {"lr": 1e-4, "invariance": "colour"},
+    "lr1e-4 hint-flip": {"lr": 1e-4, "invariance": "flip"},
+    "lr1e-4 hint-corners": {
+        "lr": 1e-4,
+        "invariance": "region",
+        "invariance_region": "0,0,0.25,0.25;0.75,0,1,0.25;0,0.75,0.25,1;0.75,0.75,1,1",
+    },
+    "lr1e-4 hint-tag": {"lr": 1e-4, "invariance": "region", "invariance_region": "0,0,0.25,0.25"},
 }
 ALPHAS = (0.25, 0.5, 0.75)
 

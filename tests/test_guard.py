@@ -104,3 +104,70 @@ def test_the_check_rule_falls_back_to_the_kept_rule_without_a_check_split():
     assert resolve_rule(cfg, data).stop_rule == "check"
     paper = make_config("cpt", {"stop_rule": "paper"})
     assert resolve_rule(paper, data) is paper and build_guard(paper, data, None, DEV) is None
+
+
+def _repair_inputs(tmp_path, n_eval=120, val_rows=0):
+    from core.formats.bundle import load_bundle, save_bundle
+    from core.formats.datasets import load_dataset, write_manifest_dataset
+    from tests.conftest import TINY_CLASSES, make_images
+
+    meta_dir = tmp_path / "bundle"
+    from core.formats.architectures import SmallCNN
+    from core.formats.bundle import BundleMeta
+
+    torch.manual_seed(0)
+    save_bundle(SmallCNN(3, 3).state_dict(), BundleMeta("small_cnn", 3, TINY_CLASSES, [3, 12, 12],
+                [0.5] * 3, [0.25] * 3), meta_dir)  # fmt: skip
+    labels = [TINY_CLASSES[i % 3] for i in range(n_eval)]
+    attrs = ["red" if (i // 3) % 2 else "blue" for i in range(n_eval)]
+    splits = ["val" if i < val_rows else "test" for i in range(n_eval)] if val_rows else None
+    ev = write_manifest_dataset(tmp_path / "eval", make_images(n_eval, 1), labels, attrs, splits=splits)
+    ce = write_manifest_dataset(tmp_path / "ce", make_images(6, 2), [TINY_CLASSES[i % 3] for i in range(6)])
+    ref = write_manifest_dataset(tmp_path / "ref", make_images(40, 3), [TINY_CLASSES[0]] * 40)
+    bundle = load_bundle(meta_dir)
+    names = bundle.meta.class_names
+    return bundle, load_dataset(ce, names), load_dataset(ev, names), load_dataset(ref, names)
+
+
+def test_a_repair_carves_a_check_split_guards_on_it_and_reports_only_the_rest(tmp_path):
+    from core.engine.repair import run_repair, write_run
+
+    bundle, ce, ev, ref = _repair_inputs(tmp_path)
+    res = run_repair(bundle, ce, ev, config={"stop_rule": "check", "max_steps": 12, "min_steps": 0, "lr": 1e-2},
+                     reference=ref)  # fmt: skip
+    m = res.metrics
+    assert m["split"] == {"reported": 96, "check": 24, "source": "carved"}
+    assert m["after"]["n"] == 96 and len(res.eval_indices) == 96  # reported numbers: the other rows only
+    assert m["check"] is not None and m["check"]["checks"][0]["step"] == 0
+    assert "check split" in res.stop_reason
+    out = write_run(res, bundle.meta, tmp_path / "run", ev)
+    import pandas as pd
+
+    assert len(pd.read_csv(out / "predictions.csv")) == 96
+
+
+def test_val_rows_are_the_check_split_and_share_zero_turns_the_carve_off(tmp_path):
+    from core.engine.repair import run_repair
+
+    bundle, ce, ev, ref = _repair_inputs(tmp_path, val_rows=30)
+    res = run_repair(bundle, ce, ev, config={"max_steps": 3, "min_steps": 0}, reference=ref)
+    assert res.metrics["split"] == {"reported": 90, "check": 30, "source": "val_rows"}
+    assert res.metrics["config"]["stop_rule"] == "check" and res.metrics["check"] is not None
+    bundle, ce, ev, ref = _repair_inputs(tmp_path / "b")
+    res = run_repair(bundle, ce, ev, config={"max_steps": 3, "min_steps": 0}, reference=ref, check_share=0.0)
+    assert res.metrics["split"]["source"] == "none" and res.metrics["after"]["n"] == 120
+    assert res.metrics["config"]["stop_rule"] == "kept" and res.metrics["check"] is None  # the label-free fallback
+
+
+def test_auto_chooses_on_the_check_split_when_there_is_one(tmp_path):
+    from core.engine.checkauto import CHECK_CANDIDATES
+    from core.engine.repair import run_repair
+
+    bundle, ce, ev, ref = _repair_inputs(tmp_path)
+    res = run_repair(bundle, ce, ev, config={"strength": "auto", "stop_rule": "check", "max_steps": 6,
+                                             "min_steps": 0, "lr": 1e-2}, reference=ref)  # fmt: skip
+    auto = res.metrics["auto_strength"]
+    assert auto["by"] == "check_split" and [c["strength"] for c in auto["candidates"]] == list(CHECK_CANDIDATES)
+    best = max(c["objective"] for c in auto["candidates"])
+    first_best = next(c for c in auto["candidates"] if c["objective"] >= best - 1e-12)
+    assert auto["chosen"] == first_best["strength"] == res.metrics["strength"]

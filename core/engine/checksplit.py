@@ -10,7 +10,7 @@ Which rows (:func:`split_rows`):
 * the rows marked ``split=val``, when the set has any (the user chose them);
 * otherwise a seeded, group-stratified share (:data:`CHECK_SHARE`) carved from every (label, attribute) cell, so the
   check split has every group the reported part has, in the same proportions;
-* none, when the set is too small to spare :data:`MIN_CHECK_ROWS` rows.
+* none, when the set is too small to spare :data:`MIN_CHECK_ROWS` rows, or the share asked for is 0.
 
 The reported numbers come from the other rows only, and a run's metrics say how many rows each part has
 (:class:`SplitCounts`). :class:`CheckSet` scores a model on the check split: right decisions kept, worst-group
@@ -93,7 +93,7 @@ def split_rows(
         check, source = np.flatnonzero(marked), CheckSource.VAL_ROWS
     else:
         check, source = carve(labels, attributes, share, seed), CheckSource.CARVED
-        if len(check) < MIN_CHECK_ROWS:
+        if len(check) < MIN_CHECK_ROWS or share <= 0:
             check, source = np.zeros(0, dtype=np.int64), CheckSource.NONE
     keep = np.ones(n, dtype=bool)
     keep[check] = False

@@ -24,7 +24,7 @@ PENALTIES = ("l2", "l1", "l1+l2", "nuclear")
 # The paper's exact form: --set lr=0.001 --set anchor=0 --set stop_rule=paper.
 LR_DEFAULT = 3e-5
 ANCHOR_DEFAULT = 10.0
-STOP_DEFAULT = "kept"
+STOP_DEFAULT = "check"  # the labelled check split when there is one, else "kept"
 KEEP_FLOOR_DEFAULT = 0.99
 MAX_STEPS_DEFAULT = 200
 BACKTRACKS_DEFAULT = 6
@@ -36,6 +36,8 @@ STOP_RULES = ("paper", "heldout", "none", "kept", "check")
 # Augmented copies of the counterexamples (core.engine.augment): torchvision crops, flips and erasing, no colour.
 AUGMENT_POLICIES = ("none", "crop", "flip", "erase", "crop+flip", "crop+erase", "crop+flip+erase")
 CHECK_FLOOR_DEFAULT = 0.97
+# The invariance hint (core.engine.invariance): what the user says should not matter.
+INVARIANCES = ("none", "colour", "flip", "region")
 
 
 def hp(default, help: str, **hints):
@@ -168,6 +170,19 @@ class CPTConfig(MethodConfig):
         max=1e4,
     )
     anchor_batch: int = hp(64, "Reference images per step for the anchor.", min=1, max=4096)
+    invariance: str = hp(
+        "none",
+        "What should not matter, enforced on reference images: the repaired model must give a transformed "
+        "reference image the old model's answer on the original. colour: random gains, offsets and channel order; "
+        "flip: left-right and up-down flips (where a mark sits); region: the boxes of invariance_region blanked.",
+        choices=INVARIANCES,
+    )
+    invariance_region: str = hp(
+        "",
+        "For invariance 'region': boxes x0,y0,x1,y1 in fractions of the image (0–1), several separated by ';' "
+        "(e.g. 0,0,0.2,0.2 for the top-left corner).",
+    )
+    invariance_weight: float = hp(10.0, "ν: weight of the invariance term (needs reference images).", min=0.0, max=1e4)
 
 
 @dataclass(frozen=True)

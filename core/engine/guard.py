@@ -123,6 +123,7 @@ class CheckGuard:
         method.restore(chosen)
         return GuardReport(best_step, best_alpha, best, self.base, self.checks)
 
+
 def has_check_split(data) -> bool:
     """Whether prepared data carry a labelled check split to guard on (its ``x_val`` part)."""
     return data.x_val is not None and data.y_val is not None and len(data.y_val) > 0

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from core.engine import checkauto
 from core.engine import guard as check_guard
-from core.engine.checksplit import split_dataset
+from core.engine.checksplit import CHECK_SHARE, CheckSource, SplitCounts, split_dataset
 from core.engine.devices import describe_device, select_device
 from core.engine.inference import DiskImages, normalize, predict_logits
-from core.engine.loop import PredictAdapter, PreparedData, Progress, train_method
-from core.engine.methods import get_method
+from core.engine.loop import PredictAdapter, PreparedData, Progress
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.request import DataRefs, RunRequest
 from core.engine.strength import STALL_STEPS, choose_strength
@@ -60,6 +60,7 @@ def prepare_data(
     unlabeled: ImageDataset | None = None,
     eval_pixels: np.ndarray | None = None,
     reference: ImageDataset | None = None,
+    check_share: float = CHECK_SHARE,
 ) -> PreparedData:
     """Decode every image once, up front, so the loop never decodes an image again.
 
@@ -72,7 +73,11 @@ def prepare_data(
     Reference images (see :mod:`core.engine.anchor`): ``reference`` if given, else the ``unlabeled``
     images, else none (the anchor and the kept floor are then off). Not the validation rows: they
     follow the unbiased evaluation distribution, not the typical one, and half their answers should
-    change."""
+    change.
+
+    The evaluation set's check split (:mod:`core.engine.checksplit`): its ``split=val`` rows, else a seeded,
+    group-stratified ``check_share`` of it (0: none), becomes the validation part; the reported numbers use the rest.
+    A separate ``validation`` set replaces it."""
     meta = bundle.meta
     if len(counterexamples) == 0:
         raise UserError("there are no counterexamples to tune on; label at least one")
@@ -84,7 +89,8 @@ def prepare_data(
     data = PreparedData(x_ce, torch.as_tensor(counterexamples.labels))
     if eval_set is not None:
         x_all = on_disk(eval_set) if eval_pixels is None else DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
-        rep, val, data.split = split_dataset(eval_set)  # the split=val rows, else a carved check split
+        share = check_share if validation is None else 0.0  # a separate validation set is the check split
+        rep, val, data.split = split_dataset(eval_set, share)  # the split=val rows, else a carved share
         data.x_eval, data.eval_indices = x_all.subset(rep), rep
         labels, attributes = eval_set.labels, eval_set.attributes  # each a whole-set list: built once, not per row
         data.y_eval = labels[rep]
@@ -94,6 +100,8 @@ def prepare_data(
             data.attr_val = [attributes[i] for i in val]
     if validation is not None:
         data.x_val, data.y_val, data.attr_val = on_disk(validation), validation.labels, validation.attributes
+        reported = data.split.reported if data.split is not None else 0
+        data.split = SplitCounts(reported, len(validation), CheckSource.VAL_ROWS)
     if unlabeled is not None:
         data.unlabeled = on_disk(unlabeled)
     if reference is not None:
@@ -153,7 +161,8 @@ def repair(
     t0 = time.perf_counter()
     auto_info = None
     cfg = request.config
-    if request.is_auto:
+    by_check = request.is_auto and checkauto.applies(cfg, data)  # auto steered by the labelled check split
+    if request.is_auto and not by_check:
         auto_info = choose_strength(
             bundle,
             data,
@@ -184,24 +193,18 @@ def repair(
         cfg = request.config
         strength = None
     else:
-        impl = get_method(method)(base_model, cfg, dev, unlabeled=data.unlabeled)
-        if getattr(cfg, "anchor", 0) > 0 or cfg.stop_rule in ("kept", "check"):
-            impl.use_reference(data.reference, seed)
-        guard = check_guard.build_guard(cfg, data, base_model, dev)
-        base_model.to("cpu")
-        # With auto, the repair runs under the same rules its trials were scored with (they stop once
-        # STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run.
-        history, stop_reason, cancelled = train_method(
-            impl,
-            data,
-            dev,
-            class_names,
-            seed=seed,
-            progress=progress,
-            should_stop=should_stop,
-            stall_steps=STALL_STEPS if auto_info is not None else None,
-            guard=guard,
-        )
+        if by_check:
+            run = checkauto.auto_by_check(base_model, method, cfg, data, dev, class_names, seed,
+                                          progress=progress, should_stop=should_stop)  # fmt: skip
+            auto_info = run.auto_info
+        else:
+            # With auto, the repair runs under the same rules its trials were scored with (they stop once
+            # STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run.
+            run = checkauto.train_one(base_model, method, cfg, data, dev, class_names, seed, progress=progress,
+                                      should_stop=should_stop,
+                                      stall_steps=STALL_STEPS if auto_info is not None else None)  # fmt: skip
+        impl, guard, cfg = run.impl, run.guard, run.config
+        history, stop_reason, cancelled = run.history, run.stop_reason, run.cancelled
         if cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
             return _cancelled(request, auto_info, t0, history)
         merged = impl.merged_state_dict()
@@ -310,6 +313,7 @@ def run_repair(
     data: PreparedData | None = None,
     reference: ImageDataset | None = None,
     backend=None,
+    check_share: float = CHECK_SHARE,
 ) -> RepairResult:
     """Repair ``bundle`` on ``counterexamples`` with ``method``; evaluate before/after on ``eval_set``.
 
@@ -318,11 +322,14 @@ def run_repair(
     unlabelled images for CPT's function-space anchor, the ``kept`` stopping rule and auto's kept
     estimate (:mod:`core.engine.anchor`); defaults as in :func:`prepare_data`. ``data`` skips the
     decoding when the tensors are already prepared (the benchmark, sweeps). ``backend``
-    (:mod:`core.engine.backends`) is where automatic strength runs its trials.
+    (:mod:`core.engine.backends`) is where automatic strength runs its trials. ``check_share``: the share of
+    ``eval_set`` carved into the check split when it has no ``split=val`` rows (:mod:`core.engine.checksplit`).
     """
     request = RunRequest.build(method, config or {}, DataRefs(counterexamples=""), seed=seed, device=device)
     if data is None:
-        data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference)
+        data = prepare_data(
+            bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference, check_share
+        )
     return repair(bundle, request, data, progress=progress, should_stop=should_stop, backend=backend)
 
 

@@ -25,6 +25,7 @@ from torch.func import functional_call
 from core.engine.anchor import anchor_kl
 from core.engine.configs import SIZE_REFERENCE, CPTConfig
 from core.engine.devices import autocast
+from core.engine.invariance import invariance
 from core.engine.methods.base import Method, add_l2_pull, merged_with, select_parameters
 from core.engine.penalties import anchor_scales, penalty_value
 
@@ -83,6 +84,7 @@ class CPT(Method):
         self.names = select_parameters(self.base, config.params)
         self.model = DeltaModel(self.base, self.names).to(device)
         self.scales = anchor_scales(self.model.anchors)
+        self.hint = invariance(config.invariance, config.invariance_region)  # core.engine.invariance, or None
 
     def trainable_parameters(self):
         return list(self.model.deltas)
@@ -109,7 +111,7 @@ class CPT(Method):
     def update(self, x, y):
         """One step; for ``l2`` the penalty's gradient 2λδ/Σ‖θ‖² is added in closed form, which keeps a
         CPT step within a few percent of a plain fine-tuning step (``python -m core perf``)."""
-        if self.config.anchor > 0 and self.reference is not None:
+        if (self.config.anchor > 0 or self.hint is not None) and self.reference is not None:
             return self._anchored_update(x, y)
         if self.config.penalty != "l2":
             return super().update(x, y)
@@ -123,20 +125,31 @@ class CPT(Method):
             self.optimizer = self.make_optimizer()
 
         xr, old = self.reference.batch(self.config.anchor_batch)
+        parts = [x, xr]
+        if self.hint is not None:  # the invariance hint: transformed reference images keep the old answers
+            xh, old_h = self.reference.batch(self.config.anchor_batch)
+            parts.append(self.hint(xh))
         with autocast(self.device):
-            logits = self.forward(torch.cat([x, xr]))
+            logits = self.forward(torch.cat(parts))
         task = nn.functional.cross_entropy(logits[: len(x)].float(), y)
-        kl = anchor_kl(logits[len(x) :], old)
+        kl = anchor_kl(logits[len(x) : len(x) + len(xr)], old)
+        hint = anchor_kl(logits[len(x) + len(xr) :], old_h) if self.hint is not None else None
         deltas = list(self.model.deltas)
         closed = self.config.penalty == "l2"
         pen = torch.zeros((), device=self.device) if closed else self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
-        (task + self.config.anchor * kl + pen).backward()
+        total = task + self.config.anchor * kl + pen
+        if hint is not None:
+            total = total + self.config.invariance_weight * hint
+        total.backward()
         if closed:
             pen = add_l2_pull(deltas, deltas, self.config.strength, self.scales["l2"])
         self.optimizer.step()
         t, q, a = float(task.detach()), float(pen.detach()), float(kl.detach())
-        return {"loss": t + q + self.config.anchor * a, "task_loss": t, "penalty": q, "anchor": a}
+        out = {"loss": float(total.detach()) + (q if closed else 0.0), "task_loss": t, "penalty": q, "anchor": a}
+        if hint is not None:
+            out["invariance"] = float(hint.detach())
+        return out
 
     def merged_state_dict(self):
         return self.model.merged_state_dict()

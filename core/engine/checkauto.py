@@ -1,0 +1,99 @@
+"""One trained repair, and automatic strength chosen on the labelled check split.
+
+:func:`train_one` is the training half of :func:`core.engine.repair.repair`: the method built on the base model, its
+reference images, the guard of the ``check`` rule (:mod:`core.engine.guard`), and the loop.
+
+:func:`auto_by_check`: where a check split exists (:mod:`core.engine.checksplit`), automatic strength needs no
+label-free estimate and no folds of the counterexamples. It trains one guarded repair per candidate λ in
+:data:`CHECK_CANDIDATES` (strongest first) and keeps the one whose guard found the best check-split objective
+(:func:`core.engine.guard.objective`, among steps that keep ``check_floor`` of the check split's right decisions);
+ties go to the stronger λ (the smaller change). The chosen repair is the result itself, not trained again, so auto
+costs ``len(CHECK_CANDIDATES)`` default repairs. Without a check split, auto is the label-free sweep of
+:mod:`core.engine.strength`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from core.engine import guard as check_guard
+from core.engine.loop import train_method
+from core.engine.methods import get_method
+
+CHECK_CANDIDATES = (10000.0, 1000.0, 100.0)  # strongest (least change) first: it wins ties
+
+
+@dataclass
+class Trained:
+    """A trained method and how its run went."""
+
+    impl: object
+    config: object
+    guard: check_guard.CheckGuard | None
+    history: list[dict]
+    stop_reason: str
+    cancelled: bool
+    auto_info: dict | None = None
+
+
+def needs_reference(cfg) -> bool:
+    """Whether a run under ``cfg`` uses reference images (anchor, invariance hint, kept or check rule)."""
+    return (
+        getattr(cfg, "anchor", 0) > 0
+        or getattr(cfg, "invariance", "none") != "none"
+        or cfg.stop_rule in ("kept", "check")
+    )
+
+
+def train_one(base_model, method: str, cfg, data, device, class_names, seed: int, *, progress=None,
+              should_stop=None, stall_steps: int | None = None) -> Trained:  # fmt: skip
+    """Build ``method`` on ``base_model`` with ``cfg`` and run the loop (with the guard under the check rule)."""
+    impl = get_method(method)(base_model, cfg, device, unlabeled=data.unlabeled)
+    if needs_reference(cfg):
+        impl.use_reference(data.reference, seed)
+    guard = check_guard.build_guard(cfg, data, base_model, device)
+    base_model.to("cpu")
+    history, stop_reason, cancelled = train_method(
+        impl, data, device, class_names, seed=seed, progress=progress, should_stop=should_stop,
+        stall_steps=stall_steps, guard=guard,
+    )  # fmt: skip
+    return Trained(impl, cfg, guard, history, stop_reason, cancelled)
+
+
+def applies(cfg, data) -> bool:
+    """Whether automatic strength chooses on the check split: the check rule, and a check split to steer by."""
+    return check_guard.resolve_rule(cfg, data).stop_rule == "check"
+
+
+def auto_by_check(base_model, method: str, cfg, data, device, class_names, seed: int, *, progress=None,
+                  should_stop=None) -> Trained:  # fmt: skip
+    """One guarded repair per λ in :data:`CHECK_CANDIDATES`; the best on the check split is returned, with its
+    report in ``auto_info`` (``{"chosen", "rule", "candidates": [{"strength", "objective", "step", "alpha",
+    **check score}], "runs"}``)."""
+    best: Trained | None = None
+    best_obj = float("-inf")
+    rows = []
+    for i, lam in enumerate(CHECK_CANDIDATES):
+        if progress is not None:
+            progress({"phase": "auto", "candidate": i + 1, "candidates": len(CHECK_CANDIDATES), "strength": lam,
+                      "fold": 1, "folds": 1, "done": i, "total": len(CHECK_CANDIDATES)})  # fmt: skip
+        run = train_one(base_model, method, replace(cfg, strength=lam), data, device, class_names, seed,
+                        should_stop=should_stop)  # fmt: skip
+        if run.cancelled:
+            run.auto_info = {"chosen": None, "code": None, "cancelled": True, "candidates": rows}
+            return run
+        report = run.guard.report
+        obj = check_guard.objective(report.score)
+        rows.append({"strength": lam, "objective": obj, "step": report.step, "alpha": report.alpha,
+                     **report.score.to_json()})  # fmt: skip
+        if best is None or obj > best_obj + 1e-12:
+            best, best_obj = run, obj
+    best.auto_info = {
+        "chosen": best.config.strength,
+        "code": None,
+        "rule": "the strength whose guarded repair scored best on the labelled check split",
+        "candidates": rows,
+        "runs": len(rows),
+        "by": "check_split",
+    }
+    return best

@@ -1,0 +1,74 @@
+"""The whole trade-off in the benchmark: θ + α·δ curves and the best worst group at each kept level."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.bench.frontier import ALPHAS, alpha_points, best_at, frontier_figure, frontier_table
+from core.engine.loop import PreparedData
+from core.engine.repair import run_repair
+from core.formats.architectures import SmallCNN
+from core.formats.bundle import BundleMeta, ModelBundle
+
+
+def _inputs():
+    torch.manual_seed(0)
+    meta = BundleMeta("small_cnn", 3, ["a", "b", "c"], [3, 12, 12], [0.0] * 3, [1.0] * 3)
+    g = torch.Generator().manual_seed(1)
+    d = PreparedData(
+        torch.randn(6, 3, 12, 12, generator=g),
+        torch.randint(0, 3, (6,), generator=g),
+        torch.randn(40, 3, 12, 12, generator=g),
+        torch.randint(0, 3, (40,), generator=g).numpy(),
+        ["x", "y"] * 20,
+        np.arange(40),
+    )
+    return ModelBundle(meta, SmallCNN(3, 3, width=8).eval()), d
+
+
+def test_curve_runs_from_the_old_model_to_the_result():
+    bundle, d = _inputs()
+    res = run_repair(bundle, None, config={"lr": 0.05, "max_steps": 5, "min_steps": 0, "anchor": 0}, data=d)
+    pts = alpha_points(bundle, res, d, torch.device("cpu"))
+    assert [p[0] for p in pts] == [0.0, *ALPHAS, 1.0]
+    assert pts[0][3] == 1.0 and abs(pts[0][1] - res.metrics["before"]["accuracy"]) < 1e-12  # α = 0: the old model
+    assert abs(pts[-1][1] - res.metrics["after"]["accuracy"]) < 1e-12  # α = 1: the result
+    assert abs(pts[-1][3] - res.metrics["kept_decisions"]) < 1e-12
+
+
+def _df(points_by_method: dict[str, list[list[list[float]]]]) -> pd.DataFrame:
+    rows = []
+    for m, draws in points_by_method.items():
+        for seed, pts in enumerate(draws):
+            rows.append({"method": m, "shots": 16, "seed": seed, "frontier": json.dumps(pts)})
+    return pd.DataFrame(rows)
+
+
+def test_best_at_takes_the_best_worst_group_per_draw_above_the_kept_level_then_the_mean():
+    base = [0.0, 0.50, 0.10, 1.00]
+    df = _df(
+        {
+            "cpt": [
+                [base, [0.5, 0.60, 0.30, 0.99], [1.0, 0.70, 0.50, 0.93]],
+                [base, [0.5, 0.62, 0.40, 0.96], [1.0, 0.72, 0.60, 0.91]],
+            ],
+            "lora": [[base, [1.0, 0.80, 0.90, 0.80]], [base, [1.0, 0.80, 0.90, 0.80]]],
+        }
+    )
+    b99 = best_at(df, 0.99).set_index("method")
+    assert abs(b99.loc["cpt", "worst_group"] - (0.30 + 0.10) / 2) < 1e-12  # draw 2 reaches 0.99 only at α = 0
+    assert b99.loc["lora", "worst_group"] == 0.10  # never above 0.99 kept but at α = 0
+    b90 = best_at(df, 0.90).set_index("method")
+    assert abs(b90.loc["cpt", "worst_group"] - 0.55) < 1e-12 and b90.loc["lora", "worst_group"] == 0.10
+    table = frontier_table(df, ["cpt", "lora"])
+    assert "kept decisions ≥ 0.90" in table and "**0.550 / 0.710**" in table
+    fig = frontier_figure(df, ["cpt", "lora"], "t")
+    assert len(fig.data) == 2 and list(fig.data[0].x) == [1.0, 0.975, 0.92]  # mean kept per α, α = 0 first
+
+
+def test_no_frontier_column_gives_no_table():
+    assert frontier_table(pd.DataFrame({"method": ["cpt"], "shots": [1], "seed": [0]}), ["cpt"]) == ""
