@@ -72,3 +72,26 @@ def test_best_at_takes_the_best_worst_group_per_draw_above_the_kept_level_then_t
 
 def test_no_frontier_column_gives_no_table():
     assert frontier_table(pd.DataFrame({"method": ["cpt"], "shots": [1], "seed": [0]}), ["cpt"]) == ""
+
+
+def test_a_result_kept_at_alpha_below_one_is_traced_through_the_change_it_trained():
+    import dataclasses
+
+    from core.engine.inference import predict_logits
+    from core.engine.interpolation import interpolated_model
+
+    bundle, d = _inputs()
+    res = run_repair(bundle, None, config={"lr": 0.05, "max_steps": 5, "min_steps": 0, "anchor": 0}, data=d)
+    dev = torch.device("cpu")
+    half = interpolated_model(bundle.model, res.merged_state, 0.5)
+    halved = dataclasses.replace(
+        res,
+        merged_state=half.state_dict(),
+        after_pred=predict_logits(half, d.x_eval, dev).argmax(1).numpy(),
+        metrics={**res.metrics, "check": {"alpha": 0.5}},
+    )
+    full = dict((p[0], p) for p in alpha_points(bundle, res, d, dev))
+    traced = dict((p[0], p) for p in alpha_points(bundle, halved, d, dev))
+    assert sorted(traced) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for a in (0.5, 1.0):  # the same curve: α = 1 is the change the run trained, not the halved result
+        assert abs(traced[a][1] - full[a][1]) < 0.03 and abs(traced[a][3] - full[a][3]) < 0.03

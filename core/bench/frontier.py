@@ -15,28 +15,43 @@ each method per shot count (kept on x, worst group on y).
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from core.engine.inference import predict_logits
-from core.engine.interpolation import interpolated_model
 from core.engine.metrics import compare_predictions, group_metrics
 
 ALPHAS = (0.25, 0.5, 0.75)  # beside α = 0 (the old model) and α = 1 (the result itself)
 THRESHOLDS = (0.99, 0.95, 0.90)
 
 
+def _scaled_model(model, repaired: dict, scale: float):
+    """A copy of ``model`` carrying θ + scale·(θ' − θ) (``scale`` may exceed 1: see :func:`alpha_points`)."""
+    out = copy.deepcopy(model).eval()
+    base = model.state_dict()
+    out.load_state_dict(
+        {k: torch.lerp(b, repaired[k].to(b.dtype), scale) if b.is_floating_point() else b for k, b in base.items()}
+    )
+    return out
+
+
 def alpha_points(bundle, result, data, device) -> list[list[float]]:
     """``[α, accuracy, worst group, kept]`` on ``data``'s reported rows for α = 0, :data:`ALPHAS` and 1.
 
     α = 0 and α = 1 come from the run's own before/after predictions; a result that is not an ordinary model of the
-    base architecture (side-tuning) has only those two."""
+    base architecture (side-tuning) has only those two. α is relative to the change the run *trained*: where the
+    guard (:mod:`core.engine.guard`) kept the repair at a strength α_c < 1 after the fact, the result is the point
+    α = α_c of the curve through the trained change δ_c = δ/α_c, and that curve is traced, so that the default's
+    curve is compared over the same range as every other method's."""
     names = bundle.meta.class_names
     before = result.before_pred
+    chosen = float(((result.metrics.get("check") or {}).get("alpha")) or 1.0)
 
     def point(alpha: float, pred: np.ndarray) -> list[float]:
         m = group_metrics(data.y_eval, pred, data.attr_eval, names, bootstrap=0)
@@ -45,11 +60,11 @@ def alpha_points(bundle, result, data, device) -> list[list[float]]:
 
     points = [point(0.0, before)]
     if result.merged_state is not None and result.delta:
-        for a in ALPHAS:
-            model = interpolated_model(bundle.model, result.merged_state, a)
+        for a in sorted({*ALPHAS, 1.0} - {chosen}):
+            model = _scaled_model(bundle.model, result.merged_state, a / chosen)
             points.append(point(a, predict_logits(model, data.x_eval, device).argmax(1).numpy()))
-    points.append(point(1.0, result.after_pred))
-    return points
+    points.append(point(chosen, result.after_pred))
+    return sorted(points)
 
 
 def _points(df: pd.DataFrame) -> pd.DataFrame:
