@@ -55,6 +55,9 @@ VARIANTS = {
         "invariance": "region",
         "invariance_region": "0,0,0.25,0.25;0.75,0,1,0.25;0,0.75,0.25,1;0.75,0.75,1,1",
     },
+    "lr3e-5 mix1": {"lr": 3e-5, "mix": 1.0},
+    "lr3e-5 mix3": {"lr": 3e-5, "mix": 3.0},
+    "lr1e-4 mix1": {"lr": 1e-4, "mix": 1.0},
     "lr1e-4 hint-tag": {"lr": 1e-4, "invariance": "region", "invariance_region": "0,0,0.25,0.25"},
 }
 ALPHAS = (0.25, 0.5, 0.75)

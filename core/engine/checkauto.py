@@ -41,6 +41,7 @@ def needs_reference(cfg) -> bool:
     return (
         getattr(cfg, "anchor", 0) > 0
         or getattr(cfg, "invariance", "none") != "none"
+        or getattr(cfg, "mix", 0) > 0
         or cfg.stop_rule in ("kept", "check")
     )
 

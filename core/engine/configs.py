@@ -183,6 +183,14 @@ class CPTConfig(MethodConfig):
         "(e.g. 0,0,0.2,0.2 for the top-left corner).",
     )
     invariance_weight: float = hp(10.0, "ν: weight of the invariance term (needs reference images).", min=0.0, max=1e4)
+    mix: float = hp(
+        0.0,
+        "Weight of CutMix between the counterexamples and reference images: a box of a counterexample pasted into "
+        "a typical image at the same place, the label mixed by area (the typical image's label: the old model's "
+        "answer). 0 = off; needs reference images.",
+        min=0.0,
+        max=100.0,
+    )
 
 
 @dataclass(frozen=True)
