@@ -58,6 +58,8 @@ VARIANTS = {
     "lr3e-5 mix1": {"lr": 3e-5, "mix": 1.0},
     "lr3e-5 mix3": {"lr": 3e-5, "mix": 3.0},
     "lr1e-4 mix1": {"lr": 1e-4, "mix": 1.0},
+    "lr3e-5 hint-tag": {"lr": 3e-5, "invariance": "region", "invariance_region": "0,0,0.25,0.25"},
+    "lr3e-5 hint-flip": {"lr": 3e-5, "invariance": "flip"},
     "lr1e-4 hint-tag": {"lr": 1e-4, "invariance": "region", "invariance_region": "0,0,0.25,0.25"},
 }
 ALPHAS = (0.25, 0.5, 0.75)

@@ -61,6 +61,14 @@ def add_arguments(p) -> None:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--seeds", type=int, default=3, help="number of draws (seeds 0..N-1) per size")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {', '.join(METHODS)}")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=METHOD:KEY=VALUE …",
+        help="also run METHOD with these settings (separated by spaces) under NAME, e.g. "
+        "'cpt_tag=cpt:invariance=region invariance_region=0,0,0.2,0.2' (repeatable)",
+    )
     p.add_argument("--no-auto", action="store_true", help="skip automatic strength and the fixed-strength sweep")
     p.add_argument("--no-sweep", action="store_true", help="run automatic strength but not the fixed-strength sweep")
     p.add_argument(
@@ -91,6 +99,22 @@ def add_arguments(p) -> None:
         help="run nothing: merge these runs.csv files (a later file's rows replace an earlier one's for the same "
         "method, shots and seed) and write runs.csv, table.md and figure.html for --suite",
     )
+
+
+def parse_variant(text: str) -> tuple[str, str, dict]:
+    """``NAME=METHOD:KEY=VALUE KEY=VALUE …`` → (name, method, settings); checked when the run is built."""
+    name, sep, rest = text.partition("=")
+    method, _, settings = rest.partition(":")
+    if not sep or not name.strip() or not method.strip():
+        raise UserError(f"--variant expects NAME=METHOD:KEY=VALUE …, got {text!r}")
+    get_method(method.strip())
+    cfg = {}
+    for kv in settings.split():
+        key, eq, value = kv.partition("=")
+        if not eq:
+            raise UserError(f"--variant {name}: expected KEY=VALUE, got {kv!r}")
+        cfg[key.strip()] = value.strip()
+    return name.strip(), method.strip(), cfg
 
 
 def draw_order(suite: Suite, seed: int) -> np.ndarray:
@@ -157,6 +181,7 @@ def run_benchmark(
     checkpoint: Path | None = None,
     backend=None,
     frontier: bool = False,
+    variants: list[tuple[str, str, dict]] | None = None,
 ) -> pd.DataFrame:
     """Every (method, shots, seed) run as one DataFrame row.
 
@@ -167,6 +192,7 @@ def run_benchmark(
     base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
 
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
+    jobs += [(name, method, {**base_cfg, **cfg}) for name, method, cfg in variants or []]
     if paper and "cpt" in methods:
         jobs.insert(methods.index("cpt") + 1, (PAPER, "cpt", {**PAPER_FORM, **base_cfg}))
     if auto and sweep:
@@ -456,6 +482,7 @@ def run(args) -> int:
                 checkpoint=out / "runs.partial.csv",
                 backend=backend,
                 frontier=args.frontier,
+                variants=[parse_variant(v) for v in args.variant],
             )
             discovery = ""
             if args.discovery:

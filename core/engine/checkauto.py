@@ -8,7 +8,8 @@ label-free estimate and no folds of the counterexamples. It trains one guarded r
 :data:`CHECK_CANDIDATES` (strongest first) and keeps the one whose guard found the best check-split objective
 (:func:`core.engine.guard.objective`, among steps that keep ``check_floor`` of the check split's right decisions);
 ties go to the stronger λ (the smaller change). The chosen repair is the result itself, not trained again, so auto
-costs ``len(CHECK_CANDIDATES)`` default repairs. Without a check split, auto is the label-free sweep of
+costs ``len(CHECK_CANDIDATES)`` default repairs. When no candidate beats the old model there, auto changes nothing
+(``chosen`` None, code ``check_no_gain``), as the label-free rule may. Without a check split, auto is the label-free sweep of
 :mod:`core.engine.strength`.
 """
 
@@ -97,4 +98,8 @@ def auto_by_check(base_model, method: str, cfg, data, device, class_names, seed:
         "runs": len(rows),
         "by": "check_split",
     }
+    if best.guard.report.step == 0:  # no strength beat the old model on the check split: change nothing
+        code = check_guard.no_change(cfg)
+        best.auto_info.update(chosen=None, code=code["code"], rule=code["reason"])
+        best.stop_reason = "auto_no_change"
     return best

@@ -104,7 +104,8 @@ def train_method(
         raise UserError("stop_rule 'heldout' needs a labelled validation set (rows with split=val)")
     stop_reason, cancelled = "max_steps", False
     ref = getattr(method, "reference", None)
-    kept_rule = config.stop_rule == "kept" and ref is not None
+    rule = "kept" if config.stop_rule == "check" and guard is None else config.stop_rule  # no check split: kept
+    kept_rule = rule == "kept" and ref is not None
     floor = getattr(config, "keep_floor", 0.97)
     if kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
         kept_best = (int((method.predict(x_ce).argmax(1) == y_ce).sum()), method.snapshot(), 0)
@@ -165,7 +166,7 @@ def train_method(
                 break
             if fixed > kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
                 kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
-        if config.stop_rule in ("paper", "kept") and fixed == n and step >= config.min_steps:
+        if rule in ("paper", "kept") and fixed == n and step >= config.min_steps:
             stop_reason = "all_fixed"
             break
         if kept_rule and kept_best[2] == step:

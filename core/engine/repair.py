@@ -211,7 +211,8 @@ def repair(
         delta = impl.delta_state_dict()
         if data.x_eval is not None:
             after = predict_logits(PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
-        strength = getattr(cfg, "strength", None)
+        no_strength = auto_info is not None and auto_info["chosen"] is None  # auto on the check split: no change
+        strength = None if no_strength else getattr(cfg, "strength", None)
     ref_agreement = None
     no_change = None
     if auto_info is not None and auto_info["chosen"] is None:
