@@ -95,3 +95,23 @@ def test_a_result_kept_at_alpha_below_one_is_traced_through_the_change_it_traine
     assert sorted(traced) == [0.0, 0.25, 0.5, 0.75, 1.0]
     for a in (0.5, 1.0):  # the same curve: α = 1 is the change the run trained, not the halved result
         assert abs(traced[a][1] - full[a][1]) < 0.03 and abs(traced[a][3] - full[a][3]) < 0.03
+
+
+def test_benchmark_frontier_and_variant_through_the_cli(tmp_path):
+    from core.cli import main
+
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--suite", "photo", "--shots", "2", "--seeds", "1", "--methods", "cpt", "last_layer",
+            "--no-auto", "--no-paper", "--frontier", "--max-steps", "3", "--out", str(out),
+            "--variant", "cpt_colour=cpt:invariance=colour invariance_weight=5"]  # fmt: skip
+    assert main(argv) == 0
+    df = pd.read_csv(out / "runs.csv")
+    assert set(df["method"]) == {"cpt", "last_layer", "cpt_colour"}
+    assert (df["check_rows"] == 200).all() and (df["reported_rows"] == 1200).all()  # the photo suite's val rows
+    for pts in df["frontier"]:
+        alphas = [p[0] for p in json.loads(pts)]
+        assert alphas[0] == 0.0 and alphas[-1] == 1.0 and len(alphas) == 5
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert "The whole trade-off" in table and "kept decisions ≥ 0.95" in table and "cpt_colour" in table
+    assert (out / "frontier.svg").read_text(encoding="utf-8").startswith("<svg")
+    assert (out / "figure.html").read_text(encoding="utf-8").count("plotly-graph-div") >= 2

@@ -38,6 +38,7 @@ from core.app.staticchart import figure_svg
 from core.bench import frontier as fr
 from core.bench.discovery import discovery_table
 from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite, prepare_suite_data
+from core.bench.variants import parse_variant
 from core.engine.backends import LocalBackend, add_backend_argument, get_backend
 from core.engine.configs import PAPER_FORM
 from core.engine.devices import select_device
@@ -99,22 +100,6 @@ def add_arguments(p) -> None:
         help="run nothing: merge these runs.csv files (a later file's rows replace an earlier one's for the same "
         "method, shots and seed) and write runs.csv, table.md and figure.html for --suite",
     )
-
-
-def parse_variant(text: str) -> tuple[str, str, dict]:
-    """``NAME=METHOD:KEY=VALUE KEY=VALUE …`` → (name, method, settings); checked when the run is built."""
-    name, sep, rest = text.partition("=")
-    method, _, settings = rest.partition(":")
-    if not sep or not name.strip() or not method.strip():
-        raise UserError(f"--variant expects NAME=METHOD:KEY=VALUE …, got {text!r}")
-    get_method(method.strip())
-    cfg = {}
-    for kv in settings.split():
-        key, eq, value = kv.partition("=")
-        if not eq:
-            raise UserError(f"--variant {name}: expected KEY=VALUE, got {kv!r}")
-        cfg[key.strip()] = value.strip()
-    return name.strip(), method.strip(), cfg
 
 
 def draw_order(suite: Suite, seed: int) -> np.ndarray:
