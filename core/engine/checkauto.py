@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 from core.engine import guard as check_guard
 from core.engine.loop import train_method
 from core.engine.methods import get_method
+from core.engine.strength import CANDIDATES
 
-CHECK_CANDIDATES = (10000.0, 1000.0, 100.0)  # strongest (least change) first: it wins ties
+CHECK_CANDIDATES = CANDIDATES  # the label-free sweep's λs (10⁶, 10⁴, 10²), strongest (least change) first: it wins ties
 
 
 @dataclass
