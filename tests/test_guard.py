@@ -46,8 +46,8 @@ def _check(broken_from: float) -> CheckSet:
     return CheckSet(torch.from_numpy(x).view(-1, 1), y, ["a"] * 5 + ["b"] * 10, np.ones(15, dtype=np.int64), DEV)
 
 
-def _run(method, check, floor, every=1, patience=50, max_steps=12):
-    guard = CheckGuard(check, floor, every=every, patience=patience)
+def _run(method, check, floor, every=1, patience=50, max_steps=12, alphas=(0.25, 0.5, 0.75)):
+    guard = CheckGuard(check, floor, every=every, patience=patience, alphas=alphas)
     method.config = make_config("cpt", {"stop_rule": "check", "min_steps": 0, "max_steps": max_steps})
     data = PreparedData(torch.zeros(2, 1), torch.tensor([0, 1]))
     history, reason, _ = train_method(method, data, DEV, ["a", "b"], guard=guard)
@@ -67,6 +67,15 @@ def test_a_step_under_the_floor_never_qualifies_and_step_zero_is_the_fallback():
     m = Threshold()
     guard, _, _ = _run(m, _check(broken_from=0.7), floor=0.95, max_steps=3)
     # every step that fixes a class-0 image also breaks a class-1 one (kept 0.9 < 0.95): the old model stays
+    assert guard.report.step == 0 and float(m.p) == 0.0
+
+
+def test_a_step_that_only_trades_right_answers_for_others_does_not_win_by_noise():
+    m = Threshold()
+    # p = 1 fixes one class-0 image and breaks one class-1 image: the worst group rises (0 → 0.2) and 0.9 of the right
+    # answers are kept, but nothing was gained on balance
+    guard, _, _ = _run(m, _check(broken_from=0.7), floor=0.9, max_steps=1, alphas=())
+    assert guard.checks[1]["fixed"] == 1 and guard.checks[1]["broken"] == 1 and guard.checks[1]["worst_group"] == 0.2
     assert guard.report.step == 0 and float(m.p) == 0.0
 
 

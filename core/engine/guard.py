@@ -5,7 +5,8 @@ included; on a model that is wrong on most images of a broken shortcut it stops 
 labels tell a wrong answer fixed from a right answer broken, so the guard measures what the product promises:
 
 * every ``every`` steps it scores the current model on the check split (:class:`core.engine.checksplit.CheckScore`);
-* a step *qualifies* when it keeps at least ``floor`` of the check split's right decisions;
+* a step *qualifies* when it keeps at least ``floor`` of the check split's right decisions and fixes at least 1 %
+  of the check rows more than it breaks (:meth:`CheckGuard.qualifies`);
 * the run ends on the qualifying step with the best :func:`objective` (ties: the earlier step, the least change),
   or on step 0, the old model, when no step beats it; it stops after ``patience`` checks without a new best;
 * then, like WiSE-FT and PAINT's interpolation, the strength after the fact: θ + α·δ for each α in ``alphas``, of
@@ -18,6 +19,7 @@ them. The reference images' anchor, where the method has one, stays on as a regu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -28,6 +30,7 @@ from core.engine.inference import predict_logits
 GUARD_EVERY = 5
 GUARD_PATIENCE = 12  # checks without a new best before the run stops
 ALPHAS = (0.25, 0.5, 0.75)  # strengths after the fact tried beside α = 1
+MIN_NET_GAIN = 0.01  # share of the check rows a chosen step must fix beyond those it breaks (at least one row)
 
 
 def objective(s: CheckScore) -> float:
@@ -71,12 +74,19 @@ class CheckGuard:
         self.check, self.floor, self.every, self.patience, self.alphas = check, floor, every, patience, alphas
         self.checks: list[dict] = []
         self.since_best = 0
+        self.min_net = max(1, math.ceil(MIN_NET_GAIN * len(check)))
 
     def _record(self, step: int, alpha: float, s: CheckScore) -> None:
         self.checks.append({"step": step, "alpha": alpha, **s.to_json()})
 
+    def qualifies(self, s: CheckScore) -> bool:
+        """Keeps ``floor`` of the check split's right decisions, and fixes at least :data:`MIN_NET_GAIN` of its rows
+        more than it breaks: on a small check split one image more or less moves a group by several points, and
+        a step that only trades right answers for others must not win by that noise."""
+        return s.kept >= self.floor and s.fixed - s.broken >= self.min_net
+
     def _better(self, s: CheckScore) -> bool:
-        return s.kept >= self.floor and objective(s) > objective(self.best_score) + 1e-12
+        return self.qualifies(s) and objective(s) > objective(self.best_score) + 1e-12
 
     def start(self, method) -> None:
         """Score the old model (step 0) before the first step: the fallback when no step beats it."""
@@ -118,7 +128,7 @@ class CheckGuard:
                 method.restore(snap)
                 s = self.check.score(method.predict)
                 self._record(step, a, s)
-                if s.kept >= self.floor and objective(s) > objective(best) + 1e-12:
+                if self.qualifies(s) and objective(s) > objective(best) + 1e-12:
                     best, best_step, best_alpha, chosen = s, step, a, snap
         method.restore(chosen)
         return GuardReport(best_step, best_alpha, best, self.base, self.checks)
