@@ -26,6 +26,7 @@ from pathlib import Path
 from core import settings
 from core.app.demo import build_demo
 from core.engine.backends import add_backend_argument, get_backend
+from core.engine.checksplit import CHECK_SHARE
 from core.engine.configs import PENALTIES
 from core.engine.events import AutoTrialStarted, ProgressEvent, StepEvent
 from core.engine.inference import evaluate_bundle
@@ -154,7 +155,18 @@ def add_repair(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="bundle folder or .zip (or weights file with --meta)")
     p.add_argument("--meta", help="model.json for a bare .pt/.pth/.safetensors weights file")
     p.add_argument("--counterexamples", required=True, help="dataset of labelled counterexamples")
-    p.add_argument("--eval", help="evaluation dataset (rows with split=val are used as validation only)")
+    p.add_argument(
+        "--eval",
+        help="evaluation dataset: its split=val rows are the check split that steers the repair and is never "
+        "reported; without such rows a seeded, group-stratified --check-share of it is carved automatically",
+    )
+    p.add_argument(
+        "--check-share",
+        type=float,
+        default=CHECK_SHARE,
+        help=f"share of --eval carved into the check split when it has no split=val rows (default {CHECK_SHARE}; "
+        "0: no check split, the repair falls back to the reference images' label-free rule)",
+    )
     p.add_argument("--unlabeled", help="dataset of typical unlabelled images (used by some methods and auto)")
     p.add_argument(
         "--reference",
@@ -246,6 +258,7 @@ def run_repair_command(args) -> int:
         unlabeled=unl,
         reference=ref,
         backend=get_backend(args.backend),  # with strength auto: its (λ, fold) trials as tasks
+        check_share=_check_share(args),
     )
     if not args.quiet:
         print(file=sys.stderr)
@@ -260,6 +273,7 @@ def print_summary(m: RunMetrics, out: Path) -> None:
     print(f"method {m.method}  strength {m.strength}  steps {m.steps}  stop: {m.stop_reason}")
     if m.method == "cpt" and m.reference_agreement is None and m.config.get("anchor", 0) > 0:
         print("note: no reference images (--reference or --unlabeled): the anchor and the kept floor were off")
+    print_check(m)
     if m.no_change is not None:
         print(f"no change ({m.no_change.code}): {m.no_change.reason}")
     if m.before is not None:
@@ -270,6 +284,29 @@ def print_summary(m: RunMetrics, out: Path) -> None:
             f"changed {m.comparison.changed_predictions}"
         )
     print(f"{m.seconds:.1f} s on {m.device}  → {out}")
+
+
+def _check_share(args) -> float:
+    if not 0.0 <= args.check_share < 1.0:
+        raise UserError(f"--check-share must be at least 0 and below 1, got {args.check_share}")
+    return args.check_share
+
+
+_CHECK_SOURCE_WORDS = {"val_rows": "its split=val rows", "carved": "carved automatically", "none": "none"}
+
+
+def print_check(m: RunMetrics) -> None:
+    """One line on the check split (how many rows steered, how many are reported) and what the guard chose."""
+    split, check = m.split, m.check
+    if split is None:
+        return
+    line = f"check split: {split.check} rows ({_CHECK_SOURCE_WORDS[split.source]}); reported: {split.reported} rows"
+    if check is not None:
+        line += (
+            f"; guard kept step {check.step} at α {check.alpha:g} (check split: right decisions kept "
+            f"{check.score.kept:.3f}, worst group {check.base.worst_group:.3f} → {check.score.worst_group:.3f})"
+        )
+    print(line)
 
 
 # -- sweep --------------------------------------------------------------------------------------
@@ -289,7 +326,8 @@ def run_sweep(args) -> int:
     ev = load_dataset(args.eval, names) if args.eval else None
     unl = load_dataset(args.unlabeled, names, keep_good_rows=True) if args.unlabeled else None
     ref = load_dataset(args.reference, names, keep_good_rows=True) if args.reference else None
-    data = prepare_data(bundle, ce, ev, unlabeled=unl, reference=ref)  # decode images once for every strength
+    # decode images once for every strength
+    data = prepare_data(bundle, ce, ev, unlabeled=unl, reference=ref, check_share=_check_share(args))
     out = Path(args.out)
     rows = []
     sweep = _Sweep(bundle, ce, ev, data, args.method, repair_overrides(args), args.device, args.seed)

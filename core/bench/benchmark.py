@@ -24,6 +24,7 @@ decisions).
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -33,8 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.app.staticchart import figure_svg
+from core.bench import frontier as fr
 from core.bench.group_recovery import discovery_table
 from core.bench.suites import SUITE_GROUPS, SUITES, Suite, load_suite, prepare_suite_data
+from core.bench.variants import parse_variant
 from core.engine.backends import LocalBackend, add_backend_argument, get_backend
 from core.engine.configs import PAPER_FORM
 from core.engine.devices import select_device
@@ -59,6 +63,14 @@ def add_arguments(p) -> None:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--seeds", type=int, default=3, help="number of draws (seeds 0..N-1) per size")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {', '.join(METHODS)}")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=METHOD:KEY=VALUE …",
+        help="also run METHOD with these settings (separated by spaces) under NAME, e.g. "
+        "'cpt_tag=cpt:invariance=region invariance_region=0,0,0.2,0.2' (repeatable)",
+    )
     p.add_argument("--no-auto", action="store_true", help="skip automatic strength and the fixed-strength sweep")
     p.add_argument("--no-sweep", action="store_true", help="run automatic strength but not the fixed-strength sweep")
     p.add_argument(
@@ -69,6 +81,13 @@ def add_arguments(p) -> None:
         action="store_true",
         help="also measure bias discovery with the attribute hidden (planted-group recovery and an "
         "8-counterexample repair from discovery-ranked suggestions); adds a discovery table to table.md",
+    )
+    p.add_argument(
+        "--frontier",
+        action="store_true",
+        help="also trace each run's trade-off curve θ + α·δ (α = 0, 0.25, 0.5, 0.75, 1) on the reported rows and add "
+        "the best worst group at kept ≥ 0.99 / 0.95 / 0.90 per method to table.md, the curves to figure.html and "
+        "frontier.svg",
     )
     p.add_argument("--max-steps", type=int, help="override every method's max_steps (for smoke runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -125,6 +144,10 @@ def _row(suite: str, name: str, shots: int, seed: int, m: RunMetrics) -> dict:
         "steps": m.steps,
         "seconds": m.seconds,
         "stop_reason": m.stop_reason,
+        "reported_rows": m.split.reported if m.split is not None else None,
+        "check_rows": m.split.check if m.split is not None else None,
+        "check_step": m.check.step if m.check is not None else None,
+        "check_alpha": m.check.alpha if m.check is not None else None,
     }
 
 
@@ -142,6 +165,8 @@ def run_benchmark(
     paper: bool = True,
     checkpoint: Path | None = None,
     backend=None,
+    frontier: bool = False,
+    variants: list[tuple[str, str, dict]] | None = None,
 ) -> pd.DataFrame:
     """Every (method, shots, seed) run as one DataFrame row.
 
@@ -152,6 +177,7 @@ def run_benchmark(
     base_cfg = {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {}
 
     jobs: list[tuple[str, str, dict]] = [(m, m, dict(base_cfg)) for m in methods]
+    jobs += [(name, method, {**base_cfg, **cfg}) for name, method, cfg in variants or []]
     if paper and "cpt" in methods:
         jobs.insert(methods.index("cpt") + 1, (PAPER, "cpt", {**PAPER_FORM, **base_cfg}))
     if auto and sweep:
@@ -159,7 +185,7 @@ def run_benchmark(
     if auto:
         jobs.append((AUTO, "cpt", {**base_cfg, "strength": "auto"}))
     draws = [(seed, k) for seed in range(seeds) for k in shots]
-    grid = _Grid(suite, jobs, device)
+    grid = _Grid(suite, jobs, device, frontier=frontier)
     groups = [[(d, j) for d in draws for j in jobs]] if backend.parallel else [[(d, j) for j in jobs] for d in draws]
     gpus = 1 if backend.parallel and backend.cluster_gpus() >= 1 else 0
     rows = []
@@ -185,6 +211,7 @@ class _Grid:
     jobs: list
     device: str
     prepared: tuple | None = None  # ((seed, shots), PreparedData) of the last draw, reused by the next cell
+    frontier: bool = False  # also trace θ + α·δ on the reported rows (core.bench.frontier)
 
 
 def _grid_cell(grid: _Grid, cell) -> dict:
@@ -202,7 +229,11 @@ def _grid_cell(grid: _Grid, cell) -> dict:
         seed=seed,
         data=grid.prepared[1],
     )
-    return _row(grid.suite.name, name, k, seed, res.metrics)
+    row = _row(grid.suite.name, name, k, seed, res.metrics)
+    if grid.frontier:
+        dev = select_device(grid.device)
+        row["frontier"] = json.dumps(fr.alpha_points(grid.suite.bundle, res, grid.prepared[1], dev))
+    return row
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -314,6 +345,18 @@ def markdown_report(df: pd.DataFrame, suite: Suite, seeds: int) -> str:
             "",
             ratio,
         ]
+    front = fr.frontier_table(df, [m for m in _method_order(df) if not m.startswith("cpt@")])
+    if front:
+        parts += [
+            "",
+            "### The whole trade-off: best worst group at a kept level",
+            "",
+            "Each run's curve θ + α·δ (α = 0, 0.25, 0.5, 0.75, 1) on the reported rows; per draw the best point at "
+            "the kept level (α = 0, the old model, always qualifies), then the mean over draws. A curve property, "
+            "chosen with the reported labels: what each method can reach, not what its default picks.",
+            "",
+            front,
+        ]
     gap = auto_gap_table(df)
     if gap:
         parts += [
@@ -374,7 +417,21 @@ def figure_html(df: pd.DataFrame, title: str) -> str:
     fig.update_xaxes(title_text="kept decisions (higher: less broken)", row=1, col=2)
     fig.update_yaxes(title_text="worst-group accuracy", row=1, col=2)
     fig.update_layout(title=title, height=560, width=1250, template="plotly_white")
-    return fig.to_html(include_plotlyjs="inline", full_html=True)
+    html = fig.to_html(include_plotlyjs="inline", full_html=True)
+    if "frontier" in df and not df["frontier"].isna().all():  # the whole trade-off, below the first figure
+        curves = fr.frontier_figure(df, methods, f"{title}: kept decisions vs worst group, θ + α·δ")
+        html = html.replace("</body>", curves.to_html(include_plotlyjs=False, full_html=False) + "</body>")
+    return html
+
+
+def write_report(df: pd.DataFrame, suite: Suite, seeds: int, out: Path, extra: str = "") -> None:
+    """table.md, figure.html and, with frontier points, frontier.svg (the curves as a static picture for docs)."""
+    (out / "table.md").write_text(markdown_report(df, suite, seeds) + ("\n" + extra if extra else ""), encoding="utf-8")
+    (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+    if "frontier" in df and not df["frontier"].isna().all():
+        methods = [m for m in _method_order(df) if not m.startswith("cpt@")]
+        fig = fr.frontier_figure(df, methods, f"{suite.name}: kept decisions vs worst group")
+        (out / "frontier.svg").write_text(figure_svg(fig), encoding="utf-8")
 
 
 def run(args) -> int:
@@ -409,6 +466,8 @@ def run(args) -> int:
                 paper=not args.no_paper,
                 checkpoint=out / "runs.partial.csv",
                 backend=backend,
+                frontier=args.frontier,
+                variants=[parse_variant(v) for v in args.variant],
             )
             discovery = ""
             if args.discovery:
@@ -424,9 +483,7 @@ def run(args) -> int:
                 (out / "discovery.md").write_text(discovery, encoding="utf-8")
         df.to_csv(out / "runs.csv", index=False)
         (out / "runs.partial.csv").unlink(missing_ok=True)
-        report = markdown_report(df, suite, args.seeds) + ("\n" + discovery if discovery else "")
-        (out / "table.md").write_text(report, encoding="utf-8")
-        (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+        write_report(df, suite, args.seeds, out, discovery)
         print(f"{len(df)} runs → {out / 'runs.csv'}, {out / 'table.md'}, {out / 'figure.html'}")
     return 0
 
@@ -441,7 +498,6 @@ def _from_runs(args) -> int:
         suite = load_suite(args.suite, args.workdir or tmp)
     seeds = int(df["seed"].nunique())
     df.to_csv(out / "runs.csv", index=False)
-    (out / "table.md").write_text(markdown_report(df, suite, seeds), encoding="utf-8")
-    (out / "figure.html").write_text(figure_html(df, suite.title), encoding="utf-8")
+    write_report(df, suite, seeds, out)
     print(f"{len(df)} runs (merged from {len(frames)} files) → {out / 'table.md'}")
     return 0

@@ -35,6 +35,7 @@ import torch
 
 from core import settings
 from core.app import demo
+from core.bench import marks
 from core.bench import photo_suite as ps
 from core.engine.inference import normalize
 from core.engine.runfolder import BUNDLE_WEIGHTS
@@ -50,7 +51,11 @@ PARTS = {
     # part name: (architecture, data, epochs, lr)
     "standard-resnet18": ("resnet18", "photo", 15, 1e-3),
     "standard-mobilenet": ("mobilenet_v3_small", "demo", 8, 2e-3),
+    # Shortcuts that are not a colour (core.bench.marks): a mark's corner on the photos, its shape on the digits.
+    "mark-resnet18": ("resnet18", "corner", 15, 1e-3),
+    "shape-mobilenet": ("mobilenet_v3_small", "shape", 8, 2e-3),
 }
+PHOTO_SOURCES = ("photo", "corner")  # sources built on the CIFAR-10 photos (the others on the MNIST digits)
 
 
 def cache_dir() -> Path:
@@ -76,7 +81,7 @@ def training_data(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if source == "demo":
         rgb, labels, colours = demo.training_images()
         return rgb, labels, colours == demo.CLASS_TAG[labels]
-    raise ValueError(source)
+    return marks.training_data(source)
 
 
 def reference_pixels(source: str, n: int = N_REFERENCE, seed: int = 123) -> np.ndarray:
@@ -87,7 +92,7 @@ def reference_pixels(source: str, n: int = N_REFERENCE, seed: int = 123) -> np.n
 
 
 def _meta(arch: str, source: str) -> BundleMeta:
-    if source == "photo":
+    if source in PHOTO_SOURCES:
         return BundleMeta(arch, len(ps.CLASS_NAMES), ps.CLASS_NAMES, [3, 32, 32], ps.MEAN, ps.STD)
 
     return BundleMeta(arch, 10, demo.CLASS_NAMES, [3, 28, 28], demo.MEAN, demo.STD)
@@ -108,7 +113,7 @@ def train_standard_model(part: str, out_dir: str | Path, seed: int = 0, log=_log
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * ((len(x) + 63) // 64))
         g = torch.Generator().manual_seed(seed)
-        augment = random_hflip if source == "photo" else None
+        augment = random_hflip if source == "photo" else None  # a flip would move the corner mark
         t0 = time.perf_counter()
         model.train()
         for ep in range(epochs):
@@ -163,7 +168,9 @@ def build_standard(part: str, out_dir: str | Path) -> dict[str, Path]:
     """
     _, source, _, _ = PARTS[part]
     model_dir = base_model_dir(part)
-    if source == "photo":
+    if source in ("corner", "shape"):
+        parts, names = marks.parts(source), ps.CLASS_NAMES if source == "corner" else demo.CLASS_NAMES
+    elif source == "photo":
         parts = {
             name: {
                 "rgb": ps.add_tint(p["images"], p["tints"]),

@@ -28,13 +28,15 @@ import numpy as np
 import torch
 
 from core.app.demo import AGREEING_TAG, build_demo, train_demo_model
+from core.bench import marks
 from core.bench import photo_suite as ps
 from core.bench import standard_suite as ss
+from core.engine.checksplit import split_dataset
 from core.engine.inference import normalize
 from core.engine.loop import PreparedData
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, load_bundle
-from core.formats.datasets import ImageDataset, load_dataset, load_pixels, split_eval
+from core.formats.datasets import ImageDataset, load_dataset, load_pixels
 
 
 @dataclass
@@ -102,6 +104,24 @@ def photo_suite(workdir: Path) -> Suite:
     )
 
 
+# source: (the attribute that agrees with each class, what the data are, the shortcut in words)
+SHORTCUTS = {
+    "photo": (ps.TINT_NAMES, "tinted CIFAR-10 photos", "colour cast agrees with the class in 90% of training images"),
+    "demo": (AGREEING_TAG, "tagged MNIST", "corner tag colour agrees with the digit's half in 99% of training images"),
+    "corner": (
+        marks.AGREEING_CORNER,
+        "CIFAR-10 photos with a grey corner mark",
+        "the corner of a white mark (no colour) agrees with the class in 90% of training images",
+    ),
+    "shape": (
+        marks.AGREEING_SHAPE,
+        "MNIST with a white stamp",
+        "the shape of a white stamp (ring for 0–4, cross for 5–9; no colour) agrees with the digit in 99% of "
+        "training images",
+    ),
+}
+
+
 def standard_suite(part: str) -> Callable[[Path], Suite]:
     def build(workdir: Path) -> Suite:
         arch, source, _, _ = ss.PARTS[part]
@@ -109,14 +129,10 @@ def standard_suite(part: str) -> Callable[[Path], Suite]:
         bundle = load_bundle(paths["model"])
         names = bundle.meta.class_names
         pool = load_dataset(paths["pool"], names)
-        if source == "photo":
-            agreeing, shortcut = ps.TINT_NAMES, "colour cast agrees with the class in 90% of training images"
-        else:
-            agreeing = AGREEING_TAG
-            shortcut = "corner tag colour agrees with the digit's half in 99% of training images"
+        agreeing, data_title, shortcut = SHORTCUTS[source]
         return Suite(
             name=part,
-            title=f"torchvision {arch} from scratch on {'tinted CIFAR-10 photos' if source == 'photo' else 'tagged MNIST'}",
+            title=f"torchvision {arch} from scratch on {data_title}",
             shortcut=shortcut,
             bundle=bundle,
             eval_set=load_dataset(paths["eval"], names),
@@ -134,9 +150,14 @@ SUITES: dict[str, Callable[[Path], Suite]] = {
     "photo": photo_suite,
     "standard-resnet18": standard_suite("standard-resnet18"),
     "standard-mobilenet": standard_suite("standard-mobilenet"),
+    "mark-resnet18": standard_suite("mark-resnet18"),
+    "shape-mobilenet": standard_suite("shape-mobilenet"),
 }
 # A name that stands for several suites, run one after the other by the benchmark.
-SUITE_GROUPS: dict[str, list[str]] = {"standard": ["standard-resnet18", "standard-mobilenet"]}
+SUITE_GROUPS: dict[str, list[str]] = {
+    "standard": ["standard-resnet18", "standard-mobilenet"],
+    "nocolour": ["mark-resnet18", "shape-mobilenet"],  # shortcuts that are not a colour (core.bench.marks)
+}
 
 
 def load_suite(name: str, workdir: str | Path) -> Suite:
@@ -148,23 +169,29 @@ def load_suite(name: str, workdir: str | Path) -> Suite:
 
 
 def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = True) -> PreparedData:
-    """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, and
-    the pool's images without labels and the suite's reference images. The validation rows are left
-    out on purpose: the benchmark reports on the other rows and steers nothing by them."""
+    """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, the check split
+    (the evaluation set's ``split=val`` rows, :mod:`core.engine.checksplit`), and the pool's images without labels
+    and the suite's reference images. Only a method under the ``check`` rule steers by the check split; the
+    benchmark reports on the other rows."""
     suite.load_pixels()
     meta = suite.bundle.meta
-    rep, _ = split_eval(suite.eval_set)
+    rep, val, split = split_dataset(suite.eval_set)
     x_eval = normalize(suite.eval_pixels[rep], meta.mean, meta.std)
     attributes = suite.eval_set.attributes  # the whole set's list, built once (not once per row)
+    labels = suite.eval_set.labels
     return PreparedData(
         x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
         y_ce=torch.as_tensor(suite.pool.labels[idx]),
         x_eval=x_eval,
-        y_eval=suite.eval_set.labels[rep],
+        y_eval=labels[rep],
         attr_eval=[attributes[i] for i in rep],
         eval_indices=rep,
         unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
         reference=normalize(suite.reference_pixels, meta.mean, meta.std)
         if suite.reference_pixels is not None
         else None,
+        x_val=normalize(suite.eval_pixels[val], meta.mean, meta.std) if len(val) else None,
+        y_val=labels[val] if len(val) else None,
+        attr_val=[attributes[i] for i in val] if len(val) else None,
+        split=split,
     )

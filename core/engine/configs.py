@@ -24,7 +24,7 @@ PENALTIES = ("l2", "l1", "l1+l2", "nuclear")
 # The paper's exact form: --set lr=0.001 --set anchor=0 --set stop_rule=paper.
 LR_DEFAULT = 3e-5
 ANCHOR_DEFAULT = 10.0
-STOP_DEFAULT = "kept"
+STOP_DEFAULT = "check"  # the labelled check split when there is one, else "kept"
 KEEP_FLOOR_DEFAULT = 0.99
 MAX_STEPS_DEFAULT = 200
 BACKTRACKS_DEFAULT = 6
@@ -32,13 +32,22 @@ LR_SCALES = ("size", "none")
 LR_SCALE_DEFAULT = "size"
 SIZE_REFERENCE = 10_000_000  # lr_scale "size": lr is the step for a model with this many tuned weights
 PAPER_FORM = {"lr": 1e-3, "lr_scale": "none", "anchor": 0.0, "stop_rule": "paper", "max_steps": 100, "backtracks": 0}
-STOP_RULES = ("paper", "heldout", "none", "kept")
+STOP_RULES = ("paper", "heldout", "none", "kept", "check")
+# Augmented copies of the counterexamples (core.engine.augment): torchvision crops, flips and erasing, no colour.
+AUGMENT_POLICIES = ("none", "crop", "flip", "erase", "crop+flip", "crop+erase", "crop+flip+erase")
+CHECK_FLOOR_DEFAULT = 0.97
+# The invariance hint (core.engine.invariance): what the user says should not matter.
+INVARIANCES = ("none", "colour", "flip", "region")
 KEEP_TARGET = 0.97  # automatic strength: the least share of reference answers a chosen λ must keep (estimated)
 
 STOP_RULE_HELP = (
-    "kept (default): like paper, but also stop before the old answers on the reference images change more than "
-    "allowed, keeping the best step. paper: once every counterexample is right (after the fewest steps). heldout: "
-    "keep the best step on the held-out check images. none: run all steps."
+    "check (default): every few steps the repair is measured on the check images (evaluation rows set aside, "
+    "never in the reported numbers); it keeps the step, and the strength after the fact, with the best "
+    "worst-group and balanced accuracy among those that keep enough of their right answers. Without check "
+    "images it works like kept. kept: like paper, but also stop before the old answers on the reference "
+    "images change more than allowed, keeping the best step. paper: once every counterexample is right "
+    "(after the fewest steps). heldout: keep the best step on the held-out check images. none: run all "
+    "steps."
 )
 KEEP_FLOOR_HELP = (
     "For “kept”: the least share of reference images that must keep the old answer. The repair stops before it "
@@ -78,6 +87,23 @@ class MethodConfig:
     stop_rule: str = hp("paper", STOP_RULE_HELP, choices=STOP_RULES)
     keep_floor: float = hp(0.97, KEEP_FLOOR_HELP, min=0.0, max=1.0)
     backtracks: int = hp(0, BACKTRACKS_HELP, min=0, max=20)
+    # check rule: the guard on the labelled check split (core.engine.guard)
+    check_floor: float = hp(
+        CHECK_FLOOR_DEFAULT,
+        "For “check”: the least share of the check images' right answers that the repair must keep. The "
+        "check images are the evaluation rows marked split=val, or a share set aside automatically; they are "
+        "never in the reported numbers.",
+        min=0.0,
+        max=1.0,
+    )
+    # fresh random copies of the counterexamples at every step (core.engine.augment); no colour jitter
+    augment: str = hp(
+        "none",
+        "At every step each counterexample is shown as a fresh random copy: crop (a random part of 70–100 % "
+        "of the image, resized back), flip (mirrored left-right; not for digits or text), erase (a small "
+        "random rectangle blanked), or combinations. none: as they are.",
+        choices=AUGMENT_POLICIES,
+    )
     patience: int = hp(5, "For “heldout”: checks without improvement before stopping.", min=1, max=100)
     eval_every: int = hp(5, "Steps between held-out checks (also the live curve).", min=1, max=500)
     batch_size: int = hp(64, "All counterexamples are used when there are fewer.", min=1, max=4096)
@@ -137,6 +163,29 @@ class CPTConfig(MethodConfig):
         max=1e4,
     )
     anchor_batch: int = hp(64, "How many reference images the anchor looks at in each step.", min=1, max=4096)
+    invariance: str = hp(
+        "none",
+        "A rule you know: colour (colour and tint should not change the answer), flip (where something sits "
+        "in the image should not matter), region (the boxes below should not matter). The repaired model "
+        "must give changed reference images the old answers. none: no rule.",
+        choices=INVARIANCES,
+    )  # enforced as the old answers on transformed reference images (core.engine.invariance)
+    invariance_region: str = hp(
+        "",
+        "For region: x0,y0,x1,y1 as fractions of the image (0–1), several separated by ';'. For example "
+        "0,0,0.2,0.2 is the top-left corner.",
+    )
+    invariance_weight: float = hp(
+        10.0, "How strongly the rule above counts (needs reference images).", min=0.0, max=1e4
+    )  # ν
+    mix: float = hp(
+        0.0,
+        "Weight of CutMix: a box of a counterexample is pasted into a reference image at the same place, and "
+        "the answer expected is mixed by area (the reference image's part keeps the old answer). 0: off. "
+        "Needs reference images.",
+        min=0.0,
+        max=100.0,
+    )  # CutMix with reference images (core.engine.mixing)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,15 @@ AUTO_PHASE = "auto"  # the "phase" of every event of automatic strength's sweep
 @dataclass(frozen=True)
 class StepStats:
     """What one ``update`` of a method returns: the loss and its parts (``anchor``: the KL term of CPT's
-    function-space anchor, only when it is on)."""
+    function-space anchor, only when it is on; ``invariance`` and ``mix``: CPT's invariance-hint and CutMix
+    terms, only when they are on)."""
 
     loss: float
     task_loss: float
     penalty: float
     anchor: float | None = None
+    invariance: float | None = None
+    mix: float | None = None
 
     def finite(self) -> bool:
         """Whether the loss, the task loss and the penalty are all finite numbers (else the run diverged)."""
@@ -33,8 +36,9 @@ class StepStats:
 
     def to_json(self) -> dict:
         out = {"loss": self.loss, "task_loss": self.task_loss, "penalty": self.penalty}
-        if self.anchor is not None:
-            out["anchor"] = self.anchor
+        for name in ("anchor", "invariance", "mix"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -54,6 +58,7 @@ class StepEvent:
     elapsed_s: float
     device: str
     backtracked: bool = False
+    check: dict | None = None  # the check rule: the guard's CheckScore on the check split at this step, as JSON
 
     def to_json(self) -> dict:
         out = {"step": self.step, "max_steps": self.max_steps, **self.stats.to_json()}
@@ -67,11 +72,14 @@ class StepEvent:
         )
         if self.backtracked:
             out["backtracked"] = True
+        if self.check is not None:
+            out["check"] = self.check
         return out
 
     @classmethod
     def from_json(cls, d: dict) -> StepEvent:
-        stats = StepStats(d.get("loss"), d.get("task_loss"), d.get("penalty"), d.get("anchor"))
+        stats = StepStats(d.get("loss"), d.get("task_loss"), d.get("penalty"), d.get("anchor"), d.get("invariance"),
+                          d.get("mix"))  # fmt: skip
         return cls(
             step=d["step"],
             max_steps=d.get("max_steps"),
@@ -83,6 +91,7 @@ class StepEvent:
             elapsed_s=d.get("elapsed_s"),
             device=d.get("device"),
             backtracked=bool(d.get("backtracked", False)),
+            check=d.get("check"),
         )
 
 

@@ -18,9 +18,12 @@ of counterexamples, then checks the stopping rule.
   happened ``backtracks`` times.
 * **heldout**: every ``eval_every`` steps, measure worst-group accuracy on a labelled validation
   set; keep the best state, stop after ``patience`` checks without improvement, restore the best.
+* **check** (CPT's default): the guard on the labelled check split (:mod:`core.engine.guard`) scores the
+  model every few steps, stops after its patience, and leaves the method on the step and the strength
+  after the fact (θ + α·δ) it chose. Without a check split it is the kept rule.
 
-The evaluation set's rows with ``split == "val"`` are the validation set (used for the held-out
-rule and the live curves); the reported before/after numbers use the other rows only, so no
+The evaluation set's check split (:mod:`core.engine.checksplit`: rows with ``split == "val"``, else a
+carved share) is the validation set (used for the check and held-out rules and the live curves); the reported before/after numbers use the other rows only, so no
 number shown to the user was used to steer the run.
 
 :func:`train_method` relies only on the :class:`core.engine.methods.base.RepairMethod` protocol and
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.engine.augment import augmenter
 from core.engine.devices import describe_device
 from core.engine.events import Progress, StepEvent
 from core.engine.inference import predict_logits
@@ -66,6 +70,7 @@ class PreparedData:
     attr_val: list | None = None
     unlabeled: torch.Tensor | None = None
     reference: torch.Tensor | None = None  # typical unlabelled images: anchor + kept estimate
+    split: object | None = None  # core.engine.checksplit.SplitCounts: reported and check rows (the val part)
 
 
 def _worst_group(preds, y, attrs, class_names) -> float:
@@ -82,16 +87,21 @@ def train_method(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     stall_steps: int | None = None,
+    guard=None,
 ) -> LoopResult:
     """The shared loop, run with the method's own config; the method holds the result.
 
     ``stall_steps`` (used by automatic strength, in its trial runs and in the repair it then runs): stop with reason
     ``stalled`` once ``min_steps`` have passed and the most counterexamples fixed so far has not grown
-    for this many steps (a strength that cannot fix them would otherwise run to ``max_steps``)."""
+    for this many steps (a strength that cannot fix them would otherwise run to ``max_steps``).
+
+    ``guard`` (a :class:`core.engine.guard.CheckGuard`, for the ``check`` rule): scores the check split every few
+    steps, stops after its patience, and leaves the method on the step and α it chose; its report is then
+    ``guard.report``."""
     config = method.config
     if config.stop_rule == "heldout" and data.x_val is None:
         raise UserError("stop_rule 'heldout' needs a labelled validation set (rows with split=val)")
-    loop = _Loop(method, data, device, class_names, seed, stall_steps)
+    loop = _Loop(method, data, device, class_names, seed, stall_steps, guard, live=progress is not None)
     reason = StopReason.MAX_STEPS
     for step in range(1, config.max_steps + 1):
         if should_stop is not None and should_stop():
@@ -109,9 +119,15 @@ def train_method(
 class _Loop:
     """One run of the loop: its data on the device, its history and the state of its stopping rules."""
 
-    def __init__(self, method: RepairMethod, data: PreparedData, device, class_names, seed: int, stall_steps):
+    def __init__(self, method: RepairMethod, data: PreparedData, device, class_names, seed: int, stall_steps,
+                 guard=None, live: bool = True):  # fmt: skip
         self.method, self.config, self.data, self.device = method, method.config, data, device
-        self.class_names, self.stall_steps = class_names, stall_steps
+        self.class_names, self.stall_steps, self.guard = class_names, stall_steps, guard
+        # The check rule without a check split (no guard) is the kept rule.
+        self.rule = "kept" if self.config.stop_rule == "check" and guard is None else self.config.stop_rule
+        # The held-out curve is computed only when someone reads it: a progress callback or the heldout rule.
+        self.live = live or self.rule == "heldout"
+        self.augment = augmenter(self.config.augment, seed)  # fresh random copies of the counterexamples, or None
         self.gen = torch.Generator().manual_seed(seed)
         self.x_ce, self.y_ce = data.x_ce.to(device), data.y_ce.to(device)
         self.x_val = data.x_val  # a tensor, or DiskImages read a batch at a time (see core.engine.repair.prepare_data)
@@ -122,11 +138,13 @@ class _Loop:
         self.most_fixed, self.improved_at = -1, 0
         self.heldout_best: tuple[float, list | None, int] = (-1.0, None, 0)  # (score, snapshot, step)
         self.since_best = 0
-        self.kept_rule = self.config.stop_rule == "kept" and method.reference is not None
+        self.kept_rule = self.rule == "kept" and method.reference is not None
         self.backtracks = self.config.backtracks if self.kept_rule else 0
         self.before = None  # the state before the current step, while backtracking is possible
         if self.kept_rule:  # step 0 = the unchanged model, the fallback when no step stays above the floor
             self.kept_best = (self._fixed(), method.snapshot(), 0)  # (fixed, snapshot or None, step)
+        if guard is not None:
+            guard.start(method)
         self.start = time.perf_counter()
 
     def _fixed(self) -> int:
@@ -137,14 +155,16 @@ class _Loop:
         method, config = self.method, self.config
         if self.backtracks:
             self.before = method.snapshot()
+        xb, yb = self.x_ce, self.y_ce
         if self.n > config.batch_size:
             idx = torch.randperm(self.n, generator=self.gen)[: config.batch_size].to(self.device)
-            stats = method.update(self.x_ce[idx], self.y_ce[idx])
-        else:
-            stats = method.update(self.x_ce, self.y_ce)
+            xb, yb = self.x_ce[idx], self.y_ce[idx]
+        stats = method.update(self.augment(xb) if self.augment is not None else xb, yb)
         fixed = self._fixed()
-        heldout = None
-        if self.x_val is not None and (step % config.eval_every == 0 or step == config.max_steps):
+        last = step == config.max_steps
+        scored = self.guard.after_step(step, method, last=last) if self.guard is not None else None
+        heldout = None if scored is None else scored.worst_group  # the guard's check split is the validation part
+        if self.guard is None and self.live and self.x_val is not None and (step % config.eval_every == 0 or last):
             val_pred = predict_logits(PredictAdapter(method), self.x_val, self.device).argmax(1).numpy()
             heldout = _worst_group(val_pred, self.data.y_val, self.data.attr_val, self.class_names)
         event = StepEvent(
@@ -157,6 +177,7 @@ class _Loop:
             reference_agreement=method.reference.agreement(method.predict) if self.kept_rule else None,
             elapsed_s=time.perf_counter() - self.start,
             device=describe_device(self.device),
+            check=scored.to_json() if scored is not None else None,
         )
         self.history.append(event)
         return event
@@ -171,7 +192,7 @@ class _Loop:
                 return self._under_floor(event)
             if fixed > self.kept_best[0]:  # ties keep the earlier step: the least change that fixes as many
                 self.kept_best = (fixed, None, step)  # the current state; snapshot taken only if needed
-        if config.stop_rule in ("paper", "kept") and fixed == self.n and step >= config.min_steps:
+        if self.rule in ("paper", "kept") and fixed == self.n and step >= config.min_steps:
             return StopReason.ALL_FIXED
         if self.kept_rule and self.kept_best[2] == step:
             self.kept_best = (fixed, self.method.snapshot(), step)
@@ -179,6 +200,8 @@ class _Loop:
             self.most_fixed, self.improved_at = fixed, step
         if self.stall_steps is not None and step >= config.min_steps and step - self.improved_at >= self.stall_steps:
             return StopReason.STALLED
+        if self.guard is not None and self.guard.should_stop(step, config.min_steps):
+            return StopReason.CHECK_PATIENCE
         if config.stop_rule == "heldout" and event.heldout_worst_group is not None:
             return self._heldout(event)
         return None
@@ -205,7 +228,10 @@ class _Loop:
 
     def restore_best(self) -> Restored | None:
         """Go back to the step the rule keeps (kept: the most fixed above the floor; heldout: the best
-        held-out check), unless the run ends on it."""
+        held-out check; check: the guard's step and α), unless the run ends on it."""
+        if self.guard is not None:
+            self.guard.report = report = self.guard.finish(self.method)
+            return Restored(RestoreRule.CHECK, report.step, alpha=report.alpha)
         if self.kept_rule and self.history and self.kept_best[2] != self.history[-1].step:
             fixed, snap, step = self.kept_best
             self.method.restore(snap)

@@ -19,12 +19,15 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from core.engine import checkauto
+from core.engine import guard as check_guard
+from core.engine.check_results import CheckSource, SplitCounts
+from core.engine.checksplit import CHECK_SHARE, split_dataset
 from core.engine.configs import strength_of
 from core.engine.devices import describe_device, select_device
 from core.engine.events import Progress, StepEvent
 from core.engine.inference import DiskImages, normalize, predict_logits
-from core.engine.loop import PredictAdapter, PreparedData, train_method
-from core.engine.methods import get_method
+from core.engine.loop import PredictAdapter, PreparedData
 from core.engine.methods.base import RepairMethod
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.request import DataRefs, RunRequest
@@ -35,6 +38,7 @@ from core.engine.results import (
     LoopResult,
     NoChange,
     NoChangeCode,
+    RestoreRule,
     RunMetrics,
     Stop,
     StopReason,
@@ -43,7 +47,7 @@ from core.engine.runfolder import PredictionRow, RunFolder
 from core.engine.strength import STALL_STEPS, choose_strength
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, save_bundle
-from core.formats.datasets import ImageDataset, load_pixels, split_eval
+from core.formats.datasets import ImageDataset, load_pixels
 
 
 @dataclass
@@ -77,6 +81,7 @@ def prepare_data(
     unlabeled: ImageDataset | None = None,
     eval_pixels: np.ndarray | None = None,
     reference: ImageDataset | None = None,
+    check_share: float = CHECK_SHARE,
 ) -> PreparedData:
     """Decode every image once, up front, so the loop never decodes an image again.
 
@@ -89,7 +94,11 @@ def prepare_data(
     Reference images (see :mod:`core.engine.anchor`): ``reference`` if given, else the ``unlabeled``
     images, else none (the anchor and the kept floor are then off). Not the validation rows: they
     follow the unbiased evaluation distribution, not the typical one, and half their answers should
-    change."""
+    change.
+
+    The evaluation set's check split (:mod:`core.engine.checksplit`): its ``split=val`` rows, else a seeded,
+    group-stratified ``check_share`` of it (0: none), becomes the validation part; the reported numbers use the rest.
+    A separate ``validation`` set replaces it."""
     meta = bundle.meta
     if len(counterexamples) == 0:
         raise UserError("there are no counterexamples to tune on; label at least one")
@@ -101,7 +110,8 @@ def prepare_data(
     data = PreparedData(x_ce, torch.as_tensor(counterexamples.labels))
     if eval_set is not None:
         x_all = on_disk(eval_set) if eval_pixels is None else DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
-        rep, val = split_eval(eval_set)
+        share = check_share if validation is None else 0.0  # a separate validation set is the check split
+        rep, val, data.split = split_dataset(eval_set, share)  # the split=val rows, else a carved share
         data.x_eval, data.eval_indices = x_all.subset(rep), rep
         labels, attributes = eval_set.labels, eval_set.attributes  # each a whole-set list: built once, not per row
         data.y_eval = labels[rep]
@@ -111,6 +121,8 @@ def prepare_data(
             data.attr_val = [attributes[i] for i in val]
     if validation is not None:
         data.x_val, data.y_val, data.attr_val = on_disk(validation), validation.labels, validation.attributes
+        reported = data.split.reported if data.split is not None else 0
+        data.split = SplitCounts(reported, len(validation), CheckSource.VAL_ROWS)
     if unlabeled is not None:
         data.unlabeled = on_disk(unlabeled)
     if reference is not None:
@@ -168,7 +180,8 @@ def repair(
     np.random.seed(request.seed)
     t0 = time.perf_counter()
     auto, cfg = None, request.config
-    if request.is_auto:
+    by_check = request.is_auto and checkauto.applies(cfg, data)  # auto steered by the labelled check split
+    if request.is_auto and not by_check:
         auto = choose_strength(bundle, data, request.method, request.config, dev, seed=request.seed,
                                progress=progress, should_stop=should_stop, backend=backend)  # fmt: skip
         cfg = replace(request.config, strength=auto.chosen) if auto.chosen is not None else None
@@ -182,7 +195,10 @@ def repair(
         outcome = _Outcome(None, LoopResult([], Stop(StopReason.AUTO_NO_CHANGE)), bundle.state_dict(), None,
                            before.copy(), request.config)  # fmt: skip
     else:
-        outcome = _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall=auto is not None)
+        cfg = check_guard.resolve_rule(cfg, data)  # the check rule needs a check split, else it is the kept rule
+        outcome = _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall=auto is not None,
+                         by_check=by_check)  # fmt: skip
+        auto = outcome.auto or auto
         if outcome.loop.cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
             return _cancelled(request, auto, t0, outcome.loop.history)
     metrics = _metrics(request, data, bundle.meta.class_names, outcome, auto, before, dev, t0)
@@ -210,30 +226,38 @@ class _Outcome:
     delta: dict | None
     after: np.ndarray
     config: object
+    guard: check_guard.CheckGuard | None = None  # the check rule's guard, holding its report
+    auto: AutoReport | None = None  # automatic strength chosen on the check split
 
 
-def _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall: bool) -> _Outcome:
-    """The method built and run through the loop, its result merged and its answers on the evaluation part.
+def _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall: bool, by_check: bool) -> _Outcome:
+    """The method built and run through the loop (:mod:`core.engine.checkauto`), its result merged and its answers on
+    the evaluation part; with ``by_check``, automatic strength's guarded repairs on the check split, the best kept.
 
     With auto (``stall``), the repair runs under the same rules its trials were scored with (they stop once
     STALL_STEPS pass without a new counterexample fixed), so what was measured is what is run."""
-    impl = get_method(request.method)(bundle.model, cfg, dev, unlabeled=data.unlabeled)
-    if impl.needs_reference():
-        impl.use_reference(data.reference, request.seed)
-    loop = train_method(impl, data, dev, bundle.meta.class_names, seed=request.seed, progress=progress,
-                        should_stop=should_stop, stall_steps=STALL_STEPS if stall else None)  # fmt: skip
-    if loop.cancelled:
-        return _Outcome(impl, loop, None, None, before, cfg)
+    args = (bundle.model, request.method, cfg, data, dev, bundle.meta.class_names, request.seed)
+    if by_check:
+        run = checkauto.auto_by_check(*args, progress=progress, should_stop=should_stop)
+    else:
+        run = checkauto.train_one(*args, progress=progress, should_stop=should_stop,
+                                  stall_steps=STALL_STEPS if stall else None)  # fmt: skip
+    impl = run.impl
+    if run.loop.cancelled:
+        return _Outcome(impl, run.loop, None, None, before, run.config, run.guard, run.auto)
     after = before
     if data.x_eval is not None:
         after = predict_logits(PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
-    return _Outcome(impl, loop, impl.merged_state_dict(), impl.delta_state_dict(), after, cfg)
+    merged, delta = impl.merged_state_dict(), impl.delta_state_dict()
+    return _Outcome(impl, run.loop, merged, delta, after, run.config, run.guard, run.auto)
 
 
 def _no_change(auto: AutoReport | None, stop: Stop, cfg) -> NoChange | None:
-    """Why the result is the old model: auto chose nothing, or the kept rule went back to step 0."""
+    """Why the result is the old model: auto chose nothing, or the check or kept rule went back to step 0."""
     if auto is not None and auto.chosen is None:
         return auto.no_change
+    if stop.kept_old_model and stop.restored.rule is RestoreRule.CHECK:
+        return check_guard.no_change(cfg)
     if stop.kept_old_model:
         if stop.reason is StopReason.KEPT_FLOOR:
             return NoChange.of(NoChangeCode.KEPT_FLOOR, 1 - cfg.keep_floor)
@@ -253,7 +277,7 @@ def _metrics(request, data, class_names, outcome: _Outcome, auto, before, dev, t
     reference = impl.reference if impl is not None else None
     return RunMetrics(
         method=request.method,
-        strength=strength_of(outcome.config) if impl is not None else None,
+        strength=strength_of(outcome.config) if impl is not None and not (auto and auto.chosen is None) else None,
         steps=len(loop.history),
         before=old,
         after=new,
@@ -269,6 +293,8 @@ def _metrics(request, data, class_names, outcome: _Outcome, auto, before, dev, t
         seed=request.seed,
         no_change=_no_change(auto, loop.stop, outcome.config),
         reference_agreement=reference.agreement(impl.predict) if reference is not None else None,
+        split=data.split,
+        check=outcome.guard.report if outcome.guard is not None else None,
     )
 
 
@@ -304,6 +330,7 @@ def run_repair(
     data: PreparedData | None = None,
     reference: ImageDataset | None = None,
     backend=None,
+    check_share: float = CHECK_SHARE,
 ) -> RepairResult:
     """Repair ``bundle`` on ``counterexamples`` with ``method``; evaluate before/after on ``eval_set``.
 
@@ -312,11 +339,14 @@ def run_repair(
     unlabelled images for CPT's function-space anchor, the ``kept`` stopping rule and auto's kept
     estimate (:mod:`core.engine.anchor`); defaults as in :func:`prepare_data`. ``data`` skips the
     decoding when the tensors are already prepared (the benchmark, sweeps). ``backend``
-    (:mod:`core.engine.backends`) is where automatic strength runs its trials.
+    (:mod:`core.engine.backends`) is where automatic strength runs its trials. ``check_share``: the share of
+    ``eval_set`` carved into the check split when it has no ``split=val`` rows (:mod:`core.engine.checksplit`).
     """
     request = RunRequest.build(method, config or {}, DataRefs(counterexamples=""), seed=seed, device=device)
     if data is None:
-        data = prepare_data(bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference)
+        data = prepare_data(
+            bundle, counterexamples, eval_set, validation, unlabeled, eval_pixels, reference, check_share
+        )
     return repair(bundle, request, data, progress=progress, should_stop=should_stop, backend=backend)
 
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from core.engine.check_results import CheckReport, SplitCounts
 from core.engine.configs import KEEP_TARGET
 from core.engine.events import CandidateRow, StepEvent
 
@@ -36,6 +37,7 @@ class StopReason(StrEnum):
     HELDOUT_PATIENCE = "heldout_patience"
     STALLED = "stalled"  # automatic strength's runs: no new counterexample fixed for a while
     KEPT_FLOOR = "kept_floor"  # the kept rule: too many reference answers changed
+    CHECK_PATIENCE = "check_patience"  # the check rule: no new best on the check split for a while
     CANCELLED = "cancelled"
     AUTO_NO_CHANGE = "auto_no_change"  # automatic strength chose to change nothing: no loop ran
     INTERPOLATED = "interpolated"  # a run saved from another at a lower strength α: no loop ran
@@ -51,6 +53,7 @@ class RestoreRule(StrEnum):
 
     KEPT = "kept"  # the step with the most counterexamples fixed above the keep floor
     HELDOUT = "heldout"  # the step with the best held-out worst-group accuracy
+    CHECK = "check"  # the guard's choice on the check split: a step and a strength α after the fact
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,19 @@ class Restored:
     step: int
     fixed: int | None = None
     total: int | None = None
+    alpha: float | None = None  # the check rule: the share α of the step's change kept (θ + α·δ)
 
     def describe(self) -> str:
         if self.rule is RestoreRule.HELDOUT:
             return f"restored best held-out step {self.step}"
+        if self.rule is RestoreRule.CHECK:
+            return f"restored step {self.step} (check split, α {self.alpha:g})"
         return f"restored step {self.step} ({self.fixed}/{self.total} fixed)"
 
 
 _KEPT_TEXT = re.compile(r"restored step (\d+) \((\d+)/(\d+) fixed\)")
 _HELDOUT_TEXT = re.compile(r"restored best held-out step (\d+)")
+_CHECK_TEXT = re.compile(r"restored step (\d+) \(check split, α ([0-9.eE+-]+)\)")
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,12 @@ class Stop:
 
     @property
     def kept_old_model(self) -> bool:
-        """The kept rule went back to step 0: the run's result is the old model."""
-        return self.restored is not None and self.restored.rule is RestoreRule.KEPT and self.restored.step == 0
+        """The kept or check rule went back to step 0: the run's result is the old model."""
+        return (
+            self.restored is not None
+            and self.restored.rule in (RestoreRule.KEPT, RestoreRule.CHECK)
+            and self.restored.step == 0
+        )
 
     def describe(self) -> str:
         """The English line: ``max_steps``, ``kept_floor; restored step 3 (5/8 fixed)``, …"""
@@ -104,6 +115,8 @@ class Stop:
             return cls(reason, Restored(RestoreRule.KEPT, int(m[1]), int(m[2]), int(m[3])))
         if m := _HELDOUT_TEXT.fullmatch(rest):
             return cls(reason, Restored(RestoreRule.HELDOUT, int(m[1])))
+        if m := _CHECK_TEXT.fullmatch(rest):
+            return cls(reason, Restored(RestoreRule.CHECK, int(m[1]), alpha=float(m[2])))
         raise ValueError(f"not a stop reason: {text!r}")
 
 
@@ -132,6 +145,7 @@ class NoChangeCode(StrEnum):
     SINGLE_NOT_FIXED = "single_not_fixed"  # automatic strength, one counterexample: none fixed it safely
     KEPT_FLOOR = "kept_floor"  # the kept rule: every step that fixed one changed too many answers
     NOTHING_FIXED = "nothing_fixed"  # the kept rule: no step fixed more than the old model did
+    CHECK_NO_GAIN = "check_no_gain"  # the check rule (or auto on the check split): no step beat the old model there
 
     @property
     def key(self) -> str:
@@ -148,6 +162,8 @@ NO_CHANGE_WORDS = {
     NoChangeCode.KEPT_FLOOR: "every step that fixed a counterexample changed more than {share:.0%} of the answers "
     "on the reference images, so the old model is kept",
     NoChangeCode.NOTHING_FIXED: "no step fixed more counterexamples than the old model, so the old model is kept",
+    NoChangeCode.CHECK_NO_GAIN: "no step improved the check split's worst group and balanced accuracy while keeping "
+    "{share:.0%} of its right decisions, so the old model is kept",
 }
 
 
@@ -179,11 +195,14 @@ class NoChange:
         return {"code": self.code, "reason": self.reason}
 
     @classmethod
-    def from_json(cls, d: dict, keep_floor: float | None = None) -> NoChange:
-        """``keep_floor``: the run's floor, for the share the kept rule's sentence names."""
+    def from_json(cls, d: dict, keep_floor: float | None = None, check_floor: float | None = None) -> NoChange:
+        """``keep_floor`` / ``check_floor``: the run's floors, for the share the kept and check rules' sentences
+        name."""
         share = KEEP_TARGET if d["code"] in _AUTO_CODES else None
         if d["code"] == NoChangeCode.KEPT_FLOOR and keep_floor is not None:
             share = 1 - keep_floor
+        if d["code"] == NoChangeCode.CHECK_NO_GAIN:
+            share = check_floor
         return cls(d["code"], d.get("reason", ""), share)
 
 
@@ -207,11 +226,16 @@ class AutoReport:
     runs: int | None = None
     skipped: list[float] | None = None
     cancelled: bool = False
+    by: str | None = None  # "check_split": chosen by guarded repairs on the labelled check split
+    check_trials: list[dict] | None = None  # then: per λ, {"strength", "objective", "step", "alpha", **CheckScore}
+    check_floor: float | None = None
 
     @property
     def no_change(self) -> NoChange | None:
         if self.chosen is not None or self.code is None:
             return None
+        if self.code == NoChangeCode.CHECK_NO_GAIN:
+            return NoChange(self.code, self.rule or "", self.check_floor)
         return NoChange(self.code, self.rule or "", KEEP_TARGET)
 
     def to_json(self) -> dict:
@@ -219,7 +243,7 @@ class AutoReport:
         if self.cancelled:
             return {"chosen": None, "code": None, "cancelled": True, "candidates": rows, "folds": self.folds}
         out = {"chosen": self.chosen, "code": self.code, "candidates": rows, "folds": self.folds}
-        for name in ("base_cv_accuracy", "runs", "skipped"):
+        for name in ("base_cv_accuracy", "runs", "skipped", "by", "check_trials", "check_floor"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         out["rule"] = self.rule
@@ -237,6 +261,9 @@ class AutoReport:
             runs=d.get("runs"),
             skipped=d.get("skipped"),
             cancelled=bool(d.get("cancelled", False)),
+            by=d.get("by"),
+            check_trials=d.get("check_trials"),
+            check_floor=d.get("check_floor"),
         )
 
 
@@ -329,6 +356,8 @@ class RunMetrics:
     no_change: NoChange | None = None
     reference_agreement: float | None = None
     interpolation: Interpolation | None = None
+    split: SplitCounts | None = None  # the evaluation set's reported and check parts (None: runs before the split)
+    check: CheckReport | None = None  # the guard's choice, for a run under the check rule
 
     @property
     def stop_reason(self) -> str:
@@ -364,6 +393,10 @@ class RunMetrics:
         out["reference_agreement"] = self.reference_agreement
         if self.interpolation is not None:
             out["interpolation"] = self.interpolation.to_json()
+        if self.split is not None:  # absent from files of versions before the check split
+            out["split"] = self.split.to_json()
+        if self.check is not None:
+            out["check"] = self.check.to_json()
         return out
 
     @classmethod
@@ -372,6 +405,7 @@ class RunMetrics:
         config = d.get("config")
         no_change = d.get("no_change")
         floor = config.get("keep_floor") if isinstance(config, dict) else None
+        check_floor = config.get("check_floor") if isinstance(config, dict) else None
         return cls(
             method=d["method"],
             steps=d["steps"],
@@ -388,9 +422,11 @@ class RunMetrics:
             config=config,
             auto_strength=AutoReport.from_json(d["auto_strength"]) if d.get("auto_strength") else None,
             seed=d.get("seed"),
-            no_change=NoChange.from_json(no_change, floor) if no_change else None,
+            no_change=NoChange.from_json(no_change, floor, check_floor) if no_change else None,
             reference_agreement=d.get("reference_agreement"),
             interpolation=Interpolation(**d["interpolation"]) if d.get("interpolation") else None,
+            split=SplitCounts.from_json(d["split"]) if d.get("split") else None,
+            check=CheckReport.from_json(d["check"]) if d.get("check") else None,
         )
 
 

@@ -254,9 +254,10 @@ def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> _TrialResu
     if t.ref is not None:
         t.ref.device = device
     cfg = _paper_rule(replace(t.config, strength=CANDIDATES[ci]))
-    if cfg.stop_rule == "kept" and t.ref is not None:
-        # Under the kept rule a run ends on the earliest step that fixed the most counterexamples,
-        # so the steps ε would add after they are all fixed change nothing: a trial skips them.
+    if cfg.stop_rule in ("kept", "check") and t.ref is not None:
+        # Under the kept rule (a trial runs it for the check rule too: it has no check split) a run ends on the
+        # earliest step that fixed the most counterexamples, so the steps ε would add after they are all fixed
+        # change nothing: a trial skips them.
         cfg = replace(cfg, min_steps=0)
     f = t.folds[fi]
     train_idx = np.setdiff1d(np.arange(n), f) if k >= 2 else np.arange(n)

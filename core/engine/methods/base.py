@@ -127,8 +127,9 @@ class Method:
         self.optimizer: torch.optim.Optimizer | None = None
 
     def needs_reference(self) -> bool:
-        """The kept stopping rule measures the share of reference answers kept."""
-        return self.config.stop_rule == "kept"
+        """The kept stopping rule measures the share of reference answers kept (and the check rule falls back to
+        it without a check split, and reports it beside the check split's numbers)."""
+        return self.config.stop_rule in ("kept", "check")
 
     def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None:
         """Give the method typical unlabelled images (anchor, kept estimate); see :mod:`core.engine.anchor`."""

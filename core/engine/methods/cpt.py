@@ -26,7 +26,9 @@ from core.engine.anchor import anchor_kl
 from core.engine.configs import SIZE_REFERENCE, CPTConfig
 from core.engine.devices import autocast
 from core.engine.events import StepStats
+from core.engine.invariance import invariance
 from core.engine.methods.base import Method, add_l2_pull, merged_with, select_parameters
+from core.engine.mixing import cutmix, soft_cross_entropy
 from core.engine.penalties import anchor_scales, penalty_value
 
 
@@ -84,13 +86,16 @@ class CPT(Method):
         self.names = select_parameters(self.base, config.params)
         self.model = DeltaModel(self.base, self.names).to(device)
         self.scales = anchor_scales(self.model.anchors)
+        self.hint = invariance(config.invariance, config.invariance_region)  # core.engine.invariance, or None
+        self.mix_gen = torch.Generator().manual_seed(80_021)  # core.engine.mixing: the composites' draws
 
     def trainable_parameters(self):
         return list(self.model.deltas)
 
     def needs_reference(self) -> bool:
-        """The function-space anchor uses reference images too."""
-        return self.config.anchor > 0 or super().needs_reference()
+        """The function-space anchor, the invariance hint and CutMix use reference images too."""
+        c = self.config
+        return c.anchor > 0 or c.invariance != "none" or c.mix > 0 or super().needs_reference()
 
     def effective_lr(self) -> float:
         """The Adam step actually used: ``lr``, scaled by the number of tuned weights when
@@ -114,7 +119,7 @@ class CPT(Method):
     def update(self, x, y):
         """One step; for ``l2`` the penalty's gradient 2λδ/Σ‖θ‖² is added in closed form, which keeps a
         CPT step within a few percent of a plain fine-tuning step (``python -m core perf``)."""
-        if self.config.anchor > 0 and self.reference is not None:
+        if (self.config.anchor > 0 or self.hint is not None or self.config.mix > 0) and self.reference is not None:
             return self._anchored_update(x, y)
         if self.config.penalty != "l2":
             return super().update(x, y)
@@ -128,20 +133,42 @@ class CPT(Method):
             self.optimizer = self.make_optimizer()
 
         xr, old = self.reference.batch(self.config.anchor_batch)
+        parts = [x, xr]
+        if self.hint is not None:  # the invariance hint: transformed reference images keep the old answers
+            xh, old_h = self.reference.batch(self.config.anchor_batch)
+            parts.append(self.hint(xh))
+        if self.config.mix > 0:  # CutMix of the counterexamples into reference images, labels mixed by area
+            xm, old_m = self.reference.batch(self.config.anchor_batch)
+            xm, target_m = cutmix(xm, old_m.exp(), x, y, self.mix_gen)
+            parts.append(xm)
         with autocast(self.device):
-            logits = self.forward(torch.cat([x, xr]))
+            logits = self.forward(torch.cat(parts))
         task = nn.functional.cross_entropy(logits[: len(x)].float(), y)
-        kl = anchor_kl(logits[len(x) :], old)
+        kl = anchor_kl(logits[len(x) : len(x) + len(xr)], old)
+        at = len(x) + len(xr)
+        hint = anchor_kl(logits[at : at + len(xh)], old_h) if self.hint is not None else None
+        at += len(xh) if self.hint is not None else 0
+        mix = soft_cross_entropy(logits[at:], target_m) if self.config.mix > 0 else None
         deltas = list(self.model.deltas)
         closed = self.config.penalty == "l2"
         pen = torch.zeros((), device=self.device) if closed else self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
-        (task + self.config.anchor * kl + pen).backward()
+        total = task + self.config.anchor * kl + pen
+        if hint is not None:
+            total = total + self.config.invariance_weight * hint
+        if mix is not None:
+            total = total + self.config.mix * mix
+        total.backward()
         if closed:
             pen = add_l2_pull(deltas, deltas, self.config.strength, self.scales["l2"])
         self.optimizer.step()
         t, q, a = float(task.detach()), float(pen.detach()), float(kl.detach())
-        return StepStats(t + q + self.config.anchor * a, t, q, a)
+        h = float(hint.detach()) if hint is not None else None
+        m = float(mix.detach()) if mix is not None else None
+        loss = t + q + self.config.anchor * a
+        loss += self.config.invariance_weight * h if h is not None else 0.0
+        loss += self.config.mix * m if m is not None else 0.0
+        return StepStats(loss, t, q, a, invariance=h, mix=m)
 
     def merged_state_dict(self):
         return self.model.merged_state_dict()
