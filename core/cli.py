@@ -26,7 +26,7 @@ from pathlib import Path
 from core import settings
 from core.app.demo import build_demo
 from core.engine.backends import add_backend_argument, get_backend
-from core.engine.checksplit import CHECK_SHARE
+from core.engine.check_rows import CHECK_SHARE
 from core.engine.configs import PENALTIES
 from core.engine.events import AutoTrialStarted, ProgressEvent, StepEvent
 from core.engine.inference import evaluate_bundle

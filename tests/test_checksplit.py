@@ -5,16 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.engine.checksplit import (
-    CHECK_SHARE,
-    MIN_CHECK_ROWS,
-    CheckScore,
-    CheckSet,
-    CheckSource,
-    SplitCounts,
-    carve,
-    split_rows,
-)
+from core.engine.check_results import CheckScore, CheckSource, SplitCounts
+from core.engine.check_rows import CHECK_SHARE, MIN_CHECK_ROWS, carve, split_rows
+from core.engine.checksplit import CheckSet
 
 
 def _rows(n_per_cell: int, labels=(0, 1), attrs=("a", "b")):

@@ -77,8 +77,8 @@ def test_no_frontier_column_gives_no_table():
 def test_a_result_kept_at_alpha_below_one_is_traced_through_the_change_it_trained():
     import dataclasses
 
-    from core.engine.inference import predict_logits
     from core.engine.check_results import CheckReport, CheckScore
+    from core.engine.inference import predict_logits
     from core.engine.weight_interpolation import interpolated_model
 
     bundle, d = _inputs()

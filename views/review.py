@@ -144,6 +144,8 @@ with st.container(border=True, key="summary_card"):
     st.html(content.card_html(t))
 st.caption(summary.rules_text(v, t))
 st.caption(summary.counts_text(m, t))
+if (check_words := summary.check_text(m, t)) is not None:
+    st.caption("🛡️ " + check_words)
 
 st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t), key="old_new")
 st.plotly_chart(charts.tradeoff(runs.tradeoff_points(store, pid), t, highlight=run_id), key="tradeoff")

@@ -6,7 +6,7 @@ fragment that reruns every second while a run is queued or running.
 
 import streamlit as st
 
-from core.app import budget, charts, display, pool, projects, review, runs
+from core.app import budget, charts, display, guard_plan, pool, projects, review, runs
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.app.store import ACTIVE_RUN_STATES, ENDED_WITHOUT_RESULT
@@ -96,11 +96,18 @@ with st.expander(t("tune_advanced")):
         else:
             config[name] = st.text_input(label, value=str(spec["default"]), key=key, help=helptext)
 
+# Which guard the next repair uses (the check split, the reference images, or none), before it runs.
+try:
+    st.caption(guard_plan.guard_plan(store, pid, method, config).words(t))
+except UserError as exc:  # an evaluation set that cannot be read: the run will say so too
+    st.caption("⚠️ " + md(err(exc)))
 reference = projects.project_summary(store, pid)["reference"]
 if reference:
     st.caption("🛡️ " + t("tune_ref_on", n=reference["n_items"], name=md(reference["name"])))
 else:
     st.caption("ℹ️ " + t("tune_ref_off"))
+if guard_plan.offer_hint(store, pid, method, config):
+    st.caption("💡 " + t("tune_hint_tip"))
 
 if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
     try:

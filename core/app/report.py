@@ -28,7 +28,7 @@ from core.app.review import ReviewContent, decision_events, review_content
 from core.app.runs import tradeoff_points
 from core.app.staticchart import figure_svg
 from core.app.store import Store, now_iso
-from core.app.summary import varied_sample
+from core.app.summary import check_text, varied_sample
 
 MAX_GALLERY = 48  # in all: half fixed, half broken
 
@@ -68,6 +68,12 @@ def _numbers(metrics: dict, t: Callable[..., str]) -> str:
         f"<table><tr><th></th><th>{e(t('chart_old'))}</th><th>{e(t('chart_new'))}</th></tr>{table}</table>\n"
         f"<table>{facts_html}</table>"
     )
+
+
+def _check(metrics: dict, t: Callable[..., str]) -> str:
+    """The check split's paragraph (:func:`core.app.summary.check_text`), or nothing."""
+    words = check_text(metrics, t)
+    return f'<p class="check">{html.escape(words)}</p>' if words is not None else ""
 
 
 def _charts(figures: list[tuple[str, go.Figure]]) -> str:
@@ -158,6 +164,7 @@ def build_report(
 {top}
 <h2>{e(t("report_summary"))}</h2>
 {_numbers(metrics, t)}
+{_check(metrics, t)}
 <h2>{e(t("report_decisions"))}</h2><ul>{decisions}</ul>
 {_charts(figures)}
 <h2>{e(t("review_changed_title"))}</h2>

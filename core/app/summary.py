@@ -120,6 +120,30 @@ def counts_text(metrics: dict, t: Callable[..., str]) -> str:
     )
 
 
+def check_text(metrics: dict, t: Callable[..., str]) -> str | None:
+    """The check split beside the reported numbers, never mixed with them: how many evaluation images steered the
+    repair (and are in no reported number), and its numbers there (core.engine.guard); None for a run without one."""
+    split = metrics.get("split")
+    if not split or not split.get("check"):
+        return None
+    source = t(f"review_check_source_{split['source']}")
+    text = t("review_check_split", check=split["check"], source=source, reported=split["reported"])
+    check = metrics.get("check")
+    if check:
+        b, a = check["base"], check["score"]
+        text += " " + t(
+            "review_check_scores",
+            wg_before=percent(b["worst_group"]),
+            wg_after=percent(a["worst_group"]),
+            acc_before=percent(b["accuracy"]),
+            acc_after=percent(a["accuracy"]),
+            kept=percent(a["kept"]),
+            step=check["step"],
+            alpha=percent(check["alpha"]),
+        )
+    return text
+
+
 # ---- the card ------------------------------------------------------------------------------------
 def _good(d: float | None) -> bool | None:
     if d is None or abs(d) < 0.0005:

@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 from core.engine import checkauto
 from core.engine import guard as check_guard
 from core.engine.check_results import CheckSource, SplitCounts
-from core.engine.checksplit import CHECK_SHARE, split_dataset
+from core.engine.check_rows import CHECK_SHARE
+from core.engine.checksplit import split_dataset
 from core.engine.configs import strength_of
 from core.engine.devices import describe_device, select_device
 from core.engine.events import Progress, StepEvent

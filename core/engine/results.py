@@ -162,8 +162,8 @@ NO_CHANGE_WORDS = {
     NoChangeCode.KEPT_FLOOR: "every step that fixed a counterexample changed more than {share:.0%} of the answers "
     "on the reference images, so the old model is kept",
     NoChangeCode.NOTHING_FIXED: "no step fixed more counterexamples than the old model, so the old model is kept",
-    NoChangeCode.CHECK_NO_GAIN: "no step improved the check split's worst group and balanced accuracy while keeping "
-    "{share:.0%} of its right decisions, so the old model is kept",
+    NoChangeCode.CHECK_NO_GAIN: "no step improved the check images' worst group and balanced accuracy while keeping "
+    "{share:.0%} of their right answers, so the old model is kept",
 }
 
 
