@@ -21,11 +21,29 @@ from core.errors import UserError
 from core.formats.meta import sha256_bytes
 from tests.wb_helpers import ALICE, BOB, MIA
 
-METRICS = {
-    "before": {"accuracy": 0.80, "worst_group_accuracy": 0.20, "bias_gap": 0.6, "min_group_count": 1},
-    "after": {"accuracy": 0.81, "worst_group_accuracy": 0.60, "bias_gap": 0.2, "min_group_count": 1},
+METRICS = {  # a metrics.json as a repair writes it (core.engine.results.RunMetrics)
+    "method": "cpt",
+    "strength": 10.0,
+    "steps": 10,
+    "before": {
+        "accuracy": 0.80,
+        "worst_group_accuracy": 0.20,
+        "bias_gap": 0.6,
+        "min_group_count": 1,
+        "n": 100,
+        "groups": [],
+    },  # fmt: skip
+    "after": {
+        "accuracy": 0.81,
+        "worst_group_accuracy": 0.60,
+        "bias_gap": 0.2,
+        "min_group_count": 1,
+        "n": 100,
+        "groups": [],
+    },  # fmt: skip
     "kept_decisions": 0.97,
     "changed_predictions": 5,
+    "stop_reason": "max_steps",
 }
 
 
