@@ -229,6 +229,21 @@ def test_tune_page_starts_watches_and_cancels(home, store):
     assert "This repair was cancelled." in _texts(at)
 
 
+def test_tune_page_says_which_guard_the_next_repair_uses(home, store):
+    pid = projects.open_demo(store, ALICE)
+    label_top(store, pid, 2)
+    at = _app("views/tune.py")
+    # the demo's evaluation set has 1,000 rows marked split=val: CPT's default rule steers by them
+    assert "Guard: 1000 labelled check images (the evaluation rows marked split=val)" in _texts(at)
+    assert "the other 6000 images" in _texts(at)
+    at.selectbox(key="cfg_cpt_stop_rule").set_value("kept").run()
+    assert "Guard: no labelled check images, so the repair keeps the old answers on" in _texts(at)
+    at.selectbox(key="cfg_cpt_stop_rule").set_value("paper").run()
+    assert "Guard: none." in _texts(at)
+    assert "What should not matter" not in _texts(at)  # the hint is offered only where it helped: not the small CNN
+    assert not at.exception
+
+
 def test_tune_page_builds_settings_for_every_method(home, store):
     pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 2)
@@ -257,6 +272,9 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
     assert not at.exception
     text = _texts(at)
     assert "Rules used: a repair is flagged if overall accuracy falls by more than 2 points" in text
+    # the check split beside the reported numbers, never mixed with them
+    assert "Check images: 1000 evaluation images (the rows marked split=val) steered this repair" in text
+    assert "(those use 6000 images)" in text and "On the check images: worst group" in text
     assert len(at.get("plotly_chart")) == 2
     v = verdict.judge(runs.run_metrics(store, rid))
     if v.flagged:

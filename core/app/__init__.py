@@ -6,7 +6,8 @@ without labels), ``naming`` (naming one), ``pool``, ``runs``, ``decisions``, ``h
 ``store`` (the SQLite store, by area), ``budget`` (the store's disk budget), ``integrity`` (stored models' SHA-256,
 checked before use), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work), ``summary`` (a
 repair's gains and losses in plain words), ``verdict`` (a repair's verdict: its thresholds, kinds and looks),
-``review`` (the Review page's and the report's content), ``strength_scale`` (the strength slider's scale), ``charts``, ``staticchart`` (a chart as SVG for the report's fallback),
+``review`` (the Review page's and the report's content), ``strength_scale`` (the strength slider's scale),
+``guard_plan`` (which guard the next repair uses: the check split, reference images or none), ``charts``, ``staticchart`` (a chart as SVG for the report's fallback),
 ``report``, ``display`` (local times, readable numbers), ``safe_text`` (user strings shown as plain text) and
 ``i18n``. Worker-side modules, which load models: ``worker`` (the process that runs repairs and tasks),
 ``rayruns`` (its repairs as Ray tasks, with ``BIASREPAIR_BACKEND=ray``), ``compute`` (the tasks),

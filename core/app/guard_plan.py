@@ -80,10 +80,14 @@ def guard_plan(store: Store, project_id: int, method: str, config: dict) -> Guar
 HINT_HELPED_ON = ("resnet", "mobilenet", "efficientnet", "convnext")
 
 
-def offer_hint(store: Store, project_id: int, method: str, config: dict) -> bool:
-    """Whether the Repair page suggests the invariance hint: a method that has it, not set yet, on a model of a kind
-    where it was measured to help."""
-    model = project_summary(store, project_id)["active_model"]
-    arch = (model or {}).get("meta", {}).get("architecture", "")
+def hint_helps(architecture: str, method: str, config: dict) -> bool:
+    """Whether the invariance hint is worth suggesting: ``method`` has it, it is not set yet, and the model is of a
+    kind where it was measured to help."""
     has_hint = any(f["name"] == "invariance" for f in method_schema(method))
-    return has_hint and config.get("invariance", "none") == "none" and arch.startswith(HINT_HELPED_ON)
+    return has_hint and config.get("invariance", "none") == "none" and architecture.startswith(HINT_HELPED_ON)
+
+
+def offer_hint(store: Store, project_id: int, method: str, config: dict) -> bool:
+    """:func:`hint_helps` for the project's model in use."""
+    model = project_summary(store, project_id)["active_model"]
+    return hint_helps((model or {}).get("meta", {}).get("architecture", ""), method, config)
