@@ -128,12 +128,8 @@ def draw_counterexamples(suite: Suite, shots: int, seed: int) -> np.ndarray:
 
 
 def _row(suite: str, name: str, shots: int, seed: int, m: RunMetrics) -> dict:
-    return {
-        "suite": suite,
-        "method": name,
-        "shots": shots,
-        "seed": seed,
-        "strength": m.strength,
+    head = {"suite": suite, "method": name, "shots": shots, "seed": seed, "strength": m.strength}
+    return head | {
         "accuracy_before": m.before.accuracy,
         "accuracy": m.after.accuracy,
         "worst_group_before": m.before.worst_group_accuracy,

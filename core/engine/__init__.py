@@ -10,7 +10,11 @@ the weights between the old model and a repair (``weight_interpolation``, Î¸ + Î
 only) and model inference (``inference``), finding groups without labels (``group_discovery``, on the model's own
 features from ``group_features``), the gallery's order when attributes are known (``gallery_ranking``, no torch),
 the from-scratch training of benchmark base models (``training``), device selection (``devices``) and where
-independent work runs, this process or Ray (``backends``).
+independent work runs, this process or Ray (``backends``). The guard on right answers (docs/REPAIR_GUARD.md): the
+labelled check split carved from the evaluation set (``check_rows``, no torch; ``checksplit`` loads it), what the
+guard measured and chose (``check_results``, no torch), the guard itself (``guard``), auto steered by it
+(``checkauto``), and more signal per counterexample: augmented copies (``augment``), the invariance hint
+(``invariance``) and counterexamples mixed into reference images (``mixing``).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,
 and never streamlit.
