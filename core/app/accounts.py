@@ -31,6 +31,7 @@ refuses the sign-in with a message naming the variable and the value.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import hashlib
@@ -38,7 +39,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -81,15 +82,20 @@ def _nobody_hash() -> str:
 class User(str):
     """A signed-in person: their name (what every audit row records) with their roles.
 
-    ``demo`` marks the demo session. Equal to, and hashable as, the plain name."""
+    ``demo`` marks the demo session; ``session`` is the SHA-256 of the session token it came from
+    (None for a person acting in-process, e.g. from a test). Equal to, and hashable as, the plain
+    name. What it carries is what was true when it was made: :func:`require` reads the store again
+    and trusts only that."""
 
     roles: frozenset[str]
     demo: bool
+    session: str | None
 
-    def __new__(cls, name: str, roles: Iterable[str] = (), demo: bool = False) -> User:
+    def __new__(cls, name: str, roles: Iterable[str] = (), demo: bool = False, session: str | None = None) -> User:
         obj = super().__new__(cls, name)
         obj.roles = frozenset(roles)
         obj.demo = demo
+        obj.session = session
         return obj
 
     def can(self, role: str) -> bool:
@@ -101,22 +107,51 @@ class Forbidden(UserError):
     """An action the signed-in person's role does not allow."""
 
 
+def current(store: Store, user: User) -> User | None:
+    """``user`` as the store says it is now: None when its session has ended or expired, or its
+    account is gone or disabled; otherwise with the account's current roles. A person acting
+    in-process (no session) keeps the roles given unless the store has an account of that name."""
+    if user.session is not None:
+        row = store.session_account(user.session)
+        if row is None or row["user"] != str(user) or bool(row["demo"]) != user.demo:
+            return None
+        if row["demo"]:
+            return User(DEMO_NAME, [Role.CURATOR], demo=True, session=user.session)
+    elif user.demo:
+        return user
+    else:
+        row = store.user_row(str(user))
+        if row is None:
+            return user
+    return None if row["disabled"] else User(str(user), row["roles"].split(","), session=user.session)
+
+
 def require(store: Store, user: object, role: str | None, action: str, project_id: int | None = None) -> User:
-    """Return ``user`` if they may do ``action`` (which needs ``role``; None: any signed-in person) on
-    ``project_id``; otherwise
-    write a ``forbidden`` audit row and raise :class:`Forbidden`. A demo session may only do
+    """Return the acting person, as the store has them now, if they may do ``action`` (which needs
+    ``role``; None: any signed-in person) on ``project_id``; otherwise write a ``forbidden`` audit
+    row and raise :class:`Forbidden`. The session and account are read again each time (a tab open
+    since before its account was disabled, demoted or its session expired is refused); call it inside
+    :func:`acting` so that the check and the action are one transaction. A demo session may only do
     :data:`DEMO_ACTIONS`, and only on the demo project."""
-    ok = isinstance(user, User) and (role is None or user.can(role))
+    fresh = current(store, user) if isinstance(user, User) else None
+    if isinstance(user, User) and fresh is None:
+        store.audit_refusal(str(user), "forbidden", project_id, attempted=action, needs=role, session_ended=True)
+        raise Forbidden(
+            f"{user} is no longer signed in (the session ended or the account was disabled): sign in again",
+            "session_ended",
+            action=action,
+        )
+    ok = fresh is not None and (role is None or fresh.can(role))
     demo_refused = False
-    if isinstance(user, User) and user.demo:
+    if fresh is not None and fresh.demo:
         p = store.project(project_id) if project_id is not None else None
         on_demo = project_id is None if action == "open_demo" else bool(p and p["is_demo"])
         ok = ok and action in DEMO_ACTIONS and on_demo
         demo_refused = not ok
     if ok:
-        return user
+        return fresh
     name = str(user) if isinstance(user, str) and user else "anonymous"
-    store.audit(name, "forbidden", project_id, attempted=action, needs=role, demo=demo_refused)
+    store.audit_refusal(name, "forbidden", project_id, attempted=action, needs=role, demo=demo_refused)
     if demo_refused:
         raise Forbidden(
             f"the demo session cannot {action.replace('_', ' ')}: sign in with an account that may",
@@ -128,6 +163,15 @@ def require(store: Store, user: object, role: str | None, action: str, project_i
     raise Forbidden(
         f"{name} may not {action.replace('_', ' ')}: that needs the {role} role", "forbidden", action=action, role=role
     )
+
+
+@contextlib.contextmanager
+def acting(store: Store, user: object, role: str | None, action: str, project_id: int | None = None) -> Iterator[User]:
+    """One write transaction in which :func:`require` checks ``user`` and the body does what it allows:
+    an account disabled, demoted or signed out meanwhile cannot slip in between. Yields the person as
+    the store has them now."""
+    with store.transaction():
+        yield require(store, user, role, action, project_id)
 
 
 # ---- passwords and accounts -----------------------------------------------------------------
@@ -169,37 +213,43 @@ def create_user(store: Store, admin: User | None, name: str, password: str, role
     """Make an account. The very first account needs no admin and must be an admin itself."""
     name, roles = _check_name(name), _check_roles(roles)
     _check_password(password)
-    first = not has_users(store)
-    if first:
-        if Role.ADMIN not in roles:
-            raise UserError("the first account must be an admin", "first_admin")
-        creator = name
-    else:
-        creator = require(store, admin, Role.ADMIN, "manage_users")
-    if store.user_row(name):
-        raise UserError(f"there is already an account named {name}", "user_exists", name=name)
-    store.add_user(name, _hasher.hash(password), roles, str(creator))
-    store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
+    password_hash = _hasher.hash(password)  # slow on purpose: before the transaction
+    # Whether this is the first account, who may make it and the new row: one write transaction, so
+    # that of several first-run forms sent at once only one makes an admin and the others are refused.
+    with store.transaction():
+        first = not has_users(store)
+        if first:
+            if Role.ADMIN not in roles:
+                raise UserError("the first account must be an admin", "first_admin")
+            creator = name
+        else:  # a first-run form sent after another one made the first admin is refused here
+            creator = require(store, admin, Role.ADMIN, "manage_users")
+        if store.user_row(name):
+            raise UserError(f"there is already an account named {name}", "user_exists", name=name)
+        store.add_user(name, password_hash, roles, str(creator))
+        store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
     return User(name, roles)
 
 
 def set_roles(store: Store, admin: User, name: str, roles: Iterable[str]) -> None:
-    require(store, admin, Role.ADMIN, "manage_users")
-    roles = _check_roles(roles)
-    row = _user_row(store, name)
-    if Role.ADMIN not in roles and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
-        raise UserError("keep at least one admin account", "last_admin")
-    store.set_user_roles(name, roles)
-    store.audit(admin, "roles_changed", None, user=name, roles=roles, previous=row["roles"].split(","))
+    with acting(store, admin, Role.ADMIN, "manage_users") as admin:
+        roles = _check_roles(roles)
+        row = _user_row(store, name)
+        if Role.ADMIN not in roles and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
+            raise UserError("keep at least one admin account", "last_admin")
+        store.set_user_roles(name, roles)
+        store.audit(admin, "roles_changed", None, user=name, roles=roles, previous=row["roles"].split(","))
 
 
 def reset_password(store: Store, admin: User, name: str, password: str) -> None:
     """Set a new password for an account; its open sessions end."""
     require(store, admin, Role.ADMIN, "manage_users")
-    _user_row(store, name)
     _check_password(password)
-    store.reset_password_hash(name, _hasher.hash(password))  # also ends its sessions and lifts a lock
-    store.audit(admin, "password_reset", None, user=name)
+    password_hash = _hasher.hash(password)  # slow on purpose: before the transaction
+    with acting(store, admin, Role.ADMIN, "manage_users") as admin:
+        _user_row(store, name)
+        store.reset_password_hash(name, password_hash)  # also ends its sessions and lifts a lock
+        store.audit(admin, "password_reset", None, user=name)
 
 
 def _user_row(store: Store, name: str) -> dict:
@@ -218,16 +268,16 @@ def set_disabled(store: Store, admin: User, name: str, disabled: bool) -> None:
     """Disable an account (it cannot sign in, and its open sessions end at once) or enable it again.
     Nothing it did is removed: its labels, runs and audit rows keep its name. An admin cannot disable
     their own account, nor the last admin account that can sign in."""
-    require(store, admin, Role.ADMIN, "manage_users")
-    row = _user_row(store, name)
-    if bool(row["disabled"]) == disabled:
-        return
-    if disabled and name == str(admin):
-        raise UserError("you cannot disable your own account", "disable_self")
-    if disabled and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
-        raise UserError("keep at least one admin account", "last_admin")
-    store.set_user_disabled(name, disabled)
-    store.audit(admin, "account_disabled" if disabled else "account_enabled", None, user=name)
+    with acting(store, admin, Role.ADMIN, "manage_users") as admin:
+        row = _user_row(store, name)
+        if bool(row["disabled"]) == disabled:
+            return
+        if disabled and name == str(admin):
+            raise UserError("you cannot disable your own account", "disable_self")
+        if disabled and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
+            raise UserError("keep at least one admin account", "last_admin")
+        store.set_user_disabled(name, disabled)
+        store.audit(admin, "account_disabled" if disabled else "account_enabled", None, user=name)
 
 
 def ensure_admin_from_env(store: Store) -> bool:
@@ -313,13 +363,13 @@ def user_for(store: Store, token: str | None) -> User | None:
     unknown, expired or its account is gone or disabled."""
     if not token:
         return None
-    row = store.session_row(_digest(token))
-    if row is None or row["expires_at"] < time.time():
+    digest = _digest(token)
+    row = store.session_account(digest)
+    if row is None or row["disabled"]:
         return None
     if row["demo"]:
-        return User(DEMO_NAME, [Role.CURATOR], demo=True)
-    account = store.user_row(row["user"])
-    return User(row["user"], account["roles"].split(",")) if account and not account["disabled"] else None
+        return User(DEMO_NAME, [Role.CURATOR], demo=True, session=digest)
+    return User(row["user"], row["roles"].split(","), session=digest)
 
 
 def sign_out(store: Store, token: str | None) -> None:
@@ -342,8 +392,8 @@ def four_eyes_relaxed(store: Store) -> bool:
 
 
 def set_four_eyes_relaxed(store: Store, admin: User, relaxed: bool) -> None:
-    require(store, admin, Role.ADMIN, "change_settings")
-    if four_eyes_relaxed(store) == relaxed:
-        return
-    store.set_setting(RELAX_FOUR_EYES, "1" if relaxed else "0")
-    store.audit(admin, "four_eyes_relaxed" if relaxed else "four_eyes_restored", None)
+    with acting(store, admin, Role.ADMIN, "change_settings") as admin:
+        if four_eyes_relaxed(store) == relaxed:
+            return
+        store.set_setting(RELAX_FOUR_EYES, "1" if relaxed else "0")
+        store.audit(admin, "four_eyes_relaxed" if relaxed else "four_eyes_restored", None)

@@ -16,6 +16,11 @@ class AuditLog(StoreBase):
             (now_iso(), actor or "unknown", project_id, action, json.dumps(detail, default=str)),
         )
 
+    def audit_refusal(self, actor: str, action: str, project_id: int | None = None, **detail) -> None:
+        """Append the audit row of a refusal: at once, or inside :meth:`transaction` once it is over,
+        so that it stays when the refused transaction rolls back."""
+        self._after(lambda: self.audit(actor, action, project_id, **detail))
+
     def audit_events(self, project_id: int | None = None) -> list[dict]:
         """Audit rows, oldest first, with ``detail`` decoded."""
         if project_id is None:
