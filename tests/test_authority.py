@@ -144,3 +144,76 @@ def test_first_run_forms_sent_at_once_make_one_admin(home):
     users = [n for n in (f"admin{i}" for i in range(4)) if store.user_row(n)]
     assert users == [str(made[0])]
     assert [e["detail"]["first"] for e in store.audit_events() if e["action"] == "user_created"] == [True]
+
+
+# ---- sign-in under a burst ------------------------------------------------------------------------
+class _CountingHasher:
+    """The real argon2 hasher, counting the password checks it makes and how many ran at once."""
+
+    def __init__(self, inner):
+        self.inner, self.lock = inner, threading.Lock()
+        self.checks = self.running = self.most = 0
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        with self.lock:
+            self.checks += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return self.inner.verify(password_hash, password)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def hash(self, password: str) -> str:
+        return self.inner.hash(password)
+
+    def check_needs_rehash(self, password_hash: str) -> bool:
+        return self.inner.check_needs_rehash(password_hash)
+
+
+def _at_once(n: int, call) -> list[object]:
+    """``call(i)`` on ``n`` threads released together; what each returned or raised."""
+    barrier = threading.Barrier(n)
+    outcomes: list[object] = [None] * n
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = call(i)
+        except Exception as exc:  # the outcome is what the test looks at
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return outcomes
+
+
+def test_a_burst_of_wrong_passwords_gets_no_more_checks_than_the_lock_allows(store, monkeypatch):
+    hasher = _CountingHasher(accounts._hasher)
+    monkeypatch.setattr(accounts, "_hasher", hasher)
+    outcomes = _at_once(24, lambda i: accounts.sign_in(store, "bob", f"not-his-password-{i}"))
+    keys = sorted(getattr(o, "key", None) for o in outcomes)
+    assert hasher.checks == 5 and keys == ["sign_in_failed"] * 5 + ["sign_in_locked"] * 19
+    actions = [e["action"] for e in store.audit_events()]
+    assert actions.count("sign_in_failed") == 5 and actions.count("sign_in_locked") == 19
+    with pytest.raises(accounts.UserError, match="too many failed sign-ins"):
+        accounts.sign_in(store, "bob", PASSWORDS["bob"])  # locked, even with the right password
+    assert hasher.checks == 5
+
+
+def test_password_checks_run_a_few_at_a_time(store, monkeypatch):
+    """Unknown names are each checked against a real hash (so they take as long as known ones), but no
+    more than PASSWORD_CHECKS_AT_ONCE at once: a burst cannot take 64 MiB of argon2 memory per request."""
+    hasher = _CountingHasher(accounts._hasher)
+    monkeypatch.setattr(accounts, "_hasher", hasher)
+    accounts._nobody_hash()
+    outcomes = _at_once(16, lambda i: accounts.sign_in(store, f"stranger{i}", "whatever-it-is"))
+    assert [getattr(o, "key", None) for o in outcomes] == ["sign_in_failed"] * 16
+    assert hasher.checks == 16 and 1 <= hasher.most <= accounts.PASSWORD_CHECKS_AT_ONCE
+    # A right password among a burst still gets in.
+    outcomes = _at_once(4, lambda i: accounts.sign_in(store, "mia", PASSWORDS["mia"] if i == 0 else "nope-nope"))
+    assert accounts.user_for(store, outcomes[0]) == "mia"

@@ -20,7 +20,9 @@ Failed sign-ins: after ``$BIASREPAIR_SIGNIN_ATTEMPTS`` (5) failures for one name
 ``$BIASREPAIR_SIGNIN_LOCK_MINUTES`` (15), that name cannot sign in until the window has passed or an
 admin sets a new password; the password is not even checked meanwhile. Unknown names are counted
 and locked the same way, so the lock tells nothing about which names exist. (Anyone who knows a name
-can thereby keep it locked out for a while: the price of stopping password guessing.)
+can thereby keep it locked out for a while: the price of stopping password guessing.) Each attempt is
+counted before its password is checked, in the transaction that checks the lock, so attempts sent at
+once cannot all slip past it; at most :data:`PASSWORD_CHECKS_AT_ONCE` argon2 checks run at once.
 
 First run: with no account yet, the first account made is an admin, from the sign-in page's form
 or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server start.
@@ -38,6 +40,7 @@ import hashlib
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -71,12 +74,29 @@ SIGNIN_LOCK_MINUTES_ENV = settings.SIGNIN_LOCK_MINUTES.name
 DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
 
 _hasher = PasswordHasher()
+# Each argon2id hash or check takes the hasher's memory_cost (64 MiB) for ~0.1-0.5 s. At most this many
+# run at once in one server; the others wait their turn, so a burst of sign-ins (known names or not)
+# costs at most PASSWORD_CHECKS_AT_ONCE * 64 MiB, not 64 MiB per request.
+PASSWORD_CHECKS_AT_ONCE = 2
+_password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS_AT_ONCE)
 
 
 @functools.cache
 def _nobody_hash() -> str:
     """A hash no password matches, checked for an unknown name so that it takes as long as a known one."""
-    return _hasher.hash(secrets.token_urlsafe(16))
+    with _password_checks:
+        return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _hash(password: str) -> str:
+    with _password_checks:
+        return _hasher.hash(password)
+
+
+def _verify(password_hash: str, password: str) -> None:
+    """Raise VerificationError (or InvalidHashError) unless ``password`` matches ``password_hash``."""
+    with _password_checks:
+        _hasher.verify(password_hash, password)
 
 
 class User(str):
@@ -213,7 +233,7 @@ def create_user(store: Store, admin: User | None, name: str, password: str, role
     """Make an account. The very first account needs no admin and must be an admin itself."""
     name, roles = _check_name(name), _check_roles(roles)
     _check_password(password)
-    password_hash = _hasher.hash(password)  # slow on purpose: before the transaction
+    password_hash = _hash(password)  # slow on purpose: before the transaction
     # Whether this is the first account, who may make it and the new row: one write transaction, so
     # that of several first-run forms sent at once only one makes an admin and the others are refused.
     with store.transaction():
@@ -245,7 +265,7 @@ def reset_password(store: Store, admin: User, name: str, password: str) -> None:
     """Set a new password for an account; its open sessions end."""
     require(store, admin, Role.ADMIN, "manage_users")
     _check_password(password)
-    password_hash = _hasher.hash(password)  # slow on purpose: before the transaction
+    password_hash = _hash(password)  # slow on purpose: before the transaction
     with acting(store, admin, Role.ADMIN, "manage_users") as admin:
         _user_row(store, name)
         store.reset_password_hash(name, password_hash)  # also ends its sessions and lifts a lock
@@ -317,27 +337,35 @@ def locked_minutes(store: Store, name: str) -> int:
     return max(1, math.ceil((recent[-1] + window - time.time()) / 60))
 
 
+def _count_attempt(store: Store, name: str) -> None:
+    """Refuse a locked ``name``; otherwise count this attempt as a failure now, in the same write
+    transaction as the check (a success takes it back). So of any number of attempts sent at once,
+    at most ``$BIASREPAIR_SIGNIN_ATTEMPTS`` get their password checked."""
+    with store.transaction():
+        minutes = locked_minutes(store, name)
+        if minutes:
+            store.audit_refusal(name or "anonymous", "sign_in_locked", None, minutes=minutes)
+            raise UserError(
+                f"too many failed sign-ins as {name}: try again in {minutes} minute(s), or ask an admin for a new password",
+                "sign_in_locked",
+                name=name,
+                minutes=minutes,
+            )
+        store.add_sign_in_failure(name)
+
+
 def sign_in(store: Store, name: str, password: str) -> str:
     """Check a name and password; return a new session token. A failure says nothing about which
     of the two was wrong and is audited (with the name only); too many failures lock the name for a
     while (see the module's text)."""
     name = (name or "").strip()
-    minutes = locked_minutes(store, name)
-    if minutes:
-        store.audit(name or "anonymous", "sign_in_locked", None, minutes=minutes)
-        raise UserError(
-            f"too many failed sign-ins as {name}: try again in {minutes} minute(s), or ask an admin for a new password",
-            "sign_in_locked",
-            name=name,
-            minutes=minutes,
-        )
+    _count_attempt(store, name)
     row = store.user_row(name)
     try:
-        _hasher.verify(row["password_hash"] if row else _nobody_hash(), password or "")
+        _verify(row["password_hash"] if row else _nobody_hash(), password or "")
         if row is None:
             raise VerificationError("no such user")
     except (VerificationError, InvalidHashError):
-        store.add_sign_in_failure(name)
         store.audit(name or "anonymous", "sign_in_failed", None)
         raise UserError("wrong name or password", "sign_in_failed") from None
     store.clear_sign_in_failures(name)
@@ -345,7 +373,7 @@ def sign_in(store: Store, name: str, password: str) -> str:
         store.audit(name, "sign_in_refused_disabled", None)
         raise UserError(f"the account {name} is disabled: ask an admin", "account_disabled", name=name)
     if _hasher.check_needs_rehash(row["password_hash"]):
-        store.set_password_hash(name, _hasher.hash(password))
+        store.set_password_hash(name, _hash(password))
     token = _new_session(store, name, demo=False)  # first: a bad session setting refuses the sign-in
     store.audit(name, "signed_in", None)
     return token
