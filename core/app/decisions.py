@@ -13,7 +13,7 @@ and the report.
 from __future__ import annotations
 
 from core.app.accounts import Role, User, acting, four_eyes_relaxed, require
-from core.app.integrity import check_stored_model, stored_model_sha256
+from core.app.integrity import check_run_model, check_stored_model
 from core.app.interpolated_runs import interpolation_of
 from core.app.runs import run_metrics
 from core.app.store import Store
@@ -87,7 +87,14 @@ def _approve(store: Store, run_id: int, comment: str, user: User, override: bool
         raise UserError(
             "this repair is flagged; tick the override box and write a reason to approve it", "override_needed"
         )
-    mid = _repaired_model(store, run)
+    try:
+        mid = _repaired_model(store, run)
+    except UserError as exc:
+        if exc.key == "files_changed":  # tampering: on the record, though the approval rolls back
+            store.audit_refusal(
+                user, "files_changed", run["project_id"], attempted="approve", run_id=run["id"], why=str(exc)
+            )
+        raise
     store.set_run(run_id, decision="approved", repaired_model_id=mid)
     store.set_project(run["project_id"], active_model_id=mid)
     store.audit(
@@ -118,13 +125,16 @@ def _repaired_model(store: Store, run: dict) -> int:
     if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
         check_stored_model(store.model(run["repaired_model_id"]))
         return run["repaired_model_id"]
+    # The weights must be those the repair wrote (their hashes are in its run_done audit row).
+    finished = store.run_finished_sha256(run["project_id"], run["id"])
+    stored = check_run_model(folder.model_dir, finished, f"repair #{run['id']}")
     return store.add_model(
         run["project_id"],
         "repaired",
         f"repair of run {run['id']}",
         folder.model_dir,
         meta.to_dict(),
-        stored_model_sha256(folder.model_dir),
+        stored,
         run_id=run["id"],
     )
 

@@ -40,3 +40,25 @@ class AuditLog(StoreBase):
             (project_id, run_id),
         )
         return json.loads(row["detail_json"]) if row is not None else None
+
+    def run_finished_sha256(self, project_id: int, run_id: int) -> dict[str, str] | None:
+        """The SHA-256 of run ``run_id``'s repaired model files as written when it finished (its
+        ``run_done`` or ``run_interpolated`` audit row), or None (no model, or finished before these
+        were recorded)."""
+        row = self._one(
+            "SELECT detail_json FROM audit WHERE action IN ('run_done', 'run_interpolated') AND project_id = ?"
+            " AND json_extract(detail_json, '$.run_id') = ? ORDER BY id LIMIT 1",
+            (project_id, run_id),
+        )
+        return json.loads(row["detail_json"]).get("sha256") if row is not None else None
+
+    def model_hashes_recorded(self, model_id: int) -> bool:
+        """Whether base model ``model_id``'s row holds the hashes of its stored files: its
+        ``upload_model`` audit row keeps the upload's apart (``upload_sha256``), as every store made
+        since stored hashes were recorded does."""
+        row = self._one(
+            "SELECT 1 FROM audit WHERE action = 'upload_model' AND json_extract(detail_json, '$.model_id') = ?"
+            " AND json_extract(detail_json, '$.upload_sha256') IS NOT NULL LIMIT 1",
+            (model_id,),
+        )
+        return row is not None
