@@ -42,6 +42,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 
 from argon2 import PasswordHasher
@@ -195,18 +196,62 @@ def acting(store: Store, user: object, role: str | None, action: str, project_id
 
 
 # ---- passwords and accounts -----------------------------------------------------------------
+# Names the workbench itself writes as an actor (audit rows of refusals and of a name-less sign-in),
+# or that would pass for it; compared after NFKC and case folding.
+RESERVED_NAMES = frozenset({DEMO_NAME, "anonymous", "unknown", "nobody", "system", "workbench"})
+# Passwords the first guesses of any attacker try; compared case-folded. Not a full breach list: a
+# floor, with the length, under what an admin may hand out.
+COMMON_PASSWORDS = frozenset(
+    """password password1 password12 password123 passw0rd p@ssw0rd p@ssword 12345678 123456789
+    1234567890 0123456789 87654321 11111111 00000000 12341234 11223344 123123123 qwertyui qwerty12
+    qwerty123 qwertyuiop 1q2w3e4r 1qaz2wsx zaq12wsx q1w2e3r4 asdfghjk asdf1234 abcd1234 abc12345
+    iloveyou letmein1 welcome1 welcome123 changeme admin123 administrator trustno1 sunshine princess
+    football baseball superman starwars whatever dragon12 monkey12 secret12 master12 computer
+    internet""".split()
+)
+_JAPANESE = {"CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH"}
+
+
+def _script(ch: str) -> str:
+    """The script of a letter, by its Unicode name's first word (Japanese writing counts as one)."""
+    word = unicodedata.name(ch, "UNKNOWN").split()[0]
+    return "JAPANESE" if word in _JAPANESE else word
+
+
+def normal_name(name: str) -> str:
+    """A user name as it is kept and compared: NFKC (full-width ``ａｄｍｉｎ`` is ``admin``), no
+    surrounding spaces."""
+    return unicodedata.normalize("NFKC", name or "").strip()
+
+
 def _check_name(name: str) -> str:
-    name = (name or "").strip()
+    name = normal_name(name)
     if not re.fullmatch(r"[\w.@-]{1,64}", name):
         raise UserError("a user name is 1–64 letters, digits or . _ @ -", "user_name")
-    if name.lower() == DEMO_NAME:
+    if name.casefold() == DEMO_NAME:
         raise UserError(f"the name {DEMO_NAME!r} is kept for the demo session", "user_name_reserved", name=name)
+    if name.casefold() in RESERVED_NAMES:
+        raise UserError(f"the name {name} is kept for the workbench's own records", "user_name_kept", name=name)
+    if len({_script(c) for c in name if c.isalpha()}) > 1:
+        raise UserError(
+            f"the name {name} mixes letters of different scripts (Latin and Cyrillic, say), so it could pass for "
+            "another name: use one script",
+            "user_name_mixed",
+            name=name,
+        )
     return name
 
 
-def _check_password(password: str) -> str:
+def _check_password(password: str, name: str) -> str:
     if len(password or "") < MIN_PASSWORD:
         raise UserError(f"a password needs at least {MIN_PASSWORD} characters", "password_short", n=MIN_PASSWORD)
+    folded = password.casefold()
+    if folded in COMMON_PASSWORDS or folded == name.casefold() or len(set(folded)) < 4:
+        raise UserError(
+            "this password is among the first ones anyone would guess (a common password, the name, or a few "
+            "characters repeated): choose another",
+            "password_common",
+        )
     return password
 
 
@@ -232,7 +277,7 @@ def users(store: Store) -> list[dict]:
 def create_user(store: Store, admin: User | None, name: str, password: str, roles: Iterable[str]) -> User:
     """Make an account. The very first account needs no admin and must be an admin itself."""
     name, roles = _check_name(name), _check_roles(roles)
-    _check_password(password)
+    _check_password(password, name)
     password_hash = _hash(password)  # slow on purpose: before the transaction
     # Whether this is the first account, who may make it and the new row: one write transaction, so
     # that of several first-run forms sent at once only one makes an admin and the others are refused.
@@ -244,8 +289,9 @@ def create_user(store: Store, admin: User | None, name: str, password: str, role
             creator = name
         else:  # a first-run form sent after another one made the first admin is refused here
             creator = require(store, admin, Role.ADMIN, "manage_users")
-        if store.user_row(name):
-            raise UserError(f"there is already an account named {name}", "user_exists", name=name)
+        same = [r["name"] for r in store.user_rows() if normal_name(r["name"]).casefold() == name.casefold()]
+        if same:  # "ROOT" beside "root" would be two people the pages show alike
+            raise UserError(f"there is already an account named {same[0]}", "user_exists", name=same[0])
         store.add_user(name, password_hash, roles, str(creator))
         store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
     return User(name, roles)
@@ -264,7 +310,7 @@ def set_roles(store: Store, admin: User, name: str, roles: Iterable[str]) -> Non
 def reset_password(store: Store, admin: User, name: str, password: str) -> None:
     """Set a new password for an account; its open sessions end."""
     require(store, admin, Role.ADMIN, "manage_users")
-    _check_password(password)
+    _check_password(password, name)
     password_hash = _hash(password)  # slow on purpose: before the transaction
     with acting(store, admin, Role.ADMIN, "manage_users") as admin:
         _user_row(store, name)
@@ -358,7 +404,7 @@ def sign_in(store: Store, name: str, password: str) -> str:
     """Check a name and password; return a new session token. A failure says nothing about which
     of the two was wrong and is audited (with the name only); too many failures lock the name for a
     while (see the module's text)."""
-    name = (name or "").strip()
+    name = normal_name(name)
     _count_attempt(store, name)
     row = store.user_row(name)
     try:
