@@ -236,8 +236,10 @@ def test_every_state_change_checks_the_role(store, demo_dir):
 # ---- the four-eyes rule -------------------------------------------------------------------------------
 def test_four_eyes_starter_and_main_labeller_cannot_approve_another_approver_can(store):
     pid = projects.open_demo(store, MIA)
-    alice = User("alice", ["curator", "approver"])  # an approver too, to show the rule (not the role) stops her
-    bob = User("bob", ["curator", "approver"])
+    # Approvers too, to show the rule (not the role) stops them; the store's roles are what count.
+    for name in ("alice", "bob"):
+        accounts.set_roles(store, ROOT_ADMIN, name, ["curator", "approver"])
+    alice, bob = User("alice", ["curator", "approver"]), User("bob", ["curator", "approver"])
     rid = _run(store, pid, starter=alice, labellers={bob: 5, alice: 3})
     assert decisions.responsible(store, store.run(rid)) == {"started": ["alice"], "labelled": ["bob"]}
     for who, what in ((alice, "started"), (bob, "labelled most")):

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.app import charts, compute, jobs, projects
 from core.app.i18n import translator
 from core.app.report import build_report
-from core.app.safe_text import md, plot_text
+from core.app.safe_text import JOINER, md, plot_text
 from core.formats.meta import BundleMeta
 from tests.test_pages import APP
 from tests.wb_helpers import ALICE, sign_in_app
@@ -47,7 +47,33 @@ def test_md_leaves_no_markdown_syntax(value):
     assert _unescaped(out) == set(), out
     assert "\n" not in out
     assert "www." not in out.lower()
-    assert re.sub(r"\\(.)", r"\1", out) == " ".join(value.split())  # the text itself is unchanged
+    # The text itself is unchanged, but for invisible word joiners inside autolink patterns.
+    assert re.sub(r"\\(.)", r"\1", out).replace(JOINER, "") == " ".join(value.split())
+
+
+# What remark-gfm (Streamlit's Markdown) turns into links in a text node, once escapes are resolved
+# (mdast-util-gfm-autolink-literal): a backslash before ":" or "." does not stop these.
+GFM_AUTOLINKS = [
+    re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.IGNORECASE),
+    re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)"),
+]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://evil.example/bare",
+        "see HTTPS://evil.example/x?y=1",
+        "class_www.evil.example",
+        "mail@evil.example",
+        "a.b+c@evil.example.co",
+        "group (http://evil.example)",
+    ],
+)
+def test_md_leaves_no_bare_url_or_address_for_autolinking(value):
+    shown = re.sub(r"\\(.)", r"\1", md(value))  # the text node the Markdown renderer sees
+    assert not any(p.search(shown) for p in GFM_AUTOLINKS), shown
+    assert shown.replace(JOINER, "") == value
 
 
 def test_md_keeps_ordinary_names_readable():

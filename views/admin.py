@@ -4,7 +4,7 @@ core/app/accounts.py checks the role again for every change and audits it."""
 import pandas as pd
 import streamlit as st
 
-from core.app import accounts, display, projects
+from core.app import accounts, display, history, projects
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -18,6 +18,9 @@ st.title(t("admin_title"))
 if not user.can("admin"):  # app.py lists this page for admins only; core checks again on every change
     st.error(t("admin_only"))
     st.stop()
+alarm = history.chain_alarm(store, t)
+if alarm:
+    st.error(alarm, icon="🚨")
 message = st.session_state.pop("admin_msg", None)
 if message:
     st.success(message)

@@ -11,6 +11,9 @@ pid = st.session_state.get("project_id")
 user = st.session_state["user"]
 
 st.title(t("history_title"))
+alarm = history.chain_alarm(store, t)  # the hash chain, checked each time the page is shown
+if alarm:
+    st.error(alarm, icon="🚨")
 st.write(t("history_intro"))
 
 scope = st.radio(

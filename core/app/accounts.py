@@ -20,7 +20,9 @@ Failed sign-ins: after ``$BIASREPAIR_SIGNIN_ATTEMPTS`` (5) failures for one name
 ``$BIASREPAIR_SIGNIN_LOCK_MINUTES`` (15), that name cannot sign in until the window has passed or an
 admin sets a new password; the password is not even checked meanwhile. Unknown names are counted
 and locked the same way, so the lock tells nothing about which names exist. (Anyone who knows a name
-can thereby keep it locked out for a while: the price of stopping password guessing.)
+can thereby keep it locked out for a while: the price of stopping password guessing.) Each attempt is
+counted before its password is checked, in the transaction that checks the lock, so attempts sent at
+once cannot all slip past it; at most :data:`PASSWORD_CHECKS_AT_ONCE` argon2 checks run at once.
 
 First run: with no account yet, the first account made is an admin, from the sign-in page's form
 or from ``$BIASREPAIR_ADMIN_USER`` / ``$BIASREPAIR_ADMIN_PASSWORD`` at server start.
@@ -31,14 +33,17 @@ refuses the sign-in with a message naming the variable and the value.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import hashlib
 import math
 import re
 import secrets
+import threading
 import time
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -70,26 +75,48 @@ SIGNIN_LOCK_MINUTES_ENV = settings.SIGNIN_LOCK_MINUTES.name
 DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
 
 _hasher = PasswordHasher()
+# Each argon2id hash or check takes the hasher's memory_cost (64 MiB) for ~0.1-0.5 s. At most this many
+# run at once in one server; the others wait their turn, so a burst of sign-ins (known names or not)
+# costs at most PASSWORD_CHECKS_AT_ONCE * 64 MiB, not 64 MiB per request.
+PASSWORD_CHECKS_AT_ONCE = 2
+_password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS_AT_ONCE)
 
 
 @functools.cache
 def _nobody_hash() -> str:
     """A hash no password matches, checked for an unknown name so that it takes as long as a known one."""
-    return _hasher.hash(secrets.token_urlsafe(16))
+    with _password_checks:
+        return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _hash(password: str) -> str:
+    with _password_checks:
+        return _hasher.hash(password)
+
+
+def _verify(password_hash: str, password: str) -> None:
+    """Raise VerificationError (or InvalidHashError) unless ``password`` matches ``password_hash``."""
+    with _password_checks:
+        _hasher.verify(password_hash, password)
 
 
 class User(str):
     """A signed-in person: their name (what every audit row records) with their roles.
 
-    ``demo`` marks the demo session. Equal to, and hashable as, the plain name."""
+    ``demo`` marks the demo session; ``session`` is the SHA-256 of the session token it came from
+    (None for a person acting in-process, e.g. from a test). Equal to, and hashable as, the plain
+    name. What it carries is what was true when it was made: :func:`require` reads the store again
+    and trusts only that."""
 
     roles: frozenset[str]
     demo: bool
+    session: str | None
 
-    def __new__(cls, name: str, roles: Iterable[str] = (), demo: bool = False) -> User:
+    def __new__(cls, name: str, roles: Iterable[str] = (), demo: bool = False, session: str | None = None) -> User:
         obj = super().__new__(cls, name)
         obj.roles = frozenset(roles)
         obj.demo = demo
+        obj.session = session
         return obj
 
     def can(self, role: str) -> bool:
@@ -101,22 +128,51 @@ class Forbidden(UserError):
     """An action the signed-in person's role does not allow."""
 
 
+def current(store: Store, user: User) -> User | None:
+    """``user`` as the store says it is now: None when its session has ended or expired, or its
+    account is gone or disabled; otherwise with the account's current roles. A person acting
+    in-process (no session) keeps the roles given unless the store has an account of that name."""
+    if user.session is not None:
+        row = store.session_account(user.session)
+        if row is None or row["user"] != str(user) or bool(row["demo"]) != user.demo:
+            return None
+        if row["demo"]:
+            return User(DEMO_NAME, [Role.CURATOR], demo=True, session=user.session)
+    elif user.demo:
+        return user
+    else:
+        row = store.user_row(str(user))
+        if row is None:
+            return user
+    return None if row["disabled"] else User(str(user), row["roles"].split(","), session=user.session)
+
+
 def require(store: Store, user: object, role: str | None, action: str, project_id: int | None = None) -> User:
-    """Return ``user`` if they may do ``action`` (which needs ``role``; None: any signed-in person) on
-    ``project_id``; otherwise
-    write a ``forbidden`` audit row and raise :class:`Forbidden`. A demo session may only do
+    """Return the acting person, as the store has them now, if they may do ``action`` (which needs
+    ``role``; None: any signed-in person) on ``project_id``; otherwise write a ``forbidden`` audit
+    row and raise :class:`Forbidden`. The session and account are read again each time (a tab open
+    since before its account was disabled, demoted or its session expired is refused); call it inside
+    :func:`acting` so that the check and the action are one transaction. A demo session may only do
     :data:`DEMO_ACTIONS`, and only on the demo project."""
-    ok = isinstance(user, User) and (role is None or user.can(role))
+    fresh = current(store, user) if isinstance(user, User) else None
+    if isinstance(user, User) and fresh is None:
+        store.audit_refusal(str(user), "forbidden", project_id, attempted=action, needs=role, session_ended=True)
+        raise Forbidden(
+            f"{user} is no longer signed in (the session ended or the account was disabled): sign in again",
+            "session_ended",
+            action=action,
+        )
+    ok = fresh is not None and (role is None or fresh.can(role))
     demo_refused = False
-    if isinstance(user, User) and user.demo:
+    if fresh is not None and fresh.demo:
         p = store.project(project_id) if project_id is not None else None
         on_demo = project_id is None if action == "open_demo" else bool(p and p["is_demo"])
         ok = ok and action in DEMO_ACTIONS and on_demo
         demo_refused = not ok
     if ok:
-        return user
+        return fresh
     name = str(user) if isinstance(user, str) and user else "anonymous"
-    store.audit(name, "forbidden", project_id, attempted=action, needs=role, demo=demo_refused)
+    store.audit_refusal(name, "forbidden", project_id, attempted=action, needs=role, demo=demo_refused)
     if demo_refused:
         raise Forbidden(
             f"the demo session cannot {action.replace('_', ' ')}: sign in with an account that may",
@@ -130,19 +186,72 @@ def require(store: Store, user: object, role: str | None, action: str, project_i
     )
 
 
+@contextlib.contextmanager
+def acting(store: Store, user: object, role: str | None, action: str, project_id: int | None = None) -> Iterator[User]:
+    """One write transaction in which :func:`require` checks ``user`` and the body does what it allows:
+    an account disabled, demoted or signed out meanwhile cannot slip in between. Yields the person as
+    the store has them now."""
+    with store.transaction():
+        yield require(store, user, role, action, project_id)
+
+
 # ---- passwords and accounts -----------------------------------------------------------------
+# Names the workbench itself writes as an actor (audit rows of refusals and of a name-less sign-in),
+# or that would pass for it; compared after NFKC and case folding.
+RESERVED_NAMES = frozenset({DEMO_NAME, "anonymous", "unknown", "nobody", "system", "workbench"})
+# Passwords the first guesses of any attacker try; compared case-folded. Not a full breach list: a
+# floor, with the length, under what an admin may hand out.
+COMMON_PASSWORDS = frozenset(
+    """password password1 password12 password123 passw0rd p@ssw0rd p@ssword 12345678 123456789
+    1234567890 0123456789 87654321 11111111 00000000 12341234 11223344 123123123 qwertyui qwerty12
+    qwerty123 qwertyuiop 1q2w3e4r 1qaz2wsx zaq12wsx q1w2e3r4 asdfghjk asdf1234 abcd1234 abc12345
+    iloveyou letmein1 welcome1 welcome123 changeme admin123 administrator trustno1 sunshine princess
+    football baseball superman starwars whatever dragon12 monkey12 secret12 master12 computer
+    internet""".split()
+)
+_JAPANESE = {"CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH"}
+
+
+def _script(ch: str) -> str:
+    """The script of a letter, by its Unicode name's first word (Japanese writing counts as one)."""
+    word = unicodedata.name(ch, "UNKNOWN").split()[0]
+    return "JAPANESE" if word in _JAPANESE else word
+
+
+def normal_name(name: str) -> str:
+    """A user name as it is kept and compared: NFKC (full-width ``ａｄｍｉｎ`` is ``admin``), no
+    surrounding spaces."""
+    return unicodedata.normalize("NFKC", name or "").strip()
+
+
 def _check_name(name: str) -> str:
-    name = (name or "").strip()
+    name = normal_name(name)
     if not re.fullmatch(r"[\w.@-]{1,64}", name):
         raise UserError("a user name is 1–64 letters, digits or . _ @ -", "user_name")
-    if name.lower() == DEMO_NAME:
+    if name.casefold() == DEMO_NAME:
         raise UserError(f"the name {DEMO_NAME!r} is kept for the demo session", "user_name_reserved", name=name)
+    if name.casefold() in RESERVED_NAMES:
+        raise UserError(f"the name {name} is kept for the workbench's own records", "user_name_kept", name=name)
+    if len({_script(c) for c in name if c.isalpha()}) > 1:
+        raise UserError(
+            f"the name {name} mixes letters of different scripts (Latin and Cyrillic, say), so it could pass for "
+            "another name: use one script",
+            "user_name_mixed",
+            name=name,
+        )
     return name
 
 
-def _check_password(password: str) -> str:
+def _check_password(password: str, name: str) -> str:
     if len(password or "") < MIN_PASSWORD:
         raise UserError(f"a password needs at least {MIN_PASSWORD} characters", "password_short", n=MIN_PASSWORD)
+    folded = password.casefold()
+    if folded in COMMON_PASSWORDS or folded == name.casefold() or len(set(folded)) < 4:
+        raise UserError(
+            "this password is among the first ones anyone would guess (a common password, the name, or a few "
+            "characters repeated): choose another",
+            "password_common",
+        )
     return password
 
 
@@ -168,38 +277,45 @@ def users(store: Store) -> list[dict]:
 def create_user(store: Store, admin: User | None, name: str, password: str, roles: Iterable[str]) -> User:
     """Make an account. The very first account needs no admin and must be an admin itself."""
     name, roles = _check_name(name), _check_roles(roles)
-    _check_password(password)
-    first = not has_users(store)
-    if first:
-        if Role.ADMIN not in roles:
-            raise UserError("the first account must be an admin", "first_admin")
-        creator = name
-    else:
-        creator = require(store, admin, Role.ADMIN, "manage_users")
-    if store.user_row(name):
-        raise UserError(f"there is already an account named {name}", "user_exists", name=name)
-    store.add_user(name, _hasher.hash(password), roles, str(creator))
-    store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
+    _check_password(password, name)
+    password_hash = _hash(password)  # slow on purpose: before the transaction
+    # Whether this is the first account, who may make it and the new row: one write transaction, so
+    # that of several first-run forms sent at once only one makes an admin and the others are refused.
+    with store.transaction():
+        first = not has_users(store)
+        if first:
+            if Role.ADMIN not in roles:
+                raise UserError("the first account must be an admin", "first_admin")
+            creator = name
+        else:  # a first-run form sent after another one made the first admin is refused here
+            creator = require(store, admin, Role.ADMIN, "manage_users")
+        same = [r["name"] for r in store.user_rows() if normal_name(r["name"]).casefold() == name.casefold()]
+        if same:  # "ROOT" beside "root" would be two people the pages show alike
+            raise UserError(f"there is already an account named {same[0]}", "user_exists", name=same[0])
+        store.add_user(name, password_hash, roles, str(creator))
+        store.audit(creator, "user_created", None, user=name, roles=roles, first=first)
     return User(name, roles)
 
 
 def set_roles(store: Store, admin: User, name: str, roles: Iterable[str]) -> None:
-    require(store, admin, Role.ADMIN, "manage_users")
-    roles = _check_roles(roles)
-    row = _user_row(store, name)
-    if Role.ADMIN not in roles and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
-        raise UserError("keep at least one admin account", "last_admin")
-    store.set_user_roles(name, roles)
-    store.audit(admin, "roles_changed", None, user=name, roles=roles, previous=row["roles"].split(","))
+    with acting(store, admin, Role.ADMIN, "manage_users") as admin:
+        roles = _check_roles(roles)
+        row = _user_row(store, name)
+        if Role.ADMIN not in roles and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
+            raise UserError("keep at least one admin account", "last_admin")
+        store.set_user_roles(name, roles)
+        store.audit(admin, "roles_changed", None, user=name, roles=roles, previous=row["roles"].split(","))
 
 
 def reset_password(store: Store, admin: User, name: str, password: str) -> None:
     """Set a new password for an account; its open sessions end."""
     require(store, admin, Role.ADMIN, "manage_users")
-    _user_row(store, name)
-    _check_password(password)
-    store.reset_password_hash(name, _hasher.hash(password))  # also ends its sessions and lifts a lock
-    store.audit(admin, "password_reset", None, user=name)
+    _check_password(password, name)
+    password_hash = _hash(password)  # slow on purpose: before the transaction
+    with acting(store, admin, Role.ADMIN, "manage_users") as admin:
+        _user_row(store, name)
+        store.reset_password_hash(name, password_hash)  # also ends its sessions and lifts a lock
+        store.audit(admin, "password_reset", None, user=name)
 
 
 def _user_row(store: Store, name: str) -> dict:
@@ -218,16 +334,16 @@ def set_disabled(store: Store, admin: User, name: str, disabled: bool) -> None:
     """Disable an account (it cannot sign in, and its open sessions end at once) or enable it again.
     Nothing it did is removed: its labels, runs and audit rows keep its name. An admin cannot disable
     their own account, nor the last admin account that can sign in."""
-    require(store, admin, Role.ADMIN, "manage_users")
-    row = _user_row(store, name)
-    if bool(row["disabled"]) == disabled:
-        return
-    if disabled and name == str(admin):
-        raise UserError("you cannot disable your own account", "disable_self")
-    if disabled and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
-        raise UserError("keep at least one admin account", "last_admin")
-    store.set_user_disabled(name, disabled)
-    store.audit(admin, "account_disabled" if disabled else "account_enabled", None, user=name)
+    with acting(store, admin, Role.ADMIN, "manage_users") as admin:
+        row = _user_row(store, name)
+        if bool(row["disabled"]) == disabled:
+            return
+        if disabled and name == str(admin):
+            raise UserError("you cannot disable your own account", "disable_self")
+        if disabled and Role.ADMIN in row["roles"].split(",") and _admin_count(store) == 1:
+            raise UserError("keep at least one admin account", "last_admin")
+        store.set_user_disabled(name, disabled)
+        store.audit(admin, "account_disabled" if disabled else "account_enabled", None, user=name)
 
 
 def ensure_admin_from_env(store: Store) -> bool:
@@ -267,27 +383,35 @@ def locked_minutes(store: Store, name: str) -> int:
     return max(1, math.ceil((recent[-1] + window - time.time()) / 60))
 
 
+def _count_attempt(store: Store, name: str) -> None:
+    """Refuse a locked ``name``; otherwise count this attempt as a failure now, in the same write
+    transaction as the check (a success takes it back). So of any number of attempts sent at once,
+    at most ``$BIASREPAIR_SIGNIN_ATTEMPTS`` get their password checked."""
+    with store.transaction():
+        minutes = locked_minutes(store, name)
+        if minutes:
+            store.audit_refusal(name or "anonymous", "sign_in_locked", None, minutes=minutes)
+            raise UserError(
+                f"too many failed sign-ins as {name}: try again in {minutes} minute(s), or ask an admin for a new password",
+                "sign_in_locked",
+                name=name,
+                minutes=minutes,
+            )
+        store.add_sign_in_failure(name)
+
+
 def sign_in(store: Store, name: str, password: str) -> str:
     """Check a name and password; return a new session token. A failure says nothing about which
     of the two was wrong and is audited (with the name only); too many failures lock the name for a
     while (see the module's text)."""
-    name = (name or "").strip()
-    minutes = locked_minutes(store, name)
-    if minutes:
-        store.audit(name or "anonymous", "sign_in_locked", None, minutes=minutes)
-        raise UserError(
-            f"too many failed sign-ins as {name}: try again in {minutes} minute(s), or ask an admin for a new password",
-            "sign_in_locked",
-            name=name,
-            minutes=minutes,
-        )
+    name = normal_name(name)
+    _count_attempt(store, name)
     row = store.user_row(name)
     try:
-        _hasher.verify(row["password_hash"] if row else _nobody_hash(), password or "")
+        _verify(row["password_hash"] if row else _nobody_hash(), password or "")
         if row is None:
             raise VerificationError("no such user")
     except (VerificationError, InvalidHashError):
-        store.add_sign_in_failure(name)
         store.audit(name or "anonymous", "sign_in_failed", None)
         raise UserError("wrong name or password", "sign_in_failed") from None
     store.clear_sign_in_failures(name)
@@ -295,7 +419,7 @@ def sign_in(store: Store, name: str, password: str) -> str:
         store.audit(name, "sign_in_refused_disabled", None)
         raise UserError(f"the account {name} is disabled: ask an admin", "account_disabled", name=name)
     if _hasher.check_needs_rehash(row["password_hash"]):
-        store.set_password_hash(name, _hasher.hash(password))
+        store.set_password_hash(name, _hash(password))
     token = _new_session(store, name, demo=False)  # first: a bad session setting refuses the sign-in
     store.audit(name, "signed_in", None)
     return token
@@ -313,13 +437,13 @@ def user_for(store: Store, token: str | None) -> User | None:
     unknown, expired or its account is gone or disabled."""
     if not token:
         return None
-    row = store.session_row(_digest(token))
-    if row is None or row["expires_at"] < time.time():
+    digest = _digest(token)
+    row = store.session_account(digest)
+    if row is None or row["disabled"]:
         return None
     if row["demo"]:
-        return User(DEMO_NAME, [Role.CURATOR], demo=True)
-    account = store.user_row(row["user"])
-    return User(row["user"], account["roles"].split(",")) if account and not account["disabled"] else None
+        return User(DEMO_NAME, [Role.CURATOR], demo=True, session=digest)
+    return User(row["user"], row["roles"].split(","), session=digest)
 
 
 def sign_out(store: Store, token: str | None) -> None:
@@ -342,8 +466,8 @@ def four_eyes_relaxed(store: Store) -> bool:
 
 
 def set_four_eyes_relaxed(store: Store, admin: User, relaxed: bool) -> None:
-    require(store, admin, Role.ADMIN, "change_settings")
-    if four_eyes_relaxed(store) == relaxed:
-        return
-    store.set_setting(RELAX_FOUR_EYES, "1" if relaxed else "0")
-    store.audit(admin, "four_eyes_relaxed" if relaxed else "four_eyes_restored", None)
+    with acting(store, admin, Role.ADMIN, "change_settings") as admin:
+        if four_eyes_relaxed(store) == relaxed:
+            return
+        store.set_setting(RELAX_FOUR_EYES, "1" if relaxed else "0")
+        store.audit(admin, "four_eyes_relaxed" if relaxed else "four_eyes_restored", None)

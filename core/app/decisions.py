@@ -12,8 +12,8 @@ and the report.
 
 from __future__ import annotations
 
-from core.app.accounts import Role, User, four_eyes_relaxed, require
-from core.app.integrity import check_stored_model, stored_model_sha256
+from core.app.accounts import Role, User, acting, four_eyes_relaxed, require
+from core.app.integrity import check_run_model, check_stored_model
 from core.app.interpolated_runs import interpolation_of
 from core.app.runs import run_metrics
 from core.app.store import Store
@@ -53,7 +53,7 @@ def check_four_eyes(store: Store, run: dict, user: User) -> tuple[dict[str, list
     relaxed = conflict and four_eyes_relaxed(store)
     if conflict and not relaxed:
         part = "started" if str(user) in who["started"] else "labelled most of the counterexamples of"
-        store.audit(user, "forbidden", run["project_id"], attempted="approve", run_id=run["id"], four_eyes=part)
+        store.audit_refusal(user, "forbidden", run["project_id"], attempted="approve", run_id=run["id"], four_eyes=part)
         raise UserError(
             f"{user} {part} repair #{run['id']}, so another approver must approve it (four-eyes rule)",
             "four_eyes",
@@ -68,10 +68,16 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
     active model.
 
     A run the verdict flags can only be approved with ``override`` and a written ``reason``. The
-    four-eyes rule applies unless an admin relaxed it. Returns the id of the repaired model.
+    four-eyes rule applies unless an admin relaxed it. Who approves is checked in the same transaction
+    that records the approval. Returns the id of the repaired model.
     """
     run = store.run(run_id)
-    require(store, user, Role.APPROVER, "approve", run["project_id"] if run else None)
+    with acting(store, user, Role.APPROVER, "approve", run["project_id"] if run else None) as user:
+        return _approve(store, run_id, comment, user, override, reason)
+
+
+def _approve(store: Store, run_id: int, comment: str, user: User, override: bool, reason: str) -> int:
+    run = store.run(run_id)
     m = run_metrics(store, run_id)
     if run is None or m is None:
         raise UserError("only a finished run can be approved", "approve_unfinished")
@@ -81,7 +87,14 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
         raise UserError(
             "this repair is flagged; tick the override box and write a reason to approve it", "override_needed"
         )
-    mid = _repaired_model(store, run)
+    try:
+        mid = _repaired_model(store, run)
+    except UserError as exc:
+        if exc.key == "files_changed":  # tampering: on the record, though the approval rolls back
+            store.audit_refusal(
+                user, "files_changed", run["project_id"], attempted="approve", run_id=run["id"], why=str(exc)
+            )
+        raise
     store.set_run(run_id, decision="approved", repaired_model_id=mid)
     store.set_project(run["project_id"], active_model_id=mid)
     store.audit(
@@ -112,13 +125,16 @@ def _repaired_model(store: Store, run: dict) -> int:
     if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
         check_stored_model(store.model(run["repaired_model_id"]))
         return run["repaired_model_id"]
+    # The weights must be those the repair wrote (their hashes are in its run_done audit row).
+    finished = store.run_finished_sha256(run["project_id"], run["id"])
+    stored = check_run_model(folder.model_dir, finished, f"repair #{run['id']}")
     return store.add_model(
         run["project_id"],
         "repaired",
         f"repair of run {run['id']}",
         folder.model_dir,
         meta.to_dict(),
-        stored_model_sha256(folder.model_dir),
+        stored,
         run_id=run["id"],
     )
 
@@ -129,7 +145,12 @@ def reject_run(store: Store, run_id: int, comment: str, actor: User) -> None:
     run = store.run(run_id)
     if run is None:
         raise UserError(f"run {run_id} does not exist")
-    require(store, actor, Role.APPROVER, "reject", run["project_id"])
+    with acting(store, actor, Role.APPROVER, "reject", run["project_id"]) as actor:
+        _reject(store, store.run(run_id), comment, actor)
+
+
+def _reject(store: Store, run: dict, comment: str, actor: User) -> None:
+    run_id = run["id"]
     store.set_run(run_id, decision="rejected")
     store.audit(actor, "rejected", run["project_id"], run_id=run_id, comment=comment.strip())
     p = store.project(run["project_id"])
@@ -147,16 +168,19 @@ def reject_run(store: Store, run_id: int, comment: str, actor: User) -> None:
 
 def rollback(store: Store, project_id: int, actor: User) -> None:
     """Make the base model active again (the repair stays on record and can be approved again)."""
-    require(store, actor, Role.APPROVER, "roll_back", project_id)
-    p = store.project(project_id)
-    if p["active_model_id"] == p["base_model_id"]:
-        raise UserError("the original model is already the active one", "already_original")
-    store.set_project(project_id, active_model_id=p["base_model_id"])
-    store.audit(actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"])
+    with acting(store, actor, Role.APPROVER, "roll_back", project_id) as actor:
+        p = store.project(project_id)
+        if p["active_model_id"] == p["base_model_id"]:
+            raise UserError("the original model is already the active one", "already_original")
+        store.set_project(project_id, active_model_id=p["base_model_id"])
+        store.audit(
+            actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"]
+        )
 
 
 def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
-    """The repaired (merged) model of a run as a bundle zip, for an approver."""
+    """The repaired (merged) model of a run as a bundle zip, for an approver: made only once the
+    store says ``actor`` may export (read afresh; :func:`record_export` checks again when it records)."""
     run = store.run(run_id)
     require(store, actor, Role.APPROVER, "export", run["project_id"] if run else None)
     folder = RunFolder(run["out_dir"])
@@ -182,22 +206,22 @@ def approval(store: Store, run_id: int) -> dict | None:
 def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
     """The audit row of an export, naming who exported and who approved the model and when."""
     run = store.run(run_id)
-    require(store, actor, Role.APPROVER, "export", run["project_id"])
-    a = approval(store, run_id)
-    store.audit(
-        actor,
-        "exported",
-        run["project_id"],
-        run_id=run_id,
-        sha256=sha256_bytes(data),
-        bytes=len(data),
-        approved_by=a["actor"] if a else None,
-        approved_at=a["ts"] if a else None,
-        four_eyes=a["detail"].get("four_eyes") if a else None,
-    )
+    with acting(store, actor, Role.APPROVER, "export", run["project_id"]) as actor:
+        a = approval(store, run_id)
+        store.audit(
+            actor,
+            "exported",
+            run["project_id"],
+            run_id=run_id,
+            sha256=sha256_bytes(data),
+            bytes=len(data),
+            approved_by=a["actor"] if a else None,
+            approved_at=a["ts"] if a else None,
+            four_eyes=a["detail"].get("four_eyes") if a else None,
+        )
 
 
 def record_report(store: Store, run_id: int, data: bytes, actor: User) -> None:
     run = store.run(run_id)
-    require(store, actor, None, "report", run["project_id"])
-    store.audit(actor, "report", run["project_id"], run_id=run_id, sha256=sha256_bytes(data))
+    with acting(store, actor, None, "report", run["project_id"]) as actor:
+        store.audit(actor, "report", run["project_id"], run_id=run_id, sha256=sha256_bytes(data))

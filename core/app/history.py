@@ -13,6 +13,15 @@ from core.app.accounts import User
 from core.app.store import Store
 
 
+def chain_alarm(store: Store, t: Callable[..., str]) -> str | None:
+    """The alarm to show when the audit log's hash chain is broken (``Store.audit_chain_break``), in the
+    language of ``t``; None when it holds."""
+    broken = store.audit_chain_break()
+    if broken is None:
+        return None
+    return t(f"audit_chain_{broken.kind}", row=broken.row_id if broken.row_id is not None else "-")
+
+
 def history_frame(store: Store, project_id: int | None = None) -> pd.DataFrame:
     """The audit log as a table (oldest first): when, who, what, and the details as JSON."""
     rows = [

@@ -1,8 +1,11 @@
 """Integrity of stored models: the SHA-256 of the files as stored, checked before they are used.
 
-A repaired model's hashes are recorded when it is approved; exporting it, or loading it for any
-computation, first checks the files on disk still have those hashes, so weights changed behind the
-workbench's back are refused rather than handed on. No torch here: pages call this too.
+A base model's hashes are recorded when it is stored, a repair's when its run finishes (in the
+``run_done`` audit row), a repaired model's again when it is approved. Loading a model for any
+computation (a repair included) or exporting it first checks the files on disk still have those
+hashes, and approving a run checks its weights against the hashes written when it finished, so
+weights changed behind the workbench's back are refused rather than used or handed on. No torch
+here: pages call this too.
 """
 
 from __future__ import annotations
@@ -29,25 +32,43 @@ def stored_model_sha256(model_dir: str | Path) -> dict[str, str]:
     return {name: file_sha256(Path(model_dir) / name) for name in MODEL_FILES}
 
 
-def check_stored_model(model: dict) -> None:
-    """Refuse an approved (repaired) model whose files no longer match the hashes recorded for it.
+def check_stored_model(model: dict, base_recorded: bool = False) -> None:
+    """Refuse a stored model whose files no longer match the hashes recorded for it.
 
-    ``model`` is a row of :meth:`core.app.store.Store.model`. Base models of stores made before hashes
-    of the stored files were recorded are not checked (their rows hold the upload's hashes).
+    ``model`` is a row of :meth:`core.app.store.Store.model`. A repaired model is always checked; a
+    base model when ``base_recorded`` says its row holds the hashes of the stored files
+    (:meth:`core.app.store.Store.model_hashes_recorded`: stores made before those were recorded hold
+    the upload's hashes there, and their base models are not checked).
     """
-    if model.get("kind") != "repaired":
+    kind = model.get("kind")
+    if kind != "repaired" and not (kind == "base" and base_recorded):
         return
+    since = "it was approved" if kind == "repaired" else "it was stored"
     recorded = model.get("sha256") or {}
     for name in MODEL_FILES:
-        f = Path(model["path"]) / name
-        if name not in recorded:
-            continue
-        try:
-            actual = file_sha256(f)
-        except OSError as exc:
-            raise UserError(f"{model['name']}: {name} cannot be read ({exc.strerror or exc}); refused") from None
-        if actual != recorded[name]:
-            raise UserError(
-                f"{model['name']}: {name} changed on disk since it was approved (SHA-256 {actual[:12]}…, "
-                f"recorded {recorded[name][:12]}…); it is refused. Restore the approved file"
-            )
+        if name in recorded:
+            _check_file(Path(model["path"]) / name, recorded[name], model["name"], since)
+
+
+def check_run_model(model_dir: str | Path, recorded: dict[str, str] | None, what: str) -> dict[str, str]:
+    """The hashes of a run's repaired model as stored in ``model_dir``, refused when they differ from
+    ``recorded`` (those written when the run finished; None for a run finished before they were)."""
+    for name in MODEL_FILES:
+        if recorded and name in recorded:
+            _check_file(Path(model_dir) / name, recorded[name], what, "the repair finished")
+    return stored_model_sha256(model_dir)
+
+
+def _check_file(f: Path, recorded: str, what: str, since: str) -> None:
+    try:
+        actual = file_sha256(f)
+    except OSError as exc:
+        raise UserError(f"{what}: {f.name} cannot be read ({exc.strerror or exc}); refused") from None
+    if actual != recorded:
+        raise UserError(
+            f"{what}: {f.name} changed on disk since {since} (SHA-256 {actual[:12]}…, "
+            f"recorded {recorded[:12]}…); it is refused. Restore the file as it was",
+            "files_changed",
+            what=what,
+            file=f.name,
+        )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.app import jobs
-from core.app.accounts import User, require
+from core.app.accounts import User, acting, require
 from core.app.evaluation import evaluate_model_on, reported_rows
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -224,11 +224,12 @@ def set_label(
         raise UserError(f"unknown label {label!r} (classes: {', '.join(s['class_names'])})")
     did, path = _split_key(key)
     attr = _item_attribute(store, did, path)
-    prev = store.set_label(project_id, did, path, label, attr or None, actor, expected_version)
-    if prev == label:
-        return
-    action = "label_added" if prev is None else "label_changed"
-    store.audit(actor, action, project_id, image=path, dataset_id=did, label=label, previous=prev)
+    with acting(store, actor, "curator", "label", project_id) as actor:  # checked again with the write
+        prev = store.set_label(project_id, did, path, label, attr or None, actor, expected_version)
+        if prev == label:
+            return
+        action = "label_added" if prev is None else "label_changed"
+        store.audit(actor, action, project_id, image=path, dataset_id=did, label=label, previous=prev)
 
 
 def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor: User) -> int:
@@ -240,11 +241,11 @@ def set_labels(store: Store, project_id: int, keys: list[str], label: str, actor
 
 def remove_label(store: Store, project_id: int, key: str, actor: User, expected_version: int | None = None) -> None:
     """Take an image out of the counterexamples (``expected_version`` as in :func:`set_label`)."""
-    require(store, actor, "curator", "label", project_id)
     did, path = _split_key(key)
-    prev = store.remove_label(project_id, did, path, actor, expected_version)
-    if prev is not None:
-        store.audit(actor, "label_removed", project_id, image=path, dataset_id=did, label=prev)
+    with acting(store, actor, "curator", "label", project_id) as actor:
+        prev = store.remove_label(project_id, did, path, actor, expected_version)
+        if prev is not None:
+            store.audit(actor, "label_removed", project_id, image=path, dataset_id=did, label=prev)
 
 
 def chosen_set(store: Store, project_id: int) -> list[dict]:

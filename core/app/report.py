@@ -22,7 +22,7 @@ from PIL import Image
 from plotly.offline import get_plotlyjs
 
 from core.app import charts, display
-from core.app.accounts import User
+from core.app.accounts import User, require
 from core.app.display import group_name, percent, points
 from core.app.review import ReviewContent, decision_events, review_content
 from core.app.runs import tradeoff_points
@@ -210,7 +210,10 @@ def report_figures(store: Store, content: ReviewContent, t: Callable[..., str]) 
 def report_html(store: Store, run_id: int, actor: User, t: Callable[..., str], lang: str, tz: str | None) -> str:
     """The report of a repair at full strength (whatever strength the Review page previews), made by
     ``actor``: the same content the Review page shows (:func:`core.app.review.review_content`), its
-    charts, and the decisions on it, in the language of ``t`` and the time zone ``tz``."""
+    charts, and the decisions on it, in the language of ``t`` and the time zone ``tz``. Made only once
+    the store says ``actor`` is still signed in (a tab left open after its session ended gets nothing)."""
+    run = store.run(run_id)
+    actor = require(store, actor, None, "report", run["project_id"] if run else None)
     content = review_content(store, run_id, t)
     return build_report(
         title=t("report_title", run=run_id),

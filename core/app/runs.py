@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
-from core.app.accounts import User, require
+from core.app.accounts import User, acting, require
 from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
@@ -71,8 +71,9 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         # Materialise the counterexample set before the worker can see the run.
         folder = RunFolder(store.artifact_dir("runs", str(run_id)))
         data = _run_data(store, s, _copy_counterexamples(chosen, folder))
-        store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
-        store.queue_run(run_id, folder.root)
+        with acting(store, actor, "curator", "start_run", project_id):  # still allowed, as it is queued
+            store.set_run_request(run_id, dataclasses.replace(request, data=data).to_json())
+            store.queue_run(run_id, folder.root)
     except BaseException as exc:
         # Whatever went wrong while preparing, the run ends as failed with its reason; none stays 'preparing'.
         reason = str(exc) if isinstance(exc, UserError) else f"preparing the run failed: {type(exc).__name__}: {exc}"
@@ -145,13 +146,14 @@ def resume_queued(store: Store) -> bool:
 def cancel_run(store: Store, run_id: int, actor: User) -> None:
     """Ask a run to stop. A queued run is cancelled at once; a running one within about a second."""
     run = store.run(run_id)
-    require(store, actor, "curator", "cancel_run", run["project_id"] if run else None)
-    if run is None or run["status"] not in IN_QUEUE_RUN_STATES:
-        return
-    store.set_run(run_id, cancel_requested=1)
-    if run["status"] == "queued":
-        store.finish_run(run_id, "cancelled", stop_reason=StopReason.CANCELLED.value)
-    store.audit(actor, "run_cancel_requested", run["project_id"], run_id=run_id)
+    with acting(store, actor, "curator", "cancel_run", run["project_id"] if run else None) as actor:
+        run = store.run(run_id)
+        if run is None or run["status"] not in IN_QUEUE_RUN_STATES:
+            return
+        store.set_run(run_id, cancel_requested=1)
+        if run["status"] == "queued":
+            store.finish_run(run_id, "cancelled", stop_reason=StopReason.CANCELLED.value)
+        store.audit(actor, "run_cancel_requested", run["project_id"], run_id=run_id)
 
 
 def run_progress(store: Store, run_id: int) -> dict:

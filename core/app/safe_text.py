@@ -6,6 +6,11 @@ and pill labels) as Markdown, so ``![](http://…)`` would load an outside image
 a bare URL would become a live link; plotly renders a few HTML tags (``<a href>``, ``<b>``) in
 labels and hover text. :func:`md` and :func:`plot_text` make a user string inert in each. The HTML
 report escapes everything with :func:`html.escape`.
+
+Backslash escapes are not enough for bare URLs: Streamlit's Markdown (remark-gfm) finds literal
+autolinks (``http://…``, ``https://…``, ``www.…``, ``name@host.tld``) in the text *after* escapes are
+resolved, so :func:`md` also puts an invisible WORD JOINER (U+2060) inside each such pattern
+(``http⁠://``, ``www⁠.``, ``mail⁠@``): the text reads the same and no longer matches.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import re
 # and autolinks (< > & : @), emphasis and code (* ` ~), Streamlit's :color[…] and $LaTeX$, tables (|).
 _ALWAYS = frozenset("\\`*{}[]()<>#!|~$:&@^")
 _LINE_START = re.compile(r"^([-+=>]|\d+(?=[.)]))")
-_WWW = re.compile(r"(?i)\b(www)\.")
+JOINER = "\u2060"  # WORD JOINER: invisible, and no autolink pattern matches across it
+_AUTOLINK = re.compile(r"(?i)((?:https?|ftp|mailto|xmpp)(?=:)|www(?=\.)|[^\s@](?=@))")
 
 
 def md(value: object) -> str:
     """``value`` as Markdown that renders as exactly its text, so a user's string can never become a
     link, an image, HTML or formatting. Line breaks become spaces (no headings or lists); characters
     that start Markdown syntax are backslash-escaped (CommonMark allows escaping any ASCII
-    punctuation); ``_`` only where it could start emphasis (``num_classes`` stays as it is); ``www.``
-    is broken so it is not auto-linked; a leading list or quote marker is escaped."""
-    text = " ".join(str(value).split())
+    punctuation); ``_`` only where it could start emphasis (``num_classes`` stays as it is); a bare
+    URL, ``www.`` or e-mail address gets an invisible word joiner so it is not auto-linked (see the
+    module's text); a leading list or quote marker is escaped."""
+    text = _AUTOLINK.sub(lambda m: m.group(1) + JOINER, " ".join(str(value).split()))
     out = []
     for i, ch in enumerate(text):
         if ch in _ALWAYS:
@@ -35,7 +42,7 @@ def md(value: object) -> str:
             out.append("\\_")
         else:
             out.append(ch)
-    escaped = _WWW.sub(r"\1\\.", "".join(out))
+    escaped = "".join(out)
     return _LINE_START.sub(lambda m: "\\" + m.group(1) if not m.group(1).isdigit() else m.group(1) + "\\", escaped)
 
 

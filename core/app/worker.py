@@ -24,6 +24,7 @@ import time
 import traceback
 
 from core.app import compute
+from core.app.integrity import stored_model_sha256
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, reap_dead_workers
 from core.app.pool import unlabeled_images
 from core.app.rayruns import RayRuns
@@ -35,6 +36,7 @@ from core.engine.loop import PreparedData
 from core.engine.repair import prepare_data, repair, write_run
 from core.engine.request import DataRefs, RunRequest
 from core.engine.results import RunMetrics
+from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.datasets import ImageDataset, load_dataset
 
@@ -176,7 +178,7 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         result = repair(bundle, request, data, progress=reporter.progress, should_stop=reporter.should_stop)
         reporter.flush()
         status = _record_end(store, run, result, bundle.meta, eval_set, interrupt)
-        summary = _summary(result.metrics) if status == "done" else {}
+        summary = _summary(result.metrics, run["out_dir"]) if status == "done" else {}
         store.audit(run["created_by"], f"run_{status}", run["project_id"], run_id=run_id, method=run["method"],
                     config=run["config"], stop_reason=result.stop.describe(), **summary)  # fmt: skip
         return status
@@ -227,9 +229,12 @@ def _record_end(store: Store, run: dict, result, meta, eval_set, interrupt: thre
     return "done"
 
 
-def _summary(m: RunMetrics) -> dict:
-    """A finished run's numbers for its audit row."""
+def _summary(m: RunMetrics, out_dir: str) -> dict:
+    """A finished run's numbers for its audit row, and the SHA-256 of its repaired model's files as
+    written (checked again before it is approved, see core/app/integrity.py)."""
+    folder = RunFolder(out_dir)
     return {
+        "sha256": stored_model_sha256(folder.model_dir) if folder.has_model() else None,
         "accuracy_before": m.before.accuracy,
         "accuracy_after": m.after.accuracy,
         "worst_group_before": m.before.worst_group_accuracy,

@@ -61,6 +61,20 @@ class AccountRows(StoreBase):
                 (token_sha256, user, int(demo), now_iso(), now + lifetime_s),
             )
 
+    def session_account(self, token_sha256: str) -> dict | None:
+        """A live session with its account's current state, read together: ``user``, ``demo``,
+        ``roles`` and ``disabled`` (None for the demo session, which has no account); None when the
+        session is unknown, over, or its account is gone."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT s.user, s.demo, u.roles, u.disabled, u.name AS account FROM sessions s"
+                " LEFT JOIN users u ON u.name = s.user WHERE s.token_sha256 = ? AND s.expires_at >= ?",
+                (token_sha256, time.time()),
+            ).fetchone()
+        if row is None or (not row["demo"] and row["account"] is None):
+            return None
+        return dict(row)
+
     def session_row(self, token_sha256: str) -> dict | None:
         return self._one("SELECT * FROM sessions WHERE token_sha256 = ?", (token_sha256,))
 

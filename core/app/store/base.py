@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +61,15 @@ def open_connection(db_path: Path) -> sqlite3.Connection:
     return con
 
 
+_OPEN = threading.local()  # this thread's open transaction per database: {db_path: (connection, pending)}
+
+
+def _open_transactions() -> dict[Path, tuple[sqlite3.Connection, list[Callable[[], object]]]]:
+    if not hasattr(_OPEN, "by_db"):
+        _OPEN.by_db = {}
+    return _OPEN.by_db
+
+
 class StoreBase:
     """A handle on one store folder. Cheap to create; holds no open connection.
 
@@ -79,8 +89,42 @@ class StoreBase:
             con.close()
 
     @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction around several of the store's calls on this thread: they all see, and
+        commit or roll back, together (the check of who acts and the action it allows, say). Rows
+        that must outlive a rollback (a refusal's audit row) are kept aside by :meth:`_after` and
+        written once the transaction is over. Nested calls join the outer transaction."""
+        open_now = _open_transactions()
+        if self.db_path in open_now:
+            yield
+            return
+        pending: list[Callable[[], object]] = []
+        try:
+            with self._connect() as con:
+                open_now[self.db_path] = (con, pending)
+                yield
+        finally:
+            open_now.pop(self.db_path, None)
+            for write in pending:
+                write()
+
+    def _after(self, write: Callable[[], object]) -> None:
+        """Do a write now, or, inside :meth:`transaction`, once it is over whatever its outcome
+        (committed or rolled back)."""
+        joined = _open_transactions().get(self.db_path)
+        if joined is None:
+            write()
+        else:
+            joined[1].append(write)
+
+    @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one unit of work; commits on success, rolls back on error."""
+        """A connection for one unit of work; commits on success, rolls back on error. Inside
+        :meth:`transaction` it is that transaction's connection (committed when that ends)."""
+        joined = _open_transactions().get(self.db_path)
+        if joined is not None:
+            yield joined[0]
+            return
         con = open_connection(self.db_path)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA foreign_keys=ON")

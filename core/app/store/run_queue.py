@@ -173,18 +173,15 @@ class RunQueue(StoreBase):
     def orphaned(self, stale_after: float = 10.0) -> dict[Queue, list[dict]]:
         """Work left 'running' by a worker that is not alive (its process is gone, or its heartbeat
         is older than ``stale_after`` seconds): ``{"runs": [...], "tasks": [...]}``, rows with ``id``
-        and ``worker_pid``. Nothing is changed here; :func:`core.app.jobs.reap_dead_workers` ends them."""
-        live = set(self.live_workers(stale_after))
-        return {
-            table: [
-                r
-                for r in self._query(
-                    f"SELECT id, worker_pid FROM {table.value} WHERE status = ? ORDER BY id", (RunStatus.RUNNING,)
-                )
-                if r["worker_pid"] not in live
-            ]
-            for table in Queue
-        }
+        and ``worker_pid``. Nothing is changed here; :func:`core.app.jobs.reap_dead_workers` ends them.
+        The workers and the running rows are read in one transaction: a worker registers before it
+        claims, so a claim is never seen without its worker (one that registered and claimed between
+        two separate reads would be taken for dead)."""
+        with self.transaction():
+            live = set(self.live_workers(stale_after))
+            sql = "SELECT id, worker_pid FROM {} WHERE status = ? ORDER BY id"
+            running = {table: self._query(sql.format(table.value), (RunStatus.RUNNING,)) for table in Queue}
+        return {table: [r for r in rows if r["worker_pid"] not in live] for table, rows in running.items()}
 
     def stale_preparing(self, older_than: float) -> list[dict]:
         """Runs still 'preparing' that were created more than ``older_than`` seconds ago: the page

@@ -14,7 +14,10 @@ row kept. A store whose version is above :data:`LATEST` was made by newer code: 
 
 The append-only audit table: SQLite triggers raise on any UPDATE or DELETE of an audit row, and on an
 INSERT that names an existing id (``INSERT OR REPLACE`` would otherwise delete the old row without
-firing the DELETE trigger), so even a bug in the app cannot rewrite history.
+firing the DELETE trigger), so even a bug in the app cannot rewrite history. Since migration 11 each
+row also carries ``chain``, the SHA-256 of the previous row's chain and its own content, and
+``audit_head`` the last row's id and chain, so that a change made around the triggers (dropped, or
+the table replaced) is found by :meth:`core.app.store.audit_log.AuditLog.audit_chain_break`.
 """
 
 from __future__ import annotations
@@ -303,6 +306,21 @@ def _restored_step(con: sqlite3.Connection) -> None:
     _add_column(con, "runs", "restored_step", "INTEGER")
 
 
+def _audit_chain(con: sqlite3.Connection) -> None:
+    """11: each audit row carries the hash of the chain up to it; the head of the chain is kept apart."""
+    _add_column(con, "audit", "chain", "TEXT")
+    _script(
+        con,
+        """
+        CREATE TABLE IF NOT EXISTS audit_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_id INTEGER NOT NULL,
+            chain TEXT NOT NULL
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (1, _first_layout),
     (2, _task_queue),
@@ -314,6 +332,7 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (8, _sign_in_failures),
     (9, _disabled_accounts),
     (10, _restored_step),
+    (11, _audit_chain),
 ]
 LATEST = MIGRATIONS[-1][0]
 
