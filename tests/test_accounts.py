@@ -213,7 +213,7 @@ def test_every_state_change_checks_the_role(store, demo_dir):
         lambda u: decisions.reject_run(store, rid, "no", u),
         lambda u: decisions.export_bytes(store, rid, u),
         lambda u: decisions.record_export(store, rid, b"zip", u),
-        lambda u: decisions.rollback(store, pid, u),
+        lambda u: decisions.rollback(store, pid, u, "no reason needed to be refused"),
     ]
     for call in approver_only:
         with pytest.raises(Forbidden, match="needs the approver role"):
