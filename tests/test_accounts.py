@@ -570,4 +570,4 @@ def test_two_curators_on_the_page_get_the_conflict_prompt(store, monkeypatch):
     assert "bob labelled this image “zero”" in _texts(pages["alice"])
     pages["alice"].button(key="conflict_keep").click().run()
     assert pool.chosen_set(store, pid)[0]["label"] == "zero"
-    assert "Your counterexamples (1)" in _texts(pages["alice"])
+    assert "The project's counterexamples (1)" in _texts(pages["alice"])

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import accounts, decisions, projects
+from core.app import accounts, decisions, pool, projects
 from core.errors import UserError
 from tests.run_fixtures import make_tradeoff_run
 from tests.test_pages import _app, _texts
-from tests.wb_helpers import ALICE, ANN, APP, MIA, ROOT_ADMIN, make_accounts
+from tests.wb_helpers import ALICE, ANN, APP, BOB, MIA, ROOT_ADMIN, make_accounts
 
 
 @pytest.fixture()
@@ -124,3 +124,32 @@ def test_approve_blocker_keeps_the_four_eyes_rule_unless_relaxed(home, store):
     assert decisions.approve_blocker(store, run, ANN) is None
     accounts.set_four_eyes_relaxed(store, ROOT_ADMIN, True)
     assert decisions.approve_blocker(store, run, MIA) is None
+
+
+def test_a_curator_is_told_when_another_overwrites_their_label(home, store, monkeypatch):
+    monkeypatch.setenv("BIASREPAIR_LABEL_REFRESH", "0")
+    pid = projects.open_demo(store, ALICE)
+    alice = _app("views/counterexamples.py", user="alice")
+    bob = _app("views/counterexamples.py", user="bob")
+    top = pool.candidates(store, pid)[0]
+    alice.button(key="quick_1").click().run()
+    assert "The project's counterexamples (1)" in _texts(alice)
+    bob.button(key="quick_0").click().run()  # bob's page has not seen alice's label: he is asked
+    bob.button(key="conflict_overwrite").click().run()
+    assert [(c["key"], c["label"], c["by"]) for c in pool.chosen_set(store, pid)] == [(top["key"], "zero", "bob")]
+    assert "changed your label" not in _texts(bob)  # bob knows what he did
+    alice.run()  # alice's page redraws (the label poll reruns it)
+    assert "bob changed your label on this image from “one” to “zero”" in _texts(alice)
+    assert any(c.value == "— · bob" or c.value.endswith("· bob") for c in alice.caption)  # who labelled it
+    alice.button(key="overwritten_ok").click().run()
+    assert "changed your label" not in _texts(alice)
+    alice.run()
+    assert "changed your label" not in _texts(alice)  # told once
+    # A removal is told too, naming who removed it.
+    alice.button(key="quick_2").click().run()  # the label bar's image is now the next unlabelled one
+    second = next(c for c in pool.chosen_set(store, pid) if c["label"] == "two")
+    assert second["by"] == "alice" and second["key"] != top["key"]
+    pool.remove_label(store, pid, second["key"], BOB)
+    alice.run()
+    assert "bob removed your label “two” from this image" in _texts(alice)
+    assert not alice.exception
