@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.app import (
+    built_from,
     charts,
     decisions,
     display,
@@ -145,6 +146,39 @@ st.caption(summary.rules_text(v, t))
 st.caption(summary.counts_text(m, t))
 if (check_words := summary.check_text(m, t)) is not None:
     st.caption("🛡️ " + check_words)
+
+BUILT_SHOWN = 16  # counterexample thumbnails shown in "built from"; the rest are counted
+with st.container(border=True, key="built_from"):
+    try:
+        with st.spinner(t("review_built_computing")):
+            built = built_from.built_from(store, run_id, actor)
+    except UserError as exc:
+        st.error(md(err(exc)))
+        built = built_from.built_from(store, run_id)
+    facts = [
+        t("review_built_fixed", fixed=built.fixed if built.fixed is not None else "–", n=built.total),
+        t("review_built_started_by", name=md(built.started_by)),
+        t(f"method_{built.method}"),
+        t("review_built_auto", strength=display.number(built.auto_chose))
+        if built.auto_chose is not None
+        else t("review_built_strength", strength=display.number(built.strength)),
+    ]
+    st.markdown(f"**{t('review_built_title')}** · " + " · ".join(facts))
+    if not built.images:
+        st.caption(t("review_built_no_images"))
+    cols = st.columns(8) if built.images else []
+    for i, c in enumerate(built.images[:BUILT_SHOWN]):
+        with cols[i % 8]:
+            st.image(evaluation.thumbnail(c.file, 64))
+            answer = (
+                f"{'✓' if c.fixed else '✗'} {md(c.before)} → {md(c.after)}"
+                if c.after is not None
+                else t("review_built_no_answer")
+            )
+            by = md(c.labelled_by) if c.labelled_by else "–"
+            st.caption(f"**{md(c.label)}** · {by}  \n{answer}")
+    if len(built.images) > BUILT_SHOWN:
+        st.caption(t("review_built_more", n=len(built.images) - BUILT_SHOWN))
 
 st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t), key="old_new")
 st.plotly_chart(charts.tradeoff(runs.tradeoff_points(store, pid), t, highlight=run_id), key="tradeoff")

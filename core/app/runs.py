@@ -96,9 +96,11 @@ def _copy_counterexamples(chosen: list[dict], folder: RunFolder) -> Path:
     for i, c in enumerate(chosen):
         rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
         shutil.copyfile(c["file"], ce / rel)
-        rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
+        rows.append(
+            {"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"], "labelled_by": c["by"]}
+        )
     with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source", "labelled_by"])
         w.writeheader()
         w.writerows(rows)
     return ce
