@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from core.app import built_from, pool, projects, runs
+from core.app import built_from, pool, projects, review, runs
+from core.app.i18n import translator
 from tests.test_pages import _app, _finished_run
 from tests.wb_helpers import ALICE, MIA
 
@@ -43,3 +44,21 @@ def test_review_shows_what_the_repair_was_built_from(home, store):
     assert [c.after for c in b.images] == answers["after"] and len(answers["before"]) == 8
     assert sum(1 for c in captions if c.count("✓")) == sum(1 for c in b.images if c.fixed)
     assert any(c.before != c.label for c in b.images)  # the old model got counterexamples wrong
+
+
+def test_the_strength_auto_chose_is_named_wherever_a_repair_is_listed():
+    t = translator("en")
+    auto = {"id": 4, "strength_label": "auto", "config": {"strength": "auto"}}
+    assert review.strength_words(auto, {"strength": 10000.0}, t) == "auto → 10,000"
+    assert review.strength_words(auto, None, t) == "auto"  # not finished yet: nothing chosen
+    assert review.auto_strength(auto, {"strength": 10000.0}) == 10000.0
+    saved = {
+        "id": 5,
+        "strength_label": "auto · α 0.50",
+        "config": {"strength": "auto", "interpolation": {"from_run": 4, "alpha": 0.5}},
+    }
+    assert review.strength_words(saved, {"strength": 10000.0}, t) == "auto → 10,000 · α 0.50"
+    assert review.auto_strength(saved, {"strength": 10000.0}) is None  # its model is not the one auto chose
+    fixed = {"id": 6, "strength_label": "1000", "config": {"strength": 1000.0}}
+    assert review.strength_words(fixed, {"strength": 1000.0}, t) == "1,000"
+    assert translator("ja")("strength_auto_chose", strength="10,000") == "自動 → 10,000"

@@ -54,7 +54,7 @@ run_id = st.selectbox(
     t("review_pick"),
     ids,
     index=ids.index(picked) if picked in ids else 0,
-    format_func=lambda i: review.run_item(by_id[i], project, t),
+    format_func=lambda i: review.run_item(by_id[i], project, t, store),
     key=f"review_run_{len(ids)}_{states}",
 )
 st.session_state["review_picked"] = run_id
@@ -159,9 +159,7 @@ with st.container(border=True, key="built_from"):
         t("review_built_fixed", fixed=built.fixed if built.fixed is not None else "–", n=built.total),
         t("review_built_started_by", name=md(built.started_by)),
         t(f"method_{built.method}"),
-        t("review_built_auto", strength=display.number(built.auto_chose))
-        if built.auto_chose is not None
-        else t("review_built_strength", strength=display.number(built.strength)),
+        t("review_built_strength", strength=review.strength_words(run, run_m, t)),
     ]
     st.markdown(f"**{t('review_built_title')}** · " + " · ".join(facts))
     if not built.images:

@@ -1,6 +1,6 @@
 """What a repair was built from, for the Review page's "built from" block: its counterexamples (each image
 with its label, who labelled it, and the old and the repaired model's answer on it), how many of them the
-repair fixes, who started it, the method and the strength (the one automatic strength chose, for "auto").
+repair fixes, who started it and the method.
 
 The images and labels are the run folder's own copy (``counterexamples/manifest.csv``, written when the run
 was queued by :func:`core.app.runs.submit_run`), so a label changed later does not change what the repair
@@ -44,16 +44,13 @@ class BuiltFromImage:
 @dataclass(frozen=True)
 class BuiltFrom:
     """A repair's counterexamples (``images``), how many it fixes (``fixed`` of ``total``; None when the run
-    did not record it), who started it, its method and its strength as chosen (``auto_chose``: the strength
-    automatic strength chose, else None)."""
+    did not record it), who started it and its method (its strength in words: :func:`core.app.review.strength_words`)."""
 
     images: list[BuiltFromImage]
     total: int
     fixed: int | None
     started_by: str
     method: str
-    strength: str
-    auto_chose: float | None
 
 
 def answers_file(run: dict) -> Path:
@@ -95,13 +92,10 @@ def built_from(store: Store, run_id: int, actor: User | None = None) -> BuiltFro
         for i, r in enumerate(rows)
     ]
     m = run_metrics(store, run_id) or {}
-    auto = run["config"].get("strength") == "auto"
     return BuiltFrom(
         images=images,
         total=m.get("counterexamples") or len(images) or run["n_counterexamples"],
         fixed=m.get("counterexamples_fixed"),
         started_by=run["created_by"],
         method=run["method"],
-        strength=run["strength_label"],
-        auto_chose=m.get("strength") if auto else None,
     )
