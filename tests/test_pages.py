@@ -222,7 +222,7 @@ def test_tune_page_starts_watches_and_cancels(home, store):
     at.button(key="tune_start").click().run()
     started = store.runs(pid)
     assert len(started) == 1 and started[0]["config"]["max_steps"] == 5000
-    assert "Repair #1 is queued" in _texts(at)
+    assert "Repair #1 submitted" in _texts(at)
     at.button(key=f"cancel_{started[0]['id']}").click().run()
     wait_for(lambda: store.run(started[0]["id"])["status"] == "cancelled", timeout=120)
     at.run()

@@ -113,7 +113,7 @@ if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chose
     try:
         run_id = runs.submit_run(store, pid, method, config, actor)
         st.session_state["watch_run"] = run_id
-        st.success(t("tune_queued", run=run_id))
+        st.success(t("tune_submitted", run=run_id))
     except UserError as exc:
         st.error(md(budget.explain(exc, t, err)))
 
@@ -173,48 +173,48 @@ def stop_words(run: dict) -> str:
     return words + (" · " + t("stop_restored", step=stop.restored_step) if stop.restored is not None else "")
 
 
+LIVE_PHASES = ("queued", "preparing", "choosing", "tuning", "cancelling")  # core.app.runs.run_progress
+
+
+def progress_words(p: dict) -> str:
+    """The progress bar's line: what the repair is doing now, with a time left only where it is measured."""
+    phase, last, a = p["phase"], p["last"], p["auto"]
+    if phase in ("queued", "preparing", "cancelling"):
+        return t(f"tune_phase_{phase}")
+    if phase == "choosing":
+        text = t("tune_auto_progress", strength=display.number(a["strength"]), candidate=a.get("candidate", "?"),
+                 candidates=a.get("candidates", "?"), fold=a.get("fold", "?"), folds=a.get("folds", "?"),
+                 done=a["done"], total=a["total"])  # fmt: skip
+        return text + (" · " + t("tune_auto_eta", eta=display.duration(a["eta_s"])) if a.get("eta_s") else "")
+    if last is None:
+        return t("tune_progress_none")
+    counts = {"step": last["step"], "max": last.get("max_steps") or "?", "fixed": last.get("fixed") or 0,
+              "total": last.get("total", 0)}  # fmt: skip
+    if phase != "tuning":
+        return t("tune_progress_ended", **counts)
+    if p["eta_s"] is None:
+        return t("tune_progress_measuring", **counts)
+    return t("tune_progress", eta=display.duration(p["eta_s"]), **counts)
+
+
 def live_panel(run_id: int, was_active: bool) -> None:
     """The runs table and the live view of one run; reruns on its own every second while any run
     of the project is queued or running."""
     draw_runs_table()
     p = runs.run_progress(store, run_id)
-    run = p["run"]
+    run, phase = p["run"], p["phase"]
     status = run["status"]
-    st.markdown(f"**{t('tune_watch_item', run=run_id)}** — {t(f'status_{status}')}")
+    state = t(f"phase_{phase}") if phase in LIVE_PHASES else t(f"status_{status}")
+    st.markdown(f"**{t('tune_watch_item', run=run_id)}** — {state}")
     device = run["device"] or (p["last"] or {}).get("device")
-    st.caption(t("tune_device", device=device or t("tune_device_unknown")))
-    last = p["last"]
-    if last:
-        counts = {
-            "step": last["step"],
-            "max": last.get("max_steps") or "?",
-            "fixed": last.get("fixed") or 0,
-            "total": last.get("total", 0),
-        }
-        if status in ACTIVE_RUN_STATES:
-            text = t("tune_progress", eta=display.duration(p["eta_s"]), **counts)
-        else:
-            text = t("tune_progress_ended", **counts)
-    elif p["auto"] and status in ACTIVE_RUN_STATES:
-        a = p["auto"]
-        text = t(
-            "tune_auto_progress",
-            strength=display.number(a["strength"]),
-            candidate=a.get("candidate", "?"),
-            candidates=a.get("candidates", "?"),
-            fold=a.get("fold", "?"),
-            folds=a.get("folds", "?"),
-            done=a["done"],
-            total=a["total"],
-        )
-    else:
-        text = t("tune_waiting")
-    st.progress(p["fraction"], text=text)
+    if device:
+        st.caption(t("tune_device", device=device))
+    st.progress(p["fraction"], text=progress_words(p))
     if p["undone"]:
         st.caption(t("tune_undone", n=p["undone"]))
     if p["history"]:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
-    if status in ACTIVE_RUN_STATES:
+    if status in ACTIVE_RUN_STATES and phase != "cancelling":
         st.button(
             t("tune_cancel"),
             key=f"cancel_{run_id}",

@@ -87,7 +87,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
 
     _nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_role("button", name="Start the repair").click()
-    page.get_by_text("Repair #1 is queued").wait_for()
+    page.get_by_text("Repair #1 submitted").wait_for()
     page.get_by_text(PROGRESS).first.wait_for(timeout=180_000)  # the live progress bar
     page.locator("[data-testid=stPlotlyChart]").first.wait_for()
     shot(page, "3_tune_live_en")
