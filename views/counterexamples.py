@@ -228,6 +228,8 @@ gallery, chosen_col = st.columns([3, 1], gap="large")
 
 with chosen_col:
     st.markdown(f"##### {t('ce_chosen_title', n=len(chosen))}", help=t("ce_chosen_shared"))
+    if chosen:  # the next step at the top of the column, not under a long list
+        st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")
     per_class, per_attr = pool.chosen_counts(store, pid)
     if chosen:
         st.caption(t("ce_per_class"))
@@ -248,7 +250,7 @@ with chosen_col:
                 a.image(evaluation.thumbnail(c["file"], 64))
                 b.caption(f"{md(c['attribute'] or '—')} · {md(c['by'])}")
                 widget = f"relabel_{c['key']}_{c['label']}"
-                b.selectbox(
+                st.selectbox(
                     t("ce_relabel"),
                     class_names,
                     index=class_names.index(c["label"]),
@@ -257,13 +259,12 @@ with chosen_col:
                     args=(c["key"], widget),
                     label_visibility="collapsed",
                 )
-                b.button(
+                st.button(  # under the thumbnail, full width: never clipped in the narrow column
                     t("ce_remove"),
                     key=f"rm_{c['key']}",
                     on_click=lambda k=c["key"]: _save(k, None, _seen(k)),
                     icon="🗑️",
                 )
-        st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")
     else:
         st.info(t("ce_chosen_empty"))
 

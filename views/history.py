@@ -43,7 +43,7 @@ who = f2.multiselect(
 text = f3.text_input(t("history_filter_text"), key="history_text")
 shown = history.filter_frame(frame, actions, who, text)
 
-st.caption(t("history_count", n=len(shown), total=len(frame)) + " " + t("history_pick_row"))
+st.caption(t("history_count", n=len(shown), total=len(frame)) + " · " + t("history_pick_row"))
 picked = st.dataframe(
     history.table(shown, t, st.context.timezone),
     hide_index=True,

@@ -73,6 +73,9 @@ def show_message(where: str) -> None:
         getattr(st, message[1])(message[2])
 
 
+# The verdict and the card come first (what a meeting reads), the strength-after-the-fact box right under
+# them; the card is drawn into its slot once the box has read α.
+card_slot = st.empty()
 # Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
 # θ + α·δ; the task worker evaluates each α once (core/app/interpolated_runs.py).
 alpha, alpha_view = 1.0, None
@@ -137,7 +140,7 @@ content = review.review_content(
     store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None
 )
 m, v = content.metrics, content.verdict
-with st.container(border=True, key="summary_card"):
+with card_slot.container(border=True, key="summary_card"):
     # The verdict in large type, to read from the back of a meeting room.
     st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
     getattr(st, v.kind.look.tone)(content.words, icon=v.kind.look.icon)

@@ -32,13 +32,14 @@ if n_chosen == 0:
     st.page_link("views/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
 
 methods = dict(runs.method_choices())  # name → the translation key of its title
-method = st.selectbox(t("tune_method"), list(methods), format_func=lambda m: t(methods[m]), key="tune_method")
+m_col, a_col = st.columns([1, 1], vertical_alignment="bottom")
+method = m_col.selectbox(t("tune_method"), list(methods), format_func=lambda m: t(methods[m]), key="tune_method")
 schema = {s["name"]: s for s in runs.method_schema(method)}
 
 config: dict = {}
 if "strength" in schema:
     scale = strength_scale(schema["strength"])
-    auto = st.toggle(t("tune_auto"), key="tune_auto", help=t("tune_auto_help"))
+    auto = a_col.toggle(t("tune_auto"), key="tune_auto", help=t("tune_auto_help"))
     strength = st.select_slider(
         t("tune_strength"),
         options=scale.options,
@@ -55,6 +56,10 @@ if "strength" in schema:
         unsafe_allow_html=True,
     )
     config["strength"] = "auto" if auto else strength
+
+# At 1280x720 Start and the live progress come right under the strength (the meeting's first screen); the
+# advanced settings and the guard are drawn below them but read before the Start button acts on a click.
+start_slot, live_slot = st.container(), st.container()
 
 with st.expander(t("tune_advanced")):
     st.caption(t("tune_advanced_help"))
@@ -109,20 +114,17 @@ else:
 if guard_plan.offer_hint(store, pid, method, config):
     st.caption("💡 " + t("tune_hint_tip"))
 
-if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
+if start_slot.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
     try:
         run_id = runs.submit_run(store, pid, method, config, actor)
         st.session_state["watch_run"] = run_id
-        st.success(t("tune_submitted", run=run_id))
+        start_slot.success(t("tune_submitted", run=run_id))
     except UserError as exc:
-        st.error(md(budget.explain(exc, t, err)))
+        start_slot.error(md(budget.explain(exc, t, err)))
 
 project_runs = store.runs(pid)
 if not project_runs:
     st.stop()
-
-st.divider()
-st.subheader(t("tune_runs"))
 
 
 def draw_runs_table() -> None:
@@ -154,7 +156,7 @@ active = [r["id"] for r in project_runs if r["status"] in ACTIVE_RUN_STATES]
 default_watch = st.session_state.get("watch_run")
 if default_watch not in ids:
     default_watch = active[-1] if active else ids[0]
-watch = st.selectbox(
+watch = live_slot.selectbox(
     t("tune_watch"),
     ids,
     index=ids.index(default_watch),
@@ -200,7 +202,6 @@ def progress_words(p: dict) -> str:
 def live_panel(run_id: int, was_active: bool) -> None:
     """The runs table and the live view of one run; reruns on its own every second while any run
     of the project is queued or running."""
-    draw_runs_table()
     p = runs.run_progress(store, run_id)
     run, phase = p["run"], p["phase"]
     status = run["status"]
@@ -229,7 +230,10 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ENDED_WITHOUT_RESULT:
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
+    st.subheader(t("tune_runs"))
+    draw_runs_table()
 
 
 is_active = bool(active)
-st.fragment(live_panel, run_every=1.0 if is_active else None)(watch, is_active)
+with live_slot:
+    st.fragment(live_panel, run_every=1.0 if is_active else None)(watch, is_active)
