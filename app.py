@@ -50,6 +50,13 @@ if "project_id" not in st.session_state:
 
 t = translator(st.session_state["lang"])
 
+# A meeting's 1280x720 screen: less empty space above each page's title and smaller titles, so that each
+# page's essential part (docs/WORKBENCH.md) starts on the first screen.
+st.html(
+    "<style>[data-testid=stMainBlockContainer]{padding-top:2.5rem}"
+    "[data-testid=stMainBlockContainer] h1{font-size:2rem;padding-top:0.25rem;padding-bottom:0.5rem}</style>"
+)
+
 with st.sidebar:
     st.radio(
         t("sidebar_language"),

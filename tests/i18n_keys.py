@@ -42,6 +42,8 @@ DYNAMIC = {
         "interpolated",
     ],
     "history_scope": ["project", "all"],
+    "phase": ["queued", "preparing", "choosing", "tuning", "cancelling"],
+    "tune_phase": ["queued", "preparing", "cancelling"],
     "action": [
         "open_demo",
         "upload_model",

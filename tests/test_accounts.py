@@ -213,7 +213,7 @@ def test_every_state_change_checks_the_role(store, demo_dir):
         lambda u: decisions.reject_run(store, rid, "no", u),
         lambda u: decisions.export_bytes(store, rid, u),
         lambda u: decisions.record_export(store, rid, b"zip", u),
-        lambda u: decisions.rollback(store, pid, u),
+        lambda u: decisions.rollback(store, pid, u, "no reason needed to be refused"),
     ]
     for call in approver_only:
         with pytest.raises(Forbidden, match="needs the approver role"):
@@ -572,4 +572,4 @@ def test_two_curators_on_the_page_get_the_conflict_prompt(store, monkeypatch):
     assert "bob labelled this image “zero”" in _texts(pages["alice"])
     pages["alice"].button(key="conflict_keep").click().run()
     assert pool.chosen_set(store, pid)[0]["label"] == "zero"
-    assert "Your counterexamples (1)" in _texts(pages["alice"])
+    assert "The project's counterexamples (1)" in _texts(pages["alice"])

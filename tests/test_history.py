@@ -39,8 +39,28 @@ def test_the_table_reads_in_local_time_and_words_and_the_csv_keeps_the_stored_ro
     shown = history.filter_frame(ROWS, who=["alice"])
     table = history.table(shown, translator("ja"), "Asia/Tokyo")
     assert list(table.columns) == ["id", "日時（Asia/Tokyo）", "実行者", "操作", "詳細"]
-    assert list(table["日時（Asia/Tokyo）"]) == ["2026-11-30 19:30:01", "2026-12-01 05:00:00"]
+    assert list(table["日時（Asia/Tokyo）"]) == ["2026-12-01 05:00:00", "2026-11-30 19:30:01"]  # newest first
+    assert list(table["詳細"]) == ["ラベル: seven", "ラベル: two"]  # in words, not JSON
     assert set(table["操作"]) == {"画像にラベルを付けた"}
     csv = history.history_csv(shown).decode().splitlines()
     assert csv[0] == "id,when,who,project,action,details" and len(csv) == 3
     assert csv[2].startswith("3,2026-11-30T20:00:00Z,alice,2,label_added,")  # stored UTC, as recorded
+
+
+def test_details_read_in_words_not_json():
+    t = translator("en")
+    words = history.details_words(
+        {
+            "accuracy_after": 0.8593333333333333,
+            "accuracy_before": 0.8,
+            "run_id": 3,
+            "sha256": "ab" * 32,
+            "roles": ["curator", "approver"],
+            "override": False,
+        },
+        t,
+    )
+    assert (
+        words == "accuracy: 80.0% → 85.9% · repair: 3 · SHA-256: abababababab… · roles: curator, approver · override: ✗"
+    )
+    assert "{" not in words and "0.859333" not in words

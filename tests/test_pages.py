@@ -199,7 +199,7 @@ def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
     at.button(key="bulk_apply").click().run()
     chosen = {c["key"]: c["label"] for c in pool.chosen_set(store, pid)}
     assert len(chosen) == 3 and [chosen[t.key.removeprefix("sel_")] for t in ticks] == ["three", "three"]
-    assert "Your counterexamples (3)" in _texts(at)
+    assert "The project's counterexamples (3)" in _texts(at)
     # relabel and remove in the chosen list
     at.selectbox(key=f"relabel_{top['key']}_seven").set_value("one").run()
     assert {c["key"]: c["label"] for c in pool.chosen_set(store, pid)}[top["key"]] == "one"
@@ -222,7 +222,7 @@ def test_tune_page_starts_watches_and_cancels(home, store):
     at.button(key="tune_start").click().run()
     started = store.runs(pid)
     assert len(started) == 1 and started[0]["config"]["max_steps"] == 5000
-    assert "Repair #1 is queued" in _texts(at)
+    assert "Repair #1 submitted" in _texts(at)
     at.button(key=f"cancel_{started[0]['id']}").click().run()
     wait_for(lambda: store.run(started[0]["id"])["status"] == "cancelled", timeout=120)
     at.run()
@@ -286,6 +286,8 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
     assert store.project(pid)["active_model_id"] != store.project(pid)["base_model_id"]
     assert "Repair #1 approved" in _texts(at)
     at.button(key="rollback").click().run()
+    at.text_area(key="rollback_reason").input("pilot over")
+    at.button(key="rollback_go").click().run()
     assert store.project(pid)["active_model_id"] == store.project(pid)["base_model_id"]
     approved = next(e for e in store.audit_events(pid) if e["action"] == "approved")
     assert approved["detail"]["comment"] == "good for the pilot"
@@ -331,6 +333,8 @@ def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store)
     picker = next(s for s in at.selectbox if s.label == "Repair to review")
     assert "approved · in use now" in picker.format_func(rid) and picker.value == rid
     at.button(key="rollback").click().run()
+    at.text_area(key="rollback_reason").input("back to the original")
+    at.button(key="rollback_go").click().run()
     text = _texts(at)
     assert "The original model is active again." in text and "In use now: the original model." in text
     picker = next(s for s in at.selectbox if s.label == "Repair to review")

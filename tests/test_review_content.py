@@ -71,7 +71,7 @@ def test_the_report_holds_the_decisions_on_its_repair_and_no_other_rows(repaired
     assert review.in_use_line(store, pid, t) == f"In use now: the repaired model of repair #{rid}."
     project = store.project(pid)
     assert review.run_item(store.run(rid), project, t) == f"Repair #{rid} · strength 1,000 · approved · in use now"
-    decisions.rollback(store, pid, ANN)
+    decisions.rollback(store, pid, ANN, "back to the original for the audit")
 
     events = review.decision_events(store, store.run(rid))
     assert [e["action"] for e in events] == ["approved", "exported", "rolled_back"]

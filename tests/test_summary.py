@@ -192,5 +192,25 @@ def test_the_card_draws_the_verdict_in_the_colours_of_its_kind_and_the_rules_it_
 
 def test_counts_text_says_how_many_answers_changed():
     text = summary.counts_text(_metrics(), translator("en"))
-    assert text.startswith("900 test images changed their answer: 512 fixed, 383 broken.")
+    # Every changed answer is accounted for: 900 = 512 + 383 + 5.
+    assert text.startswith("900 test images changed their answer: 512 fixed, 383 broken, 5 from one wrong answer to")
     assert "Errors corrected: 40.0%" in text and "fewer than 10 images" in text
+
+
+def test_the_verdict_never_contradicts_itself_on_a_group():
+    """A group that rounds to the same whole percent is shown with decimals, and a loss inside its 95% range
+    is said to be inside it, beside a verdict that says no group got worse beyond its range."""
+    m = _metrics()
+    m["before"]["groups"][0] = _g("two", "red", 1.0, 1.0, 1.0)
+    m["after"]["groups"][0] = _g("two", "red", 0.9967, 0.99, 1.0)
+    m["after"]["groups"][2] = _g("two", "blue", 0.96, 0.94, 0.98)  # down 1 point, inside its range
+    v = verdict.judge(m)
+    t = translator("en")
+    words = summary.verdict_text(v, t)
+    assert "two · red 100.0% → 99.7%" in words  # worse beyond its range: the move is visible
+    assert "100% → 100%" not in words
+    m["after"]["groups"][0] = _g("two", "red", 1.0, 1.0, 1.0)
+    v = verdict.judge(m)
+    assert "no group got worse beyond its 95% range" in summary.verdict_text(v, t)
+    card = summary.summary_card_html(m, v, t)
+    assert "Biggest loss: two · blue 97% → 96% (-1.0 points, within its 95% range" in card

@@ -262,10 +262,15 @@ def test_repair_approve_export_rollback_report_history(store, demo, monkeypatch)
     bundle = bundle_from_files(read_bundle_zip(data, "x.zip"), "x.zip")
     assert bundle.meta.class_names == projects.project_summary(store, demo)["class_names"]
 
-    decisions.rollback(store, demo, MIA)
+    with pytest.raises(UserError, match="write why"):
+        decisions.rollback(store, demo, MIA, "  ")  # a roll-back needs a reason
+    assert store.project(demo)["active_model_id"] == mid
+    assert decisions.rollback(store, demo, MIA, "pilot over") == rid
     assert store.project(demo)["active_model_id"] == project["base_model_id"]
+    back = [e for e in store.audit_events(demo) if e["action"] == "rolled_back"][-1]
+    assert back["detail"]["reason"] == "pilot over" and back["detail"]["run_id"] == rid
     with pytest.raises(UserError):
-        decisions.rollback(store, demo, MIA)
+        decisions.rollback(store, demo, MIA, "pilot over")
 
     pts = runs.tradeoff_points(store, demo)
     assert [p["run_id"] for p in pts] == [rid] and pts[0]["decision"] == "approved"

@@ -68,14 +68,32 @@ with add, st.form("add_user"):
         except UserError as exc:
             st.error(md(err(exc)))
 names = [u["name"] for u in people]
-with change, st.form("set_roles"):
+# Not a form: picking a person must redraw the roles field with *their* roles (inside a form the pick
+# waited for the submit, and the field kept the previous person's roles, which saving then gave away).
+# The field's key names the person, so each person's field starts from their own stored roles.
+with change, st.container(border=True, key="set_roles"):
     st.markdown(f"**{t('admin_change_roles')}**")
     who = st.selectbox(t("admin_col_name"), names, key="roles_user")
     current = next((u["roles"] for u in people if u["name"] == who), [])
     new_roles = st.multiselect(
-        t("admin_col_roles"), accounts.ROLES, default=current, format_func=lambda r: t(f"role_{r}"), key="roles_new"
+        t("admin_col_roles"),
+        accounts.ROLES,
+        default=current,
+        format_func=lambda r: t(f"role_{r}"),
+        key=f"roles_new_{who}",
     )
-    if st.form_submit_button(t("admin_change_roles_button")):
+    unchanged = sorted(new_roles) == sorted(current)
+    st.caption(
+        t("admin_roles_unchanged", name=md(who or ""), roles=_role_words(current) or t("admin_roles_none"))
+        if unchanged
+        else t(
+            "admin_roles_will_change",
+            name=md(who or ""),
+            old=_role_words(current) or t("admin_roles_none"),
+            new=_role_words(new_roles) or t("admin_roles_none"),
+        )
+    )
+    if st.button(t("admin_change_roles_button"), key="roles_save", disabled=who is None or unchanged):
         try:
             accounts.set_roles(store, user, who, new_roles)
             _done(t("admin_roles_changed", name=who))

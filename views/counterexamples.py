@@ -65,6 +65,7 @@ def _seen(key: str) -> int:
 
 
 def _conflict(key: str, mine: str | None, exc: LabelConflict) -> None:
+    st.session_state.get("my_labels", {}).pop(key, None)  # the conflict box tells this page already
     st.session_state.setdefault("label_conflicts", {})[key] = {
         "mine": mine,
         "theirs": exc.current,
@@ -83,8 +84,16 @@ def _save(key: str, label: str | None, version: int) -> None:
             pool.set_label(store, pid, key, label, actor, expected_version=version)
     except LabelConflict as exc:
         _conflict(key, label, exc)
+        return
     except UserError as exc:
         st.session_state["flash"] = ("error", md(err(exc)))
+        return
+    # The labels this page set, so that it can tell its curator when another one overwrites them.
+    mine = st.session_state.setdefault("my_labels", {})
+    if label is None:
+        mine.pop(key, None)
+    else:
+        mine[key] = label
 
 
 def _label(key: str, label: str) -> None:
@@ -146,6 +155,44 @@ def _watch_labels() -> None:
 
 
 _watch_labels()
+chosen = pool.chosen_set(store, pid)
+chosen_by_key = {c["key"]: c for c in chosen}
+
+
+def _overwritten_notices() -> list[dict]:
+    """The labels this page set that another curator has since changed or removed, each noticed once."""
+    notices = st.session_state.setdefault("label_notices", [])
+    mine = st.session_state.get("my_labels", {})
+    for key, label in list(mine.items()):
+        now = chosen_by_key.get(key)
+        if now is not None and (now["label"] == label or now["by"] == actor):
+            continue
+        del mine[key]
+        who = now["by"] if now is not None else pool.last_label_change_by(store, pid, key)
+        notices.append({"key": key, "mine": label, "theirs": now["label"] if now else None, "who": who})
+    return notices
+
+
+notices = _overwritten_notices()
+if notices:
+    with st.container(border=True, key="label_overwritten"):
+        files = {c["key"]: c["file"] for c in cands}
+        for n in notices:
+            pic, words = st.columns([1, 8], vertical_alignment="center")
+            if n["key"] in files:
+                pic.image(evaluation.thumbnail(files[n["key"]], 64))
+            words.warning(
+                t(
+                    "ce_overwritten" if n["theirs"] else "ce_overwritten_removed",
+                    who=md(n["who"] or "?"),
+                    mine=md(n["mine"]),
+                    theirs=md(n["theirs"] or ""),
+                ),
+                icon="👥",
+            )
+        if st.button(t("ce_overwritten_ok"), key="overwritten_ok"):
+            st.session_state["label_notices"] = []
+            st.rerun()
 conflicts = st.session_state.get("label_conflicts", {})
 if conflicts:
     with st.container(border=True, key="label_conflict"):
@@ -180,8 +227,9 @@ if not cands:
 gallery, chosen_col = st.columns([3, 1], gap="large")
 
 with chosen_col:
-    chosen = pool.chosen_set(store, pid)
-    st.markdown(f"##### {t('ce_chosen_title', n=len(chosen))}")
+    st.markdown(f"##### {t('ce_chosen_title', n=len(chosen))}", help=t("ce_chosen_shared"))
+    if chosen:  # the next step at the top of the column, not under a long list
+        st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")
     per_class, per_attr = pool.chosen_counts(store, pid)
     if chosen:
         st.caption(t("ce_per_class"))
@@ -200,9 +248,9 @@ with chosen_col:
             with st.container(border=True):
                 a, b = st.columns([1, 2])
                 a.image(evaluation.thumbnail(c["file"], 64))
-                b.caption(md(c["attribute"] or "—"))
+                b.caption(f"{md(c['attribute'] or '—')} · {md(c['by'])}")
                 widget = f"relabel_{c['key']}_{c['label']}"
-                b.selectbox(
+                st.selectbox(
                     t("ce_relabel"),
                     class_names,
                     index=class_names.index(c["label"]),
@@ -211,13 +259,12 @@ with chosen_col:
                     args=(c["key"], widget),
                     label_visibility="collapsed",
                 )
-                b.button(
+                st.button(  # under the thumbnail, full width: never clipped in the narrow column
                     t("ce_remove"),
                     key=f"rm_{c['key']}",
                     on_click=lambda k=c["key"]: _save(k, None, _seen(k)),
                     icon="🗑️",
                 )
-        st.page_link("views/tune.py", label=t("ce_next"), icon="➡️")
     else:
         st.info(t("ce_chosen_empty"))
 

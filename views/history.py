@@ -1,4 +1,7 @@
-"""Step 5, History: the append-only audit log, with filters and a CSV download."""
+"""Step 5, History: the append-only audit log, newest first and in words, with filters, the full record of a
+picked row, and a CSV download."""
+
+import json
 
 import streamlit as st
 
@@ -43,13 +46,20 @@ who = f2.multiselect(
 text = f3.text_input(t("history_filter_text"), key="history_text")
 shown = history.filter_frame(frame, actions, who, text)
 
-st.caption(t("history_count", n=len(shown), total=len(frame)))
-st.dataframe(
+st.caption(t("history_count", n=len(shown), total=len(frame)) + " · " + t("history_pick_row"))
+picked = st.dataframe(
     history.table(shown, t, st.context.timezone),
     hide_index=True,
     height=min(900, 38 + 35 * len(shown)),
     key="history_table",
+    on_select="rerun",
+    selection_mode="single-row",
 )
+rows = picked.selection.rows if picked is not None else []
+if rows:
+    row = shown.iloc[::-1].iloc[rows[0]]  # the table is newest first
+    with st.expander(t("history_row_details", id=int(row["id"])), expanded=True):
+        st.json(json.loads(row["details"]))
 st.download_button(
     t("history_download"),
     data=history.history_csv(shown),

@@ -76,123 +76,136 @@ def _switch_to(project_id: int, message: str) -> None:
     st.rerun()
 
 
+# long function: the demo button and both upload forms, one layout read top to bottom
+def open_section(compact: bool) -> None:
+    """Open the demo or upload a model: in full on a first visit, one compact row once a project is open (the
+    finding and the heat map are the page's first screen then)."""
+    left, right = st.columns([1, 3] if compact else [1, 2], vertical_alignment="top")
+    with left:
+        if not compact:
+            st.subheader(t("model_demo_header"))
+            st.caption(t("model_demo_caption"))
+        if st.button(t("model_open_demo"), type="secondary" if compact else "primary", key="open_demo", icon="▶️"):
+            with st.spinner(t("model_demo_building")):
+                demo_id = projects.open_demo(store, actor)
+            _switch_to(demo_id, t("model_demo_ready"))
+
+    with right:
+        with st.expander(t("model_upload_header"), expanded=pid is None):
+            tab_zip, tab_weights = st.tabs([t("model_tab_bundle"), t("model_tab_weights")])
+            with tab_zip:
+                st.caption(t("model_bundle_help"))
+                bundle_file = st.file_uploader(t("model_bundle_label"), type=["zip"], key="up_bundle")
+                if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
+                    try:
+                        new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
+                        _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
+                    except UserError as exc:
+                        st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+            with tab_weights:
+                st.caption(t("model_weights_help"))
+                weights_file = st.file_uploader(
+                    t("model_weights_label"), type=["safetensors", "pt", "pth"], key="up_weights"
+                )
+                if weights_file is not None and st.session_state.get("w_arch_for") != weights_file.file_id:
+                    # Start the form on the architecture the file's keys match (read without loading it).
+                    st.session_state["w_arch_for"] = weights_file.file_id
+                    guess = uploads.guess_weights_architecture(weights_file.getvalue(), weights_file.name)
+                    if guess:
+                        st.session_state["w_arch"] = guess
+                        st.session_state["w_arch_guess"] = guess
+                if weights_file is not None and st.session_state.get("w_arch_guess"):
+                    st.caption(t("model_arch_guessed", architecture=md(st.session_state["w_arch_guess"])))
+                with st.form("weights_form"):
+                    arch = st.selectbox(t("model_architecture"), evaluation.architecture_names(), key="w_arch")
+                    classes = st.text_area(t("model_class_names"), key="w_classes", help=t("model_class_names_help"))
+                    size = st.text_input(t("model_input_size"), "3 224 224", key="w_size")
+                    mean = st.text_input(t("model_mean"), "0.485 0.456 0.406", key="w_mean")
+                    std = st.text_input(t("model_std"), "0.229 0.224 0.225", key="w_std")
+                    submitted = st.form_submit_button(t("model_load_weights"))
+                if submitted:
+                    try:
+                        if weights_file is None:
+                            raise UserError(t("model_err_no_weights"))
+                        names = [c.strip() for c in classes.replace(",", "\n").splitlines() if c.strip()]
+                        new_id = uploads.upload_model_weights(
+                            store,
+                            weights_file.getvalue(),
+                            weights_file.name,
+                            arch,
+                            names,
+                            _parse_numbers(size, int),
+                            _parse_numbers(mean),
+                            _parse_numbers(std),
+                            actor,
+                        )
+                        _switch_to(new_id, t("model_loaded", name=md(weights_file.name)))
+                    except UserError as exc:
+                        st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+
+
 st.title(t("model_title"))
-st.write(t("model_intro"))
-
-left, right = st.columns([1, 2])
-with left:
-    st.subheader(t("model_demo_header"))
-    st.caption(t("model_demo_caption"))
-    if st.button(t("model_open_demo"), type="primary", key="open_demo", icon="▶️"):
-        with st.spinner(t("model_demo_building")):
-            demo_id = projects.open_demo(store, actor)
-        _switch_to(demo_id, t("model_demo_ready"))
-
-with right:
-    with st.expander(t("model_upload_header"), expanded=pid is None):
-        tab_zip, tab_weights = st.tabs([t("model_tab_bundle"), t("model_tab_weights")])
-        with tab_zip:
-            st.caption(t("model_bundle_help"))
-            bundle_file = st.file_uploader(t("model_bundle_label"), type=["zip"], key="up_bundle")
-            if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
-                try:
-                    new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
-                    _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
-                except UserError as exc:
-                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
-        with tab_weights:
-            st.caption(t("model_weights_help"))
-            weights_file = st.file_uploader(
-                t("model_weights_label"), type=["safetensors", "pt", "pth"], key="up_weights"
-            )
-            if weights_file is not None and st.session_state.get("w_arch_for") != weights_file.file_id:
-                # Start the form on the architecture the file's keys match (read without loading it).
-                st.session_state["w_arch_for"] = weights_file.file_id
-                guess = uploads.guess_weights_architecture(weights_file.getvalue(), weights_file.name)
-                if guess:
-                    st.session_state["w_arch"] = guess
-                    st.session_state["w_arch_guess"] = guess
-            if weights_file is not None and st.session_state.get("w_arch_guess"):
-                st.caption(t("model_arch_guessed", architecture=md(st.session_state["w_arch_guess"])))
-            with st.form("weights_form"):
-                arch = st.selectbox(t("model_architecture"), evaluation.architecture_names(), key="w_arch")
-                classes = st.text_area(t("model_class_names"), key="w_classes", help=t("model_class_names_help"))
-                size = st.text_input(t("model_input_size"), "3 224 224", key="w_size")
-                mean = st.text_input(t("model_mean"), "0.485 0.456 0.406", key="w_mean")
-                std = st.text_input(t("model_std"), "0.229 0.224 0.225", key="w_std")
-                submitted = st.form_submit_button(t("model_load_weights"))
-            if submitted:
-                try:
-                    if weights_file is None:
-                        raise UserError(t("model_err_no_weights"))
-                    names = [c.strip() for c in classes.replace(",", "\n").splitlines() if c.strip()]
-                    new_id = uploads.upload_model_weights(
-                        store,
-                        weights_file.getvalue(),
-                        weights_file.name,
-                        arch,
-                        names,
-                        _parse_numbers(size, int),
-                        _parse_numbers(mean),
-                        _parse_numbers(std),
-                        actor,
-                    )
-                    _switch_to(new_id, t("model_loaded", name=md(weights_file.name)))
-                except UserError as exc:
-                    st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
-
 if pid is None:
+    st.write(t("model_intro"))
+    open_section(compact=False)
     st.info(t("model_start_hint"))
     st.stop()
+open_section(compact=True)
 
 summary = projects.project_summary(store, pid)
 model = summary["active_model"]
-st.divider()
-st.subheader(t("model_current", name=md(summary["project"]["name"])))
-if model:
-    kind = t("model_kind_repaired") if model["kind"] == "repaired" else t("model_kind_original")
-    st.write(
-        t(
-            "model_info",
-            kind=kind,
-            arch=md(model["meta"]["architecture"]),
-            n=len(model["meta"]["class_names"]),
-            classes=md(", ".join(model["meta"]["class_names"])),
+
+
+def project_details() -> None:
+    """The project's model, its fingerprints, and its evaluation and reference images (to replace them)."""
+    st.divider()
+    st.subheader(t("model_current", name=md(summary["project"]["name"])))
+    if model:
+        kind = t("model_kind_repaired") if model["kind"] == "repaired" else t("model_kind_original")
+        st.write(
+            t(
+                "model_info",
+                kind=kind,
+                arch=md(model["meta"]["architecture"]),
+                n=len(model["meta"]["class_names"]),
+                classes=md(", ".join(model["meta"]["class_names"])),
+            )
         )
-    )
-    with st.expander(t("model_fingerprints")):
-        for name, digest in model["sha256"].items():
-            st.code(f"{name}  SHA-256 {digest}", language=None)
+        with st.expander(t("model_fingerprints")):
+            for name, digest in model["sha256"].items():
+                st.code(f"{name}  SHA-256 {digest}", language=None)
 
-with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None):
-    st.caption(t("model_eval_help"))
-    eval_file = st.file_uploader(t("model_eval_label"), type=["zip"], key="up_eval")
-    if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None):
-        try:
-            with st.spinner(t("model_evaluating")):
-                uploads.upload_eval_zip(store, pid, eval_file, eval_file.name, actor)
-            st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
-            st.rerun()
-        except UserError as exc:
-            st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+    with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None):
+        st.caption(t("model_eval_help"))
+        eval_file = st.file_uploader(t("model_eval_label"), type=["zip"], key="up_eval")
+        if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None):
+            try:
+                with st.spinner(t("model_evaluating")):
+                    uploads.upload_eval_zip(store, pid, eval_file, eval_file.name, actor)
+                st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
+                st.rerun()
+            except UserError as exc:
+                st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
 
-ref = summary["reference"]
-with st.expander(t("model_ref_header"), expanded=False):
-    st.caption(t("model_ref_help"))
-    if ref:
-        st.write(t("model_ref_current", name=md(ref["name"]), n=ref["n_items"]))
-    else:
-        st.write(t("model_ref_none"))
-    ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
-    if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None):
-        try:
-            uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)
-            st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
-            st.rerun()
-        except UserError as exc:
-            st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+    ref = summary["reference"]
+    with st.expander(t("model_ref_header"), expanded=False):
+        st.caption(t("model_ref_help"))
+        if ref:
+            st.write(t("model_ref_current", name=md(ref["name"]), n=ref["n_items"]))
+        else:
+            st.write(t("model_ref_none"))
+        ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
+        if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None):
+            try:
+                uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)
+                st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
+                st.rerun()
+            except UserError as exc:
+                st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+
 
 if summary["eval"] is None:
+    project_details()
     st.info(t("model_need_eval"))
     st.stop()
 
@@ -218,6 +231,7 @@ if f:
         ),
         icon="🔎",
     )
+st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric(t("metric_accuracy"), f"{100 * metrics['accuracy']:.1f}%", help=t("metric_accuracy_help"))
 wg = metrics["worst_group_accuracy"]
@@ -228,7 +242,6 @@ smallest = min((g["count"] for g in metrics["groups"]), default=0)
 c4.metric(t("metric_smallest_group"), smallest, help=t("metric_smallest_group_help"))
 st.caption(t("model_min_group_rule", min_group=metrics["min_group_count"]))
 
-st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
 st.plotly_chart(charts.group_bars(metrics, t), key="bars")
 with st.expander(t("model_group_table")):
     table = evaluation.groups_table(metrics).rename(
@@ -243,6 +256,7 @@ with st.expander(t("model_group_table")):
         }
     )
     st.dataframe(table, hide_index=True)
+project_details()
 
 # Suspected groups (docs/DISCOVERY.md): found from the model's own features, so they need no attribute column.
 has_attributes = suspected_groups.has_attributes(store, pid)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.app import (
-    accounts,
+    built_from,
     charts,
     decisions,
     display,
@@ -54,7 +54,7 @@ run_id = st.selectbox(
     t("review_pick"),
     ids,
     index=ids.index(picked) if picked in ids else 0,
-    format_func=lambda i: review.run_item(by_id[i], project, t),
+    format_func=lambda i: review.run_item(by_id[i], project, t, store),
     key=f"review_run_{len(ids)}_{states}",
 )
 st.session_state["review_picked"] = run_id
@@ -73,6 +73,9 @@ def show_message(where: str) -> None:
         getattr(st, message[1])(message[2])
 
 
+# The verdict and the card come first (what a meeting reads), the strength-after-the-fact box right under
+# them; the card is drawn into its slot once the box has read α.
+card_slot = st.empty()
 # Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
 # θ + α·δ; the task worker evaluates each α once (core/app/interpolated_runs.py).
 alpha, alpha_view = 1.0, None
@@ -137,7 +140,7 @@ content = review.review_content(
     store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None
 )
 m, v = content.metrics, content.verdict
-with st.container(border=True, key="summary_card"):
+with card_slot.container(border=True, key="summary_card"):
     # The verdict in large type, to read from the back of a meeting room.
     st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
     getattr(st, v.kind.look.tone)(content.words, icon=v.kind.look.icon)
@@ -146,6 +149,37 @@ st.caption(summary.rules_text(v, t))
 st.caption(summary.counts_text(m, t))
 if (check_words := summary.check_text(m, t)) is not None:
     st.caption("🛡️ " + check_words)
+
+BUILT_SHOWN = 16  # counterexample thumbnails shown in "built from"; the rest are counted
+with st.container(border=True, key="built_from"):
+    try:
+        with st.spinner(t("review_built_computing")):
+            built = built_from.built_from(store, run_id, actor)
+    except UserError as exc:
+        st.error(md(err(exc)))
+        built = built_from.built_from(store, run_id)
+    facts = [
+        t("review_built_fixed", fixed=built.fixed if built.fixed is not None else "–", n=built.total),
+        t("review_built_started_by", name=md(built.started_by)),
+        t(f"method_{built.method}"),
+        t("review_built_strength", strength=review.strength_words(run, run_m, t)),
+    ]
+    st.markdown(f"**{t('review_built_title')}** · " + " · ".join(facts))
+    if not built.images:
+        st.caption(t("review_built_no_images"))
+    cols = st.columns(8) if built.images else []
+    for i, c in enumerate(built.images[:BUILT_SHOWN]):
+        with cols[i % 8]:
+            st.image(evaluation.thumbnail(c.file, 64))
+            answer = (
+                f"{'✓' if c.fixed else '✗'} {md(c.before)} → {md(c.after)}"
+                if c.after is not None
+                else t("review_built_no_answer")
+            )
+            by = md(c.labelled_by) if c.labelled_by else "–"
+            st.caption(f"**{md(c.label)}** · {by}  \n{answer}")
+    if len(built.images) > BUILT_SHOWN:
+        st.caption(t("review_built_more", n=len(built.images) - BUILT_SHOWN))
 
 st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t), key="old_new")
 st.plotly_chart(charts.tradeoff(runs.tradeoff_points(store, pid), t, highlight=run_id), key="tradeoff")
@@ -177,21 +211,25 @@ st.markdown(f"**{t('review_decision_now', decision=decision_now)}** {review.in_u
 if alpha < 1.0:
     st.info(t("review_alpha_decide_note", run=run_id, alpha=f"{alpha:.2f}"))
 
+in_use_run = runs.model_in_use(store, pid)
 a_col, r_col = st.columns(2)
 with a_col, st.form("approve_form"):
     st.markdown(f"**{t('review_approve_title')}**")
     st.caption(t("review_approve_as", name=md(actor)))
+    # Approve is offered only where a click could succeed; otherwise it is off and says why.
+    blocker = decisions.approve_blocker(store, run, actor)
     behind = decisions.responsible(store, run)
-    if actor in behind["started"] + behind["labelled"]:
-        relaxed_now = accounts.four_eyes_relaxed(store)
-        st.caption(t("review_four_eyes_relaxed_you" if relaxed_now else "review_four_eyes_you"))
-    comment = st.text_area(t("review_comment"), key="approve_comment")
+    if blocker is not None:
+        st.caption(t(blocker, run=run_id))
+    elif actor in behind["started"] + behind["labelled"]:
+        st.caption(t("review_four_eyes_relaxed_you"))
+    comment = st.text_area(t("review_comment"), key="approve_comment", disabled=blocker is not None)
     override, reason = False, ""
-    if v.flagged:
+    if v.flagged and blocker is None:
         st.warning(t("review_flagged_needs_override"))
         override = st.checkbox(t("review_override"), key="override")
         reason = st.text_area(t("review_override_reason"), key="override_reason")
-    if st.form_submit_button(t("review_approve"), type="primary", icon="✅"):
+    if st.form_submit_button(t("review_approve"), type="primary", icon="✅", disabled=blocker is not None):
         try:
             decisions.approve_run(store, run_id, comment, actor, override=override, reason=reason)
             st.session_state["review_msg"] = ("approve", "success", t("review_approved", run=run_id))
@@ -201,8 +239,15 @@ with a_col, st.form("approve_form"):
     show_message("approve")
 with r_col, st.form("reject_form"):
     st.markdown(f"**{t('review_reject_title')}**")
-    reject_comment = st.text_area(t("review_comment"), key="reject_comment")
-    if st.form_submit_button(t("review_reject"), icon="✋"):
+    may_reject = actor.can("approver") and not actor.demo and run["decision"] != "rejected"
+    if run["decision"] == "rejected":
+        st.caption(t("review_reject_already", run=run_id))
+    elif not may_reject:
+        st.caption(t("review_approve_blocked_demo" if actor.demo else "review_approve_blocked_role"))
+    elif in_use_run == run_id:  # what the click will change, before it is made
+        st.caption(t("review_reject_in_use", run=run_id))
+    reject_comment = st.text_area(t("review_comment"), key="reject_comment", disabled=not may_reject)
+    if st.form_submit_button(t("review_reject"), icon="✋", disabled=not may_reject):
         try:
             decisions.reject_run(store, run_id, reject_comment, actor)
             st.session_state["review_msg"] = ("reject", "info", t("review_rejected", run=run_id))
@@ -256,18 +301,38 @@ e2.download_button(
     on_click="ignore",
     icon="📄",
 )
+# Roll back: offered only on the review of the repair in use (a roll-back from another repair's page would
+# silently undo that one); the button opens a confirmation that says what changes and asks for a reason,
+# which goes into the audit row.
+may_roll_back = actor.can("approver") and not actor.demo
+other_in_use = in_use_run not in (None, run_id)
 if e3.button(
     t("review_rollback"),
     key="rollback",
     icon="↩️",
-    disabled=project["active_model_id"] == project["base_model_id"],
+    disabled=in_use_run != run_id or not may_roll_back,
     help=t("review_rollback_help"),
 ):
-    try:
-        decisions.rollback(store, pid, actor)
-        st.session_state["review_msg"] = ("rollback", "info", t("review_rolled_back"))
-        st.rerun()
-    except UserError as exc:
-        e3.error(md(err(exc)))
+    st.session_state["rollback_open"] = run_id
+if not may_roll_back:
+    e3.caption(t("review_rollback_needs_approver"))
+elif other_in_use:
+    e3.caption(t("review_rollback_elsewhere", run=in_use_run))
 with e3:
     show_message("rollback")
+if st.session_state.get("rollback_open") == run_id and in_use_run == run_id:
+    with st.container(border=True, key="rollback_confirm"):
+        st.warning(t("review_rollback_confirm_repair", run=run_id), icon="↩️")
+        why = st.text_area(t("review_rollback_reason"), key="rollback_reason")
+        go, back = st.columns(2)
+        if go.button(t("review_rollback_go"), key="rollback_go", type="primary"):
+            try:
+                decisions.rollback(store, pid, actor, why)
+                st.session_state.pop("rollback_open", None)
+                st.session_state["review_msg"] = ("rollback", "info", t("review_rolled_back"))
+                st.rerun()
+            except UserError as exc:
+                st.error(md(err(exc)))
+        if back.button(t("review_rollback_keep"), key="rollback_cancel"):
+            st.session_state.pop("rollback_open", None)
+            st.rerun()

@@ -32,13 +32,14 @@ if n_chosen == 0:
     st.page_link("views/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
 
 methods = dict(runs.method_choices())  # name → the translation key of its title
-method = st.selectbox(t("tune_method"), list(methods), format_func=lambda m: t(methods[m]), key="tune_method")
+m_col, a_col = st.columns([1, 1], vertical_alignment="bottom")
+method = m_col.selectbox(t("tune_method"), list(methods), format_func=lambda m: t(methods[m]), key="tune_method")
 schema = {s["name"]: s for s in runs.method_schema(method)}
 
 config: dict = {}
 if "strength" in schema:
     scale = strength_scale(schema["strength"])
-    auto = st.toggle(t("tune_auto"), key="tune_auto", help=t("tune_auto_help"))
+    auto = a_col.toggle(t("tune_auto"), key="tune_auto", help=t("tune_auto_help"))
     strength = st.select_slider(
         t("tune_strength"),
         options=scale.options,
@@ -55,6 +56,10 @@ if "strength" in schema:
         unsafe_allow_html=True,
     )
     config["strength"] = "auto" if auto else strength
+
+# At 1280x720 Start and the live progress come right under the strength (the meeting's first screen); the
+# advanced settings and the guard are drawn below them but read before the Start button acts on a click.
+start_slot, live_slot = st.container(), st.container()
 
 with st.expander(t("tune_advanced")):
     st.caption(t("tune_advanced_help"))
@@ -109,20 +114,17 @@ else:
 if guard_plan.offer_hint(store, pid, method, config):
     st.caption("💡 " + t("tune_hint_tip"))
 
-if st.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
+if start_slot.button(t("tune_start"), type="primary", key="tune_start", disabled=n_chosen == 0, icon="🚀"):
     try:
         run_id = runs.submit_run(store, pid, method, config, actor)
         st.session_state["watch_run"] = run_id
-        st.success(t("tune_queued", run=run_id))
+        start_slot.success(t("tune_submitted", run=run_id))
     except UserError as exc:
-        st.error(md(budget.explain(exc, t, err)))
+        start_slot.error(md(budget.explain(exc, t, err)))
 
 project_runs = store.runs(pid)
 if not project_runs:
     st.stop()
-
-st.divider()
-st.subheader(t("tune_runs"))
 
 
 def draw_runs_table() -> None:
@@ -136,7 +138,7 @@ def draw_runs_table() -> None:
                 "#": r["id"],
                 t("tune_col_status"): t(f"status_{r['status']}"),
                 t("tune_col_decision"): t(f"decision_{runs.decision_state(r, project)}"),
-                t("tune_col_strength"): display.number(r["strength_label"]),
+                t("tune_col_strength"): review.strength_words(r, runs.run_metrics(store, r["id"]), t),
                 t("tune_col_examples"): r["n_counterexamples"],
                 t("tune_col_device"): r["device"] or "",
                 t("tune_col_started"): display.local_time(r["started_at"], st.context.timezone),
@@ -154,7 +156,7 @@ active = [r["id"] for r in project_runs if r["status"] in ACTIVE_RUN_STATES]
 default_watch = st.session_state.get("watch_run")
 if default_watch not in ids:
     default_watch = active[-1] if active else ids[0]
-watch = st.selectbox(
+watch = live_slot.selectbox(
     t("tune_watch"),
     ids,
     index=ids.index(default_watch),
@@ -173,48 +175,47 @@ def stop_words(run: dict) -> str:
     return words + (" · " + t("stop_restored", step=stop.restored_step) if stop.restored is not None else "")
 
 
+LIVE_PHASES = ("queued", "preparing", "choosing", "tuning", "cancelling")  # core.app.runs.run_progress
+
+
+def progress_words(p: dict) -> str:
+    """The progress bar's line: what the repair is doing now, with a time left only where it is measured."""
+    phase, last, a = p["phase"], p["last"], p["auto"]
+    if phase in ("queued", "preparing", "cancelling"):
+        return t(f"tune_phase_{phase}")
+    if phase == "choosing":
+        text = t("tune_auto_progress", strength=display.number(a["strength"]), candidate=a.get("candidate", "?"),
+                 candidates=a.get("candidates", "?"), fold=a.get("fold", "?"), folds=a.get("folds", "?"),
+                 done=a["done"], total=a["total"])  # fmt: skip
+        return text + (" · " + t("tune_auto_eta", eta=display.duration(a["eta_s"])) if a.get("eta_s") else "")
+    if last is None:
+        return t("tune_progress_none")
+    counts = {"step": last["step"], "max": last.get("max_steps") or "?", "fixed": last.get("fixed") or 0,
+              "total": last.get("total", 0)}  # fmt: skip
+    if phase != "tuning":
+        return t("tune_progress_ended", **counts)
+    if p["eta_s"] is None:
+        return t("tune_progress_measuring", **counts)
+    return t("tune_progress", eta=display.duration(p["eta_s"]), **counts)
+
+
 def live_panel(run_id: int, was_active: bool) -> None:
     """The runs table and the live view of one run; reruns on its own every second while any run
     of the project is queued or running."""
-    draw_runs_table()
     p = runs.run_progress(store, run_id)
-    run = p["run"]
+    run, phase = p["run"], p["phase"]
     status = run["status"]
-    st.markdown(f"**{t('tune_watch_item', run=run_id)}** — {t(f'status_{status}')}")
+    state = t(f"phase_{phase}") if phase in LIVE_PHASES else t(f"status_{status}")
+    st.markdown(f"**{t('tune_watch_item', run=run_id)}** — {state}")
     device = run["device"] or (p["last"] or {}).get("device")
-    st.caption(t("tune_device", device=device or t("tune_device_unknown")))
-    last = p["last"]
-    if last:
-        counts = {
-            "step": last["step"],
-            "max": last.get("max_steps") or "?",
-            "fixed": last.get("fixed") or 0,
-            "total": last.get("total", 0),
-        }
-        if status in ACTIVE_RUN_STATES:
-            text = t("tune_progress", eta=display.duration(p["eta_s"]), **counts)
-        else:
-            text = t("tune_progress_ended", **counts)
-    elif p["auto"] and status in ACTIVE_RUN_STATES:
-        a = p["auto"]
-        text = t(
-            "tune_auto_progress",
-            strength=display.number(a["strength"]),
-            candidate=a.get("candidate", "?"),
-            candidates=a.get("candidates", "?"),
-            fold=a.get("fold", "?"),
-            folds=a.get("folds", "?"),
-            done=a["done"],
-            total=a["total"],
-        )
-    else:
-        text = t("tune_waiting")
-    st.progress(p["fraction"], text=text)
+    if device:
+        st.caption(t("tune_device", device=device))
+    st.progress(p["fraction"], text=progress_words(p))
     if p["undone"]:
         st.caption(t("tune_undone", n=p["undone"]))
     if p["history"]:
         st.plotly_chart(charts.live_curves(p["history"], t), key=f"live_{run_id}")
-    if status in ACTIVE_RUN_STATES:
+    if status in ACTIVE_RUN_STATES and phase != "cancelling":
         st.button(
             t("tune_cancel"),
             key=f"cancel_{run_id}",
@@ -229,7 +230,10 @@ def live_panel(run_id: int, was_active: bool) -> None:
         st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ENDED_WITHOUT_RESULT:
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
+    st.subheader(t("tune_runs"))
+    draw_runs_table()
 
 
 is_active = bool(active)
-st.fragment(live_panel, run_every=1.0 if is_active else None)(watch, is_active)
+with live_slot:
+    st.fragment(live_panel, run_every=1.0 if is_active else None)(watch, is_active)

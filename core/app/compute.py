@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from core.app.budget import BudgetError, check_budget
+from core.app.ce_answers import counterexample_answers
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
@@ -75,8 +76,7 @@ def _register_model(store: Store, project_id: int, bundle: ModelBundle, name: st
         shutil.move(str(f), final / f.name)
     tmp.rmdir()
     store.set_model_path(mid, final)
-    # The files are re-serialised on save, so record the hashes of what is stored (checked later) and
-    # keep the upload's hashes in the audit row.
+    # Files are re-serialised on save: record the stored files' hashes (checked later), the upload's in the audit.
     stored = stored_model_sha256(final)
     store.set_model_sha256(mid, stored)
     store.set_project(project_id, base_model_id=mid, active_model_id=mid)
@@ -496,4 +496,5 @@ TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "alpha_preview": alpha_preview,
     "alpha_grid": alpha_grid,
     "save_alpha_run": save_alpha_run,
+    "counterexample_answers": counterexample_answers,
 }

@@ -15,7 +15,7 @@ from __future__ import annotations
 from core.app.accounts import Role, User, acting, four_eyes_relaxed, require
 from core.app.integrity import check_run_model, check_stored_model
 from core.app.interpolated_runs import interpolation_of
-from core.app.runs import run_metrics
+from core.app.runs import model_in_use, run_metrics
 from core.app.store import Store
 from core.app.verdict import judge
 from core.engine.runfolder import RunFolder
@@ -63,6 +63,25 @@ def check_four_eyes(store: Store, run: dict, user: User) -> tuple[dict[str, list
     return who, relaxed
 
 
+def approve_blocker(store: Store, run: dict, user: User) -> str | None:
+    """Why ``user`` cannot approve ``run`` now, as the key of a sentence of the Review page (``{run}`` its
+    parameter), or None when Approve is offered. The same refusals :func:`approve_run` makes, read without
+    an audit row, so that the page never offers a button whose click is refused."""
+    project = store.project(run["project_id"])
+    if user.demo:
+        return "review_approve_blocked_demo"
+    if not user.can(Role.APPROVER):
+        return "review_approve_blocked_role"
+    if run["decision"] == "rejected":
+        return "review_approve_blocked_rejected"
+    if run["decision"] == "approved" and run["repaired_model_id"] == project["active_model_id"]:
+        return "review_approve_blocked_in_use"
+    who = responsible(store, run)
+    if str(user) in who["started"] + who["labelled"] and not four_eyes_relaxed(store):
+        return "review_four_eyes_you"
+    return None
+
+
 def approve_run(store: Store, run_id: int, comment: str, user: User, override: bool = False, reason: str = "") -> int:
     """Approve a finished run as ``user`` (an approver): its repaired model becomes the project's
     active model.
@@ -81,6 +100,12 @@ def _approve(store: Store, run_id: int, comment: str, user: User, override: bool
     m = run_metrics(store, run_id)
     if run is None or m is None:
         raise UserError("only a finished run can be approved", "approve_unfinished")
+    if run["decision"] == "rejected":
+        raise UserError(
+            f"repair #{run_id} was rejected, so it cannot be approved; start a new repair",
+            "approve_rejected",
+            run=run_id,
+        )
     who, relaxed = check_four_eyes(store, run, user)
     v = judge(m)
     if v.flagged and not (override and reason.strip()):
@@ -166,16 +191,29 @@ def _reject(store: Store, run: dict, comment: str, actor: User) -> None:
         )
 
 
-def rollback(store: Store, project_id: int, actor: User) -> None:
-    """Make the base model active again (the repair stays on record and can be approved again)."""
+def rollback(store: Store, project_id: int, actor: User, reason: str) -> int | None:
+    """Make the base model active again, for a written ``reason`` (kept in the audit row with the repair it
+    undoes). The repair stays on record and can be approved again. Who rolls back is checked in the same
+    transaction that does it. Returns the id of the repair that was in use (None: the active model was no
+    repair's)."""
     with acting(store, actor, Role.APPROVER, "roll_back", project_id) as actor:
         p = store.project(project_id)
         if p["active_model_id"] == p["base_model_id"]:
             raise UserError("the original model is already the active one", "already_original")
+        if not reason.strip():
+            raise UserError("write why the repair is rolled back", "rollback_reason_needed")
+        undone = model_in_use(store, project_id)
         store.set_project(project_id, active_model_id=p["base_model_id"])
         store.audit(
-            actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"]
+            actor,
+            "rolled_back",
+            project_id,
+            from_model_id=p["active_model_id"],
+            to_model_id=p["base_model_id"],
+            run_id=undone,
+            reason=reason.strip(),
         )
+    return undone
 
 
 def export_bytes(store: Store, run_id: int, actor: User) -> bytes:

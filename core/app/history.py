@@ -62,9 +62,52 @@ def filter_frame(
     return shown
 
 
+PERCENT_KEYS = ("accuracy", "worst_group", "kept_decisions")  # shares (0..1) read as percentages
+MAX_LISTED = 4  # items of a list named in the details column, then "+N"
+
+
+def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
+    """One detail's value for people: shares as percentages, numbers as settings read, hashes cut short."""
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    if isinstance(value, float) and key.startswith(PERCENT_KEYS) and 0 <= value <= 1:
+        return display.percent(value)
+    if isinstance(value, (int, float)):
+        return display.number(value)
+    if isinstance(value, str) and "sha256" in key:
+        return value[:12] + "…"
+    if isinstance(value, list):
+        shown = ", ".join(_value_words(key, v, t) for v in value[:MAX_LISTED])
+        return shown + (f" +{len(value) - MAX_LISTED}" if len(value) > MAX_LISTED else "")
+    if isinstance(value, dict):
+        return "{" + details_words(value, t) + "}"
+    return "–" if value is None else str(value)
+
+
+def _key_words(key: str, t: Callable[..., str]) -> str:
+    label = t(f"detail_{key}")
+    return key.replace("_", " ") if label == f"detail_{key}" else label
+
+
+def details_words(detail: dict, t: Callable[..., str]) -> str:
+    """An audit row's details in plain words (``accuracy: 80.0% → 85.9% · repair: 3``): a ``x_before`` and
+    ``x_after`` pair as one change, each key in words where the catalogue has them (``detail_<key>``)."""
+    parts = []
+    for key, value in detail.items():
+        if key.endswith("_after") and key.removesuffix("_after") + "_before" in detail:
+            continue
+        if key.endswith("_before") and (base := key.removesuffix("_before")) + "_after" in detail:
+            after = detail[base + "_after"]
+            parts.append(f"{_key_words(base, t)}: {_value_words(key, value, t)} → {_value_words(key, after, t)}")
+            continue
+        parts.append(f"{_key_words(key, t)}: {_value_words(key, value, t)}")
+    return " · ".join(parts)
+
+
 def table(frame: pd.DataFrame, t: Callable[..., str], tz: str | None) -> pd.DataFrame:
-    """The rows as the page shows them: number, local time (the zone named in the heading), who, what
-    in words, and the details, under translated headings."""
+    """The rows as the page shows them, newest first: number, local time (the zone named in the heading),
+    who, what in words, and the details in words, under translated headings."""
+    frame = frame.iloc[::-1]
     return pd.DataFrame(
         {
             "id": frame["id"].to_list(),
@@ -73,7 +116,7 @@ def table(frame: pd.DataFrame, t: Callable[..., str], tz: str | None) -> pd.Data
             ],
             t("history_col_who"): frame["who"].to_list(),
             t("history_col_what"): [t(f"action_{a}") for a in frame["action"]],
-            t("history_col_details"): frame["details"].to_list(),
+            t("history_col_details"): [details_words(json.loads(d), t) for d in frame["details"]],
         }
     )
 

@@ -248,6 +248,19 @@ def remove_label(store: Store, project_id: int, key: str, actor: User, expected_
             store.audit(actor, "label_removed", project_id, image=path, dataset_id=did, label=prev)
 
 
+def last_label_change_by(store: Store, project_id: int, key: str) -> str | None:
+    """Who last set, changed or removed the label of pool image ``key`` (from the audit log), or None."""
+    did, path = _split_key(key)
+    rows = [
+        e
+        for e in store.audit_events(project_id)
+        if e["action"] in ("label_added", "label_changed", "label_removed")
+        and e["detail"].get("image") == path
+        and e["detail"].get("dataset_id") == did
+    ]
+    return rows[-1]["actor"] if rows else None
+
+
 def chosen_set(store: Store, project_id: int) -> list[dict]:
     """The chosen counterexamples with their image file, label and attribute."""
     return [

@@ -57,8 +57,20 @@ def reviewable_runs(store: Store, project_id: int) -> list[dict]:
 
 
 def auto_strength(run: dict, metrics: dict) -> float | None:
-    """The strength "auto" chose, for a repair whose strength was left to the workbench; else None."""
-    return metrics.get("strength") if run["config"].get("strength") == "auto" else None
+    """The strength "auto" chose, for a repair whose strength was left to the workbench; else None (also for
+    a repair saved at a lower α from such a repair: its model is not the one auto chose)."""
+    auto = run["config"].get("strength") == "auto" and not run["config"].get("interpolation")
+    return metrics.get("strength") if auto else None
+
+
+def strength_words(run: dict, metrics: dict | None, t: Callable[..., str]) -> str:
+    """A repair's strength for people: ``1,000``; for "auto" the strength it chose once known
+    (``auto → 10,000``), with the α of a repair saved at a lower strength (``auto → 10,000 · α 0.50``)."""
+    label = run["strength_label"]
+    chosen = (metrics or {}).get("strength")
+    if label.startswith("auto") and chosen is not None:
+        return t("strength_auto_chose", strength=display.number(chosen)) + label.removeprefix("auto")
+    return display.number(label)
 
 
 def review_content(store: Store, run_id: int, t: Callable[..., str], preview: dict | None = None) -> ReviewContent:
@@ -88,12 +100,13 @@ def decision_events(store: Store, run: dict) -> list[dict]:
     ]
 
 
-def run_item(run: dict, project: dict, t: Callable[..., str]) -> str:
-    """A repair as the Review page's picker names it: number, strength and where its decision stands."""
+def run_item(run: dict, project: dict, t: Callable[..., str], store: Store | None = None) -> str:
+    """A repair as the Review page's picker names it: number, strength (with ``store``, the one auto chose)
+    and where its decision stands."""
     return t(
         "review_run_item",
         run=run["id"],
-        strength=display.number(run["strength_label"]),
+        strength=strength_words(run, run_metrics(store, run["id"]) if store else None, t),
         decision=t(f"decision_{decision_state(run, project)}"),
     )
 

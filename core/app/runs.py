@@ -19,7 +19,7 @@ from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
 from core.app.store import ACTIVE_RUN_STATES, IN_QUEUE_RUN_STATES, Store
 from core.engine.configs import SPECS, config_schema, setting_help_key, setting_key
-from core.engine.events import AutoTrialStarted, StepEvent, event_from_json
+from core.engine.events import AUTO_PHASE, AutoTrialStarted, StepEvent, event_from_json
 from core.engine.request import DataRefs, RunRequest
 from core.engine.results import Restored, RestoreRule, RunMetrics, Stop, StopReason
 from core.engine.runfolder import RunFolder
@@ -97,9 +97,11 @@ def _copy_counterexamples(chosen: list[dict], folder: RunFolder) -> Path:
     for i, c in enumerate(chosen):
         rel = f"images/ce_{i:04d}{Path(c['path']).suffix.lower()}"
         shutil.copyfile(c["file"], ce / rel)
-        rows.append({"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"]})
+        rows.append(
+            {"path": rel, "label": c["label"], "attribute": c["attribute"], "source": c["path"], "labelled_by": c["by"]}
+        )
     with open(ce / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source"])
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "attribute", "source", "labelled_by"])
         w.writeheader()
         w.writerows(rows)
     return ce
@@ -156,10 +158,51 @@ def cancel_run(store: Store, run_id: int, actor: User) -> None:
         store.audit(actor, "run_cancel_requested", run["project_id"], run_id=run_id)
 
 
+ETA_MIN_STEPS = 5  # steps measured before a time left is shown
+ETA_WINDOW = 20  # the latest steps whose measured times give the time per step
+
+
+def _step_eta(steps: list[StepEvent]) -> float | None:
+    """At most how long the training has left: the time per step measured over the latest steps (the first
+    steps' warm-up left out) times the steps left to ``max_steps``. An upper bound: a repair stops sooner
+    once its counterexamples are right. None until ETA_MIN_STEPS steps are measured."""
+    if len(steps) < ETA_MIN_STEPS or not steps[-1].max_steps or steps[-1].elapsed_s is None:
+        return None
+    recent = steps[-ETA_WINDOW:]
+    per_step = (recent[-1].elapsed_s - recent[0].elapsed_s) / max(1, len(recent) - 1)
+    return per_step * max(0, steps[-1].max_steps - steps[-1].step)
+
+
+def _auto_eta(rows: list[dict], done: int, total: int) -> float | None:
+    """How long automatic strength's search has left, from the measured time of its trials so far (each row
+    carries ``t_s``, the seconds since the repair started); None before the first trial has ended."""
+    timed = [r["t_s"] for r in rows if r.get("phase") == AUTO_PHASE and r.get("t_s") is not None]
+    if not done or not timed:
+        return None
+    return timed[-1] / done * max(0, total - done)
+
+
+def _phase(run: dict | None, steps: list[StepEvent], auto: dict | None) -> str:
+    """Where a repair stands, as the Repair page says it: queued, preparing (the worker loads the model and
+    the images), choosing (automatic strength's search), tuning, cancelling (asked to stop, not stopped
+    yet), or its ended status."""
+    status = run["status"] if run else "failed"
+    if status not in IN_QUEUE_RUN_STATES:
+        return status
+    if status == "queued":
+        return "queued"
+    if run.get("cancel_requested"):
+        return "cancelling"
+    if steps:
+        return "tuning"
+    return "choosing" if auto else "preparing"
+
+
 def run_progress(store: Store, run_id: int) -> dict:
-    """Live state of a run for the Tune page: status, training-step rows (without steps the kept rule
-    undid; ``undone`` counts them), the latest step, fraction, ETA, and with an automatic strength the
-    sweep's latest event (``auto``: which strength and fold is running, out of how many). The sweep
+    """Live state of a run for the Tune page: status, its ``phase`` (:func:`_phase`), training-step rows
+    (without steps the kept rule undid; ``undone`` counts them), the latest step, fraction, a measured time
+    left (``eta_s``, an upper bound, None until measured), and with an automatic strength the sweep's latest
+    event (``auto``: which strength and fold is running, out of how many, with its own ``eta_s``). The sweep
     counts as the first part of the run's progress.
 
     While the run waits or runs, each call also checks that its worker is alive: a dead worker's run
@@ -170,7 +213,8 @@ def run_progress(store: Store, run_id: int) -> dict:
         if run["status"] == "queued":
             jobs.ensure_worker(store)  # waiting with no worker alive (it died between runs): start one
         run = store.run(run_id)
-    events = [event_from_json(row) for row in store.progress(run_id)]
+    rows = store.progress(run_id)
+    events = [event_from_json(row) for row in rows]
     auto_events = [e for e in events if not isinstance(e, StepEvent)]
     steps = [e for e in events if isinstance(e, StepEvent)]
     # A step the kept rule undid (it changed too many reference answers) is not part of the curve: the
@@ -182,19 +226,18 @@ def run_progress(store: Store, run_id: int) -> dict:
     running = [e for e in auto_events if isinstance(e, AutoTrialStarted)]  # "about to run strength i, fold j"
     auto = None
     if running:
-        auto = {**running[-1].to_json(), "done": auto_events[-1].done, "total": auto_events[-1].total}
+        done, total = auto_events[-1].done, auto_events[-1].total
+        auto = {**running[-1].to_json(), "done": done, "total": total, "eta_s": _auto_eta(rows, done, total)}
     frac, eta = 0.0, None
     if last and last.get("max_steps"):
-        frac = min(1.0, last["step"] / last["max_steps"])
-        if last["step"] and last.get("elapsed_s") is not None:
-            eta = last["elapsed_s"] / last["step"] * (last["max_steps"] - last["step"])
+        frac, eta = min(1.0, last["step"] / last["max_steps"]), _step_eta(steps)
     elif auto and auto.get("total"):
         frac = min(1.0, auto["done"] / auto["total"])
     if run and run["status"] == "done":
         frac, eta = 1.0, 0.0
     history = [e.to_json() for e in hist]
-    return {"run": run, "history": history, "last": last, "auto": auto, "fraction": frac, "eta_s": eta,
-            "undone": len(steps) - len(hist)}  # fmt: skip
+    return {"run": run, "phase": _phase(run, steps, auto), "history": history, "last": last, "auto": auto,
+            "fraction": frac, "eta_s": eta, "undone": len(steps) - len(hist)}  # fmt: skip
 
 
 def active_runs(store: Store, project_id: int) -> list[dict]:

@@ -52,7 +52,11 @@ def varied_sample(items: list[dict], n: int, seed: int = 0) -> list[dict]:
 
 # ---- words ---------------------------------------------------------------------------------------
 def _group_move(c: GroupChange) -> str:
-    return f"{c.name} {percent(c.before, 0)} → {percent(c.after, 0)}"
+    """``name 26% → 15%``; with decimals where whole percents would hide the move (``100.0% → 99.6%``)."""
+    digits = 0
+    while digits < 2 and c.delta != 0 and percent(c.before, digits) == percent(c.after, digits):
+        digits += 1
+    return f"{c.name} {percent(c.before, digits)} → {percent(c.after, digits)}"
 
 
 def _losses(v: Verdict, t: Callable[..., str]) -> str:
@@ -108,12 +112,13 @@ def rules_text(v: Verdict, t: Callable[..., str]) -> str:
 
 
 def counts_text(metrics: dict, t: Callable[..., str]) -> str:
-    """How many test answers changed, were fixed and broken, and the smallest group counted."""
+    """How many test answers changed, were fixed, broken or went from one wrong answer to another, and the smallest group counted."""
     return t(
         "review_counts",
         changed=metrics["changed_predictions"],
         fixed=metrics.get("n_fixed", 0),
         broken=metrics.get("n_broken", 0),
+        other=metrics["changed_predictions"] - metrics.get("n_fixed", 0) - metrics.get("n_broken", 0),
         corrected=percent(metrics["errors_corrected"]),
         introduced=percent(metrics["errors_introduced"]),
         min_group=metrics["before"]["min_group_count"],
@@ -226,8 +231,10 @@ def _gain_and_loss(v: Verdict, t: Callable[..., str]) -> str:
     gain_txt = e(
         t("card_gain", group=_group_move(gain), delta=points(gain.delta, signed=True)) if gain else t("card_no_gain")
     )
+    # A loss inside the group's 95% range says so, beside a verdict that names only losses beyond it.
+    loss_key = "card_loss" if loss is None or loss.worse else "card_loss_within"
     loss_txt = e(
-        t("card_loss", group=_group_move(loss), delta=points(loss.delta, signed=True)) if loss else t("card_no_loss")
+        t(loss_key, group=_group_move(loss), delta=points(loss.delta, signed=True)) if loss else t("card_no_loss")
     )
     return (
         '<div style="display:flex;flex-wrap:wrap;gap:12px;margin-top:10px;font-size:19px;line-height:1.3">'

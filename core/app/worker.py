@@ -133,6 +133,7 @@ class _RunReporter:
         self.store, self.run_id, self.interrupt = store, run_id, interrupt
         self.buffer: list[dict] = []
         self.flushed, self.polled, self.stop, self.device, self.auto_seq = time.monotonic(), 0.0, False, None, 0
+        self.started = time.monotonic()
 
     def flush(self) -> None:
         self.store.add_progress(self.run_id, self.buffer)
@@ -146,6 +147,7 @@ class _RunReporter:
             # training steps keep their own numbers.
             self.auto_seq += 1
             row["step"] = AUTO_STEP_BASE + self.auto_seq
+            row["t_s"] = time.monotonic() - self.started  # the search's measured pace (its time left)
         self.buffer.append(row)
         if self.device is None and isinstance(event, StepEvent) and event.device:
             self.device = event.device

@@ -94,10 +94,10 @@ def test_a_page_redraws_when_another_curator_labels(refresh_server, browser):
     srv = refresh_server
     a_ctx, alice = _counterexamples_as(browser, srv, "alice", open_demo=True)
     b_ctx, bob = _counterexamples_as(browser, srv, "bob", open_demo=False)
-    bob.get_by_text("Your counterexamples (0)").wait_for()
+    bob.get_by_text("The project's counterexamples (0)").wait_for()
     alice.locator(".st-key-quick_1 button").click()
     # Bob touches nothing: his page polls the store's change count and redraws.
-    bob.get_by_text("Your counterexamples (1)").wait_for(timeout=60_000)
+    bob.get_by_text("The project's counterexamples (1)").wait_for(timeout=60_000)
     settle(bob)
     bob.screenshot(path=str(ARTIFACTS / "label_live_refresh.png"))
     a_ctx.close()

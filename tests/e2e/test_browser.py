@@ -82,12 +82,12 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
 
     _nav(page, "2 · Counterexamples", "Quick labelling")
     _label_in_gallery(page, store, pid, 8)
-    page.get_by_text("Your counterexamples (8)").wait_for()
+    page.get_by_text("The project's counterexamples (8)").wait_for()
     shot(page, "2_counterexamples_en")
 
     _nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_role("button", name="Start the repair").click()
-    page.get_by_text("Repair #1 is queued").wait_for()
+    page.get_by_text("Repair #1 submitted").wait_for()
     page.get_by_text(PROGRESS).first.wait_for(timeout=180_000)  # the live progress bar
     page.locator("[data-testid=stPlotlyChart]").first.wait_for()
     shot(page, "3_tune_live_en")
@@ -264,7 +264,7 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
     page.get_by_role("button", name="Open the demo").click()
     page.get_by_text("Where the model goes wrong").wait_for()
     assert [p["id"] for p in store.projects()] == [pid]
-    _nav(page, "2 · Counterexamples", "Your counterexamples (3)")
+    _nav(page, "2 · Counterexamples", "The project's counterexamples (3)")
     _nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_text("This repair was interrupted because the server stopped").wait_for()
     shot(page, "restart_interrupted_run")
