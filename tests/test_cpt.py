@@ -37,7 +37,7 @@ def test_base_untouched_and_bn_stats_frozen(tiny_model):
     # the method's own frozen copy keeps θ and the BatchNorm running statistics too
     for k, v in m.base.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert any(float(d.abs().sum()) > 0 for d in m.model.deltas)
+    assert any(float(d.abs().sum()) > 0 for d in m.changes())
 
 
 def test_merged_model_equals_theta_plus_delta(tiny_model):
@@ -65,7 +65,7 @@ def test_strength_limits_change(tiny_model):
         )
         for _ in range(20):
             m.update(x, y)
-        norms.append(sum(float(d.pow(2).sum()) for d in m.model.deltas))
+        norms.append(sum(float(d.pow(2).sum()) for d in m.changes()))
     assert norms[1] < norms[0]
 
 
@@ -102,7 +102,7 @@ def test_cpu_training_is_deterministic(tiny_model):
         m = get_method("cpt")(tiny_model, make_config("cpt", {"lr": 0.01, "lr_scale": "none"}), DEV)
         for _ in range(3):
             m.update(x, y)
-        outs.append(np.concatenate([d.detach().numpy().ravel() for d in m.model.deltas]))
+        outs.append(np.concatenate([d.detach().numpy().ravel() for d in m.changes()]))
     assert np.array_equal(outs[0], outs[1])
 
 
@@ -116,7 +116,7 @@ def test_closed_form_l2_gradient_matches_autograd(tiny_model):
         m = get_method("cpt")(tiny_model, make_config("cpt", {"strength": 50.0, "lr": 0.01, "lr_scale": "none"}), DEV)
         for _ in range(4):
             stats = m.update(x, y) if closed_form else Method.update(m, x, y)
-        runs.append(([d.detach().clone() for d in m.model.deltas], stats))
+        runs.append(([d.clone() for d in m.changes()], stats))
     for a, b in zip(runs[0][0], runs[1][0]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert runs[0][1].penalty > 0

@@ -5,12 +5,8 @@ device, never by timed tests. Each ratio's two sides are timed in interleaved bl
 with the order alternating between repeats) and the median block is taken, so drift in machine
 load hits both sides alike.
 
-* **step**: one change-penalized tuning step (:class:`core.engine.methods.cpt.CPT` ``update``: forward
-  with θ + δ through ``functional_call``, cross-entropy, the normalised penalty, backward, Adam)
-  ÷ one plain fine-tuning step written as a bare PyTorch loop (forward, cross-entropy, backward,
-  Adam on θ). Target ≤ 1.10. Our own ``finetune`` method's step is shown beside it, and so is
-  :class:`core.engine.methods.l2sp.L2SP`, the same objective as CPT-l2 written on θ with the penalty's
-  gradient added in closed form: the way to bring the CPT step to target (see docs/BENCHMARKS.md).
+* **step**, **anchored step** and **memory**: :mod:`core.bench.perf_steps` (CPT ÷ a bare PyTorch fine-tuning
+  step, targets ≤ 1.05 and ≤ 1.10 on the same images, memory ≤ 1.15).
 * **evaluate**: throughput of our evaluation path (:func:`core.engine.inference.evaluate_model`: batched
   logits, softmax, per-group metrics with bootstrap intervals; and :func:`core.engine.inference.predict_logits`
   alone) ÷ a bare ``torch.inference_mode()`` loop over the same preloaded tensors. Target ≥ 0.90.
@@ -24,11 +20,8 @@ load hits both sides alike.
   ÷ retraining the same base model from scratch on its training set. This is the time a user
   saves; the repair is never shortened to improve it. The tuning loop alone (without the before/after
   evaluation) is shown beside it.
-* **memory**: peak memory of a CPT step ÷ a plain fine-tuning step. On CUDA:
-  ``torch.cuda.max_memory_allocated``. On CPU, where PyTorch keeps no allocator statistics, the
-  bytes of every distinct tensor storage alive at the forward/backward boundary are counted:
-  weights (frozen and trainable), gradients, optimizer state and the tensors autograd saved for
-  backward (CPT saves the θ + δ it computed; plain fine-tuning saves θ itself).
+* **auto vs one repair** (``--auto``, slow), per suite: a repair with automatic strength ÷ one default repair, on
+  the same 16 counterexamples and device (whole call, and the tuning alone). Targets: median ≤ 2, worst ≤ 3.
 
 CPU figures use one thread by default (``--threads``), on both sides of every ratio: on a machine
 shared with other jobs, multi-threaded kernels wait on descheduled threads and two runs of the same
@@ -41,13 +34,11 @@ shape (the work does not depend on pixel values); the suite ratios use the suite
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +47,10 @@ from torch import nn
 
 from core.bench import scale
 from core.bench.benchmark import draw_counterexamples
+from core.bench.perf_steps import interleaved, step_figures
 from core.bench.suites import load_suite, prepare_suite_data
-from core.engine.configs import make_config
 from core.engine.devices import autocast, describe_device, select_device
 from core.engine.inference import DiskImages, evaluate_model, predict_logits
-from core.engine.methods import METHODS
 from core.engine.repair import run_repair
 from core.formats.architectures import SmallCNN, build_model
 
@@ -85,174 +75,12 @@ def add_arguments(p) -> None:
         "descheduled threads and the ratios become noise; 0 = torch's own choice)",
     )
     p.add_argument("--out", help="also write the figures as JSON here")
-    scale.add_arguments(p)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved(
-    sides: dict[str, Callable[[], None]], repeats: int, device: torch.device
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median wall-clock and median process-CPU seconds per call of each side, timed in interleaved
-    blocks (one warm-up call each). On a CPU shared with other jobs the wall-clock figure is at the
-    mercy of their load; the CPU-time figure counts only this process's work, so both are reported."""
-    for fn in sides.values():
-        fn()
-    _sync(device)
-    wall: dict[str, list[float]] = {k: [] for k in sides}
-    cpu: dict[str, list[float]] = {k: [] for k in sides}
-    order = list(sides)
-    for r in range(repeats):
-        for name in order if r % 2 == 0 else reversed(order):
-            _sync(device)
-            c0, t0 = time.process_time(), time.perf_counter()
-            sides[name]()
-            _sync(device)
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    med = statistics.median
-    return {k: med(v) for k, v in wall.items()}, {k: med(v) for k, v in cpu.items()}
-
-
-# -- training step ----------------------------------------------------------------------------
-class BareFineTune:
-    """Plain fine-tuning as anyone would write it: forward, cross-entropy, backward, Adam on θ."""
-
-    def __init__(self, base: nn.Module, device: torch.device, lr: float = 1e-3):
-        self.model = copy.deepcopy(base).to(device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(True)
-        self.device = device
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast(self.device):
-            logits = self.model(x)
-        loss = nn.functional.cross_entropy(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-
-def _storages(tensors) -> dict[int, int]:
-    out = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            s = t.untyped_storage()
-            out[s.data_ptr()] = s.nbytes()
-    return out
-
-
-def _state_tensors(modules: list[nn.Module], optimizer) -> list[torch.Tensor]:
-    ts: list[torch.Tensor] = []
-    for m in modules:
-        for p in m.parameters():
-            ts.append(p)
-            if p.grad is not None:
-                ts.append(p.grad)
-        ts.extend(m.buffers())
-    if optimizer is not None:
-        for st in optimizer.state.values():
-            ts.extend(v for v in st.values() if isinstance(v, torch.Tensor))
-    return ts
-
-
-def accounted_peak_bytes(modules: list[nn.Module], optimizer_of: Callable[[], object], step: Callable[[], None]) -> int:
-    """CPU peak estimate: distinct storages of weights, grads, optimizer state and saved activations.
-
-    Taken on the second step, when gradients and optimizer state already exist (as in every step
-    after the first)."""
-    step()
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        saved.update(_storages([t]))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    static = _storages(_state_tensors(modules, optimizer_of()))
-    return sum({**saved, **static}.values())
-
-
-def cuda_peak_bytes(make: Callable[[], tuple[object, Callable[[], None]]], device: torch.device) -> int:
-    """Peak allocated CUDA bytes while building a trainer and running three steps."""
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    start = torch.cuda.memory_allocated(device)
-    holder, step = make()
-    for _ in range(3):
-        step()
-    _sync(device)
-    peak = torch.cuda.max_memory_allocated(device) - start
-    del holder, step
-    torch.cuda.empty_cache()
-    return peak
-
-
-def step_figures(base: nn.Module, x, y, device, repeats: int, steps: int) -> dict:
-    cfg = make_config("cpt", {})
-    cpt = METHODS["cpt"](base, cfg, device)
-    ft = METHODS["finetune"](base, make_config("finetune", {}), device)
-    l2sp = METHODS["l2sp"](base, make_config("l2sp", {}), device)
-    bare = BareFineTune(base, device)
-
-    def block(fn):
-        def run():
-            for _ in range(steps):
-                fn(x, y)
-
-        return run
-
-    t, c = interleaved(
-        {
-            "cpt": block(cpt.update),
-            "plain": block(bare.update),
-            "finetune": block(ft.update),
-            "l2sp": block(l2sp.update),
-        },
-        repeats,
-        device,
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="also time a repair with automatic strength ÷ one default repair on each of --suites (slow: minutes)",
     )
-    per = {k: v / steps for k, v in t.items()}
-    per_cpu = {k: v / steps for k, v in c.items()}
-    if device.type == "cuda":
-
-        def make_cpt():
-            m = METHODS["cpt"](base, cfg, device)
-            return m, lambda: m.update(x, y)
-
-        def make_bare():
-            m = BareFineTune(base, device)
-            return m, lambda: m.update(x, y)
-
-        mem_cpt, mem_plain = cuda_peak_bytes(make_cpt, device), cuda_peak_bytes(make_bare, device)
-        mem_how = "torch.cuda.max_memory_allocated"
-    else:
-        m1 = METHODS["cpt"](base, cfg, device)
-        mem_cpt = accounted_peak_bytes([m1.base, m1.model], lambda: m1.optimizer, lambda: m1.update(x, y))
-        m2 = BareFineTune(base, device)
-        mem_plain = accounted_peak_bytes([m2.model], lambda: m2.optimizer, lambda: m2.update(x, y))
-        mem_how = "distinct tensor storages at the forward/backward boundary"
-    return {
-        "cpt_step_s": per["cpt"],
-        "plain_step_s": per["plain"],
-        "finetune_method_step_s": per["finetune"],
-        "step_ratio": per["cpt"] / per["plain"],
-        "cpt_step_cpu_s": per_cpu["cpt"],
-        "plain_step_cpu_s": per_cpu["plain"],
-        "step_ratio_cpu_time": per_cpu["cpt"] / per_cpu["plain"],
-        "l2sp_step_s": per["l2sp"],
-        "l2sp_step_ratio": per["l2sp"] / per["plain"],
-        "l2sp_step_ratio_cpu_time": per_cpu["l2sp"] / per_cpu["plain"],
-        "cpt_peak_bytes": mem_cpt,
-        "plain_peak_bytes": mem_plain,
-        "memory_ratio": mem_cpt / mem_plain,
-        "memory_measure": mem_how,
-    }
+    scale.add_arguments(p)
 
 
 def eval_figures(model: nn.Module, x: torch.Tensor, device, repeats: int, batch_size: int = 1024) -> dict:
@@ -325,6 +153,47 @@ def suite_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
     }
 
 
+def auto_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
+    """A repair with automatic strength ÷ one default repair, same suite, counterexamples (16) and device: the
+    whole ``run_repair`` call, and ``metrics.seconds`` (the tuning: auto's trials and its repair, or the loop)."""
+    suite = load_suite(name, workdir / "suites")
+    suite.load_pixels()
+    idx = draw_counterexamples(suite, 16, seed)
+    data = prepare_suite_data(suite, idx, with_unlabeled=False)
+    sides = {}
+    for side, cfg in (("default", {}), ("auto", {"strength": "auto"})):
+        t0 = time.perf_counter()
+        res = run_repair(
+            suite.bundle, suite.pool.subset(idx), method="cpt", config=cfg, device=str(device.type), data=data
+        )
+        sides[side] = (time.perf_counter() - t0, res.metrics.seconds or 0.0, res.metrics.steps)
+    (d_s, d_tune, d_steps), (a_s, a_tune, _) = sides["default"], sides["auto"]
+    return {"suite": name, "default_s": d_s, "auto_s": a_s, "default_tuning_s": d_tune, "auto_tuning_s": a_tune,
+            "default_steps": d_steps, "auto_ratio": a_s / d_s, "auto_tuning_ratio": a_tune / max(d_tune, 1e-9)}  # fmt: skip
+
+
+def _auto_lines(suites: list[str], device, report: dict) -> list[str]:
+    """Auto ÷ one default repair per suite, with the median and the worst (its sections added to ``report``)."""
+    lines = [
+        "",
+        f"## automatic strength ÷ one default repair ({describe_device(device)}, 16 counterexamples)",
+        "| suite | auto ÷ default (whole call) | tuning alone | auto | default (steps) |",
+        "|---|---|---|---|---|",
+    ]
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in suites:
+            f = auto_figures(name, device, Path(tmp))
+            report["sections"].append({"device": device.type, "kind": "auto", **f})
+            ratios.append(f["auto_ratio"])
+            lines.append(
+                f"| {name} | {f['auto_ratio']:.2f} | {f['auto_tuning_ratio']:.2f} | {f['auto_s']:.1f} s | "
+                f"{f['default_s']:.1f} s ({f['default_steps']}) |"
+            )
+    lines.append(f"median {statistics.median(ratios):.2f}, worst {max(ratios):.2f} (targets ≤ 2 and ≤ 3)")
+    return lines
+
+
 def run(args) -> int:
     device = select_device(args.device)
     if args.threads and args.threads > 0:
@@ -349,6 +218,8 @@ def run(args) -> int:
     suites = [s for s in (args.suites or []) if s != "none"]
     if suites:
         lines += _suite_lines(suites, report)
+    if suites and args.auto:
+        lines += _auto_lines(suites, device, report)
     if args.scale:
         with tempfile.TemporaryDirectory() as tmp:
             section, more = scale.scale_figures(args, Path(tmp))
@@ -392,31 +263,43 @@ def _device_section(args, dev_name: str, label: str, model, shape, bs: int) -> d
     return {"device": dev_name, "model": label, "batch_size": bs, **st, **ev}
 
 
+def _ratio_row(s: dict, what: str, key: str, target: str, sides: str) -> str:
+    return f"| {what} | {s[key]:.3f} | {s[key + '_cpu_time']:.3f} | {target} | {sides} |" if key in s else ""
+
+
+def _ms(s: dict, *names: str) -> str:
+    return " vs ".join(f"{s[n + '_step_s'] * 1e3:.2f} ms" for n in names)
+
+
 def _device_lines(s: dict) -> list[str]:
-    """The printed table of one device's section."""
+    """The printed table of one device's section: ours ÷ plain PyTorch, wall clock and this process's CPU time."""
+    rows = [
+        ("CPT step ÷ plain fine-tuning step", "cpt_ratio", "≤ 1.05", _ms(s, "cpt", "plain")),
+        (f"anchored CPT step ÷ plain step on the same {s['anchored_images']} images", "anchored_ratio", "≤ 1.10",
+         _ms(s, "anchored", "plain_same_images")),
+        ("(its reference minibatch read from disk ÷ that plain step)", "reference_read_ratio", "—",
+         _ms(s, "reference_read")),
+        ("(CPT's δ form, θ + δ through functional_call ÷ plain step)", "cpt_delta_ratio", "—", _ms(s, "cpt_delta")),
+        ("(L2-SP step ÷ plain step)", "l2sp_ratio", "—", _ms(s, "l2sp")),
+        ("(our finetune method's step ÷ plain step)", "finetune_ratio", "—", _ms(s, "finetune")),
+        ("evaluate throughput ÷ bare inference loop", "evaluate_ratio", "≥ 0.90",
+         f"{s['evaluate_images_per_s']:.0f} vs {s['bare_images_per_s']:.0f} images/s"),
+        ("predict_logits throughput ÷ bare inference loop", "predict_logits_ratio", "≥ 0.90",
+         f"{s['predict_logits_images_per_s']:.0f} vs {s['bare_images_per_s']:.0f} images/s"),
+        (f"evaluation streamed from disk (batch {s['streamed_batch']}) ÷ bare loop on preloaded tensors (batch 1024)",
+         "streamed_ratio", "≥ 0.90 CPU, ≥ 0.80 GPU",
+         f"{s['streamed_images_per_s']:.0f} vs {s['bare_images_per_s']:.0f} images/s"),
+    ]  # fmt: skip
+    mib = 2**20
     return [
         "",
-        f"## {s['device']}: {s['model']}, batch {s['batch_size']}",
+        f"## {s['device']}: {s['model']}, batch {s['batch_size']} (ours ÷ plain PyTorch)",
         "| ratio | wall clock | CPU time | target | sides (wall clock) |",
         "|---|---|---|---|---|",
-        f"| CPT step ÷ plain fine-tuning step | {s['step_ratio']:.3f} | {s['step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
-        f"{s['cpt_step_s'] * 1e3:.2f} ms vs {s['plain_step_s'] * 1e3:.2f} ms "
-        f"(our finetune method: {s['finetune_method_step_s'] * 1e3:.2f} ms) |",
-        f"| L2-SP step (CPT's l2 objective on θ, closed-form penalty gradient) ÷ plain step | "
-        f"{s['l2sp_step_ratio']:.3f} | {s['l2sp_step_ratio_cpu_time']:.3f} | ≤ 1.10 | "
-        f"{s['l2sp_step_s'] * 1e3:.2f} ms vs {s['plain_step_s'] * 1e3:.2f} ms |",
-        f"| evaluate throughput ÷ bare inference loop | {s['evaluate_ratio']:.3f} | "
-        f"{s['evaluate_ratio_cpu_time']:.3f} | ≥ 0.90 | "
-        f"{s['evaluate_images_per_s']:.0f} vs {s['bare_images_per_s']:.0f} images/s |",
-        f"| predict_logits throughput ÷ bare inference loop | {s['predict_logits_ratio']:.3f} | "
-        f"{s['predict_logits_ratio_cpu_time']:.3f} | ≥ 0.90 | "
-        f"{s['predict_logits_images_per_s']:.0f} vs {s['bare_images_per_s']:.0f} images/s |",
-        f"| streamed from disk (batch {s['streamed_batch']}) ÷ bare loop on preloaded tensors (batch 1024) | "
-        f"{s['streamed_ratio']:.3f} | {s['streamed_ratio_cpu_time']:.3f} | ≥ 0.90 | "
-        f"{s['streamed_images_per_s']:.0f} vs {s['bare_images_per_s']:.0f} images/s |",
-        f"| CPT peak memory ÷ plain fine-tuning | {s['memory_ratio']:.3f} | | — | "
-        f"{s['cpt_peak_bytes'] / 2**20:.2f} MiB vs {s['plain_peak_bytes'] / 2**20:.2f} MiB "
-        f"({s['memory_measure']}) |",
+        *(_ratio_row(s, *row) for row in rows),
+        f"| CPT peak memory ÷ plain fine-tuning | {s['memory_ratio']:.3f} | | ≤ 1.15 | "
+        f"{s['cpt_peak_bytes'] / mib:.2f} MiB vs {s['plain_peak_bytes'] / mib:.2f} MiB ({s['memory_measure']}; "
+        f"δ form {s['memory_ratio_delta_form']:.3f}) |",
     ]
 
 

@@ -14,18 +14,16 @@ named presets (:data:`core.engine.configs.SPECS`) and one training loop
 * ``finetune_head``    the last linear layer only, ``stop_rule="none"``;
 * ``finetune_head_es`` the last linear layer only, ``stop_rule="paper"``.
 
-A trainable copy of the frozen base is made, so ``self.base`` keeps θ₀ for the penalised
+A trainable copy of the frozen base is made (the untuned tensors shared with it), so ``self.base`` keeps θ₀ for the penalised
 subclasses (:mod:`core.engine.methods.l2sp`, :mod:`core.engine.methods.mas`) and for the audit delta. The copy
 runs in eval mode: BatchNorm statistics stay frozen and dropout is off (docs/DESIGN.md §3).
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from core.engine.methods.base import Method, select_parameters
+from core.engine.methods.base import Method, select_parameters, trainable_copy
 
 
 class FineTune(Method):
@@ -35,14 +33,8 @@ class FineTune(Method):
 
     def __init__(self, base_model, config, device, unlabeled=None):
         super().__init__(base_model, config, device, unlabeled)
-        self.model = copy.deepcopy(self.base).eval()
-        self.names = select_parameters(self.model, config.params)
-        chosen = set(self.names)
-        self._params: list[torch.Tensor] = []
-        for n, p in self.model.named_parameters():
-            p.requires_grad_(n in chosen)
-            if n in chosen:
-                self._params.append(p)
+        self.names = select_parameters(self.base, config.params)
+        self.model, self._params = trainable_copy(self.base, self.names)
         base = dict(self.base.named_parameters())
         self.anchors = [base[n] for n in self.names]  # θ₀, frozen, aligned with trainable_parameters()
 

@@ -14,7 +14,7 @@ than in δ = θ − θ₀ (docs/DESIGN.md §3); it is kept as the named baseline
 benchmark shows both side by side.
 
 **Speed.** The penalty's gradient is known in closed form, ∂/∂θ [λ‖θ − θ₀‖²/‖θ₀‖²] = 2λ(θ − θ₀)/‖θ₀‖²,
-so :meth:`L2SP.update` adds it to the task gradient in one fused ``torch._foreach_add_`` after
+so :meth:`L2SP.update` adds it to the task gradient in fused ``torch._foreach_*`` passes after
 ``backward()`` instead of building an autograd graph for the penalty, and the network runs on θ
 directly (no ``functional_call``). A step then costs a plain fine-tuning step plus two passes over
 the weights (``python -m core perf`` shows the ratio); the trajectory is the autograd one up to
@@ -44,7 +44,4 @@ class L2SP(FineTune):
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> StepStats:
         """One Adam step on CE + λ·P with P's gradient 2λ(θ − θ₀)/‖θ₀‖² added in closed form."""
-        params = list(self._params)
-        return self.update_with_l2_pull(
-            x, y, params, lambda: torch._foreach_sub(params, list(self.anchors)), self.config.strength, self.scale
-        )
+        return self.update_with_l2_pull(x, y, list(self._params), list(self.anchors), self.config.strength, self.scale)
