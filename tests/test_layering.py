@@ -25,6 +25,11 @@ LAZY_ALLOWED = {
     "plotly.graph_objects",  # only when the benchmark writes its interactive figure
     "plotly.subplots",
     "ray",  # only with the ray backend (core.engine.backends); the local backend needs no Ray
+    # only for a timm or transformers folder (core/formats/libraries.py); importing transformers takes seconds
+    "timm",
+    "transformers",
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
 }
 
 

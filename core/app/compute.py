@@ -100,13 +100,12 @@ def register_model(store: Store, payload: dict, actor: str) -> dict:
     logits) and make it a new project. The staging folder is removed either way."""
     staged, filename, weights = Path(payload["staged"]), payload["filename"], payload["weights"]
     try:
-        raw = (staged / weights).read_bytes()
-        if weights == BUNDLE_WEIGHTS:
-            meta_raw = (staged / BUNDLE_META).read_bytes()
-            bundle = bundle_from_files({BUNDLE_META: meta_raw, BUNDLE_WEIGHTS: raw}, source=filename)
+        if weights == BUNDLE_WEIGHTS:  # a model zip: ours, or a timm or transformers folder
+            files = {f.name: f.read_bytes() for f in staged.iterdir() if f.is_file()}
+            bundle = bundle_from_files(files, source=filename)
         else:
             meta = parse_meta_json((staged / BUNDLE_META).read_bytes())
-            bundle = bundle_from_state_file(raw, filename, meta)
+            bundle = bundle_from_state_file((staged / weights).read_bytes(), filename, meta)
         pid = store.create_project(Path(filename).stem, actor)
         _register_model(store, pid, bundle, filename, actor)
         return {"project_id": pid}

@@ -20,7 +20,8 @@ from core.app.store import Store
 from core.app.verdict import judge
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
-from core.formats.meta import bundle_zip_bytes, parse_meta_json, sha256_bytes
+from core.formats.libmeta import folder_meta, model_zip_bytes
+from core.formats.meta import sha256_bytes
 
 
 def responsible(store: Store, run: dict) -> dict[str, list[str]]:
@@ -108,7 +109,7 @@ def _repaired_model(store: Store, run: dict) -> int:
     folder = RunFolder(run["out_dir"])
     if not folder.has_model():
         raise UserError("this method produced no mergeable model, so it cannot be approved", "not_mergeable")
-    meta = parse_meta_json(folder.model_meta.read_bytes())
+    meta = folder_meta(folder.model_dir)
     if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
         check_stored_model(store.model(run["repaired_model_id"]))
         return run["repaired_model_id"]
@@ -164,7 +165,7 @@ def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
         raise UserError("this run has no merged model to export", "no_export")
     if run["repaired_model_id"]:  # approved once: the files must still be the approved ones
         check_stored_model(store.model(run["repaired_model_id"]))
-    return bundle_zip_bytes(folder.model_dir)
+    return model_zip_bytes(folder.model_dir)
 
 
 def approval(store: Store, run_id: int) -> dict | None:

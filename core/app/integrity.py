@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from core.engine.runfolder import BUNDLE_FILES
 from core.errors import UserError
-
-MODEL_FILES = BUNDLE_FILES
+from core.formats.libmeta import model_folder_files
 
 
 def file_sha256(path: Path) -> str:
@@ -25,8 +23,9 @@ def file_sha256(path: Path) -> str:
 
 
 def stored_model_sha256(model_dir: str | Path) -> dict[str, str]:
-    """SHA-256 of model.json and model.safetensors as they are stored in ``model_dir``."""
-    return {name: file_sha256(Path(model_dir) / name) for name in MODEL_FILES}
+    """SHA-256 of the model's files as they are stored in ``model_dir`` (model.json and model.safetensors, or a
+    timm or transformers folder's config files and model.safetensors)."""
+    return {name: file_sha256(Path(model_dir) / name) for name in model_folder_files(model_dir)}
 
 
 def check_stored_model(model: dict) -> None:
@@ -38,10 +37,8 @@ def check_stored_model(model: dict) -> None:
     if model.get("kind") != "repaired":
         return
     recorded = model.get("sha256") or {}
-    for name in MODEL_FILES:
+    for name in recorded:
         f = Path(model["path"]) / name
-        if name not in recorded:
-            continue
         try:
             actual = file_sha256(f)
         except OSError as exc:
