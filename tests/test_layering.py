@@ -30,6 +30,9 @@ LAZY_ALLOWED = {
     "transformers",
     "transformers.models.auto.configuration_auto",
     "transformers.models.auto.modeling_auto",
+    # only for an ONNX export and its check (core/engine/onnx_export.py)
+    "onnx",
+    "onnxruntime",
 }
 
 

@@ -236,6 +236,18 @@ e1.download_button(
     disabled=run["decision"] != "approved" or actor.demo or not actor.can("approver"),
     help=t("review_export_help"),
 )
+# The ONNX export: made and checked against PyTorch by the task worker (core.app.decisions.onnx_export_zip).
+e1.download_button(
+    t("review_export_onnx"),
+    data=lambda: decisions.onnx_export_zip(store, run_id, actor)[0],
+    file_name=f"repaired_model_run{run_id}_onnx.zip",
+    mime="application/zip",
+    key="export_onnx",
+    on_click="ignore",
+    icon="🧩",
+    disabled=run["decision"] != "approved" or actor.demo or not actor.can("approver"),
+    help=t("review_export_onnx_help"),
+)
 if actor.demo or not actor.can("approver"):
     e1.caption(t("review_export_needs_approver_demo" if actor.demo else "review_export_needs_approver"))
 elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):

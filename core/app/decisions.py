@@ -12,12 +12,19 @@ and the report.
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from core.app import jobs
 from core.app.accounts import Role, User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolated_runs import interpolation_of
 from core.app.runs import run_metrics
 from core.app.store import Store
 from core.app.verdict import judge
+from core.engine.onnx_check import CHECK_FILE, ONNX_FILE, OnnxCheck
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.libmeta import folder_meta, model_zip_bytes
@@ -156,8 +163,8 @@ def rollback(store: Store, project_id: int, actor: User) -> None:
     store.audit(actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"])
 
 
-def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
-    """The repaired (merged) model of a run as a bundle zip, for an approver."""
+def _exportable(store: Store, run_id: int, actor: User) -> RunFolder:
+    """The run's folder, once the actor may export it and its merged model is still the approved one."""
     run = store.run(run_id)
     require(store, actor, Role.APPROVER, "export", run["project_id"] if run else None)
     folder = RunFolder(run["out_dir"])
@@ -165,7 +172,29 @@ def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
         raise UserError("this run has no merged model to export", "no_export")
     if run["repaired_model_id"]:  # approved once: the files must still be the approved ones
         check_stored_model(store.model(run["repaired_model_id"]))
-    return model_zip_bytes(folder.model_dir)
+    return folder
+
+
+def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
+    """The repaired (merged) model of a run as a bundle zip, for an approver."""
+    return model_zip_bytes(_exportable(store, run_id, actor).model_dir)
+
+
+def onnx_export_zip(store: Store, run_id: int, actor: User) -> tuple[bytes, OnnxCheck]:
+    """The repaired model as ONNX in a zip (``model.onnx`` and its check, ``onnx_check.json``), made by the
+    task worker (:func:`core.app.model_exports.export_onnx`) and checked there against PyTorch on the run's
+    evaluation images; the export's audit row records the opset and the largest difference."""
+    _exportable(store, run_id, actor)
+    result = jobs.compute(store, "export_onnx", {"run_id": run_id}, actor, store.run(run_id)["project_id"])
+    check = OnnxCheck.from_json(result["check"])
+    onnx_file = Path(result["path"])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(ONNX_FILE, onnx_file.read_bytes())
+        zf.writestr(CHECK_FILE, json.dumps(check.to_json(), indent=1) + "\n")
+    data = buf.getvalue()
+    record_export(store, run_id, data, actor, format="onnx", opset=check.opset, max_abs_diff=check.max_abs_diff)
+    return data, check
 
 
 def approval(store: Store, run_id: int) -> dict | None:
@@ -180,8 +209,9 @@ def approval(store: Store, run_id: int) -> dict | None:
     return rows[-1] if rows else None
 
 
-def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
-    """The audit row of an export, naming who exported and who approved the model and when."""
+def record_export(store: Store, run_id: int, data: bytes, actor: User, **detail) -> None:
+    """The audit row of an export, naming who exported and who approved the model and when (``detail``: what
+    else the export states, e.g. an ONNX export's opset and largest difference)."""
     run = store.run(run_id)
     require(store, actor, Role.APPROVER, "export", run["project_id"])
     a = approval(store, run_id)
@@ -195,6 +225,7 @@ def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
         approved_by=a["actor"] if a else None,
         approved_at=a["ts"] if a else None,
         four_eyes=a["detail"].get("four_eyes") if a else None,
+        **detail,
     )
 
 
