@@ -21,9 +21,11 @@ from core.app import jobs
 from core.app.accounts import Role, User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolated_runs import interpolation_of
+from core.app.model_card import run_card
 from core.app.runs import run_metrics
 from core.app.store import Store
 from core.app.verdict import judge
+from core.engine.model_card import CARD_FILE
 from core.engine.onnx_check import CHECK_FILE, ONNX_FILE, OnnxCheck
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
@@ -175,13 +177,19 @@ def _exportable(store: Store, run_id: int, actor: User) -> RunFolder:
     return folder
 
 
+def model_card(store: Store, run_id: int) -> str:
+    """The run's model card (README.md, :mod:`core.app.model_card`), with its latest approval."""
+    return run_card(store, run_id, approval(store, run_id)).render()
+
+
 def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
-    """The repaired (merged) model of a run as a bundle zip, for an approver."""
-    return model_zip_bytes(_exportable(store, run_id, actor).model_dir)
+    """The repaired (merged) model of a run as a zip of its layout, with its model card, for an approver."""
+    folder = _exportable(store, run_id, actor)
+    return model_zip_bytes(folder.model_dir, {CARD_FILE: model_card(store, run_id)})
 
 
 def onnx_export_zip(store: Store, run_id: int, actor: User) -> tuple[bytes, OnnxCheck]:
-    """The repaired model as ONNX in a zip (``model.onnx`` and its check, ``onnx_check.json``), made by the
+    """The repaired model as ONNX in a zip (``model.onnx``, its check ``onnx_check.json``, the model card), made by the
     task worker (:func:`core.app.model_exports.export_onnx`) and checked there against PyTorch on the run's
     evaluation images; the export's audit row records the opset and the largest difference."""
     _exportable(store, run_id, actor)
@@ -192,6 +200,7 @@ def onnx_export_zip(store: Store, run_id: int, actor: User) -> tuple[bytes, Onnx
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(ONNX_FILE, onnx_file.read_bytes())
         zf.writestr(CHECK_FILE, json.dumps(check.to_json(), indent=1) + "\n")
+        zf.writestr(CARD_FILE, model_card(store, run_id))
     data = buf.getvalue()
     record_export(store, run_id, data, actor, format="onnx", opset=check.opset, max_abs_diff=check.max_abs_diff)
     return data, check

@@ -10,7 +10,9 @@ the weights between the old model and a repair (``weight_interpolation``, Î¸ + Î
 only) and model inference (``inference``), finding groups without labels (``group_discovery``, on the model's own
 features from ``group_features``), the gallery's order when attributes are known (``gallery_ranking``, no torch),
 the from-scratch training of benchmark base models (``training``), device selection (``devices``) and where
-independent work runs, this process or Ray (``backends``).
+independent work runs, this process or Ray (``backends``), a model as ONNX checked against PyTorch
+(``onnx_export``; what its check states, no torch: ``onnx_check``) and a repaired model's card (``model_card``, no
+torch).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,
 and never streamlit.

@@ -301,10 +301,13 @@ def has_model_meta(folder: str | Path) -> bool:
     return (Path(folder) / BUNDLE_META).is_file() or (Path(folder) / CONFIG).is_file()
 
 
-def model_zip_bytes(folder: str | Path) -> bytes:
-    """Zip a stored model folder (our bundle, or a timm or transformers folder) for download."""
+def model_zip_bytes(folder: str | Path, extra: dict[str, str] | None = None) -> bytes:
+    """Zip a stored model folder (our bundle, or a timm or transformers folder) for download, with ``extra``
+    text files (a model card) beside it."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in model_folder_files(folder):
             zf.write(Path(folder) / name, arcname=name)
+        for name, text in (extra or {}).items():
+            zf.writestr(name, text)
     return buf.getvalue()
