@@ -82,7 +82,7 @@ def test_the_review_pages_onnx_export_is_made_by_the_worker_checked_and_audited(
         jobs.stop_spawned_workers()
     assert check.passed and check.images and check.inputs == len(runs.prediction_rows(store, rid))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert sorted(zf.namelist()) == ["model.onnx", "onnx_check.json"]
+        assert sorted(zf.namelist()) == ["README.md", "model.onnx", "onnx_check.json"]
         assert json.loads(zf.read("onnx_check.json")) == check.to_json()
         graph = zf.read("model.onnx")
     (home / "m.onnx").write_bytes(graph)
