@@ -33,6 +33,7 @@ LAZY_ALLOWED = {
     # only for an ONNX export and its check (core/engine/onnx_export.py)
     "onnx",
     "onnxruntime",
+    "mlflow",  # only when the MLflow registry is on (core/app/mlflow_registry.py), in the task worker
 }
 
 

@@ -10,6 +10,7 @@ from core.app import (
     evaluation,
     interpolated_runs,
     projects,
+    registry,
     report,
     review,
     runs,
@@ -283,3 +284,11 @@ if e3.button(
         e3.error(md(err(exc)))
 with e3:
     show_message("rollback")
+
+# The MLflow registry (an admin's setting, core.app.registry): its last update; a failed one is queued again.
+if registry.registry_enabled(store) and (reg := registry.last_update(store, pid)):
+    if registry.retry_if_failed(store, pid, actor):
+        st.warning(md(t("review_registry_failed", detail=reg["detail"].get("error", ""))))
+    else:
+        d = reg["detail"]
+        st.caption(md(t("review_registry_done", model=d["registered_model"], version=d["version"], alias=d["alias"])))

@@ -25,7 +25,7 @@ from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
 from core.app.interpolated_runs import missing, preview_file
-from core.app.model_exports import export_onnx
+from core.app.model_exports import EXPORT_TASKS
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows
 from core.app.store import Store
@@ -496,5 +496,5 @@ TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "alpha_preview": alpha_preview,
     "alpha_grid": alpha_grid,
     "save_alpha_run": save_alpha_run,
-    "export_onnx": export_onnx,
+    **EXPORT_TASKS,  # handing a model out: ONNX, the MLflow registry
 }

@@ -17,7 +17,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from core.app import jobs
+from core.app import jobs, registry
 from core.app.accounts import Role, User, four_eyes_relaxed, require
 from core.app.integrity import check_stored_model, stored_model_sha256
 from core.app.interpolated_runs import interpolation_of
@@ -109,6 +109,7 @@ def approve_run(store: Store, run_id: int, comment: str, user: User, override: b
         reason=reason.strip(),
         model_id=mid,
     )
+    registry.queue_sync(store, run["project_id"], user)  # never waits: the worker registers it (if on)
     return mid
 
 
@@ -163,6 +164,7 @@ def rollback(store: Store, project_id: int, actor: User) -> None:
         raise UserError("the original model is already the active one", "already_original")
     store.set_project(project_id, active_model_id=p["base_model_id"])
     store.audit(actor, "rolled_back", project_id, from_model_id=p["active_model_id"], to_model_id=p["base_model_id"])
+    registry.queue_sync(store, project_id, actor)  # the registry's alias moves back with it (if on)
 
 
 def _exportable(store: Store, run_id: int, actor: User) -> RunFolder:

@@ -1,11 +1,15 @@
-"""Worker side of the Review page's exports that need torch (run by the task worker, :mod:`core.app.compute`):
-the repaired model as ONNX, checked with onnxruntime against PyTorch on the run's evaluation images
-(:mod:`core.engine.onnx_export`). The page side is :func:`core.app.decisions.onnx_export_zip`."""
+"""Worker side of handing a model out (run by the task worker, :mod:`core.app.compute`): the repaired model as
+ONNX, checked with onnxruntime against PyTorch on the run's evaluation images (:mod:`core.engine.onnx_export`; the
+page side is :func:`core.app.decisions.onnx_export_zip`), and the MLflow registry's update
+(:mod:`core.app.mlflow_registry`; the page side is :mod:`core.app.registry`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+from core.app.mlflow_registry import mlflow_sync
+from core.app.registry import TASK as REGISTRY_TASK
 from core.app.runs import eval_root, prediction_rows
 from core.app.store import Store
 from core.engine.inference import DiskImages
@@ -30,3 +34,6 @@ def export_onnx(store: Store, payload: dict, actor: str) -> dict:
     check = export_checked(bundle.model, list(bundle.meta.input_size), out / ONNX_FILE, x, True)
     (out / CHECK_FILE).write_text(json.dumps(check.to_json(), indent=1) + "\n", encoding="utf-8")
     return {"path": str(out / ONNX_FILE), "check": check.to_json()}
+
+
+EXPORT_TASKS: dict[str, Callable[[Store, dict, str], dict]] = {"export_onnx": export_onnx, REGISTRY_TASK: mlflow_sync}
