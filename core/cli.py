@@ -25,19 +25,25 @@ from pathlib import Path
 
 from core import settings
 from core.app.demo import build_demo
+from core.app.i18n import translator
+from core.app.summary import verdict_text
+from core.app.verdict import judge
 from core.engine.backends import add_backend_argument, get_backend
 from core.engine.check_rows import CHECK_SHARE
 from core.engine.configs import PENALTIES
 from core.engine.events import AutoTrialStarted, ProgressEvent, StepEvent
-from core.engine.inference import evaluate_bundle
+from core.engine.inference import DiskImages, evaluate_bundle
 from core.engine.methods import METHODS, get_method
+from core.engine.model_card import CARD_FILE, ModelCard, folder_card
+from core.engine.onnx_check import CHECK_FILE, ONNX_FILE, OPSET
+from core.engine.onnx_export import export_checked
 from core.engine.repair import prepare_data, run_repair, write_run
 from core.engine.results import RunMetrics
 from core.engine.runfolder import BUNDLE_META, RunFolder
 from core.errors import UserError
 from core.formats.bundle import load_bundle, load_model_file
 from core.formats.datasets import load_dataset, unpacked_zips
-from core.formats.meta import bundle_zip_bytes
+from core.formats.libmeta import has_model_meta, model_zip_bytes
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module with add_arguments(parser) and run(args), one-line help)
@@ -389,7 +395,10 @@ def _sweep_run(sweep: _Sweep, lam: float):
 # -- export -------------------------------------------------------------------------------------
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a run folder (its model/ is exported) or a bundle folder")
-    p.add_argument("--out", required=True, help="the .zip to write")
+    p.add_argument("--out", required=True, help="the .zip to write; with --format onnx a new folder for model.onnx")
+    p.add_argument("--format", choices=["zip", "onnx"], default="zip", help="our zip, or ONNX checked against PyTorch")
+    p.add_argument("--opset", type=int, default=OPSET, help="the ONNX opset (--format onnx)")
+    p.add_argument("--data", help="evaluation dataset: the ONNX graph is checked on its images (else random inputs)")
     add_user(p)
 
 
@@ -398,15 +407,45 @@ def run_export(args) -> int:
     src = Path(args.run)
     run = RunFolder(src)
     bundle_dir = run.model_dir if run.has_model_meta() else src
-    if not (bundle_dir / BUNDLE_META).is_file():
-        raise UserError(f"{src} holds no model bundle ({BUNDLE_META}); was the run's method mergeable?")
-    load_bundle(bundle_dir)  # validate before handing it on
+    if not has_model_meta(bundle_dir):
+        raise UserError(
+            f"{src} holds no model bundle ({BUNDLE_META} or a library config.json); was the method mergeable?"
+        )
+    bundle = load_bundle(bundle_dir)  # validate before handing it on
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     local_user(args)
-    out.write_bytes(bundle_zip_bytes(bundle_dir))
+    card = _card(run, bundle.meta) if run.has_model_meta() else None
+    if args.format == "onnx":
+        return _export_onnx(bundle, out, args, card)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(model_zip_bytes(bundle_dir, {CARD_FILE: card.render()} if card else None))
     write_made_by(out.with_name(out.name + ".made_by.json"), args, "export")
     print(f"{bundle_dir} → {out}")
+    return 0
+
+
+def _card(run: RunFolder, meta) -> ModelCard | None:
+    """The run's model card, with the workbench's verdict on its metrics (in English)."""
+    made_by = json.loads(run.made_by_file.read_text(encoding="utf-8")) if run.made_by_file.is_file() else None
+    m = run.metrics_json()
+    words = verdict_text(judge(m), translator("en")) if m and m.get("before") and m.get("after") else "Not judged."
+    return folder_card(run, meta, made_by, words)
+
+
+def _export_onnx(bundle, out: Path, args, card: ModelCard | None) -> int:
+    """``model.onnx``, its check against PyTorch (``onnx_check.json``), the run's model card (README.md) and
+    ``made_by.json`` in a new folder."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} is not an empty folder: give a new folder for the ONNX export")
+    ds = load_dataset(args.data, bundle.meta.class_names) if args.data else None
+    x = DiskImages.decode(ds, bundle.meta) if ds is not None else []
+    # (a refused graph leaves the folder empty: the same command may be run again)
+    check = export_checked(bundle.model, list(bundle.meta.input_size), out / ONNX_FILE, x, bool(ds), args.opset)
+    (out / CHECK_FILE).write_text(json.dumps(check.to_json(), indent=1) + "\n", encoding="utf-8")
+    if card is not None:
+        (out / CARD_FILE).write_text(card.render(), encoding="utf-8")
+    write_made_by(out / "made_by.json", args, "export")
+    print(f"{out / ONNX_FILE}: {check.describe()}")
     return 0
 
 

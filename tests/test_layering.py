@@ -25,6 +25,15 @@ LAZY_ALLOWED = {
     "plotly.graph_objects",  # only when the benchmark writes its interactive figure
     "plotly.subplots",
     "ray",  # only with the ray backend (core.engine.backends); the local backend needs no Ray
+    # only for a timm or transformers folder (core/formats/libraries.py); importing transformers takes seconds
+    "timm",
+    "transformers",
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    # only for an ONNX export and its check (core/engine/onnx_export.py)
+    "onnx",
+    "onnxruntime",
+    "mlflow",  # only when the MLflow registry is on (core/app/mlflow_registry.py), in the task worker
 }
 
 

@@ -4,7 +4,7 @@ core/app/accounts.py checks the role again for every change and audits it."""
 import pandas as pd
 import streamlit as st
 
-from core.app import accounts, display, history, projects
+from core.app import accounts, display, history, projects, registry
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
@@ -129,3 +129,11 @@ relaxed = accounts.four_eyes_relaxed(store)
 if st.button(t("admin_four_eyes_restore" if relaxed else "admin_four_eyes_relax"), key="four_eyes_toggle"):
     accounts.set_four_eyes_relaxed(store, user, not relaxed)
     _done(t("admin_four_eyes_restored" if relaxed else "admin_four_eyes_now_relaxed"))
+
+st.subheader(t("admin_registry"))
+st.write(md(t("admin_registry_help", uri=registry.tracking_uri(store))))
+registering = registry.registry_enabled(store)
+st.info(t("admin_registry_on" if registering else "admin_registry_off"))
+if st.button(t("admin_registry_turn_off" if registering else "admin_registry_turn_on"), key="registry_toggle"):
+    registry.set_registry_enabled(store, user, not registering)
+    _done(t("admin_registry_on" if not registering else "admin_registry_off"))

@@ -10,6 +10,7 @@ from core.app import (
     evaluation,
     interpolated_runs,
     projects,
+    registry,
     report,
     review,
     runs,
@@ -281,6 +282,18 @@ e1.download_button(
     disabled=run["decision"] != "approved" or actor.demo or not actor.can("approver"),
     help=t("review_export_help"),
 )
+# The ONNX export: made and checked against PyTorch by the task worker (core.app.decisions.onnx_export_zip).
+e1.download_button(
+    t("review_export_onnx"),
+    data=lambda: decisions.onnx_export_zip(store, run_id, actor)[0],
+    file_name=f"repaired_model_run{run_id}_onnx.zip",
+    mime="application/zip",
+    key="export_onnx",
+    on_click="ignore",
+    icon="🧩",
+    disabled=run["decision"] != "approved" or actor.demo or not actor.can("approver"),
+    help=t("review_export_onnx_help"),
+)
 if actor.demo or not actor.can("approver"):
     e1.caption(t("review_export_needs_approver_demo" if actor.demo else "review_export_needs_approver"))
 elif run["decision"] == "approved" and (a := decisions.approval(store, run_id)):
@@ -336,3 +349,11 @@ if st.session_state.get("rollback_open") == run_id and in_use_run == run_id:
         if back.button(t("review_rollback_keep"), key="rollback_cancel"):
             st.session_state.pop("rollback_open", None)
             st.rerun()
+
+# The MLflow registry (an admin's setting, core.app.registry): its last update; a failed one is queued again.
+if registry.registry_enabled(store) and (reg := registry.last_update(store, pid)):
+    if registry.retry_if_failed(store, pid, actor):
+        st.warning(md(t("review_registry_failed", detail=reg["detail"].get("error", ""))))
+    else:
+        d = reg["detail"]
+        st.caption(md(t("review_registry_done", model=d["registered_model"], version=d["version"], alias=d["alias"])))

@@ -8,10 +8,12 @@ checked before use), ``jobs`` (queues, workers, waiting for a task, ending a dea
 repair's gains and losses in plain words), ``verdict`` (a repair's verdict: its thresholds, kinds and looks),
 ``review`` (the Review page's and the report's content), ``strength_scale`` (the strength slider's scale),
 ``guard_plan`` (which guard the next repair uses: the check split, reference images or none), ``charts``, ``staticchart`` (a chart as SVG for the report's fallback),
-``report``, ``display`` (local times, readable numbers), ``safe_text`` (user strings shown as plain text) and
-``i18n``. Worker-side modules, which load models: ``worker`` (the process that runs repairs and tasks),
+``report``, ``display`` (local times, readable numbers), ``safe_text`` (user strings shown as plain text),
+``model_card`` (the README.md of every export), ``registry`` (the optional MLflow registry: setting, where, asking
+the worker) and ``i18n``. Worker-side modules, which load models: ``worker`` (the process that runs repairs and tasks),
 ``rayruns`` (its repairs as Ray tasks, with ``BIASREPAIR_BACKEND=ray``), ``compute`` (the tasks),
-``stored_models`` (a stored model checked and loaded) and ``demo`` (builds the built-in example).
+``stored_models`` (a stored model checked and loaded), ``model_exports`` (ONNX export and the registry's tasks),
+``mlflow_registry`` (the MLflow registry's update) and ``demo`` (builds the built-in example).
 
 It may import ``core.errors``, ``core.formats`` and ``core.engine``; it never imports ``core.bench``.
 Page-side modules never import torch, directly or through another module (tests/test_layering.py).

@@ -1,9 +1,8 @@
 """The workbench's model computations, run by the task worker (:mod:`core.app.worker`) only.
 
-Each entry of :data:`TASKS` takes the store, the task's JSON payload and the acting user, does one
-piece of work that needs torch, writes its result to the store or the artifacts folder, and
-returns a small JSON-able dict. Pages reach these through :func:`core.app.jobs.compute`; a
-:class:`UserError` raised here reaches the page with the same message.
+Each entry of :data:`TASKS` takes the store, the task's JSON payload and the acting user, does one piece of work
+that needs torch, writes its result to the store or the artifacts folder, and returns a small JSON-able dict. Pages
+reach these through :func:`core.app.jobs.compute`; a :class:`UserError` raised here reaches the page as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
 from core.app.interpolated_runs import missing, preview_file
+from core.app.model_exports import EXPORT_TASKS
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows
 from core.app.store import Store
@@ -100,13 +100,12 @@ def register_model(store: Store, payload: dict, actor: str) -> dict:
     logits) and make it a new project. The staging folder is removed either way."""
     staged, filename, weights = Path(payload["staged"]), payload["filename"], payload["weights"]
     try:
-        raw = (staged / weights).read_bytes()
-        if weights == BUNDLE_WEIGHTS:
-            meta_raw = (staged / BUNDLE_META).read_bytes()
-            bundle = bundle_from_files({BUNDLE_META: meta_raw, BUNDLE_WEIGHTS: raw}, source=filename)
+        if weights == BUNDLE_WEIGHTS:  # a model zip: ours, or a timm or transformers folder
+            files = {f.name: f.read_bytes() for f in staged.iterdir() if f.is_file()}
+            bundle = bundle_from_files(files, source=filename)
         else:
             meta = parse_meta_json((staged / BUNDLE_META).read_bytes())
-            bundle = bundle_from_state_file(raw, filename, meta)
+            bundle = bundle_from_state_file((staged / weights).read_bytes(), filename, meta)
         pid = store.create_project(Path(filename).stem, actor)
         _register_model(store, pid, bundle, filename, actor)
         return {"project_id": pid}
@@ -497,4 +496,5 @@ TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "alpha_grid": alpha_grid,
     "save_alpha_run": save_alpha_run,
     "counterexample_answers": counterexample_answers,
+    **EXPORT_TASKS,  # handing a model out: ONNX, the MLflow registry
 }

@@ -12,15 +12,25 @@ and the report.
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from core.app import jobs, registry
 from core.app.accounts import Role, User, acting, four_eyes_relaxed, require
 from core.app.integrity import check_run_model, check_stored_model
 from core.app.interpolated_runs import interpolation_of
+from core.app.model_card import run_card
 from core.app.runs import model_in_use, run_metrics
 from core.app.store import Store
 from core.app.verdict import judge
+from core.engine.model_card import CARD_FILE
+from core.engine.onnx_check import CHECK_FILE, ONNX_FILE, OnnxCheck
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
-from core.formats.meta import bundle_zip_bytes, parse_meta_json, sha256_bytes
+from core.formats.libmeta import folder_meta, model_zip_bytes
+from core.formats.meta import sha256_bytes
 
 
 def responsible(store: Store, run: dict) -> dict[str, list[str]]:
@@ -137,6 +147,7 @@ def _approve(store: Store, run_id: int, comment: str, user: User, override: bool
         reason=reason.strip(),
         model_id=mid,
     )
+    registry.queue_sync(store, run["project_id"], user)  # never waits: the worker registers it (if on)
     return mid
 
 
@@ -146,7 +157,7 @@ def _repaired_model(store: Store, run: dict) -> int:
     folder = RunFolder(run["out_dir"])
     if not folder.has_model():
         raise UserError("this method produced no mergeable model, so it cannot be approved", "not_mergeable")
-    meta = parse_meta_json(folder.model_meta.read_bytes())
+    meta = folder_meta(folder.model_dir)
     if run["repaired_model_id"]:  # approved before (then rejected or rolled back): still the same files?
         check_stored_model(store.model(run["repaired_model_id"]))
         return run["repaired_model_id"]
@@ -213,12 +224,13 @@ def rollback(store: Store, project_id: int, actor: User, reason: str) -> int | N
             run_id=undone,
             reason=reason.strip(),
         )
+    registry.queue_sync(store, project_id, actor)  # the registry's alias moves back with it (if on)
     return undone
 
 
-def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
-    """The repaired (merged) model of a run as a bundle zip, for an approver: made only once the
-    store says ``actor`` may export (read afresh; :func:`record_export` checks again when it records)."""
+def _exportable(store: Store, run_id: int, actor: User) -> RunFolder:
+    """The run's folder, once the store says ``actor`` may export it (read afresh; :func:`record_export` checks again
+    when it records) and its merged model is still the approved one."""
     run = store.run(run_id)
     require(store, actor, Role.APPROVER, "export", run["project_id"] if run else None)
     folder = RunFolder(run["out_dir"])
@@ -226,7 +238,36 @@ def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
         raise UserError("this run has no merged model to export", "no_export")
     if run["repaired_model_id"]:  # approved once: the files must still be the approved ones
         check_stored_model(store.model(run["repaired_model_id"]))
-    return bundle_zip_bytes(folder.model_dir)
+    return folder
+
+
+def model_card(store: Store, run_id: int) -> str:
+    """The run's model card (README.md, :mod:`core.app.model_card`), with its latest approval."""
+    return run_card(store, run_id, approval(store, run_id)).render()
+
+
+def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
+    """The repaired (merged) model of a run as a zip of its layout, with its model card, for an approver."""
+    folder = _exportable(store, run_id, actor)
+    return model_zip_bytes(folder.model_dir, {CARD_FILE: model_card(store, run_id)})
+
+
+def onnx_export_zip(store: Store, run_id: int, actor: User) -> tuple[bytes, OnnxCheck]:
+    """The repaired model as ONNX in a zip (``model.onnx``, its check ``onnx_check.json``, the model card), made by the
+    task worker (:func:`core.app.model_exports.export_onnx`) and checked there against PyTorch on the run's
+    evaluation images; the export's audit row records the opset and the largest difference."""
+    _exportable(store, run_id, actor)
+    result = jobs.compute(store, "export_onnx", {"run_id": run_id}, actor, store.run(run_id)["project_id"])
+    check = OnnxCheck.from_json(result["check"])
+    onnx_file = Path(result["path"])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(ONNX_FILE, onnx_file.read_bytes())
+        zf.writestr(CHECK_FILE, json.dumps(check.to_json(), indent=1) + "\n")
+        zf.writestr(CARD_FILE, model_card(store, run_id))
+    data = buf.getvalue()
+    record_export(store, run_id, data, actor, format="onnx", opset=check.opset, max_abs_diff=check.max_abs_diff)
+    return data, check
 
 
 def approval(store: Store, run_id: int) -> dict | None:
@@ -241,8 +282,9 @@ def approval(store: Store, run_id: int) -> dict | None:
     return rows[-1] if rows else None
 
 
-def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
-    """The audit row of an export, naming who exported and who approved the model and when."""
+def record_export(store: Store, run_id: int, data: bytes, actor: User, **detail) -> None:
+    """The audit row of an export, naming who exported and who approved the model and when (``detail``: what
+    else the export states, e.g. an ONNX export's opset and largest difference)."""
     run = store.run(run_id)
     with acting(store, actor, Role.APPROVER, "export", run["project_id"]) as actor:
         a = approval(store, run_id)
@@ -256,6 +298,7 @@ def record_export(store: Store, run_id: int, data: bytes, actor: User) -> None:
             approved_by=a["actor"] if a else None,
             approved_at=a["ts"] if a else None,
             four_eyes=a["detail"].get("four_eyes") if a else None,
+            **detail,
         )
 
 

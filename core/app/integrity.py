@@ -13,10 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from core.engine.runfolder import BUNDLE_FILES
 from core.errors import UserError
-
-MODEL_FILES = BUNDLE_FILES
+from core.formats.libmeta import model_folder_files
 
 
 def file_sha256(path: Path) -> str:
@@ -28,8 +26,9 @@ def file_sha256(path: Path) -> str:
 
 
 def stored_model_sha256(model_dir: str | Path) -> dict[str, str]:
-    """SHA-256 of model.json and model.safetensors as they are stored in ``model_dir``."""
-    return {name: file_sha256(Path(model_dir) / name) for name in MODEL_FILES}
+    """SHA-256 of the model's files as they are stored in ``model_dir`` (model.json and model.safetensors, or a
+    timm or transformers folder's config files and model.safetensors)."""
+    return {name: file_sha256(Path(model_dir) / name) for name in model_folder_files(model_dir)}
 
 
 def check_stored_model(model: dict, base_recorded: bool = False) -> None:
@@ -45,17 +44,15 @@ def check_stored_model(model: dict, base_recorded: bool = False) -> None:
         return
     since = "it was approved" if kind == "repaired" else "it was stored"
     recorded = model.get("sha256") or {}
-    for name in MODEL_FILES:
-        if name in recorded:
-            _check_file(Path(model["path"]) / name, recorded[name], model["name"], since)
+    for name, digest in recorded.items():
+        _check_file(Path(model["path"]) / name, digest, model["name"], since)
 
 
 def check_run_model(model_dir: str | Path, recorded: dict[str, str] | None, what: str) -> dict[str, str]:
     """The hashes of a run's repaired model as stored in ``model_dir``, refused when they differ from
     ``recorded`` (those written when the run finished; None for a run finished before they were)."""
-    for name in MODEL_FILES:
-        if recorded and name in recorded:
-            _check_file(Path(model_dir) / name, recorded[name], what, "the repair finished")
+    for name, digest in (recorded or {}).items():
+        _check_file(Path(model_dir) / name, digest, what, "the repair finished")
     return stored_model_sha256(model_dir)
 
 

@@ -32,8 +32,9 @@ from core.formats.datasets import (
     dataset_from_zip_bytes,
     open_image,
 )
+from core.formats.libmeta import meta_from_files, read_model_zip
 from core.formats.limits import max_images
-from core.formats.meta import BundleMeta, check_refused_name, parse_meta_json, read_bundle_zip, sha256_bytes
+from core.formats.meta import BundleMeta, check_refused_name, sha256_bytes
 from core.formats.weightkeys import guess_architecture
 from core.formats.zipsafety import ZipReader, ZipSource, source_sha256
 
@@ -139,9 +140,11 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
 
 
 def upload_model_zip(store: Store, raw: bytes, filename: str, actor: User) -> int:
-    """A new project from a model bundle zip (model.json + model.safetensors). Returns its id."""
-    files = read_bundle_zip(raw, filename)
-    parse_meta_json(files[BUNDLE_META])  # a bad model.json is refused here, before anything is staged
+    """A new project from a model zip: our bundle (model.json + model.safetensors) or a timm or transformers
+    folder (config.json, model.safetensors or its shards; core/formats/libmeta.py). Returns its id. Its
+    configuration is checked here, as JSON, before anything is staged; files that hold code are refused."""
+    files = read_model_zip(raw, filename)
+    meta_from_files(files)
     return _register_staged(store, files, filename, BUNDLE_WEIGHTS, actor)
 
 

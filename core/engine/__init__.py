@@ -14,7 +14,9 @@ independent work runs, this process or Ray (``backends``). The guard on right an
 labelled check split carved from the evaluation set (``check_rows``, no torch; ``checksplit`` loads it), what the
 guard measured and chose (``check_results``, no torch), the guard itself (``guard``), auto steered by it
 (``checkauto``), and more signal per counterexample: augmented copies (``augment``), the invariance hint
-(``invariance``) and counterexamples mixed into reference images (``mixing``).
+(``invariance``) and counterexamples mixed into reference images (``mixing``). A model as ONNX checked against
+PyTorch (``onnx_export``; what its check states, no torch: ``onnx_check``) and a repaired model's card
+(``model_card``, no torch).
 
 It may import ``core.errors`` and ``core.formats``; it never imports ``core.app`` or ``core.bench``,
 and never streamlit.

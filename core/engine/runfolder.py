@@ -5,7 +5,8 @@ lower strength (:func:`core.app.compute.save_alpha_run`) write them; the Review 
 the export and the α previews read them, all through :class:`RunFolder`::
 
     metrics.json          RunMetrics (core.engine.results), its one reader is RunFolder.metrics()
-    model/                the repaired model as a bundle: model.json + model.safetensors (mergeable methods)
+    model/                the repaired model in the layout it came in (mergeable methods): model.json +
+                          model.safetensors, or a timm or transformers folder (core/formats/libmeta.py)
     delta.safetensors     θ' − θ per changed parameter (the audit record of what changed)
     history.csv           one row per training step
     predictions.csv       the old and new answer per reported evaluation row
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from core.engine.events import StepEvent
 from core.engine.results import RunMetrics, jsonable
+from core.formats.libmeta import has_model_meta
 
 BUNDLE_META = "model.json"
 BUNDLE_WEIGHTS = "model.safetensors"
@@ -110,7 +112,8 @@ class RunFolder:
         return self.model_weights.is_file()
 
     def has_model_meta(self) -> bool:
-        return self.model_meta.is_file()
+        """model/ describes its model: a model.json, or a timm or transformers config.json."""
+        return has_model_meta(self.model_dir)
 
     def has_predictions(self) -> bool:
         return self.predictions_file.is_file()

@@ -1,6 +1,9 @@
 """Model bundles: load, validate and save (docs/DESIGN.md §5).
 
-A bundle is a folder or a .zip holding ``model.json`` and ``model.safetensors``. ``model.json``
+A bundle is a folder or a .zip holding ``model.json`` and ``model.safetensors``, or a timm or Hugging Face
+transformers folder (``config.json`` and ``model.safetensors``, sharded too; :mod:`core.formats.libmeta`),
+whose network is built by the library itself (:mod:`core.formats.libraries`) and which is saved again
+in its own layout. ``model.json``
 has exactly the keys ``architecture``, ``num_classes``, ``class_names``, ``input_size`` ([C,H,W]),
 ``mean`` and ``std``. A plain ``.pt``/``.pth`` state dict is accepted too, read with
 ``torch.load(weights_only=True)`` only, together with the same metadata given separately.
@@ -12,7 +15,6 @@ TorchScript archives and ``.pt2`` exports are refused, because loading them can 
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -27,12 +29,14 @@ from torch import nn
 from core.errors import UserError
 from core.formats import weightkeys
 from core.formats.architectures import build_model, classifier_out_features
+from core.formats.libmeta import WEIGHTS, config_files, meta_from_files, read_folder_files, read_model_zip
+from core.formats.libraries import library_model, save_transformers, transformers_from_files
 from core.formats.meta import (
     MAX_MODEL_BYTES,
     BundleMeta,
+    ModelFormat,
     check_refused_name,
-    parse_meta_json,
-    read_bundle_zip,
+    read_bundle_zip,  # noqa: F401  (re-exported: tests and callers import it from here)
     read_meta_file,
     sha256_bytes,
 )
@@ -155,7 +159,7 @@ def check_keys(meta: BundleMeta, want: set[str], have: set[str]) -> None:
         f"the weights do not fit architecture {arch}: {n_missing} of its keys are missing ({missing}) "
         f"and {n_unexpected} keys are unexpected ({unexpected})"
     )
-    best = weightkeys.best_match(have)
+    best = None if meta.library is not None else weightkeys.best_match(have)
     if best is None or best.architecture == arch or best.score <= mine.score:
         raise UserError(
             summary,
@@ -184,8 +188,11 @@ def check_keys(meta: BundleMeta, want: set[str], have: set[str]) -> None:
 def build_and_validate(
     meta: BundleMeta, state: dict[str, torch.Tensor], *, source: str, sha256: dict[str, str]
 ) -> ModelBundle:
-    """Build the allow-listed architecture, load weights strictly and probe it."""
-    model = build_model(meta.architecture, meta.num_classes, meta.input_size[0])
+    """Build the allow-listed architecture (or the library's network), load weights strictly and probe it."""
+    if meta.library is not None:
+        model = library_model(meta)
+    else:
+        model = build_model(meta.architecture, meta.num_classes, meta.input_size[0])
     out = classifier_out_features(model)
     if out is not None and out != meta.num_classes:
         raise UserError(
@@ -210,6 +217,11 @@ def build_and_validate(
             n=meta.num_classes,
             detail=detail[:600],
         ) from None
+    return probed(meta, model, source=source, sha256=sha256, notes=notes)
+
+
+def probed(meta: BundleMeta, model: nn.Module, *, source: str, sha256: dict[str, str], notes: list[str]) -> ModelBundle:
+    """A built model with its weights, checked on a probe batch (right output shape, finite logits)."""
     model.eval()
     try:
         with torch.inference_mode():
@@ -238,7 +250,9 @@ def load_bundle(path: str | Path) -> ModelBundle:
     if not path.exists():
         raise UserError(f"model bundle not found: {path}")
     check_refused_name(path.name)
-    if path.is_dir():
+    if path.is_dir() and not (path / "model.json").is_file() and (path / "config.json").is_file():
+        files = read_folder_files(path)
+    elif path.is_dir():
         files = {}
         for name in ("model.json", "model.safetensors"):
             f = path / name
@@ -248,21 +262,41 @@ def load_bundle(path: str | Path) -> ModelBundle:
                 raise UserError(f"{name} is larger than the {MAX_MODEL_BYTES // 2**20} MB limit")
             files[name] = f.read_bytes()
     elif path.suffix.lower() == ".zip":
-        files = read_bundle_zip(path.read_bytes(), path.name)
+        files = read_model_zip(path.read_bytes(), path.name)
     else:
         raise UserError(
             f"{path.name} is not a model bundle: give a folder or .zip with model.json and "
-            "model.safetensors (a .pt/.pth state dict needs architecture and class names too)"
+            "model.safetensors, or a timm or transformers folder (config.json and model.safetensors); "
+            "a .pt/.pth state dict needs architecture and class names too"
         )
     return bundle_from_files(files, source=str(path))
 
 
+def _weights_of(files: dict[str, bytes]) -> dict[str, torch.Tensor]:
+    """The tensors of every safetensors file given (one file, or the shards of one model)."""
+    state: dict[str, torch.Tensor] = {}
+    for name, data in files.items():
+        if name.endswith(".safetensors"):
+            shard = _safetensors_to_state(data)
+            if set(shard) & set(state):
+                raise UserError(f"{name} repeats weights another shard holds", "safetensors_corrupt")
+            state.update(shard)
+    return state
+
+
 def bundle_from_files(files: dict[str, bytes], source: str) -> ModelBundle:
-    """Build a bundle from the raw bytes of model.json and model.safetensors."""
-    meta = parse_meta_json(files["model.json"])
-    state = _safetensors_to_state(files["model.safetensors"])
+    """Build a bundle from the raw bytes of model.json and model.safetensors, or of a timm or
+    transformers folder's files (its config files and its safetensors, one file or shards)."""
+    meta = meta_from_files(files)
     sha = {name: sha256_bytes(data) for name, data in files.items()}
-    return build_and_validate(meta, state, source=source, sha256=sha)
+    if meta.format is ModelFormat.TRANSFORMERS:  # its files may use the library's older key names
+        model, notes = transformers_from_files(meta, files)
+        bundle = probed(meta, model, source=source, sha256=sha, notes=notes)
+    else:
+        bundle = build_and_validate(meta, _weights_of(files), source=source, sha256=sha)
+    if meta.library is not None and meta.class_names == [str(i) for i in range(meta.num_classes)]:
+        bundle.notes.append("the folder names no classes; they are called 0, 1, 2, …")
+    return bundle
 
 
 def bundle_from_state_file(raw: bytes, filename: str, meta: BundleMeta) -> ModelBundle:
@@ -280,12 +314,18 @@ def bundle_from_state_file(raw: bytes, filename: str, meta: BundleMeta) -> Model
 
 
 def save_bundle(state: dict[str, torch.Tensor], meta: BundleMeta, out_dir: str | Path) -> Path:
-    """Write ``model.json`` + ``model.safetensors`` into ``out_dir`` (created if needed)."""
+    """Write ``model.json`` + ``model.safetensors`` into ``out_dir`` (created if needed); a timm or
+    transformers model is written in its own layout (config.json, preprocessor_config.json), which
+    ``timm.create_model("local-dir:…")`` and ``from_pretrained`` read."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    (out / "model.safetensors").write_bytes(st_save_bytes(contiguous))
-    (out / "model.json").write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
+    if meta.format is ModelFormat.TRANSFORMERS:
+        save_transformers(contiguous, meta, out)
+        return out
+    (out / WEIGHTS).write_bytes(st_save_bytes(contiguous, metadata={"format": "pt"}))
+    for name, data in config_files(meta).items():
+        (out / name).write_bytes(data)
     return out
 
 

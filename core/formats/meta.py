@@ -13,7 +13,8 @@ import io
 import json
 import math
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from core.errors import UserError
@@ -42,9 +43,36 @@ REFUSED_SUFFIXES = {
 }
 
 
+class ModelFormat(Enum):
+    """The layouts of a model folder (docs/FORMATS.md): ours, a timm folder, a transformers folder."""
+
+    BUNDLE = "bundle"  # model.json + model.safetensors
+    TIMM = "timm"  # config.json (architecture, pretrained_cfg) + model.safetensors
+    TRANSFORMERS = "transformers"  # config.json (model_type) + preprocessor_config.json + model.safetensors
+
+
+@dataclass(frozen=True)
+class LibrarySource:
+    """The library configuration of a timm or transformers folder, kept as read so that the network can
+    be built again from the library's registry and the repaired model leaves in the layout it came in."""
+
+    format: ModelFormat
+    config: dict
+    preprocessor: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"format": self.format.value, "config": self.config, "preprocessor": self.preprocessor}
+
+    @classmethod
+    def from_json(cls, data: dict) -> LibrarySource:
+        return cls(ModelFormat(data["format"]), dict(data["config"]), data.get("preprocessor"))
+
+
 @dataclass(frozen=True)
 class BundleMeta:
-    """What ``model.json`` says about the model: everything needed to build and feed it."""
+    """What ``model.json`` says about the model: everything needed to build and feed it. For a timm or
+    transformers folder, ``library`` keeps its configuration and ``architecture`` reads
+    ``timm:<name>`` or ``transformers:<model_type>`` (core/formats/libmeta.py)."""
 
     architecture: str
     num_classes: int
@@ -52,6 +80,11 @@ class BundleMeta:
     input_size: list[int]
     mean: list[float]
     std: list[float]
+    library: LibrarySource | None = field(default=None, compare=False)
+
+    @property
+    def format(self) -> ModelFormat:
+        return ModelFormat.BUNDLE if self.library is None else self.library.format
 
     @classmethod
     def from_dict(cls, data: object) -> BundleMeta:
@@ -79,7 +112,8 @@ class BundleMeta:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The six keys of model.json (a library folder's configuration is not among them)."""
+        return {k: getattr(self, k) for k in META_KEYS}
 
 
 def _check_keys(data: dict) -> None:
