@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# The GPU figures, in one run on a CUDA machine (issue #11). Run from the repository root with requirements.txt
-# installed (the standard suite's ResNet-18 base model is trained on first use, about a minute, and cached in .cache/):
+# Every GPU figure of docs/BENCHMARKS.md "Performance", in one run on a CUDA machine. Run from the repository root with
+# requirements.txt installed:
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default out/gpu_check; everything it measures is written there)
 #
-# 1. `python -m core perf --device cuda`: its CUDA section is ResNet-50 at 224 px under bf16 autocast
-#    (CPT step ÷ plain step, evaluation throughput, peak memory).
-# 2. A default repair on the standard-architecture suite (ResNet-18 on photos, then MobileNet v3 small on digits) on
-#    the GPU, and automatic strength (ResNet-18) on both backends (local, and a local Ray instance whose tasks ask for the GPU).
-# 3. A 10 000-image evaluation (the suite's evaluation images repeated to 10 000 rows) on both backends.
-# 4. With GPU_CHECK_SCALE=1, `python -m core perf --scale` on this machine's CPUs (Ray with 2 CPUs vs local).
-# On the H200 of 2026-11-30 the steps took: perf 138 s, the suite 219 s (the ResNet-18 base trained on one CPU
-# thread; carry .cache/standard_suite_v1 to skip it), repairs 18–59 s each, the evaluations 20 s and 45 s: about
-# 10 minutes in all, plus 3–5 for --scale. # Wall-clock seconds of each step go to $OUT/times.tsv; the commands' own outputs beside it; summary.txt gathers
-# the figures. GPU_CHECK_SMOKE=1 runs every step on the CPU with a few steps each (to check the script itself on a
-# machine without a GPU; its figures mean nothing).
+# 1. `python -m core perf --device cuda --suites none`: its CUDA section is ResNet-50 at 224 px, bf16 autocast, batch
+#    32: CPT step ÷ plain step (and the δ form's), the anchored step ÷ a plain step on as many images, peak memory
+#    (torch.cuda.max_memory_allocated) of both, evaluation and evaluation streamed from disk ÷ a bare loop.
+# 2. scripts/gpu_resnet50.py setup: a biased ResNet-50 at 224 px trained here from scratch on the shipped photos
+#    (bf16, about a minute), the photo suite's 16 counterexamples and reference images, a 10 000-image evaluation.
+# 3. On it, each under scripts/gpu_resnet50.py peak (wall clock and peak GPU memory of the whole command): a default
+#    repair, a repair with automatic strength (GPU_CHECK_AUTO=0 skips it, the longest step), and the evaluation alone.
+#    Each run folder's metrics.json has the tuning alone (seconds) beside the whole command.
+# 4. With GPU_CHECK_STANDARD=1, the measurements of 2026-11-30: the standard suite's ResNet-18 (trained on one CPU
+#    thread first, about 3 minutes, unless its cache is carried) and MobileNet repairs, auto and a 10 000-image
+#    evaluation on both backends (local, and a local Ray instance whose tasks ask for the GPU).
+# 5. With GPU_CHECK_SCALE=1, `python -m core perf --scale` on this machine's CPUs (Ray with 2 CPUs vs local).
+# Estimated on an H100: perf 2–3 min, setup 1–2 min, default repair 1–2 min, auto 3–6 min. Wall-clock seconds of each
+# step go to $OUT/times.tsv, the commands' own outputs beside it, and summary.txt gathers the figures. A step that
+# fails is recorded and the next still runs. GPU_CHECK_SMOKE=1 runs every step on the CPU, small (ResNet-50 at 64 px
+# on 64 photos, 200 evaluation rows, a few steps): it checks the script itself; its figures mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/gpu_check}
@@ -22,9 +27,10 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 if [[ ${GPU_CHECK_SMOKE:-0} == 1 ]]; then
-  DEV=cpu; STEPS=(--max-steps 3 --min-steps 1); PERF=(--repeats 1 --steps 1 --eval-images 64); ROWS=1000
+  DEV=cpu; STEPS=(--max-steps 3 --min-steps 1); PERF=(--repeats 1 --steps 1 --eval-images 64 --gpu-size 64)
+  ROWS=200; R50=(--size 64 --epochs 1 --train-limit 64 --device cpu)
 else
-  DEV=cuda; STEPS=(); PERF=(); ROWS=10000
+  DEV=cuda; STEPS=(); PERF=(); ROWS=10000; R50=(--device cuda)
 fi
 python3 - "$DEV" <<'EOF' | tee "$OUT/summary.txt"
 import platform
@@ -54,10 +60,24 @@ timed() {  # timed NAME COMMAND...: run it, log its output, record its wall-cloc
   awk -v n="$name" -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%s\t%.2f\n", n, b - a }' | tee -a "$OUT/times.tsv"
 }
 
-# 1. perf, CUDA section (ResNet-50 @ 224 px, bf16), no CPU suites
+# 1. perf, CUDA section (ResNet-50 @ 224 px, bf16, batch 32) beside the CPU one, no CPU suites
 timed perf python3 -m core perf --device "$DEV" --suites none "${PERF[@]}" --out "$OUT/perf.json"
 
-# 2. the standard suite's ResNet-18 part as files, plus a 10k-image evaluation set
+# 2.–3. ResNet-50 at 224 px: 16 counterexamples, a 10k-image evaluation; default repair, auto, evaluation alone
+R=$OUT/work_r50
+timed setup_r50 python3 scripts/gpu_resnet50.py setup "$R" --rows "$ROWS" "${R50[@]}"
+RSET=(--model "$R/model_r50" --counterexamples "$R/photo/counterexamples" --eval "$R/eval10k" --reference "$R/reference")
+timed repair_default_r50 python3 scripts/gpu_resnet50.py peak "$OUT/repair_default_r50.peak.json" -- repair \
+  "${RSET[@]}" "${STEPS[@]}" --quiet --device "$DEV" --out "$OUT/repair_default_r50"
+if [[ ${GPU_CHECK_AUTO:-1} == 1 ]]; then
+  timed repair_auto_r50 python3 scripts/gpu_resnet50.py peak "$OUT/repair_auto_r50.peak.json" -- repair \
+    "${RSET[@]}" "${STEPS[@]}" --strength auto --quiet --device "$DEV" --out "$OUT/repair_auto_r50"
+fi
+timed evaluate10k_r50 python3 scripts/gpu_resnet50.py peak "$OUT/evaluate10k_r50.peak.json" -- evaluate \
+  --model "$R/model_r50" --data "$R/eval10k" --device "$DEV" --quiet --out "$OUT/evaluate10k_r50.json"
+
+if [[ ${GPU_CHECK_STANDARD:-0} == 1 ]]; then
+# 4. the standard suite's ResNet-18 part as files, plus a 10k-image evaluation set
 WORK="$OUT/work"
 timed suite python3 - "$WORK" "$ROWS" <<'EOF'
 import sys
@@ -96,6 +116,8 @@ build_standard('standard-mobilenet', sys.argv[1])" "$OUT/work_mobilenet"
 M="$OUT/work_mobilenet"
 timed repair_default_mobilenet python3 -m core repair --model "$M/model" --counterexamples "$M/counterexamples" \
   --eval "$M/eval" --reference "$M/reference" --quiet "${STEPS[@]}" --device "$DEV" --out "$OUT/repair_default_mobilenet"
+
+fi
 
 python3 scripts/gpu_check_summary.py "$OUT" | tee -a "$OUT/summary.txt" || FAILED+=(summary)
 
