@@ -8,10 +8,11 @@ import json
 import numpy as np
 import torch
 
+from core.engine.check_results import CheckScore
 from core.engine.checksplit import CheckSet
 from core.engine.configs import make_config
 from core.engine.events import StepStats
-from core.engine.guard import CheckGuard, build_guard, objective, resolve_rule
+from core.engine.guard import NET_GAIN_Z, CheckGuard, build_guard, net_gain_z, objective, resolve_rule
 from core.engine.loop import PreparedData, train_method
 from core.engine.results import RunMetrics
 
@@ -81,6 +82,17 @@ def test_a_step_that_only_trades_right_answers_for_others_does_not_win_by_noise(
     guard, _, _ = _run(m, _check(broken_from=0.7), floor=0.9, max_steps=1, alphas=())
     assert guard.checks[1]["fixed"] == 1 and guard.checks[1]["broken"] == 1 and guard.checks[1]["worst_group"] == 0.2
     assert guard.report.step == 0 and float(m.p) == 0.0
+
+
+def test_the_best_of_several_guarded_runs_must_clear_a_higher_bar():
+    # auto keeps the best of three guarded runs: a net gain that passes the sign test once (23 fixed, 11 broken:
+    # z = 2.06) is what the best of three runs of noise reaches, so it does not pass there
+    assert net_gain_z(1) == NET_GAIN_Z and net_gain_z(3) > net_gain_z(2) > NET_GAIN_Z
+    s = CheckScore(kept=0.986, worst_group=0.125, accuracy=0.777, balanced=0.776, fixed=23, broken=11)
+    check = _check(broken_from=5.5)
+    assert CheckGuard(check, 0.97).qualifies(s)
+    assert not CheckGuard(check, 0.97, trials=3).qualifies(s)
+    assert CheckGuard(check, 0.97, trials=3).qualifies(CheckScore(0.99, 0.5, 0.8, 0.8, fixed=40, broken=10))
 
 
 def test_alpha_after_the_fact_recovers_a_run_that_went_too_far():

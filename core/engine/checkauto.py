@@ -40,12 +40,13 @@ class Trained:
 
 
 def train_one(base_model, method: str, cfg, data, device, class_names, seed: int, *, progress=None,
-              should_stop=None, stall_steps: int | None = None) -> Trained:  # fmt: skip
-    """Build ``method`` on ``base_model`` with ``cfg`` and run the loop (with the guard under the check rule)."""
+              should_stop=None, stall_steps: int | None = None, trials: int = 1) -> Trained:  # fmt: skip
+    """Build ``method`` on ``base_model`` with ``cfg`` and run the loop (with the guard under the check rule; ``trials``:
+    how many such runs the caller keeps the best of)."""
     impl = get_method(method)(base_model, cfg, device, unlabeled=data.unlabeled)
     if impl.needs_reference():
         impl.use_reference(data.reference, seed)
-    guard = check_guard.build_guard(cfg, data, base_model, device)
+    guard = check_guard.build_guard(cfg, data, base_model, device, trials)
     base_model.to("cpu")
     loop = train_method(impl, data, device, class_names, seed=seed, progress=progress, should_stop=should_stop,
                         stall_steps=stall_steps, guard=guard)  # fmt: skip
@@ -70,7 +71,7 @@ def auto_by_check(base_model, method: str, cfg, data, device, class_names, seed:
         if progress is not None:
             progress(AutoTrialStarted(candidate=i + 1, candidates=n, strength=lam, fold=1, folds=1, done=i, total=n))
         run = train_one(base_model, method, replace(cfg, strength=lam), data, device, class_names, seed,
-                        should_stop=should_stop)  # fmt: skip
+                        should_stop=should_stop, trials=n)  # fmt: skip
         if run.loop.cancelled:
             run.auto = AutoReport(None, None, None, folds=1, candidates=[], cancelled=True, by="check_split",
                                   check_trials=rows)  # fmt: skip

@@ -249,6 +249,8 @@ def _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall
     after = before
     if data.x_eval is not None:
         after = predict_logits(PredictAdapter(impl), data.x_eval, dev).argmax(1).numpy()
+    if run.auto is not None and run.auto.chosen is None:  # no λ beat the old model: it is the result, with no δ
+        return _Outcome(impl, run.loop, bundle.state_dict(), None, after, run.config, run.guard, run.auto)
     merged, delta = impl.merged_state_dict(), impl.delta_state_dict()
     return _Outcome(impl, run.loop, merged, delta, after, run.config, run.guard, run.auto)
 
