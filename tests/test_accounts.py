@@ -324,8 +324,12 @@ def _review(store, user: str | None) -> AppTest:
     return at
 
 
+def _approve_button(at):
+    return next(b for b in at.button if b.label == "Approve")
+
+
 def _click_approve(at) -> None:
-    next(b for b in at.button if b.label == "Approve").click().run()
+    _approve_button(at).click().run()
 
 
 def test_first_run_form_makes_the_admin(home):
@@ -375,8 +379,10 @@ def test_curator_cannot_approve_on_the_page(store):
     pid = projects.open_demo(store, ALICE)
     rid = _run(store, pid, starter=BOB, labellers={BOB: 4})
     at = _review(store, "alice")
-    _click_approve(at)
-    assert "needs the approver role" in _texts(at)
+    # The page offers no click it would refuse: Approve is off, with the reason; the service refuses too.
+    assert _approve_button(at).disabled and "Approving or rejecting needs the approver role." in _texts(at)
+    with pytest.raises(Forbidden, match="needs the approver role"):
+        decisions.approve_run(store, rid, "", ALICE)
     assert store.run(rid)["decision"] is None
     assert _forbidden_rows(store)[-1]["actor"] == "alice"
 
@@ -386,8 +392,9 @@ def test_starter_cannot_approve_own_run_on_the_page_another_approver_can(store):
     rid = _run(store, pid, starter=MIA, labellers={ALICE: 4})
     at = _review(store, "mia")
     assert "You started this repair or labelled most of its counterexamples" in _texts(at)  # said before she tries
-    _click_approve(at)
-    assert "mia started repair" in _texts(at) and "another approver must approve it" in _texts(at)
+    assert _approve_button(at).disabled  # and Approve is off for her; the service refuses her too
+    with pytest.raises(UserError, match="mia started repair .*another approver must approve it"):
+        decisions.approve_run(store, rid, "", MIA)
     assert store.run(rid)["decision"] is None
     at = _review(store, "ann")
     assert "You approve as ann." in _texts(at)
@@ -409,8 +416,9 @@ def test_demo_mode_is_marked_and_cannot_approve_or_export(store):
     rid = _run(store, pid, starter=demo_user, labellers={demo_user: 4})
     at.switch_page("views/review.py")
     at.run()
-    _click_approve(at)
-    assert "the demo session cannot do this" in _texts(at)
+    assert _approve_button(at).disabled and "Demo mode cannot approve or reject a repair" in _texts(at)
+    with pytest.raises(Forbidden, match="the demo session cannot approve"):
+        decisions.approve_run(store, rid, "", demo_user)
     assert store.run(rid)["decision"] is None
     decisions.approve_run(store, rid, "approved by a real approver", ANN)
     at.run()

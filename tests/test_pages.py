@@ -10,14 +10,26 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import display, interpolated_runs, pool, projects, runs, suspected_groups, uploads, verdict
+from core.app import (
+    decisions,
+    display,
+    interpolated_runs,
+    pool,
+    projects,
+    runs,
+    suspected_groups,
+    uploads,
+    verdict,
+)
 from core.app.i18n import translator
 from core.app.worker import execute_run
+from core.errors import UserError
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import (
     ALICE,
     APP,
     FAST_RUN,
+    MIA,
     label_top,
     no_attribute_project,
     sign_in_app,
@@ -396,8 +408,12 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
     assert event["detail"]["run_id"] == new and event["detail"]["from_run"] == rid
     assert next(s for s in at.selectbox if s.key.startswith("review_run_")).value == new
     assert f"#{new}" in at.success[-1].value and "0.50" in at.success[-1].value
-    # mia saved it, so she started this run: the four-eyes rule leaves its approval to another approver.
-    next(b for b in at.button if b.label == translator(lang)("review_approve")).click().run()
+    # mia saved it, so she started this run: the four-eyes rule leaves its approval to another approver. The
+    # page does not offer a click it would refuse (Approve is off, with the reason), and the service refuses it.
+    assert next(b for b in at.button if b.label == translator(lang)("review_approve")).disabled
+    assert translator(lang)("review_four_eyes_you") in _texts(at)
+    with pytest.raises(UserError, match="four-eyes rule"):
+        decisions.approve_run(store, new, "", MIA, override=True, reason="test")
     assert store.run(new)["decision"] is None
     assert any(e["action"] == "forbidden" and e["detail"].get("run_id") == new for e in store.audit_events())
     at = _app("views/review.py", lang=lang, user="ann")

@@ -104,9 +104,9 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     shot(page, "4_review_en")
     # The demo session cannot approve; an approver signs in (the demo session started the run, so
     # the four-eyes rule lets any approver approve it).
-    page.get_by_role("button", name="Approve").click()
-    page.get_by_text("the demo session cannot do this").wait_for()
-    settle(page)
+    # It is not offered a button whose click would be refused: Approve is off, with the reason beside it.
+    assert page.get_by_role("button", name="Approve").is_disabled()
+    page.get_by_text("Demo mode cannot approve or reject a repair").first.wait_for()  # under Approve and Reject
     assert store.run(run["id"])["decision"] is None
     sign_out(page)
     sign_in(page, "mia")

@@ -201,6 +201,11 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     # Roll back: "in use: original" everywhere, and the run no longer looks approved.
     _nav(pg, t("nav_review"), t("review_changed_title"))
     pg.get_by_role("button", name=t("review_rollback")).click()
+    # One click only opens the confirmation, which says what changes and asks why (kept in the audit row).
+    pg.locator(".st-key-rollback_reason textarea").fill("back to the original for the pilot")
+    settle(pg)
+    assert store.project(pid)["active_model_id"] == store.run(rid)["repaired_model_id"]
+    pg.get_by_role("button", name=t("review_rollback_go")).click()
     msg = pg.get_by_text(t("review_rolled_back"))
     msg.wait_for()
     settle(pg)
