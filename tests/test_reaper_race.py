@@ -27,8 +27,8 @@ def test_a_worker_registering_and_claiming_meanwhile_is_never_taken_for_dead(tmp
             store.heartbeat(newcomer, Queue.TASKS)  # registers first, then claims
             store.claim_next_task(newcomer)
             outcome.append("claimed")
-        except sqlite3.OperationalError:
-            outcome.append("waited for the reaper")
+        except sqlite3.OperationalError:  # "database is locked": the reaper held the write lock
+            outcome.append("had to wait")
 
     real_pid_alive = run_queue.pid_alive
 
@@ -41,10 +41,35 @@ def test_a_worker_registering_and_claiming_meanwhile_is_never_taken_for_dead(tmp
         return real_pid_alive(pid)
 
     monkeypatch.setattr(run_queue, "pid_alive", reaper_between_its_reads)
-    assert store.orphaned(STALE_AFTER_S)[Queue.TASKS] == []
-    assert outcome == ["waited for the reaper"]
-    # Once the reaper is done, the newcomer gets in, and the next look sees it alive with its work.
+    assert store.orphaned(STALE_AFTER_S)[Queue.TASKS] == []  # the reaper's snapshot predates the newcomer
+    assert outcome == ["claimed"]  # and did not hold it up
     monkeypatch.undo()
-    new_worker_starts()
-    assert outcome[-1] == "claimed" and store.task(task)["worker_pid"] == newcomer
-    assert store.orphaned(STALE_AFTER_S)[Queue.TASKS] == []
+    assert store.task(task)["worker_pid"] == newcomer
+    assert store.orphaned(STALE_AFTER_S)[Queue.TASKS] == []  # the next look sees it alive with its work
+
+
+def test_reads_do_not_wait_behind_a_writer(tmp_path, monkeypatch):
+    """A page's reads (labels, runs, the audit log) take no write lock: a long write elsewhere does not
+    hold them up (docs/WORKBENCH.md)."""
+    store = Store(tmp_path / "home")
+    store.audit("alice", "label_added", None)
+    monkeypatch.setattr(base, "BUSY_TIMEOUT_S", 0)  # a reader that had to wait would fail at once
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.transaction():
+            store.audit("bob", "label_added", None)  # holds the write lock, not yet committed
+            held.set()
+            release.wait()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    held.wait()
+    try:
+        seen = [e["actor"] for e in store.audit_events()]  # the snapshot before the writer commits
+        assert store.orphaned(STALE_AFTER_S) == {Queue.RUNS: [], Queue.TASKS: []}
+    finally:
+        release.set()
+        th.join()
+    assert seen == ["alice"]
+    assert [e["actor"] for e in store.audit_events()] == ["alice", "bob"]

@@ -89,18 +89,19 @@ class StoreBase:
             con.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, write: bool = True) -> Iterator[None]:
         """One write transaction around several of the store's calls on this thread: they all see, and
         commit or roll back, together (the check of who acts and the action it allows, say). Rows
         that must outlive a rollback (a refusal's audit row) are kept aside by :meth:`_after` and
-        written once the transaction is over. Nested calls join the outer transaction."""
+        written once the transaction is over. Nested calls join the outer transaction. With ``write=False``
+        it is a read transaction: one consistent snapshot for several reads, without the write lock."""
         open_now = _open_transactions()
         if self.db_path in open_now:
             yield
             return
         pending: list[Callable[[], object]] = []
         try:
-            with self._connect() as con:
+            with self._connect(write) as con:
                 open_now[self.db_path] = (con, pending)
                 yield
         finally:
@@ -118,9 +119,11 @@ class StoreBase:
             joined[1].append(write)
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection for one unit of work; commits on success, rolls back on error. Inside
-        :meth:`transaction` it is that transaction's connection (committed when that ends)."""
+        :meth:`transaction` it is that transaction's connection (committed when that ends). A read
+        (``write=False``) takes no write lock: in WAL mode it reads one consistent snapshot and never
+        waits for a writer."""
         joined = _open_transactions().get(self.db_path)
         if joined is not None:
             yield joined[0]
@@ -129,7 +132,7 @@ class StoreBase:
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA foreign_keys=ON")
         try:
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
             yield con
             con.execute("COMMIT")
         except BaseException:
@@ -140,7 +143,8 @@ class StoreBase:
             con.close()
 
     def _query(self, sql: str, params: tuple = ()) -> list[dict]:
-        with self._connect() as con:
+        """Rows of one SELECT, read without the write lock."""
+        with self._connect(write=False) as con:
             return [dict(r) for r in con.execute(sql, params).fetchall()]
 
     def _one(self, sql: str, params: tuple = ()) -> dict | None:

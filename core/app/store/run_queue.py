@@ -174,10 +174,10 @@ class RunQueue(StoreBase):
         """Work left 'running' by a worker that is not alive (its process is gone, or its heartbeat
         is older than ``stale_after`` seconds): ``{"runs": [...], "tasks": [...]}``, rows with ``id``
         and ``worker_pid``. Nothing is changed here; :func:`core.app.jobs.reap_dead_workers` ends them.
-        The workers and the running rows are read in one transaction: a worker registers before it
-        claims, so a claim is never seen without its worker (one that registered and claimed between
-        two separate reads would be taken for dead)."""
-        with self.transaction():
+        The workers and the running rows are read in one snapshot (a read transaction): a worker
+        registers before it claims, so a claim is never seen without its worker (one that registered
+        and claimed between two separate reads would be taken for dead)."""
+        with self.transaction(write=False):
             live = set(self.live_workers(stale_after))
             sql = "SELECT id, worker_pid FROM {} WHERE status = ? ORDER BY id"
             running = {table: self._query(sql.format(table.value), (RunStatus.RUNNING,)) for table in Queue}
