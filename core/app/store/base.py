@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core import settings
 from core.app.store.schema import upgrade
+from core.errors import UserError
 
 HOME_ENV = settings.HOME.name
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -135,12 +136,22 @@ class StoreBase:
             con.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
             yield con
             con.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise self._disk_full() from exc
             raise
         finally:
             con.close()
+
+    def _disk_full(self) -> UserError:
+        return UserError(
+            f"the disk that holds the workbench's store ({self.home}) is full, so nothing was saved: free some space "
+            "(or delete old repairs) and try again",
+            "disk_full",
+            home=str(self.home),
+        )
 
     def _query(self, sql: str, params: tuple = ()) -> list[dict]:
         """Rows of one SELECT, read without the write lock."""

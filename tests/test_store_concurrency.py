@@ -1,7 +1,9 @@
-"""The reaper's view of the workers and of the work they run is one snapshot (core/app/jobs.py).
+"""The store under concurrent use (core/app/store/base.py, core/app/jobs.py).
 
-A worker registers, then claims; the reaper must never see the claim without the registration, or
-it takes a healthy worker for dead and fails (and may kill) its work.
+The reaper's view of the workers and of the work they run is one snapshot: a worker registers, then
+claims, and the reaper must never see the claim without the registration, or it takes a healthy
+worker for dead and fails (and may kill) its work. Reads never wait behind a writer. A full disk is
+a plain refusal.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import os
 import sqlite3
 import threading
 
+import pytest
+
+from core.app.i18n import error_text
 from core.app.jobs import STALE_AFTER_S
 from core.app.store import Queue, Store, base, run_queue
+from core.errors import UserError
 
 
 def test_a_worker_registering_and_claiming_meanwhile_is_never_taken_for_dead(tmp_path, monkeypatch):
@@ -73,3 +79,27 @@ def test_reads_do_not_wait_behind_a_writer(tmp_path, monkeypatch):
         th.join()
     assert seen == ["alice"]
     assert [e["actor"] for e in store.audit_events()] == ["alice", "bob"]
+
+
+def test_a_full_disk_is_a_plain_refusal_and_nothing_is_half_written(tmp_path, monkeypatch):
+    store = Store(tmp_path / "home")
+    store.audit("alice", "label_added", None)
+    real_open = base.open_connection
+
+    def no_room(db_path):
+        """SQLite's own "database or disk is full" (SQLITE_FULL): the file may not grow."""
+        con = real_open(db_path)
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        con.execute(f"PRAGMA max_page_count = {pages}")
+        return con
+
+    monkeypatch.setattr(base, "open_connection", no_room)
+    with pytest.raises(UserError) as refused:
+        store.audit("bob", "label_added", None, note="x" * 200_000)
+    assert refused.value.key == "disk_full" and "is full, so nothing was saved" in str(refused.value)
+    assert "ディスクがいっぱい" in error_text(refused.value, "ja")
+    assert [e["actor"] for e in store.audit_events()] == ["alice"]
+    assert store.audit_chain_break() is None
+    monkeypatch.undo()
+    store.audit("bob", "label_added", None, note="x" * 200_000)
+    assert store.audit_chain_break() is None
