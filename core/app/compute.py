@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.app.budget import BudgetError, check_budget
+from core.app.budget import REPAIR, BudgetError, check_budget, folder_bytes
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
@@ -242,9 +242,9 @@ def discover(store: Store, payload: dict, actor: str) -> dict:
                 "accuracy_high": g.interval[1],
             }
         )
+    check_budget(store, found.features.nbytes + found.probabilities.nbytes + 16 * len(ds), "suspected groups")
     tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.savez(
         tmp / ARRAYS_FILE,
@@ -425,6 +425,7 @@ def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
     α it comes from. Recorded in the store and the audit log, and approved like any other run."""
     run_id, alpha = int(payload["run_id"]), check_alpha(payload["alpha"])
     parent = store.run(run_id)
+    check_budget(store, folder_bytes(parent["out_dir"]), REPAIR)  # about what its own run folder takes
     alpha_preview(store, payload, actor)
     shown = json.loads(preview_file(parent, alpha).read_text(encoding="utf-8"))
     inp = _preview_inputs(store, run_id)
