@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from core.app.i18n import error_text
-from core.app.jobs import STALE_AFTER_S
+from core.app.jobs import HEARTBEAT_S, STALE_AFTER_S
 from core.app.store import Queue, Store, base, run_queue
 from core.errors import UserError
 
@@ -103,3 +105,55 @@ def test_a_full_disk_is_a_plain_refusal_and_nothing_is_half_written(tmp_path, mo
     monkeypatch.undo()
     store.audit("bob", "label_added", None, note="x" * 200_000)
     assert store.audit_chain_break() is None
+
+
+def test_of_workers_starting_at_once_one_takes_the_queue(tmp_path):
+    store = Store(tmp_path / "home")
+    idle = [
+        subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        for _ in range(8)
+    ]
+    try:
+        barrier = threading.Barrier(8)
+        took: list[int] = []
+
+        def start(pid: int) -> None:
+            barrier.wait()
+            if store.register_worker(pid, Queue.TASKS, STALE_AFTER_S):
+                took.append(pid)
+
+        threads = [threading.Thread(target=start, args=(p.pid,)) for p in idle]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(took) == 1 and store.live_workers(STALE_AFTER_S, queue=Queue.TASKS) == took
+        assert store.register_worker(idle[0].pid, Queue.RUNS, STALE_AFTER_S)  # the other queue is free
+        # A real worker process started now finds the lease taken (its holder beating as a worker does)
+        # and leaves without claiming anything.
+        task = store.submit_task("evaluate", {}, "alice")
+        over = threading.Event()
+
+        def beat() -> None:
+            while not over.wait(HEARTBEAT_S):
+                store.heartbeat(took[0], Queue.TASKS)
+
+        beating = threading.Thread(target=beat)
+        beating.start()
+        try:
+            worker = subprocess.run(
+                [sys.executable, "-m", "core.app.worker", "--home", str(store.home), "--queue", "tasks"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        finally:
+            over.set()
+            beating.join()
+        assert "another worker serves the tasks queue" in worker.stdout
+        assert store.task(task)["status"] == "queued"
+        assert [pid for pid, w in store.workers().items() if w["queue"] == Queue.TASKS] == took
+    finally:
+        for p in idle:
+            p.stdin.close()
+            p.wait()

@@ -153,6 +153,16 @@ class RunQueue(StoreBase):
             (pid, t, t, queue),
         )
 
+    def register_worker(self, pid: int, queue: str, stale_after: float) -> bool:
+        """Take the lease on ``queue`` for worker ``pid``: register it, unless another worker of that
+        queue is alive (a fresh heartbeat and a live process), decided in one write transaction, so
+        that of workers starting at once only one serves a queue. Returns whether ``pid`` holds it."""
+        with self.transaction():
+            if any(p != pid for p in self.live_workers(stale_after, queue=queue)):
+                return False
+            self.heartbeat(pid, queue)
+            return True
+
     def remove_worker(self, pid: int) -> None:
         self._execute("DELETE FROM workers WHERE pid = ?", (pid,))
 
