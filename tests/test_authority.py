@@ -9,6 +9,7 @@ write transaction, so forms sent at once make one admin.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 
@@ -17,6 +18,7 @@ import pytest
 from core.app import accounts, decisions, pool, projects, report, runs
 from core.app.accounts import Forbidden
 from core.app.i18n import translator
+from core.app.store import Store
 from core.app.worker import execute_run
 from tests.wb_helpers import ALICE, FAST_RUN, PASSWORDS, ROOT_ADMIN, make_accounts, pool_truth
 
@@ -217,3 +219,25 @@ def test_password_checks_run_a_few_at_a_time(store, monkeypatch):
     # A right password among a burst still gets in.
     outcomes = _at_once(4, lambda i: accounts.sign_in(store, "mia", PASSWORDS["mia"] if i == 0 else "nope-nope"))
     assert accounts.user_for(store, outcomes[0]) == "mia"
+
+
+def _sign_in_attempts(home: str, barrier, n: int) -> list[str]:
+    """In a process of its own: ``n`` wrong passwords for bob; the outcome keys."""
+    store, keys = Store(home), []
+    barrier.wait()
+    for i in range(n):
+        try:
+            accounts.sign_in(store, "bob", f"not-his-password-{i}")
+        except accounts.UserError as exc:
+            keys.append(exc.key)
+    return keys
+
+
+def test_processes_guessing_at_once_get_no_more_checks_than_the_lock_allows(store):
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Manager().Barrier(8)
+    with ctx.Pool(8) as processes:
+        results = [processes.apply_async(_sign_in_attempts, (str(store.home), barrier, 4)) for _ in range(8)]
+        keys = [k for r in results for k in r.get()]
+    assert sorted(keys) == ["sign_in_failed"] * 5 + ["sign_in_locked"] * 27
+    assert [e["action"] for e in store.audit_events()].count("sign_in_failed") == 5

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.app.budget import BudgetError, check_budget
+from core.app.budget import REPAIR, BudgetError, check_budget, folder_bytes
 from core.app.ce_answers import counterexample_answers
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
@@ -114,8 +114,7 @@ def register_model(store: Store, payload: dict, actor: str) -> dict:
 
 
 def _pool_items_from_manifest(root: Path) -> list[dict]:
-    """Pool items (path, attribute) from a manifest; any label column is deliberately dropped, because
-    the curator decides the labels."""
+    """Pool items (path, attribute) from a manifest; a label column is dropped: the curator decides the labels."""
     with open(Path(root) / "manifest.csv", encoding="utf-8-sig", newline="") as fh:
         return [
             {"path": r["path"].strip(), "attribute": (r.get("attribute") or "").strip()} for r in csv.DictReader(fh)
@@ -241,9 +240,9 @@ def discover(store: Store, payload: dict, actor: str) -> dict:
                 "accuracy_high": g.interval[1],
             }
         )
+    check_budget(store, found.features.nbytes + found.probabilities.nbytes + 16 * len(ds), "suspected groups")
     tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.savez(
         tmp / ARRAYS_FILE,
@@ -424,6 +423,7 @@ def save_alpha_run(store: Store, payload: dict, actor: str) -> dict:
     α it comes from. Recorded in the store and the audit log, and approved like any other run."""
     run_id, alpha = int(payload["run_id"]), check_alpha(payload["alpha"])
     parent = store.run(run_id)
+    check_budget(store, folder_bytes(parent["out_dir"]), REPAIR)  # about what its own run folder takes
     alpha_preview(store, payload, actor)
     shown = json.loads(preview_file(parent, alpha).read_text(encoding="utf-8"))
     inp = _preview_inputs(store, run_id)

@@ -26,7 +26,7 @@ import os
 import shutil
 from pathlib import Path
 
-from core.app.accounts import User, require
+from core.app.accounts import User, acting, require
 from core.app.evaluation import dataset_at
 from core.app.projects import project_summary
 from core.app.store import Store
@@ -121,32 +121,33 @@ def name_group(store: Store, project_id: int, group_id: int, name: str, actor: U
     if not n_named:
         raise UserError("every image of this group already has an attribute; nothing was changed")
     new_id, sha = _store_version(store, project_id, p["base_model_id"], old, ds, rows, f"{old['name']} + {name}")
-    store.add_named_group(
-        project_id,
-        old["id"],
-        new_id,
-        p["base_model_id"],
-        group_id,
-        group["label_name"],
-        name,
-        group["members"],
-        n_named,
-        n_kept,
-        actor,
-    )
-    store.set_project(project_id, eval_dataset_id=new_id)
-    store.audit(
-        actor,
-        "group_named",
-        project_id,
-        name=name,
-        group=group_id,
-        label=group["label_name"],
-        images=group["size"],
-        named=n_named,
-        kept_attribute=n_kept,
-        from_dataset_id=old["id"],
-        dataset_id=new_id,
-        sha256=sha,
-    )
+    with acting(store, actor, "curator", "name_group", project_id) as actor:  # still allowed as it is recorded
+        store.add_named_group(
+            project_id,
+            old["id"],
+            new_id,
+            p["base_model_id"],
+            group_id,
+            group["label_name"],
+            name,
+            group["members"],
+            n_named,
+            n_kept,
+            actor,
+        )
+        store.set_project(project_id, eval_dataset_id=new_id)
+        store.audit(
+            actor,
+            "group_named",
+            project_id,
+            name=name,
+            group=group_id,
+            label=group["label_name"],
+            images=group["size"],
+            named=n_named,
+            kept_attribute=n_kept,
+            from_dataset_id=old["id"],
+            dataset_id=new_id,
+            sha256=sha,
+        )
     return {"dataset_id": new_id, "named": n_named, "kept": n_kept, "name": name}

@@ -25,7 +25,7 @@ import traceback
 
 from core.app import compute
 from core.app.integrity import stored_model_sha256
-from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, reap_dead_workers
+from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, STALE_AFTER_S, reap_dead_workers
 from core.app.pool import unlabeled_images
 from core.app.rayruns import RayRuns
 from core.app.store import QUEUES, Store
@@ -67,7 +67,9 @@ class _Worker:
             self.done.wait(HEARTBEAT_S)
 
     def serve(self, idle_exit: float) -> None:
-        self.store.heartbeat(self.pid, self.queue)
+        if not self.store.register_worker(self.pid, self.queue, STALE_AFTER_S):
+            print(f"another worker serves the {self.queue} queue of this store: exiting", flush=True)
+            return
         beat = threading.Thread(target=self._beat, daemon=True)
         beat.start()
         reap_dead_workers(self.store, restart=False)

@@ -65,7 +65,7 @@ class AccountRows(StoreBase):
         """A live session with its account's current state, read together: ``user``, ``demo``,
         ``roles`` and ``disabled`` (None for the demo session, which has no account); None when the
         session is unknown, over, or its account is gone."""
-        with self._connect() as con:
+        with self._connect(write=False) as con:
             row = con.execute(
                 "SELECT s.user, s.demo, u.roles, u.disabled, u.name AS account FROM sessions s"
                 " LEFT JOIN users u ON u.name = s.user WHERE s.token_sha256 = ? AND s.expires_at >= ?",

@@ -58,7 +58,7 @@ class AuditLog(StoreBase):
         """None when the audit log's chain holds from its first chained row to the head; otherwise where
         it breaks (see :class:`ChainBreak`)."""
         try:
-            with self._connect() as con:
+            with self._connect(write=False) as con:
                 rows = con.execute(
                     "SELECT id, ts, actor, project_id, action, detail_json, chain FROM audit ORDER BY id"
                 ).fetchall()

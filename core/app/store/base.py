@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core import settings
 from core.app.store.schema import upgrade
+from core.errors import UserError
 
 HOME_ENV = settings.HOME.name
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -89,18 +90,19 @@ class StoreBase:
             con.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, write: bool = True) -> Iterator[None]:
         """One write transaction around several of the store's calls on this thread: they all see, and
         commit or roll back, together (the check of who acts and the action it allows, say). Rows
         that must outlive a rollback (a refusal's audit row) are kept aside by :meth:`_after` and
-        written once the transaction is over. Nested calls join the outer transaction."""
+        written once the transaction is over. Nested calls join the outer transaction. With ``write=False``
+        it is a read transaction: one consistent snapshot for several reads, without the write lock."""
         open_now = _open_transactions()
         if self.db_path in open_now:
             yield
             return
         pending: list[Callable[[], object]] = []
         try:
-            with self._connect() as con:
+            with self._connect(write) as con:
                 open_now[self.db_path] = (con, pending)
                 yield
         finally:
@@ -118,9 +120,11 @@ class StoreBase:
             joined[1].append(write)
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection for one unit of work; commits on success, rolls back on error. Inside
-        :meth:`transaction` it is that transaction's connection (committed when that ends)."""
+        :meth:`transaction` it is that transaction's connection (committed when that ends). A read
+        (``write=False``) takes no write lock: in WAL mode it reads one consistent snapshot and never
+        waits for a writer."""
         joined = _open_transactions().get(self.db_path)
         if joined is not None:
             yield joined[0]
@@ -129,18 +133,29 @@ class StoreBase:
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA foreign_keys=ON")
         try:
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
             yield con
             con.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise self._disk_full() from exc
             raise
         finally:
             con.close()
 
+    def _disk_full(self) -> UserError:
+        return UserError(
+            f"the disk that holds the workbench's store ({self.home}) is full, so nothing was saved: free some space "
+            "(or delete old repairs) and try again",
+            "disk_full",
+            home=str(self.home),
+        )
+
     def _query(self, sql: str, params: tuple = ()) -> list[dict]:
-        with self._connect() as con:
+        """Rows of one SELECT, read without the write lock."""
+        with self._connect(write=False) as con:
             return [dict(r) for r in con.execute(sql, params).fetchall()]
 
     def _one(self, sql: str, params: tuple = ()) -> dict | None:

@@ -153,6 +153,16 @@ class RunQueue(StoreBase):
             (pid, t, t, queue),
         )
 
+    def register_worker(self, pid: int, queue: str, stale_after: float) -> bool:
+        """Take the lease on ``queue`` for worker ``pid``: register it, unless another worker of that
+        queue is alive (a fresh heartbeat and a live process), decided in one write transaction, so
+        that of workers starting at once only one serves a queue. Returns whether ``pid`` holds it."""
+        with self.transaction():
+            if any(p != pid for p in self.live_workers(stale_after, queue=queue)):
+                return False
+            self.heartbeat(pid, queue)
+            return True
+
     def remove_worker(self, pid: int) -> None:
         self._execute("DELETE FROM workers WHERE pid = ?", (pid,))
 
@@ -174,10 +184,10 @@ class RunQueue(StoreBase):
         """Work left 'running' by a worker that is not alive (its process is gone, or its heartbeat
         is older than ``stale_after`` seconds): ``{"runs": [...], "tasks": [...]}``, rows with ``id``
         and ``worker_pid``. Nothing is changed here; :func:`core.app.jobs.reap_dead_workers` ends them.
-        The workers and the running rows are read in one transaction: a worker registers before it
-        claims, so a claim is never seen without its worker (one that registered and claimed between
-        two separate reads would be taken for dead)."""
-        with self.transaction():
+        The workers and the running rows are read in one snapshot (a read transaction): a worker
+        registers before it claims, so a claim is never seen without its worker (one that registered
+        and claimed between two separate reads would be taken for dead)."""
+        with self.transaction(write=False):
             live = set(self.live_workers(stale_after))
             sql = "SELECT id, worker_pid FROM {} WHERE status = ? ORDER BY id"
             running = {table: self._query(sql.format(table.value), (RunStatus.RUNNING,)) for table in Queue}
