@@ -18,4 +18,4 @@ python3 -m ruff format --check .
 # In parallel (pytest-xdist): one worker per CPU core unless BIASREPAIR_TEST_WORKERS says how many (0: in this
 # process). --dist loadgroup keeps each xdist_group in one worker: the Ray tests share one local Ray instance, and the
 # two languages of the strength-slider browser test share one repair.
-python3 -m pytest -n "${BIASREPAIR_TEST_WORKERS:-auto}" --dist loadgroup "$@"
+python3 -m pytest -n "${BIASREPAIR_TEST_WORKERS:-auto}" --dist loadgroup --durations=25 "$@"

@@ -80,7 +80,7 @@ def test_a_tab_open_before_its_account_changed_is_refused_at_the_moment_of_actio
         lambda: report.report_html(store, rid, mia, t, "en", None),
         lambda: decisions.record_report(store, rid, b"html", mia),
         lambda: decisions.reject_run(store, rid, "no", mia),
-        lambda: decisions.rollback(store, pid, mia),
+        lambda: decisions.rollback(store, pid, mia, "tab test"),
     ):
         with pytest.raises(Forbidden, match="no longer signed in") as refused:
             call()

@@ -38,7 +38,7 @@ def test_an_approval_registers_the_repair_and_a_rollback_moves_the_alias_back(pr
         decisions.approve_run(store, rid, "fixes the red twos", MIA, override=True, reason="within reason")
         done = wait_for(lambda: _updates(store, pid), timeout=600)[-1]
         assert done["action"] == registry.DONE, done["detail"]
-        decisions.rollback(store, pid, ANN)
+        decisions.rollback(store, pid, ANN, "back to the original")
         wait_for(lambda: len(_updates(store, pid)) == 2, timeout=600)
     finally:
         jobs.stop_spawned_workers()

@@ -202,7 +202,10 @@ def _repair_peak(bundle, folders: dict[str, Path]) -> tuple[int, object]:
     config = {"max_steps": 4, "min_steps": 4, "eval_every": 2, "stop_rule": "kept", "anchor": 1.0, "anchor_batch": 8}
     tracemalloc.start()
     try:
-        res = run_repair(bundle, ce, ev, method="cpt", config=config, device="cpu", reference=ref)
+        # with a progress callback, as the worker runs it: the loop then measures the validation rows live
+        res = run_repair(
+            bundle, ce, ev, method="cpt", config=config, device="cpu", reference=ref, progress=lambda _event: None
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from core.app import pool, projects, runs, verdict
 from core.app.store import Store
@@ -217,9 +218,13 @@ def test_upload_a_model_bundle_and_an_evaluation_zip(server, page, demo_dir, tmp
     store = Store(server.home)
     events = [e for e in store.audit_events() if e["project_id"] is not None]  # not the sign-in rows
     assert [(e["actor"], e["action"]) for e in events] == [("alice", "upload_model"), ("alice", "upload_eval")]
-    assert events[0]["detail"]["sha256"]["model.safetensors"] == sha256_bytes(
+    # the audit names the uploaded bytes and the files as stored (re-serialised: the same weights, maybe other bytes)
+    detail = events[0]["detail"]
+    assert detail["upload_sha256"]["model.safetensors"] == sha256_bytes(
         (demo_dir / "model" / "model.safetensors").read_bytes()
     )
+    stored = Path(store.model(detail["model_id"])["path"]) / "model.safetensors"
+    assert detail["sha256"]["model.safetensors"] == sha256_bytes(stored.read_bytes())
 
 
 def test_a_bad_upload_shows_a_readable_error(server, page, demo_dir, tmp_path):
