@@ -10,19 +10,11 @@ here: pages call this too.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from core.errors import UserError
 from core.formats.libmeta import model_folder_files
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from core.formats.meta import file_sha256
 
 
 def stored_model_sha256(model_dir: str | Path) -> dict[str, str]:

@@ -11,16 +11,14 @@ the page process writes cards too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 
 from core.engine.results import GroupMetrics, RunMetrics
 from core.engine.runfolder import RunFolder
-from core.formats.meta import BundleMeta, ModelFormat
+from core.formats.meta import BundleMeta, ModelFormat, file_sha256
 
 CARD_FILE = "README.md"
 PACKAGES = ("torch", "torchvision", "timm", "transformers", "safetensors", "onnx", "onnxruntime", "numpy")
@@ -219,9 +217,9 @@ def folder_card(run: RunFolder, meta: BundleMeta, made_by: dict | None, verdict:
     metrics = run.metrics()
     if metrics is None:
         return None
-    hashes = {"merged": {f.name: _file_sha256(f) for f in sorted(run.model_dir.iterdir()) if f.is_file()}}
+    hashes = {"merged": {f.name: file_sha256(f) for f in sorted(run.model_dir.iterdir()) if f.is_file()}}
     if run.delta_file.is_file():
-        hashes["delta"] = {run.delta_file.name: _file_sha256(run.delta_file)}
+        hashes["delta"] = {run.delta_file.name: file_sha256(run.delta_file)}
     who = (made_by or {}).get("user") or "not recorded"
     return ModelCard(
         name=f"{run.root.name} (repaired)", base_model=meta.architecture, class_names=list(meta.class_names),
@@ -229,11 +227,3 @@ def folder_card(run: RunFolder, meta: BundleMeta, made_by: dict | None, verdict:
         started_by=who, verdict=verdict,
         approval=None, hashes=hashes, versions=software_versions(),
     )  # fmt: skip
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -176,6 +176,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (a model's weights need not fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 MAX_META_BYTES = 1024 * 1024  # a real model.json is a few hundred bytes; 1000 classes stay far below this
 
 
