@@ -189,3 +189,20 @@ def settle(page, timeout: float = 60_000) -> None:
         " && Array.from(document.images).every(i => i.complete)",
         timeout=timeout,
     )
+
+
+def counterexamples_as(browser, url: str, name: str, open_demo: bool, viewport: dict | None = None):
+    """A new browser context signed in as ``name`` on the Counterexamples page (the demo opened first if asked)."""
+    ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(url)
+    sign_in(pg, name)
+    if open_demo:
+        pg.get_by_role("button", name="Open the demo").click()
+        pg.get_by_text("Where the model goes wrong").first.wait_for()
+        settle(pg)
+    pg.get_by_role("link", name="2 · Counterexamples").click()
+    pg.get_by_text("Quick labelling").wait_for()
+    settle(pg)
+    return ctx, pg

@@ -7,13 +7,11 @@ import pytest
 
 from core.app import pool
 from core.app.store import Store
-from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
+from tests.e2e.conftest import ARTIFACTS, Server, counterexamples_as, settle
 from tests.optional import need
 from tests.wb_helpers import PASSWORDS, make_accounts, seed_demo_cache, wait_for
 
 need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
-
-VIEW = {"width": 1280, "height": 900}
 
 
 def _server(tmp_path, demo_dir, refresh: str) -> Server:
@@ -23,22 +21,6 @@ def _server(tmp_path, demo_dir, refresh: str) -> Server:
     srv = Server(home, tmp_path, env={"BIASREPAIR_LABEL_REFRESH": refresh})
     srv.start()
     return srv
-
-
-def _counterexamples_as(browser, srv: Server, name: str, open_demo: bool):
-    ctx = browser.new_context(viewport=VIEW)
-    pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
-    pg.goto(srv.url)
-    sign_in(pg, name)
-    if open_demo:
-        pg.get_by_role("button", name="Open the demo").click()
-        pg.get_by_text("Where the model goes wrong").first.wait_for()
-        settle(pg)
-    pg.get_by_role("link", name="2 · Counterexamples").click()
-    pg.get_by_text("Quick labelling").wait_for()
-    settle(pg)
-    return ctx, pg
 
 
 @pytest.fixture()
@@ -57,8 +39,8 @@ def refresh_server(tmp_path, demo_dir):
 
 def test_two_curators_labelling_the_same_image_get_asked(no_refresh_server, browser):
     srv = no_refresh_server
-    a_ctx, alice = _counterexamples_as(browser, srv, "alice", open_demo=True)
-    b_ctx, bob = _counterexamples_as(browser, srv, "bob", open_demo=False)
+    a_ctx, alice = counterexamples_as(browser, srv.url, "alice", open_demo=True)
+    b_ctx, bob = counterexamples_as(browser, srv.url, "bob", open_demo=False)
     store = Store(srv.home)
     pid = store.projects()[0]["id"]
     top = pool.candidates(store, pid)[0]
@@ -92,8 +74,8 @@ def test_two_curators_labelling_the_same_image_get_asked(no_refresh_server, brow
 
 def test_a_page_redraws_when_another_curator_labels(refresh_server, browser):
     srv = refresh_server
-    a_ctx, alice = _counterexamples_as(browser, srv, "alice", open_demo=True)
-    b_ctx, bob = _counterexamples_as(browser, srv, "bob", open_demo=False)
+    a_ctx, alice = counterexamples_as(browser, srv.url, "alice", open_demo=True)
+    b_ctx, bob = counterexamples_as(browser, srv.url, "bob", open_demo=False)
     bob.get_by_text("The project's counterexamples (0)").wait_for()
     alice.locator(".st-key-quick_1 button").click()
     # Bob touches nothing: his page polls the store's change count and redraws.

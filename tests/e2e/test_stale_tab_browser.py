@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.app import accounts, pool
 from core.app.store import Store
-from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
+from tests.e2e.conftest import ARTIFACTS, Server, counterexamples_as, settle
 from tests.optional import need
 from tests.wb_helpers import ROOT_ADMIN, make_accounts, seed_demo_cache
 
@@ -19,17 +19,7 @@ def test_a_disabled_curators_open_tab_saves_no_label(tmp_path, demo_dir, browser
     srv = Server(home, tmp_path)
     srv.start()
     try:
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        pg = ctx.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(srv.url)
-        sign_in(pg, "alice")
-        pg.get_by_role("button", name="Open the demo").click()
-        pg.get_by_text("Where the model goes wrong").first.wait_for()
-        settle(pg)
-        pg.get_by_role("link", name="2 · Counterexamples").click()
-        pg.get_by_text("Quick labelling").wait_for()
-        settle(pg)
+        ctx, pg = counterexamples_as(browser, srv.url, "alice", open_demo=True)
         store = Store(home)
         pid = store.projects()[0]["id"]
 
