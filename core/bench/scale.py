@@ -51,6 +51,13 @@ def add_arguments(p) -> None:
     p.add_argument("--scale-cpus", type=int, default=2, help="CPUs of the local Ray instance for --scale")
     p.add_argument("--scale-seeds", type=int, default=3, help="draws of the --scale benchmark grid")
     p.add_argument("--scale-shots", type=int, nargs="+", default=[4, 8], help="sizes of the --scale grid")
+    p.add_argument(
+        "--scale-max-steps",
+        type=int,
+        default=None,
+        help="cap every --scale run at this many steps (default: each method's own); a smaller cap measures the "
+        "same code paths in less time",
+    )
 
 
 def _timed(fn):
@@ -136,7 +143,8 @@ def _measure(args, suite, local, ray_backend) -> dict:
     """Automatic strength (early exit and full sweep), a benchmark grid and trivial tasks, locally and on Ray."""
     cpu = torch.device("cpu")
     data = prepare_suite_data(suite, draw_counterexamples(suite, 16, 0))
-    cfg = make_config("cpt", {})
+    max_steps = getattr(args, "scale_max_steps", None)
+    cfg = make_config("cpt", {"max_steps": max_steps, "min_steps": min(10, max_steps)} if max_steps else {})
 
     def auto(backend, early_exit: bool):
         return _timed(
@@ -147,7 +155,7 @@ def _measure(args, suite, local, ray_backend) -> dict:
         return _timed(
             lambda: run_benchmark(
                 suite, sorted(set(args.scale_shots)), args.scale_seeds, ["cpt"], auto=True, device="cpu",
-                log=lambda s: None, sweep=False, paper=False, backend=backend,
+                max_steps=max_steps, log=lambda s: None, sweep=False, paper=False, backend=backend,
             )
         )  # fmt: skip
 

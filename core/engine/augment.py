@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from core.engine.configs import AUGMENT_POLICIES as POLICIES
 from core.errors import UserError
@@ -86,6 +85,10 @@ class Augmenter:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.parts:
             return x
+        # Imported here: torchvision's transforms import torch._dynamo (about a second), which a process that
+        # never augments (the task worker, every CLI command) should not pay for at start.
+        from torchvision.transforms.v2 import functional as TF  # noqa: N812
+
         device = x.device
         out = x.detach().cpu().clone()
         h, w = out.shape[-2:]
