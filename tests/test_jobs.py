@@ -58,6 +58,8 @@ def test_worker_runs_queued_jobs_in_order_with_progress(store, demo):
     assert [e["detail"]["run_id"] for e in done] == [first, second]
     assert done[1]["actor"] == BOB and "kept_decisions" in done[1]["detail"]
     assert len(store.live_workers(queue="runs")) == 1  # one repair worker served both runs
+    # Both runs read the evaluation images decoded once, from the store.
+    assert len(list(store.artifact_dir("pixels").glob("*.npy"))) == 1
 
 
 def test_cancel_stops_a_running_job(store, demo):

@@ -22,6 +22,7 @@ CORE_FILES = sorted((ROOT / "core").rglob("*.py"))
 # Imported inside a function on purpose: optional or heavy, and needed by one path only.
 LAZY_ALLOWED = {
     "torchvision.models",  # only when a torchvision architecture is built (the demo's CNN needs none)
+    "torchvision.transforms.v2",  # only when a repair augments; it imports torch._dynamo (about a second)
     "plotly.graph_objects",  # only when the benchmark writes its interactive figure
     "plotly.subplots",
     "ray",  # only with the ray backend (core.engine.backends); the local backend needs no Ray

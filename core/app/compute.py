@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import fcntl
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -19,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core.app.budget import REPAIR, BudgetError, check_budget, folder_bytes
+from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.ce_answers import counterexample_answers
 from core.app.demo import build_demo
 from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
 from core.app.interpolated_runs import missing, preview_file
 from core.app.model_exports import EXPORT_TASKS
+from core.app.pixels import eval_images
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows
 from core.app.store import Store
@@ -45,7 +45,6 @@ from core.engine.devices import select_device
 from core.engine.group_discovery import Discovery, SuspectedGroup, analyse, representatives, suggest_from_arrays
 from core.engine.group_features import embed
 from core.engine.inference import (
-    DiskImages,
     evaluate_bundle,
     normalize,
     predict_dataset,
@@ -312,37 +311,11 @@ def discover_pool(store: Store, payload: dict, actor: str) -> dict:
 
 # The last run previewed: its weights and image sets, so each further α is one forward pass.
 _PREVIEW_INPUTS: dict[tuple[str, int], dict] = {}  # (store home, run id) → inputs
-PIXELS_DIR = "pixels"
-
-
-def _eval_images(store: Store, ds: ImageDataset, meta) -> DiskImages:
-    """A run's evaluation rows, decoded: read from the store's ``pixels/`` cache, a memory-mapped .npy
-    of uint8 pixels per (rows, input size), written the first time any run of these rows is
-    previewed, so that a fresh task worker and every other run of the project skip the decoding. It
-    is read a batch at a time, so memory does not grow with the set. When the store's disk budget
-    has no room for it, the images are decoded into an anonymous temporary file instead."""
-    key = json.dumps([str(ds.root), list(meta.input_size), [r.path for r in ds.records]])
-    f = store.artifact_dir(PIXELS_DIR) / f"{sha256_bytes(key.encode())[:24]}.npy"
-    shape = (len(ds), *meta.input_size)
-    if not len(ds):
-        return DiskImages.decode(ds, meta)  # nothing to keep (and an empty file cannot be mapped)
-    if not f.is_file():
-        try:
-            check_budget(store, math.prod(shape), "decoded evaluation images")
-        except BudgetError:
-            return DiskImages.decode(ds, meta)
-        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy")
-        try:
-            DiskImages.decode(ds, meta, into=np.lib.format.open_memmap(tmp, "w+", np.uint8, shape))
-            tmp.replace(f)  # whole or not at all
-        finally:
-            tmp.unlink(missing_ok=True)
-    return DiskImages(np.load(f, mmap_mode="r"), meta.mean, meta.std)
 
 
 def _preview_inputs(store: Store, run_id: int) -> dict:
     """The old model, the repaired weights, the run's evaluation rows (on disk, see
-    :func:`_eval_images`) and its counterexamples (a tensor: they are few)."""
+    :func:`core.app.pixels.eval_images`) and its counterexamples (a tensor: they are few)."""
     key = (str(store.home), run_id)
     if key in _PREVIEW_INPUTS:
         return _PREVIEW_INPUTS[key]
@@ -360,7 +333,7 @@ def _preview_inputs(store: Store, run_id: int) -> dict:
     inputs = {
         "bundle": bundle,
         "repaired": repaired,
-        "x": _eval_images(store, ds, meta),
+        "x": eval_images(store, ds, meta),
         "y": np.array([r["label"] for r in rows], dtype=np.int64),
         "attributes": [r["attribute"] for r in rows],
         "before": np.array([r["before"] for r in rows], dtype=np.int64),

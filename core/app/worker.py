@@ -26,6 +26,7 @@ import traceback
 from core.app import compute
 from core.app.integrity import stored_model_sha256
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, STALE_AFTER_S, reap_dead_workers
+from core.app.pixels import eval_images
 from core.app.pool import unlabeled_images
 from core.app.rayruns import RayRuns
 from core.app.store import QUEUES, Store
@@ -178,7 +179,7 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
             raise UserError("this run was queued by an earlier version of the workbench; start it again")
         request = RunRequest.from_json(run["request_json"])
         bundle = stored_bundle(store, run["model_id"])
-        data, eval_set = _prepared(bundle, request.data)
+        data, eval_set = _prepared(store, bundle, request.data)
         result = repair(bundle, request, data, progress=reporter.progress, should_stop=reporter.should_stop)
         reporter.flush()
         status = _record_end(store, run, result, bundle.meta, eval_set, interrupt)
@@ -200,8 +201,9 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         return "failed"
 
 
-def _prepared(bundle, refs: DataRefs) -> tuple[PreparedData, ImageDataset | None]:
-    """A queued run's images, decoded once (and its evaluation set, for the predictions file)."""
+def _prepared(store: Store, bundle, refs: DataRefs) -> tuple[PreparedData, ImageDataset | None]:
+    """A queued run's images, decoded once (and its evaluation set, for the predictions file); the
+    evaluation images from the store's decoded cache (:func:`core.app.pixels.eval_images`)."""
     names = bundle.meta.class_names
     counterexamples = load_dataset(refs.counterexamples, names)
     eval_set = load_dataset(refs.evaluation, names) if refs.evaluation else None
@@ -210,7 +212,8 @@ def _prepared(bundle, refs: DataRefs) -> tuple[PreparedData, ImageDataset | None
         unlabeled = unlabeled_images(refs.unlabeled_root, refs.unlabeled_items, names)
     if refs.reference_root and refs.reference_items:
         reference = unlabeled_images(refs.reference_root, refs.reference_items, names)
-    data = prepare_data(bundle, counterexamples, eval_set, unlabeled=unlabeled, reference=reference)
+    pixels = eval_images(store, eval_set, bundle.meta) if eval_set is not None else None
+    data = prepare_data(bundle, counterexamples, eval_set, unlabeled=unlabeled, eval_pixels=pixels, reference=reference)
     if reference is None:
         # prepare_data falls back to the unlabelled images, which suits the CLI's typical images;
         # here they are the candidate pool, full of images whose answer should change: no anchor.

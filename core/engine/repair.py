@@ -80,7 +80,7 @@ def prepare_data(
     eval_set: ImageDataset | None = None,
     validation: ImageDataset | None = None,
     unlabeled: ImageDataset | None = None,
-    eval_pixels: np.ndarray | None = None,
+    eval_pixels: np.ndarray | DiskImages | None = None,
     reference: ImageDataset | None = None,
     check_share: float = CHECK_SHARE,
 ) -> PreparedData:
@@ -89,8 +89,8 @@ def prepare_data(
     The counterexamples (few, used at every step) become a tensor. The evaluation, validation,
     unlabelled and reference images become :class:`core.engine.inference.DiskImages`: decoded once,
     in batches, into an anonymous file and read back a batch at a time, so that the memory a run
-    holds does not grow with the number of images (``eval_pixels``, already decoded in memory by the
-    benchmark's cache, are used as they are).
+    holds does not grow with the number of images (``eval_pixels``, already decoded by the benchmark's
+    cache in memory or by the workbench's on disk, are used as they are).
 
     Reference images (see :mod:`core.engine.anchor`): ``reference`` if given, else the ``unlabeled``
     images, else none (the anchor and the kept floor are then off). Not the validation rows: they
@@ -107,10 +107,12 @@ def prepare_data(
     def on_disk(ds: ImageDataset) -> DiskImages:
         return DiskImages.decode(ds, meta)
 
+    if eval_pixels is not None and not isinstance(eval_pixels, DiskImages):
+        eval_pixels = DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
     x_ce = normalize(load_pixels(counterexamples, meta.input_size), meta.mean, meta.std)
     data = PreparedData(x_ce, torch.as_tensor(counterexamples.labels))
     if eval_set is not None:
-        x_all = on_disk(eval_set) if eval_pixels is None else DiskImages(eval_pixels, meta.mean, meta.std, batch=1024)
+        x_all = on_disk(eval_set) if eval_pixels is None else eval_pixels
         share = check_share if validation is None else 0.0  # a separate validation set is the check split
         rep, val, data.split = split_dataset(eval_set, share)  # the split=val rows, else a carved share
         data.x_eval, data.eval_indices = x_all.subset(rep), rep
