@@ -1,7 +1,8 @@
 """A new user with a timm classifier folder, in a real browser at 1280×720: the folder uploaded as a zip on the
 Model page, an evaluation set and candidate images added, four counterexamples labelled, a repair started by a
 curator and approved by someone else (four eyes), then exported as ONNX and in the timm layout with its model
-card. The whole flow runs in English; the exports are made again after switching to Japanese. What the pages
+card. The whole flow runs in English; the exports are made again after switching to Japanese, and their model
+card is then in Japanese. What the pages
 did is read back from the store and the downloaded files (docs/FORMATS.md)."""
 
 from __future__ import annotations
@@ -174,10 +175,13 @@ def test_a_timm_folder_from_upload_to_an_approved_onnx_export(server, browser, f
         with zipfile.ZipFile(io.BytesIO(timm_zip)) as zf:
             card = zf.read(next(n for n in zf.namelist() if n.endswith("README.md"))).decode()
         assert "base_model" in card and "mia" in card
+        # the card is written in the workbench's language at the time of the export
+        assert ("## 想定する用途" in card) == (lang == "ja") and ("## Intended use" in card) == (lang == "en")
         # ONNX: the model, its check against PyTorch, and the card.
         with zipfile.ZipFile(io.BytesIO(onnx_zip)) as zf:
             names = {n.rsplit("/", 1)[-1]: n for n in zf.namelist()}
             assert {"model.onnx", "onnx_check.json", "README.md"} <= set(names)
+            assert zf.read(names["README.md"]).decode() == card
             check = json.loads(zf.read(names["onnx_check.json"]))
             onnx_bytes = zf.read(names["model.onnx"])
         assert check["max_abs_diff"] <= 1e-4, (lang, check)
