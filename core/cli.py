@@ -418,7 +418,7 @@ def run_export(args) -> int:
     if args.format == "onnx":
         return _export_onnx(bundle, out, args, card)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(model_zip_bytes(bundle_dir, {CARD_FILE: card.render()} if card else None))
+    out.write_bytes(model_zip_bytes(bundle_dir, {CARD_FILE: card.render(translator("en"))} if card else None))
     write_made_by(out.with_name(out.name + ".made_by.json"), args, "export")
     print(f"{bundle_dir} → {out}")
     return 0
@@ -443,7 +443,7 @@ def _export_onnx(bundle, out: Path, args, card: ModelCard | None) -> int:
     check = export_checked(bundle.model, list(bundle.meta.input_size), out / ONNX_FILE, x, bool(ds), args.opset)
     (out / CHECK_FILE).write_text(json.dumps(check.to_json(), indent=1) + "\n", encoding="utf-8")
     if card is not None:
-        (out / CARD_FILE).write_text(card.render(), encoding="utf-8")
+        (out / CARD_FILE).write_text(card.render(translator("en")), encoding="utf-8")
     write_made_by(out / "made_by.json", args, "export")
     print(f"{out / ONNX_FILE}: {check.describe()}")
     return 0

@@ -29,7 +29,7 @@ from core.bench.suites import SHORTCUTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "docs" / "benchmarks" / "guard"
-ORDER = ("demo", "photo", "standard-resnet18", "standard-mobilenet", "mark-resnet18", "shape-mobilenet")
+ORDER = ("demo", "photo", "standard-resnet18", "standard-mobilenet", "mark-resnet18", "shape-mobilenet", "standard-vit")
 # suite: (shots, worst group at least, at kept at least) for the worst-group targets
 WORST_GROUP_TARGETS = {
     "standard-resnet18": {16: (0.40, 0.95), 32: (0.40, 0.95)},
@@ -128,7 +128,10 @@ def describe(suite: str) -> SimpleNamespace:
     if suite in ss.PARTS:
         arch, source, _, _ = ss.PARTS[suite]
         _, data, shortcut = SHORTCUTS[source]
-        return SimpleNamespace(title=f"torchvision {arch} from scratch on {data}", shortcut=shortcut)
+        library = "timm" if arch.startswith("timm:") else "torchvision"
+        return SimpleNamespace(
+            title=f"{library} {arch.removeprefix('timm:')} from scratch on {data}", shortcut=shortcut
+        )
     if suite == "photo":
         return SimpleNamespace(title="Tinted CIFAR-10 photos (small CNN)", shortcut=SHORTCUTS["photo"][2])
     return SimpleNamespace(title="Tagged MNIST (the demo's small CNN)", shortcut=SHORTCUTS["demo"][2])

@@ -21,6 +21,7 @@ SOURCES = [
     ROOT / "core" / "app" / "report.py",
     ROOT / "core" / "app" / "review.py",
     ROOT / "core" / "app" / "summary.py",
+    ROOT / "core" / "engine" / "model_card.py",
 ]
 
 DYNAMIC = {

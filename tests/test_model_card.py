@@ -80,6 +80,38 @@ def test_the_workbench_export_carries_a_card_with_the_runs_numbers_and_its_appro
     assert re.search(r"- torch: \d", body) and "## Known limits" in body
 
 
+def test_the_card_is_written_in_the_workbench_language(home):
+    """Exported from the Japanese workbench, the card's words are Japanese (its YAML header, which tools read,
+    stays English) and its numbers are the same; the MLflow registry's copy stays English."""
+    store = projects.get_store(home)
+    pid = projects.open_demo(store, ALICE)
+    rid = make_tradeoff_run(store, pid)
+    decisions.approve_run(store, rid, "赤い 2 を直した", MIA, override=True, reason="the loss is within reason")
+    with zipfile.ZipFile(io.BytesIO(decisions.export_bytes(store, rid, MIA, "ja"))) as zf:
+        card = zf.read("README.md").decode("utf-8")
+    english = decisions.model_card(store, rid)
+    header, body = _split(card)
+    assert header == _split(english)[0]
+    m = runs.run_result(store, rid)
+    for title in (
+        "## 想定する用途",
+        "## 何をどう修復したか",
+        "## グループごとの結果（修復前と修復後）",
+        "## 承認",
+        "## 既知の限界",
+    ):
+        assert title in body
+    assert "## Intended use" not in card and "Known limits" not in card and "approved by" not in card
+    assert "4つの目のルール：守られた" in body and "赤い 2 を直した" in body
+    c = m.comparison
+    assert f"保たれた判定：{100 * c.kept_decisions:.1f} %、変わった答え：{c.changed_predictions}" in body
+    assert "| クラス | グループ | 画像数 | 修復前 | 修復後 |" in body
+    # the per-group rows are the English card's rows
+    rows = [line for line in body.splitlines() if line.count("|") == 6][2:]
+    assert rows and rows == [line for line in _split(english)[1].splitlines() if line.count("|") == 6][2:]
+    assert "## Intended use" in english
+
+
 def test_the_cli_export_carries_a_card_with_the_runs_numbers(demo_dir, tmp_path):
     run = tmp_path / "run"
     args = ["repair", "--model", str(demo_dir / "model"), "--counterexamples", str(demo_dir / "counterexamples"),

@@ -259,7 +259,7 @@ with r_col, st.form("reject_form"):
 
 
 def _export() -> bytes:
-    data = decisions.export_bytes(store, run_id, actor)
+    data = decisions.export_bytes(store, run_id, actor, lang)
     decisions.record_export(store, run_id, data, actor)
     return data
 
@@ -285,7 +285,7 @@ e1.download_button(
 # The ONNX export: made and checked against PyTorch by the task worker (core.app.decisions.onnx_export_zip).
 e1.download_button(
     t("review_export_onnx"),
-    data=lambda: decisions.onnx_export_zip(store, run_id, actor)[0],
+    data=lambda: decisions.onnx_export_zip(store, run_id, actor, lang)[0],
     file_name=f"repaired_model_run{run_id}_onnx.zip",
     mime="application/zip",
     key="export_onnx",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from core.app import jobs, registry
 from core.app.accounts import Role, User, acting, four_eyes_relaxed, require
+from core.app.i18n import translator
 from core.app.integrity import check_run_model, check_stored_model
 from core.app.interpolated_runs import interpolation_of
 from core.app.model_card import run_card
@@ -241,18 +242,19 @@ def _exportable(store: Store, run_id: int, actor: User) -> RunFolder:
     return folder
 
 
-def model_card(store: Store, run_id: int) -> str:
-    """The run's model card (README.md, :mod:`core.app.model_card`), with its latest approval."""
-    return run_card(store, run_id, approval(store, run_id)).render()
+def model_card(store: Store, run_id: int, lang: str = "en") -> str:
+    """The run's model card (README.md, :mod:`core.app.model_card`) in ``lang``, with its latest approval."""
+    return run_card(store, run_id, approval(store, run_id), lang).render(translator(lang))
 
 
-def export_bytes(store: Store, run_id: int, actor: User) -> bytes:
-    """The repaired (merged) model of a run as a zip of its layout, with its model card, for an approver."""
+def export_bytes(store: Store, run_id: int, actor: User, lang: str = "en") -> bytes:
+    """The repaired (merged) model of a run as a zip of its layout, with its model card in ``lang``, for an
+    approver."""
     folder = _exportable(store, run_id, actor)
-    return model_zip_bytes(folder.model_dir, {CARD_FILE: model_card(store, run_id)})
+    return model_zip_bytes(folder.model_dir, {CARD_FILE: model_card(store, run_id, lang)})
 
 
-def onnx_export_zip(store: Store, run_id: int, actor: User) -> tuple[bytes, OnnxCheck]:
+def onnx_export_zip(store: Store, run_id: int, actor: User, lang: str = "en") -> tuple[bytes, OnnxCheck]:
     """The repaired model as ONNX in a zip (``model.onnx``, its check ``onnx_check.json``, the model card), made by the
     task worker (:func:`core.app.model_exports.export_onnx`) and checked there against PyTorch on the run's
     evaluation images; the export's audit row records the opset and the largest difference."""
@@ -264,7 +266,7 @@ def onnx_export_zip(store: Store, run_id: int, actor: User) -> tuple[bytes, Onnx
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(ONNX_FILE, onnx_file.read_bytes())
         zf.writestr(CHECK_FILE, json.dumps(check.to_json(), indent=1) + "\n")
-        zf.writestr(CARD_FILE, model_card(store, run_id))
+        zf.writestr(CARD_FILE, model_card(store, run_id, lang))
     data = buf.getvalue()
     record_export(store, run_id, data, actor, format="onnx", opset=check.opset, max_abs_diff=check.max_abs_diff)
     return data, check

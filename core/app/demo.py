@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.engine.runfolder import BUNDLE_FILES
 from core.engine.training import train_classifier
 from core.formats.architectures import SmallCNN
 from core.formats.bundle import BundleMeta, load_bundle, save_bundle
 from core.formats.datasets import write_manifest_dataset
+from core.formats.libmeta import model_folder_files
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
 MNIST_DIR = ASSETS / "mnist"
@@ -190,7 +190,7 @@ def write_suite(out_dir: str | Path, model_dir: Path, parts: dict[str, dict]) ->
     out.mkdir(parents=True, exist_ok=True)
     model_out = out / "model"
     model_out.mkdir(exist_ok=True)
-    for name in BUNDLE_FILES:
+    for name in model_folder_files(model_dir):  # our bundle, or a timm folder (the ViT suite)
         shutil.copyfile(model_dir / name, model_out / name)
     paths = {"model": model_out}
     for name, part in parts.items():

@@ -1,7 +1,8 @@
 """The model card of a stored repair (:class:`core.engine.model_card.ModelCard`), built from the run, its
 metrics (:class:`core.engine.results.RunMetrics`) and its audit rows: who started it, who labelled its
-counterexamples, who approved it, when and under which four-eyes status. Written in English, as model cards
-on a registry are. :mod:`core.app.decisions` puts it in every export."""
+counterexamples, who approved it, when and under which four-eyes status. Written in the workbench's language
+for an export from the Review page, in English for the MLflow registry and the command line.
+:mod:`core.app.decisions` puts it in every export."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def labelled_by(store: Store, run: dict) -> dict[str, int]:
     return {}
 
 
-def run_card(store: Store, run_id: int, approval: dict | None) -> ModelCard:
-    """The card of a finished run; ``approval`` is its latest ``approved`` audit row, or None."""
+def run_card(store: Store, run_id: int, approval: dict | None, lang: str = "en") -> ModelCard:
+    """The card of a finished run; ``approval`` is its latest ``approved`` audit row, or None; its verdict in
+    ``lang``."""
     run = store.run(run_id)
     metrics = run_result(store, run_id)
     if metrics is None:
@@ -49,7 +51,7 @@ def run_card(store: Store, run_id: int, approval: dict | None) -> ModelCard:
     if folder.delta_file.is_file():
         hashes["delta"] = {folder.delta_file.name: file_sha256(folder.delta_file)}
     as_json = metrics.to_json()
-    words = verdict_text(judge(as_json), translator("en"), auto_strength=auto_strength(run, as_json))
+    words = verdict_text(judge(as_json), translator(lang), auto_strength=auto_strength(run, as_json))
     return ModelCard(
         name=f"{base['name']} (repaired, repair #{run_id})",
         base_model=base["name"],

@@ -8,12 +8,16 @@ squeeze-and-excitation, 1.5–11 M parameters. Two parts, each a :class:`core.be
   CIFAR-10 photos (global colour-cast shortcut, 90 % agreement in training), 32×32 px.
 * ``standard-mobilenet``: torchvision ``mobilenet_v3_small`` (1.5 M parameters, BatchNorm,
   dropout, SE blocks) on the demo's tagged MNIST digits (corner-tag shortcut, 99 % agreement), 28×28 px.
+* ``standard-vit``: a transformer, timm's ``VisionTransformer`` with small dimensions (:data:`VIT_ARGS`:
+  4×4 px patches, so 49 tokens and a class token; width 64, 4 blocks, 4 heads; 0.14 M parameters, LayerNorm,
+  no BatchNorm) on the same tagged digits. Its blocks output tokens, not feature maps. It is saved as a
+  timm folder (``config.json`` + ``model.safetensors``, docs/FORMATS.md), the layout a user brings.
 
 Both are built with ``weights=None`` (nothing downloaded) and trained on the same training images
 as the small-CNN suites, with the same evaluation set, pool and validation rows, so the numbers
 compare across suites. Training is seeded and single-threaded, so a rebuild gives the same weights.
 The trained weights are too large to ship (ResNet-18: 45 MB), so they are built on first use and
-cached under :func:`cache_dir` (git-ignored), with progress printed to stderr; about 2 minutes
+cached under :func:`cache_dir` (git-ignored), with progress printed to stderr; about 2 to 9 minutes
 each on one CPU core.
 
 **Reference images** (:func:`reference_pixels`, also for the demo and photo suites): unlabelled
@@ -43,6 +47,9 @@ from core.engine.training import random_hflip
 from core.formats.architectures import build_model
 from core.formats.bundle import BundleMeta, save_bundle
 from core.formats.datasets import write_manifest_dataset
+from core.formats.libmeta import library_meta
+from core.formats.libraries import library_model
+from core.formats.meta import LibrarySource, ModelFormat
 
 N_REFERENCE = 512
 CACHE_VERSION = 1
@@ -54,7 +61,11 @@ PARTS = {
     # Shortcuts that are not a colour (core.bench.marks): a mark's corner on the photos, its shape on the digits.
     "mark-resnet18": ("resnet18", "corner", 15, 1e-3),
     "shape-mobilenet": ("mobilenet_v3_small", "shape", 8, 2e-3),
+    # A transformer (timm's VisionTransformer, VIT_ARGS), saved as a timm folder.
+    "standard-vit": ("timm:vit_tiny_patch16_224", "demo", 15, 1e-3),
 }
+# The small ViT's dimensions: timm's vit_tiny_patch16_224 recipe shrunk for 28×28 digits.
+VIT_ARGS = {"img_size": 28, "patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}
 PHOTO_SOURCES = ("photo", "corner")  # sources built on the CIFAR-10 photos (the others on the MNIST digits)
 
 
@@ -93,23 +104,45 @@ def reference_pixels(source: str, n: int = N_REFERENCE, seed: int = 123) -> np.n
 
 def _meta(arch: str, source: str) -> BundleMeta:
     if source in PHOTO_SOURCES:
-        return BundleMeta(arch, len(ps.CLASS_NAMES), ps.CLASS_NAMES, [3, 32, 32], ps.MEAN, ps.STD)
+        meta = BundleMeta(arch, len(ps.CLASS_NAMES), ps.CLASS_NAMES, [3, 32, 32], ps.MEAN, ps.STD)
+    else:
+        meta = BundleMeta(arch, 10, demo.CLASS_NAMES, [3, 28, 28], demo.MEAN, demo.STD)
+    if not arch.startswith("timm:"):
+        return meta
+    config = {  # what timm's own save_for_hf writes for this model
+        "architecture": arch.removeprefix("timm:"),
+        "num_classes": meta.num_classes,
+        "label_names": meta.class_names,
+        "model_args": VIT_ARGS,
+        "pretrained_cfg": {"input_size": meta.input_size, "mean": meta.mean, "std": meta.std},
+    }
+    return library_meta(LibrarySource(ModelFormat.TIMM, config))
 
-    return BundleMeta(arch, 10, demo.CLASS_NAMES, [3, 28, 28], demo.MEAN, demo.STD)
 
-
-def train_standard_model(part: str, out_dir: str | Path, seed: int = 0, log=_log) -> dict:
-    """Train ``part``'s torchvision model from scratch on its biased training set; save a bundle."""
-    arch, source, epochs, lr = PARTS[part]
+def new_model(part: str) -> torch.nn.Module:
+    """``part``'s network with random initial weights (torchvision, or timm for the ViT)."""
+    arch, source, _, _ = PARTS[part]
     meta = _meta(arch, source)
-    rgb, y_np, agree = training_data(source)
+    return library_model(meta) if meta.library is not None else build_model(arch, meta.num_classes)
+
+
+def train_standard_model(
+    part: str, out_dir: str | Path, seed: int = 0, log=_log, epochs: int | None = None, n_images: int | None = None
+) -> dict:
+    """Train ``part``'s model from scratch on its biased training set; save it (a bundle, or a timm
+    folder for the ViT). ``epochs`` and ``n_images`` (the first images of the training set) shrink the
+    recipe, for tests only: the suite's cached model is always trained with the recipe of :data:`PARTS`."""
+    arch, source, recipe_epochs, lr = PARTS[part]
+    epochs = epochs or recipe_epochs
+    meta = _meta(arch, source)
+    rgb, y_np, agree = (a[:n_images] for a in training_data(source))
     x = normalize(rgb.transpose(0, 3, 1, 2), meta.mean, meta.std)
     y = torch.from_numpy(y_np)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(seed)
-        model = build_model(arch, meta.num_classes)
+        model = new_model(part)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * ((len(x) + 63) // 64))
         g = torch.Generator().manual_seed(seed)

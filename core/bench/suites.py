@@ -12,6 +12,8 @@ model's own training set, the cost :mod:`core.bench.perf` compares a repair with
 * ``standard-resnet18`` and ``standard-mobilenet`` (together: ``--suite standard``): torchvision
   ResNet-18 on the photos and MobileNetV3-small on the digits, trained here from scratch;
   :mod:`core.bench.standard_suite`.
+* ``standard-vit``: a transformer, a small timm VisionTransformer trained here from scratch on the tagged
+  digits, kept as a timm folder; :mod:`core.bench.standard_suite`.
 
 Every suite also has *reference images* (``reference_pixels``): typical unlabelled inputs drawn from
 its training distribution, for the function-space anchor and the label-free kept estimate. They are
@@ -130,9 +132,10 @@ def standard_suite(part: str) -> Callable[[Path], Suite]:
         names = bundle.meta.class_names
         pool = load_dataset(paths["pool"], names)
         agreeing, data_title, shortcut = SHORTCUTS[source]
+        library = "timm" if arch.startswith("timm:") else "torchvision"
         return Suite(
             name=part,
-            title=f"torchvision {arch} from scratch on {data_title}",
+            title=f"{library} {arch.removeprefix('timm:')} from scratch on {data_title}",
             shortcut=shortcut,
             bundle=bundle,
             eval_set=load_dataset(paths["eval"], names),
@@ -152,10 +155,11 @@ SUITES: dict[str, Callable[[Path], Suite]] = {
     "standard-mobilenet": standard_suite("standard-mobilenet"),
     "mark-resnet18": standard_suite("mark-resnet18"),
     "shape-mobilenet": standard_suite("shape-mobilenet"),
+    "standard-vit": standard_suite("standard-vit"),
 }
 # A name that stands for several suites, run one after the other by the benchmark.
 SUITE_GROUPS: dict[str, list[str]] = {
-    "standard": ["standard-resnet18", "standard-mobilenet"],
+    "standard": ["standard-resnet18", "standard-mobilenet", "standard-vit"],  # two CNNs and a transformer
     "nocolour": ["mark-resnet18", "shape-mobilenet"],  # shortcuts that are not a colour (core.bench.marks)
 }
 

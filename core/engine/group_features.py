@@ -1,7 +1,8 @@
 """The model's own features for finding groups without labels (docs/DISCOVERY.md).
 
 Per image: for every stage of the network (shallow to deep) the mean and the spatial standard deviation of
-each channel, then the penultimate features (the input of the last ``nn.Linear``), caught with forward
+each channel (a transformer's stages are its blocks, and the spread is over their tokens), then the penultimate
+features (the input of the last ``nn.Linear``), caught with forward
 hooks. Early stages keep the colour and texture a shortcut is often made of; the last layer may have
 folded them into the class evidence. No extra model, nothing downloaded. :mod:`core.engine.group_discovery`
 clusters them.
@@ -28,19 +29,45 @@ def classifier_layer(model: torch.nn.Module) -> torch.nn.Linear:
     return head[1]
 
 
+def _tensor_of(out) -> torch.Tensor | None:
+    """A module's output tensor (a transformers layer may return a tuple whose first item it is)."""
+    if isinstance(out, tuple) and out:
+        out = out[0]
+    return out if isinstance(out, torch.Tensor) else None
+
+
+def _token_blocks(calls: list[tuple[str, tuple, torch.Tensor]], model: torch.nn.Module) -> list[tuple[str, tuple]]:
+    """A transformer's blocks: the children of the module list (or sequence) with the most children
+    that each output tokens ``[B, T, D]`` of one shape (timm's ``blocks.0``…, transformers'
+    ``vit.encoder.layer.0``…). Empty for a network without such a list (a CNN)."""
+    tokens = {name: shape for name, shape, _ in calls if len(shape) == 2}
+    best: list[tuple[str, tuple]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)) or len(module) < 1:
+            continue
+        children = [f"{name}.{i}" if name else str(i) for i in range(len(module))]
+        shapes = {tokens.get(c) for c in children}
+        if None not in shapes and len(shapes) == 1 and len(children) > len(best):
+            best = [(c, tokens[c]) for c in children]
+    return best
+
+
 def _stage_modules(model: torch.nn.Module, x: torch.Tensor, head: torch.nn.Linear) -> list[tuple[str, tuple]]:
-    """The modules whose outputs are the model's *stages*, found from one probe image: for each
-    spatial size a 4-D output takes, the shallowest module (fewest dots in its name) that produces
-    it, the last one to finish if several do (a ResNet's ``layer1``, a MobileNet's ``features.3``,
-    the SmallCNN's ``features.1``). Sizes of one pixel (already pooled) and a stage whose output is
-    the classifier's input itself (the SmallCNN's 3×3 pool) are left out: the penultimate features
-    are added separately."""
+    """The modules whose outputs are the model's *stages*, found from one probe image, as (name, output
+    shape without the batch). Feature maps ``[B, C, H, W]``: for each spatial size, the shallowest module
+    (fewest dots in its name) that produces it, the last one to finish if several do (a ResNet's
+    ``layer1``, a MobileNet's ``features.3``, the SmallCNN's ``features.1``); sizes of one pixel (already
+    pooled) and a stage whose output is the classifier's input itself (the SmallCNN's 3×3 pool) are left
+    out: the penultimate features are added separately. Tokens ``[B, T, D]``: every block of a
+    transformer (:func:`_token_blocks`); maps made inside a block (attention's per-head queries and keys
+    are 4-D too) are no stages."""
     calls: list[tuple[str, tuple, torch.Tensor]] = []
     head_in: list[torch.Tensor] = []
 
     def record(name: str):
         def hook(_m, _i, out):
-            if isinstance(out, torch.Tensor) and out.dim() == 4:
+            out = _tensor_of(out)
+            if out is not None and out.dim() in (3, 4):
                 calls.append((name, tuple(out.shape[1:]), out.detach().flatten().clone()))
 
         return hook
@@ -52,20 +79,27 @@ def _stage_modules(model: torch.nn.Module, x: torch.Tensor, head: torch.nn.Linea
     finally:
         for h in hooks:
             h.remove()
+    blocks = _token_blocks(calls, model)
+    inside = tuple(name + "." for name, _ in blocks)
     best: dict[tuple, tuple[int, str, tuple, torch.Tensor]] = {}
     for name, shape, value in calls:
         depth = name.count(".")
-        if shape[1:] not in best or depth <= best[shape[1:]][0]:
+        if len(shape) == 3 and not name.startswith(inside) and (shape[1:] not in best or depth <= best[shape[1:]][0]):
             best[shape[1:]] = (depth, name, shape, value)
     order = {name: i for i, (name, _, _) in enumerate(calls)}
 
     def is_head_input(value: torch.Tensor) -> bool:
         return bool(head_in) and value.numel() == head_in[-1].numel() and torch.equal(value, head_in[-1])
 
-    stages = [
+    maps = [
         (name, shape) for _, name, shape, value in best.values() if shape[1] * shape[2] > 1 and not is_head_input(value)
     ]
-    return sorted(stages, key=lambda s: order[s[0]])
+    return sorted(maps + blocks, key=lambda s: order[s[0]])
+
+
+def _channels(shape: tuple) -> int:
+    """A stage's channels: C of a map ``(C, H, W)``, D of tokens ``(T, D)``."""
+    return shape[0] if len(shape) == 3 else shape[1]
 
 
 @torch.inference_mode()
@@ -88,8 +122,10 @@ def embed_blocks(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_si
 
     def keep(name: str, shape: tuple):
         def hook(_m, _i, out):
-            if isinstance(out, torch.Tensor) and tuple(out.shape[1:]) == shape:
-                o = out.detach().float().flatten(2)
+            out = _tensor_of(out)
+            if out is not None and tuple(out.shape[1:]) == shape:
+                # channels first, positions last: a map's pixels, or a transformer block's tokens
+                o = out.detach().float().flatten(2) if len(shape) == 3 else out.detach().float().transpose(1, 2)
                 mean = o.mean(2)
                 # the spatial (sample) standard deviation; two passes: faster than Tensor.std on CPU
                 d = o - mean.unsqueeze(2)
@@ -104,7 +140,7 @@ def embed_blocks(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_si
             lambda _m, inp, _out: caught.__setitem__("", inp[0].detach().float().flatten(1).cpu())
         )
     )
-    widths = tuple(2 * shape[0] for _, shape in stages) + (head.in_features,)
+    widths = tuple(2 * _channels(shape) for _, shape in stages) + (head.in_features,)
     feats, probs = [], []
     try:
         for start in range(0, len(x), batch_size):

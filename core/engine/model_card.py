@@ -5,14 +5,17 @@ with their intervals, kept decisions, the verdict, the approval and the four-eye
 base, δ and merged weights, software versions and known limits.
 
 Every number comes from the run's :class:`core.engine.results.RunMetrics`; who did what comes from the caller
-(the workbench's audit rows, :mod:`core.app.model_card`, or the command line's ``made_by.json``). No torch here:
-the page process writes cards too.
+(the workbench's audit rows, :mod:`core.app.model_card`, or the command line's ``made_by.json``). The words come
+from a translator (``modelcard_*`` keys of ``assets/i18n/<lang>.json``): the workbench writes the card in its language,
+the command line in English; the YAML header, which tools read, is always in English. No torch here: the page
+process writes cards too.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -22,13 +25,8 @@ from core.formats.meta import BundleMeta, ModelFormat, file_sha256
 
 CARD_FILE = "README.md"
 PACKAGES = ("torch", "torchvision", "timm", "transformers", "safetensors", "onnx", "onnxruntime", "numpy")
-LIMITS = (
-    "The results hold for the evaluation set named here; a group with few images has a wide interval, "
-    "and the interval, not the point, is the honest figure.",
-    "The repair saw few counterexamples: groups that were not among them or in the evaluation set were not "
-    "measured and may have changed.",
-    "The model's intended use, classes and input preprocessing are those of the base model; nothing here widens them.",
-)
+LIMITS = ("modelcard_limit_interval", "modelcard_limit_unseen", "modelcard_limit_use")
+Translator = Callable[..., str]  # t(key, **values) -> text (core.app.i18n.translator)
 
 
 @dataclass(frozen=True)
@@ -65,27 +63,28 @@ class ModelCard:
         out["model-index"] = [{"name": self.name, "results": [_results(self.metrics)]}]
         return out
 
-    def render(self) -> str:
-        lines = ["---", "# license: not set; choose the license of your model and your data"]
+    def render(self, t: Translator) -> str:
+        """The card's text, its words from ``t`` (the header's keys and metric names stay English)."""
+        lines = ["---", "# " + t("modelcard_license")]
         lines += [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in self.header().items()]
         lines += ["---", "", f"# {self.name}", ""]
-        for title, body in self._sections():
-            lines += [f"## {title}", "", *body, ""]
+        for title, body in self._sections(t):
+            lines += [f"## {t(title)}", "", *body, ""]
         return "\n".join(lines)
 
-    def _sections(self) -> list[tuple[str, list[str]]]:
+    def _sections(self, t: Translator) -> list[tuple[str, list[str]]]:
         m = self.metrics
         return [
-            ("Intended use", _intended_use(self)),
-            ("What was repaired and how", _how(m, self.started_by)),
-            ("Counterexamples", _counterexamples(m, self.labelled_by)),
-            ("Results per group, before and after", _groups(m.before, m.after)),
-            ("Kept decisions", _kept(m)),
-            ("Verdict", [self.verdict]),
-            ("Approval", _approval(self.approval)),
-            ("Hashes (SHA-256)", _hashes(self.hashes)),
-            ("Software", [f"- {k}: {v}" for k, v in self.versions.items()]),
-            ("Known limits", [f"- {line}" for line in LIMITS]),
+            ("modelcard_intended_use", _intended_use(self, t)),
+            ("modelcard_how", _how(m, self.started_by, t)),
+            ("modelcard_counterexamples", _counterexamples(m, self.labelled_by, t)),
+            ("modelcard_groups", _groups(m.before, m.after, t)),
+            ("modelcard_kept", _kept(m, t)),
+            ("modelcard_verdict", [self.verdict]),
+            ("modelcard_approval", _approval(self.approval, t)),
+            ("modelcard_hashes", _hashes(self.hashes, t)),
+            ("modelcard_software", [f"- {k}: {v}" for k, v in self.versions.items()]),
+            ("modelcard_limits", [f"- {t(key)}" for key in LIMITS]),
         ]
 
 
@@ -124,32 +123,30 @@ def _results(m: RunMetrics) -> dict:
     return {"task": task, "dataset": {"name": "evaluation set", "type": "custom"}, "metrics": metrics}
 
 
-def _intended_use(card: ModelCard) -> list[str]:
-    return [
-        f"The base model `{card.base_model}` repaired for a bias found on groups of its evaluation set. It "
-        f"classifies images into {len(card.class_names)} classes ({', '.join(card.class_names)}), with the "
-        "base model's input size and normalisation; use it where the base model was meant to be used.",
-    ]
+def _intended_use(card: ModelCard, t: Translator) -> list[str]:
+    names = ", ".join(card.class_names)
+    return [t("modelcard_intended_use_text", base=card.base_model, n=len(card.class_names), classes=names)]
 
 
-def _how(m: RunMetrics, started_by: str) -> list[str]:
+def _how(m: RunMetrics, started_by: str, t: Translator) -> list[str]:
     strength = "–" if m.strength is None else f"{m.strength:g}"
     out = [
-        f"- method: {m.method}; strength: {strength}; steps: {m.steps}; stop: {m.stop.describe()}",
-        f"- started by: {started_by}; seed: {m.seed if m.seed is not None else '–'}; device: {m.device or '–'}",
-    ]
+        "- " + t("modelcard_how_method", method=m.method, strength=strength, steps=m.steps, stop=m.stop.describe()),
+        "- " + t("modelcard_how_started", who=started_by or t("modelcard_not_recorded"),
+                 seed=m.seed if m.seed is not None else "–", device=m.device or "–"),
+    ]  # fmt: skip
     if m.config:
-        out.append(f"- settings: `{json.dumps(m.config, sort_keys=True)}`")
+        out.append("- " + t("modelcard_how_settings", settings=f"`{json.dumps(m.config, sort_keys=True)}`"))
     if m.interpolation is not None:
-        out.append(f"- saved at α = {m.interpolation.alpha:g} of repair #{m.interpolation.from_run} (θ + α·δ)")
+        out.append("- " + t("modelcard_how_alpha", alpha=f"{m.interpolation.alpha:g}", run=m.interpolation.from_run))
     return out
 
 
-def _counterexamples(m: RunMetrics, labelled_by: dict[str, int]) -> list[str]:
-    who = ", ".join(f"{n} ({c})" for n, c in sorted(labelled_by.items())) or "not recorded"
+def _counterexamples(m: RunMetrics, labelled_by: dict[str, int], t: Translator) -> list[str]:
+    who = ", ".join(f"{n} ({c})" for n, c in sorted(labelled_by.items())) or t("modelcard_not_recorded")
     fixed = "–" if m.counterexamples_fixed is None else str(m.counterexamples_fixed)
-    return [f"- used: {m.counterexamples if m.counterexamples is not None else '–'}; right after: {fixed}",
-            f"- labelled by: {who}"]  # fmt: skip
+    used = m.counterexamples if m.counterexamples is not None else "–"
+    return ["- " + t("modelcard_ce_used", n=used, fixed=fixed), "- " + t("modelcard_ce_labelled_by", who=who)]
 
 
 def _interval(g) -> str:
@@ -160,17 +157,17 @@ def _interval(g) -> str:
     return f"{_pct(g.accuracy)} [{_pct(g.ci_low)}, {_pct(g.ci_high)}]"
 
 
-def _groups(before: GroupMetrics | None, after: GroupMetrics | None) -> list[str]:
+def _groups(before: GroupMetrics | None, after: GroupMetrics | None, t: Translator) -> list[str]:
     if before is None or after is None:
-        return ["No evaluation set was given."]
+        return [t("modelcard_no_eval")]
     out = [
-        f"Accuracy {_pct(before.accuracy)} → {_pct(after.accuracy)}; worst group {_pct(before.worst_group_accuracy)}"
-        f" → {_pct(after.worst_group_accuracy)}; bias gap {_pct(before.bias_gap)} → {_pct(after.bias_gap)} "
-        f"({after.n} images; intervals: bootstrap 95 %).",
+        t("modelcard_groups_summary", acc_before=_pct(before.accuracy), acc_after=_pct(after.accuracy),
+          wg_before=_pct(before.worst_group_accuracy), wg_after=_pct(after.worst_group_accuracy),
+          gap_before=_pct(before.bias_gap), gap_after=_pct(after.bias_gap), n=after.n),
         "",
-        "| class | group | images | before | after |",
+        t("modelcard_groups_columns"),
         "|---|---|---|---|---|",
-    ]
+    ]  # fmt: skip
     old = {(g.label, g.attribute): g for g in before.groups}
     for g in after.groups:
         cell = f"| {_cell(g.label)} | {_cell(g.attribute)} | {g.count} | {_interval(old.get((g.label, g.attribute)))}"
@@ -182,33 +179,34 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _kept(m: RunMetrics) -> list[str]:
+def _kept(m: RunMetrics, t: Translator) -> list[str]:
     c = m.comparison
     if c is None:
-        return ["Not measured (no evaluation set)."]
-    return [
-        f"- kept decisions: {_pct(c.kept_decisions)}; answers changed: {c.changed_predictions}; "
-        f"fixed: {c.n_fixed if c.n_fixed is not None else '–'}; broken: {c.n_broken if c.n_broken is not None else '–'}",
-    ]
+        return [t("modelcard_kept_none")]
+    fixed = c.n_fixed if c.n_fixed is not None else "–"
+    broken = c.n_broken if c.n_broken is not None else "–"
+    return ["- " + t("modelcard_kept_line", kept=_pct(c.kept_decisions), changed=c.changed_predictions, fixed=fixed,
+                     broken=broken)]  # fmt: skip
 
 
-def _approval(a: Approval | None) -> list[str]:
+def _approval(a: Approval | None, t: Translator) -> list[str]:
     if a is None:
-        return ["Not approved in a workbench."]
-    rule = {"kept": "kept (approved by someone who neither started it nor labelled most of it)",
-            "relaxed": "relaxed by an admin for this approval"}.get(a.four_eyes or "", "not recorded")  # fmt: skip
-    out = [f"- approved by: {a.by}, at {a.at}", f"- four-eyes rule: {rule}"]
+        return [t("modelcard_not_approved")]
+    rule = {"kept": "modelcard_four_eyes_kept", "relaxed": "modelcard_four_eyes_relaxed"}.get(
+        a.four_eyes or "", "modelcard_not_recorded"
+    )
+    out = ["- " + t("modelcard_approved_by", who=a.by, at=a.at), "- " + t("modelcard_four_eyes", rule=t(rule))]
     if a.comment:
-        out.append(f"- comment: {_cell(a.comment)}")
+        out.append("- " + t("modelcard_comment", comment=_cell(a.comment)))
     return out
 
 
-def _hashes(hashes: dict[str, dict[str, str]]) -> list[str]:
+def _hashes(hashes: dict[str, dict[str, str]], t: Translator) -> list[str]:
     out = []
     for what in ("base", "delta", "merged"):
         for name, digest in sorted(hashes.get(what, {}).items()):
             out.append(f"- {what} · {name}: `{digest}`")
-    return out or ["Not recorded."]
+    return out or [t("modelcard_not_recorded")]
 
 
 def folder_card(run: RunFolder, meta: BundleMeta, made_by: dict | None, verdict: str) -> ModelCard | None:
@@ -220,7 +218,7 @@ def folder_card(run: RunFolder, meta: BundleMeta, made_by: dict | None, verdict:
     hashes = {"merged": {f.name: file_sha256(f) for f in sorted(run.model_dir.iterdir()) if f.is_file()}}
     if run.delta_file.is_file():
         hashes["delta"] = {run.delta_file.name: file_sha256(run.delta_file)}
-    who = (made_by or {}).get("user") or "not recorded"
+    who = (made_by or {}).get("user") or ""  # rendered as "not recorded"
     return ModelCard(
         name=f"{run.root.name} (repaired)", base_model=meta.architecture, class_names=list(meta.class_names),
         library=None if meta.format is ModelFormat.BUNDLE else meta.format.value, metrics=metrics, labelled_by={},
