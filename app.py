@@ -17,6 +17,7 @@ from core.app import accounts, projects, server_start
 from core.app.i18n import LANGUAGES, error_text, translator
 from core.app.safe_text import md
 from core.errors import UserError
+from serving import upload_guard
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
@@ -27,6 +28,7 @@ except UserError as exc:  # a store made by a newer version of the workbench: sa
     st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
     st.stop()
 server_start.started(store)  # once per server: audit chain verified, queued repairs resumed, workers supervised
+upload_guard.install(store)  # Streamlit's upload endpoint only for sessions that may upload
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
 # Who is signed in: the token's session in the store decides (it may have expired or been ended).
