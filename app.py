@@ -13,10 +13,11 @@ Signed out, every page URL shows the sign-in form and, once signed in, the page 
 
 import streamlit as st
 
-from core.app import accounts, projects, runs
+from core.app import accounts, projects, server_start
 from core.app.i18n import LANGUAGES, error_text, translator
 from core.app.safe_text import md
 from core.errors import UserError
+from serving import upload_guard
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
@@ -26,7 +27,8 @@ try:
 except UserError as exc:  # a store made by a newer version of the workbench: said, and left as it is
     st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
     st.stop()
-runs.resume_queued(store)  # queued repairs continue after a server restart
+server_start.started(store)  # once per server: audit chain verified, queued repairs resumed, workers supervised
+upload_guard.install(store)  # Streamlit's upload endpoint only for sessions that may upload
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
 # Who is signed in: the token's session in the store decides (it may have expired or been ended).
@@ -98,6 +100,8 @@ if flash:
     getattr(st, flash[0])(t("signin_expired") if flash[1] == "expired" else flash[1])
 if user is not None and user.demo:
     st.warning(t("demo_banner"), icon="🧪")
+if user is not None and user.can("admin") and (alarm := server_start.start_alarm(store, t)):
+    st.error(alarm, icon="🚨")
 
 model_page = st.Page("views/model.py", title=t("nav_model"), icon="🧠", url_path="model")
 

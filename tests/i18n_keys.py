@@ -20,6 +20,7 @@ SOURCES = [
     ROOT / "core" / "app" / "history.py",
     ROOT / "core" / "app" / "report.py",
     ROOT / "core" / "app" / "review.py",
+    ROOT / "core" / "app" / "server_start.py",
     ROOT / "core" / "app" / "summary.py",
     ROOT / "core" / "engine" / "model_card.py",
 ]

@@ -1,7 +1,7 @@
 """The code keeps a readable shape (STYLE.md): no file over 500 lines, and no function over 60 lines unless
 a comment line directly above its ``def`` (or its decorators) starting with ``# long function:`` says why.
 
-Checked for ``core/``, ``views/``, ``app.py`` and ``scripts/``. ruff's complexity rules (``C901``,
+Checked for ``core/``, ``views/``, ``serving/``, ``app.py`` and ``scripts/``. ruff's complexity rules (``C901``,
 ``PLR0912``, ``PLR0915`` in pyproject.toml) watch branches and statements; this test watches length.
 ``PENDING`` lists what is known to be over today and is being split by its owners; an entry that is no
 longer over fails the test too, so the list only shrinks.
@@ -22,7 +22,7 @@ PENDING: set[str] = set()
 
 def checked_files() -> list[Path]:
     files = [ROOT / "app.py"]
-    for folder in ("core", "views", "scripts"):
+    for folder in ("core", "views", "serving", "scripts"):
         files += (ROOT / folder).rglob("*.py")
     return sorted(files)
 

@@ -17,7 +17,7 @@ import pytest
 
 from core.app import budget, jobs, projects, runs
 from core.app.i18n import error_text
-from core.app.store import Store
+from core.app.store import Store, pid_alive
 from core.errors import UserError
 from tests.wb_helpers import ALICE, BOB, FAST_RUN, label_top, seed_demo_cache, wait_for
 
@@ -237,3 +237,30 @@ def test_a_run_left_preparing_by_a_stopped_page_process_is_failed(store, demo):
     run = store.run(rid)
     assert run["status"] == "failed" and "being prepared" in run["error"]
     assert store.audit_events(demo)[-1]["action"] == "run_failed"
+
+
+def test_a_task_worker_whose_server_died_stops_its_computation(store, demo):
+    """The server (here a stand-in process that started the task worker) is killed while the worker computes a
+    task: the worker notices its parent is gone within its heartbeat, cuts the computation short, records the
+    task as interrupted and leaves, instead of computing on for nobody."""
+    jobs.stop_spawned_workers()  # the demo's task worker: the stand-in server starts its own
+    project = store.project(demo)
+    payload = {"model_id": project["base_model_id"], "dataset_id": project["eval_dataset_id"]}
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from core.app import jobs; from core.app.store import Store;"
+         " jobs.ensure_worker(Store(sys.argv[1]), 'tasks'); time.sleep(3600)", str(store.home)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: store.live_workers(queue="tasks"))
+        tid = store.submit_task("discover", payload, ALICE, demo)  # features of 7,000 images: many seconds
+        wait_for(lambda: store.task(tid)["status"] == "running", every=0.05)
+        (worker,) = store.live_workers(queue="tasks")
+        server.kill()
+        server.wait()
+        wait_for(lambda: store.task(tid)["status"] != "running", timeout=120)
+        assert store.task(tid)["status"] == "failed" and "interrupted" in store.task(tid)["error"]
+        wait_for(lambda: not pid_alive(worker), timeout=60)
+    finally:
+        server.kill()
+        server.wait()

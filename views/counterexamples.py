@@ -14,6 +14,7 @@ from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.app.store import LabelConflict
 from core.errors import UserError
+from serving import upload_guard
 
 PAGE_SIZE = 18
 COLUMNS = 6
@@ -121,23 +122,26 @@ def _label_selected() -> None:
 
 with st.expander(t("ce_add_images")):
     pool_file = st.file_uploader(t("ce_pool_label"), type=["zip"], key="up_pool", help=t("ce_pool_help"))
-    if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None):
+    # A refused file is let go (upload_guard.forget): the button drawn with it may still be pressed once.
+    if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None) and pool_file is not None:
         try:
             uploads.upload_pool_zip(store, pid, pool_file, pool_file.name, actor)
             st.session_state["flash"] = ("success", t("ce_pool_loaded", name=md(pool_file.name)))
             st.rerun()
         except UserError as exc:
+            upload_guard.forget("up_pool", pool_file)  # a refused file is not kept in memory
             st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
     singles = st.file_uploader(
         t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
     )
     single_attr = st.text_input(t("ce_single_attribute"), key="single_attr", help=t("ce_single_attribute_help"))
-    if st.button(t("ce_add_single"), key="add_single", disabled=not singles):
+    if st.button(t("ce_add_single"), key="add_single", disabled=not singles) and singles:
         try:
             n = uploads.upload_single_images(store, pid, [(f.name, f.getvalue()) for f in singles], single_attr, actor)
             st.session_state["flash"] = ("success", t("ce_single_added", n=n))
             st.rerun()
         except UserError as exc:
+            upload_guard.forget("up_single", *singles)
             st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
 
 changes_now = store.label_change_count(pid)

@@ -6,6 +6,7 @@ from core.app import budget, charts, evaluation, naming, projects, suspected_gro
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
+from serving import upload_guard
 
 t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
@@ -96,11 +97,14 @@ def open_section(compact: bool) -> None:
             with tab_zip:
                 st.caption(t("model_bundle_help"))
                 bundle_file = st.file_uploader(t("model_bundle_label"), type=["zip"], key="up_bundle")
-                if st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None):
+                # A refused file is let go (upload_guard.forget): the button drawn with it may be pressed once more.
+                loaded = st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None)
+                if loaded and bundle_file is not None:
                     try:
                         new_id = uploads.upload_model_zip(store, bundle_file.getvalue(), bundle_file.name, actor)
                         _switch_to(new_id, t("model_loaded", name=md(bundle_file.name)))
                     except UserError as exc:
+                        upload_guard.forget("up_bundle", bundle_file)  # a refused file is not kept in memory
                         st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
             with tab_weights:
                 st.caption(t("model_weights_help"))
@@ -178,13 +182,14 @@ def project_details() -> None:
     with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None):
         st.caption(t("model_eval_help"))
         eval_file = st.file_uploader(t("model_eval_label"), type=["zip"], key="up_eval")
-        if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None):
+        if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None) and eval_file is not None:
             try:
                 with st.spinner(t("model_evaluating")):
                     uploads.upload_eval_zip(store, pid, eval_file, eval_file.name, actor)
                 st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
                 st.rerun()
             except UserError as exc:
+                upload_guard.forget("up_eval", eval_file)
                 st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
 
     ref = summary["reference"]
@@ -195,12 +200,13 @@ def project_details() -> None:
         else:
             st.write(t("model_ref_none"))
         ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
-        if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None):
+        if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None) and ref_file is not None:
             try:
                 uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)
                 st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
                 st.rerun()
             except UserError as exc:
+                upload_guard.forget("up_ref", ref_file)
                 st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
 
 

@@ -4,7 +4,8 @@ Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``susp
 labels), ``naming`` (naming one), ``pool``, ``runs``, ``decisions``, ``history``, ``interpolated_runs`` (runs seen
 or saved at a lower strength α), ``accounts`` (who is signed in, roles, the four-eyes setting), ``store`` (the
 SQLite store, by area), ``budget`` (the store's disk budget), ``integrity`` (stored models' SHA-256, checked before
-use), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work), ``summary`` (a repair's gains and
+use), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work, the workers' supervisor),
+``server_start`` (what a server does when it starts serving: the audit chain checked, the supervisor started), ``summary`` (a repair's gains and
 losses in plain words), ``verdict`` (a repair's verdict: its thresholds, kinds and looks), ``review`` (the Review
 page's and the report's content), ``strength_scale`` (the strength slider's scale), ``guard_plan`` (which guard the
 next repair uses: the check split, reference images or none), ``built_from`` (what a repair was built from: its

@@ -11,12 +11,17 @@ import pandas as pd
 from core.app import display
 from core.app.accounts import User
 from core.app.store import Store
+from core.app.store.audit_log import ChainBreak
 
 
 def chain_alarm(store: Store, t: Callable[..., str]) -> str | None:
     """The alarm to show when the audit log's hash chain is broken (``Store.audit_chain_break``), in the
     language of ``t``; None when it holds."""
-    broken = store.audit_chain_break()
+    return break_text(store.audit_chain_break(), t)
+
+
+def break_text(broken: ChainBreak | None, t: Callable[..., str]) -> str | None:
+    """What a break of the audit log's chain means, in the language of ``t``; None for no break."""
     if broken is None:
         return None
     return t(f"audit_chain_{broken.kind}", row=broken.row_id if broken.row_id is not None else "-")

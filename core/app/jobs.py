@@ -17,11 +17,16 @@ worker's log), and a new worker is started for the runs still queued. A worker t
 (SIGTERM, or the server that started it is gone) ends its run as 'interrupted' itself. An idle
 worker exits after a while; the next submission starts a new one.
 
+The server process also runs a supervisor (:func:`start_supervisor`): a thread that does the same
+every :data:`SUPERVISE_S` seconds whether or not any page is open, so a queue whose worker died, or a
+run queued just as the idle worker left, moves on with nobody watching.
+
 This module imports neither torch nor any module that does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -40,9 +45,12 @@ PREPARE_STALE_S = 600.0  # a run 'preparing' this long was left by a page proces
 IDLE_EXIT_S = 60.0
 TASK_POLL_S = 0.05
 TASK_TIMEOUT_S = 1800.0
+SUPERVISE_S = 2.0
 
 _spawned: dict[tuple[str, str], subprocess.Popen] = {}
 _spawn_lock = threading.Lock()
+_supervisors: dict[str, threading.Event] = {}  # store folder -> the event that stops its supervisor
+_log = logging.getLogger(__name__)
 
 
 LOG_TAIL_LINES = 5
@@ -151,12 +159,15 @@ def reap_dead_workers(store: Store, restart: bool = True) -> list[int]:
     return ended
 
 
-def ensure_worker(store: Store, queue: str = Queue.RUNS) -> None:
-    """Start a worker process for this store's ``queue`` unless one is alive (or was just started by us)."""
+def ensure_worker(store: Store, queue: str = Queue.RUNS, stopped: threading.Event | None = None) -> None:
+    """Start a worker process for this store's ``queue`` unless one is alive (or was just started by us).
+    A supervisor passes its ``stopped`` event: once it is set (under the same lock), nothing is started."""
     if queue not in tuple(Queue):
         raise ValueError(f"unknown queue {queue!r}")
     key = (str(store.home), str(queue))
     with _spawn_lock:
+        if stopped is not None and stopped.is_set():
+            return
         proc = _spawned.get(key)
         if proc is not None and proc.poll() is None:
             return
@@ -176,9 +187,48 @@ def ensure_worker(store: Store, queue: str = Queue.RUNS) -> None:
         log.close()
 
 
-def stop_spawned_workers(timeout: float = 10.0) -> None:
-    """Stop the workers this process started (tests use this to clean up)."""
+def supervise_once(store: Store, stopped: threading.Event | None = None) -> None:
+    """One look at the store's queues: end the work of dead workers, and start a worker for each queue
+    that has work waiting and no live worker (none once ``stopped`` is set)."""
+    reap_dead_workers(store, restart=False)
+    if store.has_queued_runs():
+        ensure_worker(store, Queue.RUNS, stopped)
+    if store.has_queued_tasks():
+        ensure_worker(store, Queue.TASKS, stopped)
+
+
+def _supervise(store: Store, stop: threading.Event) -> None:
+    while not stop.wait(SUPERVISE_S):
+        if not store.db_path.exists():  # the store folder was removed (a test's): nothing left to serve
+            break
+        try:
+            supervise_once(store, stop)
+        except Exception:  # a locked database for a moment must not end the supervision
+            _log.exception("the workers' supervisor of %s", store.home)
     with _spawn_lock:
+        if _supervisors.get(str(store.home)) is stop:
+            del _supervisors[str(store.home)]
+
+
+def start_supervisor(store: Store) -> bool:
+    """Supervise ``store``'s workers from this process (the server) in a daemon thread: every
+    :data:`SUPERVISE_S` seconds :func:`supervise_once`, with or without a page open. Once per process
+    and store; returns whether this call started it."""
+    key = str(store.home)
+    with _spawn_lock:
+        if key in _supervisors:
+            return False
+        stop = _supervisors[key] = threading.Event()
+    threading.Thread(target=_supervise, args=(store, stop), name="workbench-supervisor", daemon=True).start()
+    return True
+
+
+def stop_spawned_workers(timeout: float = 10.0) -> None:
+    """Stop the supervisors and the workers this process started (tests use this to clean up)."""
+    with _spawn_lock:
+        for stop in _supervisors.values():
+            stop.set()
+        _supervisors.clear()
         for proc in _spawned.values():
             if proc.poll() is None:
                 proc.terminate()

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from core.app import jobs
-from core.app.accounts import User, require
+from core.app.accounts import Role, User, require, user_for
 from core.app.budget import check_budget
 from core.app.evaluation import evaluate_active
 from core.app.pool import items_file, read_items, write_items
@@ -39,6 +39,15 @@ from core.formats.weightkeys import guess_architecture
 from core.formats.zipsafety import ZipReader, ZipSource, source_sha256
 
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
+
+
+def may_send_files(store: Store, token: str | None) -> bool:
+    """Whether the browser session holding ``token`` may send files to the server at all: signed in (the
+    session alive, the account enabled) with the curator role, and not the demo. What the server's upload
+    endpoint asks before it reads a byte of a file (serving/upload_guard.py); each upload function below
+    checks its own action and project again when the file is used."""
+    user = user_for(store, token)
+    return user is not None and not user.demo and user.can(Role.CURATOR)
 
 
 @functools.lru_cache(maxsize=64)

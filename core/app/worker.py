@@ -63,8 +63,12 @@ class _Worker:
                 self.store.heartbeat(self.pid, self.queue)
             except Exception:  # a locked database for a moment must not kill the heartbeat
                 pass
-            if self.parent and os.getppid() != self.parent:
+            if self.parent and os.getppid() != self.parent and not self.stop.is_set():
+                # The server that started it is gone: stop as on SIGTERM. A repair stops between steps;
+                # a task's computation is cut short (the handler raises in the main thread), not
+                # finished minutes later for nobody.
                 self.stop.set()
+                os.kill(self.pid, signal.SIGTERM)
             self.done.wait(HEARTBEAT_S)
 
     def serve(self, idle_exit: float) -> None:
