@@ -13,10 +13,11 @@ Signed out, every page URL shows the sign-in form and, once signed in, the page 
 
 import streamlit as st
 
-from core.app import accounts, projects, runs
+from core.app import accounts, projects, runs, sandboxes
 from core.app.i18n import LANGUAGES, error_text, translator
 from core.app.safe_text import md
 from core.errors import UserError
+from views.demo_sandbox import reset_control
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
@@ -27,6 +28,7 @@ except UserError as exc:  # a store made by a newer version of the workbench: sa
     st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
     st.stop()
 runs.resume_queued(store)  # queued repairs continue after a server restart
+sandboxes.at_server_start(store)  # once: old demo sandboxes deleted, the demo built in the background
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
 # Who is signed in: the token's session in the store decides (it may have expired or been ended).
@@ -74,10 +76,12 @@ with st.sidebar:
             accounts.sign_out(store, st.session_state.pop("auth_token", None))
             st.session_state["user"] = None
             st.rerun()
-    # A demo session sees the demo project only.
-    all_projects = [p for p in store.projects() if p["is_demo"] or not user.demo] if user is not None else []
-    if user is not None and user.demo and st.session_state["project_id"] not in {p["id"] for p in all_projects}:
-        st.session_state["project_id"] = all_projects[0]["id"] if all_projects else None
+    if user is not None and user.demo:  # its own copy of the demo (a fresh one if it was cleaned up)
+        try:
+            st.session_state["project_id"] = projects.open_demo(store, user)
+        except UserError as exc:
+            st.error(md(error_text(exc, st.session_state["lang"])))
+    all_projects = projects.visible_projects(store, user, st.session_state["project_id"])
     if user is not None and all_projects:
         ids = [p["id"] for p in all_projects]
         names = {p["id"]: p["name"] for p in all_projects}
@@ -92,6 +96,8 @@ with st.sidebar:
         st.query_params["project"] = str(st.session_state["project_id"])
     elif user is not None:
         st.caption(t("sidebar_no_project"))
+    if user is not None and user.demo:
+        reset_control(store, user, st.session_state["project_id"], st.session_state["lang"], t)
 
 flash = st.session_state.pop("flash", None)  # a message from the run before an st.rerun()
 if flash:
