@@ -17,7 +17,7 @@ from core.app import accounts, projects, runs, sandboxes
 from core.app.i18n import LANGUAGES, error_text, translator
 from core.app.safe_text import md
 from core.errors import UserError
-from views.demo_sandbox import reset_control
+from views.demo_sandbox import reset_button, reset_confirmation
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
@@ -97,13 +97,14 @@ with st.sidebar:
     elif user is not None:
         st.caption(t("sidebar_no_project"))
     if user is not None and user.demo:
-        reset_control(store, user, st.session_state["project_id"], st.session_state["lang"], t)
+        reset_button(st.session_state["project_id"], t)
 
 flash = st.session_state.pop("flash", None)  # a message from the run before an st.rerun()
 if flash:
     getattr(st, flash[0])(t("signin_expired") if flash[1] == "expired" else flash[1])
 if user is not None and user.demo:
     st.warning(t("demo_banner"), icon="🧪")
+    reset_confirmation(store, user, st.session_state["project_id"], st.session_state["lang"], t)
 
 model_page = st.Page("views/model.py", title=t("nav_model"), icon="🧠", url_path="model")
 

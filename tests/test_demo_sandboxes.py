@@ -203,7 +203,7 @@ def test_two_demo_visitors_in_the_app_get_their_own_copies_and_reset_asks_first(
     # Reset: first a confirmation saying what goes; "Keep my work" keeps it.
     one.button(key="demo_reset").click().run()
     warning = " ".join(w.value for w in one.warning)
-    assert "2 labels, 0 repairs and 0 named groups" in warning
+    assert "labels (2), repairs (0) and named groups (0)" in warning
     one.button(key="demo_reset_keep").click().run()
     assert one.session_state["project_id"] == p1 and len(store.labels(p1)) == 2
     one.button(key="demo_reset").click().run()

@@ -1,5 +1,5 @@
-"""The sidebar's "Reset the demo" for a demo session (core/app/sandboxes.py): a confirmation that says what
-will be lost, then a fresh copy of the demo."""
+"""The sidebar's "Reset the demo" for a demo session (core/app/sandboxes.py): a confirmation at the top of the
+page that says what will be lost, then a fresh copy of the demo."""
 
 import streamlit as st
 
@@ -11,13 +11,16 @@ from core.app.store import Store
 from core.errors import UserError
 
 
-def reset_control(store: Store, user: User, project_id: int | None, lang: str, t) -> None:
-    """The reset button, and once pressed the confirmation with the counts of what goes."""
-    if project_id is None:
-        return
-    if st.button(t("demo_reset"), key="demo_reset", icon="🔄", help=t("demo_reset_help")):
+def reset_button(project_id: int | None, t) -> None:
+    """The sidebar's button: it opens the confirmation (:func:`reset_confirmation`)."""
+    if project_id is not None and st.button(t("demo_reset"), key="demo_reset", icon="🔄", help=t("demo_reset_help")):
         st.session_state["demo_reset_open"] = project_id
-    if st.session_state.get("demo_reset_open") != project_id:
+
+
+def reset_confirmation(store: Store, user: User, project_id: int | None, lang: str, t) -> None:
+    """Once the button was pressed: at the top of the page, on the first screen, what a reset deletes (counted),
+    and the choice."""
+    if project_id is None or st.session_state.get("demo_reset_open") != project_id:
         return
     with st.container(border=True, key="demo_reset_confirm"):
         st.warning(t("demo_reset_confirm", **sandboxes.what_reset_loses(store, project_id)), icon="🔄")
