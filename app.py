@@ -28,7 +28,10 @@ except UserError as exc:  # a store made by a newer version of the workbench: sa
     st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
     st.stop()
 runs.resume_queued(store)  # queued repairs continue after a server restart
-sandboxes.at_server_start(store)  # once: old demo sandboxes deleted, the demo built in the background
+try:
+    sandboxes.at_server_start(store)  # once: old demo sandboxes deleted, the demo built in the background
+except UserError as exc:  # a bad BIASREPAIR_DEMO_* setting: said on every page until it is fixed
+    st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
 # Who is signed in: the token's session in the store decides (it may have expired or been ended).

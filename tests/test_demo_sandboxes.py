@@ -113,9 +113,11 @@ def test_reset_gives_an_empty_copy_and_deletes_the_old_one_with_its_files(store)
     reset = [e for e in store.audit_events(new) if e["action"] == "demo_reset"]
     assert reset[0]["detail"] == {"old_project": old, "labels": 3, "runs": 1, "groups": 0}
     assert any(e["action"] == "demo_sandbox_deleted" for e in store.audit_events(old))
-    # An account has no sandbox to reset.
+    # An account has no sandbox to reset: refused and audited.
     with pytest.raises(Forbidden):
         sandboxes.reset_sandbox(store, ALICE)
+    refusal = [e for e in store.audit_events() if e["action"] == "forbidden"][-1]
+    assert refusal["actor"] == "alice" and refusal["detail"]["attempted"] == "reset_demo"
 
 
 def test_a_copy_with_a_repair_running_is_kept_until_the_repair_has_stopped(store):

@@ -108,6 +108,7 @@ def reset_sandbox(store: Store, actor: User) -> int:
     at once, or by the cleanup once its repairs have stopped. Returns the new sandbox's id."""
     old = store.session_sandbox(actor.session) if isinstance(actor, User) and actor.session else None
     if old is None:
+        store.audit_refusal(str(actor) or "anonymous", "forbidden", None, attempted="reset_demo", needs="demo")
         raise Forbidden("only a demo session has a sandbox to reset", "demo_sandbox_only", action="reset_demo")
     t = ensure_template(store, actor)
     with acting(store, actor, None, "reset_demo", old["id"]) as fresh:

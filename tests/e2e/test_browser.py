@@ -35,7 +35,7 @@ def _open_demo(page, server) -> tuple[Store, int]:
     page.get_by_role("button", name="Open the demo").click()
     page.get_by_text("On images marked").wait_for()
     settle(page)
-    assert page.get_by_text("Demo mode: you can label and start repairs").count() == 1
+    assert page.get_by_text("Demo mode: this is your own copy of the demo").count() == 1
     store = Store(server.home)
     return store, store.projects()[0]["id"]
 
