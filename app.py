@@ -84,12 +84,15 @@ with st.sidebar:
             st.session_state["project_id"] = projects.open_demo(store, user)
         except UserError as exc:
             st.error(md(error_text(exc, st.session_state["lang"])))
-    all_projects = projects.visible_projects(store, user, st.session_state["project_id"])
+    # The project picked last in this session, kept apart from the picker's own state, which a page change
+    # right after a language change can lose.
+    kept = st.session_state.get("kept_project")
+    all_projects = projects.visible_projects(store, user, st.session_state["project_id"], kept)
     if user is not None and all_projects:
         ids = [p["id"] for p in all_projects]
         names = {p["id"]: p["name"] for p in all_projects}
         if st.session_state["project_id"] not in ids:
-            st.session_state["project_id"] = ids[0]
+            st.session_state["project_id"] = kept if kept in ids else ids[0]
         st.selectbox(
             t("sidebar_project"),
             ids,
@@ -97,6 +100,7 @@ with st.sidebar:
             key="project_id",
         )
         st.query_params["project"] = str(st.session_state["project_id"])
+        st.session_state["kept_project"] = st.session_state["project_id"]
     elif user is not None:
         st.caption(t("sidebar_no_project"))
     if user is not None and user.demo:

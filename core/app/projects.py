@@ -35,16 +35,16 @@ def latest_project_id(store: Store) -> int | None:
     return next((p["id"] for p in store.projects() if p["sandbox_of"] is None), None)
 
 
-def visible_projects(store: Store, user: User | None, current: int | None = None) -> list[dict]:
+def visible_projects(store: Store, user: User | None, *current: int | None) -> list[dict]:
     """The projects ``user`` picks from, newest first: a demo session its own sandbox only; anyone else every
-    project but the sandboxes (the one ``current`` names stays, as when an approver signs in where a demo
+    project but the sandboxes (those ``current`` names stay, as when an approver signs in where a demo
     session was)."""
     if user is None:
         return []
     if user.demo:
         own = store.session_sandbox(user.session) if user.session else None
         return [own] if own is not None else []
-    return [p for p in store.projects() if p["sandbox_of"] is None or p["id"] == current]
+    return [p for p in store.projects() if p["sandbox_of"] is None or p["id"] in current]
 
 
 def project_summary(store: Store, project_id: int) -> dict:
