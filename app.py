@@ -30,7 +30,7 @@ except UserError as exc:  # a store made by a newer version of the workbench: sa
 runs.resume_queued(store)  # queued repairs continue after a server restart
 try:
     sandboxes.at_server_start(store)  # once: old demo sandboxes deleted, the demo built in the background
-except UserError as exc:  # a bad BIASREPAIR_DEMO_* setting: said on every page until it is fixed
+except UserError as exc:  # a bad demo setting (sandbox hours, prebuild): said on every page until fixed
     st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
