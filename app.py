@@ -13,11 +13,12 @@ Signed out, every page URL shows the sign-in form and, once signed in, the page 
 
 import streamlit as st
 
-from core.app import accounts, projects, server_start
+from core.app import accounts, projects, sandboxes, server_start
 from core.app.i18n import LANGUAGES, error_text, translator
 from core.app.safe_text import md
 from core.errors import UserError
 from serving import upload_guard
+from views.demo_sandbox import reset_button, reset_confirmation
 from views.signin import sign_in_page
 
 st.set_page_config(page_title="Bias repair workbench", page_icon="🛠️", layout="wide")
@@ -29,6 +30,10 @@ except UserError as exc:  # a store made by a newer version of the workbench: sa
     st.stop()
 server_start.started(store)  # once per server: audit chain verified, queued repairs resumed, workers supervised
 upload_guard.install(store)  # Streamlit's upload endpoint only for sessions that may upload
+try:
+    sandboxes.at_server_start(store)  # once: old demo sandboxes deleted, the demo built in the background
+except UserError as exc:  # a bad demo setting (sandbox hours, prebuild): said on every page until fixed
+    st.error(md(error_text(exc, st.query_params.get("lang", "en"))))
 accounts.ensure_admin_from_env(store)  # first run: $BIASREPAIR_ADMIN_USER / $BIASREPAIR_ADMIN_PASSWORD
 
 # Who is signed in: the token's session in the store decides (it may have expired or been ended).
@@ -76,15 +81,20 @@ with st.sidebar:
             accounts.sign_out(store, st.session_state.pop("auth_token", None))
             st.session_state["user"] = None
             st.rerun()
-    # A demo session sees the demo project only.
-    all_projects = [p for p in store.projects() if p["is_demo"] or not user.demo] if user is not None else []
-    if user is not None and user.demo and st.session_state["project_id"] not in {p["id"] for p in all_projects}:
-        st.session_state["project_id"] = all_projects[0]["id"] if all_projects else None
+    if user is not None and user.demo:  # its own copy of the demo (a fresh one if it was cleaned up)
+        try:
+            st.session_state["project_id"] = projects.open_demo(store, user)
+        except UserError as exc:
+            st.error(md(error_text(exc, st.session_state["lang"])))
+    # The project picked last in this session, kept apart from the picker's own state, which a page change
+    # right after a language change can lose.
+    kept = st.session_state.get("kept_project")
+    all_projects = projects.visible_projects(store, user, st.session_state["project_id"], kept)
     if user is not None and all_projects:
         ids = [p["id"] for p in all_projects]
         names = {p["id"]: p["name"] for p in all_projects}
         if st.session_state["project_id"] not in ids:
-            st.session_state["project_id"] = ids[0]
+            st.session_state["project_id"] = kept if kept in ids else ids[0]
         st.selectbox(
             t("sidebar_project"),
             ids,
@@ -92,14 +102,18 @@ with st.sidebar:
             key="project_id",
         )
         st.query_params["project"] = str(st.session_state["project_id"])
+        st.session_state["kept_project"] = st.session_state["project_id"]
     elif user is not None:
         st.caption(t("sidebar_no_project"))
+    if user is not None and user.demo:
+        reset_button(st.session_state["project_id"], t)
 
 flash = st.session_state.pop("flash", None)  # a message from the run before an st.rerun()
 if flash:
     getattr(st, flash[0])(t("signin_expired") if flash[1] == "expired" else flash[1])
 if user is not None and user.demo:
     st.warning(t("demo_banner"), icon="🧪")
+    reset_confirmation(store, user, st.session_state["project_id"], st.session_state["lang"], t)
 if user is not None and user.can("admin") and (alarm := server_start.start_alarm(store, t)):
     st.error(alarm, icon="🚨")
 

@@ -15,6 +15,8 @@ with a message key, so a page shows it in its language instead of crashing:
 | ``BIASREPAIR_STORE_BUDGET_MB`` | 20480 | whole number | disk the store may use in all |
 | ``BIASREPAIR_EVAL_BATCH`` | 64 | whole number | images decoded and evaluated at a time |
 | ``BIASREPAIR_SESSION_HOURS`` | 12 | number | how long a sign-in lasts |
+| ``BIASREPAIR_DEMO_SANDBOX_HOURS`` | 12 | number | how long a demo visitor's own copy of the demo is kept |
+| ``BIASREPAIR_DEMO_PREBUILD`` | 1 | number or 0 | build the demo at server start (0: on its first open) |
 | ``BIASREPAIR_SIGNIN_ATTEMPTS`` | 5 | whole number | wrong passwords that lock a name |
 | ``BIASREPAIR_SIGNIN_LOCK_MINUTES`` | 15 | number | the window those are counted in |
 | ``BIASREPAIR_ADMIN_USER`` / ``_PASSWORD`` | none | text | the first admin, on a store without accounts |
@@ -114,6 +116,8 @@ MAX_IMAGE_PIXELS: Setting[int] = Setting("BIASREPAIR_MAX_IMAGE_PIXELS", 40_000_0
 STORE_BUDGET_MB: Setting[int] = Setting("BIASREPAIR_STORE_BUDGET_MB", 20 * 1024, whole)
 EVAL_BATCH: Setting[int] = Setting("BIASREPAIR_EVAL_BATCH", 64, whole)
 SESSION_HOURS: Setting[float] = Setting("BIASREPAIR_SESSION_HOURS", 12.0, positive)
+DEMO_SANDBOX_HOURS: Setting[float] = Setting("BIASREPAIR_DEMO_SANDBOX_HOURS", 12.0, positive)
+DEMO_PREBUILD: Setting[float] = Setting("BIASREPAIR_DEMO_PREBUILD", 1.0, positive_or_zero)
 SIGNIN_ATTEMPTS: Setting[int] = Setting("BIASREPAIR_SIGNIN_ATTEMPTS", 5, whole)
 SIGNIN_LOCK_MINUTES: Setting[float] = Setting("BIASREPAIR_SIGNIN_LOCK_MINUTES", 15.0, positive)
 ADMIN_USER: Setting[str] = Setting("BIASREPAIR_ADMIN_USER", "", text)
@@ -133,6 +137,8 @@ ALL: dict[str, Setting] = {
         STORE_BUDGET_MB,
         EVAL_BATCH,
         SESSION_HOURS,
+        DEMO_SANDBOX_HOURS,
+        DEMO_PREBUILD,
         SIGNIN_ATTEMPTS,
         SIGNIN_LOCK_MINUTES,
         ADMIN_USER,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the workbench needs and start it; "Open the demo" on the first page is ready at once.
+# Install what the workbench needs and start it. The first page it serves starts building the demo in the
+# background, so that "Open the demo" then only copies it (docs/WORKBENCH.md, "Demo sandboxes").
 # Usage: bash scripts/start.sh [--server.port N ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

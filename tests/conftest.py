@@ -72,6 +72,7 @@ def home(tmp_path, demo_dir, monkeypatch) -> Path:
     h = tmp_path / "home"
     seed_demo_cache(h, demo_dir)
     monkeypatch.setenv("BIASREPAIR_HOME", str(h))
+    monkeypatch.setenv("BIASREPAIR_DEMO_PREBUILD", "0")  # a test that opens the demo builds it; the others need none
     yield h
     jobs.stop_spawned_workers()
 

@@ -48,6 +48,8 @@ DYNAMIC = {
     "tune_phase": ["queued", "preparing", "cancelling"],
     "action": [
         "open_demo",
+        "demo_reset",
+        "demo_sandbox_deleted",
         "upload_model",
         "upload_eval",
         "upload_pool",

@@ -94,6 +94,7 @@ def test_approve_is_off_with_its_reason_for_a_demo_session_and_a_rejected_repair
     demo = AppTest.from_file(APP, default_timeout=120)
     make_accounts(store)
     demo.session_state["auth_token"] = accounts.demo_session(store)
+    make_tradeoff_run(store, projects.open_demo(store, accounts.user_for(store, demo.session_state["auth_token"])))
     demo.run()
     demo.switch_page("views/review.py").run()
     assert not demo.exception, [e.value for e in demo.exception]

@@ -1,7 +1,7 @@
 """The workbench's services: everything a page does, over the SQLite store and the artifacts folder.
 
-Page-side modules, torch-free: ``projects``, ``uploads``, ``evaluation``, ``suspected_groups`` (groups found without
-labels), ``naming`` (naming one), ``pool``, ``runs``, ``decisions``, ``history``, ``interpolated_runs`` (runs seen
+Page-side modules, torch-free: ``projects``, ``sandboxes`` (a demo session's own copy of the demo), ``uploads``, ``evaluation``, ``suspected_groups`` (groups found without
+labels), ``naming`` (naming one), ``pool``, ``pool_files`` (where a pool's files are), ``runs``, ``decisions``, ``history``, ``interpolated_runs`` (runs seen
 or saved at a lower strength α), ``accounts`` (who is signed in, roles, the four-eyes setting), ``store`` (the
 SQLite store, by area), ``budget`` (the store's disk budget), ``integrity`` (stored models' SHA-256, checked before
 use), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work, the workers' supervisor),

@@ -14,7 +14,8 @@ roles. :func:`require` is the one check: a missing role raises :class:`Forbidden
 ``forbidden`` audit row. A plain string is nobody: it holds no role.
 
 Demo mode: "Open the demo" without an account signs in a demo session (name ``demo``). It may
-label, start repairs and name groups on the demo project only; it can never approve or export.
+label, start repairs and name groups on its own copy of the demo only (its sandbox,
+:mod:`core.app.sandboxes`); it can never approve or export.
 
 Failed sign-ins: after ``$BIASREPAIR_SIGNIN_ATTEMPTS`` (5) failures for one name within
 ``$BIASREPAIR_SIGNIN_LOCK_MINUTES`` (15), that name cannot sign in until the window has passed or an
@@ -71,8 +72,10 @@ RELAX_FOUR_EYES = "relax_four_eyes"
 SIGNIN_ATTEMPTS_ENV = settings.SIGNIN_ATTEMPTS.name
 SIGNIN_LOCK_MINUTES_ENV = settings.SIGNIN_LOCK_MINUTES.name
 
-# What a demo session may do, and only on the demo project.
-DEMO_ACTIONS = frozenset({"open_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"})
+# What a demo session may do, and only on its own sandbox.
+DEMO_ACTIONS = frozenset(
+    {"open_demo", "reset_demo", "label", "start_run", "cancel_run", "name_group", "save_alpha", "report"}
+)
 
 _hasher = PasswordHasher()
 # Each argon2id hash or check takes the hasher's memory_cost (64 MiB) for ~0.1-0.5 s. At most this many
@@ -153,7 +156,8 @@ def require(store: Store, user: object, role: str | None, action: str, project_i
     row and raise :class:`Forbidden`. The session and account are read again each time (a tab open
     since before its account was disabled, demoted or its session expired is refused); call it inside
     :func:`acting` so that the check and the action are one transaction. A demo session may only do
-    :data:`DEMO_ACTIONS`, and only on the demo project."""
+    :data:`DEMO_ACTIONS`, and only on its own sandbox (a demo actor without a session, made in-process,
+    on the demo project itself)."""
     fresh = current(store, user) if isinstance(user, User) else None
     if isinstance(user, User) and fresh is None:
         store.audit_refusal(str(user), "forbidden", project_id, attempted=action, needs=role, session_ended=True)
@@ -165,9 +169,7 @@ def require(store: Store, user: object, role: str | None, action: str, project_i
     ok = fresh is not None and (role is None or fresh.can(role))
     demo_refused = False
     if fresh is not None and fresh.demo:
-        p = store.project(project_id) if project_id is not None else None
-        on_demo = project_id is None if action == "open_demo" else bool(p and p["is_demo"])
-        ok = ok and action in DEMO_ACTIONS and on_demo
+        ok = ok and action in DEMO_ACTIONS and _on_own_demo(store, fresh, action, project_id)
         demo_refused = not ok
     if ok:
         return fresh
@@ -184,6 +186,18 @@ def require(store: Store, user: object, role: str | None, action: str, project_i
     raise Forbidden(
         f"{name} may not {action.replace('_', ' ')}: that needs the {role} role", "forbidden", action=action, role=role
     )
+
+
+def _on_own_demo(store: Store, demo: User, action: str, project_id: int | None) -> bool:
+    """Whether ``project_id`` is where demo session ``demo`` may act: its own sandbox (no project to open the demo)."""
+    if action == "open_demo":
+        return project_id is None
+    p = store.project(project_id) if project_id is not None else None
+    if p is None:
+        return False
+    if demo.session is None:
+        return bool(p["is_demo"]) and p["sandbox_of"] is None
+    return p["sandbox_of"] is not None and p["demo_session"] == demo.session
 
 
 @contextlib.contextmanager

@@ -132,13 +132,13 @@ def _demo_cache_complete(cache: Path) -> bool:
 
 
 def open_demo(store: Store, payload: dict, actor: str) -> dict:
-    """Build the demo once (cached under the store home), make the demo project the first time and
-    evaluate its model. The same project is reused afterwards. A file lock makes the whole step
-    atomic even if two workers ever ran at once."""
+    """Build the demo once (cached under the store home), make the demo project the first time, evaluate
+    its model and predict its pool (what :mod:`core.app.sandboxes` copies). The same project is reused
+    afterwards. A file lock makes the whole step atomic even if two workers ever ran at once."""
     with open(store.home / "demo.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for p in store.projects():
-            if p["is_demo"]:
+            if p["is_demo"] and p["sandbox_of"] is None:  # the demo project, not a demo session's copy of it
                 store.audit(actor, "open_demo", p["id"], reused=True)
                 return {"project_id": p["id"]}
         cache = store.home / "demo_cache"
@@ -156,19 +156,13 @@ def open_demo(store: Store, payload: dict, actor: str) -> dict:
         eval_ds = load_dataset(paths["eval"], bundle.meta.class_names)
         did = register_eval(store, pid, eval_ds.root, "demo evaluation set", eval_ds, actor, copy=False)
         pool_items = _pool_items_from_manifest(paths["pool"])
-        register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=False)
-        reference_items = _pool_items_from_manifest(paths["reference"])
+        pool_id = register_pool(store, pid, paths["pool"], "demo pool", pool_items, actor, copy=False)
+        ref_items = _pool_items_from_manifest(paths["reference"])
         register_pool(
-            store,
-            pid,
-            paths["reference"],
-            "demo reference images",
-            reference_items,
-            actor,
-            copy=False,
-            role="reference",
+            store, pid, paths["reference"], "demo reference images", ref_items, actor, copy=False, role="reference"
         )
     evaluate(store, {"model_id": mid, "dataset_id": did}, actor)
+    pool_predictions(store, {"model_id": mid, "dataset_id": pool_id}, actor)  # demo sandboxes copy both
     return {"project_id": pid}
 
 

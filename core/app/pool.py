@@ -15,6 +15,7 @@ import numpy as np
 from core.app import jobs
 from core.app.accounts import User, acting, require
 from core.app.evaluation import evaluate_model_on, reported_rows
+from core.app.pool_files import items_file, pool_predictions_path
 from core.app.projects import project_summary
 from core.app.store import Store
 from core.app.suspected_groups import has_attributes, suggestions
@@ -26,12 +27,6 @@ POOL_COLUMNS = ("path", "attribute")
 
 
 MAX_UNLABELED = 4096
-
-
-def items_file(store: Store, dataset_id: int) -> Path:
-    """The list of a pool's images (path, attribute). It lives in the store, not next to the images,
-    because the demo's images are shared read-only."""
-    return store.artifact_dir("datasets", str(dataset_id)) / "items.csv"
 
 
 def write_items(store: Store, dataset_id: int, items: list[dict]) -> None:
@@ -87,10 +82,6 @@ def pool_predictions(store: Store, model_id: int, dataset_id: int, actor: str) -
         jobs.compute(store, "pool_predictions", {"model_id": model_id, "dataset_id": dataset_id}, actor)
     data = np.load(path)
     return data["predictions"], data["confidences"]
-
-
-def pool_predictions_path(store: Store, model_id: int, dataset_id: int, n_items: int) -> Path:
-    return store.artifact_dir("pool_predictions") / f"m{model_id}_d{dataset_id}_n{n_items}.npz"
 
 
 def candidates(store: Store, project_id: int, actor: str = "curator") -> list[dict]:

@@ -2,7 +2,8 @@
 
 A project holds one base model, its evaluation set and candidate pool, the curator's labels and the
 repair runs. Everything here reads the store; opening the demo is handed to the task worker, which
-builds the demo's files once per store and registers them.
+builds the demo's files once per store and registers them. A demo session opens its own copy of it
+instead (:mod:`core.app.sandboxes`); nobody else is shown those copies.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from core.app import jobs
+from core.app import jobs, sandboxes
 from core.app.accounts import User, require
 from core.app.store import Store, home_dir
 from core.errors import UserError
@@ -30,8 +31,20 @@ def get_store(home: str | Path | None = None) -> Store:
 
 
 def latest_project_id(store: Store) -> int | None:
-    projects = store.projects()
-    return projects[0]["id"] if projects else None
+    """The newest project that is not a demo session's sandbox."""
+    return next((p["id"] for p in store.projects() if p["sandbox_of"] is None), None)
+
+
+def visible_projects(store: Store, user: User | None, *current: int | None) -> list[dict]:
+    """The projects ``user`` picks from, newest first: a demo session its own sandbox only; anyone else every
+    project but the sandboxes (those ``current`` names stay, as when an approver signs in where a demo
+    session was)."""
+    if user is None:
+        return []
+    if user.demo:
+        own = store.session_sandbox(user.session) if user.session else None
+        return [own] if own is not None else []
+    return [p for p in store.projects() if p["sandbox_of"] is None or p["id"] in current]
 
 
 def project_summary(store: Store, project_id: int) -> dict:
@@ -56,6 +69,8 @@ def open_demo(store: Store, actor: User) -> int:
     """The demo project, built and evaluated the first time (by the task worker) and reused after,
     so labels and runs made on it stay. Two tabs pressing the button at once get the same project:
     the task worker handles one task at a time and reuses the project the first one made. Anyone
-    signed in may open it, the demo session included."""
+    signed in may open it; a demo session gets its own sandbox, a fresh copy of it."""
+    if isinstance(actor, User) and actor.demo and actor.session is not None:
+        return sandboxes.open_sandbox(store, actor)
     require(store, actor, None, "open_demo")
     return int(jobs.compute(store, "open_demo", {}, actor)["project_id"])

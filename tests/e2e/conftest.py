@@ -70,7 +70,10 @@ class Server:
 
     def _start_once(self, timeout: float) -> bool:
         """True once the server is healthy; False if its port was taken by another process."""
-        env = dict(os.environ, BIASREPAIR_HOME=str(self.home), PYTHONPATH=str(ROOT), **self.env)
+        # The demo is built at server start only where a test asks for it (BIASREPAIR_DEMO_PREBUILD=1): the
+        # others would share the CPUs with a build they never use.
+        env = dict(os.environ, BIASREPAIR_HOME=str(self.home), PYTHONPATH=str(ROOT), BIASREPAIR_DEMO_PREBUILD="0")
+        env.update(self.env)
         self.starts += 1
         log_path = self.log_dir / f"server{self.starts}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - owned by the child

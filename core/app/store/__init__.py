@@ -12,6 +12,7 @@ All of the workbench's SQL is in this package, in one part per area; :class:`Sto
 * ``states``: the closed sets the rows hold (run and task states, queues, dataset roles, model kinds);
 * ``project_data``: projects, models, datasets, evaluations, named groups, labels and label versions;
 * ``run_queue``: runs, progress, workers and heartbeats, tasks, and the claims on both queues;
+* ``sandbox_rows``: demo sandboxes, a demo session's own copy of the demo project;
 * ``account_rows``: users, sessions, failed sign-ins and the admin's settings;
 * ``audit_log``: the append-only audit log.
 """
@@ -23,6 +24,7 @@ from core.app.store.audit_log import AuditLog
 from core.app.store.base import DEFAULT_HOME, HOME_ENV, REPO_ROOT, home_dir, now_iso, pid_alive
 from core.app.store.project_data import LabelConflict, ProjectData
 from core.app.store.run_queue import RunQueue
+from core.app.store.sandbox_rows import SandboxRows
 from core.app.store.schema import LATEST as SCHEMA_VERSION
 from core.app.store.states import (
     ACTIVE_RUN_STATES,
@@ -41,7 +43,7 @@ RUN_STATES = tuple(RunStatus)
 FINISHED_STATES = FINISHED_RUN_STATES
 
 
-class Store(ProjectData, RunQueue, AccountRows, AuditLog):
+class Store(ProjectData, SandboxRows, RunQueue, AccountRows, AuditLog):
     """A handle on one store folder. Cheap to create; holds no open connection."""
 
 

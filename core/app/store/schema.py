@@ -321,6 +321,14 @@ def _audit_chain(con: sqlite3.Connection) -> None:
     )
 
 
+def _demo_sandboxes(con: sqlite3.Connection) -> None:
+    """12: a demo session's own copy of the demo project: the project it was copied from and the session it
+    belongs to (the SHA-256 of that session's token; NULL once reset or never)."""
+    _add_column(con, "projects", "sandbox_of", "INTEGER")
+    _add_column(con, "projects", "demo_session", "TEXT")
+    con.execute("CREATE INDEX IF NOT EXISTS projects_demo_session ON projects(demo_session)")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (1, _first_layout),
     (2, _task_queue),
@@ -333,6 +341,7 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (9, _disabled_accounts),
     (10, _restored_step),
     (11, _audit_chain),
+    (12, _demo_sandboxes),
 ]
 LATEST = MIGRATIONS[-1][0]
 
