@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.app import (
+    baseline,
     built_from,
     charts,
     decisions,
@@ -61,7 +62,28 @@ run_id = st.selectbox(
 st.session_state["review_picked"] = run_id
 run = store.run(run_id)
 run_m = runs.run_metrics(store, run_id)
-st.caption(review.in_use_line(store, pid, t))
+# The baseline switch: every number, chart and verdict below compares with the model picked here
+# (core/app/baseline.py computes them); "in use now" is off, with its reason, when there is no such model.
+in_use_opt = baseline.in_use_option(store, run_id)
+choices = {"original": baseline.ORIGINAL, "in_use": in_use_opt.baseline()}
+picked_base = st.segmented_control(
+    t("baseline_label"),
+    list(choices),
+    default="original",
+    format_func=lambda k: (
+        choices[k].name(t) if k == "original" or in_use_opt.available else t("baseline_name_in_use_plain")
+    ),
+    key=f"baseline_{run_id}_{in_use_opt.run_id}_{in_use_opt.available}",
+    disabled=not in_use_opt.available,
+    help=t("baseline_help"),
+)
+base = choices.get(picked_base or "original", baseline.ORIGINAL)
+st.caption(
+    " ".join(
+        [review.in_use_line(store, pid, t), base.words(t)]
+        + ([t(in_use_opt.reason, run=in_use_opt.run_id)] if not in_use_opt.available else [])
+    )
+)
 origin = interpolated_runs.interpolation_of(run)
 if origin:
     st.caption(t("review_alpha_origin", run=origin["from_run"], alpha=f"{origin['alpha']:.2f}"))
@@ -138,7 +160,7 @@ if interpolated_runs.can_interpolate(run):
         show_message("alpha")
 
 content = review.review_content(
-    store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None
+    store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None, baseline=base
 )
 m, v = content.metrics, content.verdict
 with card_slot.container(border=True, key="summary_card"):
@@ -182,8 +204,8 @@ with st.container(border=True, key="built_from"):
     if len(built.images) > BUILT_SHOWN:
         st.caption(t("review_built_more", n=len(built.images) - BUILT_SHOWN))
 
-st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t), key="old_new")
-st.plotly_chart(charts.tradeoff(runs.tradeoff_points(store, pid), t, highlight=run_id), key="tradeoff")
+st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t, old_name=base.name(t)), key="old_new")
+st.plotly_chart(charts.tradeoff(baseline.tradeoff_points(store, pid, base), t, highlight=run_id), key="tradeoff")
 st.caption(t("review_tradeoff_help"))
 
 st.subheader(t("review_changed_title"))
@@ -265,7 +287,7 @@ def _export() -> bytes:
 
 
 def _report() -> bytes:
-    data = report.report_html(store, run_id, actor, t, lang, tz).encode("utf-8")
+    data = report.report_html(store, run_id, actor, t, lang, tz, baseline=base).encode("utf-8")
     decisions.record_report(store, run_id, data, actor)
     return data
 

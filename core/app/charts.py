@@ -195,9 +195,11 @@ def _ci(g: dict, key: str) -> float:
     return g["accuracy"] if v is None or v != v else v
 
 
-def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
-    """Per-group accuracy, old model (grey) vs repaired model (purple), as grouped bars with their
-    values, worst old groups first; group names and sizes on the axis."""
+def old_new_bars(before: dict, after: dict, t: Callable[..., str], old_name: str | None = None) -> go.Figure:
+    """Per-group accuracy, old model (grey; ``old_name`` names it, the original by default) vs repaired
+    model (purple), as grouped bars with their values, worst old groups first; group names and sizes on
+    the axis."""
+    old_name = old_name or t("chart_old")
     new = {_key(g): g for g in after["groups"]}
     groups = sorted(before["groups"], key=lambda g: g["accuracy"])
     names = list(_ticks(groups).values())
@@ -205,7 +207,7 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
     fig = go.Figure(
         [
             go.Bar(
-                name=t("chart_old"),
+                name=old_name,
                 x=names,
                 y=[100 * g["accuracy"] for g in groups],
                 marker_color=OLD_COLOUR,
@@ -214,7 +216,7 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
                 textangle=-90,
                 textfont={"size": 14, "color": "#111"},
                 customdata=[_full(g) for g in groups],
-                hovertemplate="%{customdata}<br>" + t("chart_old") + ": %{y:.1f}%<extra></extra>",
+                hovertemplate="%{customdata}<br>" + old_name + ": %{y:.1f}%<extra></extra>",
             ),
             go.Bar(
                 name=t("chart_new"),
