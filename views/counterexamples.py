@@ -48,7 +48,7 @@ if pid is None or not projects.project_summary(store, pid)["active_model"]:
 
 summary = projects.project_summary(store, pid)
 class_names = summary["class_names"]
-st.write(t("ce_intro"))
+st.caption(t("ce_intro"))  # small type: the label bar and the first row of the gallery stay on the first screen
 
 
 # How often the page looks for other curators' labels, in seconds ($BIASREPAIR_LABEL_REFRESH; 0: never).
@@ -323,7 +323,9 @@ with gallery:
             )
             st.selectbox(t("ce_bulk_label"), class_names, key="bulk_label", label_visibility="collapsed", width=160)
 
-    show = st.segmented_control(
+    # The filter and the count on one row, so the first row of tiles is on the first screen at 1280×720.
+    filter_col, note_col = st.columns([2, 3], vertical_alignment="center")
+    show = filter_col.segmented_control(
         t("ce_show"),
         ["all", "todo", "done"],
         format_func=lambda v: t(f"ce_show_{v}"),
@@ -333,9 +335,9 @@ with gallery:
     )
     items = {"all": cands, "todo": unlabelled, "done": [c for c in cands if c["label"]]}[show or "all"]
     n_pages = max(1, (len(items) + PAGE_SIZE - 1) // PAGE_SIZE)
-    st.caption(t("ce_ranked_note", n=len(items)))
+    note_col.caption(t("ce_ranked_note", n=len(items)))
     if cands[0]["ranking"] == "discovery":
-        st.caption(t("ce_ranked_by_discovery"))
+        note_col.caption(t("ce_ranked_by_discovery"))
 
     page = st.session_state.get("ce_page", 1)
     page = min(page, n_pages)

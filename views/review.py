@@ -52,7 +52,8 @@ project = store.project(pid)
 # the chosen run is kept across that change.
 states = "-".join(runs.decision_state(by_id[i], project) for i in ids)
 picked = st.session_state.get("review_picked")
-run_id = st.selectbox(
+pick_col, base_col = st.columns([3, 2])
+run_id = pick_col.selectbox(
     t("review_pick"),
     ids,
     index=ids.index(picked) if picked in ids else 0,
@@ -66,7 +67,7 @@ run_m = runs.run_metrics(store, run_id)
 # (core/app/baseline.py computes them); "in use now" is off, with its reason, when there is no such model.
 in_use_opt = baseline.in_use_option(store, run_id)
 choices = {"original": baseline.ORIGINAL, "in_use": in_use_opt.baseline()}
-picked_base = st.segmented_control(
+picked_base = base_col.segmented_control(
     t("baseline_label"),
     list(choices),
     default="original",
@@ -79,10 +80,7 @@ picked_base = st.segmented_control(
 )
 base = choices.get(picked_base or "original", baseline.ORIGINAL)
 st.caption(
-    " ".join(
-        [review.in_use_line(store, pid, t), base.words(t)]
-        + ([t(in_use_opt.reason, run=in_use_opt.run_id)] if not in_use_opt.available else [])
-    )
+    " ".join([base.words(t)] + ([t(in_use_opt.reason, run=in_use_opt.run_id)] if not in_use_opt.available else []))
 )
 origin = interpolated_runs.interpolation_of(run)
 if origin:
@@ -96,17 +94,17 @@ def show_message(where: str) -> None:
         getattr(st, message[1])(message[2])
 
 
-# The verdict and the card come first (what a meeting reads), the strength-after-the-fact box right under
-# them; the card is drawn into its slot once the box has read α.
-card_slot = st.empty()
+# The strength-after-the-fact slider sits right above the verdict and the card, compact and without a
+# border, so that at 1280×720 the slider, the verdict and the card it changes are on the first screen together.
 # Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
 # θ + α·δ; the task worker evaluates each α once (core/app/interpolated_runs.py).
 alpha, alpha_view = 1.0, None
 if interpolated_runs.can_interpolate(run):
-    with st.container(border=True, key="alpha_box"):
-        st.markdown(f"**{t('review_alpha_title')}**")
-        alpha = st.slider(
-            t("review_alpha"),
+    with st.container(key="alpha_box"):
+        # One row (slider, save) so that the card above and this box fit on the first screen together.
+        slide_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
+        alpha = slide_col.slider(
+            f"**{t('review_alpha_title')}** · {t('review_alpha')}",
             0.0,
             1.0,
             1.0,
@@ -138,7 +136,7 @@ if interpolated_runs.can_interpolate(run):
                     run=run_id,
                 )
             )
-        if st.button(
+        if save_col.button(
             t("review_alpha_save", alpha=f"{alpha:.2f}"),
             key="alpha_save",
             icon="💾",
@@ -159,13 +157,14 @@ if interpolated_runs.can_interpolate(run):
                 st.error(md(err(exc)))
         show_message("alpha")
 
+card_slot = st.empty()
 content = review.review_content(
     store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None, baseline=base
 )
 m, v = content.metrics, content.verdict
 with card_slot.container(border=True, key="summary_card"):
     # The verdict in large type, to read from the back of a meeting room.
-    st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
+    st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:18px;line-height:1.35}</style>')
     getattr(st, v.kind.look.tone)(content.words, icon=v.kind.look.icon)
     st.html(content.card_html(t))
 st.caption(summary.rules_text(v, t))

@@ -89,13 +89,17 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
     groups = m["groups"]
     labels = list(dict.fromkeys(g["label"] for g in groups))
     attrs = list(dict.fromkeys(str(g["attribute"]) for g in groups))
+    # With few columns a cell has room for its numbers on one line, so a row needs only 30 px and the
+    # heat map of ten classes fits on the first screen under the finding.
+    wide = len(attrs) <= 4
+    sep, row_px = (" · ", 30) if wide else ("<br>", 40)
     z = [[None] * len(attrs) for _ in labels]
     text = [[""] * len(attrs) for _ in labels]
     full = [[[plot_text(label), plot_text(a)] for a in attrs] for label in labels]
     for g in groups:
         i, j = labels.index(g["label"]), attrs.index(str(g["attribute"]))
         z[i][j] = 100 * g["accuracy"]
-        text[i][j] = f"{percent(g['accuracy'], 0)}<br>n={g['count']}"
+        text[i][j] = f"{percent(g['accuracy'], 0)}{sep}n={g['count']}"
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -121,8 +125,8 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
         yaxis_title=t("chart_label"),
         yaxis={"autorange": "reversed", "automargin": False},
         xaxis={"automargin": False, "tickangle": 0 if len(attrs) <= 6 else TICK_ANGLE},
-        height=200 + 40 * len(labels),
-        margin={"l": 190, "r": 10, "t": 60, "b": 80 if len(attrs) <= 6 else 120},
+        height=(110 if len(attrs) <= 6 else 150) + row_px * len(labels),
+        margin={"l": 190, "r": 10, "t": 40, "b": 70 if len(attrs) <= 6 else 110},
     )
     return _style(fig)
 
