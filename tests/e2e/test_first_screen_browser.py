@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.app import similar
 from core.app.i18n import translator
 from core.app.store import Store
 from tests.e2e.conftest import ARTIFACTS, settle, sign_in
@@ -90,6 +91,23 @@ def test_each_pages_essential_element_is_on_the_first_screen(server, browser, la
         f"counterexamples_{lang}",
         {"label bar": ".st-key-ce_labelbar", "first tile": "[class*='st-key-ce_tile_']"},
     )
+    # "More like this" on the first tile: the gallery shows its look-alikes (the model's own features), to label.
+    pg.locator("[class*='st-key-like_'] button:visible").first.click()
+    pg.locator(".st-key-ce_like_back").wait_for()
+    settle(pg)
+    _to_top(pg)
+    pg.screenshot(path=str(ARTIFACTS / f"first_screen_more_like_this_{lang}.png"))
+    assert pg.locator("[class*='st-key-like_'] button:visible").count() == similar.MORE_LIKE_THIS
+    missing["more like this"] = _outside(
+        pg, {"label bar": ".st-key-ce_labelbar", "first look-alike": "[class*='st-key-ce_tile_'] img"}
+    )
+    pg.locator("[class*='st-key-focus_'] button:visible").first.click()
+    settle(pg)
+    pg.locator(".st-key-ce_quick_buttons button").nth(3).click()
+    settle(pg)
+    assert len(store.labels(pid)) == 7  # the six labelled before and one look-alike
+    pg.locator(".st-key-ce_like_back button").click()
+    settle(pg)
     missing["repair"] = _page(
         pg,
         t("nav_tune"),
