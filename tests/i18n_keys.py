@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "app.py",
     *sorted((ROOT / "views").glob("*.py")),
+    ROOT / "core" / "app" / "baseline.py",
     ROOT / "core" / "app" / "budget.py",
     ROOT / "core" / "app" / "charts.py",
     ROOT / "core" / "app" / "history.py",
@@ -88,6 +89,7 @@ DYNAMIC = {
     "role": ["curator", "approver", "admin"],
     "admin_four_eyes": ["relax", "restore", "relaxed", "kept", "now_relaxed", "restored"],
     "review_export_needs_approver": ["demo"],
+    "baseline": ["none_in_use", "is_this_run", "other_rows"],
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from xml.etree import ElementTree
 
 import pytest
 from PIL import Image
@@ -15,6 +16,7 @@ from core.app import charts, compute, jobs, projects
 from core.app.i18n import translator
 from core.app.report import build_report
 from core.app.safe_text import JOINER, md, plot_text
+from core.app.staticchart import figure_svg
 from core.formats.meta import BundleMeta
 from tests.test_pages import APP
 from tests.wb_helpers import ALICE, sign_in_app
@@ -102,7 +104,9 @@ def test_charts_escape_html_in_user_strings():
     for fig in (charts.accuracy_heatmap(m, t), charts.group_bars(m, t), charts.old_new_bars(m, m, t)):
         data = json.dumps(fig.to_plotly_json()["data"])
         assert "<a href" not in data and "&lt;a href" in data
-    assert plot_text('<a href="x">') == "&lt;a href=&quot;x&quot;&gt;"
+    # Quotes stay quotes: plotly.js draws ``&quot;`` literally (it decodes only &amp; &lt; &gt; and a few).
+    assert plot_text('<a href="x">') == '&lt;a href="x"&gt;'
+    assert plot_text("R&D's") == "R&amp;D's"
 
 
 def test_report_escapes_user_strings(tmp_path):
@@ -182,3 +186,12 @@ def test_model_page_shows_hostile_names_as_plain_text(hostile_project, monkeypat
         # ... but never as live syntax: no unescaped link, image or tag
         assert not re.search(r"(?<!\\)\]\(|(?<!\\)<a |(?<!\\)!(?<!\\)\[|(?<!\\)\bhttp:", value), value
     assert md(HOSTILE[0]) in joined and md("[p](javascript:alert(1))") in joined
+
+
+def test_static_chart_escapes_labels_once():
+    """The report's SVG drawing reads plotly's text back to characters and escapes it once for SVG."""
+    t = translator("en")
+    m = _metrics(['say "hi"', "R&D <b>x</b>"])
+    svg = figure_svg(charts.group_bars(m, t))
+    texts = " ".join(e.text or "" for e in ElementTree.fromstring(svg).iter() if e.tag.endswith("text"))
+    assert 'say "hi"' in texts and "R&D <b>x</b>" in texts and "&amp;" not in texts and "&quot;" not in texts

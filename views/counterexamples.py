@@ -9,7 +9,7 @@ else labels.
 import streamlit as st
 
 from core import settings
-from core.app import budget, display, evaluation, pool, projects, uploads
+from core.app import budget, display, evaluation, pool, projects, similar, uploads
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.app.store import LabelConflict
@@ -32,6 +32,8 @@ STYLE = """<style>
 [class*="st-key-ce_tile_"]{padding:0.4rem;gap:0.2rem}
 [class*="st-key-ce_tile_"] [data-testid="stCaptionContainer"]{font-size:0.8rem;line-height:1.25}
 [class*="st-key-ce_tile_"] button{min-height:1.7rem;padding:0 0.35rem}
+[class*="st-key-focus_"] button,[class*="st-key-like_"] button{padding:0 0.2rem;min-width:0}
+[class*="st-key-ce_tile_"] [data-testid="stCheckbox"] label{gap:0;margin-right:0.1rem}
 </style>"""
 
 t = translator(st.session_state.get("lang", "en"))
@@ -49,7 +51,7 @@ if pid is None or not projects.project_summary(store, pid)["active_model"]:
 
 summary = projects.project_summary(store, pid)
 class_names = summary["class_names"]
-st.write(t("ce_intro"))
+st.caption(t("ce_intro"))  # small type: the label bar and the first row of the gallery stay on the first screen
 
 
 # How often the page looks for other curators' labels, in seconds ($BIASREPAIR_LABEL_REFRESH; 0: never).
@@ -289,6 +291,9 @@ with gallery:
     def _focus(key: str) -> None:
         st.session_state["ce_focus"] = key
 
+    def _more_like(key: str) -> None:
+        st.session_state["ce_like"] = key
+
     def _skip(key: str) -> None:
         skipped.append(key)
         st.session_state.pop("ce_focus", None)
@@ -327,7 +332,9 @@ with gallery:
             )
             st.selectbox(t("ce_bulk_label"), class_names, key="bulk_label", label_visibility="collapsed", width=160)
 
-    show = st.segmented_control(
+    # The filter and the count on one row, so the first row of tiles is on the first screen at 1280×720.
+    filter_col, note_col = st.columns(2, vertical_alignment="center")
+    show = filter_col.segmented_control(
         t("ce_show"),
         ["all", "todo", "done"],
         format_func=lambda v: t(f"ce_show_{v}"),
@@ -336,10 +343,24 @@ with gallery:
         label_visibility="collapsed",
     )
     items = {"all": cands, "todo": unlabelled, "done": [c for c in cands if c["label"]]}[show or "all"]
+    like = by_key.get(st.session_state.get("ce_like"))
+    if like is not None:  # "More like this": the nearest pool images in the model's own feature space
+        try:
+            with st.spinner(t("ce_like_finding")):
+                near = similar.more_like_this(store, pid, like["key"], actor)
+        except UserError as exc:
+            st.error(md(err(exc)))
+            near = []
+        items = [by_key[k] for k in near if k in by_key]
+        note_col.caption(t("ce_like_note", n=len(items), label=md(like["predicted"])))
+        note_col.button(
+            t("ce_like_back"), key="ce_like_back", icon="↩️", on_click=lambda: st.session_state.pop("ce_like")
+        )
+    else:
+        note_col.caption(t("ce_ranked_note", n=len(items)))
+        if cands[0]["ranking"] == "discovery":
+            note_col.caption(t("ce_ranked_by_discovery"))
     n_pages = max(1, (len(items) + PAGE_SIZE - 1) // PAGE_SIZE)
-    st.caption(t("ce_ranked_note", n=len(items)))
-    if cands[0]["ranking"] == "discovery":
-        st.caption(t("ce_ranked_by_discovery"))
 
     page = st.session_state.get("ce_page", 1)
     page = min(page, n_pages)
@@ -358,13 +379,24 @@ with gallery:
                 line += "  \n" + t("ce_tile_is", label=md(c["label"]))
             st.caption(line)
             with st.container(horizontal=True, gap=None, vertical_alignment="center"):
-                st.checkbox(t("ce_select"), key=f"sel_{c['key']}", label_visibility="collapsed")
+                st.checkbox(t("ce_select"), key=f"sel_{c['key']}", label_visibility="collapsed", width="content")
+                # Two icon buttons (with their words in the tooltip) beside the tick box, so a tile stays one
+                # row of controls: label this one, and "More like this".
                 st.button(
-                    t("ce_focus"),
+                    "",
                     key=f"focus_{c['key']}",
+                    icon="🏷️",
                     on_click=_focus,
                     args=(c["key"],),
-                    help=t("ce_focus_help"),
+                    help=t("ce_focus") + ": " + t("ce_focus_help"),
                     disabled=focused,
+                )
+                st.button(
+                    "",
+                    key=f"like_{c['key']}",
+                    icon="🔍",
+                    on_click=_more_like,
+                    args=(c["key"],),
+                    help=t("ce_like_help"),
                 )
     st.pagination(n_pages, default=page, key="ce_page")

@@ -223,10 +223,9 @@ except UserError as exc:
     st.stop()
 
 st.subheader(t("model_bias_header"))
-st.caption(t("model_eval_on", name=md(summary["eval"]["name"]), n=sum(g["count"] for g in metrics["groups"])))
 f = evaluation.finding(metrics)
 if f:
-    st.warning(
+    st.container(key="model_finding").warning(
         t(
             "model_finding",
             attribute=md(f["attribute"]),
@@ -237,7 +236,9 @@ if f:
         ),
         icon="🔎",
     )
-st.plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
+st.container(key="model_heatmap").plotly_chart(charts.accuracy_heatmap(metrics, t), key="heatmap")
+# Under the heat map, so that the finding and the heat map are on the first screen at 1280×720.
+st.caption(t("model_eval_on", name=md(summary["eval"]["name"]), n=sum(g["count"] for g in metrics["groups"])))
 c1, c2, c3, c4 = st.columns(4)
 c1.metric(t("metric_accuracy"), f"{100 * metrics['accuracy']:.1f}%", help=t("metric_accuracy_help"))
 wg = metrics["worst_group_accuracy"]

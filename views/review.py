@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.app import (
+    baseline,
     built_from,
     charts,
     decisions,
@@ -51,7 +52,8 @@ project = store.project(pid)
 # the chosen run is kept across that change.
 states = "-".join(runs.decision_state(by_id[i], project) for i in ids)
 picked = st.session_state.get("review_picked")
-run_id = st.selectbox(
+pick_col, base_col = st.columns([3, 2])
+run_id = pick_col.selectbox(
     t("review_pick"),
     ids,
     index=ids.index(picked) if picked in ids else 0,
@@ -61,7 +63,25 @@ run_id = st.selectbox(
 st.session_state["review_picked"] = run_id
 run = store.run(run_id)
 run_m = runs.run_metrics(store, run_id)
-st.caption(review.in_use_line(store, pid, t))
+# The baseline switch: every number, chart and verdict below compares with the model picked here
+# (core/app/baseline.py computes them); "in use now" is off, with its reason, when there is no such model.
+in_use_opt = baseline.in_use_option(store, run_id)
+choices = {"original": baseline.ORIGINAL, "in_use": in_use_opt.baseline()}
+picked_base = base_col.segmented_control(
+    t("baseline_label"),
+    list(choices),
+    default="original",
+    format_func=lambda k: (
+        choices[k].name(t) if k == "original" or in_use_opt.available else t("baseline_name_in_use_plain")
+    ),
+    key=f"baseline_{run_id}_{in_use_opt.run_id}_{in_use_opt.available}",
+    disabled=not in_use_opt.available,
+    help=t("baseline_help"),
+)
+base = choices.get(picked_base or "original", baseline.ORIGINAL)
+st.caption(
+    " ".join([base.words(t)] + ([t(in_use_opt.reason, run=in_use_opt.run_id)] if not in_use_opt.available else []))
+)
 origin = interpolated_runs.interpolation_of(run)
 if origin:
     st.caption(t("review_alpha_origin", run=origin["from_run"], alpha=f"{origin['alpha']:.2f}"))
@@ -74,17 +94,17 @@ def show_message(where: str) -> None:
         getattr(st, message[1])(message[2])
 
 
-# The verdict and the card come first (what a meeting reads), the strength-after-the-fact box right under
-# them; the card is drawn into its slot once the box has read α.
-card_slot = st.empty()
+# The strength-after-the-fact slider sits right above the verdict and the card, compact and without a
+# border, so that at 1280×720 the slider, the verdict and the card it changes are on the first screen together.
 # Strength after the fact: the card, the verdict, the bars and the galleries below show the run at
 # θ + α·δ; the task worker evaluates each α once (core/app/interpolated_runs.py).
 alpha, alpha_view = 1.0, None
 if interpolated_runs.can_interpolate(run):
-    with st.container(border=True, key="alpha_box"):
-        st.markdown(f"**{t('review_alpha_title')}**")
-        alpha = st.slider(
-            t("review_alpha"),
+    with st.container(key="alpha_box"):
+        # One row (slider, save) so that the card above and this box fit on the first screen together.
+        slide_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
+        alpha = slide_col.slider(
+            f"**{t('review_alpha_title')}** · {t('review_alpha')}",
             0.0,
             1.0,
             1.0,
@@ -116,7 +136,7 @@ if interpolated_runs.can_interpolate(run):
                     run=run_id,
                 )
             )
-        if st.button(
+        if save_col.button(
             t("review_alpha_save", alpha=f"{alpha:.2f}"),
             key="alpha_save",
             icon="💾",
@@ -137,13 +157,14 @@ if interpolated_runs.can_interpolate(run):
                 st.error(md(err(exc)))
         show_message("alpha")
 
+card_slot = st.empty()
 content = review.review_content(
-    store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None
+    store, run_id, t, preview=alpha_view if alpha_view is not None and alpha < 1.0 else None, baseline=base
 )
 m, v = content.metrics, content.verdict
 with card_slot.container(border=True, key="summary_card"):
     # The verdict in large type, to read from the back of a meeting room.
-    st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:19px;line-height:1.4}</style>')
+    st.html('<style>.st-key-summary_card [data-testid="stAlert"] p{font-size:18px;line-height:1.35}</style>')
     getattr(st, v.kind.look.tone)(content.words, icon=v.kind.look.icon)
     st.html(content.card_html(t))
 st.caption(summary.rules_text(v, t))
@@ -182,8 +203,8 @@ with st.container(border=True, key="built_from"):
     if len(built.images) > BUILT_SHOWN:
         st.caption(t("review_built_more", n=len(built.images) - BUILT_SHOWN))
 
-st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t), key="old_new")
-st.plotly_chart(charts.tradeoff(runs.tradeoff_points(store, pid), t, highlight=run_id), key="tradeoff")
+st.plotly_chart(charts.old_new_bars(m["before"], m["after"], t, old_name=base.name(t)), key="old_new")
+st.plotly_chart(charts.tradeoff(baseline.tradeoff_points(store, pid, base), t, highlight=run_id), key="tradeoff")
 st.caption(t("review_tradeoff_help"))
 
 st.subheader(t("review_changed_title"))
@@ -265,7 +286,7 @@ def _export() -> bytes:
 
 
 def _report() -> bytes:
-    data = report.report_html(store, run_id, actor, t, lang, tz).encode("utf-8")
+    data = report.report_html(store, run_id, actor, t, lang, tz, baseline=base).encode("utf-8")
     decisions.record_report(store, run_id, data, actor)
     return data
 

@@ -59,7 +59,7 @@ if "strength" in schema:
 
 # At 1280x720 Start and the live progress come right under the strength (the meeting's first screen); the
 # advanced settings and the guard are drawn below them but read before the Start button acts on a click.
-start_slot, live_slot = st.container(), st.container()
+start_slot, live_slot = st.container(), st.container(key="tune_live")
 
 with st.expander(t("tune_advanced")):
     st.caption(t("tune_advanced_help"))

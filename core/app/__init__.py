@@ -7,7 +7,8 @@ SQLite store, by area), ``budget`` (the store's disk budget), ``integrity`` (sto
 use), ``jobs`` (queues, workers, waiting for a task, ending a dead worker's work, the workers' supervisor),
 ``server_start`` (what a server does when it starts serving: the audit chain checked, the supervisor started), ``summary`` (a repair's gains and
 losses in plain words), ``verdict`` (a repair's verdict: its thresholds, kinds and looks), ``review`` (the Review
-page's and the report's content), ``strength_scale`` (the strength slider's scale), ``guard_plan`` (which guard the
+page's and the report's content), ``baseline`` (what a repair is compared with: the original or the model in use
+now), ``similar`` ("More like this": nearest pool images in the model's features), ``strength_scale`` (the strength slider's scale), ``guard_plan`` (which guard the
 next repair uses: the check split, reference images or none), ``built_from`` (what a repair was built from: its
 counterexamples, who labelled and started it), ``charts``, ``staticchart`` (a chart as SVG for the report's
 fallback), ``report``, ``display`` (local times, readable numbers), ``safe_text`` (user strings shown as plain
@@ -16,8 +17,8 @@ asking the worker) and ``i18n``. Worker-side modules, which load models: ``worke
 and tasks), ``rayruns`` (its repairs as Ray tasks, with ``BIASREPAIR_BACKEND=ray``), ``compute`` (the tasks),
 ``pixels`` (decoded evaluation images kept in the store), ``ce_answers`` (both models' answers on a repair's
 counterexamples), ``stored_models`` (a stored model checked and loaded), ``model_exports`` (ONNX export and the
-registry's tasks), ``mlflow_registry`` (the MLflow registry's update) and ``demo``
-(builds the built-in example).
+registry's tasks), ``similar_task`` (a model's features of the pool), ``mlflow_registry`` (the MLflow registry's
+update) and ``demo`` (builds the built-in example).
 
 It may import ``core.errors``, ``core.formats`` and ``core.engine``; it never imports ``core.bench``. Page-side
 modules never import torch, directly or through another module (tests/test_layering.py).

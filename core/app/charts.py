@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from core.app import display
 from core.app.display import group_name, percent
-from core.app.safe_text import plot_text
+from core.app.safe_text import plot_text, short
 
 # A colour-blind-safe palette (purple / orange / grey, from ColorBrewer's PuOr) that never uses red,
 # blue or green, so no colour on a chart reads as a group attribute like "red" or "blue"; every
@@ -56,13 +56,32 @@ def _style(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def _group_name(g: dict) -> str:
-    return plot_text(group_name(g))
+# Bar charts keep the same plot area whatever the group names: the x labels are cut to a fixed length
+# (the full name is in the hover), drawn at a fixed angle in a fixed bottom margin, so a long name can
+# never push the bars into a thin strip.
+BAR_MARGIN = {"l": 70, "r": 10, "t": 90, "b": 120}
+TICK_ANGLE = -30
 
 
-def _tick(g: dict) -> str:
-    """An x-axis label: the group's name, and its size on a second line (never drawn on the bars)."""
-    return f"{plot_text(group_name(g))}<br>n={g['count']}"
+def _full(g: dict) -> str:
+    """The group's whole name and size for a hover."""
+    return f"{plot_text(group_name(g))} (n={g['count']})"
+
+
+def _ticks(groups: list[dict]) -> dict[tuple, str]:
+    """Each group's x-axis label: its name (cut when long) and its size on a second line (never drawn on
+    the bars), distinct for distinct groups."""
+    names = _unique_short([group_name(g) for g in groups])
+    return {_key(g): f"{name}<br>n={g['count']}" for g, name in zip(groups, names)}
+
+
+def _key(g: dict) -> tuple:
+    return (g["label"], str(g["attribute"]))
+
+
+def _bar_axes(fig: go.Figure) -> None:
+    fig.update_xaxes(automargin=False, tickangle=TICK_ANGLE)
+    fig.update_yaxes(automargin=False)
 
 
 def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
@@ -70,17 +89,23 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
     groups = m["groups"]
     labels = list(dict.fromkeys(g["label"] for g in groups))
     attrs = list(dict.fromkeys(str(g["attribute"]) for g in groups))
+    # With few columns a cell has room for its numbers on one line, so a row needs only 30 px and the
+    # heat map of ten classes fits on the first screen under the finding.
+    wide = len(attrs) <= 4
+    sep, row_px = (" · ", 30) if wide else ("<br>", 40)
     z = [[None] * len(attrs) for _ in labels]
     text = [[""] * len(attrs) for _ in labels]
+    full = [[[plot_text(label), plot_text(a)] for a in attrs] for label in labels]
     for g in groups:
         i, j = labels.index(g["label"]), attrs.index(str(g["attribute"]))
         z[i][j] = 100 * g["accuracy"]
-        text[i][j] = f"{percent(g['accuracy'], 0)}<br>n={g['count']}"
+        text[i][j] = f"{percent(g['accuracy'], 0)}{sep}n={g['count']}"
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=[plot_text(a) for a in attrs],
-            y=[plot_text(label) for label in labels],
+            x=_unique_short(attrs),
+            y=_unique_short(labels),
+            customdata=full,
             text=text,
             texttemplate="%{text}",
             colorscale=HEATMAP_SCALE,
@@ -88,19 +113,33 @@ def accuracy_heatmap(m: dict, t: Callable[..., str]) -> go.Figure:
             zmin=0,
             zmax=100,
             colorbar={"title": t("chart_accuracy_pct")},
-            hovertemplate=t("chart_label") + ": %{y}<br>" + t("chart_attribute") + ": %{x}<br>%{text}<extra></extra>",
+            hovertemplate=t("chart_label")
+            + ": %{customdata[0]}<br>"
+            + t("chart_attribute")
+            + ": %{customdata[1]}<br>%{text}<extra></extra>",
         )
     )
     fig.update_layout(
         title=t("chart_heatmap_title"),
         xaxis_title=t("chart_attribute"),
         yaxis_title=t("chart_label"),
-        yaxis={"autorange": "reversed", "automargin": True},
-        xaxis={"automargin": True},
-        height=180 + 40 * len(labels),
-        margin={"l": 80, "r": 10, "t": 60, "b": 60},
+        yaxis={"autorange": "reversed", "automargin": False},
+        xaxis={"automargin": False, "tickangle": 0 if len(attrs) <= 6 else TICK_ANGLE},
+        height=(110 if len(attrs) <= 6 else 150) + row_px * len(labels),
+        margin={"l": 190, "r": 10, "t": 40, "b": 70 if len(attrs) <= 6 else 110},
     )
     return _style(fig)
+
+
+def _unique_short(names: list[str]) -> list[str]:
+    """Axis categories: each name cut for the axis, kept distinct (plotly merges equal categories)."""
+    out: list[str] = []
+    for name in names:
+        cut = plot_text(short(name))
+        while cut in out:
+            cut += "\u200b"  # an invisible ZERO WIDTH SPACE keeps two cut names apart
+        out.append(cut)
+    return out
 
 
 def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Figure:
@@ -111,6 +150,7 @@ def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Fig
     if top:
         groups = groups[:top]
     low = [g["accuracy"] < m["accuracy"] - 0.1 for g in groups]
+    tick = _ticks(groups)
     fig = go.Figure()
     for is_low, name, colour in (
         (True, t("chart_low_groups"), LOW_COLOUR),
@@ -122,7 +162,7 @@ def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Fig
         fig.add_trace(
             go.Bar(
                 name=name,
-                x=[_tick(g) for g in sel],
+                x=[tick[_key(g)] for g in sel],
                 y=[100 * g["accuracy"] for g in sel],
                 text=[f"{100 * g['accuracy']:.0f}" for g in sel],
                 textposition="inside",
@@ -137,18 +177,21 @@ def group_bars(m: dict, t: Callable[..., str], top: int | None = None) -> go.Fig
                     "color": "#222",
                 },
                 marker_color=colour,
-                hovertemplate="%{x}<br>%{y:.1f}%<extra></extra>",
+                customdata=[_full(g) for g in sel],
+                hovertemplate="%{customdata}<br>%{y:.1f}%<extra></extra>",
             )
         )
     fig.update_layout(
         title=t("chart_bars_title"),
         yaxis={"title": t("chart_accuracy_pct"), "range": [0, 105]},
-        xaxis={"categoryorder": "array", "categoryarray": [_tick(g) for g in groups]},
+        xaxis={"categoryorder": "array", "categoryarray": list(tick.values())},
         height=460,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        margin={"l": 10, "r": 10, "t": 90, "b": 10},
+        margin=BAR_MARGIN,
     )
-    return _style(fig)
+    _style(fig)
+    _bar_axes(fig)
+    return fig
 
 
 def _ci(g: dict, key: str) -> float:
@@ -156,18 +199,19 @@ def _ci(g: dict, key: str) -> float:
     return g["accuracy"] if v is None or v != v else v
 
 
-def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
-    """Per-group accuracy, old model (grey) vs repaired model (purple), as grouped bars with their
-    values, worst old groups first; group names and sizes on the axis."""
-    key = lambda g: (g["label"], str(g["attribute"]))  # noqa: E731
-    new = {key(g): g for g in after["groups"]}
+def old_new_bars(before: dict, after: dict, t: Callable[..., str], old_name: str | None = None) -> go.Figure:
+    """Per-group accuracy, old model (grey; ``old_name`` names it, the original by default) vs repaired
+    model (purple), as grouped bars with their values, worst old groups first; group names and sizes on
+    the axis."""
+    old_name = old_name or t("chart_old")
+    new = {_key(g): g for g in after["groups"]}
     groups = sorted(before["groups"], key=lambda g: g["accuracy"])
-    names = [_tick(g) for g in groups]
-    new_y = [100 * new[key(g)]["accuracy"] if key(g) in new else None for g in groups]
+    names = list(_ticks(groups).values())
+    new_y = [100 * new[_key(g)]["accuracy"] if _key(g) in new else None for g in groups]
     fig = go.Figure(
         [
             go.Bar(
-                name=t("chart_old"),
+                name=old_name,
                 x=names,
                 y=[100 * g["accuracy"] for g in groups],
                 marker_color=OLD_COLOUR,
@@ -175,7 +219,8 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
                 textposition="auto",
                 textangle=-90,
                 textfont={"size": 14, "color": "#111"},
-                hovertemplate="%{x}<br>" + t("chart_old") + ": %{y:.1f}%<extra></extra>",
+                customdata=[_full(g) for g in groups],
+                hovertemplate="%{customdata}<br>" + old_name + ": %{y:.1f}%<extra></extra>",
             ),
             go.Bar(
                 name=t("chart_new"),
@@ -186,7 +231,8 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
                 textposition="auto",
                 textangle=-90,
                 textfont={"size": 14},
-                hovertemplate="%{x}<br>" + t("chart_new") + ": %{y:.1f}%<extra></extra>",
+                customdata=[_full(g) for g in groups],
+                hovertemplate="%{customdata}<br>" + t("chart_new") + ": %{y:.1f}%<extra></extra>",
             ),
         ]
     )
@@ -196,9 +242,11 @@ def old_new_bars(before: dict, after: dict, t: Callable[..., str]) -> go.Figure:
         yaxis={"title": t("chart_accuracy_pct"), "range": [0, 105]},
         height=520,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        margin={"l": 10, "r": 10, "t": 90, "b": 10},
+        margin=BAR_MARGIN,
     )
-    return _style(fig)
+    _style(fig)
+    _bar_axes(fig)
+    return fig
 
 
 def live_curves(history: list[dict], t: Callable[..., str]) -> go.Figure:

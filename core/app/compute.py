@@ -1,9 +1,7 @@
-"""The workbench's model computations, run by the task worker (:mod:`core.app.worker`) only.
-
-Each entry of :data:`TASKS` takes the store, the task's JSON payload and the acting user, does one piece of work
-that needs torch, writes its result to the store or the artifacts folder, and returns a small JSON-able dict. Pages
-reach these through :func:`core.app.jobs.compute`; a :class:`UserError` raised here reaches the page as it is.
-"""
+"""The workbench's model computations, run by the task worker (:mod:`core.app.worker`) only: each entry of
+:data:`TASKS` takes the store, the task's JSON payload and the acting user, does one piece of work that needs torch,
+writes its result to the store or the artifacts folder, and returns a small JSON-able dict. Pages reach these through
+:func:`core.app.jobs.compute`; a :class:`UserError` raised here reaches the page as it is."""
 
 from __future__ import annotations
 
@@ -28,6 +26,7 @@ from core.app.model_exports import EXPORT_TASKS
 from core.app.pixels import eval_images
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows
+from core.app.similar_task import SIMILAR_TASKS
 from core.app.store import Store
 from core.app.stored_models import stored_bundle
 from core.app.suspected_groups import (
@@ -464,4 +463,5 @@ TASKS: dict[str, Callable[[Store, dict, str], dict]] = {
     "save_alpha_run": save_alpha_run,
     "counterexample_answers": counterexample_answers,
     **EXPORT_TASKS,  # handing a model out: ONNX, the MLflow registry
+    **SIMILAR_TASKS,  # "More like this": a model's features of the pool
 }

@@ -23,9 +23,9 @@ from plotly.offline import get_plotlyjs
 
 from core.app import charts, display
 from core.app.accounts import User, require
+from core.app.baseline import ORIGINAL, Baseline, tradeoff_points
 from core.app.display import group_name, percent, points
 from core.app.review import ReviewContent, decision_events, review_content
-from core.app.runs import tradeoff_points
 from core.app.staticchart import figure_svg
 from core.app.store import Store, now_iso
 from core.app.summary import check_text, varied_sample
@@ -140,6 +140,7 @@ def build_report(
     lang: str,
     summary_html: str = "",
     tz: str | None = None,
+    baseline_words: str = "",
 ) -> str:
     """The report as one HTML string (UTF-8), charts interactive and inlined, with static fallbacks.
 
@@ -161,6 +162,7 @@ def build_report(
 </head><body>
 <h1>{e(title)}</h1>
 <p>{e(t("report_run_line", run=run["id"], when=when, who=run.get("created_by") or ""))}</p>
+<p class="baseline"><strong>{e(baseline_words or t("baseline_compared_original"))}</strong></p>
 {top}
 <h2>{e(t("report_summary"))}</h2>
 {_numbers(metrics, t)}
@@ -198,23 +200,34 @@ def report_figures(store: Store, content: ReviewContent, t: Callable[..., str]) 
     old-vs-new bars, all of the project's repairs on the trade-off chart, and the training curves."""
     m = content.metrics
     run = content.run
+    old = content.baseline.name(t)
+    pts = tradeoff_points(store, run["project_id"], content.baseline)
     return [
-        (t("chart_heatmap_title") + " — " + t("chart_old"), charts.accuracy_heatmap(m["before"], t)),
+        (t("chart_heatmap_title") + " — " + old, charts.accuracy_heatmap(m["before"], t)),
         (t("chart_heatmap_title") + " — " + t("chart_new"), charts.accuracy_heatmap(m["after"], t)),
-        (t("chart_old_new_title"), charts.old_new_bars(m["before"], m["after"], t)),
-        (t("chart_tradeoff_title"), charts.tradeoff(tradeoff_points(store, run["project_id"]), t, highlight=run["id"])),
+        (t("chart_old_new_title"), charts.old_new_bars(m["before"], m["after"], t, old_name=old)),
+        (t("chart_tradeoff_title"), charts.tradeoff(pts, t, highlight=run["id"])),
         (t("chart_loss_title"), charts.live_curves(store.progress(run["id"]), t)),
     ]
 
 
-def report_html(store: Store, run_id: int, actor: User, t: Callable[..., str], lang: str, tz: str | None) -> str:
+def report_html(
+    store: Store,
+    run_id: int,
+    actor: User,
+    t: Callable[..., str],
+    lang: str,
+    tz: str | None,
+    baseline: Baseline = ORIGINAL,
+) -> str:
     """The report of a repair at full strength (whatever strength the Review page previews), made by
-    ``actor``: the same content the Review page shows (:func:`core.app.review.review_content`), its
-    charts, and the decisions on it, in the language of ``t`` and the time zone ``tz``. Made only once
-    the store says ``actor`` is still signed in (a tab left open after its session ended gets nothing)."""
+    ``actor``: the same content the Review page shows (:func:`core.app.review.review_content`) against the
+    same ``baseline`` (named in the report), its charts, and the decisions on it, in the language of ``t``
+    and the time zone ``tz``. Made only once the store says ``actor`` is still signed in (a tab left open
+    after its session ended gets nothing)."""
     run = store.run(run_id)
     actor = require(store, actor, None, "report", run["project_id"] if run else None)
-    content = review_content(store, run_id, t)
+    content = review_content(store, run_id, t, baseline=baseline)
     return build_report(
         title=t("report_title", run=run_id),
         run=content.run,
@@ -223,6 +236,7 @@ def report_html(store: Store, run_id: int, actor: User, t: Callable[..., str], l
         summary_html=content.card_html(t, with_verdict=True),
         figures=report_figures(store, content, t),
         changed=content.changed,
+        baseline_words=content.baseline.words(t),
         decision_lines=decision_lines(store, content.run, actor, t, tz),
         t=t,
         lang=lang,

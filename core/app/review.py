@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.app import display, summary
+from core.app.baseline import ORIGINAL, Baseline, against, baseline_answers
 from core.app.runs import changed_predictions, decision_state, model_in_use, run_metrics
 from core.app.store import Store
 from core.app.verdict import Verdict, judge
@@ -36,6 +37,7 @@ class ReviewContent:
     verdict: Verdict
     words: str
     changed: list[dict]
+    baseline: Baseline = ORIGINAL
 
     @property
     def fixed(self) -> list[dict]:
@@ -73,18 +75,24 @@ def strength_words(run: dict, metrics: dict | None, t: Callable[..., str]) -> st
     return display.number(label)
 
 
-def review_content(store: Store, run_id: int, t: Callable[..., str], preview: dict | None = None) -> ReviewContent:
+def review_content(
+    store: Store, run_id: int, t: Callable[..., str], preview: dict | None = None, baseline: Baseline = ORIGINAL
+) -> ReviewContent:
     """The repair ``run_id`` as reviewed: at full strength, or with ``preview`` (what
-    :func:`core.app.interpolation.preview` returns for an α below 1) at that strength."""
+    :func:`core.app.interpolation.preview` returns for an α below 1) at that strength; compared with
+    ``baseline`` (:mod:`core.app.baseline`: the original model, or the model in use now)."""
     run = store.run(run_id)
-    metrics = preview["metrics"] if preview is not None else run_metrics(store, run_id)
+    after = preview["after"] if preview is not None else None
+    own = preview["metrics"] if preview is not None else run_metrics(store, run_id)
+    metrics = against(store, run_id, own, after, baseline)
     v = judge(metrics)
     return ReviewContent(
         run=run,
         metrics=metrics,
         verdict=v,
-        words=summary.verdict_text(v, t, auto_strength=auto_strength(run, metrics)),
-        changed=changed_predictions(store, run_id, after=preview["after"] if preview is not None else None),
+        words=summary.verdict_text(v, t, auto_strength=auto_strength(run, own)),
+        changed=changed_predictions(store, run_id, after=after, before=baseline_answers(store, run_id, baseline)),
+        baseline=baseline,
     )
 
 

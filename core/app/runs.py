@@ -320,33 +320,38 @@ def prediction_rows(store: Store, run_id: int) -> list[dict]:
     ]
 
 
-def changed_predictions(store: Store, run_id: int, after: list[int] | None = None) -> list[dict]:
+def changed_predictions(
+    store: Store, run_id: int, after: list[int] | None = None, before: list[int] | None = None
+) -> list[dict]:
     """Evaluation images whose prediction changed: fixed (now right) or broken (now wrong).
 
     ``after``: other new answers for the same rows (a preview of the run at a lower strength,
-    :mod:`core.app.interpolated_runs`) instead of the run's own."""
+    :mod:`core.app.interpolated_runs`) instead of the run's own; ``before``: other old answers (the model
+    in use now, :mod:`core.app.baseline`) instead of the original model's."""
     run = store.run(run_id)
     rows = prediction_rows(store, run_id)
     if not rows:
         return []
-    if after is not None and len(after) != len(rows):
-        raise ValueError(f"{len(after)} answers for {len(rows)} rows")
+    for answers in (after, before):
+        if answers is not None and len(answers) != len(rows):
+            raise ValueError(f"{len(answers)} answers for {len(rows)} rows")
     root = eval_root(store, run)
     names = store.model(run["model_id"])["meta"]["class_names"]
     out = []
     for k, r in enumerate(rows):
-        before, new, label = r["before"], (r["after"] if after is None else int(after[k])), r["label"]
-        if before == new:
+        old = r["before"] if before is None else int(before[k])
+        new, label = (r["after"] if after is None else int(after[k])), r["label"]
+        if old == new:
             continue
         out.append(
             {
                 "file": str(root / r["path"]),
                 "label": names[label],
                 "attribute": r["attribute"],
-                "before": names[before],
+                "before": names[old],
                 "after": names[new],
                 "fixed": new == label,
-                "broken": before == label,
+                "broken": old == label,
             }
         )
     out.sort(key=lambda c: (not c["fixed"], c["label"]))

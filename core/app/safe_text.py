@@ -4,7 +4,8 @@ Class names, attributes, file names, project names, comments and error messages 
 names) come from users. Streamlit renders most text (``st.write``, ``st.caption``, ``st.info``, button
 and pill labels) as Markdown, so ``![](http://…)`` would load an outside image and ``[text](url)`` or
 a bare URL would become a live link; plotly renders a few HTML tags (``<a href>``, ``<b>``) in
-labels and hover text. :func:`md` and :func:`plot_text` make a user string inert in each. The HTML
+labels and hover text. :func:`md` and :func:`plot_text` make a user string inert in each, and
+:func:`short` cuts a long name for a chart axis (the full name goes in the hover). The HTML
 report escapes everything with :func:`html.escape`.
 
 Backslash escapes are not enough for bare URLs: Streamlit's Markdown (remark-gfm) finds literal
@@ -47,5 +48,17 @@ def md(value: object) -> str:
 
 
 def plot_text(value: object) -> str:
-    """``value`` as text for a plotly label or hover: HTML special characters escaped."""
-    return html.escape(str(value), quote=True)
+    """``value`` as text for a plotly label or hover, drawn exactly as its characters.
+
+    Only ``&``, ``<`` and ``>`` are escaped: that is enough to stop a tag, and plotly.js turns
+    ``&amp;``, ``&lt;`` and ``&gt;`` back into their characters. Quotes stay as they are, because
+    plotly does not decode ``&quot;`` or ``&#x27;``-style names it does not know and would draw them
+    literally (``&quot;``)."""
+    return html.escape(str(value), quote=False)
+
+
+def short(value: object, limit: int = 18) -> str:
+    """``value`` cut to ``limit`` characters with an ellipsis, for an axis label; the whole text
+    belongs in the hover."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

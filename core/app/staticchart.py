@@ -18,7 +18,9 @@ FONT = "system-ui,'Noto Sans CJK JP',sans-serif"
 
 def _txt(x, y, s, size=14, anchor="middle", rotate=None, weight="normal", fill="#222") -> str:
     rot = f' transform="rotate({rotate} {x:.1f} {y:.1f})"' if rotate is not None else ""
-    s = html.escape(str(s).replace("<br>", " "))
+    # ``s`` is plotly text (``&``, ``<``, ``>`` escaped for plotly): back to its characters, then
+    # escaped once for the SVG.
+    s = html.escape(html.unescape(str(s).replace("<br>", " ")).replace("\u200b", ""))
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" font-weight="{weight}"'
         f' fill="{fill}"{rot}>{s}</text>'

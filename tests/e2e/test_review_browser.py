@@ -306,7 +306,7 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     thumb.focus()
     for _ in range(10):  # ten steps of 0.05 down: α = 0.5
         pg.keyboard.press("ArrowLeft")
-    pg.get_by_text({"en": "Preview at α = 0.50", "ja": "α = 0.50 のプレビュー"}[lang]).wait_for()
+    pg.get_by_text({"en": "At α = 0.50 (", "ja": "α = 0.50（"}[lang]).wait_for()
     settle(pg)
     half = json.loads((Path(store.run(rid)["out_dir"]) / "alpha" / "a0500.json").read_text())["metrics"]
     assert half["changed_predictions"] < full["changed_predictions"]
