@@ -20,7 +20,6 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from core.app import display, jobs, projects, runs, verdict
-from core.app.accounts import DEMO_NAME, User
 from core.app.i18n import translator
 from core.app.store import Store, pid_alive
 from core.app.worker import execute_run
@@ -224,8 +223,8 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
 
 @pytest.fixture(scope="module")
 def repaired_snapshot(tmp_path_factory, demo_dir) -> tuple[Path, Path, int]:
-    """A store with the demo project opened (by a demo session, as the button does), its top 8 pool
-    images labelled and one repair done, made once for both languages of the strength-slider test:
+    """A store with the demo project opened (by a curator: a demo session works on a sandbox copy of
+    its own, see tests/e2e/test_demo_sandbox_browser.py), its top 8 pool images labelled and one repair done, made once for both languages of the strength-slider test:
     the repair is the slow part. Returns (home, snapshot, run id): the store was built at ``home`` (it
     keeps absolute paths) and copied to ``snapshot``; :func:`repaired_server` lays a fresh copy at
     ``home`` for each test, so neither sees what the other previewed or saved."""
@@ -235,7 +234,7 @@ def repaired_snapshot(tmp_path_factory, demo_dir) -> tuple[Path, Path, int]:
     store = Store(home)
     make_accounts(store)
     try:
-        pid = projects.open_demo(store, User(DEMO_NAME, ["curator"], demo=True))
+        pid = projects.open_demo(store, ALICE)
         label_top(store, pid, 8)
         rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
         assert execute_run(store, store.claim_next_run(os.getpid())) == "done", store.run(rid)["error"]
@@ -285,8 +284,7 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     t = translator(lang)
     pg = small_page
     pg.goto(server.url)
-    settle(pg)
-    pg.get_by_role("button", name="Open the demo").click()
+    sign_in(pg, "alice")  # a curator: the demo project and its repair (a demo session would get a fresh sandbox)
     pg.get_by_text("Where the model goes wrong").first.wait_for()
     settle(pg)
     if lang == "ja":
