@@ -249,7 +249,14 @@ def test_a_bad_upload_shows_a_readable_error(server, page, demo_dir, tmp_path):
 
 
 def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
-    store, pid = _open_demo(page, server)
+    # A curator's work (a demo visitor's sandbox is theirs for one browser session, see test_demo_sandbox_browser).
+    page.goto(server.url)
+    sign_in(page, "alice")
+    page.get_by_role("button", name="Open the demo").click()
+    page.get_by_text("On images marked").wait_for(timeout=180_000)  # the demo is built on this click
+    settle(page)
+    store = Store(server.home)
+    pid = store.projects()[0]["id"]
     _nav(page, "2 · Counterexamples", "Quick labelling")
     _label_in_gallery(page, store, pid, 3)
     _nav(page, "3 · Repair", "How much may the model change?")
@@ -267,8 +274,8 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
     server.start()
     page.goto(server.url)
     settle(page)
-    # The browser's session ended with the server: the demo is opened again (the same project).
-    page.get_by_role("button", name="Open the demo").click()
+    # The browser's session ended with the server: signed in again, the same project is there.
+    sign_in(page, "alice")
     page.get_by_text("Where the model goes wrong").wait_for()
     assert [p["id"] for p in store.projects()] == [pid]
     _nav(page, "2 · Counterexamples", "The project's counterexamples (3)")
