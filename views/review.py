@@ -80,7 +80,10 @@ picked_base = base_col.segmented_control(
 )
 base = choices.get(picked_base or "original", baseline.ORIGINAL)
 st.caption(
-    " ".join([base.words(t)] + ([t(in_use_opt.reason, run=in_use_opt.run_id)] if not in_use_opt.available else []))
+    " ".join(
+        [review.in_use_line(store, pid, t), base.words(t)]
+        + ([t(in_use_opt.reason, run=in_use_opt.run_id)] if not in_use_opt.available else [])
+    )
 )
 origin = interpolated_runs.interpolation_of(run)
 if origin:
