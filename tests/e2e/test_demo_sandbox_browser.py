@@ -12,7 +12,10 @@ import pytest
 from core.app import pool, projects, sandboxes
 from core.app.store import Store
 from tests.e2e.conftest import Server, settle, shot
+from tests.optional import need
 from tests.wb_helpers import make_accounts, pool_truth, seed_demo_cache, wait_for
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 SCREEN = {"width": 1280, "height": 720}
 

@@ -22,7 +22,10 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from core.app import jobs, projects, runs
 from core.app.store import Store, pid_alive
 from tests.e2e.conftest import counterexamples_as, settle, sign_in
+from tests.optional import need
 from tests.wb_helpers import ALICE, FAST_RUN, label_top, wait_for
+
+need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 XSRF_COOKIE = "_streamlit_xsrf"
 LONG_RUN = {"strength": 1000.0, "max_steps": 5000, "min_steps": 5000, "stop_rule": "none"}
