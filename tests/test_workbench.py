@@ -437,8 +437,11 @@ def test_alpha_preview_reads_cached_pixels_and_answers_as_the_whole_set_would(st
     model = interpolated_model(bundle.model, inp["repaired"], 0.5)
     expected = predict_logits(model, whole, torch.device("cpu")).argmax(1).tolist()
     assert half["after"] == expected and half["after"] != [r["before"] for r in rows]
+    # One decoded copy of the evaluation set, made by the repair and read by the preview for its reported rows.
     cached = list(store.artifact_dir("pixels").glob("*.npy"))
-    assert len(cached) == 1 and np.load(cached[0], mmap_mode="r").shape == (len(rows), *bundle.meta.input_size)
+    n_eval = store.dataset(store.project(demo)["eval_dataset_id"])["n_items"]
+    assert len(cached) == 1 and np.load(cached[0], mmap_mode="r").shape == (n_eval, *bundle.meta.input_size)
+    assert len(inp["x"]) == len(rows) < n_eval
 
     def no_decoding(*a, **k):
         raise AssertionError("the evaluation images were decoded again")

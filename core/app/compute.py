@@ -23,7 +23,7 @@ from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
 from core.app.interpolated_runs import missing, preview_file
 from core.app.model_exports import EXPORT_TASKS
-from core.app.pixels import eval_images
+from core.app.pixels import rows_of_set
 from core.app.pool import items_file, pool_predictions_path, read_items
 from core.app.runs import eval_root, prediction_rows
 from core.app.similar_task import SIMILAR_TASKS
@@ -326,7 +326,7 @@ def _preview_inputs(store: Store, run_id: int) -> dict:
     inputs = {
         "bundle": bundle,
         "repaired": repaired,
-        "x": eval_images(store, ds, meta),
+        "x": rows_of_set(store, load_dataset(ds.root, list(names)), ds, meta),
         "y": np.array([r["label"] for r in rows], dtype=np.int64),
         "attributes": [r["attribute"] for r in rows],
         "before": np.array([r["before"] for r in rows], dtype=np.int64),

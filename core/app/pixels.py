@@ -41,3 +41,15 @@ def eval_images(store: Store, ds: ImageDataset, meta) -> DiskImages:
         finally:
             tmp.unlink(missing_ok=True)
     return DiskImages(np.load(f, mmap_mode="r"), meta.mean, meta.std)
+
+
+def rows_of_set(store: Store, whole: ImageDataset, rows: ImageDataset, meta) -> DiskImages:
+    """``rows`` (some rows of the evaluation set ``whole``, by path: a run's reported rows) read from the
+    whole set's decoded cache, the one every repair of the project reads, so no second copy is decoded and
+    kept. When a path of ``rows`` is not exactly one row of ``whole``, ``rows`` get a cache of their own."""
+    where: dict[str, list[int]] = {}
+    for i, r in enumerate(whole.records):
+        where.setdefault(r.path, []).append(i)
+    if any(len(where.get(r.path, ())) != 1 for r in rows.records) or str(rows.root) != str(whole.root):
+        return eval_images(store, rows, meta)
+    return eval_images(store, whole, meta).subset([where[r.path][0] for r in rows.records])
