@@ -170,6 +170,20 @@ def sign_out(page) -> None:
     settle(page)
 
 
+def nav(page, name: str, wait_text: str) -> None:
+    """Go to a page by its sidebar link, wait for ``wait_text`` and check no exception is shown."""
+    page.get_by_role("link", name=name).click()
+    page.get_by_text(wait_text).first.wait_for()
+    settle(page)
+    assert page.locator("[data-testid=stException]").count() == 0, f"an exception is shown on {name}"
+
+
+def screen_shot(page, name: str) -> None:
+    """Save what the window shows (the first screen, not the whole page) as a test artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
 def shot(page, name: str) -> Path:
     """Save a full-page screenshot as a test artifact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

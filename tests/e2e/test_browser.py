@@ -12,20 +12,13 @@ from core.app import pool, projects, runs, verdict
 from core.app.store import Store
 from core.formats.bundle import bundle_from_files
 from core.formats.meta import read_bundle_zip, sha256_bytes
-from tests.e2e.conftest import ARTIFACTS, settle, shot, sign_in, sign_out
+from tests.e2e.conftest import ARTIFACTS, nav, settle, shot, sign_in, sign_out
 from tests.optional import need
 from tests.wb_helpers import make_zip, pool_truth, wait_for, zip_folder_bytes
 
 need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
-
-
-def _nav(page, name: str, wait_text: str) -> None:
-    page.get_by_role("link", name=name).click()
-    page.get_by_text(wait_text).first.wait_for()
-    settle(page)
-    assert page.locator("[data-testid=stException]").count() == 0, f"an exception is shown on {name}"
 
 
 def _open_demo(page, server) -> tuple[Store, int]:
@@ -83,12 +76,12 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     assert page.locator("[data-testid=stPlotlyChart]").count() == 2
     shot(page, "1_model_en")
 
-    _nav(page, "2 · Counterexamples", "Quick labelling")
+    nav(page, "2 · Counterexamples", "Quick labelling")
     _label_in_gallery(page, store, pid, 8)
     page.get_by_text("The project's counterexamples (8)").wait_for()
     shot(page, "2_counterexamples_en")
 
-    _nav(page, "3 · Repair", "How much may the model change?")
+    nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_role("button", name="Start the repair").click()
     page.get_by_text("Repair #1 submitted").wait_for()
     page.get_by_text(PROGRESS).first.wait_for(timeout=180_000)  # the live progress bar
@@ -102,7 +95,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     assert run["status"] == "done" and run["device"]
     assert page.get_by_text(f"Device: {run['device']}").count() == 1
 
-    _nav(page, "4 · Review", "Rules used:")
+    nav(page, "4 · Review", "Rules used:")
     m = runs.run_metrics(store, run["id"])
     shot(page, "4_review_en")
     # The demo session cannot approve; an approver signs in (the demo session started the run, so
@@ -143,7 +136,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
     rp.screenshot(path=str(ARTIFACTS / "report_offline.png"))
     offline.close()
 
-    _nav(page, "5 · History", "Download as CSV")
+    nav(page, "5 · History", "Download as CSV")
     events = store.audit_events(pid)
     actions = [e["action"] for e in events]
     for needed in ("open_demo", "upload_model", "upload_eval", "upload_pool", "run_queued", "run_done"):
@@ -171,7 +164,7 @@ def test_whole_demo_flow_to_an_approved_exported_model(server, page, tmp_path):
         ("3 · 修復", "モデルをどれだけ変えてよいか", "3_tune_ja"),
         ("4 · 確認", "判定基準", "4_review_ja"),
     ):
-        _nav(page, link, text)
+        nav(page, link, text)
         shot(page, name)
 
     # Checked last, so that every step above is exercised even while the demo falls short here.
@@ -257,9 +250,9 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
     settle(page)
     store = Store(server.home)
     pid = store.projects()[0]["id"]
-    _nav(page, "2 · Counterexamples", "Quick labelling")
+    nav(page, "2 · Counterexamples", "Quick labelling")
     _label_in_gallery(page, store, pid, 3)
-    _nav(page, "3 · Repair", "How much may the model change?")
+    nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_text("Advanced settings").click()
     for key, value in (("cfg_cpt_max_steps", "5000"), ("cfg_cpt_min_steps", "5000")):
         box = page.locator(f".st-key-{key} input")
@@ -278,8 +271,8 @@ def test_restart_the_server_mid_session_keeps_labels_and_runs(server, page):
     sign_in(page, "alice")
     page.get_by_text("Where the model goes wrong").wait_for()
     assert [p["id"] for p in store.projects()] == [pid]
-    _nav(page, "2 · Counterexamples", "The project's counterexamples (3)")
-    _nav(page, "3 · Repair", "How much may the model change?")
+    nav(page, "2 · Counterexamples", "The project's counterexamples (3)")
+    nav(page, "3 · Repair", "How much may the model change?")
     page.get_by_text("This repair was interrupted because the server stopped").wait_for()
     shot(page, "restart_interrupted_run")
     run = Store(server.home).runs(pid)[0]

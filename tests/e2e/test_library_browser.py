@@ -26,7 +26,7 @@ from core.formats.bundle import bundle_from_files
 from core.formats.libmeta import read_model_zip
 from core.formats.meta import ModelFormat
 from tests import library_models as lm
-from tests.e2e.conftest import ARTIFACTS, settle, sign_in, sign_out
+from tests.e2e.conftest import nav, screen_shot, settle, sign_in, sign_out
 from tests.optional import need
 from tests.wb_helpers import make_zip, wait_for, zip_folder_bytes
 
@@ -34,18 +34,6 @@ need("playwright")  # skips this file where playwright is missing, except in CI 
 
 VIEW = {"width": 1280, "height": 720}
 PROGRESS = re.compile(r"[Ss]t(ep|opped at step) \d+ of at most \d+")
-
-
-def _shot(pg, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def _nav(pg, name: str, wait_text: str) -> None:
-    pg.get_by_role("link", name=name).click()
-    pg.get_by_text(wait_text).first.wait_for()
-    settle(pg)
-    assert pg.locator("[data-testid=stException]").count() == 0, f"an exception is shown on {name}"
 
 
 def _upload(pg, key: str, path: Path, button: str) -> None:
@@ -117,9 +105,9 @@ def test_a_timm_folder_from_upload_to_an_approved_onnx_export(server, browser, f
     _upload(pg, "up_eval", files["eval"], "load_eval")
     pg.get_by_text("Where the model goes wrong").wait_for(timeout=120_000)
     settle(pg)
-    _shot(pg, "library_1_model_en")
+    screen_shot(pg, "library_1_model_en")
 
-    _nav(pg, "2 · Counterexamples", "Add more candidate images")
+    nav(pg, "2 · Counterexamples", "Add more candidate images")
     pg.get_by_text("Add more candidate images").click()
     _upload(pg, "up_pool", files["pool"], "load_pool")
     pg.get_by_text("Images from pool.zip added to the gallery.").wait_for()
@@ -127,23 +115,23 @@ def test_a_timm_folder_from_upload_to_an_approved_onnx_export(server, browser, f
     settle(pg)
     _label(pg, store, pid, _truth(demo_dir), 4)
     pg.get_by_text("The project's counterexamples (4)").wait_for()
-    _shot(pg, "library_2_counterexamples_en")
+    screen_shot(pg, "library_2_counterexamples_en")
 
-    _nav(pg, "3 · Repair", "How much may the model change?")
+    nav(pg, "3 · Repair", "How much may the model change?")
     pg.get_by_role("button", name="Start the repair").click()
     pg.get_by_text("Repair #1 submitted").wait_for()
     pg.get_by_text("Finished (").wait_for(timeout=300_000)
     settle(pg)
     assert pg.locator("[data-testid=stException]").count() == 0
-    _shot(pg, "library_3_repair_en")
+    screen_shot(pg, "library_3_repair_en")
     run = store.runs(pid)[0]
     assert run["status"] == "done" and run["created_by"] == "alice"
 
     # Four eyes: alice started the repair, so she may not approve it; mia (an approver) does.
     sign_out(pg)
     sign_in(pg, "mia")
-    _nav(pg, "4 · Review", "Rules used:")
-    _shot(pg, "library_4_review_en")
+    nav(pg, "4 · Review", "Rules used:")
+    screen_shot(pg, "library_4_review_en")
     pg.locator(".st-key-approve_comment textarea").fill("The ViT no longer follows the corner tag.")
     if verdict.judge(run_metrics(store, run["id"])).flagged:
         pg.get_by_text("I understand the risk and approve anyway").click()
@@ -154,12 +142,12 @@ def test_a_timm_folder_from_upload_to_an_approved_onnx_export(server, browser, f
     assert store.run(run["id"])["decision"] == "approved"
 
     exported = {"en": (_download(pg, "Export the repaired model"), _download(pg, "Export as ONNX"))}
-    _shot(pg, "library_5_exported_en")
+    screen_shot(pg, "library_5_exported_en")
     pg.get_by_text("日本語").click()
     pg.get_by_text("判定基準").first.wait_for()
     settle(pg)
     exported["ja"] = (_download(pg, "修復後のモデルを書き出す"), _download(pg, "ONNX として書き出す"))
-    _shot(pg, "library_5_exported_ja")
+    screen_shot(pg, "library_5_exported_ja")
     ctx.close()
 
     x = torch.randn(4, 3, 28, 28, generator=torch.Generator().manual_seed(3))

@@ -23,7 +23,7 @@ from core.app import display, jobs, projects, runs, verdict
 from core.app.i18n import translator
 from core.app.store import Store, pid_alive
 from core.app.worker import execute_run
-from tests.e2e.conftest import ARTIFACTS, Server, settle, sign_in
+from tests.e2e.conftest import ARTIFACTS, Server, nav, screen_shot, settle, sign_in
 from tests.optional import need
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import ALICE, FAST_RUN, label_top, make_accounts, seed_demo_cache
@@ -31,18 +31,6 @@ from tests.wb_helpers import ALICE, FAST_RUN, label_top, make_accounts, seed_dem
 need("playwright")  # skips this file where playwright is missing, except in CI (tests/optional.py)
 
 VIEW = {"width": 1280, "height": 720}
-
-
-def _shot(pg, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def _nav(pg, name: str, wait_text: str) -> None:
-    pg.get_by_role("link", name=name).click()
-    pg.get_by_text(wait_text).first.wait_for()
-    settle(pg)
-    assert pg.locator("[data-testid=stException]").count() == 0, f"an exception is shown on {name}"
 
 
 def _picked(pg) -> str:
@@ -104,38 +92,38 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     pg.reload()
     sign_in(pg, "mia")  # a refresh asks for the password again (the token stays on the server)
     pg.get_by_text(t("metric_smallest_group")).first.wait_for()
-    _shot(pg, f"page_1_model_{lang}")
+    screen_shot(pg, f"page_1_model_{lang}")
     pg.get_by_text(t("metric_smallest_group")).first.scroll_into_view_if_needed()
-    _shot(pg, f"page_1_model_numbers_{lang}")
+    screen_shot(pg, f"page_1_model_numbers_{lang}")
     pg.locator("[data-testid=stPlotlyChart]").nth(1).scroll_into_view_if_needed()
     settle(pg)
-    _shot(pg, f"page_1_model_bars_{lang}")
-    _nav(pg, t("nav_counterexamples"), t("ce_quick_title"))
-    _shot(pg, f"page_2_counterexamples_{lang}")
-    _nav(pg, t("nav_tune"), t("tune_strength"))
+    screen_shot(pg, f"page_1_model_bars_{lang}")
+    nav(pg, t("nav_counterexamples"), t("ce_quick_title"))
+    screen_shot(pg, f"page_2_counterexamples_{lang}")
+    nav(pg, t("nav_tune"), t("tune_strength"))
     pg.get_by_text(t("review_in_use_original")).first.wait_for()
-    _shot(pg, f"page_3_tune_{lang}")
+    screen_shot(pg, f"page_3_tune_{lang}")
 
     # The verdict names the group that got worse, with its numbers, and the answers that broke.
-    _nav(pg, t("nav_review"), t("review_changed_title"))
+    nav(pg, t("nav_review"), t("review_changed_title"))
     named = f"two · red {display.percent(worse.before, 0)} → {display.percent(worse.after, 0)}"
     alert = pg.locator("[data-testid=stAlert]").first
     assert named in alert.inner_text() and str(v.n_broken) in alert.inner_text()
     card = pg.locator(".summary-card")
     assert card.is_visible() and card.bounding_box()["y"] < VIEW["height"]  # on the first screen
-    _shot(pg, f"page_4_review_{lang}")
+    screen_shot(pg, f"page_4_review_{lang}")
     pg.locator("[data-testid=stPlotlyChart]").first.scroll_into_view_if_needed()
     settle(pg)
-    _shot(pg, f"page_4_review_charts_{lang}")
+    screen_shot(pg, f"page_4_review_charts_{lang}")
     pg.locator("[data-testid=stPlotlyChart]").nth(1).scroll_into_view_if_needed()
     settle(pg)
-    _shot(pg, f"page_4_review_tradeoff_{lang}")
+    screen_shot(pg, f"page_4_review_tradeoff_{lang}")
     assert _small_chart_text(pg) == [], "chart text under 14 px"
     pg.locator(".st-key-gallery_broken").scroll_into_view_if_needed()
     settle(pg)
     assert pg.locator(".st-key-gallery_broken img").count() > 0
     assert pg.locator(".st-key-gallery_fixed img").count() > 0
-    _shot(pg, f"page_4_review_galleries_{lang}")
+    screen_shot(pg, f"page_4_review_galleries_{lang}")
 
     # The report, opened offline: summary card, labelled axes, a broken-images gallery.
     with pg.expect_download() as dl:
@@ -192,13 +180,13 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     assert pg.get_by_text(in_use).count() >= 2  # under the run picker and in the decision section
     assert t("decision_in_use") in _picked(pg)
     msg.scroll_into_view_if_needed()
-    _shot(pg, f"page_4_review_approved_{lang}")
-    _nav(pg, t("nav_tune"), t("tune_strength"))
+    screen_shot(pg, f"page_4_review_approved_{lang}")
+    nav(pg, t("nav_tune"), t("tune_strength"))
     pg.get_by_text(in_use).first.scroll_into_view_if_needed()
-    _shot(pg, f"page_3_tune_in_use_repair_{lang}")
+    screen_shot(pg, f"page_3_tune_in_use_repair_{lang}")
 
     # Roll back: "in use: original" everywhere, and the run no longer looks approved.
-    _nav(pg, t("nav_review"), t("review_changed_title"))
+    nav(pg, t("nav_review"), t("review_changed_title"))
     pg.get_by_role("button", name=t("review_rollback")).click()
     # One click only opens the confirmation, which says what changes and asks why (kept in the audit row).
     pg.locator(".st-key-rollback_reason textarea").fill("back to the original for the pilot")
@@ -213,12 +201,12 @@ def test_review_verdict_report_approve_and_rollback_at_1280x720(server, small_pa
     picked = _picked(pg)
     assert t("decision_rolled_back") in picked and t("decision_in_use") not in picked
     msg.scroll_into_view_if_needed()
-    _shot(pg, f"page_4_review_rolled_back_{lang}")
-    _nav(pg, t("nav_tune"), t("tune_strength"))
+    screen_shot(pg, f"page_4_review_rolled_back_{lang}")
+    nav(pg, t("nav_tune"), t("tune_strength"))
     pg.get_by_text(t("review_in_use_original")).first.scroll_into_view_if_needed()
-    _shot(pg, f"page_3_tune_rolled_back_{lang}")
-    _nav(pg, t("nav_history"), t("history_download"))
-    _shot(pg, f"page_5_history_{lang}")
+    screen_shot(pg, f"page_3_tune_rolled_back_{lang}")
+    nav(pg, t("nav_history"), t("history_download"))
+    screen_shot(pg, f"page_5_history_{lang}")
 
 
 @pytest.fixture(scope="module")
@@ -295,10 +283,10 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     assert [r["id"] for r in store.runs(store.projects()[0]["id"])] == [rid]  # the one repair, not yet previewed
     assert not (Path(store.run(rid)["out_dir"]) / "alpha").exists()
     full = runs.run_metrics(store, rid)
-    _nav(pg, t("nav_review"), t("review_changed_title"))
+    nav(pg, t("nav_review"), t("review_changed_title"))
     card = pg.locator(".summary-card")
     assert display.percent(full["after"]["accuracy"]) in card.inner_text()
-    _shot(pg, f"page_4_review_alpha_full_{lang}")
+    screen_shot(pg, f"page_4_review_alpha_full_{lang}")
 
     thumb = pg.locator(".st-key-alpha_box input[type=range]")
     thumb.focus()
@@ -311,10 +299,10 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     text = card.inner_text()
     assert display.percent(half["after"]["accuracy"]) in text and display.percent(half["kept_decisions"]) in text
     assert display.percent(full["after"]["accuracy"]) not in text.split("\n")[1:3]
-    _shot(pg, f"page_4_review_alpha_half_{lang}")
+    screen_shot(pg, f"page_4_review_alpha_half_{lang}")
     pg.locator(".st-key-gallery_fixed").scroll_into_view_if_needed()
     settle(pg)
-    _shot(pg, f"page_4_review_alpha_half_galleries_{lang}")
+    screen_shot(pg, f"page_4_review_alpha_half_galleries_{lang}")
 
     pg.locator(".st-key-alpha_box").scroll_into_view_if_needed()
     pg.get_by_role("button", name=t("review_alpha_save", alpha="0.50")).click()
@@ -324,4 +312,4 @@ def test_strength_slider_changes_the_numbers_and_saves_a_run_at_1280x720(repaire
     settle(pg)
     assert store.run(new)["status"] == "done" and f"#{new}" in _picked(pg)
     assert pg.get_by_text(t("review_alpha_origin", run=rid, alpha="0.50")).count() == 1
-    _shot(pg, f"page_4_review_alpha_saved_{lang}")
+    screen_shot(pg, f"page_4_review_alpha_saved_{lang}")
