@@ -143,7 +143,7 @@ def test_workbench_evaluations_are_sharded_on_an_existing_cluster(cluster, tmp_p
     cluster in shards and give the local answers; without RAY_ADDRESS they stay in the process."""
     import numpy as np
 
-    from core.app import compute
+    from core.app import compute, prediction_tasks
     from core.engine import inference
 
     home = tmp_path / "home"
@@ -167,9 +167,9 @@ def test_workbench_evaluations_are_sharded_on_an_existing_cluster(cluster, tmp_p
     )
     monkeypatch.setattr(inference, "SHARD_IMAGES", 256)
     monkeypatch.setenv("BIASREPAIR_BACKEND", "ray")
-    assert compute.sharding_backend(10_000) is None  # no existing cluster named: no Ray instance for a task
+    assert prediction_tasks.sharding_backend(10_000) is None  # no existing cluster named: no Ray instance for a task
     monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
-    assert compute.sharding_backend(511) is None  # under two shards: not worth the trip
+    assert prediction_tasks.sharding_backend(511) is None  # under two shards: not worth the trip
     with contextlib.closing(sqlite3.connect(store.db_path)) as con, con:
         con.execute("DELETE FROM evaluations WHERE model_id = ? AND dataset_id = ?", (mid, did))
     compute.evaluate(store, {"model_id": mid, "dataset_id": did}, ALICE)

@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import fcntl
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +18,14 @@ import numpy as np
 from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.ce_answers import counterexample_answers
 from core.app.demo import build_demo
+from core.app.demo_answers import DemoAnswers, answers_key
 from core.app.evaluation import reported_rows
 from core.app.integrity import stored_model_sha256
 from core.app.interpolated_runs import missing, preview_file
 from core.app.model_exports import EXPORT_TASKS
 from core.app.pixels import rows_of_set
-from core.app.pool import items_file, pool_predictions_path, read_items
+from core.app.pool import items_file, read_items
+from core.app.prediction_tasks import evaluate, pool_predictions, save_evaluation, save_pool_predictions
 from core.app.runs import eval_root, prediction_rows
 from core.app.similar_task import SIMILAR_TASKS
 from core.app.store import Store
@@ -38,17 +39,12 @@ from core.app.suspected_groups import (
     read_discovery,
 )
 from core.app.uploads import register_eval, register_pool
-from core.engine import inference
-from core.engine.backends import backend_name, get_backend
 from core.engine.devices import select_device
 from core.engine.group_discovery import Discovery, SuspectedGroup, analyse, representatives, suggest_from_arrays
 from core.engine.group_features import embed
 from core.engine.inference import (
-    evaluate_bundle,
     normalize,
-    predict_dataset,
     predict_logits,
-    predict_sharded,
 )
 from core.engine.metrics import compare_predictions, group_metrics
 from core.engine.repair import layer_changes, write_weights
@@ -160,51 +156,27 @@ def open_demo(store: Store, payload: dict, actor: str) -> dict:
         register_pool(
             store, pid, paths["reference"], "demo reference images", ref_items, actor, copy=False, role="reference"
         )
-    evaluate(store, {"model_id": mid, "dataset_id": did}, actor)
-    pool_predictions(store, {"model_id": mid, "dataset_id": pool_id}, actor)  # demo sandboxes copy both
+    _demo_answers(store, mid, did, pool_id, Path(paths["model"]).parent)  # demo sandboxes copy both
     return {"project_id": pid}
 
 
-def sharding_backend(images: int):
-    """The Ray backend, for a set of ``images`` that spans two shards or more, when the workbench runs on an
-    existing Ray cluster (``BIASREPAIR_BACKEND=ray`` with ``RAY_ADDRESS``): its workers predict the shards.
-    Otherwise None: this process predicts the set (no private Ray instance is started for a task)."""
-    if backend_name() != "ray" or not os.environ.get("RAY_ADDRESS") or images < 2 * inference.SHARD_IMAGES:
-        return None
-    return get_backend("ray")
-
-
-def evaluate(store: Store, payload: dict, actor: str) -> dict:
-    """Evaluate a stored model on the reported rows of a stored dataset; keep metrics and predictions."""
-    model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
-    if store.evaluation(model_id, dataset_id):
-        return {}
+def _demo_answers(store: Store, model_id: int, dataset_id: int, pool_id: int, demo_root: Path) -> None:
+    """Evaluate the demo model and predict its pool, reading the answers kept beside the built demo when they
+    are there (:mod:`core.app.demo_answers`), and keeping them there when they were computed."""
     bundle = stored_bundle(store, model_id)
     ds = reported_rows(store.dataset(dataset_id)["path"], tuple(bundle.meta.class_names))
-    res = evaluate_bundle(bundle, ds, backend=sharding_backend(len(ds)))
-    out = store.artifact_dir("evaluations") / f"m{model_id}_d{dataset_id}.npz"
-    np.savez(out, predictions=res.predictions, confidences=res.confidences)
-    store.save_evaluation(model_id, dataset_id, res.metrics, out)
-    return {}
-
-
-def pool_predictions(store: Store, payload: dict, actor: str) -> dict:
-    """Predicted class and confidence of a model for every pool item, saved as an .npz."""
-    model_id, dataset_id = int(payload["model_id"]), int(payload["dataset_id"])
-    bundle = stored_bundle(store, model_id)
-    items = read_items(items_file(store, dataset_id))
-    out = pool_predictions_path(store, model_id, dataset_id, len(items))
-    root = Path(store.dataset(dataset_id)["path"])
-    ds = ImageDataset(root, [Record(i["path"], 0, i["attribute"] or None) for i in items], [])
-    backend = sharding_backend(len(ds))
-    if backend is not None:  # shards on the cluster's workers, gathered in order
-        probs = predict_sharded(bundle.model, ds, bundle.meta, backend, "auto")
-    else:
-        probs = predict_dataset(bundle.model, ds, bundle.meta, select_device("auto"))  # streamed, bounded memory
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, predictions=probs.argmax(axis=1), confidences=probs.max(axis=1))
-    tmp.replace(out)  # readers never see a half-written file
-    return {"path": str(out)}
+    items = read_items(items_file(store, pool_id))
+    key = answers_key(
+        store.model(model_id)["sha256"],
+        store.dataset(dataset_id)["sha256"],
+        [r.path for r in ds.records],
+        store.dataset(pool_id)["sha256"],
+        select_device("auto").type,
+    )
+    kept = DemoAnswers.of(demo_root, key)
+    evaluation = save_evaluation(store, bundle, ds, model_id, dataset_id, kept.evaluation(len(ds)))
+    pool = save_pool_predictions(store, bundle, items, model_id, pool_id, kept.pool(len(items)))
+    kept.keep(evaluation, pool)
 
 
 def discover(store: Store, payload: dict, actor: str) -> dict:
