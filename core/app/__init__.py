@@ -15,9 +15,9 @@ fallback), ``report``, ``display`` (local times, readable numbers), ``safe_text`
 text), ``model_card`` (the README.md of every export), ``registry`` (the optional MLflow registry: setting, where,
 asking the worker) and ``i18n``. Worker-side modules, which load models: ``worker`` (the process that runs repairs
 and tasks), ``rayruns`` (its repairs as Ray tasks, with ``BIASREPAIR_BACKEND=ray``), ``compute`` (the tasks),
-``prediction_tasks`` (evaluating a model, predicting a pool), ``pixels`` (decoded evaluation images kept in the store), ``ce_answers`` (both models' answers on a repair's
-counterexamples), ``stored_models`` (a stored model checked and loaded), ``model_exports`` (ONNX export and the
-registry's tasks), ``similar_task`` (a model's features of the pool), ``mlflow_registry`` (the MLflow registry's
+``prediction_tasks`` (evaluating a model, predicting a pool), ``pixels`` (decoded evaluation images kept in the
+store), ``ce_answers`` (both models' answers on a repair's counterexamples), ``stored_models`` (a stored model
+checked and loaded), ``model_exports`` (ONNX export and the registry's tasks), ``similar_task`` (a model's features of the pool), ``mlflow_registry`` (the MLflow registry's
 update), ``demo`` (builds the built-in example) and ``demo_answers`` (its model's answers kept beside the
 build).
 
