@@ -39,10 +39,10 @@ from core.formats.manifest import (
     short,
     write_manifest,
 )
+from core.formats.scratch import prefix as scratch_prefix
 from core.formats.zipsafety import ZipReader, ZipSource
 
 ALLOWED_FORMATS = {"PNG", "JPEG"}
-TEMP_PREFIX = "biasrepair-dataset-"
 _scratch: ContextVar[Path | None] = ContextVar("biasrepair_scratch", default=None)
 
 
@@ -225,8 +225,9 @@ def dataset_root(path: Path) -> Path:
 def unpacked_zips() -> Iterator[Path]:
     """A scratch folder for every dataset zip :func:`load_dataset` unpacks inside this block, removed
     when the block ends however it ends (the CLI runs each command in one, so no
-    ``biasrepair-dataset-*`` folder outlives it)."""
-    scratch = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    ``biasrepair-dataset-*`` folder outlives it; one whose process was killed is swept by
+    :func:`core.formats.scratch.sweep_stale` at the next start)."""
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix("dataset")))
     token = _scratch.set(scratch)
     try:
         yield scratch
@@ -255,7 +256,7 @@ def load_dataset(
         if path.suffix.lower() != ".zip":
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip", "dataset_not_zip", name=path.name)
         scratch = _scratch.get()
-        folder = UnpackedFolder(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=scratch))
+        folder = UnpackedFolder(tempfile.mkdtemp(prefix=scratch_prefix("dataset"), dir=scratch))
         try:
             ds = dataset_from_zip_bytes(path, path.name, class_names, folder.path, keep_good_rows=keep_good_rows)
         except BaseException:
