@@ -44,6 +44,7 @@ from core.errors import UserError
 from core.formats.bundle import load_bundle, load_model_file
 from core.formats.datasets import load_dataset, unpacked_zips
 from core.formats.libmeta import has_model_meta, model_zip_bytes
+from core.formats.scratch import sweep_stale
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module with add_arguments(parser) and run(args), one-line help)
@@ -483,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((ALIASES.get(a, a) for a in argv if a in COMMANDS or a in ALIASES), None)
     parser = build_parser(chosen)
     args = parser.parse_args(argv)
+    sweep_stale()  # what a killed earlier command left in the temporary folder
     try:
         with unpacked_zips():  # every dataset zip unpacked by this command is removed when it ends
             return int(args._run(args) or 0)

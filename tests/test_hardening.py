@@ -7,6 +7,8 @@ import io
 import json
 import os
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -283,6 +285,25 @@ def test_png_with_huge_chunk_refused_in_pool_upload(tmp_path):
         uploads.upload_single_images(store, pid, [("a.png", _iccp_png())], "", ALICE)
     assert store.datasets(pid) == []
     assert not (store.artifacts / "incoming").exists() or not any((store.artifacts / "incoming").iterdir())
+
+
+@pytest.mark.parametrize("side, words", [(50, "is 50×50 pixels, more than the limit of 2000"),
+                                         (80, "has more than twice the limit of 2000 pixels")])  # fmt: skip
+def test_an_image_over_the_pixel_limit_is_one_line_naming_the_limit(side, words, tmp_path, tiny_bundle_dir):
+    """Pillow's DecompressionBombWarning (over the limit) would print two lines before the refusal, and its
+    DecompressionBombError (over twice the limit) read as an unreadable image: a real CLI process, real stderr."""
+    ds = _manifest_dataset(tmp_path / "ds", MANIFEST)
+    (ds / "a.png").write_bytes(png_bytes(size=(side, side)))
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "evaluate", "--model", str(tiny_bundle_dir), "--data", str(ds),
+         "--out", str(tmp_path / "m.json")],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "BIASREPAIR_MAX_IMAGE_PIXELS": "2000", "PYTHONWARNINGS": "default"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "a.png" in lines[0], done.stderr
+    assert "BIASREPAIR_MAX_IMAGE_PIXELS" in lines[0]
 
 
 # ---- manifests ---------------------------------------------------------------------------------

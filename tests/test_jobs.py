@@ -264,3 +264,28 @@ def test_a_task_worker_whose_server_died_stops_its_computation(store, demo):
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_runs_worker_whose_server_died_interrupts_its_repair_and_leaves(store, demo):
+    """The same for a repair: its server (a stand-in process that started the runs worker) is killed while a
+    long repair computes; the worker notices within its heartbeat, stops the repair between two steps, records
+    it as interrupted (not failed, not finished for nobody) and leaves; the queue's next run is not started."""
+    rid = runs.submit_run(store, demo, "cpt", dict(LONG_RUN), ALICE, start_worker=False)
+    after = runs.submit_run(store, demo, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from core.app import jobs; from core.app.store import Store;"
+         " jobs.ensure_worker(Store(sys.argv[1]), 'runs'); time.sleep(3600)", str(store.home)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(store.progress(rid)) >= 1, timeout=180)
+        worker = store.run(rid)["worker_pid"]
+        server.kill()
+        server.wait()
+        wait_for(lambda: _status(store, rid) != "running", timeout=120)
+        assert _status(store, rid) == "interrupted", store.run(rid)["error"]
+        wait_for(lambda: not pid_alive(worker), timeout=60)
+        assert _status(store, after) == "queued"
+    finally:
+        server.kill()
+        server.wait()

@@ -40,6 +40,7 @@ from core.engine.results import RunMetrics
 from core.engine.runfolder import RunFolder
 from core.errors import UserError
 from core.formats.datasets import ImageDataset, load_dataset
+from core.formats.scratch import sweep_stale
 
 CANCEL_POLL_S = 0.1
 AUTO_STEP_BASE = -1_000_000  # progress rows of auto's sweep (see core.app.runs.run_progress)
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")
     args = parser.parse_args(argv)
+    sweep_stale()  # what a killed earlier worker or command left in the temporary folder
     worker = _Worker(Store(args.home), args.queue, args.parent)
     if args.queue == "tasks":
 

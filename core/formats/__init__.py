@@ -2,7 +2,8 @@
 
 ``meta`` (model.json, bundle zips, refused file types), ``datasets`` (datasets from folders or zips,
 images, read in batches), ``manifest`` (manifest.csv, read with a reason for every refused row, and
-written), ``zipsafety``, ``limits`` (the ``BIASREPAIR_*`` caps) and ``weightkeys`` (which allowed
+written), ``zipsafety``, ``scratch`` (temporary folders named after their process, and the sweep of those a
+killed process left), ``limits`` (the ``BIASREPAIR_*`` caps) and ``weightkeys`` (which allowed
 architecture a weights file's tensor names match, with ``architecture_keys.json``) need no torch, so the
 workbench's page process can check uploads with them; ``bundle`` loads and saves weights with
 safetensors and ``architectures`` builds the allowed models. ``libmeta`` reads a timm or transformers

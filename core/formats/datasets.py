@@ -16,6 +16,8 @@ import contextlib
 import io
 import shutil
 import tempfile
+import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -37,10 +39,10 @@ from core.formats.manifest import (
     short,
     write_manifest,
 )
+from core.formats.scratch import prefix as scratch_prefix
 from core.formats.zipsafety import ZipReader, ZipSource
 
 ALLOWED_FORMATS = {"PNG", "JPEG"}
-TEMP_PREFIX = "biasrepair-dataset-"
 _scratch: ContextVar[Path | None] = ContextVar("biasrepair_scratch", default=None)
 
 
@@ -99,10 +101,63 @@ class ImageDataset:
         return self.root / self.records[i].path
 
 
+_filters_lock = threading.Lock()
+
+
+def _quiet_pillow_bomb_warning() -> None:
+    """Pillow warns (two lines on stderr) about an image over ``Image.MAX_IMAGE_PIXELS`` just before
+    :func:`open_image` refuses it in one line of its own, so the warning only repeats the refusal: it is
+    ignored. Added when first needed, and again if something (a test harness) has put the filters back."""
+    bomb = Image.DecompressionBombWarning
+    if not any(f[0] == "ignore" and f[2] is bomb for f in warnings.filters):
+        with _filters_lock:
+            warnings.filterwarnings("ignore", category=bomb)
+
+
+def _too_big(name: str, limit: int, w: int | None = None, h: int | None = None) -> UserError:
+    if w is None or h is None:  # Pillow's own check refused it before its size could be read here
+        return UserError(
+            f"{name} has more than twice the limit of {limit} pixels (BIASREPAIR_MAX_IMAGE_PIXELS)",
+            "image_too_many_pixels",
+            name=name,
+            limit=limit,
+        )
+    return UserError(
+        f"{name} is {w}×{h} pixels, more than the limit of {limit} (BIASREPAIR_MAX_IMAGE_PIXELS)",
+        "image_too_big",
+        name=name,
+        w=w,
+        h=h,
+    )
+
+
+def _refusal(exc: BaseException, name: str, limit: int) -> UserError | None:
+    """What a failure while opening an image says to the person who gave it (None: a bug, kept as it is)."""
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, Image.DecompressionBombError):  # Pillow's own check: over twice the limit
+        return _too_big(name, limit)
+    if isinstance(exc, (UnidentifiedImageError, OSError, SyntaxError)):
+        return UserError(
+            f"{name} is not a readable PNG or JPEG image ({exc.__class__.__name__})", "image_unreadable", name=name
+        )
+    if isinstance(exc, (ValueError, EOFError, MemoryError)):  # e.g. "Decompressed data too large" (a text chunk)
+        detail = " ".join(str(exc).split())[:80]
+        return UserError(
+            f"{name} is not a usable PNG or JPEG image ({detail or exc.__class__.__name__})",
+            "image_unreadable",
+            name=name,
+        )
+    return None
+
+
 def open_image(data: bytes | Path, name: str) -> Image.Image:
-    """Decode an image file after checking it is really a PNG or JPEG of sane size."""
+    """Decode an image file after checking it is really a PNG or JPEG of sane size; a refusal is one
+    :class:`UserError` (never a Pillow warning besides it), and leaves the file closed."""
     limit = max_image_pixels()
     Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, as a backstop to the one below
+    _quiet_pillow_bomb_warning()
+    img = None
     try:
         img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         if img.format not in ALLOWED_FORMATS:
@@ -114,31 +169,15 @@ def open_image(data: bytes | Path, name: str) -> Image.Image:
             )
         w, h = img.size
         if w * h > limit:
-            raise UserError(
-                f"{name} is {w}×{h} pixels, more than the limit of {limit} (BIASREPAIR_MAX_IMAGE_PIXELS)",
-                "image_too_big",
-                name=name,
-                w=w,
-                h=h,
-            )
+            raise _too_big(name, limit, w, h)
         img.load()
-    except UserError:
-        raise
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise UserError(
-            f"{name} is not a readable PNG or JPEG image ({exc.__class__.__name__})", "image_unreadable", name=name
-        ) from None
-    except (
-        ValueError,
-        EOFError,
-        MemoryError,
-    ) as exc:  # e.g. Pillow's "Decompressed data too large" for a huge text chunk
-        detail = " ".join(str(exc).split())[:80]
-        raise UserError(
-            f"{name} is not a usable PNG or JPEG image ({detail or exc.__class__.__name__})",
-            "image_unreadable",
-            name=name,
-        ) from None
+    except BaseException as exc:
+        if img is not None:
+            img.close()  # not left open for the garbage collector to find
+        why = _refusal(exc, name, limit)
+        if why is None:
+            raise
+        raise why from None
     return img
 
 
@@ -186,8 +225,9 @@ def dataset_root(path: Path) -> Path:
 def unpacked_zips() -> Iterator[Path]:
     """A scratch folder for every dataset zip :func:`load_dataset` unpacks inside this block, removed
     when the block ends however it ends (the CLI runs each command in one, so no
-    ``biasrepair-dataset-*`` folder outlives it)."""
-    scratch = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    ``biasrepair-dataset-*`` folder outlives it; one whose process was killed is swept by
+    :func:`core.formats.scratch.sweep_stale` at the next start)."""
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix("dataset")))
     token = _scratch.set(scratch)
     try:
         yield scratch
@@ -216,7 +256,7 @@ def load_dataset(
         if path.suffix.lower() != ".zip":
             raise UserError(f"{path.name} is not a dataset: give a folder or a .zip", "dataset_not_zip", name=path.name)
         scratch = _scratch.get()
-        folder = UnpackedFolder(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=scratch))
+        folder = UnpackedFolder(tempfile.mkdtemp(prefix=scratch_prefix("dataset"), dir=scratch))
         try:
             ds = dataset_from_zip_bytes(path, path.name, class_names, folder.path, keep_good_rows=keep_good_rows)
         except BaseException:

@@ -40,6 +40,7 @@ PREPROCESSOR = "preprocessor_config.json"
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 BUNDLE_FILES = (BUNDLE_META, WEIGHTS)
+MAX_LIBRARY_ZIP_ENTRIES = 256  # config files, a sharded model's many safetensors, a README, folder entries
 
 _PICKLE = "it is a pickle, which can run code when loaded; save the weights as safetensors"
 REFUSED_IN_FOLDER = {
@@ -234,7 +235,7 @@ def read_model_zip(raw: bytes, name: str = "model.zip") -> dict[str, bytes]:
     if not is_library_folder(names):
         return read_bundle_zip(raw, name)
     check_not_dataset(names, name)
-    members = read_zip_members(raw, name, max_total=MAX_MODEL_BYTES + 2**20, max_files=256)
+    members = read_zip_members(raw, name, max_total=MAX_MODEL_BYTES + 2**20, max_files=MAX_LIBRARY_ZIP_ENTRIES)
     found: dict[str, bytes] = {}
     for member, data in members.items():
         check_folder_member(member)

@@ -25,6 +25,7 @@ from torch import nn
 from core.errors import UserError
 from core.formats.libmeta import CONFIG, PREPROCESSOR, config_files
 from core.formats.meta import BundleMeta, ModelFormat
+from core.formats.scratch import prefix as scratch_prefix
 
 # Offline, always: a config can never make either library reach the hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -136,7 +137,7 @@ def transformers_from_files(meta: BundleMeta, files: dict[str, bytes]) -> tuple[
     config.json and the safetensors: offline, never with remote code; every missing, unexpected or
     mis-shaped weight is refused."""
     cls = _transformers_class(meta)
-    with tempfile.TemporaryDirectory(prefix="biasrepair_hf_") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("hf")) as tmp:
         for name, data in files.items():
             if name != PREPROCESSOR:
                 (Path(tmp) / name).write_bytes(data if name != CONFIG else config_files(meta)[CONFIG])

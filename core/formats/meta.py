@@ -185,6 +185,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+MAX_BUNDLE_ZIP_ENTRIES = 64  # model.json, the weights, a README and the odd folder entry or resource fork
 MAX_META_BYTES = 1024 * 1024  # a real model.json is a few hundred bytes; 1000 classes stay far below this
 
 
@@ -255,7 +256,7 @@ def read_bundle_zip(raw: bytes, name: str = "bundle.zip") -> dict[str, bytes]:
     A zip with no model files but images or a manifest.csv is an evaluation set or a pool uploaded in
     the wrong place, and is refused saying so (not by the 64-entry limit a bundle has)."""
     check_not_dataset(zip_names(raw, name), name)
-    members = read_zip_members(raw, name, max_total=MAX_MODEL_BYTES + 2**20, max_files=64)
+    members = read_zip_members(raw, name, max_total=MAX_MODEL_BYTES + 2**20, max_files=MAX_BUNDLE_ZIP_ENTRIES)
     found: dict[str, bytes] = {}
     for member, data in members.items():
         base = member.rsplit("/", 1)[-1]

@@ -3,12 +3,14 @@
 Every member name is checked before anything is read: absolute paths, drive letters, ``..``
 components and symlinks are refused, and both the number of members and their total
 uncompressed size are capped (checked against the header *and* while decompressing, since a
-header can lie). A zip bomb or a path-traversal member raises :class:`UserError` naming it.
+header can lie: the bytes that really come out are counted, and a member whose real size is not
+the declared one is refused). A zip bomb or a path-traversal member raises :class:`UserError` naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import lzma
@@ -16,6 +18,7 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -193,6 +196,70 @@ def _damaged(archive: str, name: str, exc: BaseException) -> UserError:
     )
 
 
+CHUNK = 1 << 20
+
+
+def _size_lies(archive: str, name: str, declared: int, real: int | None) -> UserError:
+    """A member whose bytes are not what its header says: ``real`` is None when there were more."""
+    if real is None:
+        return UserError(
+            f"{archive}: {name!r} is damaged: its header says it unpacks to {declared} bytes, but it holds more; "
+            "refused",
+            "zip_size_lies_more",
+            archive=archive,
+            name=name,
+            declared=declared,
+        )
+    return UserError(
+        f"{archive}: {name!r} is damaged: its header says it unpacks to {declared} bytes, but it unpacks to "
+        f"{real} bytes; refused",
+        "zip_size_lies",
+        archive=archive,
+        name=name,
+        declared=declared,
+        real=real,
+    )
+
+
+def _member_chunks(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str, name: str, room: int, limit: int
+) -> Iterator[bytes]:
+    """One member's bytes as they really unpack, in chunks, counted as they come: refused past ``room`` (what
+    ``limit`` leaves for it) and unless they come to exactly the size its header declares. zipfile itself would
+    trust the header: cut the member at its declared size, or end it short, without a word."""
+    probe = copy.copy(info)
+    probe.file_size = max(room, info.file_size) + 1  # zipfile stops at file_size: let it read past a lie
+    # zipfile checks the CRC as the last bytes arrive, before they could be counted; a lie about the size
+    # (with a CRC made to fit what the header declares) would then read as a bad checksum. The CRC is checked
+    # here instead, after the size.
+    del probe.CRC
+    got, crc = 0, 0
+    try:
+        with zf.open(probe) as fh:
+            while chunk := fh.read(CHUNK):
+                got += len(chunk)
+                crc = zlib.crc32(chunk, crc)
+                if got > info.file_size:
+                    raise _size_lies(archive, name, info.file_size, None)
+                if got > room:  # not reached while the declared sizes fit the cap: a backstop
+                    raise UserError(
+                        f"{archive} unpacks to more than the {limit / 2**20:.0f} MB limit ({name!r} alone "
+                        f"passes what is left of it); refused",
+                        "zip_too_big_unpacked",
+                        archive=archive,
+                        limit=f"{limit / 2**20:.0f}",
+                    )
+                yield chunk
+    except UserError:
+        raise
+    except _CORRUPT as exc:
+        raise _damaged(archive, name, exc) from None
+    if got != info.file_size:
+        raise _size_lies(archive, name, info.file_size, got)
+    if crc != info.CRC:
+        raise _damaged(archive, name, zipfile.BadZipFile(f"Bad CRC-32 for file {name!r}"))
+
+
 def zip_names(raw: bytes | Path, archive: str) -> list[str]:
     """The member names of a zip's central directory, nothing decompressed; for telling what kind of
     upload it is before the limits of the kind it was uploaded as are applied."""
@@ -217,19 +284,8 @@ def read_zip_members(
         out: dict[str, bytes] = {}
         total = 0
         for name, info in wanted.items():
-            try:
-                with zf.open(info) as fh:
-                    data = fh.read(max_total - total + 1)
-            except _CORRUPT as exc:
-                raise _damaged(archive, name, exc) from None
+            data = b"".join(_member_chunks(zf, info, archive, name, max_total - total, max_total))
             total += len(data)
-            if total > max_total:
-                raise UserError(
-                    f"{archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused",
-                    "zip_too_big_unpacked",
-                    archive=archive,
-                    limit=f"{max_total / 2**20:.0f}",
-                )
             out[name] = data
         return out
 
@@ -241,8 +297,6 @@ class ZipReader:
     decompressed until asked for, and only the members asked for: a dataset unpacks the files its
     manifest lists, so an unlisted member costs nothing however large it claims to be. Use it as a
     context manager."""
-
-    CHUNK = 1 << 20
 
     def __init__(self, source: ZipSource, archive: str, *, max_files: int = DEFAULT_MAX_FILES):
         self.archive = archive
@@ -271,13 +325,11 @@ class ZipReader:
         if info.file_size > max_bytes:
             raise UserError(f"{self.archive}: {name!r} is larger than {max_bytes // 1024} KB; refused")
         try:
-            with self._zf.open(info) as fh:
-                data = fh.read(max_bytes + 1)
-        except _CORRUPT as exc:
-            raise _damaged(self.archive, name, exc) from None
-        if len(data) > max_bytes:
-            raise UserError(f"{self.archive}: {name!r} is larger than {max_bytes // 1024} KB; refused")
-        return data
+            return b"".join(_member_chunks(self._zf, info, self.archive, name, max_bytes, max_bytes))
+        except UserError as exc:
+            if exc.key == "zip_too_big_unpacked":
+                raise UserError(f"{self.archive}: {name!r} is larger than {max_bytes // 1024} KB; refused") from None
+            raise
 
     def extract(self, names: list[str], dest: Path, max_total: int) -> int:
         """Unpack the named members under ``dest`` in chunks (never a whole member in memory); their
@@ -296,21 +348,12 @@ class ZipReader:
                     f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
                 ) from None
             try:
-                with out, self._zf.open(info) as fh:
-                    while chunk := fh.read(self.CHUNK):
-                        total += len(chunk)
-                        if total > max_total:
-                            raise UserError(
-                                f"{self.archive} unpacks to more than the {max_total / 2**20:.0f} MB limit; refused",
-                                "zip_too_big_unpacked",
-                                archive=self.archive,
-                                limit=f"{max_total / 2**20:.0f}",
-                            )
+                with out:
+                    for chunk in _member_chunks(self._zf, info, self.archive, name, max_total - total, max_total):
                         out.write(chunk)
-            except _CORRUPT as exc:
-                if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and exc.errno:
-                    raise UserError(
-                        f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
-                    ) from None
-                raise _damaged(self.archive, name, exc) from None
+                        total += len(chunk)
+            except OSError as exc:  # writing: the disk, not the zip
+                raise UserError(
+                    f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
+                ) from None
         return total
