@@ -113,6 +113,9 @@ def test_patience_ends_the_run_after_checks_without_a_new_best():
     # new bests, then 6, 7, 8 and 9 are not
     assert reason.startswith("check_patience") and len(history) == 9
     assert guard.report.step == 5
+    # Each step said where the run would stop unless the check split improved (the Repair page's time left):
+    # step 4 after steps 1–3 without a new best, then each new best (4, 5) moved it four checks on.
+    assert [e.stop_by for e in history] == [4, 4, 4, 8, 9, 9, 9, 9, 9]
 
 
 def test_the_objective_rewards_the_worst_group_and_the_balanced_accuracy():

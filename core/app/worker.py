@@ -155,12 +155,15 @@ class _RunReporter:
             # training steps keep their own numbers.
             self.auto_seq += 1
             row["step"] = AUTO_STEP_BASE + self.auto_seq
-            row["t_s"] = time.monotonic() - self.started  # the search's measured pace (its time left)
+        row["t_s"] = time.monotonic() - self.started  # seconds since the run was claimed: the measured pace
         self.buffer.append(row)
         if self.device is None and isinstance(event, StepEvent) and event.device:
             self.device = event.device
             self.store.set_run(self.run_id, device=event.device)
-        if time.monotonic() - self.flushed >= PROGRESS_FLUSH_S:
+        # The step the run stops at is written at once, so the page knows the training is over while the
+        # result is evaluated and written.
+        ends = isinstance(event, StepEvent) and event.step >= (event.stop_by or event.max_steps or event.step + 1)
+        if ends or time.monotonic() - self.flushed >= PROGRESS_FLUSH_S:
             self.flush()
 
     def should_stop(self) -> bool:

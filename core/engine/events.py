@@ -59,6 +59,9 @@ class StepEvent:
     device: str
     backtracked: bool = False
     check: dict | None = None  # the check rule: the guard's CheckScore on the check split at this step, as JSON
+    # The check rule: the step the run stops at unless the check split improves first (the time left is measured
+    # to it); None under the other rules, which may run to max_steps.
+    stop_by: int | None = None
 
     def to_json(self) -> dict:
         out = {"step": self.step, "max_steps": self.max_steps, **self.stats.to_json()}
@@ -74,6 +77,8 @@ class StepEvent:
             out["backtracked"] = True
         if self.check is not None:
             out["check"] = self.check
+        if self.stop_by is not None:
+            out["stop_by"] = self.stop_by
         return out
 
     @classmethod
@@ -92,6 +97,7 @@ class StepEvent:
             device=d.get("device"),
             backtracked=bool(d.get("backtracked", False)),
             check=d.get("check"),
+            stop_by=d.get("stop_by"),
         )
 
 

@@ -114,6 +114,14 @@ class CheckGuard:
     def should_stop(self, step: int, min_steps: int) -> bool:
         return self.since_best >= self.patience and step >= min_steps
 
+    def stop_by(self, step: int, min_steps: int, max_steps: int) -> int:
+        """The step the run stops at unless the check split finds a new best before it: the check that
+        completes the patience (checks every ``every`` steps), not before ``min_steps``, at most ``max_steps``."""
+        next_check = (step // self.every + 1) * self.every
+        at = next_check + (self.patience - self.since_best - 1) * self.every
+        at = max(at, min_steps) if self.since_best < self.patience else max(step, min_steps)
+        return min(at, max_steps)
+
     @torch.no_grad()
     def finish(self, method) -> CheckReport:
         """Choose among the best qualifying step and, at α < 1 (θ + α·δ), that step and the run's last state (a

@@ -178,6 +178,7 @@ class _Loop:
             elapsed_s=time.perf_counter() - self.start,
             device=describe_device(self.device),
             check=scored.to_json() if scored is not None else None,
+            stop_by=self.guard.stop_by(step, config.min_steps, config.max_steps) if self.guard is not None else None,
         )
         self.history.append(event)
         return event
