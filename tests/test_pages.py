@@ -446,6 +446,19 @@ def test_history_page_lists_and_filters(home, store):
     assert set(at.dataframe[0].value["操作"]) == {"画像にラベルを付けた"}
 
 
+def test_history_names_a_repairs_settings_as_the_repair_page_does_in_japanese(home, store):
+    pid = projects.open_demo(store, ALICE)
+    label_top(store, pid, 2)
+    runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    at = _app("views/history.py", lang="ja")
+    ja = translator("ja")
+    df = at.dataframe[0].value
+    queued = df[df[ja("history_col_what")] == ja("action_run_queued")][ja("history_col_details")].iloc[0]
+    for name in ("max_steps", "min_steps", "lr", "check_floor", "strength"):
+        assert f"{ja(f'cfg_{name}')}: " in queued, (name, queued)
+        assert f"{name}: " not in queued and f"{name.replace('_', ' ')}: " not in queued, (name, queued)
+
+
 def test_pages_without_a_project_point_to_the_model_page(home):
     for page in ("views/counterexamples.py", "views/tune.py", "views/review.py"):
         at = _app(page)
