@@ -27,7 +27,7 @@ SOURCES = [
 ]
 
 DYNAMIC = {
-    "status": ["preparing", "queued", "running", "done", "failed", "cancelled", "interrupted"],
+    "status": ["preparing", "queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"],
     "decision": ["approved", "rejected", "none", "in_use", "rolled_back"],
     "verdict": [k.value for k in Kind],
     "verdict_reason": [r.value for r in Reason],

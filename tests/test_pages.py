@@ -241,6 +241,22 @@ def test_tune_page_starts_watches_and_cancels(home, store):
     assert "This repair was cancelled." in _texts(at)
 
 
+def test_the_runs_table_says_cancelling_until_the_worker_has_stopped_the_run(home, store):
+    pid = projects.open_demo(store, ALICE)
+    label_top(store, pid, 2)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    assert store.claim_next_run(os.getpid())["id"] == rid  # running, in this process's hands: no step ends
+    runs.cancel_run(store, rid, ALICE)
+    for lang in ("en", "ja"):
+        tr = translator(lang)
+        at = _app("views/tune.py", lang=lang)
+        assert list(at.dataframe[0].value[tr("tune_col_status")]) == [tr("status_cancelling")]
+        assert tr("status_cancelling") != tr("status_running")
+    store.finish_run(rid, "cancelled")  # what the worker does after its current step
+    at.run()
+    assert list(at.dataframe[0].value[tr("tune_col_status")]) == [tr("status_cancelled")]
+
+
 def test_tune_page_says_which_guard_the_next_repair_uses(home, store):
     pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 2)
