@@ -45,6 +45,7 @@ DYNAMIC = {
         "interpolated",
     ],
     "history_scope": ["project", "all"],
+    "upload": ["curators_only", "not_in_demo"],  # core.app.uploads.no_upload_key
     "phase": ["queued", "preparing", "choosing", "tuning", "cancelling"],
     "tune_phase": ["queued", "preparing", "cancelling"],
     "action": [
