@@ -473,6 +473,14 @@ def test_history_names_a_repairs_settings_as_the_repair_page_does_in_japanese(ho
     for name in ("max_steps", "min_steps", "lr", "check_floor", "strength"):
         assert f"{ja(f'cfg_{name}')}: " in queued, (name, queued)
         assert f"{name}: " not in queued and f"{name.replace('_', ' ')}: " not in queued, (name, queued)
+    # The picked row's full record: each setting on its own line, by the same names.
+    assert df[ja("history_col_what")].iloc[0] == ja("action_run_queued")  # newest first
+    at.session_state["history_table"] = {"selection": {"rows": [0]}}
+    at.run()
+    record = "\n".join(str(m.value) for m in at.markdown)
+    for name in ("max_steps", "min_steps", "lr", "check_floor", "strength"):
+        assert f"- {ja(f'cfg_{name}')}: " in record, (name, record)
+        assert f"{name}:" not in record, (name, record)
 
 
 def test_pages_without_a_project_point_to_the_model_page(home):

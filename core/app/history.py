@@ -3,7 +3,6 @@ read it, and the CSV download."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Iterable
 
@@ -100,21 +99,39 @@ def _key_words(key: str, t: Callable[..., str], settings: bool = False) -> str:
     return key.replace("_", " ") if label == catalogue_key else label
 
 
-def details_words(detail: dict, t: Callable[..., str], settings: bool = False) -> str:
-    """An audit row's details in plain words (``accuracy: 80.0% → 85.9% · repair: 3``): a ``x_before`` and
-    ``x_after`` pair as one change, each key in words where the catalogue has them (``detail_<key>``; with
-    ``settings``, a repair's settings, the names of the Repair page's form, ``cfg_<name>``)."""
-    _key = functools.partial(_key_words, t=t, settings=settings)
+def _detail_parts(detail: dict, t: Callable[..., str], settings: bool = False) -> list[tuple[str, str, str, object]]:
+    """(key, name in words, value in words, the stored value) for each detail: a ``x_before`` and ``x_after`` pair
+    as one change, each key in words where the catalogue has them (``detail_<key>``; with ``settings``, a
+    repair's settings, named as the Repair page's settings form names them, ``cfg_<name>``)."""
     parts = []
     for key, value in detail.items():
         if key.endswith("_after") and key.removesuffix("_after") + "_before" in detail:
             continue
         if key.endswith("_before") and (base := key.removesuffix("_before")) + "_after" in detail:
             after = detail[base + "_after"]
-            parts.append(f"{_key(base)}: {_value_words(key, value, t)} → {_value_words(key, after, t)}")
+            words = f"{_value_words(key, value, t)} → {_value_words(key, after, t)}"
+            parts.append((key, _key_words(base, t, settings), words, value))
             continue
-        parts.append(f"{_key(key)}: {_value_words(key, value, t)}")
-    return " · ".join(parts)
+        parts.append((key, _key_words(key, t, settings), _value_words(key, value, t), value))
+    return parts
+
+
+def details_words(detail: dict, t: Callable[..., str], settings: bool = False) -> str:
+    """An audit row's details in plain words on one line (``accuracy: 80.0% → 85.9% · repair: 3``), as
+    :func:`_detail_parts` names and reads them."""
+    return " · ".join(f"{name}: {words}" for _, name, words, _ in _detail_parts(detail, t, settings))
+
+
+def record_items(detail: dict, t: Callable[..., str]) -> list[tuple[str, str | list[tuple[str, str]]]]:
+    """A picked row's details for its full view, one item per detail: (name, value) in words, and for a detail
+    that holds several (a repair's settings) (name, [(name, value), …]), each named as the table names it."""
+    items: list[tuple[str, str | list[tuple[str, str]]]] = []
+    for key, name, words, value in _detail_parts(detail, t):
+        if isinstance(value, dict):
+            items.append((name, [(n, w) for _, n, w, _ in _detail_parts(value, t, key == SETTINGS_KEY)]))
+        else:
+            items.append((name, words))
+    return items
 
 
 def table(frame: pd.DataFrame, t: Callable[..., str], tz: str | None) -> pd.DataFrame:
