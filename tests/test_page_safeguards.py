@@ -169,8 +169,14 @@ def test_only_people_who_may_upload_see_uploaders_each_stating_the_workbenchs_ow
     kinds = {"up_bundle": "model", "up_weights": "model", "up_eval": "eval_zip", "up_ref": "images_zip",
              "up_pool": "images_zip", "up_single": "image"}  # fmt: skip
     for page, keys in pages.items():
-        at = _app(page, user="alice")  # a curator
+        at = _app(page, lang="ja", user="alice")  # a curator
         assert _uploaders(at) == {k: uploads.upload_limit_mb(kinds[k]) for k in keys}, page
+        # Streamlit's own line rounds 600 MB to "1GB" (in English): hidden, each limit stated in the page's words.
+        styles = "".join(h.proto.body for h in at.get("html"))
+        for k in keys:
+            assert f".st-key-{k} [data-testid=stFileUploaderDropzoneInstructions]{{display:none}}" in styles
+        assert "ZIP・1 ファイル 600 MB まで" in _texts(at) or page != "views/model.py"
+        assert "ZIP・1 ファイル 512 MB まで" in _texts(at), page
         for lang in ("en", "ja"):  # an approver only: no uploader, one line saying who uploads
             at = _app(page, lang=lang, user="ann")
             assert _uploaders(at) == {} and not at.exception, page

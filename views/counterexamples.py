@@ -125,7 +125,7 @@ def _label_selected() -> None:
 
 def add_images() -> None:
     """A pool zip, or single images, added to the project's candidates."""
-    pool_file = uploader.file_uploader(t("ce_pool_label"), "up_pool", "images_zip", ["zip"], help=t("ce_pool_help"))
+    pool_file = uploader.file_uploader(t("ce_pool_label"), "up_pool", "images_zip", ["zip"], t, help=t("ce_pool_help"))
     # A refused file is let go (upload_guard.forget): the button drawn with it may still be pressed once.
     if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None) and pool_file is not None:
         try:
@@ -136,7 +136,7 @@ def add_images() -> None:
             upload_guard.forget("up_pool", pool_file)  # a refused file is not kept in memory
             st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
     singles = uploader.file_uploader(
-        t("ce_single_label"), "up_single", "image", ["png", "jpg", "jpeg"], accept_multiple_files=True
+        t("ce_single_label"), "up_single", "image", ["png", "jpg", "jpeg"], t, accept_multiple_files=True
     )
     single_attr = st.text_input(t("ce_single_attribute"), key="single_attr", help=t("ce_single_attribute_help"))
     if st.button(t("ce_add_single"), key="add_single", disabled=not singles) and singles:

@@ -99,7 +99,7 @@ def open_section(compact: bool) -> None:
             tab_zip, tab_weights = st.tabs([t("model_tab_bundle"), t("model_tab_weights")])
             with tab_zip:
                 st.caption(t("model_bundle_help"))
-                bundle_file = uploader.file_uploader(t("model_bundle_label"), "up_bundle", "model", ["zip"])
+                bundle_file = uploader.file_uploader(t("model_bundle_label"), "up_bundle", "model", ["zip"], t)
                 # A refused file is let go (upload_guard.forget): the button drawn with it may be pressed once more.
                 loaded = st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None)
                 if loaded and bundle_file is not None:
@@ -112,7 +112,7 @@ def open_section(compact: bool) -> None:
             with tab_weights:
                 st.caption(t("model_weights_help"))
                 weights_file = uploader.file_uploader(
-                    t("model_weights_label"), "up_weights", "model", ["safetensors", "pt", "pth"]
+                    t("model_weights_label"), "up_weights", "model", ["safetensors", "pt", "pth"], t
                 )
                 if weights_file is not None and st.session_state.get("w_arch_for") != weights_file.file_id:
                     # Start the form on the architecture the file's keys match (read without loading it).
@@ -165,7 +165,7 @@ model = summary["active_model"]
 
 def upload_eval() -> None:
     """The evaluation zip's uploader and its button: the set replaces the project's, and the model is evaluated."""
-    eval_file = uploader.file_uploader(t("model_eval_label"), "up_eval", "eval_zip", ["zip"])
+    eval_file = uploader.file_uploader(t("model_eval_label"), "up_eval", "eval_zip", ["zip"], t)
     if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None) and eval_file is not None:
         try:
             with st.spinner(t("model_evaluating")):
@@ -179,7 +179,7 @@ def upload_eval() -> None:
 
 def upload_reference() -> None:
     """The reference zip's uploader and its button."""
-    ref_file = uploader.file_uploader(t("model_ref_label"), "up_ref", "images_zip", ["zip"])
+    ref_file = uploader.file_uploader(t("model_ref_label"), "up_ref", "images_zip", ["zip"], t)
     if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None) and ref_file is not None:
         try:
             uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)

@@ -88,7 +88,7 @@ def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
         return shown + (f" +{len(value) - MAX_LISTED}" if len(value) > MAX_LISTED else "")
     if isinstance(value, dict):
         return "{" + details_words(value, t, settings=key == SETTINGS_KEY) + "}"
-    return "–" if value is None else str(value)
+    return "–" if value is None or value == "" else str(value)
 
 
 def _key_words(key: str, t: Callable[..., str], settings: bool = False) -> str:
