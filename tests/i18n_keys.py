@@ -27,7 +27,7 @@ SOURCES = [
 ]
 
 DYNAMIC = {
-    "status": ["preparing", "queued", "running", "done", "failed", "cancelled", "interrupted"],
+    "status": ["preparing", "queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"],
     "decision": ["approved", "rejected", "none", "in_use", "rolled_back"],
     "verdict": [k.value for k in Kind],
     "verdict_reason": [r.value for r in Reason],
@@ -45,6 +45,7 @@ DYNAMIC = {
         "interpolated",
     ],
     "history_scope": ["project", "all"],
+    "upload": ["curators_only", "not_in_demo"],  # core.app.uploads.no_upload_key
     "phase": ["queued", "preparing", "choosing", "tuning", "cancelling"],
     "tune_phase": ["queued", "preparing", "cancelling"],
     "action": [

@@ -14,11 +14,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import settings
-from core.app import accounts, decisions, jobs, pool, projects, runs, sandboxes
+from core.app import accounts, decisions, jobs, pixels, pool, projects, runs, sandboxes, similar
 from core.app.accounts import Forbidden
 from core.app.budget import BudgetError
 from core.app.integrity import stored_model_sha256
 from core.app.store import Store
+from core.formats.datasets import load_dataset
+from core.formats.meta import BundleMeta
 from tests.run_fixtures import make_tradeoff_run
 from tests.wb_helpers import ALICE, APP, FAST_RUN, make_accounts, pool_truth, seed_demo_cache
 
@@ -118,6 +120,28 @@ def test_reset_gives_an_empty_copy_and_deletes_the_old_one_with_its_files(store)
         sandboxes.reset_sandbox(store, ALICE)
     refusal = [e for e in store.audit_events() if e["action"] == "forbidden"][-1]
     assert refusal["actor"] == "alice" and refusal["detail"]["attempted"] == "reset_demo"
+
+
+def test_a_deleted_copy_takes_its_model_caches_and_leaves_the_demos_shared_decoded_images(store):
+    _, a = _visitor(store)
+    pid = projects.open_demo(store, a)
+    key = pool.candidates(store, pid, a)[0]["key"]
+    try:
+        assert similar.more_like_this(store, pid, key, a)  # its model's features of the pool, cached on disk
+    finally:
+        jobs.stop_spawned_workers()
+    mid = store.project(pid)["base_model_id"]
+    features = list(store.artifact_dir("pool_features").glob(f"m{mid}_d*"))
+    assert len(features) == 1
+    # A repair of the copy decodes the evaluation images into artifacts/pixels, keyed by the demo's own folder.
+    ev = projects.project_summary(store, pid)["eval"]
+    meta = BundleMeta.from_dict(store.model(mid)["meta"])
+    pixels.eval_images(store, load_dataset(ev["path"], meta.class_names).subset(range(8)), meta)
+    decoded = sorted(store.artifact_dir(pixels.PIXELS_DIR).glob("*.npy"))
+    assert decoded
+    assert sandboxes.reset_sandbox(store, a) != pid
+    assert not any(f.exists() for f in features)
+    assert sorted(store.artifact_dir(pixels.PIXELS_DIR).glob("*.npy")) == decoded  # the next copy reads them
 
 
 def test_a_copy_with_a_repair_running_is_kept_until_the_repair_has_stopped(store):

@@ -64,3 +64,15 @@ def test_details_read_in_words_not_json():
         words == "accuracy: 80.0% → 85.9% · repair: 3 · SHA-256: abababababab… · roles: curator, approver · override: ✗"
     )
     assert "{" not in words and "0.859333" not in words
+
+
+def test_a_picked_rows_record_lists_each_detail_and_each_setting_by_its_name():
+    ja = translator("ja")
+    detail = {"run_id": 3, "config": {"lr": 3e-5, "max_steps": 200, "check_floor": 0.97}, "accuracy_before": 0.8,
+              "accuracy_after": 0.85, "labelled_by": {"alice": 2}}  # fmt: skip
+    assert history.record_items(detail, ja) == [
+        (ja("detail_run_id"), "3"),
+        (ja("detail_config"), [(ja("cfg_lr"), "3e-5"), (ja("cfg_max_steps"), "200"), (ja("cfg_check_floor"), "0.97")]),
+        (ja("detail_accuracy"), "80.0% → 85.0%"),
+        (ja("detail_labelled_by"), [("alice", "2")]),  # names, not settings: as they are
+    ]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import accounts, decisions, pool, projects
+from core.app import accounts, decisions, pool, projects, uploads
+from core.app.i18n import translator
 from core.errors import UserError
 from tests.run_fixtures import make_tradeoff_run
 from tests.test_pages import _app, _texts
@@ -154,3 +155,44 @@ def test_a_curator_is_told_when_another_overwrites_their_label(home, store, monk
     alice.run()
     assert "bob removed your label “two” from this image" in _texts(alice)
     assert not alice.exception
+
+
+def _uploaders(at) -> dict[str, int]:
+    """The page's file uploaders, by key, with the limit each states (MB per file)."""
+    return {u.proto.id.rsplit("-", 1)[-1]: u.proto.max_upload_size_mb for u in at.get("file_uploader")}
+
+
+def test_only_people_who_may_upload_see_uploaders_each_stating_the_workbenchs_own_limit(home, store):
+    projects.open_demo(store, ALICE)
+    pages = {"views/model.py": ["up_bundle", "up_weights", "up_eval", "up_ref"], "views/counterexamples.py":
+             ["up_pool", "up_single"]}  # fmt: skip
+    kinds = {"up_bundle": "model", "up_weights": "model", "up_eval": "eval_zip", "up_ref": "images_zip",
+             "up_pool": "images_zip", "up_single": "image"}  # fmt: skip
+    for page, keys in pages.items():
+        at = _app(page, lang="ja", user="alice")  # a curator
+        assert _uploaders(at) == {k: uploads.upload_limit_mb(kinds[k]) for k in keys}, page
+        # Streamlit's own line rounds 600 MB to "1GB" (in English): hidden, each limit stated in the page's words.
+        styles = "".join(h.proto.body for h in at.get("html"))
+        for k in keys:
+            assert f".st-key-{k} [data-testid=stFileUploaderDropzoneInstructions]{{display:none}}" in styles
+        assert "ZIP・1 ファイル 600 MB まで" in _texts(at) or page != "views/model.py"
+        assert "ZIP・1 ファイル 512 MB まで" in _texts(at), page
+        for lang in ("en", "ja"):  # an approver only: no uploader, one line saying who uploads
+            at = _app(page, lang=lang, user="ann")
+            assert _uploaders(at) == {} and not at.exception, page
+            assert translator(lang)("upload_curators_only") in _texts(at), (page, lang)
+    assert uploads.upload_limit_mb("model") == 600 < uploads.SERVER_UPLOAD_MB  # the model's cap, not the server's
+
+
+def test_a_demo_visitor_sees_no_uploader_and_one_line_saying_why(home, store, monkeypatch):
+    projects.open_demo(store, ALICE)  # the demo, built: the visitor gets a copy of it
+    monkeypatch.setenv("BIASREPAIR_HOME", str(store.home))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["lang"] = "ja"
+    at.run()
+    at.button(key="open_demo").click().run()
+    for page in ("views/model.py", "views/counterexamples.py"):
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert _uploaders(at) == {}, page
+        assert translator("ja")("upload_not_in_demo") in _texts(at), page

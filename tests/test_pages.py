@@ -241,6 +241,22 @@ def test_tune_page_starts_watches_and_cancels(home, store):
     assert "This repair was cancelled." in _texts(at)
 
 
+def test_the_runs_table_says_cancelling_until_the_worker_has_stopped_the_run(home, store):
+    pid = projects.open_demo(store, ALICE)
+    label_top(store, pid, 2)
+    rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    assert store.claim_next_run(os.getpid())["id"] == rid  # running, in this process's hands: no step ends
+    runs.cancel_run(store, rid, ALICE)
+    for lang in ("en", "ja"):
+        tr = translator(lang)
+        at = _app("views/tune.py", lang=lang)
+        assert list(at.dataframe[0].value[tr("tune_col_status")]) == [tr("status_cancelling")]
+        assert tr("status_cancelling") != tr("status_running")
+    store.finish_run(rid, "cancelled")  # what the worker does after its current step
+    at.run()
+    assert list(at.dataframe[0].value[tr("tune_col_status")]) == [tr("status_cancelled")]
+
+
 def test_tune_page_says_which_guard_the_next_repair_uses(home, store):
     pid = projects.open_demo(store, ALICE)
     label_top(store, pid, 2)
@@ -444,6 +460,27 @@ def test_history_page_lists_and_filters(home, store):
     at.multiselect(key="history_actions").set_value(["label_added"]).run()
     assert len(at.dataframe[0].value) == 2
     assert set(at.dataframe[0].value["操作"]) == {"画像にラベルを付けた"}
+
+
+def test_history_names_a_repairs_settings_as_the_repair_page_does_in_japanese(home, store):
+    pid = projects.open_demo(store, ALICE)
+    label_top(store, pid, 2)
+    runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
+    at = _app("views/history.py", lang="ja")
+    ja = translator("ja")
+    df = at.dataframe[0].value
+    queued = df[df[ja("history_col_what")] == ja("action_run_queued")][ja("history_col_details")].iloc[0]
+    for name in ("max_steps", "min_steps", "lr", "check_floor", "strength"):
+        assert f"{ja(f'cfg_{name}')}: " in queued, (name, queued)
+        assert f"{name}: " not in queued and f"{name.replace('_', ' ')}: " not in queued, (name, queued)
+    # The picked row's full record: each setting on its own line, by the same names.
+    assert df[ja("history_col_what")].iloc[0] == ja("action_run_queued")  # newest first
+    at.session_state["history_table"] = {"selection": {"rows": [0]}}
+    at.run()
+    record = "\n".join(str(m.value) for m in at.markdown)
+    for name in ("max_steps", "min_steps", "lr", "check_floor", "strength"):
+        assert f"- {ja(f'cfg_{name}')}: " in record, (name, record)
+        assert f"{name}:" not in record, (name, record)
 
 
 def test_pages_without_a_project_point_to_the_model_page(home):

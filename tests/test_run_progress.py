@@ -27,6 +27,15 @@ def test_the_phase_follows_the_run_and_cancelling_shows_at_once():
     assert runs._phase({"status": "cancelled", "cancel_requested": 1}, [_step(1, 0.5)], None) == "cancelled"
 
 
+def test_the_runs_table_says_cancelling_for_a_running_run_asked_to_stop():
+    assert runs.shown_status({"status": "running", "cancel_requested": 0}) == "running"
+    assert runs.shown_status({"status": "running", "cancel_requested": 1}) == "cancelling"
+    # Once the worker has stopped it, or a queued one cancelled at once: the status it ended with.
+    assert runs.shown_status({"status": "cancelled", "cancel_requested": 1}) == "cancelled"
+    assert runs.shown_status({"status": "done", "cancel_requested": 1}) == "done"  # it ended before the request
+    assert runs.shown_status({"status": "queued", "cancel_requested": 0}) == "queued"
+
+
 def test_the_time_left_is_measured_from_the_latest_steps_and_is_an_upper_bound():
     # A slow first step (warm-up) and then 0.5 s per step: the time left is not inflated by the warm-up.
     steps = [_step(1, 60.0)] + [_step(s, 60.0 + 0.5 * (s - 1)) for s in range(2, 41)]

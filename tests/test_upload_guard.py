@@ -5,6 +5,7 @@ against a real server: tests/e2e/test_server_guards_browser.py."""
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,13 @@ from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileMan
 from streamlit.runtime.uploaded_file_manager import UploadedFileRec
 
 from core.app import accounts, uploads
+from core.app.accounts import User
 from core.app.store import Store
+from core.formats.meta import MAX_MODEL_BYTES
 from serving import upload_guard
 from tests.wb_helpers import PASSWORDS, ROOT_ADMIN, make_accounts
 
+ROOT = Path(__file__).resolve().parent.parent
 STREAMLIT = Path(streamlit.__file__).parent
 ROUTES = STREAMLIT / "web" / "server" / "starlette" / "starlette_routes.py"
 
@@ -42,6 +46,31 @@ def test_only_a_signed_in_curator_may_send_files(store):
     assert not may(store, alice)  # the session ended
     accounts.set_disabled(store, ROOT_ADMIN, "mia", True)
     assert not may(store, mia)  # the account is disabled
+
+
+def test_the_stated_limits_are_the_workbenchs_own_and_the_server_takes_no_more(monkeypatch):
+    """What an uploader states ("Limit … per file") is what the workbench takes of that kind of file, and the
+    server's own cap (.streamlit/config.toml, which Streamlit states for an uploader without a limit of its
+    own) is :data:`uploads.SERVER_UPLOAD_MB`; the README's reverse proxy takes as much."""
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))["server"]
+    assert server["maxUploadSize"] == uploads.SERVER_UPLOAD_MB
+    assert f"client_max_body_size {uploads.SERVER_UPLOAD_MB}m;" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert uploads.upload_limit_mb("model") * 2**20 == MAX_MODEL_BYTES
+    assert uploads.upload_limit_mb("images_zip") * 2**20 == uploads.MAX_POOL_ZIP_BYTES
+    assert uploads.upload_limit_mb("image") == uploads.SERVER_UPLOAD_MB
+    assert uploads.upload_limit_mb("eval_zip") == uploads.SERVER_UPLOAD_MB  # it may unpack to 1 GB
+    monkeypatch.setenv("BIASREPAIR_MAX_UNZIPPED_MB", "100")
+    assert uploads.upload_limit_mb("eval_zip") == 100
+    for kind in ("model", "images_zip", "eval_zip", "image"):
+        assert 1 <= uploads.upload_limit_mb(kind) <= server["maxUploadSize"], kind
+
+
+def test_who_may_not_upload_gets_a_line_saying_who_may():
+    assert uploads.no_upload_key(User("alice", ["curator"])) is None
+    assert uploads.no_upload_key(User("root", ["admin"])) is None  # an admin may do everything
+    assert uploads.no_upload_key(User("ann", ["approver"])) == "upload_curators_only"
+    assert uploads.no_upload_key(None) == "upload_curators_only"
+    assert uploads.no_upload_key(User("demo", ["curator"], demo=True)) == "upload_not_in_demo"
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:

@@ -15,6 +15,7 @@ from core.app.safe_text import md
 from core.app.store import LabelConflict
 from core.errors import UserError
 from serving import upload_guard
+from views import uploader
 
 PAGE_SIZE = 18
 COLUMNS = 6
@@ -122,8 +123,9 @@ def _label_selected() -> None:
     st.session_state["flash"] = ("success", t("ce_bulk_done", n=len(keys), label=md(label)))
 
 
-with st.expander(t("ce_add_images")):
-    pool_file = st.file_uploader(t("ce_pool_label"), type=["zip"], key="up_pool", help=t("ce_pool_help"))
+def add_images() -> None:
+    """A pool zip, or single images, added to the project's candidates."""
+    pool_file = uploader.file_uploader(t("ce_pool_label"), "up_pool", "images_zip", ["zip"], t, help=t("ce_pool_help"))
     # A refused file is let go (upload_guard.forget): the button drawn with it may still be pressed once.
     if st.button(t("ce_load_pool"), key="load_pool", disabled=pool_file is None) and pool_file is not None:
         try:
@@ -133,8 +135,8 @@ with st.expander(t("ce_add_images")):
         except UserError as exc:
             upload_guard.forget("up_pool", pool_file)  # a refused file is not kept in memory
             st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
-    singles = st.file_uploader(
-        t("ce_single_label"), type=["png", "jpg", "jpeg"], accept_multiple_files=True, key="up_single"
+    singles = uploader.file_uploader(
+        t("ce_single_label"), "up_single", "image", ["png", "jpg", "jpeg"], t, accept_multiple_files=True
     )
     single_attr = st.text_input(t("ce_single_attribute"), key="single_attr", help=t("ce_single_attribute_help"))
     if st.button(t("ce_add_single"), key="add_single", disabled=not singles) and singles:
@@ -145,6 +147,11 @@ with st.expander(t("ce_add_images")):
         except UserError as exc:
             upload_guard.forget("up_single", *singles)
             st.error(t("upload_failed", error=md(budget.explain(exc, t, err))))
+
+
+with st.expander(t("ce_add_images")):
+    if not uploader.refused(actor, t):
+        add_images()
 
 changes_now = store.label_change_count(pid)
 with st.spinner(t("ce_ranking")):

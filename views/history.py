@@ -1,5 +1,5 @@
 """Step 5, History: the append-only audit log, newest first and in words, with filters, the full record of a
-picked row, and a CSV download."""
+picked row (in words, then as stored), and a CSV download."""
 
 import json
 
@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.app import history, projects
 from core.app.i18n import translator
+from core.app.safe_text import md
 
 t = translator(st.session_state.get("lang", "en"))
 store = projects.get_store()
@@ -58,8 +59,17 @@ picked = st.dataframe(
 rows = picked.selection.rows if picked is not None else []
 if rows:
     row = shown.iloc[::-1].iloc[rows[0]]  # the table is newest first
+    detail = json.loads(row["details"])
     with st.expander(t("history_row_details", id=int(row["id"])), expanded=True):
-        st.json(json.loads(row["details"]))
+        lines = []
+        for name, value in history.record_items(detail, t):  # in words, settings named as the Repair page does
+            if isinstance(value, list):
+                lines += [f"- **{md(name)}**"] + [f"    - {md(n)}: {md(v)}" for n, v in value]
+            else:
+                lines.append(f"- **{md(name)}**: {md(value)}")
+        st.markdown("\n".join(lines))
+        st.caption(t("history_row_as_stored"))
+        st.json(detail, expanded=False)
 st.download_button(
     t("history_download"),
     data=history.history_csv(shown),

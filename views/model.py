@@ -7,6 +7,7 @@ from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.errors import UserError
 from serving import upload_guard
+from views import uploader
 
 t = translator(st.session_state.get("lang", "en"))
 err = error_translator(st.session_state.get("lang", "en"))
@@ -92,11 +93,13 @@ def open_section(compact: bool) -> None:
             _switch_to(demo_id, t("model_demo_ready"))
 
     with right:
+        if uploader.refused(actor, t):
+            return
         with st.expander(t("model_upload_header"), expanded=pid is None):
             tab_zip, tab_weights = st.tabs([t("model_tab_bundle"), t("model_tab_weights")])
             with tab_zip:
                 st.caption(t("model_bundle_help"))
-                bundle_file = st.file_uploader(t("model_bundle_label"), type=["zip"], key="up_bundle")
+                bundle_file = uploader.file_uploader(t("model_bundle_label"), "up_bundle", "model", ["zip"], t)
                 # A refused file is let go (upload_guard.forget): the button drawn with it may be pressed once more.
                 loaded = st.button(t("model_load_bundle"), key="load_bundle", disabled=bundle_file is None)
                 if loaded and bundle_file is not None:
@@ -108,8 +111,8 @@ def open_section(compact: bool) -> None:
                         st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
             with tab_weights:
                 st.caption(t("model_weights_help"))
-                weights_file = st.file_uploader(
-                    t("model_weights_label"), type=["safetensors", "pt", "pth"], key="up_weights"
+                weights_file = uploader.file_uploader(
+                    t("model_weights_label"), "up_weights", "model", ["safetensors", "pt", "pth"], t
                 )
                 if weights_file is not None and st.session_state.get("w_arch_for") != weights_file.file_id:
                     # Start the form on the architecture the file's keys match (read without loading it).
@@ -160,6 +163,33 @@ summary = projects.project_summary(store, pid)
 model = summary["active_model"]
 
 
+def upload_eval() -> None:
+    """The evaluation zip's uploader and its button: the set replaces the project's, and the model is evaluated."""
+    eval_file = uploader.file_uploader(t("model_eval_label"), "up_eval", "eval_zip", ["zip"], t)
+    if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None) and eval_file is not None:
+        try:
+            with st.spinner(t("model_evaluating")):
+                uploads.upload_eval_zip(store, pid, eval_file, eval_file.name, actor)
+            st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
+            st.rerun()
+        except UserError as exc:
+            upload_guard.forget("up_eval", eval_file)
+            st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+
+
+def upload_reference() -> None:
+    """The reference zip's uploader and its button."""
+    ref_file = uploader.file_uploader(t("model_ref_label"), "up_ref", "images_zip", ["zip"], t)
+    if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None) and ref_file is not None:
+        try:
+            uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)
+            st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
+            st.rerun()
+        except UserError as exc:
+            upload_guard.forget("up_ref", ref_file)
+            st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+
+
 def project_details() -> None:
     """The project's model, its fingerprints, and its evaluation and reference images (to replace them)."""
     st.divider()
@@ -181,16 +211,8 @@ def project_details() -> None:
 
     with st.expander(t("model_eval_upload_header"), expanded=summary["eval"] is None):
         st.caption(t("model_eval_help"))
-        eval_file = st.file_uploader(t("model_eval_label"), type=["zip"], key="up_eval")
-        if st.button(t("model_load_eval"), key="load_eval", disabled=eval_file is None) and eval_file is not None:
-            try:
-                with st.spinner(t("model_evaluating")):
-                    uploads.upload_eval_zip(store, pid, eval_file, eval_file.name, actor)
-                st.session_state["flash"] = ("success", t("model_eval_loaded", name=md(eval_file.name)))
-                st.rerun()
-            except UserError as exc:
-                upload_guard.forget("up_eval", eval_file)
-                st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+        if not uploader.refused(actor, t):
+            upload_eval()
 
     ref = summary["reference"]
     with st.expander(t("model_ref_header"), expanded=False):
@@ -199,15 +221,8 @@ def project_details() -> None:
             st.write(t("model_ref_current", name=md(ref["name"]), n=ref["n_items"]))
         else:
             st.write(t("model_ref_none"))
-        ref_file = st.file_uploader(t("model_ref_label"), type=["zip"], key="up_ref")
-        if st.button(t("model_load_ref"), key="load_ref", disabled=ref_file is None) and ref_file is not None:
-            try:
-                uploads.upload_reference_zip(store, pid, ref_file, ref_file.name, actor)
-                st.session_state["flash"] = ("success", t("model_ref_loaded", name=md(ref_file.name)))
-                st.rerun()
-            except UserError as exc:
-                upload_guard.forget("up_ref", ref_file)
-                st.error(t("model_upload_failed", error=md(budget.explain(exc, t, err))))
+        if not uploader.refused(actor, t):
+            upload_reference()
 
 
 if summary["eval"] is None:

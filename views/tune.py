@@ -136,7 +136,7 @@ def draw_runs_table() -> None:
         [
             {
                 "#": r["id"],
-                t("tune_col_status"): t(f"status_{r['status']}"),
+                t("tune_col_status"): t(f"status_{runs.shown_status(r)}"),
                 t("tune_col_decision"): t(f"decision_{runs.decision_state(r, project)}"),
                 t("tune_col_strength"): review.strength_words(r, runs.run_metrics(store, r["id"]), t),
                 t("tune_col_examples"): r["n_counterexamples"],

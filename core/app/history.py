@@ -12,6 +12,7 @@ from core.app import display
 from core.app.accounts import User
 from core.app.store import Store
 from core.app.store.audit_log import ChainBreak
+from core.engine.configs import setting_key
 
 
 def chain_alarm(store: Store, t: Callable[..., str]) -> str | None:
@@ -67,6 +68,7 @@ def filter_frame(
     return shown
 
 
+SETTINGS_KEY = "config"  # the detail that holds a repair's settings (a run_queued row)
 PERCENT_KEYS = ("accuracy", "worst_group", "kept_decisions")  # shares (0..1) read as percentages
 MAX_LISTED = 4  # items of a list named in the details column, then "+N"
 
@@ -85,28 +87,51 @@ def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
         shown = ", ".join(_value_words(key, v, t) for v in value[:MAX_LISTED])
         return shown + (f" +{len(value) - MAX_LISTED}" if len(value) > MAX_LISTED else "")
     if isinstance(value, dict):
-        return "{" + details_words(value, t) + "}"
-    return "–" if value is None else str(value)
+        return "{" + details_words(value, t, settings=key == SETTINGS_KEY) + "}"
+    return "–" if value is None or value == "" else str(value)
 
 
-def _key_words(key: str, t: Callable[..., str]) -> str:
-    label = t(f"detail_{key}")
-    return key.replace("_", " ") if label == f"detail_{key}" else label
+def _key_words(key: str, t: Callable[..., str], settings: bool = False) -> str:
+    """A detail's name in words: a repair setting as the Repair page's settings form names it, any other
+    key by its ``detail_<key>`` entry; the key itself, spaced, where the catalogue has neither."""
+    catalogue_key = setting_key(key) if settings else f"detail_{key}"
+    label = t(catalogue_key)
+    return key.replace("_", " ") if label == catalogue_key else label
 
 
-def details_words(detail: dict, t: Callable[..., str]) -> str:
-    """An audit row's details in plain words (``accuracy: 80.0% → 85.9% · repair: 3``): a ``x_before`` and
-    ``x_after`` pair as one change, each key in words where the catalogue has them (``detail_<key>``)."""
+def _detail_parts(detail: dict, t: Callable[..., str], settings: bool = False) -> list[tuple[str, str, str, object]]:
+    """(key, name in words, value in words, the stored value) for each detail: a ``x_before`` and ``x_after`` pair
+    as one change, each key in words where the catalogue has them (``detail_<key>``; with ``settings``, a
+    repair's settings, named as the Repair page's settings form names them, ``cfg_<name>``)."""
     parts = []
     for key, value in detail.items():
         if key.endswith("_after") and key.removesuffix("_after") + "_before" in detail:
             continue
         if key.endswith("_before") and (base := key.removesuffix("_before")) + "_after" in detail:
             after = detail[base + "_after"]
-            parts.append(f"{_key_words(base, t)}: {_value_words(key, value, t)} → {_value_words(key, after, t)}")
+            words = f"{_value_words(key, value, t)} → {_value_words(key, after, t)}"
+            parts.append((key, _key_words(base, t, settings), words, value))
             continue
-        parts.append(f"{_key_words(key, t)}: {_value_words(key, value, t)}")
-    return " · ".join(parts)
+        parts.append((key, _key_words(key, t, settings), _value_words(key, value, t), value))
+    return parts
+
+
+def details_words(detail: dict, t: Callable[..., str], settings: bool = False) -> str:
+    """An audit row's details in plain words on one line (``accuracy: 80.0% → 85.9% · repair: 3``), as
+    :func:`_detail_parts` names and reads them."""
+    return " · ".join(f"{name}: {words}" for _, name, words, _ in _detail_parts(detail, t, settings))
+
+
+def record_items(detail: dict, t: Callable[..., str]) -> list[tuple[str, str | list[tuple[str, str]]]]:
+    """A picked row's details for its full view, one item per detail: (name, value) in words, and for a detail
+    that holds several (a repair's settings) (name, [(name, value), …]), each named as the table names it."""
+    items: list[tuple[str, str | list[tuple[str, str]]]] = []
+    for key, name, words, value in _detail_parts(detail, t):
+        if isinstance(value, dict):
+            items.append((name, [(n, w) for _, n, w, _ in _detail_parts(value, t, key == SETTINGS_KEY)]))
+        else:
+            items.append((name, words))
+    return items
 
 
 def table(frame: pd.DataFrame, t: Callable[..., str], tz: str | None) -> pd.DataFrame:

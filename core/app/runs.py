@@ -18,7 +18,7 @@ from core.app.accounts import User, acting, require
 from core.app.budget import REPAIR, check_budget, folder_bytes
 from core.app.pool import chosen_set, items_file
 from core.app.projects import project_summary
-from core.app.store import ACTIVE_RUN_STATES, IN_QUEUE_RUN_STATES, Store
+from core.app.store import ACTIVE_RUN_STATES, IN_QUEUE_RUN_STATES, RunStatus, Store
 from core.engine.configs import SPECS, config_schema, setting_help_key, setting_key
 from core.engine.events import AUTO_PHASE, AutoTrialStarted, StepEvent, event_from_json
 from core.engine.request import DataRefs, RunRequest
@@ -159,6 +159,17 @@ def cancel_run(store: Store, run_id: int, actor: User) -> None:
         store.audit(actor, "run_cancel_requested", run["project_id"], run_id=run_id)
 
 
+CANCELLING = "cancelling"  # a running repair asked to stop, until its worker has stopped it
+
+
+def shown_status(run: dict) -> str:
+    """A run's status as the runs table says it (``status_<it>``): ``cancelling`` for a running run that was
+    asked to stop (its worker stops it after the current step), else its stored status."""
+    if run["status"] == RunStatus.RUNNING and run.get("cancel_requested"):
+        return CANCELLING
+    return run["status"]
+
+
 ETA_MIN_STEPS = 5  # steps measured before a time left is shown
 ETA_WINDOW = 20  # the latest steps whose measured times give the time per step
 # Evaluating and writing the result after the last step, as a share of what preparing took (both predict the
@@ -225,7 +236,7 @@ def _phase(run: dict | None, steps: list[StepEvent], auto: dict | None) -> str:
     if status == "queued":
         return "queued"
     if run.get("cancel_requested"):
-        return "cancelling"
+        return CANCELLING
     if steps:
         return "tuning"
     return "choosing" if auto else "preparing"

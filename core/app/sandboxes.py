@@ -248,7 +248,11 @@ def _delete(store: Store, project_id: int) -> bool:
     folders += [art / "exports" / f"run{r}" for r in owned["runs"]]
     folders += [art / "datasets" / str(d) for d in owned["datasets"]]
     folders += [f for m in owned["models"] for f in (art / "discovery").glob(f"m{m}_d*")]
-    files = [f for m in owned["models"] for f in (art / "pool_predictions").glob(f"m{m}_d*")]
+    # The answers and the "More like this" features of its models on the pools; the decoded evaluation images
+    # (artifacts/pixels) stay: they are the demo's images, shared with the template and every other sandbox.
+    files = [
+        f for m in owned["models"] for k in ("pool_predictions", "pool_features") for f in (art / k).glob(f"m{m}_d*")
+    ]
     files += [Path(f) for f in owned["files"] if store.inside_home(f)]
     freed = sum(folder_bytes(f) for f in folders) + sum(f.stat().st_size for f in files if f.is_file())
     for f in folders:

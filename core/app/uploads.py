@@ -33,21 +33,52 @@ from core.formats.datasets import (
     open_image,
 )
 from core.formats.libmeta import meta_from_files, read_model_zip
-from core.formats.limits import max_images
-from core.formats.meta import BundleMeta, check_refused_name, sha256_bytes
+from core.formats.limits import max_images, max_unzipped_bytes
+from core.formats.meta import MAX_MODEL_BYTES, BundleMeta, check_refused_name, sha256_bytes
 from core.formats.weightkeys import guess_architecture
 from core.formats.zipsafety import ZipReader, ZipSource, source_sha256
 
 MAX_POOL_ZIP_BYTES = 512 * 1024 * 1024
+# The largest file the server takes at all: .streamlit/config.toml's ``server.maxUploadSize`` (a test keeps
+# the two equal), the largest model (MAX_MODEL_BYTES) with head-room for a request's own bytes.
+SERVER_UPLOAD_MB = 650
+_MB = 1024 * 1024  # Streamlit's megabyte, as its uploader counts and shows it
+
+
+def upload_limit_mb(kind: str) -> int:
+    """The largest file, in MB, of one kind that the workbench takes: what its uploader states ("Limit … per
+    file", the browser refusing bigger before sending a byte), each within the server's own cap.
+    ``model``: a bundle zip or a weights file (MAX_MODEL_BYTES); ``images_zip``: a pool or reference zip (the
+    images it unpacks, MAX_POOL_ZIP_BYTES); ``eval_zip``: an evaluation zip (what it unpacks,
+    BIASREPAIR_MAX_UNZIPPED_MB); ``image``: one image (its pixels are capped, not its bytes)."""
+    caps = {
+        "model": MAX_MODEL_BYTES // _MB,
+        "images_zip": MAX_POOL_ZIP_BYTES // _MB,
+        "eval_zip": max_unzipped_bytes() // _MB,
+        "image": SERVER_UPLOAD_MB,
+    }
+    return min(caps[kind], SERVER_UPLOAD_MB)
+
+
+def may_upload(user: User | None) -> bool:
+    """Whether ``user`` may upload files at all: signed in with the curator role, and not the demo."""
+    return user is not None and not user.demo and user.can(Role.CURATOR)
+
+
+def no_upload_key(user: User | None) -> str | None:
+    """The translation key of the line shown instead of a file uploader to someone who may not upload (who
+    may, and what to do); None for someone who may."""
+    if may_upload(user):
+        return None
+    return "upload_not_in_demo" if user is not None and user.demo else "upload_curators_only"
 
 
 def may_send_files(store: Store, token: str | None) -> bool:
-    """Whether the browser session holding ``token`` may send files to the server at all: signed in (the
-    session alive, the account enabled) with the curator role, and not the demo. What the server's upload
-    endpoint asks before it reads a byte of a file (serving/upload_guard.py); each upload function below
-    checks its own action and project again when the file is used."""
-    user = user_for(store, token)
-    return user is not None and not user.demo and user.can(Role.CURATOR)
+    """Whether the browser session holding ``token`` may send files to the server at all (:func:`may_upload`,
+    the session alive and the account enabled). What the server's upload endpoint asks before it reads a byte
+    of a file (serving/upload_guard.py); each upload function below checks its own action and project again
+    when the file is used."""
+    return may_upload(user_for(store, token))
 
 
 @functools.lru_cache(maxsize=64)
