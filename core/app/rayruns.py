@@ -121,14 +121,16 @@ class RayRuns:
             cause = cause[-1][:300] if cause else type(exc).__name__
         run = item.run
         if item.cancelled or self.store.cancel_requested(run_id):
-            if self.store.finish_run(run_id, "cancelled", stop_reason=StopReason.CANCELLED.value):
-                self.store.audit(run["created_by"], "run_cancelled", run["project_id"], run_id=run_id,
-                                 method=run["method"], config=run["config"], stop_reason="cancelled")  # fmt: skip
+            with self.store.transaction():  # the status and its audit row together
+                if self.store.finish_run(run_id, "cancelled", stop_reason=StopReason.CANCELLED.value):
+                    self.store.audit(run["created_by"], "run_cancelled", run["project_id"], run_id=run_id,
+                                     method=run["method"], config=run["config"], stop_reason="cancelled")  # fmt: skip
             print(f"run {run_id}: cancelled on Ray", flush=True)
             return
         reason = f"the Ray task running it ended without a result: {cause}"
-        if self.store.finish_run(run_id, "failed", error=reason):
-            self.store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=reason)
+        with self.store.transaction():
+            if self.store.finish_run(run_id, "failed", error=reason):
+                self.store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=reason)
         print(f"run {run_id}: failed on Ray: {cause}", flush=True)
 
     def _wait_out(self, item: _InFlight, polls: int = 20) -> None:

@@ -190,22 +190,20 @@ def execute_run(store: Store, run: dict, interrupt: threading.Event | None = Non
         data, eval_set = _prepared(store, bundle, request.data)
         result = repair(bundle, request, data, progress=reporter.progress, should_stop=reporter.should_stop)
         reporter.flush()
-        status = _record_end(store, run, result, bundle.meta, eval_set, interrupt)
-        summary = _summary(result.metrics, run["out_dir"]) if status == "done" else {}
-        store.audit(run["created_by"], f"run_{status}", run["project_id"], run_id=run_id, method=run["method"],
-                    config=run["config"], stop_reason=result.stop.describe(), **summary)  # fmt: skip
-        return status
+        return _record_end(store, run, result, bundle.meta, eval_set, interrupt)
     except UserError as exc:
         reporter.flush()
-        store.finish_run(run_id, "failed", error=str(exc))
-        store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=str(exc))
+        with store.transaction():
+            store.finish_run(run_id, "failed", error=str(exc))
+            store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=str(exc))
         return "failed"
     except Exception as exc:
         reporter.flush()
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         traceback.print_exc()
-        store.finish_run(run_id, "failed", error=f"internal error: {detail}")
-        store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=detail)
+        with store.transaction():
+            store.finish_run(run_id, "failed", error=f"internal error: {detail}")
+            store.audit(run["created_by"], "run_failed", run["project_id"], run_id=run_id, error=detail)
         return "failed"
 
 
@@ -230,18 +228,23 @@ def _prepared(store: Store, bundle, refs: DataRefs) -> tuple[PreparedData, Image
 
 
 def _record_end(store: Store, run: dict, result, meta, eval_set, interrupt: threading.Event) -> str:
-    """How the run ended, in the store (and its folder written when it is done); returns the status."""
+    """How the run ended, in the store, with its audit row in the same transaction (a reader never sees the
+    status without the row), and its folder written before when it is done; returns the status."""
     run_id = run["id"]
-    if interrupt.is_set():
-        store.finish_run(run_id, "interrupted", error="the server stopped while this run was in progress")
-        return "interrupted"
     stop = {"stop_reason": result.stop.reason.value, "restored_step": result.stop.restored_step}
-    if result.cancelled:
-        store.finish_run(run_id, "cancelled", **stop)
-        return "cancelled"
-    write_run(result, meta, run["out_dir"], eval_set=eval_set)
-    store.finish_run(run_id, "done", device=result.metrics.device, **stop)
-    return "done"
+    if interrupt.is_set():
+        status, fields = "interrupted", {"error": "the server stopped while this run was in progress"}
+    elif result.cancelled:
+        status, fields = "cancelled", stop
+    else:
+        write_run(result, meta, run["out_dir"], eval_set=eval_set)
+        status, fields = "done", {"device": result.metrics.device, **stop}
+    summary = _summary(result.metrics, run["out_dir"]) if status == "done" else {}
+    with store.transaction():
+        store.finish_run(run_id, status, **fields)
+        store.audit(run["created_by"], f"run_{status}", run["project_id"], run_id=run_id, method=run["method"],
+                    config=run["config"], stop_reason=result.stop.describe(), **summary)  # fmt: skip
+    return status
 
 
 def _summary(m: RunMetrics, out_dir: str) -> dict:
