@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
 from tests.optional import need
-from tests.wb_helpers import ALICE, label_top, seed_demo_cache, wait_for
+from tests.wb_helpers import ALICE, demo_store, label_top, seed_demo_cache, wait_for
 
 ray = need("ray")  # skips this file where ray is missing, except in CI
 
@@ -146,14 +146,8 @@ def test_workbench_evaluations_are_sharded_on_an_existing_cluster(cluster, tmp_p
     from core.app import compute, prediction_tasks
     from core.engine import inference
 
-    home = tmp_path / "home"
-    seed_demo_cache(home, demo_dir)
-    store = Store(home)
-    try:
-        pid = projects.open_demo(store, ALICE)
-    finally:
-        jobs.stop_spawned_workers()
-    project = store.project(pid)
+    store, project = demo_store(tmp_path / "home", demo_dir)
+    pid = project["id"]
     mid, did = project["base_model_id"], project["eval_dataset_id"]
     local = np.load(store.evaluation(mid, did)["predictions_path"])["predictions"]
     local_metrics = store.evaluation(mid, did)["metrics"]

@@ -6,28 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.app import compute, jobs, prediction_tasks, projects
+from core.app import compute, prediction_tasks
 from core.app.demo_answers import ANSWERS_DIR, EVAL_FILE, DemoAnswers, answers_key
 from core.app.evaluation import reported_rows
 from core.app.store import Store
 from core.app.stored_models import stored_bundle
 from core.engine.inference import evaluate_bundle
-from tests.wb_helpers import ALICE, seed_demo_cache
-
-
-def _open(tmp_path, demo_dir, name: str) -> tuple[Store, dict]:
-    home = tmp_path / name
-    seed_demo_cache(home, demo_dir)
-    store = Store(home)
-    try:
-        pid = projects.open_demo(store, ALICE)
-    finally:
-        jobs.stop_spawned_workers()
-    return store, store.project(pid)
+from tests.wb_helpers import ALICE, demo_store, seed_demo_cache
 
 
 def test_a_second_store_reads_the_kept_answers_and_gets_the_numbers_of_predicting(tmp_path, demo_dir, monkeypatch):
-    first, p1 = _open(tmp_path, demo_dir, "first")
+    first, p1 = demo_store(tmp_path / "first", demo_dir)
     kept = [d for d in (demo_dir / ANSWERS_DIR).iterdir() if (d / EVAL_FILE).is_file()]
     assert len(kept) == 1  # one key: the same build, device and code
 

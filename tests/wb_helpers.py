@@ -64,6 +64,20 @@ def seed_demo_cache(home: Path, demo_dir: Path) -> None:
     (cache / "BUILT").write_text("ok")
 
 
+def demo_store(home: Path, demo_dir: Path, actor: User = ALICE):
+    """A store at ``home`` with the demo opened (by its task worker, stopped afterwards): (store, demo project)."""
+    from core.app import jobs, projects
+    from core.app.store import Store
+
+    seed_demo_cache(home, demo_dir)
+    store = Store(home)
+    try:
+        pid = projects.open_demo(store, actor)
+    finally:
+        jobs.stop_spawned_workers()
+    return store, store.project(pid)
+
+
 def pool_truth(store, project_id: int) -> dict[str, str]:
     """The demo pool's true labels by image path (the UI never shows these; tests use them)."""
     pool = store.dataset(store.project(project_id)["pool_dataset_id"])
