@@ -27,7 +27,7 @@ from core.formats.datasets import dataset_from_zip_bytes, load_dataset, open_ima
 from core.formats.meta import parse_meta_json, read_bundle_zip
 from core.formats.zipsafety import read_zip_members
 from tests.conftest import TINY_CLASSES, TINY_META
-from tests.wb_helpers import ALICE
+from tests.wb_helpers import ALICE, make_zip
 
 CLASSES = TINY_CLASSES
 GOOD_META = TINY_META
@@ -175,11 +175,7 @@ def test_non_float_weights_refused_in_workbench_leaving_nothing(tmp_path, tiny_b
 
 # ---- zips --------------------------------------------------------------------------------------
 def _zip(files: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+    return make_zip(files, method)
 
 
 def _patch_central(raw: bytes, offset: int, fmt: str, value: int) -> bytes:

@@ -17,6 +17,7 @@ from core.errors import UserError
 from core.formats.datasets import dataset_from_zip_bytes
 from core.formats.zipsafety import ZipReader, read_zip_members
 from tests.conftest import TINY_CLASSES
+from tests.wb_helpers import make_zip
 
 CRC, COMPRESSED, UNCOMPRESSED = 16, 20, 24  # offsets in a central-directory header
 
@@ -28,11 +29,7 @@ def _png() -> bytes:
 
 
 def _zip(files: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+    return make_zip(files, method)
 
 
 def _lie(raw: bytes, size: int, crc: int) -> bytes:

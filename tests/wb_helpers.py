@@ -108,10 +108,10 @@ def wait_for(predicate, timeout: float = 120.0, every: float = 0.2):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def make_zip(files: dict[str, bytes]) -> bytes:
-    """An in-memory zip of name → bytes, as a user's upload would be."""
+def make_zip(files: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
+    """An in-memory zip of name → bytes, as a user's upload would be (``method``: stored, or deflated)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", method) as zf:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
