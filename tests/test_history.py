@@ -76,3 +76,52 @@ def test_a_picked_rows_record_lists_each_detail_and_each_setting_by_its_name():
         (ja("detail_accuracy"), "80.0% → 85.0%"),
         (ja("detail_labelled_by"), [("alice", "2")]),  # names, not settings: as they are
     ]
+
+
+def _audit_detail_names() -> set[str]:
+    """Every detail name the code writes into an audit row: each keyword of a ``.audit(…)`` or
+    ``.audit_refusal(…)`` call under core/, and the names of the dicts some calls spread in."""
+    import ast
+    from pathlib import Path
+
+    names = set()
+    for path in Path(history.__file__).parents[1].rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("audit", "audit_refusal"):
+                names |= {kw.arg for kw in node.keywords if kw.arg is not None}
+    spread = {
+        "labels", "runs", "groups",  # sandboxes.what_reset_loses
+        "models", "datasets",  # sandboxes: a deleted sandbox's counts
+        "registered_model", "version", "alias", "model_id",  # mlflow_registry's sync result
+        "sha256", "accuracy_before", "accuracy_after", "worst_group_before", "worst_group_after",
+        "kept_decisions", "strength", "steps", "device",  # worker's summary of a finished run
+    }  # fmt: skip
+    return names | spread
+
+
+def test_every_detail_the_code_records_has_a_name_in_each_language():
+    from core.app.i18n import LANGUAGES
+
+    names = _audit_detail_names()
+    assert {"copied_from", "architecture", "reused", "stop_reason", "run_id"} <= names  # the scan finds them
+    for lang in LANGUAGES:
+        t = translator(lang)
+        paired = {n.removesuffix("_before").removesuffix("_after") for n in names}  # read as one change
+        missing = sorted(n for n in paired if t(f"detail_{n}") == f"detail_{n}")
+        assert missing == [], f"{lang}: details shown by their stored name: {missing}"
+
+
+def test_coded_details_and_the_stop_read_in_words():
+    ja = translator("ja")
+    detail = {
+        "four_eyes": "relaxed",
+        "verdict": "improved",
+        "stop_reason": "check_patience; restored step 15 (check split, α 1)",
+    }
+    words = dict(history.record_items(detail, ja))
+    assert words[ja("detail_four_eyes")] == ja("detail_four_eyes_relaxed") == "緩められていた"
+    assert words[ja("detail_verdict")] == "推奨"
+    assert words[ja("detail_stop_reason")] == ja("stop_check_patience") + " · " + ja("stop_restored", step=15)
+    assert "check_patience" not in history.details_words(detail, ja)
+    odd = {"verdict": "a kind from a later version", "stop_reason": "not a stop line"}
+    assert history.details_words(odd, ja) == "判定: a kind from a later version · 止まった理由: not a stop line"

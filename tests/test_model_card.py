@@ -102,7 +102,7 @@ def test_the_card_is_written_in_the_workbench_language(home):
     ):
         assert title in body
     assert "## Intended use" not in card and "Known limits" not in card and "approved by" not in card
-    assert "4つの目のルール：守られた" in body and "赤い 2 を直した" in body
+    assert "二者承認ルール：守られた" in body and "赤い 2 を直した" in body
     c = m.comparison
     assert f"保たれた判定：{100 * c.kept_decisions:.1f} %、変わった答え：{c.changed_predictions}" in body
     assert "| クラス | グループ | 画像数 | 修復前 | 修復後 |" in body

@@ -166,15 +166,6 @@ watch = live_slot.selectbox(
 st.session_state["watch_run"] = watch
 
 
-def stop_words(run: dict) -> str:
-    """How the run stopped, in plain words: its reason and the step it went back to (core.app.runs.run_stop)."""
-    stop = runs.run_stop(run)
-    if stop is None:
-        return run["stop_reason"] or ""
-    words = t(stop.reason.key)
-    return words + (" · " + t("stop_restored", step=stop.restored_step) if stop.restored is not None else "")
-
-
 LIVE_PHASES = ("queued", "preparing", "choosing", "tuning", "cancelling")  # core.app.runs.run_progress
 
 
@@ -226,7 +217,7 @@ def live_panel(run_id: int, was_active: bool) -> None:
     if was_active and not runs.active_runs(store, pid):
         st.rerun()  # every run has ended: refresh the whole page once and stop polling
     if status == "done":
-        st.success(t("tune_done", reason=stop_words(run)))
+        st.success(t("tune_done", reason=runs.stop_words(run, t)))
         st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
     elif status in ENDED_WITHOUT_RESULT:
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))

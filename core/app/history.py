@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
-from core.app import display
+from core.app import display, runs
 from core.app.accounts import User
 from core.app.store import Store
 from core.app.store.audit_log import ChainBreak
@@ -71,6 +71,7 @@ def filter_frame(
 SETTINGS_KEY = "config"  # the detail that holds a repair's settings (a run_queued row)
 PERCENT_KEYS = ("accuracy", "worst_group", "kept_decisions")  # shares (0..1) read as percentages
 MAX_LISTED = 4  # items of a list named in the details column, then "+N"
+CODED = ("four_eyes", "verdict")  # details stored as a code, read through ``detail_<key>_<code>``
 
 
 def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
@@ -81,6 +82,11 @@ def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
         return display.percent(value)
     if isinstance(value, (int, float)):
         return display.number(value)
+    if isinstance(value, str) and key == "stop_reason":
+        return runs.stop_words({"stop_reason": value}, t)
+    if isinstance(value, str) and key in CODED:
+        label = t(f"detail_{key}_{value}")
+        return value if label == f"detail_{key}_{value}" else label
     if isinstance(value, str) and "sha256" in key:
         return value[:12] + "…"
     if isinstance(value, list):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -318,6 +319,16 @@ def run_stop(run: dict) -> Stop | None:
         rule = RestoreRule.HELDOUT if run["config"].get("stop_rule") == "heldout" else RestoreRule.KEPT
         return Stop(stop.reason, Restored(rule, run["restored_step"]))
     return stop
+
+
+def stop_words(run: dict, t: Callable[..., str]) -> str:
+    """How a run stopped, in the language of ``t``: its reason and the step it went back to (:func:`run_stop`);
+    a line this version cannot read is shown as stored."""
+    stop = run_stop(run)
+    if stop is None:
+        return run.get("stop_reason") or ""
+    words = t(stop.reason.key)
+    return words + (" · " + t("stop_restored", step=stop.restored_step) if stop.restored is not None else "")
 
 
 def decision_state(run: dict, project: dict) -> str:
