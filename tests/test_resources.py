@@ -507,3 +507,38 @@ def test_disk_images_normalised_on_the_gpu_equal_the_cpu_ones(wide_bundle, tiny_
     cuda = torch.device("cuda")
     assert torch.equal(x.read(slice(2, 9), cuda).cpu(), x[2:9])
     assert torch.equal(x.read(np.array([7, 0, 11]), cuda).cpu(), x[np.array([7, 0, 11])])
+
+
+def test_a_full_disk_while_unpacking_says_so_in_words_and_leaves_nothing(tmp_path, monkeypatch):
+    """The disk fills up halfway through unpacking a pool zip: the page says the disk is full (in the user's
+    language, naming the store's folder), not the system's English "No space left on device", and the half
+    unpacked staging folder is gone."""
+    import builtins
+    import errno
+
+    from core.app.i18n import error_text
+    from core.formats import zipsafety
+
+    store = Store(tmp_path / "home")
+    pid = store.create_project("p", "alice")
+    written = {"bytes": 0}
+
+    class FillingFile(io.FileIO):
+        def write(self, data):
+            if written["bytes"] + len(data) > 60_000:  # the disk is full after about one image
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written["bytes"] += len(data)
+            return super().write(data)
+
+    def opener(path, mode="r", *args, **kwargs):
+        return FillingFile(path, "wb") if mode == "wb" else builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipsafety, "open", opener, raising=False)
+    with pytest.raises(UserError) as refused:
+        uploads.upload_pool_zip(store, pid, io.BytesIO(_pool_zip(4)), "pool.zip", ALICE)
+    assert written["bytes"] > 0  # it did start unpacking
+    assert refused.value.key == "disk_full" and str(store.home) in str(refused.value)
+    assert "No space left" not in error_text(refused.value, "ja") and "ディスクがいっぱい" in error_text(
+        refused.value, "ja"
+    )
+    assert files_under(store.artifacts) == {} and store.datasets(pid, "pool") == []

@@ -82,7 +82,7 @@ def submit_run(store: Store, project_id: int, method: str, config: dict, actor: 
         store.finish_run(run_id, "failed", error=reason)
         store.audit(actor, "run_failed", project_id, run_id=run_id, error=reason)
         if isinstance(exc, OSError):  # a counterexample file gone or a full disk: say so on the page
-            raise UserError(reason) from None
+            raise store.os_failure(exc, UserError(reason)) from None
         raise
     store.audit(actor, "run_queued", project_id, run_id=run_id, method=method, config=request.settings(),
                 counterexamples=len(chosen), labelled_by=_labelled_by(chosen))  # fmt: skip

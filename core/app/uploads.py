@@ -174,7 +174,7 @@ def _register_staged(store: Store, raw_files: dict[str, bytes], filename: str, w
         payload = {"staged": str(staging), "filename": filename, "weights": weights}
         return int(jobs.compute(store, "register_model", payload, actor)["project_id"])
     except OSError as exc:
-        raise UserError(f"{filename} cannot be saved ({exc.strerror or exc})") from None
+        raise store.os_failure(exc, UserError(f"{filename} cannot be saved ({exc.strerror or exc})")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -248,7 +248,7 @@ def upload_eval_zip(store: Store, project_id: int, raw: ZipSource, filename: str
         )
         did = register_eval(store, project_id, ds.root, filename, ds, actor, copy=True)
     except OSError as exc:
-        raise UserError(f"{filename} cannot be saved ({exc.strerror or exc})") from None
+        raise store.os_failure(exc, UserError(f"{filename} cannot be saved ({exc.strerror or exc})")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a refused upload leaves nothing behind
     evaluate_active(store, project_id, actor)
@@ -316,12 +316,11 @@ def _upload_images_zip(store: Store, project_id: int, raw: ZipSource, filename: 
             items = [{"path": m, "attribute": attrs.get(m, "")} for m in sorted(images)]
             return register_pool(store, project_id, dest, filename, items, actor, copy=True, role=role)
         except OSError as exc:
-            raise UserError(
-                f"{filename} cannot be unpacked ({exc.strerror or exc})",
-                "cannot_unpack",
-                name=filename,
-                reason=str(exc.strerror or exc),
-            ) from None
+            reason = str(exc.strerror or exc)
+            unpack = UserError(
+                f"{filename} cannot be unpacked ({reason})", "cannot_unpack", name=filename, reason=reason
+            )
+            raise store.os_failure(exc, unpack) from None
         finally:
             shutil.rmtree(dest, ignore_errors=True)
 

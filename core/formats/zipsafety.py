@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import hashlib
 import io
 import lzma
@@ -344,6 +345,7 @@ class ZipReader:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 out = open(target, "wb")  # noqa: SIM115 - closed below, also on error
             except OSError as exc:
+                _raise_if_disk_full(exc)
                 raise UserError(
                     f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
                 ) from None
@@ -353,7 +355,15 @@ class ZipReader:
                         out.write(chunk)
                         total += len(chunk)
             except OSError as exc:  # writing: the disk, not the zip
+                _raise_if_disk_full(exc)
                 raise UserError(
                     f"{self.archive}: {name[:60]!r} cannot be unpacked ({exc.strerror or exc}); refused"
                 ) from None
         return total
+
+
+def _raise_if_disk_full(exc: OSError) -> None:
+    """A full disk (or quota) is not the zip's fault: it goes up as it is, for the caller to say so with the
+    folder that is full (``Store.os_failure``)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise exc

@@ -8,6 +8,7 @@ helpers are private to the store package: code outside it calls the parts' named
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -144,6 +145,11 @@ class StoreBase:
             raise
         finally:
             con.close()
+
+    def os_failure(self, exc: OSError, otherwise: UserError) -> UserError:
+        """What to tell the user about a file that could not be written or unpacked: a full disk (or quota) is
+        said as such, in words and with the store's folder; any other cause as ``otherwise``."""
+        return self._disk_full() if exc.errno in (errno.ENOSPC, errno.EDQUOT) else otherwise
 
     def _disk_full(self) -> UserError:
         return UserError(
