@@ -3,7 +3,8 @@ stating the workbench's own limit for its kind of file; anyone else sees one lin
 
 Streamlit's own line under an uploader ("1GB per file • ZIP") rounds the limit to one unit (600 MB shows
 as 1GB) and is English only: it is hidden, and a caption in the page's language states the limit instead
-(the browser still refuses a bigger file before sending it, from the uploader's ``max_upload_size``)."""
+(the browser still refuses a bigger file before sending it, from the uploader's ``max_upload_size``). Its
+button's word ("Upload") is English only too: it is drawn in the page's language instead."""
 
 import streamlit as st
 
@@ -11,6 +12,15 @@ from core.app import uploads
 from core.app.accounts import User
 
 HIDE_STREAMLIT_LIMIT = "<style>.st-key-{key} [data-testid=stFileUploaderDropzoneInstructions]{{display:none}}</style>"
+BUTTON_WORD = (
+    "<style>.st-key-{key} [data-testid=stFileUploaderDropzone] button p{{font-size:0}}"
+    ".st-key-{key} [data-testid=stFileUploaderDropzone] button p::after{{content:{word};font-size:0.875rem}}</style>"
+)
+
+
+def _css_string(text: str) -> str:
+    """``text`` as a quoted CSS string (quotes and backslashes escaped, no line breaks)."""
+    return '"' + " ".join(text.split()).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def refused(user: User, t) -> bool:
@@ -24,7 +34,7 @@ def refused(user: User, t) -> bool:
 def file_uploader(label: str, key: str, kind: str, types: list[str], t, **options):
     """``st.file_uploader`` enforcing ``uploads.upload_limit_mb(kind)``, with a caption stating it."""
     limit = uploads.upload_limit_mb(kind)
-    st.html(HIDE_STREAMLIT_LIMIT.format(key=key))
+    st.html(HIDE_STREAMLIT_LIMIT.format(key=key) + BUTTON_WORD.format(key=key, word=_css_string(t("upload_button"))))
     picked = st.file_uploader(label, type=types, key=key, max_upload_size=limit, **options)
     st.caption(t("upload_limit", types=", ".join(x.upper() for x in types), mb=f"{limit:,}"))
     return picked

@@ -1,4 +1,5 @@
-"""Engineer-facing upload errors in a real browser, in Japanese at 1280×720 (docs/WORKBENCH.md): a dataset zip
+"""Engineer-facing upload errors in a real browser, in Japanese at 1280×720 (docs/WORKBENCH.md): the uploader's
+button in Japanese, a dataset zip
 given as the model is called a dataset, the weights form starts on the architecture the file's keys
 match, and weights given the wrong architecture get a short summary naming the one they match."""
 
@@ -24,6 +25,15 @@ def test_dataset_as_model_and_weights_of_another_architecture_in_japanese(server
     sign_in(pg, "alice")  # uploading needs a curator's account (a demo session may not upload)
     pg.get_by_text(t("model_upload_header")).first.wait_for()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    # Streamlit's uploader button says "Upload", in English only: here it reads in the page's language.
+    button = pg.locator(".st-key-up_bundle [data-testid=stFileUploaderDropzone] button p").first
+    button.wait_for()
+    shown = button.evaluate("p => [getComputedStyle(p).fontSize, getComputedStyle(p, '::after').content]")
+    assert shown == ["0px", '"アップロード"'], shown
+    assert button.evaluate("p => p.getBoundingClientRect().width") > 40  # the word takes its room: not hidden
+    pg.locator(".st-key-up_bundle").scroll_into_view_if_needed()
+    pg.screenshot(path=str(ARTIFACTS / "upload_button_ja.png"))
 
     # The demo's whole evaluation set (7,000 images) uploaded as the model.
     eval_zip = tmp_path / "eval.zip"
