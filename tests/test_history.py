@@ -121,6 +121,7 @@ def test_coded_details_and_the_stop_read_in_words():
     words = dict(history.record_items(detail, ja))
     assert words[ja("detail_four_eyes")] == ja("detail_four_eyes_relaxed") == "緩められていた"
     assert words[ja("detail_verdict")] == "推奨"
+    assert history.details_words({"cause": "rejected"}, ja) == "理由: 使用中の修復が却下された"
     assert words[ja("detail_stop_reason")] == ja("stop_check_patience") + " · " + ja("stop_restored", step=15)
     assert "check_patience" not in history.details_words(detail, ja)
     odd = {"verdict": "a kind from a later version", "stop_reason": "not a stop line"}

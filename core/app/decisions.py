@@ -199,7 +199,8 @@ def _reject(store: Store, run: dict, comment: str, actor: User) -> None:
             run["project_id"],
             from_model_id=run["repaired_model_id"],
             to_model_id=p["base_model_id"],
-            reason=f"run {run_id} was rejected",
+            run_id=run_id,
+            cause="rejected",  # read in words by the History page (detail_cause_rejected)
         )
 
 

@@ -71,7 +71,7 @@ def filter_frame(
 SETTINGS_KEY = "config"  # the detail that holds a repair's settings (a run_queued row)
 PERCENT_KEYS = ("accuracy", "worst_group", "kept_decisions")  # shares (0..1) read as percentages
 MAX_LISTED = 4  # items of a list named in the details column, then "+N"
-CODED = ("four_eyes", "verdict")  # details stored as a code, read through ``detail_<key>_<code>``
+CODED = ("four_eyes", "verdict", "cause")  # details stored as a code, read through ``detail_<key>_<code>``
 
 
 def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
