@@ -259,8 +259,13 @@ def test_the_runs_table_says_cancelling_until_the_worker_has_stopped_the_run(hom
 
 def test_tune_page_says_which_guard_the_next_repair_uses(home, store):
     pid = projects.open_demo(store, ALICE)
+    for lang in ("en", "ja"):  # before any counterexample: no "your 0 counterexamples"
+        tr, before = translator(lang), _app("views/tune.py", lang=lang)
+        assert tr("tune_intro_none") in _texts(before) and tr("tune_need_labels") in _texts(before)
+        assert tr("tune_intro", n=0) not in _texts(before)
     label_top(store, pid, 2)
     at = _app("views/tune.py")
+    assert "getting your 2 counterexamples right" in _texts(at)
     # the demo's evaluation set has 1,000 rows marked split=val: CPT's default rule steers by them
     assert "Guard: 1000 labelled check images (the evaluation rows marked split=val)" in _texts(at)
     assert "the other 6000 images" in _texts(at)

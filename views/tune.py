@@ -26,7 +26,7 @@ if pid is None or not projects.project_summary(store, pid)["active_model"]:
     st.stop()
 
 n_chosen = len(pool.chosen_set(store, pid))
-st.write(t("tune_intro", n=n_chosen))
+st.write(t("tune_intro", n=n_chosen) if n_chosen else t("tune_intro_none"))
 if n_chosen == 0:
     st.warning(t("tune_need_labels"))
     st.page_link("views/counterexamples.py", label=t("nav_counterexamples"), icon="🏷️")
