@@ -11,9 +11,12 @@ import mlflow
 import pytest
 
 from core.app import decisions, jobs, projects, registry, runs
+from core.app.i18n import translator
 from core.app.mlflow_registry import MODEL_ID_TAG, run_metric_values
+from core.app.safe_text import md
 from core.errors import UserError
 from tests.run_fixtures import make_tradeoff_run
+from tests.test_pages import _app, _texts
 from tests.wb_helpers import ALICE, ANN, MIA, ROOT_ADMIN, make_accounts, wait_for
 
 
@@ -33,11 +36,19 @@ def project(home, monkeypatch):
 def test_an_approval_registers_the_repair_and_a_rollback_moves_the_alias_back(project):
     store, pid, rid = project
     assert registry.queue_sync(store, pid, MIA) is False  # off by default
-    registry.set_registry_enabled(store, ROOT_ADMIN, True)
+    admin = _app("views/admin.py", user="root")  # the admin's button turns it on
+    assert "Approved repairs are registered in MLflow." not in _texts(admin)
+    admin.button(key="registry_toggle").click().run()
+    assert registry.registry_enabled(store) and "Approved repairs are registered in MLflow." in _texts(admin)
     try:
         decisions.approve_run(store, rid, "fixes the red twos", MIA, override=True, reason="within reason")
         done = wait_for(lambda: _updates(store, pid), timeout=600)[-1]
         assert done["action"] == registry.DONE, done["detail"]
+        name = registry.model_name(store.project(pid))
+        for lang in ("en", "ja"):  # Review says where the approved model now is, in the page's language
+            review = _app("views/review.py", lang=lang, user="mia")
+            said = translator(lang)("review_registry_done", model=name, version=1, alias=registry.ALIAS)
+            assert md(said) in _texts(review), lang  # as markdown source: md() escapes what could become a link
         decisions.rollback(store, pid, ANN, "back to the original")
         wait_for(lambda: len(_updates(store, pid)) == 2, timeout=600)
     finally:
