@@ -50,7 +50,7 @@ class Suite:
     eval_set: ImageDataset
     pool: ImageDataset
     pool_conflicting: np.ndarray  # bool per pool image: its attribute contradicts the shortcut
-    retrain: Callable[[Path], dict]  # train the same base model from scratch into a folder
+    retrain: Callable[..., dict]  # (folder, seed=0): train the same base model from scratch into a folder
     eval_pixels: np.ndarray | None = None
     pool_pixels: np.ndarray | None = None
     reference_pixels: np.ndarray | None = None  # uint8 [N,C,H,W], typical unlabelled images
@@ -82,7 +82,7 @@ def demo_suite(workdir: Path) -> Suite:
         eval_set=load_dataset(paths["eval"], names),
         pool=pool,
         pool_conflicting=_conflicting(pool, AGREEING_TAG),
-        retrain=lambda out: train_demo_model(out),
+        retrain=lambda out, seed=0: train_demo_model(out, seed=seed),
         reference_pixels=ss.reference_pixels("demo"),
     )
 
@@ -101,7 +101,7 @@ def photo_suite(workdir: Path) -> Suite:
         eval_set=load_dataset(paths["eval"], names),
         pool=pool,
         pool_conflicting=_conflicting(pool, ps.TINT_NAMES),
-        retrain=lambda out: ps.train_photo_model(out),
+        retrain=lambda out, seed=0: ps.train_photo_model(out, seed=seed),
         reference_pixels=ss.reference_pixels("photo"),
     )
 
@@ -141,7 +141,7 @@ def standard_suite(part: str) -> Callable[[Path], Suite]:
             eval_set=load_dataset(paths["eval"], names),
             pool=pool,
             pool_conflicting=_conflicting(pool, agreeing),
-            retrain=lambda out: ss.train_standard_model(part, out),
+            retrain=lambda out, seed=0: ss.train_standard_model(part, out, seed=seed),
             reference_pixels=ss.reference_pixels(source),
         )
 
