@@ -104,9 +104,10 @@ class Sampler(threading.Thread):
             procs = _worker_pids(self.home)
             leased = {q.value: len(self.store.live_workers(queue=q)) for q in Queue}
             server = _rss_mb(self.server_pid)
-            rss = server + sum(_rss_mb(p) for ps in procs.values() for p in ps)
+            per_queue = {f"{q}_mb": sum(_rss_mb(p) for p in ps) if ps else None for q, ps in procs.items()}
+            rss = server + sum(v for v in per_queue.values() if v is not None)
             self.samples.append({"t": time.time(), "leased": leased, "procs": {q: len(p) for q, p in procs.items()},
-                                 "rss_mb": rss, "server_mb": server})  # fmt: skip
+                                 "rss_mb": rss, "server_mb": server, **per_queue})  # fmt: skip
 
 
 def _browse(url: str, until: float, views: list, problems: list) -> None:
@@ -177,12 +178,34 @@ def _lost_writes(store: Store, project: int, logs: list[Path]) -> tuple[int, int
     return writes, lost, errors
 
 
-def _quarters(samples: list[dict], key: str, start: float, until: float) -> tuple[float, float]:
+def _quarters(samples: list[dict], key: str, start: float, until: float) -> tuple[float, float] | None:
     """The median of ``key`` over the first and over the last quarter of the soak itself (the wait for the
-    queue to drain afterwards, with the writers and browsers gone, left out)."""
+    queue to drain afterwards, with the writers and browsers gone, left out), counting only the samples where it
+    was measured (a worker's memory while that worker was alive). None when a quarter has no such sample."""
     during = [s for s in samples if start <= s["t"] <= until]
     q = max(1, len(during) // 4)
-    return statistics.median(s[key] for s in during[:q]), statistics.median(s[key] for s in during[-q:])
+    first = [s[key] for s in during[:q] if s.get(key) is not None]
+    last = [s[key] for s in during[-q:] if s.get(key) is not None]
+    return (statistics.median(first), statistics.median(last)) if first and last else None
+
+
+def _memory_row(samples: list[dict], start: float, until: float) -> tuple[bool, str]:
+    """Memory is flat when, for the server and for each queue's worker alive in both the first and the last
+    quarter, the last quarter's median is at most :data:`FLAT` times the first's. The sum of all of them is shown
+    too, but not judged: it changes with which workers happen to be alive."""
+    parts, ok = [], True
+    for key, name in [("server_mb", "server")] + [(f"{q.value}_mb", f"{q.value} worker") for q in Queue]:
+        medians = _quarters(samples, key, start, until)
+        if medians is None:
+            parts.append(f"{name}: not alive in both quarters")
+            continue
+        ok &= medians[1] <= FLAT * medians[0]
+        parts.append(f"{name} {medians[0]:.0f} → {medians[1]:.0f} MB")
+    total = _quarters(samples, "rss_mb", start, until)
+    parts.append(f"all together {total[0]:.0f} → {total[1]:.0f} MB (not judged)" if total else "")
+    return ok, "RSS, median of the first quarter → of the last: " + ", ".join(p for p in parts if p) + (
+        f" (flat: at most {FLAT}× each)"
+    )
 
 
 def soak(args) -> bool:
@@ -223,7 +246,8 @@ def soak(args) -> bool:
             time.sleep(SAMPLE_S)  # polling the store until the queue is empty
         sampler.stop.set()
         sampler.join()
-        ended = {"start": start, "browsed": browsed, "drained": time.time()}
+        empty = not any(store.run(r)["status"] in ("queued", "preparing", "running") for r in ids)
+        ended = {"start": start, "browsed": browsed, "drained": time.time(), "empty": empty}
         return _report(args, store, project, logs, ids, cancelled, sampler.samples, views, problems, ended)
     finally:
         for p in procs:
@@ -239,8 +263,7 @@ def _report(args, store, project, logs, ids, cancelled, samples, views, problems
     most_procs = {q.value: max(s["procs"].get(q.value, 0) for s in samples) for q in Queue}
     start = ended["start"]
     until = start + 60 * args.minutes
-    first, last = _quarters(samples, "rss_mb", start, until)
-    server_first, server_last = _quarters(samples, "server_mb", start, until)
+    memory_flat, memory_figures = _memory_row(samples, start, until)
     rows = [
         ("label writes", lost == 0, f"{writes} by {args.writers} processes, {lost} lost, {errors} refused and retried"),
         ("repairs", not bad_runs,
@@ -248,13 +271,12 @@ def _report(args, store, project, logs, ids, cancelled, samples, views, problems
          f"{sum(s == 'cancelled' for s in statuses.values())} cancelled (as asked), others {bad_runs or 'none'}"),
         ("one worker per queue", all(v <= 1 for v in most_leased.values()),
          f"most registered at one sample: {most_leased}; most processes: {most_procs} ({len(samples)} samples)"),
-        ("memory flat", last <= FLAT * first and server_last <= FLAT * server_first,
-         f"RSS, median of the first quarter → of the last: server + workers {first:.0f} → {last:.0f} MB, "
-         f"server alone {server_first:.0f} → {server_last:.0f} MB (flat: at most {FLAT}×)"),
+        ("memory flat", memory_flat, memory_figures),
         ("browsers", not problems, f"{len(views)} page views in 2 sessions; problems: {problems[:3] or 'none'}"),
     ]  # fmt: skip
     print(f"\nsoak: {args.writers} writers, 2 browser sessions, {args.repairs} repairs, {args.minutes} min; the "
-          f"browsers' last page ended {ended['browsed'] - until:.0f} s after, the queue was empty "
+          f"browsers' last page ended {ended['browsed'] - until:.0f} s after; "
+          f"{'the queue was empty' if ended['empty'] else 'the wait for the queue to empty gave up'} "
           f"{ended['drained'] - until:.0f} s after\n")  # fmt: skip
     print("| check | held | figures |\n|---|---|---|")
     for name, ok, figures in rows:
