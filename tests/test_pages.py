@@ -337,6 +337,19 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
     assert store.run(rid)["decision"] is None
 
 
+def test_a_finished_repair_on_the_repair_page_has_reviews_slider_values_computed(home, store):
+    pid = projects.open_demo(store, ALICE)
+    rid = make_tradeoff_run(store, pid)
+    assert store.pending_tasks("alpha_grid") == [] and interpolated_runs.missing(store.run(rid))
+    at = _app("views/tune.py")  # showing the finished repair (the only one)
+    assert "Finished (" in _texts(at)
+    assert [p["run_id"] for p in store.pending_tasks("alpha_grid")] == [rid]
+    # the task worker computes them nearest the repair first: the slider's first step is a file read
+    wait_for(lambda: interpolated_runs.preview_file(store.run(rid), 0.95).is_file(), timeout=300)
+    at.run()
+    assert len(store.pending_tasks("alpha_grid")) <= 1  # polling the page does not queue it again
+
+
 @pytest.mark.parametrize("lang", ["en", "ja"])
 def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, store, lang):
     pid = projects.open_demo(store, ALICE)

@@ -6,7 +6,7 @@ fragment that reruns every second while a run is queued or running.
 
 import streamlit as st
 
-from core.app import budget, charts, display, guard_plan, pool, projects, review, runs
+from core.app import budget, charts, display, guard_plan, interpolated_runs, pool, projects, review, runs
 from core.app.i18n import error_translator, translator
 from core.app.safe_text import md
 from core.app.store import ACTIVE_RUN_STATES, ENDED_WITHOUT_RESULT
@@ -219,6 +219,9 @@ def live_panel(run_id: int, was_active: bool) -> None:
     if status == "done":
         st.success(t("tune_done", reason=runs.stop_words(run, t)))
         st.page_link("views/review.py", label=t("tune_to_review"), icon="➡️")
+        # Review's strength slider: its values are computed now, while the result is read here, so the first
+        # move of the slider does not wait for a task worker to start (nothing is done if they are on disk).
+        interpolated_runs.prefetch(store, run_id, actor)
     elif status in ENDED_WITHOUT_RESULT:
         st.warning(t(f"tune_ended_{status}", error=md(run["error"] or "")))
     st.subheader(t("tune_runs"))
