@@ -104,12 +104,7 @@ def _channels(shape: tuple) -> int:
 
 @torch.inference_mode()
 def embed_blocks(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    device="cpu",
-    batch_size: int = 256,
-    depth: bool = True,
-    stages: list[tuple[str, tuple]] | None = None,
+    model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256, depth: bool = True, stages=None
 ):
     """Discovery features, softmax probabilities and the widths of the feature blocks.
 
