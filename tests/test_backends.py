@@ -257,7 +257,8 @@ def test_perf_scale_section_reports_ratios_and_equal_results(cluster, tmp_path):
 
     from core.bench.scale import scale_figures
 
-    args = argparse.Namespace(scale_cpus=2, scale_seeds=1, scale_shots=[2], scale_max_steps=20)
+    # 5 steps run every code path the ratios and the equality need (both backends, early exit and the full sweep)
+    args = argparse.Namespace(scale_cpus=2, scale_seeds=1, scale_shots=[2], scale_max_steps=5)
     section, lines = scale_figures(args, tmp_path)
     assert section["ray_cpus"] == 2 and section["grid_tasks"] == 2  # 1 draw × 1 size × (cpt, auto)
     for key in ("auto_efficiency", "auto_full_efficiency", "grid_efficiency"):
