@@ -361,13 +361,20 @@ def _demo_pool_truth(demo_dir) -> dict[str, str]:
         return {r["path"]: r["label"] for r in csv.DictReader(fh)}
 
 
-def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir):
+def test_without_attributes_the_gallery_suggests_and_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
+    """One project without attributes (its upload, evaluation and discovery are the costly part, made
+    once): first the gallery's suggestion order, then a suspected group named by a person."""
     pid = no_attribute_project(store, demo_dir)
+    truth = _demo_pool_truth(demo_dir)
+    _gallery_ranks_suggested_images_first(store, pid, truth)
+    _a_named_group_is_the_attribute_of_later_repairs(store, pid, truth)
+
+
+def _gallery_ranks_suggested_images_first(store, pid: int, truth: dict[str, str]) -> None:
     assert not suspected_groups.has_attributes(store, pid)
     cands = pool.candidates(store, pid)
     assert len(cands) == store.dataset(store.project(pid)["pool_dataset_id"])["n_items"]
     assert {c["ranking"] for c in cands} == {"discovery"} and all(c["label"] is None for c in cands)
-    truth = _demo_pool_truth(demo_dir)
     wrong = [c["predicted"] != truth[c["path"]] for c in cands]
     # Most of the first eight are real mistakes of the model, far more than the pool as a whole,
     # each near a suspected group, and they cover several classes' groups.
@@ -376,8 +383,7 @@ def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir
     assert len({c["group_label"] for c in cands[:8]}) >= 4
 
 
-def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
-    pid = no_attribute_project(store, demo_dir)
+def _a_named_group_is_the_attribute_of_later_repairs(store, pid: int, truth: dict[str, str]) -> None:
     top = suspected_groups.project_groups(store, pid)[0]
     old_eval = store.project(pid)["eval_dataset_id"]
     before = evaluation.evaluate_active(store, pid)
@@ -389,7 +395,6 @@ def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     assert evaluation.finding(m)["attribute"] == "red corner"
     assert m["worst_group_accuracy"] <= top["accuracy"] + 1e-9
     assert store.evaluation(store.project(pid)["base_model_id"], old_eval)  # the old numbers stay
-    truth = _demo_pool_truth(demo_dir)
     for c in pool.candidates(store, pid)[:8]:
         pool.set_label(store, pid, c["key"], truth[c["path"]], ALICE)
     rid = _run_now(store, pid)
