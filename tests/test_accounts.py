@@ -29,6 +29,7 @@ from tests.wb_helpers import (
     PASSWORDS,
     ROOT_ADMIN,
     make_accounts,
+    open_demo_here,
     pool_truth,
     sign_in_app,
     zip_folder_bytes,
@@ -188,7 +189,7 @@ def test_admin_from_the_environment(home, monkeypatch):
 
 # ---- roles in the core functions --------------------------------------------------------------------
 def test_every_state_change_checks_the_role(store, demo_dir):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     key = pool.candidates(store, pid)[0]["key"]
     curator_only = [
         lambda u: pool.set_label(store, pid, key, "seven", u),
@@ -235,7 +236,7 @@ def test_every_state_change_checks_the_role(store, demo_dir):
 
 # ---- the four-eyes rule -------------------------------------------------------------------------------
 def test_four_eyes_starter_and_main_labeller_cannot_approve_another_approver_can(store):
-    pid = projects.open_demo(store, MIA)
+    pid = open_demo_here(store, MIA)
     # Approvers too, to show the rule (not the role) stops them; the store's roles are what count.
     for name in ("alice", "bob"):
         accounts.set_roles(store, ROOT_ADMIN, name, ["curator", "approver"])
@@ -261,7 +262,7 @@ def test_four_eyes_starter_and_main_labeller_cannot_approve_another_approver_can
 
 
 def test_relaxed_four_eyes_is_audited_on_the_setting_and_the_approval(store):
-    pid = projects.open_demo(store, MIA)
+    pid = open_demo_here(store, MIA)
     rid = _run(store, pid, starter=MIA, labellers={MIA: 4})
     with pytest.raises(UserError, match="four-eyes"):
         decisions.approve_run(store, rid, "pilot", MIA)
@@ -355,7 +356,7 @@ def _submit_sign_in(at: AppTest, name: str, password: str) -> None:
 
 
 def test_every_page_needs_sign_in_and_a_wrong_password_is_refused(store):
-    projects.open_demo(store, ALICE)
+    open_demo_here(store, ALICE)
     review_title = translator("en")("review_title")
     at = _review(store, None)
     assert [t.value for t in at.title] == ["Sign in"]
@@ -376,7 +377,7 @@ def test_every_page_needs_sign_in_and_a_wrong_password_is_refused(store):
 
 
 def test_curator_cannot_approve_on_the_page(store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = _run(store, pid, starter=BOB, labellers={BOB: 4})
     at = _review(store, "alice")
     # The page offers no click it would refuse: Approve is off, with the reason; the service refuses too.
@@ -388,7 +389,7 @@ def test_curator_cannot_approve_on_the_page(store):
 
 
 def test_starter_cannot_approve_own_run_on_the_page_another_approver_can(store):
-    pid = projects.open_demo(store, MIA)
+    pid = open_demo_here(store, MIA)
     rid = _run(store, pid, starter=MIA, labellers={ALICE: 4})
     at = _review(store, "mia")
     assert "You started this repair or labelled most of its counterexamples" in _texts(at)  # said before she tries
@@ -532,7 +533,7 @@ def test_passwords_never_reach_the_store_the_audit_or_the_logs(store, caplog):
 def test_label_versions_refuse_a_stale_save_and_say_who(store):
     from core.app.store import LabelConflict
 
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     key = pool.candidates(store, pid)[0]["key"]
     count = store.label_change_count(pid)
     pool.set_label(store, pid, key, "one", ALICE, expected_version=0)
@@ -556,7 +557,7 @@ def test_label_versions_refuse_a_stale_save_and_say_who(store):
 
 def test_two_curators_on_the_page_get_the_conflict_prompt(store, monkeypatch):
     monkeypatch.setenv("BIASREPAIR_LABEL_REFRESH", "0")
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     pages = {}
     for name in ("alice", "bob"):
         at = AppTest.from_file(APP, default_timeout=120)

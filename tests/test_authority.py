@@ -20,7 +20,7 @@ from core.app.accounts import Forbidden
 from core.app.i18n import translator
 from core.app.store import Store
 from core.app.worker import execute_run
-from tests.wb_helpers import ALICE, FAST_RUN, PASSWORDS, ROOT_ADMIN, make_accounts, pool_truth
+from tests.wb_helpers import ALICE, FAST_RUN, PASSWORDS, ROOT_ADMIN, make_accounts, open_demo_here, pool_truth
 
 
 @pytest.fixture()
@@ -51,7 +51,7 @@ def _actions_after(store, action: str) -> list[str]:
 
 
 def test_a_tab_open_before_its_account_changed_is_refused_at_the_moment_of_action(store, monkeypatch):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = _finished_run(store, pid)
     mia, alice, bob, root = (_tab(store, n) for n in ("mia", "alice", "bob", "root"))
 

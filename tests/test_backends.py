@@ -16,7 +16,7 @@ import threading
 import pytest
 import torch
 
-from core.app import jobs, projects, runs
+from core.app import jobs, runs
 from core.app.rayruns import RayRuns
 from core.app.store import Store
 from core.app.worker import execute_run
@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.formats.bundle import load_bundle
 from core.formats.datasets import load_dataset
 from tests.optional import need
-from tests.wb_helpers import ALICE, demo_store, label_top, seed_demo_cache, wait_for
+from tests.wb_helpers import ALICE, demo_store, label_top, open_demo_here, seed_demo_cache, wait_for
 
 ray = need("ray")  # skips this file where ray is missing, except in CI
 
@@ -110,7 +110,7 @@ def test_a_workbench_repair_on_ray_is_cancelled(cluster, tmp_path, demo_dir, mon
     monkeypatch.setenv("BIASREPAIR_BACKEND", "ray")
     monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     try:
-        pid = projects.open_demo(store, ALICE)
+        pid = open_demo_here(store, ALICE)
         label_top(store, pid, 8)
         rid = runs.submit_run(store, pid, "cpt", dict(LONG_RUN), ALICE)
         wait_for(lambda: len(store.progress(rid)) >= 3, timeout=300)
@@ -203,7 +203,7 @@ def _queued_run(tmp_path, demo_dir, monkeypatch) -> tuple[Store, int]:
     home = tmp_path / "home"
     seed_demo_cache(home, demo_dir)
     store = Store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     label_top(store, pid, 8)
     jobs.stop_spawned_workers()
     monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: None)
@@ -257,7 +257,8 @@ def test_perf_scale_section_reports_ratios_and_equal_results(cluster, tmp_path):
 
     from core.bench.scale import scale_figures
 
-    args = argparse.Namespace(scale_cpus=2, scale_seeds=1, scale_shots=[2], scale_max_steps=20)
+    # 5 steps run every code path the ratios and the equality need (both backends, early exit and the full sweep)
+    args = argparse.Namespace(scale_cpus=2, scale_seeds=1, scale_shots=[2], scale_max_steps=5)
     section, lines = scale_figures(args, tmp_path)
     assert section["ray_cpus"] == 2 and section["grid_tasks"] == 2  # 1 draw × 1 size × (cpt, auto)
     for key in ("auto_efficiency", "auto_full_efficiency", "grid_efficiency"):

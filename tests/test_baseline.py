@@ -13,14 +13,14 @@ from core.app import baseline, decisions, projects, report, review, runs, verdic
 from core.app.i18n import translator
 from tests.run_fixtures import make_tradeoff_run
 from tests.test_pages import _app, _texts
-from tests.wb_helpers import ALICE, ANN, MIA
+from tests.wb_helpers import ALICE, ANN, MIA, open_demo_here
 
 
 @pytest.fixture()
 def two_runs(home):
     """Run A approved (in use now) and run B, made with other fixes and breaks, to review against it."""
     store = projects.get_store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     a = make_tradeoff_run(store, pid)
     b = make_tradeoff_run(store, pid, break_share=0.1, fix_share=0.4)
     return store, pid, a, b

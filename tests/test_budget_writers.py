@@ -8,7 +8,7 @@ import pytest
 from core.app import budget, compute, projects
 from core.app.budget import BudgetError
 from core.app.suspected_groups import discovery_dir
-from tests.wb_helpers import ALICE, make_accounts
+from tests.wb_helpers import ALICE, make_accounts, open_demo_here
 
 
 @pytest.fixture()
@@ -19,7 +19,7 @@ def store(home):
 
 
 def test_discovery_is_refused_before_it_writes_when_the_budget_is_spent(store, monkeypatch):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     p = store.project(pid)
     payload = {"model_id": p["base_model_id"], "dataset_id": p["eval_dataset_id"]}
     used = budget.store_usage(store)["used"]

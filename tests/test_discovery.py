@@ -188,6 +188,28 @@ def test_embed_reads_the_stages_and_the_classifier_input(arch):
     assert w == (head.in_features,) and np.allclose(pen, feats[:, -head.in_features :])
 
 
+def test_a_dataset_streamed_in_batches_is_embedded_as_one_tensor(tiny_bundle_dir, tiny_dataset_dir, monkeypatch):
+    """A dataset read from disk a few images at a time gets the features and probabilities of all its
+    images embedded at once, and its network's stages are found once, not again for every batch."""
+    from core.formats.bundle import load_bundle
+    from core.formats.datasets import load_dataset, load_pixels
+
+    bundle = load_bundle(tiny_bundle_dir)
+    meta = bundle.meta
+    ds = load_dataset(tiny_dataset_dir, meta.class_names)
+    probes = []
+    real_probe = F._stage_modules
+    monkeypatch.setattr(F, "_stage_modules", lambda *a: probes.append(1) or real_probe(*a))
+    monkeypatch.setenv("BIASREPAIR_EVAL_BATCH", "5")  # 12 images: batches of 5, 5 and 2
+    feats, probs, widths = F.embed_with_blocks(bundle, ds, "cpu")
+    assert len(probes) == 1 and len(feats) == len(ds) == 12
+    whole = F.embed_blocks(bundle.model, F.normalize(load_pixels(ds, meta.input_size), meta.mean, meta.std), "cpu")
+    assert len(probes) == 2  # the whole tensor: found once more
+    np.testing.assert_allclose(feats, whole[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, whole[1], rtol=1e-5, atol=1e-6)
+    assert widths == whole[2] and len(widths) == 3  # two stages and the classifier's input
+
+
 def test_blocks_weigh_the_same_whatever_their_scale():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(200, 3)) * 100 + 5, rng.normal(size=(200, 7)) * 0.01], 1)

@@ -17,7 +17,7 @@ from core.app.safe_text import md
 from core.errors import UserError
 from tests.run_fixtures import make_tradeoff_run
 from tests.test_pages import _app, _texts
-from tests.wb_helpers import ALICE, ANN, MIA, ROOT_ADMIN, make_accounts, wait_for
+from tests.wb_helpers import ALICE, ANN, MIA, ROOT_ADMIN, make_accounts, open_demo_here, wait_for
 
 
 def _updates(store, pid) -> list[dict]:
@@ -29,7 +29,7 @@ def project(home, monkeypatch):
     monkeypatch.delenv(registry.URI_ENV, raising=False)  # the default: a SQLite store under the workbench home
     store = projects.get_store(home)
     make_accounts(store)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     return store, pid, make_tradeoff_run(store, pid)
 
 

@@ -20,7 +20,7 @@ from core.cli import main
 from core.engine.runfolder import RunFolder
 from core.formats.bundle import load_bundle
 from tests.run_fixtures import make_tradeoff_run
-from tests.wb_helpers import ALICE, MIA
+from tests.wb_helpers import ALICE, MIA, open_demo_here
 
 
 def _pct(x: float) -> str:
@@ -57,7 +57,7 @@ def _check_numbers(card: str, m) -> None:
 
 def test_the_workbench_export_carries_a_card_with_the_runs_numbers_and_its_approval(home):
     store = projects.get_store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     decisions.approve_run(store, rid, "fixes the red twos", MIA, override=True, reason="the loss is within reason")
     with zipfile.ZipFile(io.BytesIO(decisions.export_bytes(store, rid, MIA))) as zf:
@@ -84,7 +84,7 @@ def test_the_card_is_written_in_the_workbench_language(home):
     """Exported from the Japanese workbench, the card's words are Japanese (its YAML header, which tools read,
     stays English) and its numbers are the same; the MLflow registry's copy stays English."""
     store = projects.get_store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     decisions.approve_run(store, rid, "赤い 2 を直した", MIA, override=True, reason="the loss is within reason")
     with zipfile.ZipFile(io.BytesIO(decisions.export_bytes(store, rid, MIA, "ja"))) as zf:

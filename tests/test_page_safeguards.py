@@ -11,7 +11,7 @@ from core.app.i18n import translator
 from core.errors import UserError
 from tests.run_fixtures import make_tradeoff_run
 from tests.test_pages import _app, _texts
-from tests.wb_helpers import ALICE, ANN, APP, BOB, MIA, ROOT_ADMIN, make_accounts
+from tests.wb_helpers import ALICE, ANN, APP, BOB, MIA, ROOT_ADMIN, make_accounts, open_demo_here
 
 
 @pytest.fixture()
@@ -49,7 +49,7 @@ def _approve(store, pid, rid, who=MIA) -> None:
 
 
 def test_roll_back_is_offered_only_for_the_repair_in_use_and_asks_for_confirmation_and_a_reason(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     first = make_tradeoff_run(store, pid)
     second = make_tradeoff_run(store, pid)
     _approve(store, pid, first)
@@ -90,7 +90,7 @@ def _approve_button(at):
 
 
 def test_approve_is_off_with_its_reason_for_a_demo_session_and_a_rejected_repair(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     demo = AppTest.from_file(APP, default_timeout=120)
     make_accounts(store)
@@ -120,7 +120,7 @@ def test_approve_is_off_with_its_reason_for_a_demo_session_and_a_rejected_repair
 
 
 def test_approve_blocker_keeps_the_four_eyes_rule_unless_relaxed(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     run = {**store.run(make_tradeoff_run(store, pid)), "created_by": "mia"}  # as if mia had started it
     assert decisions.approve_blocker(store, run, MIA) == "review_four_eyes_you"
     assert decisions.approve_blocker(store, run, ANN) is None
@@ -130,7 +130,7 @@ def test_approve_blocker_keeps_the_four_eyes_rule_unless_relaxed(home, store):
 
 def test_a_curator_is_told_when_another_overwrites_their_label(home, store, monkeypatch):
     monkeypatch.setenv("BIASREPAIR_LABEL_REFRESH", "0")
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     alice = _app("views/counterexamples.py", user="alice")
     bob = _app("views/counterexamples.py", user="bob")
     top = pool.candidates(store, pid)[0]
@@ -163,7 +163,7 @@ def _uploaders(at) -> dict[str, int]:
 
 
 def test_only_people_who_may_upload_see_uploaders_each_stating_the_workbenchs_own_limit(home, store):
-    projects.open_demo(store, ALICE)
+    open_demo_here(store, ALICE)
     pages = {"views/model.py": ["up_bundle", "up_weights", "up_eval", "up_ref"], "views/counterexamples.py":
              ["up_pool", "up_single"]}  # fmt: skip
     kinds = {"up_bundle": "model", "up_weights": "model", "up_eval": "eval_zip", "up_ref": "images_zip",
@@ -185,7 +185,7 @@ def test_only_people_who_may_upload_see_uploaders_each_stating_the_workbenchs_ow
 
 
 def test_a_demo_visitor_sees_no_uploader_and_one_line_saying_why(home, store, monkeypatch):
-    projects.open_demo(store, ALICE)  # the demo, built: the visitor gets a copy of it
+    open_demo_here(store, ALICE)  # the demo, built: the visitor gets a copy of it
     monkeypatch.setenv("BIASREPAIR_HOME", str(store.home))
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["lang"] = "ja"

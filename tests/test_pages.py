@@ -32,6 +32,7 @@ from tests.wb_helpers import (
     MIA,
     label_top,
     no_attribute_project,
+    open_demo_here,
     sign_in_app,
     wait_for,
     zip_folder_bytes,
@@ -77,7 +78,7 @@ def test_model_page_opens_the_demo_and_shows_the_bias(home, store):
 
 
 def test_model_page_in_japanese(home, store):
-    projects.open_demo(store, ALICE)
+    open_demo_here(store, ALICE)
     at = _app(lang="ja")
     text = _texts(at)
     assert "モデル：どこに偏りがあるか" in text and "の画像では" in text
@@ -180,7 +181,7 @@ def test_weights_file_and_form_make_a_project(home, store, demo_dir):
 
 
 def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     at = _app("views/counterexamples.py")
     png = next((demo_dir / "pool" / "images").glob("*.png")).read_bytes()
     at.file_uploader(key="up_single").set_value([("mine.png", png, "image/png")]).run()
@@ -196,7 +197,7 @@ def test_single_images_and_pool_zip_through_the_page(home, store, demo_dir):
 
 
 def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     at = _app("views/counterexamples.py")
     assert "Quick labelling" in _texts(at)
     top = pool.candidates(store, pid)[0]
@@ -221,7 +222,7 @@ def test_counterexamples_page_labels_by_click_bulk_and_relabel(home, store):
 
 
 def test_tune_page_starts_watches_and_cancels(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     label_top(store, pid, 4)
     at = _app("views/tune.py")
     assert at.toggle(key="tune_auto").value is False
@@ -242,7 +243,7 @@ def test_tune_page_starts_watches_and_cancels(home, store):
 
 
 def test_the_runs_table_says_cancelling_until_the_worker_has_stopped_the_run(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     label_top(store, pid, 2)
     rid = runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     assert store.claim_next_run(os.getpid())["id"] == rid  # running, in this process's hands: no step ends
@@ -258,7 +259,7 @@ def test_the_runs_table_says_cancelling_until_the_worker_has_stopped_the_run(hom
 
 
 def test_tune_page_says_which_guard_the_next_repair_uses(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     for lang in ("en", "ja"):  # before any counterexample: no "your 0 counterexamples"
         tr, before = translator(lang), _app("views/tune.py", lang=lang)
         assert tr("tune_intro_none") in _texts(before) and tr("tune_need_labels") in _texts(before)
@@ -278,7 +279,7 @@ def test_tune_page_says_which_guard_the_next_repair_uses(home, store):
 
 
 def test_tune_page_builds_settings_for_every_method(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     label_top(store, pid, 2)
     at = _app("views/tune.py")
     for name, _ in runs.method_choices():
@@ -299,7 +300,7 @@ def _finished_run(store, pid) -> int:
 
 
 def test_review_page_verdict_approve_and_roll_back(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = _finished_run(store, pid)
     at = _app("views/review.py")
     assert not at.exception
@@ -327,7 +328,7 @@ def test_review_page_verdict_approve_and_roll_back(home, store):
 
 
 def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatch):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = _finished_run(store, pid)
     monkeypatch.setattr(verdict, "MIN_KEPT_DECISIONS", 1.01)  # every run is now below the threshold
     at = _app("views/review.py")
@@ -338,7 +339,7 @@ def test_flagged_run_cannot_be_approved_without_override(home, store, monkeypatc
 
 
 def test_a_finished_repair_on_the_repair_page_has_reviews_slider_values_computed(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     assert store.pending_tasks("alpha_grid") == [] and interpolated_runs.missing(store.run(rid))
     at = _app("views/tune.py")  # showing the finished repair (the only one)
@@ -352,7 +353,7 @@ def test_a_finished_repair_on_the_repair_page_has_reviews_slider_values_computed
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
 def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, store, lang):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     v = verdict.judge(runs.run_metrics(store, rid))
     assert v.kind == "mixed" and v.worse_groups[0].name == "two · red"
@@ -368,7 +369,7 @@ def test_review_names_the_group_that_got_worse_and_shows_both_galleries(home, st
 
 
 def test_approve_and_roll_back_update_every_status_and_the_run_list(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = make_tradeoff_run(store, pid)
     at = _app("views/review.py")
     assert "In use now: the original model." in _texts(at)
@@ -397,7 +398,7 @@ def _card(at) -> str:
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
 def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store, lang):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = _finished_run(store, pid)
     full = runs.run_metrics(store, rid)
     assert full["changed_predictions"] > 0
@@ -461,7 +462,7 @@ def test_review_strength_slider_previews_and_saves_a_run_to_approve(home, store,
 
 
 def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store):
-    projects.open_demo(store, ALICE)
+    open_demo_here(store, ALICE)
     at = _app()
     smallest = next(m for m in at.metric if m.label == "Smallest group")
     assert int(smallest.value) > 10
@@ -469,7 +470,7 @@ def test_model_page_shows_the_smallest_group_and_the_threshold_apart(home, store
 
 
 def test_history_page_lists_and_filters(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     label_top(store, pid, 2)
     at = _app("views/history.py", lang="ja")
     assert "履歴" in _texts(at)
@@ -481,7 +482,7 @@ def test_history_page_lists_and_filters(home, store):
 
 
 def test_history_names_a_repairs_settings_as_the_repair_page_does_in_japanese(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     label_top(store, pid, 2)
     runs.submit_run(store, pid, "cpt", dict(FAST_RUN), ALICE, start_worker=False)
     at = _app("views/history.py", lang="ja")

@@ -10,7 +10,7 @@ import pytest
 from core.app import built_from, pool, projects, review, runs
 from core.app.i18n import translator
 from tests.test_pages import _app, _finished_run
-from tests.wb_helpers import ALICE, MIA
+from tests.wb_helpers import ALICE, MIA, open_demo_here
 
 
 @pytest.fixture()
@@ -19,7 +19,7 @@ def store(home):
 
 
 def test_review_shows_what_the_repair_was_built_from(home, store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     rid = _finished_run(store, pid)  # alice labelled 8 images and started it
     m = runs.run_metrics(store, rid)
     chosen = {c["label"] for c in pool.chosen_set(store, pid)}

@@ -12,13 +12,13 @@ import pytest
 from core.app import decisions, projects, report, review, runs, verdict
 from core.app.i18n import translator
 from tests.run_fixtures import make_tradeoff_run
-from tests.wb_helpers import ALICE, ANN, MIA
+from tests.wb_helpers import ALICE, ANN, MIA, open_demo_here
 
 
 @pytest.fixture()
 def repaired(home):
     store = projects.get_store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     return store, pid, make_tradeoff_run(store, pid)
 
 

@@ -13,7 +13,7 @@ from core import settings
 from core.app import accounts, projects
 from core.app.i18n import error_text
 from core.errors import UserError
-from tests.wb_helpers import ALICE, APP, PASSWORDS, make_accounts, sign_in_app
+from tests.wb_helpers import ALICE, APP, PASSWORDS, make_accounts, open_demo_here, sign_in_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_the_sign_in_page_says_what_is_wrong_with_a_bad_setting(home, monkeypatc
 
 def test_a_bad_label_refresh_is_said_on_the_counterexamples_page_which_still_works(home, monkeypatch):
     store = projects.get_store(home)
-    projects.open_demo(store, ALICE)
+    open_demo_here(store, ALICE)
     monkeypatch.setenv(settings.LABEL_REFRESH.name, "often")
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["lang"] = "ja"

@@ -14,7 +14,7 @@ from core.engine.neighbours import penultimate_features
 from core.formats.bundle import load_bundle
 from core.formats.datasets import ImageDataset, Record
 from tests.test_pages import _app
-from tests.wb_helpers import ALICE, pool_truth
+from tests.wb_helpers import ALICE, open_demo_here, pool_truth
 
 
 def _images(folder) -> list:
@@ -50,7 +50,7 @@ def test_the_nearest_images_are_the_near_duplicates_and_the_same_kind(demo_dir, 
 
 def test_more_like_this_on_the_demo_project_is_cached_per_model_and_pool(home):
     store = projects.get_store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     cands = pool.candidates(store, pid)
     key = cands[0]["key"]
     near = similar.more_like_this(store, pid, key, ALICE)
@@ -75,7 +75,7 @@ def test_more_like_this_on_the_demo_project_is_cached_per_model_and_pool(home):
 @pytest.mark.parametrize("lang", ["en", "ja"])
 def test_counterexamples_page_shows_more_like_this_to_label(home, lang):
     store = projects.get_store(home)
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     at = _app("views/counterexamples.py", lang=lang, user="alice")
     first = pool.candidates(store, pid)[0]["key"]
     at.button(key=f"like_{first}").click().run()

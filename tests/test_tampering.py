@@ -16,7 +16,7 @@ from core.app import decisions, pool, projects, runs
 from core.app.integrity import stored_model_sha256
 from core.app.worker import execute_run
 from core.errors import UserError
-from tests.wb_helpers import ALICE, FAST_RUN, MIA, make_accounts, pool_truth
+from tests.wb_helpers import ALICE, FAST_RUN, MIA, make_accounts, open_demo_here, pool_truth
 
 
 @pytest.fixture()
@@ -39,7 +39,7 @@ def _queued_run(store, pid: int) -> int:
 
 
 def test_changed_base_model_refuses_the_repair_and_changed_run_weights_refuse_approval(store):
-    pid = projects.open_demo(store, ALICE)
+    pid = open_demo_here(store, ALICE)
     truth = pool_truth(store, pid)
     for c in [c for c in pool.candidates(store, pid) if c["label"] is None][:4]:
         pool.set_label(store, pid, c["key"], truth[c["path"]], ALICE)

@@ -45,6 +45,7 @@ from tests.wb_helpers import (
     label_top,
     make_zip,
     no_attribute_project,
+    open_demo_here,
     pool_truth,
     seed_demo_cache,
 )
@@ -59,7 +60,9 @@ def store(tmp_path, demo_dir) -> Store:
 
 @pytest.fixture()
 def demo(store) -> int:
-    return projects.open_demo(store, ALICE)
+    """The demo opened with its task run in this process; test_open_demo_evaluates_and_finds_the_bias opens it
+    through the task worker."""
+    return open_demo_here(store, ALICE)
 
 
 def _run_now(store, project_id, config=FAST_RUN) -> int:
@@ -71,7 +74,8 @@ def _run_now(store, project_id, config=FAST_RUN) -> int:
     return rid
 
 
-def test_open_demo_evaluates_and_finds_the_bias(store, demo):
+def test_open_demo_evaluates_and_finds_the_bias(store):
+    demo = projects.open_demo(store, ALICE)  # by the task worker, as the page opens it
     s = projects.project_summary(store, demo)
     assert s["project"]["is_demo"] and s["eval"] and s["pool"]
     m = evaluation.evaluate_active(store, demo)
@@ -361,13 +365,20 @@ def _demo_pool_truth(demo_dir) -> dict[str, str]:
         return {r["path"]: r["label"] for r in csv.DictReader(fh)}
 
 
-def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir):
+def test_without_attributes_the_gallery_suggests_and_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
+    """One project without attributes (its upload, evaluation and discovery are the costly part, made
+    once): first the gallery's suggestion order, then a suspected group named by a person."""
     pid = no_attribute_project(store, demo_dir)
+    truth = _demo_pool_truth(demo_dir)
+    _gallery_ranks_suggested_images_first(store, pid, truth)
+    _a_named_group_is_the_attribute_of_later_repairs(store, pid, truth)
+
+
+def _gallery_ranks_suggested_images_first(store, pid: int, truth: dict[str, str]) -> None:
     assert not suspected_groups.has_attributes(store, pid)
     cands = pool.candidates(store, pid)
     assert len(cands) == store.dataset(store.project(pid)["pool_dataset_id"])["n_items"]
     assert {c["ranking"] for c in cands} == {"discovery"} and all(c["label"] is None for c in cands)
-    truth = _demo_pool_truth(demo_dir)
     wrong = [c["predicted"] != truth[c["path"]] for c in cands]
     # Most of the first eight are real mistakes of the model, far more than the pool as a whole,
     # each near a suspected group, and they cover several classes' groups.
@@ -376,8 +387,7 @@ def test_gallery_ranks_suggested_images_first_without_attributes(store, demo_dir
     assert len({c["group_label"] for c in cands[:8]}) >= 4
 
 
-def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
-    pid = no_attribute_project(store, demo_dir)
+def _a_named_group_is_the_attribute_of_later_repairs(store, pid: int, truth: dict[str, str]) -> None:
     top = suspected_groups.project_groups(store, pid)[0]
     old_eval = store.project(pid)["eval_dataset_id"]
     before = evaluation.evaluate_active(store, pid)
@@ -389,7 +399,6 @@ def test_a_named_group_is_the_attribute_of_later_repairs(store, demo_dir):
     assert evaluation.finding(m)["attribute"] == "red corner"
     assert m["worst_group_accuracy"] <= top["accuracy"] + 1e-9
     assert store.evaluation(store.project(pid)["base_model_id"], old_eval)  # the old numbers stay
-    truth = _demo_pool_truth(demo_dir)
     for c in pool.candidates(store, pid)[:8]:
         pool.set_label(store, pid, c["key"], truth[c["path"]], ALICE)
     rid = _run_now(store, pid)

@@ -64,6 +64,19 @@ def seed_demo_cache(home: Path, demo_dir: Path) -> None:
     (cache / "BUILT").write_text("ok")
 
 
+def open_demo_here(store, actor: User = ALICE) -> int:
+    """The demo project opened as :func:`core.app.projects.open_demo` opens it (the same permission check,
+    then the task worker's ``open_demo`` task), with the task run in this process: for tests whose subject
+    is what comes after, not the task worker, whose start alone takes seconds (a Python process importing
+    torch). Opening through the worker is tested in tests/test_workbench.py, tests/test_jobs.py and the
+    page tests."""
+    from core.app import compute
+
+    assert not actor.demo, "a demo session opens a sandbox: use projects.open_demo"
+    accounts.require(store, actor, None, "open_demo")
+    return int(compute.open_demo(store, {}, actor)["project_id"])
+
+
 def demo_store(home: Path, demo_dir: Path, actor: User = ALICE):
     """A store at ``home`` with the demo opened (by its task worker, stopped afterwards): (store, demo project)."""
     from core.app import jobs, projects

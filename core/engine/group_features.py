@@ -103,7 +103,9 @@ def _channels(shape: tuple) -> int:
 
 
 @torch.inference_mode()
-def embed_blocks(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256, depth: bool = True):
+def embed_blocks(
+    model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 256, depth: bool = True, stages=None
+):
     """Discovery features, softmax probabilities and the widths of the feature blocks.
 
     The features are, per image: for every stage of the network (:func:`_stage_modules`, shallow
@@ -112,11 +114,13 @@ def embed_blocks(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_si
     texture that the last layer may have folded into the class evidence; that is what a shortcut
     is often made of. ``depth=False``: the penultimate features only. Returns float32 numpy arrays
     ``[N, D]`` and ``[N, C]`` and a tuple of block widths summing to ``D`` (one block per stage,
-    the penultimate features last)."""
+    the penultimate features last). ``stages``: the model's stages found earlier (:func:`_stage_modules`,
+    for a dataset embedded a batch at a time); ``None``: found here from the first image."""
     dev = select_device(device) if isinstance(device, str) else device
     head = classifier_layer(model)
     model.eval().to(dev)
-    stages = _stage_modules(model, x[:1].to(dev), head) if depth and len(x) else []
+    if stages is None:
+        stages = _stage_modules(model, x[:1].to(dev), head) if depth and len(x) else []
     modules = dict(model.named_modules())
     caught: dict[str, torch.Tensor] = {}
 
@@ -168,10 +172,13 @@ def embed_with_blocks(bundle, data, device="cpu", pixels: np.ndarray | None = No
     """:func:`embed` plus the feature blocks' widths (see :func:`embed_blocks`)."""
     meta = bundle.meta
     if isinstance(data, ImageDataset) and pixels is None and len(data):
-        parts = [
-            embed_blocks(bundle.model, normalize(batch, meta.mean, meta.std), device)
-            for batch in iter_pixel_batches(data, meta.input_size, eval_batch_size())
-        ]
+        parts, stages = [], None
+        for batch in iter_pixel_batches(data, meta.input_size, eval_batch_size()):
+            x = normalize(batch, meta.mean, meta.std)
+            if stages is None:  # found once from the first image, not again for every batch
+                dev = select_device(device) if isinstance(device, str) else device
+                stages = _stage_modules(bundle.model.eval().to(dev), x[:1].to(dev), classifier_layer(bundle.model))
+            parts.append(embed_blocks(bundle.model, x, device, stages=stages))
         return np.concatenate([f for f, _, _ in parts]), np.concatenate([p for _, p, _ in parts]), parts[0][2]
     if isinstance(data, ImageDataset):
         if pixels is None:
