@@ -39,6 +39,7 @@ STOP_RULES = ("paper", "heldout", "none", "kept", "check")
 # Augmented copies of the counterexamples (core.engine.augment): torchvision crops, flips and erasing, no colour.
 AUGMENT_POLICIES = ("none", "crop", "flip", "erase", "crop+flip", "crop+erase", "crop+flip+erase")
 CHECK_FLOOR_DEFAULT = 0.97
+CHECK_EARLY_DEFAULT = 0  # not measured yet: see docs/BENCHMARKS.md "Fourth study"
 # The invariance hint (core.engine.invariance): what the user says should not matter.
 INVARIANCES = ("none", "colour", "flip", "region")
 KEEP_TARGET = 0.97  # automatic strength: the least share of reference answers a chosen λ must keep (estimated)
@@ -98,6 +99,15 @@ class MethodConfig:
         "never in the reported numbers.",
         min=0.0,
         max=1.0,
+    )
+    # the guard scores every step in this many first steps, then every GUARD_EVERY (core.engine.guard); its
+    # patience is counted in steps, so the run does not stop sooner
+    check_early_steps: int = hp(
+        CHECK_EARLY_DEFAULT,
+        "For “check”: during this many first steps the check images are measured after every step instead of "
+        "every fifth, so that a best step early in the repair is not missed. 0: every fifth step throughout.",
+        min=0,
+        max=5000,
     )
     # fresh random copies of the counterexamples at every step (core.engine.augment); no colour jitter
     augment: str = hp(
