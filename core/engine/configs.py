@@ -176,6 +176,15 @@ class CPTConfig(MethodConfig):
         max=1e4,
     )
     anchor_batch: int = hp(64, "How many reference images the anchor looks at in each step.", min=1, max=4096)
+    # leaves out the reference images nearest (cosine, penultimate features of the old model) to a counterexample
+    # (core.engine.anchor.far_from); the kept estimate still uses them all
+    anchor_skip: float = hp(
+        0.0,
+        "The share of reference images most like one of your counterexamples (as the old model sees them) that "
+        "the anchor leaves out, so that it does not hold the very answers the repair should change. 0: none.",
+        min=0.0,
+        max=0.9,
+    )
     invariance: str = hp(
         "none",
         "A rule you know: colour (colour and tint should not change the answer), flip (where something sits "
