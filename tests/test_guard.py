@@ -205,3 +205,47 @@ def test_auto_chooses_on_the_check_split_when_there_is_one(tmp_path):
         assert auto.chosen == first_best["strength"] == res.metrics.strength
     else:  # no λ beat the old model on the check split: auto changes nothing
         assert auto.chosen is None and res.metrics.no_change.code == "check_no_gain" and first_best["step"] == 0
+
+
+def _early_peak() -> CheckSet:
+    """Twenty class-0 images the old model gets wrong, fixed once p passes 0.5 and 1.5 (all at p = 2); thirty
+    class-1 images it gets right, broken from p = 2.1 on (at p = 5 most are broken): the best step is step 2."""
+    x = np.array([0.5] * 10 + [1.5] * 10 + [2.1 + i / 10 for i in range(30)], dtype=np.float32)
+    y = np.array([0] * 20 + [1] * 30)
+    return CheckSet(torch.from_numpy(x).view(-1, 1), y, ["a"] * 20 + ["b"] * 30, np.ones(50, dtype=np.int64), DEV)
+
+
+def _early_run(early: int, patience: int = 50, max_steps: int = 5):
+    m = Threshold()
+    guard = CheckGuard(_early_peak(), 0.9, every=5, patience=patience, early=early)
+    m.config = make_config("cpt", {"stop_rule": "check", "min_steps": 0, "max_steps": max_steps})
+    loop = train_method(m, PreparedData(torch.zeros(2, 1), torch.tensor([0, 1])), DEV, ["a", "b"], guard=guard)
+    return m, guard, loop.history
+
+
+def test_early_checks_find_a_best_step_that_checks_every_fifth_step_miss():
+    m, guard, _ = _early_run(early=0)
+    # checked at step 5 only (p = 5: under the floor); α after the fact gets part of the way back (p = 1.25)
+    assert guard.report.step == 5 and guard.report.score.worst_group == 0.5 and float(m.p) == 1.25
+    m, guard, _ = _early_run(early=3)
+    assert [c["step"] for c in guard.checks if c["alpha"] == 1.0][:5] == [0, 1, 2, 3, 5]
+    assert guard.report.step == 2 and guard.report.alpha == 1.0 and float(m.p) == 2.0
+    assert guard.report.score.worst_group == 1.0 and guard.report.score.kept == 1.0
+
+
+def test_early_checks_do_not_make_the_run_stop_sooner():
+    # patience 2 = two checks of five steps after the best (step 2): the run stops at the first check on or after
+    # step 12, not after two of the early, one-step checks
+    _, guard, history = _early_run(early=10, patience=2, max_steps=40)
+    assert guard.report.step == 2 and len(history) == 15
+    assert history[1].stop_by == 15 and history[-1].stop_by == 15
+
+
+def test_the_setting_reaches_the_guard():
+    cfg = make_config("cpt", {"check_early_steps": 30})
+    assert make_config("cpt").check_early_steps == 0  # the default: every fifth step, as before it was a setting
+    data = PreparedData(torch.zeros(2, 1), torch.tensor([0, 1]))
+    data.x_val, data.y_val, data.attr_val = torch.zeros(3, 1), np.array([0, 1, 0]), ["a"] * 3
+    base = torch.nn.Linear(1, 2)
+    assert build_guard(cfg, data, base, DEV).early == 30
+    assert build_guard(make_config("cpt"), data, base, DEV).early == 0

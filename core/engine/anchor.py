@@ -16,6 +16,10 @@ never the counterexample pool (full of images whose answer should change) and ne
 reported numbers are computed on. The same images give a label-free estimate of kept decisions:
 the share of reference images whose predicted class is unchanged (:meth:`Reference.agreement`),
 which is 1.0 at δ = 0.
+
+Typical images can still include the very mistakes the repair should fix (a deployment photo with the shortcut's
+cue on the wrong class); :func:`far_from` finds the share of them most like a counterexample in the old model's own
+features, for the anchor to leave out (CPT's ``anchor_skip``; the kept estimate still uses every image).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from core.engine.inference import rows_on
+from core.formats.architectures import last_linear
 
 AGREEMENT_IMAGES = 256  # images in the fixed subset the kept estimate is measured on
 
@@ -36,14 +41,43 @@ def anchor_kl(new_logits: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Te
     return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(1).mean()
 
 
+@torch.no_grad()
+def features(model: nn.Module, x, device: torch.device, step: int = 512) -> torch.Tensor:
+    """The model's penultimate features of ``x`` (the input of its last ``nn.Linear``), or its outputs when it
+    has no linear layer; ``[N, D]`` float32 on the CPU."""
+    head, caught = last_linear(model), []
+    hook = None
+    if head is not None:
+        hook = head[1].register_forward_hook(lambda _m, inp, _o: caught.append(inp[0].float().flatten(1).cpu()))
+    try:
+        outs = [model(rows_on(x, slice(i, i + step), device)).float().cpu() for i in range(0, len(x), step)]
+    finally:
+        if hook is not None:
+            hook.remove()
+    return torch.cat(caught if head is not None else outs)
+
+
+def far_from(model: nn.Module, x, counterexamples, share: float, device: torch.device) -> torch.Tensor:
+    """The reference images the anchor keeps: all but the ``share`` whose features are nearest (cosine, the
+    most similar counterexample) to a counterexample, so that the anchor does not hold the answers the repair
+    should change. Sorted indices into ``x``."""
+    ref = nn.functional.normalize(features(model, x, device), dim=1)
+    ce = nn.functional.normalize(features(model, counterexamples, device), dim=1)
+    nearest = (ref @ ce.T).max(1).values
+    drop = min(round(share * len(ref)), len(ref) - 1)
+    return nearest.argsort()[: len(ref) - drop].sort().values
+
+
 class Reference:
-    """Reference images with the frozen model's answers, for the anchor and the kept estimate."""
+    """Reference images with the frozen model's answers, for the anchor and the kept estimate.
+    ``anchor_rows``: the images the anchor's minibatches are drawn from (None: all; :func:`far_from`)."""
 
     def __init__(self, x: torch.Tensor, base: nn.Module, device: torch.device, seed: int = 0):
         self.x = x
         self.device = device
         self.step = min(512, getattr(x, "batch", 512))  # images read at once (DiskImages: its batch)
         self.seed = seed
+        self.anchor_rows: torch.Tensor | None = None
         self.restart()
         with torch.no_grad():
             logps = [
@@ -62,7 +96,10 @@ class Reference:
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A random minibatch of reference images and the frozen model's log-probabilities on them."""
-        idx = torch.randperm(len(self.x), generator=self.gen)[:size]
+        if self.anchor_rows is None:
+            idx = torch.randperm(len(self.x), generator=self.gen)[:size]
+        else:
+            idx = self.anchor_rows[torch.randperm(len(self.anchor_rows), generator=self.gen)[:size]]
         return rows_on(self.x, idx, self.device), self.old_log_probs[idx].to(self.device)
 
     @torch.no_grad()

@@ -45,7 +45,7 @@ def train_one(base_model, method: str, cfg, data, device, class_names, seed: int
     how many such runs the caller keeps the best of)."""
     impl = get_method(method)(base_model, cfg, device, unlabeled=data.unlabeled)
     if impl.needs_reference():
-        impl.use_reference(data.reference, seed)
+        impl.use_reference(data.reference, seed, counterexamples=data.x_ce)
     guard = check_guard.build_guard(cfg, data, base_model, device, trials)
     base_model.to("cpu")
     loop = train_method(impl, data, device, class_names, seed=seed, progress=progress, should_stop=should_stop,

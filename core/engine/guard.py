@@ -4,7 +4,8 @@ The label-free kept rule (:mod:`core.engine.loop`) holds the model's *answers* o
 included; on a model that is wrong on most images of a broken shortcut it stops the run on step 0. The check split's
 labels tell a wrong answer fixed from a right answer broken, so the guard measures what the product promises:
 
-* every ``every`` steps it scores the current model on the check split (:class:`core.engine.checksplit.CheckScore`);
+* every ``every`` steps it scores the current model on the check split (:class:`core.engine.checksplit.CheckScore`),
+  and after every one of the first ``early`` steps (a best step in the first few is not skipped over);
 * a step *qualifies* when it keeps at least ``floor`` of the check split's right decisions and fixes more check
   rows than it breaks by more than noise (a sign test, :meth:`CheckGuard.qualifies`);
 * the run ends on the qualifying step with the best :func:`objective` (ties: the earlier step, the least change),
@@ -31,7 +32,7 @@ from core.engine.inference import predict_logits
 from core.engine.results import NoChange, NoChangeCode
 
 GUARD_EVERY = 5
-GUARD_PATIENCE = 12  # checks without a new best before the run stops
+GUARD_PATIENCE = 12  # checks without a new best before the run stops (counted as GUARD_EVERY steps each)
 ALPHAS = (0.25, 0.5, 0.75)  # strengths after the fact tried beside α = 1
 NET_GAIN_Z = 2.0  # a chosen step's fixed − broken check rows, in standard deviations of a fair coin over the changed
 
@@ -58,6 +59,8 @@ def objective(s: CheckScore) -> float:
 class CheckGuard:
     """The guard's state through one run of :func:`core.engine.loop.train_method`."""
 
+    early = 0  # the first steps scored one by one (``early`` of __init__)
+
     def __init__(
         self,
         check: CheckSet,
@@ -66,8 +69,10 @@ class CheckGuard:
         patience: int = GUARD_PATIENCE,
         alphas: tuple[float, ...] = ALPHAS,
         trials: int = 1,
+        early: int = 0,
     ):
         self.check, self.floor, self.every, self.patience, self.alphas = check, floor, every, patience, alphas
+        self.early = early
         self.z = net_gain_z(trials)
         self.checks: list[dict] = []
         self.since_best = 0
@@ -97,18 +102,20 @@ class CheckGuard:
         self.best_score, self.best_snap, self.best_step = self.base, self.origin, 0
         self.last_step = 0
 
+    def is_check(self, step: int) -> bool:
+        return step <= self.early or step % self.every == 0
+
     def after_step(self, step: int, method, last: bool = False) -> CheckScore | None:
-        """Score the model every ``every`` steps (and on the last); returns the score when it scored."""
-        if step % self.every and not last:
+        """Score the model every ``every`` steps, after each of the first ``early`` and on the last; returns the
+        score when it scored. ``since_best`` counts the steps since the best in checks of ``every`` steps."""
+        if not self.is_check(step) and not last:
             return None
         s = self.check.score(method.predict)
         self._record(step, 1.0, s)
         self.last_step = step
         if self._better(s):
             self.best_score, self.best_snap, self.best_step = s, method.snapshot(), step
-            self.since_best = 0
-        else:
-            self.since_best += 1
+        self.since_best = (step - self.best_step) / self.every
         return s
 
     def should_stop(self, step: int, min_steps: int) -> bool:
@@ -116,11 +123,14 @@ class CheckGuard:
 
     def stop_by(self, step: int, min_steps: int, max_steps: int) -> int:
         """The step the run stops at unless the check split finds a new best before it: the check that
-        completes the patience (checks every ``every`` steps), not before ``min_steps``, at most ``max_steps``."""
-        next_check = (step // self.every + 1) * self.every
-        at = next_check + (self.patience - self.since_best - 1) * self.every
-        at = max(at, min_steps) if self.since_best < self.patience else max(step, min_steps)
-        return min(at, max_steps)
+        completes the patience (``patience``·``every`` steps after the best), not before ``min_steps``, at most
+        ``max_steps``."""
+        if self.since_best >= self.patience:
+            return min(max(step, min_steps), max_steps)
+        last_check = step if step <= self.early else max(self.early, step // self.every * self.every)
+        due = max(last_check + round((self.patience - self.since_best) * self.every), step + 1)
+        at = due if due <= self.early else -(-due // self.every) * self.every  # the first check at or after it
+        return min(max(at, min_steps), max_steps)
 
     @torch.no_grad()
     def finish(self, method) -> CheckReport:
@@ -163,7 +173,7 @@ def build_guard(config, data, base_model, device, trials: int = 1) -> CheckGuard
         return None
     base_pred = predict_logits(base_model.to(device), data.x_val, device).argmax(1).numpy()
     check = CheckSet(data.x_val, data.y_val, data.attr_val, base_pred, device)
-    return CheckGuard(check, config.check_floor, trials=trials)
+    return CheckGuard(check, config.check_floor, trials=trials, early=config.check_early_steps)
 
 
 def no_change(config) -> NoChange:

@@ -132,7 +132,8 @@ class RepairMethod(Protocol):
     def needs_reference(self) -> bool:
         """Whether the method uses reference images (its anchor, or the kept stopping rule)."""
 
-    def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None: ...
+    def use_reference(self, x: torch.Tensor | None, seed: int = 0, counterexamples: torch.Tensor | None = None) -> None:
+        """``counterexamples``: for a method that keeps the reference images most like them out of its anchor."""
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> StepStats:
         """One optimizer step on a batch of counterexamples."""
@@ -172,7 +173,7 @@ class Method:
         it without a check split, and reports it beside the check split's numbers)."""
         return self.config.stop_rule in ("kept", "check")
 
-    def use_reference(self, x: torch.Tensor | None, seed: int = 0) -> None:
+    def use_reference(self, x: torch.Tensor | None, seed: int = 0, counterexamples: torch.Tensor | None = None) -> None:
         """Give the method typical unlabelled images (anchor, kept estimate); see :mod:`core.engine.anchor`."""
 
         self.reference = Reference(x, self.base, self.device, seed) if x is not None and len(x) else None

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from core.engine.anchor import anchor_kl
+from core.engine.anchor import anchor_kl, far_from
 from core.engine.configs import SIZE_REFERENCE, CPTConfig
 from core.engine.devices import autocast
 from core.engine.events import StepStats
@@ -161,6 +161,12 @@ class CPT(Method):
         """The function-space anchor, the invariance hint and CutMix use reference images too."""
         c = self.config
         return c.anchor > 0 or c.invariance != "none" or c.mix > 0 or super().needs_reference()
+
+    def use_reference(self, x, seed: int = 0, counterexamples=None) -> None:
+        """The reference images; with ``anchor_skip``, the anchor leaves out those most like a counterexample."""
+        super().use_reference(x, seed)
+        if self.reference is not None and self.config.anchor_skip > 0 and counterexamples is not None:
+            self.reference.anchor_rows = far_from(self.base, x, counterexamples, self.config.anchor_skip, self.device)
 
     def effective_lr(self) -> float:
         """The Adam step actually used: ``lr``, scaled by the number of tuned weights when
