@@ -9,6 +9,8 @@ tests/test_i18n.py checks that every key raised in core/ has its words and place
 languages). Anything else is a bug and keeps its traceback.
 """
 
+import errno
+
 
 class UserError(ValueError):
     """A problem with the user's input, explained in one sentence that names what is wrong.
@@ -20,3 +22,8 @@ class UserError(ValueError):
         super().__init__(message)
         self.key = key
         self.params = params
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """Whether a failed write failed because the disk (or the user's quota) is full: not the input's fault."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

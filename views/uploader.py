@@ -11,9 +11,10 @@ import streamlit as st
 from core.app import uploads
 from core.app.accounts import User
 
-HIDE_STREAMLIT_LIMIT = "<style>.st-key-{key} [data-testid=stFileUploaderDropzoneInstructions]{{display:none}}</style>"
-BUTTON_WORD = (
-    "<style>.st-key-{key} [data-testid=stFileUploaderDropzone] button p{{font-size:0}}"
+# Streamlit's limit line hidden, its button's word replaced by ``word`` (a CSS string), for the uploader ``key``.
+UPLOADER_STYLE = (
+    "<style>.st-key-{key} [data-testid=stFileUploaderDropzoneInstructions]{{display:none}}"
+    ".st-key-{key} [data-testid=stFileUploaderDropzone] button p{{font-size:0}}"
     ".st-key-{key} [data-testid=stFileUploaderDropzone] button p::after{{content:{word};font-size:0.875rem}}</style>"
 )
 
@@ -34,7 +35,7 @@ def refused(user: User, t) -> bool:
 def file_uploader(label: str, key: str, kind: str, types: list[str], t, **options):
     """``st.file_uploader`` enforcing ``uploads.upload_limit_mb(kind)``, with a caption stating it."""
     limit = uploads.upload_limit_mb(kind)
-    st.html(HIDE_STREAMLIT_LIMIT.format(key=key) + BUTTON_WORD.format(key=key, word=_css_string(t("upload_button"))))
+    st.html(UPLOADER_STYLE.format(key=key, word=_css_string(t("upload_button"))))
     picked = st.file_uploader(label, type=types, key=key, max_upload_size=limit, **options)
     st.caption(t("upload_limit", types=", ".join(x.upper() for x in types), mb=f"{limit:,}"))
     return picked

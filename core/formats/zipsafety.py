@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import hashlib
 import io
 import lzma
@@ -23,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from core.errors import UserError
+from core.errors import UserError, is_disk_full
 
 DEFAULT_MAX_TOTAL = 512 * 1024 * 1024
 DEFAULT_MAX_FILES = 50_000
@@ -365,5 +364,5 @@ class ZipReader:
 def _raise_if_disk_full(exc: OSError) -> None:
     """A full disk (or quota) is not the zip's fault: it goes up as it is, for the caller to say so with the
     folder that is full (``Store.os_failure``)."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         raise exc

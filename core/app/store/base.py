@@ -8,7 +8,6 @@ helpers are private to the store package: code outside it calls the parts' named
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from core import settings
 from core.app.store.schema import upgrade
-from core.errors import UserError
+from core.errors import UserError, is_disk_full
 
 HOME_ENV = settings.HOME.name
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -149,7 +148,7 @@ class StoreBase:
     def os_failure(self, exc: OSError, otherwise: UserError) -> UserError:
         """What to tell the user about a file that could not be written or unpacked: a full disk (or quota) is
         said as such, in words and with the store's folder; any other cause as ``otherwise``."""
-        return self._disk_full() if exc.errno in (errno.ENOSPC, errno.EDQUOT) else otherwise
+        return self._disk_full() if is_disk_full(exc) else otherwise
 
     def _disk_full(self) -> UserError:
         return UserError(
