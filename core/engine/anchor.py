@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.engine.inference import rows_on
+from core.engine.inference import forward_batch, rows_on
 from core.formats.architectures import last_linear
 
 AGREEMENT_IMAGES = 256  # images in the fixed subset the kept estimate is measured on
@@ -42,10 +42,11 @@ def anchor_kl(new_logits: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def features(model: nn.Module, x, device: torch.device, step: int = 512) -> torch.Tensor:
+def features(model: nn.Module, x, device: torch.device, step: int | None = None) -> torch.Tensor:
     """The model's penultimate features of ``x`` (the input of its last ``nn.Linear``), or its outputs when it
     has no linear layer; ``[N, D]`` float32 on the CPU."""
     head, caught = last_linear(model), []
+    step = step or forward_batch(tuple(x.shape[1:]), device)
     hook = None
     if head is not None:
         hook = head[1].register_forward_hook(lambda _m, inp, _o: caught.append(inp[0].float().flatten(1).cpu()))
