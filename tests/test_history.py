@@ -117,12 +117,23 @@ def test_coded_details_and_the_stop_read_in_words():
         "four_eyes": "relaxed",
         "verdict": "improved",
         "stop_reason": "check_patience; restored step 15 (check split, α 1)",
+        "method": "cpt",
     }
     words = dict(history.record_items(detail, ja))
+    assert words[ja("detail_method")] == ja("method_cpt") != "cpt"  # the method as the Repair page names it
     assert words[ja("detail_four_eyes")] == ja("detail_four_eyes_relaxed") == "緩められていた"
     assert words[ja("detail_verdict")] == "推奨"
     assert history.details_words({"cause": "rejected"}, ja) == "理由: 使用中の修復が却下された"
+    # a rollback written by an older store, as an English sentence, reads as the new rows do
+    assert history.details_words({"reason": "run 7 was rejected"}, ja) == history.details_words(
+        {"run_id": 7, "cause": "rejected"}, ja
+    )
+    assert history.details_words({"reason": "run 7 was rejected, and more"}, ja).endswith(
+        "run 7 was rejected, and more"
+    )
     assert words[ja("detail_stop_reason")] == ja("stop_check_patience") + " · " + ja("stop_restored", step=15)
     assert "check_patience" not in history.details_words(detail, ja)
-    odd = {"verdict": "a kind from a later version", "stop_reason": "not a stop line"}
-    assert history.details_words(odd, ja) == "判定: a kind from a later version · 止まった理由: not a stop line"
+    odd = {"verdict": "a kind from a later version", "stop_reason": "not a stop line", "method": "gone"}
+    assert history.details_words(odd, ja) == (
+        "判定: a kind from a later version · 止まった理由: not a stop line · " + ja("detail_method") + ": gone"
+    )

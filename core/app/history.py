@@ -4,6 +4,7 @@ read it, and the CSV download."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 
 import pandas as pd
@@ -72,6 +73,9 @@ SETTINGS_KEY = "config"  # the detail that holds a repair's settings (a run_queu
 PERCENT_KEYS = ("accuracy", "worst_group", "kept_decisions")  # shares (0..1) read as percentages
 MAX_LISTED = 4  # items of a list named in the details column, then "+N"
 CODED = ("four_eyes", "verdict", "cause")  # details stored as a code, read through ``detail_<key>_<code>``
+# Stores from before the cause was a code wrote a rejection's rollback as this English sentence; audit rows never change,
+# so History reads that sentence as the code it stands for.
+OLD_REJECTED = re.compile(r"run (\d+) was rejected")
 
 
 def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
@@ -84,6 +88,9 @@ def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
         return display.number(value)
     if isinstance(value, str) and key == "stop_reason":
         return runs.stop_words({"stop_reason": value}, t)
+    if isinstance(value, str) and key == "method":  # a repair method, named as the Repair page names it
+        label = t(f"method_{value}")
+        return value if label == f"method_{value}" else label
     if isinstance(value, str) and key in CODED:
         label = t(f"detail_{key}_{value}")
         return value if label == f"detail_{key}_{value}" else label
@@ -110,6 +117,9 @@ def _detail_parts(detail: dict, t: Callable[..., str], settings: bool = False) -
     as one change, each key in words where the catalogue has them (``detail_<key>``; with ``settings``, a
     repair's settings, named as the Repair page's settings form names them, ``cfg_<name>``)."""
     parts = []
+    old = OLD_REJECTED.fullmatch(str(detail.get("reason", "")))
+    if old and "cause" not in detail:
+        detail = {**{k: v for k, v in detail.items() if k != "reason"}, "run_id": int(old[1]), "cause": "rejected"}
     for key, value in detail.items():
         if key.endswith("_after") and key.removesuffix("_after") + "_before" in detail:
             continue
