@@ -49,6 +49,20 @@ def test_the_sweep_removes_only_old_folders_of_gone_processes(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {folders[k].name for k in ("alive", "fresh", "not_ours")}
 
 
+def test_folders_named_before_the_pid_was_in_the_name_are_swept_once_a_day_old(tmp_path):
+    """An older version's unpacked zip (``biasrepair-dataset-<random>``, ``biasrepair_hf_<random>``) has no pid to
+    ask: it goes once it is a day old, and not before."""
+    old = {name: tmp_path / name for name in ("biasrepair-dataset-k2_9xq7a", "biasrepair_hf_3mzp0_wq")}
+    young = tmp_path / "biasrepair-dataset-ab12cd34"
+    for path in [*old.values(), young]:
+        (path / "inner").mkdir(parents=True)
+        _age(path, 2 * HOUR)
+    for path in old.values():
+        _age(path, 25 * HOUR)
+    assert sorted(scratch.sweep_stale(tmp_path)) == sorted(old.values())
+    assert [p.name for p in tmp_path.iterdir()] == [young.name]
+
+
 def _dataset_zip(path: Path) -> Path:
     buf = io.BytesIO()
     Image.new("RGB", (12, 12), (255, 0, 0)).save(buf, format="PNG")

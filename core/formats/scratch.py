@@ -8,6 +8,9 @@ removed when their command ends, however it ends, except when the process is kil
 worker (:func:`sweep_stale`) can tell it is an orphan: its process is gone and it is older than
 :data:`STALE_AFTER_S` (the age guards against a process in another pid namespace sharing the folder,
 whose pid means nothing here). Only folders of the current user are touched.
+
+Versions before the pid was in the name called them ``biasrepair-dataset-<random>`` and ``biasrepair_hf_<random>``;
+with no pid to ask, such a folder is taken for an orphan once it is :data:`OLD_STALE_AFTER_S` old (a day).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 PREFIX = "biasrepair-"
 STALE_AFTER_S = 3600.0
 _NAME = re.compile(r"biasrepair-[a-z]+-(\d+)-[A-Za-z0-9_]+")
+_OLD_NAME = re.compile(r"biasrepair-dataset-[A-Za-z0-9_]{8}|biasrepair_hf_[A-Za-z0-9_]{8}")  # tempfile's 8 characters
+OLD_STALE_AFTER_S = 86400.0
 
 
 def prefix(kind: str) -> str:
@@ -51,8 +56,8 @@ def sweep_stale(folder: str | Path | None = None, older_than_s: float = STALE_AF
     except OSError:
         return removed
     for path in entries:
-        match = _NAME.fullmatch(path.name)
-        if not match:
+        match, old = _NAME.fullmatch(path.name), _OLD_NAME.fullmatch(path.name)
+        if not match and not old:
             continue
         try:
             st = path.lstat()
@@ -60,7 +65,10 @@ def sweep_stale(folder: str | Path | None = None, older_than_s: float = STALE_AF
             continue
         if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
             continue
-        if time.time() - st.st_mtime < older_than_s or _alive(int(match.group(1))):
+        age = time.time() - st.st_mtime
+        if match and (age < older_than_s or _alive(int(match.group(1)))):
+            continue
+        if not match and age < max(older_than_s, OLD_STALE_AFTER_S):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
