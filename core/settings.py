@@ -21,6 +21,7 @@ with a message key, so a page shows it in its language instead of crashing:
 | ``BIASREPAIR_SIGNIN_LOCK_MINUTES`` | 15 | number | the window those are counted in |
 | ``BIASREPAIR_ADMIN_USER`` / ``_PASSWORD`` | none | text | the first admin, on a store without accounts |
 | ``BIASREPAIR_LABEL_REFRESH`` | 3 | number or 0 | seconds between looks for other curators' labels (0: never) |
+| ``BIASREPAIR_WORKER_THREADS`` | cores ÷ 2 | whole number | torch's threads in each of the two worker processes |
 | ``BIASREPAIR_BACKEND`` | local | text | where independent runs go (``core.engine.backends`` checks the name) |
 | ``BIASREPAIR_USER`` | none | text | who the CLI acts as |
 | ``BIASREPAIR_CACHE`` | ``<repo>/.cache`` | path | where the standard suite's built base models are kept |
@@ -115,6 +116,7 @@ MAX_IMAGES: Setting[int] = Setting("BIASREPAIR_MAX_IMAGES", 100_000, whole)
 MAX_IMAGE_PIXELS: Setting[int] = Setting("BIASREPAIR_MAX_IMAGE_PIXELS", 40_000_000, whole)
 STORE_BUDGET_MB: Setting[int] = Setting("BIASREPAIR_STORE_BUDGET_MB", 20 * 1024, whole)
 EVAL_BATCH: Setting[int] = Setting("BIASREPAIR_EVAL_BATCH", 64, whole)
+WORKER_THREADS: Setting[int] = Setting("BIASREPAIR_WORKER_THREADS", 0, whole)  # 0 (unset): the cores ÷ the queues
 SESSION_HOURS: Setting[float] = Setting("BIASREPAIR_SESSION_HOURS", 12.0, positive)
 DEMO_SANDBOX_HOURS: Setting[float] = Setting("BIASREPAIR_DEMO_SANDBOX_HOURS", 12.0, positive)
 DEMO_PREBUILD: Setting[float] = Setting("BIASREPAIR_DEMO_PREBUILD", 1.0, positive_or_zero)
@@ -136,6 +138,7 @@ ALL: dict[str, Setting] = {
         MAX_IMAGE_PIXELS,
         STORE_BUDGET_MB,
         EVAL_BATCH,
+        WORKER_THREADS,
         SESSION_HOURS,
         DEMO_SANDBOX_HOURS,
         DEMO_PREBUILD,

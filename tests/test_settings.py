@@ -122,3 +122,19 @@ def test_a_bad_label_refresh_is_said_on_the_counterexamples_page_which_still_wor
     assert not at.exception
     assert [e.value for e in at.error] == ["BIASREPAIR_LABEL_REFRESH は 0 か正の数にしてください（今の値は 'often'）"]
     assert at.button(key="quick_1")  # the label buttons are there: the page goes on with the default
+
+
+def test_each_worker_takes_its_share_of_the_cores_unless_told(monkeypatch):
+    """The two queues' workers run at once: each gets half this process's cores (at least one), so they do not
+    wait on each other's threads; ``BIASREPAIR_WORKER_THREADS`` says otherwise."""
+    from core.app import worker
+
+    monkeypatch.delenv("BIASREPAIR_WORKER_THREADS", raising=False)
+    for cores, threads in ((1, 1), (2, 1), (3, 1), (16, 8)):
+        monkeypatch.setattr(worker.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert worker.torch_threads() == threads
+    monkeypatch.setenv("BIASREPAIR_WORKER_THREADS", "3")
+    assert worker.torch_threads() == 3
+    monkeypatch.setenv("BIASREPAIR_WORKER_THREADS", "0")
+    with pytest.raises(UserError, match="BIASREPAIR_WORKER_THREADS"):
+        worker.torch_threads()

@@ -23,6 +23,9 @@ import threading
 import time
 import traceback
 
+import torch
+
+from core import settings
 from core.app import compute
 from core.app.integrity import stored_model_sha256
 from core.app.jobs import HEARTBEAT_S, IDLE_EXIT_S, STALE_AFTER_S, reap_dead_workers
@@ -264,6 +267,14 @@ def _summary(m: RunMetrics, out_dir: str) -> dict:
     }
 
 
+def torch_threads() -> int:
+    """The threads torch's work in one worker uses: ``BIASREPAIR_WORKER_THREADS``, or else this process's cores
+    shared between the two queues' workers, which run at once (a repair beside the Review page's α preview). torch's
+    own default, every core in each worker, made the two wait on each other: a demo repair took 51 and 74 s with two
+    threads against 17.6 s with one, on 2 cores other work was loading (load average 6)."""
+    return settings.WORKER_THREADS.get() or max(1, len(os.sched_getaffinity(0)) // len(QUEUES))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.app.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="store folder (BIASREPAIR_HOME)")
@@ -272,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")
     args = parser.parse_args(argv)
     sweep_stale()  # what a killed earlier worker or command left in the temporary folder
+    torch.set_num_threads(torch_threads())
     worker = _Worker(Store(args.home), args.queue, args.parent)
     if args.queue == "tasks":
 
