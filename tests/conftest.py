@@ -7,6 +7,7 @@ loop without a browser.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,13 @@ if str(ROOT) not in sys.path:
 from core.formats.architectures import SmallCNN  # noqa: E402
 from core.formats.bundle import BundleMeta, save_bundle  # noqa: E402
 from core.formats.datasets import write_manifest_dataset  # noqa: E402
+
+# Under pytest-xdist the workers run at once: each runs torch on its share of the cores, as the workbench's own
+# workers do (core.app.worker.torch_threads), instead of every worker on every core; so do the commands they start.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
 E2E_DIR = ROOT / "tests" / "e2e"
 TINY_CLASSES = ["cat", "dog", "fox"]
