@@ -558,3 +558,19 @@ def test_a_full_disk_while_unpacking_says_so_in_words_and_leaves_nothing(tmp_pat
         refused.value, "ja"
     )
     assert files_under(store.artifacts) == {} and store.datasets(pid, "pool") == []
+
+
+def test_gallery_thumbnails_are_cached_as_png_a_fiftieth_of_the_pixels(tmp_path):
+    """The page process keeps up to 4,096 thumbnails: encoded, as the browser gets them, not decoded pixels, so a
+    gallery browsed for long does not fill the server's memory (a decoded 112 px digit held about 50 KB)."""
+    from core.app import evaluation
+
+    path = tmp_path / "digit.png"
+    img = Image.new("RGB", (28, 28))
+    img.putpixel((3, 4), (255, 255, 255))
+    img.save(path)
+    data = evaluation.thumbnail(str(path), 112)
+    small = Image.open(io.BytesIO(data))
+    assert small.format == "PNG" and small.size == (112, 112)
+    assert small.convert("RGB").getpixel((3 * 4 + 1, 4 * 4 + 2)) == (255, 255, 255)  # sharp pixels, scaled by 4
+    assert len(data) * 50 < 112 * 112 * 3
