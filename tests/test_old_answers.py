@@ -85,49 +85,41 @@ def _demo(demo_dir, n: int = 8):
     return b, ce, ev
 
 
-def test_repairs_and_auto_on_one_prepared_draw_predict_the_old_model_once(demo_dir):
+def test_repairs_on_one_prepared_draw_predict_the_old_model_once_and_another_model_gets_its_own(demo_dir):
     b, ce, ev = _demo(demo_dir)
     data = prepare_data(b, ce, ev)
     assert data.x_val is not None  # the demo's evaluation set has a check split: the guard scores the old model
     expected = _truth(b.model, data.x_eval)
-    cfg = {"max_steps": 6, "min_steps": 2}
+    cfg = {"max_steps": 3, "min_steps": 1}
     first = run_repair(b, ce, config=cfg, data=data)
-    assert first.metrics.check is not None and data.old.passes == 2  # the reported rows and the check rows
-    assert np.array_equal(first.before_pred, expected)
-    for method, extra in (("lora", {}), ("cpt", {"strength": "auto"})):  # auto: one guarded repair per λ
-        res = run_repair(b, ce, method=method, config={**cfg, **extra}, data=data)
-        assert np.array_equal(res.before_pred, expected)
-    assert data.old.passes == 2
+    again = run_repair(b, ce, method="lora", config=cfg, data=data)
+    assert data.old.passes == 2  # the reported rows and the check rows, once for both repairs
+    assert np.array_equal(first.before_pred, expected) and np.array_equal(again.before_pred, expected)
     # the step-0 score the guard falls back to is the old model's own: nothing fixed, nothing broken
-    assert first.metrics.check.base.fixed == 0 and first.metrics.check.base.broken == 0
-    assert first.metrics.check.base.kept == 1.0
-
-
-def test_another_model_on_the_same_prepared_draw_is_not_given_the_old_answers(demo_dir):
-    b, ce, ev = _demo(demo_dir)
-    data = prepare_data(b, ce, ev)
-    run_repair(b, ce, config={"max_steps": 2, "min_steps": 1}, data=data)
-    other = copy.deepcopy(b)
+    check = first.metrics.check
+    assert check is not None and check.base.fixed == 0 and check.base.broken == 0 and check.base.kept == 1.0
+    other = copy.deepcopy(b)  # another model on the same prepared draw: never the old model's answers
     with torch.no_grad():
         for p in other.model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
     truth = _truth(other.model, data.x_eval)
-    assert not np.array_equal(truth, _truth(b.model, data.x_eval))
-    request = RunRequest.build("cpt", {"max_steps": 2, "min_steps": 1}, DataRefs(counterexamples=""))
+    assert not np.array_equal(truth, expected)
+    request = RunRequest.build("cpt", cfg, DataRefs(counterexamples=""))
     res = repair(other, request, data)
-    assert np.array_equal(res.before_pred, truth)
+    assert np.array_equal(res.before_pred, truth) and data.old.passes == 4
     assert res.metrics.before.accuracy == float(np.mean(truth == data.y_eval))
 
 
-def test_a_benchmark_predicts_the_base_model_once_for_all_its_draws_and_methods(tmp_path):
+def test_a_benchmark_predicts_the_base_model_once_for_all_its_draws_and_methods(demo_dir):
     from core.bench.benchmark import run_benchmark
-    from core.bench.suites import load_suite
+    from core.bench.suites import demo_suite_at
 
-    suite = load_suite("demo", tmp_path)
-    df = run_benchmark(suite, [1, 2], 1, ["cpt", "lora"], auto=False, device="cpu", max_steps=2, log=lambda s: None,
-                       paper=False)  # fmt: skip
-    assert len(df) == 4 and df["accuracy_before"].nunique() == 1
-    assert suite.old.passes == 2  # the reported rows and the check split, once for two draws × two methods
+    suite = demo_suite_at({name: demo_dir / name for name in ("model", "eval", "pool")})
+    df = run_benchmark(suite, [1, 2], 1, ["last_layer"], auto=True, sweep=False, device="cpu", max_steps=2,
+                       log=lambda s: None, paper=False)  # fmt: skip
+    assert list(df["method"]) == ["last_layer", "cpt_auto"] * 2 and df["accuracy_before"].nunique() == 1
+    assert (df[df["method"] == "cpt_auto"]["check_rows"] > 0).all()  # auto: a guarded repair per λ on the check split
+    assert suite.old.passes == 2  # the reported rows and the check split, once for two draws × (method, 3 λ of auto)
     sent = suite.__getstate__()  # what a parallel backend sends its workers: the pixels, no tensors, no answers
     assert sent["shared_tensors"] == {} and sent["eval_pixels"] is not None and suite.shared_tensors
     assert pickle.loads(pickle.dumps(sent["old"])).passes == 0

@@ -85,8 +85,12 @@ def _conflicting(ds: ImageDataset, attribute_of_label: list[str]) -> np.ndarray:
 
 
 def demo_suite(workdir: Path) -> Suite:
+    return demo_suite_at(build_demo(workdir / "demo"))
 
-    paths = build_demo(workdir / "demo")
+
+def demo_suite_at(paths: dict[str, Path]) -> Suite:
+    """The demo suite on a demo already built: the folders :func:`core.app.demo.build_demo` returns (or
+    ``python -m core demo`` writes) by name."""
     bundle = load_bundle(paths["model"])
     names = bundle.meta.class_names
     pool = load_dataset(paths["pool"], names)
