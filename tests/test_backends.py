@@ -252,14 +252,16 @@ def test_a_stopped_server_marks_its_ray_runs_interrupted(cluster, tmp_path, demo
     assert store.run(rid)["status"] == "interrupted"
 
 
-def test_perf_scale_section_reports_ratios_and_equal_results(cluster, tmp_path):
+def test_perf_scale_section_reports_ratios_and_equal_results(cluster, tmp_path, demo_dir):
     import argparse
 
     from core.bench.scale import scale_figures
+    from core.bench.suites import demo_suite_at
 
     # 5 steps run every code path the ratios and the equality need (both backends, early exit and the full sweep)
     args = argparse.Namespace(scale_cpus=2, scale_seeds=1, scale_shots=[2], scale_max_steps=5)
-    section, lines = scale_figures(args, tmp_path)
+    suite = demo_suite_at({name: demo_dir / name for name in ("model", "eval", "pool")})  # the session's built demo
+    section, lines = scale_figures(args, tmp_path, suite)
     assert section["ray_cpus"] == 2 and section["grid_tasks"] == 2  # 1 draw × 1 size × (cpt, auto)
     for key in ("auto_efficiency", "auto_full_efficiency", "grid_efficiency"):
         assert section[key] > 0

@@ -39,6 +39,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ from core.bench.perf_steps import interleaved, step_figures
 from core.bench.suites import load_suite, prepare_suite_data
 from core.engine.devices import autocast, describe_device, select_device
 from core.engine.inference import DiskImages, evaluate_model, predict_logits
+from core.engine.old_answers import OldAnswers
 from core.engine.repair import run_repair
 from core.formats.architectures import SmallCNN, build_model
 
@@ -162,9 +164,10 @@ def auto_figures(name: str, device, workdir: Path, seed: int = 0) -> dict:
     data = prepare_suite_data(suite, idx, with_unlabeled=False)
     sides = {}
     for side, cfg in (("default", {}), ("auto", {"strength": "auto"})):
+        fresh = replace(data, old=OldAnswers())  # each side predicts the old model's answers itself, as one command
         t0 = time.perf_counter()
         res = run_repair(
-            suite.bundle, suite.pool.subset(idx), method="cpt", config=cfg, device=str(device.type), data=data
+            suite.bundle, suite.pool.subset(idx), method="cpt", config=cfg, device=str(device.type), data=fresh
         )
         sides[side] = (time.perf_counter() - t0, res.metrics.seconds or 0.0, res.metrics.steps)
     (d_s, d_tune, d_steps), (a_s, a_tune, _) = sides["default"], sides["auto"]

@@ -70,9 +70,10 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def scale_figures(args, workdir: Path) -> tuple[dict, list[str]]:
-    """Run the scale measurements; returns the JSON section and the printed lines."""
-    suite = load_suite("demo", workdir / "suites")
+def scale_figures(args, workdir: Path, suite=None) -> tuple[dict, list[str]]:
+    """Run the scale measurements on the demo suite (``suite``: one already loaded, e.g. on a demo already built;
+    default: built in ``workdir``); returns the JSON section and the printed lines."""
+    suite = suite or load_suite("demo", workdir / "suites")
     suite.load_pixels()
     ray_backend, start_s = _timed(lambda: RayBackend(num_cpus=args.scale_cpus))
     cpus = ray_backend.cluster_cpus()

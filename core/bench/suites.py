@@ -23,7 +23,7 @@ never evaluation rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from core.bench import standard_suite as ss
 from core.engine.checksplit import split_dataset
 from core.engine.inference import normalize
 from core.engine.loop import PreparedData
+from core.engine.old_answers import OldAnswers
 from core.errors import UserError
 from core.formats.bundle import ModelBundle, load_bundle
 from core.formats.datasets import ImageDataset, load_dataset, load_pixels
@@ -54,6 +55,21 @@ class Suite:
     eval_pixels: np.ndarray | None = None
     pool_pixels: np.ndarray | None = None
     reference_pixels: np.ndarray | None = None  # uint8 [N,C,H,W], typical unlabelled images
+    # The base model's answers on the rows every draw shares (evaluation, check split), predicted once per suite.
+    old: OldAnswers = field(default_factory=OldAnswers, repr=False, compare=False)
+    # Those draw-independent image sets, normalised once: a draw's PreparedData holds these very tensors.
+    shared_tensors: dict[str, torch.Tensor | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        """A parallel backend's copy of the suite leaves the normalised tensors behind (its workers normalise
+        their own from the uint8 pixels, a quarter of the bytes)."""
+        return {**self.__dict__, "shared_tensors": {}}
+
+    def shared(self, name: str, make: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+        """The draw-independent tensor ``name``, made by ``make`` the first time."""
+        if name not in self.shared_tensors:
+            self.shared_tensors[name] = make()
+        return self.shared_tensors[name]
 
     def load_pixels(self) -> None:
         """Decode the evaluation and pool images once (uint8), so runs share them."""
@@ -69,8 +85,12 @@ def _conflicting(ds: ImageDataset, attribute_of_label: list[str]) -> np.ndarray:
 
 
 def demo_suite(workdir: Path) -> Suite:
+    return demo_suite_at(build_demo(workdir / "demo"))
 
-    paths = build_demo(workdir / "demo")
+
+def demo_suite_at(paths: dict[str, Path]) -> Suite:
+    """The demo suite on a demo already built: the folders :func:`core.app.demo.build_demo` returns (or
+    ``python -m core demo`` writes) by name."""
     bundle = load_bundle(paths["model"])
     names = bundle.meta.class_names
     pool = load_dataset(paths["pool"], names)
@@ -176,26 +196,32 @@ def prepare_suite_data(suite: Suite, idx: np.ndarray, with_unlabeled: bool = Tru
     """PreparedData for one draw: counterexamples from the pool, the reported evaluation rows, the check split
     (the evaluation set's ``split=val`` rows, :mod:`core.engine.checksplit`), and the pool's images without labels
     and the suite's reference images. Only a method under the ``check`` rule steers by the check split; the
-    benchmark reports on the other rows."""
+    benchmark reports on the other rows.
+
+    Every part but the counterexamples is the same for every draw: those are normalised once per suite and shared
+    (:meth:`Suite.shared`), and so are the base model's answers on them (``suite.old``,
+    :class:`core.engine.old_answers.OldAnswers`), which every draw's repairs then predict once in all."""
     suite.load_pixels()
     meta = suite.bundle.meta
     rep, val, split = split_dataset(suite.eval_set)
-    x_eval = normalize(suite.eval_pixels[rep], meta.mean, meta.std)
     attributes = suite.eval_set.attributes  # the whole set's list, built once (not once per row)
     labels = suite.eval_set.labels
+
+    def norm(pixels: np.ndarray | None) -> torch.Tensor | None:
+        return None if pixels is None else normalize(pixels, meta.mean, meta.std)
+
     return PreparedData(
         x_ce=normalize(suite.pool_pixels[idx], meta.mean, meta.std),
         y_ce=torch.as_tensor(suite.pool.labels[idx]),
-        x_eval=x_eval,
+        x_eval=suite.shared("eval", lambda: norm(suite.eval_pixels[rep])),
         y_eval=labels[rep],
         attr_eval=[attributes[i] for i in rep],
         eval_indices=rep,
-        unlabeled=normalize(suite.pool_pixels, meta.mean, meta.std) if with_unlabeled else None,
-        reference=normalize(suite.reference_pixels, meta.mean, meta.std)
-        if suite.reference_pixels is not None
-        else None,
-        x_val=normalize(suite.eval_pixels[val], meta.mean, meta.std) if len(val) else None,
+        unlabeled=suite.shared("unlabeled", lambda: norm(suite.pool_pixels)) if with_unlabeled else None,
+        reference=suite.shared("reference", lambda: norm(suite.reference_pixels)),
+        x_val=suite.shared("val", lambda: norm(suite.eval_pixels[val])) if len(val) else None,
         y_val=labels[val] if len(val) else None,
         attr_val=[attributes[i] for i in val] if len(val) else None,
         split=split,
+        old=suite.old,
     )

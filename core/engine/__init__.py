@@ -7,7 +7,8 @@ and stopping rules (``loop``), a whole repair from data to results (``repair``),
 (``strength``), what a repair reports and produces (``events``: progress events; ``results``: stop and no-change
 reasons, metrics, the one reader of metrics.json; ``runfolder``: the files of a run; none of them needs torch),
 the weights between the old model and a repair (``weight_interpolation``, θ + α·δ), metrics (``metrics``, numpy
-only) and model inference (``inference``), finding groups without labels (``group_discovery``, on the model's own
+only) and model inference (``inference``; the old model's answers on a prepared draw's images, computed once and shared by
+its runs: ``old_answers``), finding groups without labels (``group_discovery``, on the model's own
 features from ``group_features``), the penultimate features "More like this" compares (``neighbours``), the gallery's order when attributes are known (``gallery_ranking``, no torch),
 the from-scratch training of benchmark base models (``training``), device selection (``devices``) and where
 independent work runs, this process or Ray (``backends``). The guard on right answers (docs/REPAIR_GUARD.md): the

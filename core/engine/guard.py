@@ -28,7 +28,6 @@ import torch
 
 from core.engine.check_results import CheckReport, CheckScore
 from core.engine.checksplit import CheckSet
-from core.engine.inference import predict_logits
 from core.engine.results import NoChange, NoChangeCode
 
 GUARD_EVERY = 5
@@ -97,7 +96,7 @@ class CheckGuard:
     def start(self, method) -> None:
         """Score the old model (step 0) before the first step: the fallback when no step beats it."""
         self.origin = method.snapshot()
-        self.base = self.check.score(method.predict)
+        self.base = self.check.score_predictions(self.check.base_pred)  # the method starts as the old model
         self._record(0, 1.0, self.base)
         self.best_score, self.best_snap, self.best_step = self.base, self.origin, 0
         self.last_step = 0
@@ -171,7 +170,7 @@ def build_guard(config, data, base_model, device, trials: int = 1) -> CheckGuard
     how many guarded runs the caller keeps the best of (:func:`net_gain_z`)."""
     if config.stop_rule != "check" or not has_check_split(data):
         return None
-    base_pred = predict_logits(base_model.to(device), data.x_val, device).argmax(1).numpy()
+    base_pred = data.old.classes(base_model.to(device), data.x_val, device)  # shared by the runs on ``data``
     check = CheckSet(data.x_val, data.y_val, data.attr_val, base_pred, device)
     return CheckGuard(check, config.check_floor, trials=trials, early=config.check_early_steps)
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from core.engine.events import Progress, StepEvent
 from core.engine.inference import predict_logits
 from core.engine.methods.base import RepairMethod
 from core.engine.metrics import group_metrics
+from core.engine.old_answers import OldAnswers
 from core.engine.results import LoopResult, Restored, RestoreRule, Stop, StopReason
 from core.errors import UserError
 
@@ -57,7 +58,9 @@ class PreparedData:
     """Tensors for one run: counterexamples, the reported evaluation part and the validation part.
 
     The image sets other than the counterexamples may also be :class:`core.engine.inference.DiskImages`
-    (indexed like a tensor, read from disk a batch at a time)."""
+    (indexed like a tensor, read from disk a batch at a time). They are read-only once prepared: ``old``
+    (:class:`core.engine.old_answers.OldAnswers`) keeps the old model's answers on them, so the runs that share one
+    prepared draw (auto's trials, the benchmark's methods) predict those once."""
 
     x_ce: torch.Tensor
     y_ce: torch.Tensor
@@ -71,6 +74,7 @@ class PreparedData:
     unlabeled: torch.Tensor | None = None
     reference: torch.Tensor | None = None  # typical unlabelled images: anchor + kept estimate
     split: object | None = None  # core.engine.checksplit.SplitCounts: reported and check rows (the val part)
+    old: OldAnswers = field(default_factory=OldAnswers)  # the old model's answers on these rows, computed once
 
 
 def _worst_group(preds, y, attrs, class_names) -> float:

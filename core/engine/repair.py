@@ -192,7 +192,7 @@ def repair(
         return _cancelled(request, auto, t0)
     before = np.zeros(0, dtype=np.int64)
     if data.x_eval is not None:
-        before = predict_logits(bundle.model.to(dev), data.x_eval, dev).argmax(1).numpy()
+        before = data.old.classes(bundle.model.to(dev), data.x_eval, dev)  # predicted once per prepared draw
         bundle.model.to("cpu")
     if cfg is None:  # auto chose "change nothing": the repaired model is the old one
         outcome = _Outcome(None, LoopResult([], Stop(StopReason.AUTO_NO_CHANGE)), bundle.state_dict(), None,
