@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.engine.anchor import anchor_kl, confidence_weights
-from core.engine.configs import make_config
+from core.engine.configs import ANCHOR_CONFIDENCE_DEFAULT, make_config
 from core.engine.methods import get_method
 from core.engine.methods.base import Method
 from core.engine.methods.mas import mas_importance
@@ -118,9 +118,10 @@ def test_cpt_normalises_the_confidence_weights_over_its_reference_images(tiny_mo
     w = confidence_weights(m.reference.old_log_probs, 3.0, m.confidence_norm)
     assert float(w.mean()) == pytest.approx(1.0, rel=1e-5)
     assert float(w.std()) > 0
-    plain = _cpt(tiny_model, anchor=5.0)
+    plain = _cpt(tiny_model, anchor=5.0, anchor_confidence=0.0)
     plain.use_reference(ref)
-    assert make_config("cpt").anchor_confidence == 0.0 and plain.confidence_norm == 1.0
+    assert plain.confidence_norm == 1.0
+    assert make_config("cpt").anchor_confidence == ANCHOR_CONFIDENCE_DEFAULT == 3.0  # measured: the fifth study
 
 
 def test_the_confidence_weighted_anchor_changes_the_run_only_when_asked(tiny_model):
