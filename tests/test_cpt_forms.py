@@ -68,6 +68,8 @@ CASES = [
     {"penalty": "l2", "strength": 50.0, "lr": 1e-3, "optimizer": "ngd"},
     {"penalty": "l2", "strength": 50.0, "lr": 1e-2, "anchor": 5.0},
     {"penalty": "l1", "strength": 5.0, "lr": 1e-2, "anchor": 5.0, "invariance": "colour", "mix": 0.5},
+    {"penalty": "l2", "strength": 50.0, "lr": 1e-2, "importance": "mas"},  # Ω from the counterexamples
+    {"penalty": "l2", "strength": 50.0, "lr": 1e-2, "anchor": 5.0, "importance": "mas", "anchor_confidence": 2.0},
 ]
 
 

@@ -19,7 +19,9 @@ which is 1.0 at δ = 0.
 
 Typical images can still include the very mistakes the repair should fix (a deployment photo with the shortcut's
 cue on the wrong class); :func:`far_from` finds the share of them most like a counterexample in the old model's own
-features, for the anchor to leave out (CPT's ``anchor_skip``; the kept estimate still uses every image).
+features, for the anchor to leave out (CPT's ``anchor_skip``; the kept estimate still uses every image), and
+:func:`confidence_weights` lets the anchor hold the old model's confident answers harder than its unsure ones
+(``anchor_confidence``).
 """
 
 from __future__ import annotations
@@ -35,10 +37,22 @@ from core.formats.architectures import last_linear
 AGREEMENT_IMAGES = 256  # images in the fixed subset the kept estimate is measured on
 
 
-def anchor_kl(new_logits: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of KL(p_old ‖ p_new) = Σ p_old·(log p_old − log p_new)."""
+def anchor_kl(
+    new_logits: torch.Tensor, old_log_probs: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over the batch of KL(p_old ‖ p_new) = Σ p_old·(log p_old − log p_new), each image's term times its
+    ``weights`` entry where given (:func:`confidence_weights`)."""
     new_log_probs = nn.functional.log_softmax(new_logits.float(), dim=1)
-    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(1).mean()
+    per_image = (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(1)
+    return (per_image if weights is None else per_image * weights).mean()
+
+
+def confidence_weights(old_log_probs: torch.Tensor, power: float, norm: float) -> torch.Tensor:
+    """Each image's weight in the anchor: the old model's confidence in its own answer, max p_old, raised to
+    ``power`` and divided by ``norm`` (that power's mean over the reference images, so the weights average 1 and
+    μ keeps its meaning). Confident old answers, likely right, are held; unsure ones, where a shortcut's mistakes
+    are more likely, may move."""
+    return old_log_probs.exp().max(1).values.pow(power) / norm
 
 
 @torch.no_grad()

@@ -13,6 +13,9 @@ same norm of the anchor θ, taken over the tuned parameters:
   count as matrices; 1-D tensors (biases, norms) count as 1×n matrices, whose nuclear norm is
   their L2 norm. Low-rank change.
 
+* ``l2`` weighted by importance (CPT's ``importance``): P = Σ Ωᵢδᵢ² / Σ Ωᵢθᵢ², MAS's Ω and MAS's
+  normalisation (Aljundi et al. 2018, Eq. 5; :mod:`core.engine.methods.mas`).
+
 A uniform 10 % change of every tuned weight gives ``l2`` = 0.01 and ``l1`` = 0.1 whatever the
 model's size, so λ is "loss units per unit of relative change" for a 25k-parameter CNN and a
 ResNet-50 alike. The denominators are constants (θ is frozen) and are computed once.
@@ -74,3 +77,16 @@ def penalty_value(name: str, deltas: Tensors, scales: dict[str, float]) -> torch
     if name not in ("l2", "l1", "nuclear"):
         raise UserError(f"unknown penalty {name!r}; choose one of {', '.join(PENALTIES)}")
     return _raw(name)(deltas) / scales[name]
+
+
+def importance_scale(weights: Tensors, anchors: Tensors) -> float:
+    """Σ Ωᵢθᵢ², the denominator of :func:`weighted_l2` (1.0 where it is 0)."""
+    with torch.no_grad():
+        total = sum(float((w.float() * a.detach().float().pow(2)).sum()) for w, a in zip(weights, anchors))
+    return total if total > 0 else 1.0
+
+
+def weighted_l2(deltas: Tensors, weights: Tensors, scale: float) -> torch.Tensor:
+    """Σ Ωᵢδᵢ² / scale, with ``scale`` from :func:`importance_scale`: 0 at δ = 0, and a uniform 10 % change of
+    every weight gives 0.01 as ``l2`` does."""
+    return sum(((w * d.float().pow(2)).sum() for w, d in zip(weights, deltas)), _zero(deltas)) / scale

@@ -73,19 +73,29 @@ def _chunks(params: list[torch.Tensor]) -> list[list[int]]:
 
 @torch.no_grad()
 def add_l2_pull(
-    params: list[torch.Tensor], anchors: list[torch.Tensor] | None, coef: float, scale: float
+    params: list[torch.Tensor],
+    anchors: list[torch.Tensor] | None,
+    coef: float,
+    scale: float,
+    weights: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Add the gradient of coef·Σ‖d‖²/scale, which is 2·coef·d/scale, to each parameter's ``.grad`` in fused passes,
     and return the penalty's value. d = p − a for the ``anchors`` a (θ' − θ for CPT in place, θ − θ₀ for L2-SP), or
     p itself where ``anchors`` is None (CPT's δ form). p − a is exact in floating point while p is within a factor
-    2 of a (Sterbenz) and is only a temporary; tests/test_cpt.py checks the result equals autograd's gradient."""
+    2 of a (Sterbenz) and is only a temporary; tests/test_cpt.py checks the result equals autograd's gradient.
+    ``weights`` Ω (one tensor per parameter): the pull of coef·Σ Ω·d²/scale instead, gradient 2·coef·Ω·d/scale."""
     norms: list[torch.Tensor] = []
     for idx in _chunks(params):
         ps = [params[i] for i in idx]
         ds = ps if anchors is None else list(torch._foreach_sub(ps, [anchors[i] for i in idx]))
-        norms.extend(torch._foreach_norm([d.float() for d in ds], 2))
+        if weights is None:
+            norms.extend(torch._foreach_norm([d.float() for d in ds], 2))
+            pulls = ds
+        else:
+            pulls = list(torch._foreach_mul(ds, [weights[i].to(ds[0].dtype) for i in idx]))
+            norms.extend(((w.float() * d.float()).sum().sqrt() for w, d in zip(pulls, ds)))
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
-        torch._foreach_add_(grads, ds, alpha=2.0 * coef / scale)
+        torch._foreach_add_(grads, pulls, alpha=2.0 * coef / scale)
         for p, g in zip(ps, grads):
             p.grad = g
     total = torch.stack(norms).pow(2).sum() if norms else torch.zeros(())
@@ -232,12 +242,14 @@ class Method:
         anchors: list[torch.Tensor] | None,
         coef: float,
         scale: float,
+        weights: list[torch.Tensor] | None = None,
     ) -> StepStats:
         """One step on CE + coef·Σ‖d‖²/scale, the penalty's gradient 2·coef·d/scale added in closed form.
 
         d = p − a for each trainable tensor p in ``params`` and its anchor a (θ' − θ for CPT, θ − θ₀ for L2-SP),
         or p itself where ``anchors`` is None (CPT's δ form). Building the penalty through autograd would cost
         a second pass over every tensor; fused passes give the same gradient (tests/test_cpt.py checks it).
+        ``weights``: the importance-weighted pull (:func:`add_l2_pull`).
         """
         if self.optimizer is None:
             self.optimizer = self.make_optimizer()
@@ -247,7 +259,7 @@ class Method:
         task = nn.functional.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         task.backward()
-        pen = add_l2_pull(params, anchors, coef, scale)
+        pen = add_l2_pull(params, anchors, coef, scale, weights)
         self.optimizer.step()
         t, q = float(task.detach()), float(pen)
         return StepStats(t + q, t, q)

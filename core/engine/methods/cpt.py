@@ -24,6 +24,13 @@ is not harmless: the ``nuclear`` penalty, whose gradient U·Vᵀ comes from δ's
 singular values are close (after Adam's first step every entry of δ is about ±lr): measured on a small CNN, the
 two forms agreed to 1e-6 after one step and differed by 80 % in the classifier's δ after two. It is also the
 reference the in-place form is tested against (``CPT(..., delta_form=True)``).
+
+**Importance-weighted change** (``importance="mas"``): P(δ) = Σ Ωᵢδᵢ² / Σ Ωᵢθᵢ² with MAS's Ω (Aljundi et al. 2018,
+Eq. 2; :func:`core.engine.methods.mas.mas_importance`) computed once from the reference images (without any, from
+the first counterexample batch, labels unused), so the weights the old answers depend on most are held and the
+others may move; the closed-form pull becomes 2λΩδ/Σ Ωθ² in both forms. **Confidence-weighted anchor**
+(``anchor_confidence`` γ > 0): each reference image's KL counts by max p_θ(x)^γ, normalised to mean 1 over the
+reference images (:func:`core.engine.anchor.confidence_weights`).
 """
 
 from __future__ import annotations
@@ -34,14 +41,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from core.engine.anchor import anchor_kl, far_from
-from core.engine.configs import SIZE_REFERENCE, CPTConfig
+from core.engine.anchor import anchor_kl, confidence_weights, far_from
+from core.engine.configs import IMPORTANCE_IMAGES, SIZE_REFERENCE, CPTConfig
 from core.engine.devices import autocast
 from core.engine.events import StepStats
+from core.engine.inference import rows_on
 from core.engine.invariance import invariance
 from core.engine.methods.base import Method, add_l2_pull, merged_with, select_parameters, trainable_copy
+from core.engine.methods.mas import mas_importance
 from core.engine.mixing import cutmix, soft_cross_entropy
-from core.engine.penalties import anchor_scales, penalty_value
+from core.engine.penalties import anchor_scales, importance_scale, penalty_value, weighted_l2
+from core.errors import UserError
 
 
 class DeltaModel(nn.Module):
@@ -148,6 +158,16 @@ class CPT(Method):
         self.scales = anchor_scales(self.model.anchors)
         self.hint = invariance(config.invariance, config.invariance_region)  # core.engine.invariance, or None
         self.mix_gen = torch.Generator().manual_seed(80_021)  # core.engine.mixing: the composites' draws
+        if config.importance != "none" and config.penalty != "l2":
+            raise UserError(
+                f"importance {config.importance} weights the l2 penalty; use penalty l2 or importance none",
+                key="cpt_importance_l2",
+                importance=config.importance,
+            )
+        self.omega: list[torch.Tensor] | None = None  # Ω of the importance-weighted penalty, once known
+        self.omega_scale = 1.0
+        self.importance_source = ""
+        self.confidence_norm = 1.0  # mean of max p_old^γ over the anchor's reference images
 
     def trainable_parameters(self):
         return self.model.trainable()
@@ -160,13 +180,36 @@ class CPT(Method):
     def needs_reference(self) -> bool:
         """The function-space anchor, the invariance hint and CutMix use reference images too."""
         c = self.config
-        return c.anchor > 0 or c.invariance != "none" or c.mix > 0 or super().needs_reference()
+        wants = c.anchor > 0 or c.invariance != "none" or c.mix > 0 or c.importance != "none"
+        return wants or super().needs_reference()
 
     def use_reference(self, x, seed: int = 0, counterexamples=None) -> None:
-        """The reference images; with ``anchor_skip``, the anchor leaves out those most like a counterexample."""
+        """The reference images; with ``anchor_skip``, the anchor leaves out those most like a counterexample;
+        with ``importance``, Ω comes from them; with ``anchor_confidence``, the weights' mean over them."""
         super().use_reference(x, seed)
-        if self.reference is not None and self.config.anchor_skip > 0 and counterexamples is not None:
-            self.reference.anchor_rows = far_from(self.base, x, counterexamples, self.config.anchor_skip, self.device)
+        ref, c = self.reference, self.config
+        if ref is None:
+            return
+        if c.anchor_skip > 0 and counterexamples is not None:
+            ref.anchor_rows = far_from(self.base, x, counterexamples, c.anchor_skip, self.device)
+        if c.importance == "mas":
+            self._set_importance(rows_on(x, slice(0, IMPORTANCE_IMAGES), self.device), "reference images")
+        if c.anchor_confidence > 0:
+            old = ref.old_log_probs if ref.anchor_rows is None else ref.old_log_probs[ref.anchor_rows]
+            self.confidence_norm = float(old.exp().max(1).values.pow(c.anchor_confidence).mean())
+
+    def _set_importance(self, images: torch.Tensor, source: str) -> None:
+        self.omega = mas_importance(self.base, self.names, images)
+        self.omega_scale = importance_scale(self.omega, self.model.anchors)
+        self.importance_source = source
+
+    def _pull_weights(self) -> tuple[list[torch.Tensor] | None, float]:
+        """Ω and Σ Ωθ² of the importance-weighted l2 penalty, or (None, Σ‖θ‖²) for the plain one."""
+        if self.config.importance == "none":
+            return None, self.scales["l2"]
+        if self.omega is None:
+            raise RuntimeError("importance weights are set by use_reference or the first update")
+        return self.omega, self.omega_scale
 
     def effective_lr(self) -> float:
         """The Adam step actually used: ``lr``, scaled by the number of tuned weights when
@@ -185,19 +228,23 @@ class CPT(Method):
         return self.model(x)
 
     def penalty(self):
+        if self.config.importance != "none":
+            weights, scale = self._pull_weights()
+            return self.config.strength * weighted_l2(self.model.diffs(), weights, scale)
         return self.config.strength * penalty_value(self.config.penalty, self.model.diffs(), self.scales)
 
     def update(self, x, y):
         """One step; for ``l2`` the penalty's gradient 2λδ/Σ‖θ‖² is added in closed form, which keeps a
         CPT step within a few percent of a plain fine-tuning step (``python -m core perf``)."""
+        if self.config.importance != "none" and self.omega is None:  # no reference images: Ω from these, as MAS
+            self._set_importance(x[:IMPORTANCE_IMAGES], "counterexample images (no reference images)")
         if (self.config.anchor > 0 or self.hint is not None or self.config.mix > 0) and self.reference is not None:
             return self._anchored_update(x, y)
         if self.config.penalty != "l2":
             return super().update(x, y)
-        params = self.trainable_parameters()
-        return self.update_with_l2_pull(
-            x, y, params, self.model.pull_anchors(), self.config.strength, self.scales["l2"]
-        )
+        weights, scale = self._pull_weights()
+        params, anchors = self.trainable_parameters(), self.model.pull_anchors()
+        return self.update_with_l2_pull(x, y, params, anchors, self.config.strength, scale, weights)
 
     def _anchored_update(self, x, y):
         """One step on CE + μ·KL on reference images + λ·P, both batches in one forward pass (eval mode,
@@ -217,7 +264,12 @@ class CPT(Method):
         with autocast(self.device):
             logits = self.forward(torch.cat(parts))
         task = nn.functional.cross_entropy(logits[: len(x)].float(), y)
-        kl = anchor_kl(logits[len(x) : len(x) + len(xr)], old)
+        conf = self.config.anchor_confidence
+        kl = anchor_kl(
+            logits[len(x) : len(x) + len(xr)],
+            old,
+            confidence_weights(old, conf, self.confidence_norm) if conf else None,
+        )
         at = len(x) + len(xr)
         hint = anchor_kl(logits[at : at + len(xh)], old_h) if self.hint is not None else None
         at += len(xh) if self.hint is not None else 0
@@ -233,7 +285,8 @@ class CPT(Method):
         total.backward()
         if closed:
             params, anchors = self.trainable_parameters(), self.model.pull_anchors()
-            pen = add_l2_pull(params, anchors, self.config.strength, self.scales["l2"])
+            weights, scale = self._pull_weights()
+            pen = add_l2_pull(params, anchors, self.config.strength, scale, weights)
         self.optimizer.step()
         t, q, a = float(task.detach()), float(pen.detach()), float(kl.detach())
         h = float(hint.detach()) if hint is not None else None

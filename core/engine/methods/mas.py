@@ -40,10 +40,12 @@ def mas_importance(
         out = functional_call(model, ({**fixed, **p}, buffers), (x.unsqueeze(0),))
         return out.float().pow(2).sum()
 
-    per_example = vmap(grad(sq_norm), in_dims=(None, 0), chunk_size=chunk)
+    per_example = vmap(grad(sq_norm), in_dims=(None, 0))
     total = {n: torch.zeros_like(t) for n, t in tuned.items()}
-    for start in range(0, len(images), 256):
-        grads = per_example(tuned, images[start : start + 256])
+    # ``chunk`` images at a time: their per-example gradients are chunk copies of the tuned weights (1.4 GB for
+    # a ResNet-18 at 32), where 256 at once were 11 GB
+    for start in range(0, len(images), chunk):
+        grads = per_example(tuned, images[start : start + chunk])
         for n in total:
             total[n] += grads[n].abs().sum(0)
     return [total[n] / max(len(images), 1) for n in names]
