@@ -56,14 +56,19 @@ def _eta_errors(store: Store, run_id: int) -> dict:
     }
 
 
+def _server(home: Path) -> Server:
+    """A server on a new store with the test accounts, started as start.sh starts it: the demo built at server
+    start (the test servers turn that off to spare the CPUs)."""
+    make_accounts(Store(home))
+    return Server(home, home.parent, env={"BIASREPAIR_DEMO_PREBUILD": "1"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", type=Path, default=None)
     args = ap.parse_args()
     home = args.home or Path(tempfile.mkdtemp()) / "home"
-    make_accounts(Store(home))
-    # As start.sh runs it: the demo built at server start (the test servers turn that off to spare the CPUs).
-    srv = Server(home, home.parent, env={"BIASREPAIR_DEMO_PREBUILD": "1"})
+    srv = _server(home)
     started = time.monotonic()
     srv.start()
     out: dict = {}
