@@ -92,3 +92,27 @@ def test_strongest_candidate_first_and_a_stalled_trial_stops(demo_dir):
     assert result.reason is StopReason.STALLED and len(result.history) < 300
     fixed = [h.fixed for h in result.history]
     assert max(fixed[-10:]) <= max(fixed[:-10])  # nothing new was fixed in the last 10 steps
+
+
+def test_each_trial_derives_from_the_reference_images_what_a_run_derives(demo_dir, monkeypatch):
+    """A trial shares the sweep's reference images (their old answers computed once) and still gets what CPT
+    derives from them in a run: the anchor's left-out images near its own counterexamples, the weights' mean."""
+    from core.engine import strength
+    from core.engine.methods.cpt import CPT
+
+    b, ce, ev = load(demo_dir, n=6)
+    data = prepare_data(b, ce, ev, reference=load_dataset(demo_dir / "reference", b.meta.class_names).subset(range(80)))
+    seen = []
+    adopt = CPT.adopt_reference
+
+    def spy(self, ref, counterexamples=None):
+        adopt(self, ref, counterexamples)
+        seen.append((ref, len(counterexamples), ref.anchor_rows is not None, self.confidence_norm))
+
+    monkeypatch.setattr(CPT, "adopt_reference", spy)
+    cfg = make_config("cpt", {"max_steps": 3, "min_steps": 1, "anchor_skip": 0.2, "anchor_confidence": 3.0})
+    trials = strength._prepare_trials(b, data, "cpt", cfg, torch.device("cpu"), seed=0)
+    strength._run_trial(trials, (0, 1))
+    (ref, n_ce, skipped, norm) = seen[-1]
+    assert ref is trials.ref and n_ce == len(data.y_ce) - len(trials.folds[1])  # the trial's own counterexamples
+    assert skipped and 0 < norm < 1  # max p_old³ averages below one

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.engine.inference import forward_batch, rows_on
+from core.engine.inference import GPU_BATCH, forward_batch, rows_on
 from core.formats.architectures import last_linear
 
 AGREEMENT_IMAGES = 256  # images in the fixed subset the kept estimate is measured on
@@ -90,7 +90,8 @@ class Reference:
     def __init__(self, x: torch.Tensor, base: nn.Module, device: torch.device, seed: int = 0):
         self.x = x
         self.device = device
-        self.step = min(512, getattr(x, "batch", 512))  # images read at once (DiskImages: its batch)
+        # images read at once: a forward pass's batch (DiskImages: at most its own batch)
+        self.step = min(forward_batch(tuple(x.shape[1:]), device), getattr(x, "batch", GPU_BATCH))
         self.seed = seed
         self.anchor_rows: torch.Tensor | None = None
         self.restart()

@@ -265,7 +265,7 @@ def _run_trial(t: _Trials, key: tuple[int, int], should_stop=None) -> _TrialResu
     if t.ref is not None:
         t.ref.restart()
     impl = get_method(t.method)(t.model, cfg, device)
-    impl.reference = t.ref
+    impl.adopt_reference(t.ref, sub.x_ce)  # what CPT derives from them (anchor_skip, its weights), as a run does
     loop = train_method(impl, sub, device, t.class_names, seed=t.seed, should_stop=should_stop, stall_steps=STALL_STEPS)
     if loop.cancelled:
         return _TrialResult(cancelled=True)

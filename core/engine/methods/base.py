@@ -145,6 +145,9 @@ class RepairMethod(Protocol):
     def use_reference(self, x: torch.Tensor | None, seed: int = 0, counterexamples: torch.Tensor | None = None) -> None:
         """``counterexamples``: for a method that keeps the reference images most like them out of its anchor."""
 
+    def adopt_reference(self, ref: Reference | None, counterexamples: torch.Tensor | None = None) -> None:
+        """Take reference images whose old answers are already known (automatic strength's trials share one)."""
+
     def update(self, x: torch.Tensor, y: torch.Tensor) -> StepStats:
         """One optimizer step on a batch of counterexamples."""
 
@@ -185,8 +188,13 @@ class Method:
 
     def use_reference(self, x: torch.Tensor | None, seed: int = 0, counterexamples: torch.Tensor | None = None) -> None:
         """Give the method typical unlabelled images (anchor, kept estimate); see :mod:`core.engine.anchor`."""
+        ref = Reference(x, self.base, self.device, seed) if x is not None and len(x) else None
+        self.adopt_reference(ref, counterexamples)
 
-        self.reference = Reference(x, self.base, self.device, seed) if x is not None and len(x) else None
+    def adopt_reference(self, ref: Reference | None, counterexamples: torch.Tensor | None = None) -> None:
+        """The reference images as :meth:`use_reference` gives them, their old answers already computed: what a
+        method derives from them (CPT: which the anchor leaves out, its weights) is derived here."""
+        self.reference = ref
 
     def halve_step(self) -> bool:
         if self.optimizer is None:

@@ -183,17 +183,17 @@ class CPT(Method):
         wants = c.anchor > 0 or c.invariance != "none" or c.mix > 0 or c.importance != "none"
         return wants or super().needs_reference()
 
-    def use_reference(self, x, seed: int = 0, counterexamples=None) -> None:
+    def adopt_reference(self, ref, counterexamples=None) -> None:
         """The reference images; with ``anchor_skip``, the anchor leaves out those most like a counterexample;
         with ``importance``, Ω comes from them; with ``anchor_confidence``, the weights' mean over them."""
-        super().use_reference(x, seed)
-        ref, c = self.reference, self.config
+        super().adopt_reference(ref, counterexamples)
+        c = self.config
         if ref is None:
             return
         if c.anchor_skip > 0 and counterexamples is not None:
-            ref.anchor_rows = far_from(self.base, x, counterexamples, c.anchor_skip, self.device)
+            ref.anchor_rows = far_from(self.base, ref.x, counterexamples, c.anchor_skip, self.device)
         if c.importance == "mas":
-            self._set_importance(rows_on(x, slice(0, IMPORTANCE_IMAGES), self.device), "reference images")
+            self._set_importance(rows_on(ref.x, slice(0, IMPORTANCE_IMAGES), self.device), "reference images")
         if c.anchor_confidence > 0:
             old = ref.old_log_probs if ref.anchor_rows is None else ref.old_log_probs[ref.anchor_rows]
             self.confidence_norm = float(old.exp().max(1).values.pow(c.anchor_confidence).mean())
