@@ -133,6 +133,10 @@ def test_coded_details_and_the_stop_read_in_words():
     )
     assert words[ja("detail_stop_reason")] == ja("stop_check_patience") + " · " + ja("stop_restored", step=15)
     assert "check_patience" not in history.details_words(detail, ja)
+    sizes = history.details_words({"bytes": 113_400, "bytes_freed": 3 * 2**20, "images": 100_000}, ja)
+    assert sizes == ja("detail_bytes") + ": 0.1 MB · " + ja("detail_bytes_freed") + ": 3.0 MB · " + (
+        ja("detail_images") + ": 100,000"
+    )  # sizes in MB and counts in full, never 1.134e5
     odd = {"verdict": "a kind from a later version", "stop_reason": "not a stop line", "method": "gone"}
     assert history.details_words(odd, ja) == (
         "判定: a kind from a later version · 止まった理由: not a stop line · " + ja("detail_method") + ": gone"

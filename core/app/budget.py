@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from core.app import display
 from core.app.store import Store
 from core.errors import UserError
 from core.formats.limits import store_budget_bytes
@@ -45,18 +46,19 @@ def store_usage(store: Store) -> dict:
 REPAIR = "this repair"  # what a run submission is called in the message
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f}"
-
-
 class BudgetError(UserError):
     """The store's disk budget would be exceeded; ``values`` fill the page's translated message."""
 
     def __init__(self, what: str, incoming: int, used: int, budget: int):
-        self.values = {"what": what, "need": _mb(incoming), "used": _mb(used), "budget": _mb(budget)}
+        self.values = {
+            "what": what,
+            "need": display.mebibytes(incoming),
+            "used": display.mebibytes(used),
+            "budget": display.mebibytes(budget),
+        }
         super().__init__(
-            f"{what} needs about {_mb(incoming)} MB, but the workbench's store already uses "
-            f"{_mb(used)} MB of its {_mb(budget)} MB disk budget "
+            f"{what} needs about {display.mebibytes(incoming)} MB, but the workbench's store already uses "
+            f"{display.mebibytes(used)} MB of its {display.mebibytes(budget)} MB disk budget "
             "(BIASREPAIR_STORE_BUDGET_MB); nothing was saved. Delete old projects' files or raise the budget"
         )
 

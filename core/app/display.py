@@ -70,6 +70,11 @@ def number(x: float | int | str | None) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def mebibytes(n: int) -> str:
+    """A size in bytes as MB (2²⁰ bytes) with one decimal, without the unit: ``1.1``."""
+    return f"{n / 2**20:.1f}"
+
+
 def finite(x: float | int | str | None) -> float | None:
     """``x`` as a float, or None when it is missing or not a number (NaN): what the formatters below
     show as ``–``."""

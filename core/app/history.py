@@ -84,7 +84,11 @@ def _value_words(key: str, value: object, t: Callable[..., str]) -> str:
         return "✓" if value else "✗"
     if isinstance(value, float) and key.startswith(PERCENT_KEYS) and 0 <= value <= 1:
         return display.percent(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, int) and "bytes" in key:
+        return f"{display.mebibytes(value)} MB"
+    if isinstance(value, int):
+        return f"{value:,}"  # a count: 7,000 images, not 7e3
+    if isinstance(value, float):
         return display.number(value)
     if isinstance(value, str) and key == "stop_reason":
         return runs.stop_words({"stop_reason": value}, t)
