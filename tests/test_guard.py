@@ -177,6 +177,23 @@ def test_a_repair_carves_a_check_split_guards_on_it_and_reports_only_the_rest(tm
     assert len(pd.read_csv(out / "predictions.csv")) == 96
 
 
+def test_counterexamples_fixed_are_counted_on_the_model_the_rule_kept_not_the_last_step(tmp_path):
+    import copy
+
+    from core.engine.inference import load_tensors, predict_logits
+    from core.engine.repair import run_repair
+
+    bundle, ce, ev, ref = _repair_inputs(tmp_path)
+    res = run_repair(bundle, ce, ev, config={"stop_rule": "check", "max_steps": 12, "min_steps": 0, "lr": 1e-2},
+                     reference=ref)  # fmt: skip
+    kept = copy.deepcopy(bundle.model)
+    kept.load_state_dict(res.merged_state)
+    x, y = load_tensors(ce, bundle.meta)
+    fixed = int((predict_logits(kept, x, DEV).argmax(1) == y).sum())
+    assert res.metrics.counterexamples_fixed == fixed
+    assert res.metrics.stop.restored is not None and res.metrics.stop.restored.step < res.metrics.steps  # went back
+
+
 def test_val_rows_are_the_check_split_and_share_zero_turns_the_carve_off(tmp_path):
     from core.engine.repair import run_repair
 

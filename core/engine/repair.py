@@ -205,6 +205,7 @@ def repair(
         if outcome.loop.cancelled:  # nothing of a cancelled run is kept: stop now, without evaluating it
             return _cancelled(request, auto, t0, outcome.loop.history)
     metrics = _metrics(request, data, bundle.meta.class_names, outcome, auto, before, dev, t0)
+    metrics = replace(metrics, counterexamples_fixed=_fixed_at_end(bundle, data, outcome, dev))
     return RepairResult(
         metrics=metrics,
         history=outcome.loop.history,
@@ -257,6 +258,18 @@ def _train(bundle, request, cfg, data, dev, before, progress, should_stop, stall
     return _Outcome(impl, run.loop, merged, delta, after, run.config, run.guard, run.auto)
 
 
+def _fixed_at_end(bundle, data, outcome: _Outcome, dev) -> int | None:
+    """How many counterexamples the resulting model gets right: the step or strength the rule kept (or the old
+    model), not the last step the loop ran."""
+    if data.x_ce is None or not len(data.y_ce):
+        return None
+    keeps_old = outcome.impl is None or (outcome.auto is not None and outcome.auto.chosen is None)
+    model = bundle.model.to(dev) if keeps_old else PredictAdapter(outcome.impl)
+    pred = predict_logits(model, data.x_ce, dev).argmax(1)
+    bundle.model.to("cpu")
+    return int((pred == torch.as_tensor(data.y_ce).cpu()).sum())
+
+
 def _no_change(auto: AutoReport | None, stop: Stop, cfg) -> NoChange | None:
     """Why the result is the old model: auto chose nothing, or the check or kept rule went back to step 0."""
     if auto is not None and auto.chosen is None:
@@ -292,7 +305,6 @@ def _metrics(request, data, class_names, outcome: _Outcome, auto, before, dev, t
         stop=loop.stop,
         cancelled=False,
         counterexamples=int(len(data.y_ce)),
-        counterexamples_fixed=loop.history[-1].fixed if loop.history else None,
         config=asdict(outcome.config),
         auto_strength=auto,
         seed=request.seed,
