@@ -106,18 +106,28 @@ def test_cpu_training_is_deterministic(tiny_model):
     assert np.array_equal(outs[0], outs[1])
 
 
-def test_closed_form_l2_gradient_matches_autograd(tiny_model):
+def assert_closed_form_matches_autograd(make, x, y, steps: int = 4) -> None:
+    """CPT's update with its pull in closed form, and the generic update through autograd, from methods ``make()``
+    builds alike: the same changes and penalty after ``steps`` steps."""
     from core.engine.methods.base import Method
 
-    x, y = batch()
     runs = []
     for closed_form in (True, False):
-        torch.manual_seed(0)
-        m = get_method("cpt")(tiny_model, make_config("cpt", {"strength": 50.0, "lr": 0.01, "lr_scale": "none"}), DEV)
-        for _ in range(4):
+        m = make()
+        for _ in range(steps):
             stats = m.update(x, y) if closed_form else Method.update(m, x, y)
         runs.append(([d.clone() for d in m.changes()], stats))
     for a, b in zip(runs[0][0], runs[1][0]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert runs[0][1].penalty > 0
     assert runs[0][1].penalty == pytest.approx(runs[1][1].penalty, rel=1e-5)
+
+
+def test_closed_form_l2_gradient_matches_autograd(tiny_model):
+    def make():
+        torch.manual_seed(0)
+        return get_method("cpt")(
+            tiny_model, make_config("cpt", {"strength": 50.0, "lr": 0.01, "lr_scale": "none"}), DEV
+        )
+
+    assert_closed_form_matches_autograd(make, *batch())

@@ -8,10 +8,10 @@ import torch
 from core.engine.anchor import anchor_kl, confidence_weights
 from core.engine.configs import ANCHOR_CONFIDENCE_DEFAULT, make_config
 from core.engine.methods import get_method
-from core.engine.methods.base import Method
 from core.engine.methods.mas import mas_importance
 from core.engine.penalties import anchor_scales, importance_scale, penalty_value, weighted_l2
 from core.errors import UserError
+from tests.test_cpt import assert_closed_form_matches_autograd
 
 CPU = torch.device("cpu")
 
@@ -41,18 +41,12 @@ def test_weighted_l2_is_zero_at_theta_and_means_what_l2_means_for_a_uniform_chan
 
 
 def test_the_closed_form_weighted_pull_matches_autograd(tiny_model):
-    x, y = batch()
-    runs = []
-    for closed_form in (True, False):
+    def make():
         m = _cpt(tiny_model, strength=50.0, lr=0.01, importance="mas")
         m.use_reference(torch.randn(20, 3, 12, 12, generator=torch.Generator().manual_seed(5)))
-        for _ in range(4):
-            stats = m.update(x, y) if closed_form else Method.update(m, x, y)
-        runs.append(([d.clone() for d in m.changes()], stats))
-    for a, b in zip(runs[0][0], runs[1][0]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    assert runs[0][1].penalty > 0
-    assert runs[0][1].penalty == pytest.approx(runs[1][1].penalty, rel=1e-5)
+        return m
+
+    assert_closed_form_matches_autograd(make, *batch())
 
 
 def test_importance_comes_from_the_reference_images_else_the_counterexamples(tiny_model):

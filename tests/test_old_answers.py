@@ -13,8 +13,7 @@ from core.engine.old_answers import OldAnswers, model_fingerprint
 from core.engine.repair import prepare_data, repair, run_repair
 from core.engine.request import DataRefs, RunRequest
 from core.formats.architectures import SmallCNN
-from core.formats.bundle import load_bundle
-from core.formats.datasets import load_dataset
+from tests.test_strength import load
 
 DEV = torch.device("cpu")
 
@@ -77,12 +76,7 @@ def test_the_fingerprint_sees_buffers_and_a_pickled_cache_arrives_empty():
     assert moved.passes == 0 and moved._entries == []
 
 
-def _demo(demo_dir, n: int = 8):
-    b = load_bundle(demo_dir / "model")
-    names = b.meta.class_names
-    ce = load_dataset(demo_dir / "counterexamples", names).subset(range(n))
-    ev = load_dataset(demo_dir / "eval", names)
-    return b, ce, ev
+_demo = load  # the demo's model, its first n counterexamples and its evaluation set
 
 
 def test_repairs_on_one_prepared_draw_predict_the_old_model_once_and_another_model_gets_its_own(demo_dir):
